@@ -1,0 +1,269 @@
+"""One typed, frozen run configuration, read from one YAML file.
+
+Every default of the project lives here, once. The configuration maps a user's
+own tables onto the canonical tables of the data contract (``transactions``,
+``customers``, ``events``, ``leads``, ``lead_events``), chooses the engine, the
+MLflow tracking URI and the per-model horizons, lookbacks and cut-offs.
+
+Unknown keys and wrong types are errors that name the key: a typo in a config
+must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "Config",
+    "ConfigError",
+    "ModelConfig",
+    "ModelsConfig",
+    "RowFilter",
+    "ServingConfig",
+    "SourceConfig",
+    "SparkConfig",
+    "TableConfig",
+    "TablesConfig",
+    "load_config",
+]
+
+# Required and optional canonical columns per table, from the data contract.
+CANONICAL_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "transactions": {
+        "required": ("customer_id", "timestamp", "amount"),
+        "optional": ("order_id", "product_id", "category", "quantity", "channel"),
+    },
+    "customers": {"required": ("customer_id",), "optional": ("signup_at",)},
+    "events": {
+        "required": ("customer_id", "timestamp", "event_type"),
+        "optional": ("channel", "value"),
+    },
+    "leads": {"required": ("lead_id", "created_at"), "optional": ("converted_at", "converted")},
+    "lead_events": {"required": ("lead_id", "timestamp", "event_type"), "optional": ("channel",)},
+}
+
+# Canonical columns that hold a point in time; they are parsed and checked as timestamps.
+TIMESTAMP_COLUMNS = frozenset({"timestamp", "created_at", "converted_at", "signup_at"})
+# Canonical columns that must be numbers.
+NUMERIC_COLUMNS = frozenset({"amount", "quantity", "value", "converted"})
+# Canonical identifier columns: compared as strings everywhere.
+ID_COLUMNS = frozenset({"customer_id", "lead_id", "order_id", "product_id"})
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the key."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Frozen):
+    """Where a table is read from.
+
+    ``path`` is resolved against the config file's folder when relative.
+    ``format`` is inferred from the suffix when omitted. A DuckDB file needs
+    ``table``; ``database`` sources are reached through an Ibis connection URL.
+    """
+
+    path: str
+    format: Literal["parquet", "csv", "duckdb"] | None = None
+    table: str | None = None
+    csv_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _infer_format(self) -> SourceConfig:
+        if self.format is None:
+            suffix = Path(self.path).suffix.lower()
+            inferred = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
+            if suffix not in inferred and "*" not in self.path:
+                raise ValueError(f"cannot infer the format of {self.path!r}: set 'format' to parquet, csv or duckdb")
+            object.__setattr__(self, "format", inferred.get(suffix, "parquet"))
+        if self.format == "duckdb" and not self.table:
+            raise ValueError("a duckdb source needs 'table': the name of the table inside the DuckDB file")
+        return self
+
+
+class RowFilter(_Frozen):
+    """A named rule that keeps rows for which ``keep`` (a SQL boolean expression over source columns) is true.
+
+    Rows it drops are counted under ``name`` and reported by ``crmscore validate``.
+    """
+
+    name: str
+    keep: str
+
+
+class TableConfig(_Frozen):
+    """How one user table maps onto a canonical table.
+
+    ``columns`` maps canonical names to a source column name or a SQL expression
+    over source columns (``amount: Quantity * Price``). ``attributes`` adds any
+    further columns under names of the user's choice (``country: Country``).
+    ``attributes: "*"`` keeps every source column that no canonical column uses.
+    ``exclude`` lists attributes that must never become features
+    (post-outcome leakage such as ``duration``).
+    """
+
+    source: SourceConfig
+    columns: dict[str, str]
+    attributes: dict[str, str] | Literal["*"] = Field(default_factory=dict)
+    filters: tuple[RowFilter, ...] = ()
+    exclude: tuple[str, ...] = ()
+    drop_duplicates: bool = False
+    timestamp_format: str | None = None
+
+
+class TablesConfig(_Frozen):
+    transactions: TableConfig | None = None
+    customers: TableConfig | None = None
+    events: TableConfig | None = None
+    leads: TableConfig | None = None
+    lead_events: TableConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> TablesConfig:
+        for name in CANONICAL_COLUMNS:
+            table = getattr(self, name)
+            if table is None:
+                continue
+            known = set(CANONICAL_COLUMNS[name]["required"]) | set(CANONICAL_COLUMNS[name]["optional"])
+            unknown = sorted(set(table.columns) - known)
+            if unknown:
+                raise ValueError(
+                    f"tables.{name}.columns: unknown canonical column(s) {unknown}; "
+                    f"allowed: {sorted(known)} (put any other column under 'attributes')"
+                )
+            missing = [c for c in CANONICAL_COLUMNS[name]["required"] if c not in table.columns]
+            if missing:
+                raise ValueError(f"tables.{name}.columns: required canonical column(s) {missing} are not mapped")
+            clash = sorted(set(table.attributes) & known) if isinstance(table.attributes, dict) else []
+            if clash:
+                raise ValueError(f"tables.{name}.attributes: {clash} are canonical names; map them under 'columns'")
+        if self.leads is not None:
+            if "converted" not in self.leads.columns and "converted_at" not in self.leads.columns:
+                # Lead labels need one of the two; scoring alone would not, but every shipped use trains.
+                raise ValueError("tables.leads.columns: map 'converted' (0/1) or 'converted_at' to train lead models")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """Population window, horizon and backtest layout of one model."""
+
+    horizon_days: int = Field(90, gt=0)
+    lookback_days: int = Field(365, gt=0)
+    test_cutoff: dt.date | None = None
+    step_days: int = Field(30, gt=0)
+    n_train_cutoffs: int = Field(4, gt=0)
+    tiers: dict[str, float] = Field(default_factory=lambda: {"high": 0.7, "medium": 0.4, "low": 0.0})
+    top_k_reasons: int = Field(3, gt=0)
+    seed: int = 42
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_descending(cls, value: dict[str, float]) -> dict[str, float]:
+        thresholds = list(value.values())
+        if thresholds != sorted(thresholds, reverse=True) or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError("tiers: thresholds must lie in [0, 1] and be listed from the highest tier down")
+        return value
+
+
+class ModelsConfig(_Frozen):
+    churn: ModelConfig = Field(default_factory=ModelConfig)
+    next_purchase: ModelConfig = Field(default_factory=ModelConfig)
+    lead: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(
+            horizon_days=30, tiers={"A": 0.5, "B": 0.25, "C": 0.1, "D": 0.0}, step_days=30, n_train_cutoffs=6
+        )
+    )
+
+
+class SparkConfig(_Frozen):
+    master: str = "local[2]"
+    app_name: str = "crmscore"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class ServingConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    max_batch: int = Field(1000, gt=0)
+    api_keys_env: str = "CRMSCORE_API_KEYS"
+    api_keys_file: str | None = None
+    snapshot_path: str | None = None
+
+
+class Config(_Frozen):
+    """The whole run configuration. Build it with :func:`load_config`."""
+
+    name: str
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    tracking_uri: str = "sqlite:///mlflow.db"
+    registry_uri: str | None = None
+    output_dir: str = "outputs"
+    tables: TablesConfig
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str) -> str:
+        """Return ``path`` made absolute against the config file's folder (URLs and absolute paths unchanged)."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((self.base_dir / path).resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data, for logging to MLflow and storing with a model."""
+        return self.model_dump(mode="json")
+
+
+def _format_error(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid config {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML configuration file.
+
+    Parameters
+    ----------
+    path
+        The YAML file. Relative source paths inside it are resolved against its folder.
+    overrides
+        Top-level keys to replace after reading (e.g. ``{"engine": "spark"}``).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not YAML, or has an unknown key or a value of the wrong type;
+        the message names the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping of keys to values")
+    raw.update(overrides or {})
+    if "base_dir" in raw:
+        raise ConfigError(f"config {path}: base_dir: unknown key")
+    try:
+        return Config(**raw, base_dir=path.resolve().parent)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, path)) from exc

@@ -1,0 +1,357 @@
+"""Read the user's tables, map them onto the canonical tables and check the data contract.
+
+Every row that does not reach a canonical table is counted under the rule that
+dropped it; a breach of the contract (a missing required column, an unparseable
+timestamp column, a required column that is entirely null) raises
+:class:`ContractError` naming the table, the column and the rule, with a few
+offending values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import sqlglot
+from ibis.backends import BaseBackend
+
+from features.config import (
+    CANONICAL_COLUMNS,
+    ID_COLUMNS,
+    NUMERIC_COLUMNS,
+    TIMESTAMP_COLUMNS,
+    Config,
+    TableConfig,
+)
+
+__all__ = ["CanonicalTables", "ContractError", "TableReport", "load_tables", "map_table"]
+
+_ENTITY = {
+    "transactions": "customer_id",
+    "customers": "customer_id",
+    "events": "customer_id",
+    "leads": "lead_id",
+    "lead_events": "lead_id",
+}
+_TIME = {"transactions": "timestamp", "events": "timestamp", "lead_events": "timestamp", "leads": "created_at"}
+
+
+class ContractError(ValueError):
+    """Input that breaks the data contract. ``table``, ``column`` and ``rule`` say where and how."""
+
+    def __init__(self, table: str, column: str, rule: str, detail: str = "") -> None:
+        self.table, self.column, self.rule = table, column, rule
+        message = f"table '{table}', column '{column}': {rule}"
+        super().__init__(f"{message}. {detail}".strip() if detail else message)
+
+
+@dataclass
+class TableReport:
+    """Data-quality summary of one canonical table, as printed by ``crmscore validate``."""
+
+    table: str
+    source: str
+    rows_read: int
+    rows_kept: int
+    dropped: dict[str, int]
+    entities: int
+    entity_column: str
+    date_min: dt.datetime | None = None
+    date_max: dt.datetime | None = None
+    duplicates: int = 0
+    refunds: int = 0
+    cancelled_orders: int = 0
+    null_rates: dict[str, float] = field(default_factory=dict)
+    excluded: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for key in ("date_min", "date_max"):
+            out[key] = None if out[key] is None else str(out[key])
+        return out
+
+    def lines(self) -> list[str]:
+        """Readable summary lines."""
+        share = (lambda n: f"{n:,} ({n / self.rows_read:.1%})") if self.rows_read else str
+        out = [
+            f"{self.table}  <- {self.source}",
+            f"  rows read     {self.rows_read:,}",
+            f"  rows kept     {share(self.rows_kept)}",
+        ]
+        for rule, n in self.dropped.items():
+            out.append(f"  dropped: {rule:<28} {share(n)}")
+        out.append(f"  {self.entity_column + 's':<13} {self.entities:,}")
+        if self.date_min is not None:
+            out.append(f"  date range    {self.date_min} .. {self.date_max}")
+        if self.table == "transactions":
+            out.append(f"  refund/return lines (amount < 0) {self.refunds:,}; orders with a refund {self.cancelled_orders:,}")
+        out.append(f"  exact duplicate rows {self.duplicates:,}")
+        nulls = {c: r for c, r in self.null_rates.items() if r > 0}
+        if nulls:
+            out.append("  null rates    " + ", ".join(f"{c} {r:.1%}" for c, r in nulls.items()))
+        if self.excluded:
+            out.append(f"  excluded columns (never features): {', '.join(self.excluded)}")
+        return out
+
+
+@dataclass
+class CanonicalTables:
+    """The canonical tables of one configuration, as Ibis expressions on one backend."""
+
+    con: BaseBackend
+    transactions: ir.Table | None = None
+    customers: ir.Table | None = None
+    events: ir.Table | None = None
+    leads: ir.Table | None = None
+    lead_events: ir.Table | None = None
+    reports: dict[str, TableReport] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Source, row counts and date range per table: what MLflow logs to identify the input data."""
+        return {
+            name: {k: v for k, v in r.to_dict().items() if k in ("source", "rows_read", "rows_kept", "date_min", "date_max")}
+            for name, r in self.reports.items()
+        }
+
+
+def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig) -> ir.Table:
+    src = spec.source
+    path = config.resolve(src.path)
+    name = f"src_{table}"
+    if src.format == "parquet":
+        return con.read_parquet(path, table_name=name)
+    if src.format == "csv":
+        return con.read_csv(path, table_name=name, **src.csv_options)
+    # A DuckDB file is attached read-only to the session, so it joins with the other sources.
+    if config.engine != "duckdb":
+        raise ContractError(table, "<source>", "a duckdb source needs engine: duckdb", f"source {path}")
+    alias = f"db_{table}"
+    con.raw_sql(f"ATTACH IF NOT EXISTS '{path}' AS {alias} (READ_ONLY)")
+    return con.table(src.table, database=alias)
+
+
+def _referenced_columns(expression: str, *, dialect: str) -> list[str]:
+    try:
+        parsed = sqlglot.parse_one(expression, read=dialect)
+    except sqlglot.errors.ParseError as exc:
+        raise ValueError(f"not a valid SQL expression: {expression!r} ({exc})") from exc
+    return [c.name for c in parsed.find_all(sqlglot.exp.Column)]
+
+
+def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str, dialect: str) -> None:
+    available = set(raw.columns)
+    for canonical, expression in exprs.items():
+        try:
+            used = _referenced_columns(expression, dialect=dialect)
+        except ValueError as exc:
+            raise ContractError(table, canonical, "mapping must be a source column or SQL expression", str(exc)) from exc
+        missing = [c for c in used if c not in available]
+        if missing:
+            raise ContractError(
+                table,
+                missing[0],
+                "required column is missing from the source",
+                f"'{canonical}' is mapped to {expression!r}; source {source} has columns {sorted(available)}",
+            )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _attributes(spec: TableConfig, raw: ir.Table, mapped_sources: set[str]) -> dict[str, str]:
+    if spec.attributes == "*":
+        attrs = {c: _quote(c) for c in raw.columns if c not in mapped_sources}
+    else:
+        attrs = dict(spec.attributes)
+    return {name: expr for name, expr in attrs.items() if name not in spec.exclude}
+
+
+def _examples(expr: ir.Table, column: str, n: int = 5) -> list[Any]:
+    return expr.select(column).distinct().limit(n).to_pandas()[column].tolist()
+
+
+def map_table(
+    con: BaseBackend, config: Config, table: str, *, raw: ir.Table | None = None
+) -> tuple[ir.Table, TableReport]:
+    """Map one configured table onto its canonical columns, apply the row rules and count what they drop.
+
+    Parameters
+    ----------
+    con
+        The Ibis backend that executes the mapping.
+    config
+        The run configuration.
+    table
+        Canonical table name (``transactions``, ``customers``, ``events``, ``leads``, ``lead_events``).
+    raw
+        The source table, when already read (tests pass in-memory tables).
+
+    Returns
+    -------
+    The canonical table (cached on the backend) and its data-quality report.
+
+    Raises
+    ------
+    ContractError
+        A mapped column is missing, a timestamp column does not parse, or a required column is entirely null.
+    """
+    spec: TableConfig = getattr(config.tables, table)
+    source = config.resolve(spec.source.path)
+    dialect = "spark" if config.engine == "spark" else "duckdb"
+    if raw is None:
+        raw = _read_source(con, config, table, spec)
+    raw_name = raw.get_name()
+    mapped_sources = {e for e in spec.columns.values() if e in raw.columns}
+    attributes = _attributes(spec, raw, mapped_sources)
+    for name in spec.exclude:
+        if name not in raw.columns and name not in spec.attributes:
+            raise ContractError(table, name, "excluded column is not in the source", f"source {source}")
+    _check_columns(table, raw, {**spec.columns, **attributes}, source, dialect)
+    keep_flags = {f"__keep_{i}": f.keep for i, f in enumerate(spec.filters)}
+    _check_columns(table, raw, {f"filter '{f.name}'": f.keep for f in spec.filters}, source, dialect)
+
+    selects = [f"{expr} AS {_quote(name)}" for name, expr in {**spec.columns, **attributes, **keep_flags}.items()]
+    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {_quote(raw_name)}", dialect=dialect)
+
+    # Types of the contract: ids as strings (a float id 12346.0 becomes "12346"), numbers as float64.
+    casts = {}
+    for column in spec.columns:
+        value = mapped[column]
+        if column in ID_COLUMNS:
+            if value.type().is_floating():
+                value = value.cast("int64")
+            casts[column] = value.cast("string")
+        elif column in NUMERIC_COLUMNS:
+            if not value.type().is_numeric() and not value.type().is_boolean():
+                casts[column] = value.try_cast("float64")
+            else:
+                casts[column] = value.cast("float64")
+        elif column in TIMESTAMP_COLUMNS:
+            if value.type().is_timestamp():
+                casts[column] = value.cast("timestamp")
+            elif value.type().is_date():
+                casts[column] = value.cast("timestamp")
+            elif spec.timestamp_format and value.type().is_string():
+                casts[column] = value.as_timestamp(spec.timestamp_format)
+            else:
+                casts[column] = value.try_cast("timestamp")
+        elif column in ("event_type", "channel", "category"):
+            casts[column] = value.cast("string")
+    typed = mapped.mutate(**{f"__raw_{c}": mapped[c] for c in casts if c in TIMESTAMP_COLUMNS or c in NUMERIC_COLUMNS})
+    typed = typed.mutate(**{c: v for c, v in casts.items()}) if casts else typed
+    typed = typed.cache()
+
+    # Unparseable values: present in the source, null after parsing. A contract error, with examples.
+    for column in casts:
+        if column not in TIMESTAMP_COLUMNS and column not in NUMERIC_COLUMNS:
+            continue
+        bad = typed.filter(typed[f"__raw_{column}"].notnull() & typed[column].isnull())
+        n_bad = bad.count().to_pyarrow().as_py()
+        if n_bad:
+            kind = "timestamp" if column in TIMESTAMP_COLUMNS else "number"
+            raise ContractError(
+                table,
+                column,
+                f"values must parse as a {kind}",
+                f"{n_bad:,} row(s) do not, e.g. {_examples(bad, f'__raw_{column}')}"
+                + (" (set timestamp_format in the config)" if kind == "timestamp" else ""),
+            )
+
+    required = CANONICAL_COLUMNS[table]["required"]
+    data_columns = [c for c in typed.columns if not c.startswith("__")]
+    aggs = {"rows_read": typed.count()}
+    for column in data_columns:
+        aggs[f"null__{column}"] = typed[column].isnull().sum()
+    counts = typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+    rows_read = counts["rows_read"]
+    for column in required:
+        if rows_read and counts[f"null__{column}"] == rows_read:
+            raise ContractError(
+                table, column, "required column is entirely null", f"all {rows_read:,} rows of {source} are null"
+            )
+
+    # Each dropped row is counted once, under the first rule it breaks.
+    dropped: dict[str, int] = {}
+    kept = typed
+    for column in required:
+        rule_rows = kept.filter(kept[column].isnull())
+        dropped[f"no {column}"] = rule_rows.count().to_pyarrow().as_py()
+        kept = kept.filter(kept[column].notnull())
+    for (flag, _), rule in zip(keep_flags.items(), spec.filters, strict=True):
+        keep = kept[flag].fill_null(False)
+        dropped[rule.name] = kept.filter(~keep).count().to_pyarrow().as_py()
+        kept = kept.filter(keep)
+    kept = kept.select(*data_columns)
+    n_before_dedup = kept.count().to_pyarrow().as_py()
+    distinct = kept.distinct()
+    duplicates = n_before_dedup - distinct.count().to_pyarrow().as_py()
+    if spec.drop_duplicates:
+        dropped["exact duplicate row"] = duplicates
+        kept = distinct
+    kept = kept.cache()
+
+    entity = _ENTITY[table]
+    stats = {"rows_kept": kept.count(), "entities": kept[entity].nunique()}
+    time_col = _TIME.get(table)
+    if time_col:
+        stats["date_min"] = kept[time_col].min()
+        stats["date_max"] = kept[time_col].max()
+    if table == "transactions":
+        stats["refunds"] = (kept.amount < 0).sum()
+    summary = kept.aggregate(**stats).to_pyarrow().to_pylist()[0]
+    cancelled = 0
+    if table == "transactions" and "order_id" in kept.columns:
+        cancelled = kept.filter(kept.amount < 0).order_id.nunique().to_pyarrow().as_py()
+    report = TableReport(
+        table=table,
+        source=source,
+        rows_read=rows_read,
+        rows_kept=summary["rows_kept"],
+        dropped={k: v for k, v in dropped.items() if v or not k.startswith("no ")},
+        entities=summary["entities"],
+        entity_column=entity,
+        date_min=summary.get("date_min"),
+        date_max=summary.get("date_max"),
+        duplicates=duplicates,
+        refunds=int(summary.get("refunds") or 0),
+        cancelled_orders=cancelled,
+        null_rates={c: (counts[f"null__{c}"] / rows_read if rows_read else 0.0) for c in data_columns},
+        excluded=tuple(spec.exclude),
+    )
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values()), "a row was lost without a rule"
+    return kept, report
+
+
+def load_tables(config: Config, *, con: BaseBackend | None = None) -> CanonicalTables:
+    """Read, map and check every configured table.
+
+    Parameters
+    ----------
+    config
+        The run configuration.
+    con
+        An Ibis backend; by default a new one for ``config.engine``.
+    """
+    if con is None:
+        from features.engine import connect
+
+        con = connect(config)
+    tables = CanonicalTables(con=con)
+    for name in CANONICAL_COLUMNS:
+        if getattr(config.tables, name) is None:
+            continue
+        canonical, report = map_table(con, config, name)
+        setattr(tables, name, canonical)
+        tables.reports[name] = report
+    return tables
+
+
+def memtable_source(con: BaseBackend, frame: Any, name: str) -> ir.Table:
+    """Register an in-memory frame as a named source table (for tests and posted histories)."""
+    return con.create_table(name, ibis.memtable(frame), temp=True, overwrite=True) if hasattr(
+        con, "create_table"
+    ) else ibis.memtable(frame, name=name)

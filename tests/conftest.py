@@ -1,0 +1,30 @@
+"""Shared fixtures: paths to the bundled data and configs, and a per-test config writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DATA = ROOT / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch):
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config dict as YAML into tmp_path and return its path."""
+
+    def write(data: dict, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
