@@ -130,7 +130,8 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
         raise ContractError(table, "<source>", "a duckdb source needs engine: duckdb", f"source {path}")
     alias = f"db_{table}"
     con.raw_sql(f"ATTACH IF NOT EXISTS '{path}' AS {alias} (READ_ONLY)")
-    return con.table(src.table, database=alias)
+    con.raw_sql(f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {alias}.{_quote(src.table)}')
+    return con.table(name)
 
 
 def _referenced_columns(expression: str, *, dialect: str) -> list[str]:

@@ -1,0 +1,158 @@
+"""The ``crmscore`` command line: one Typer app; each package owns the logic of its commands.
+
+``validate`` and ``features`` come from :mod:`features.cli`; ``train`` and ``score`` call
+:mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.cli import ConfigOption, features_command, validate_command
+from features.config import ConfigError, load_config
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="crmscore",
+    help="Calibrated, explained customer scores for CRM: churn, next purchase and lead qualification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("validate")(validate_command)
+app.command("features")(features_command)
+
+MODEL_NAMES = {"churn": "churn", "next-purchase": "next_purchase", "next_purchase": "next_purchase", "lead": "lead"}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _task(model: str) -> str:
+    try:
+        return MODEL_NAMES[model]
+    except KeyError:
+        raise typer.BadParameter(f"MODEL must be churn, next-purchase or lead (got {model!r})", param_hint="MODEL")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=code)
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Test cut-off T (default: from config).")] = None,
+    metrics_out: Annotated[Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")] = None,
+    force_promote: Annotated[bool, typer.Option("--force-promote", help="Make this version champion.")] = False,
+) -> None:
+    """Backtest with test cut-off T, calibrate, log to MLflow, register; promote to champion only if better."""
+    from training.train import train_model
+
+    task = _task(model)
+    try:
+        cfg = load_config(config)
+        result = train_model(cfg, task, test_cutoff=as_of, force_promote=force_promote, metrics_out=metrics_out)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("score")
+def score_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date.")],
+    out: Annotated[Path, typer.Option("--out", help="Parquet or CSV file (a folder with engine: spark).")],
+    explain: Annotated[bool, typer.Option("--explain", help="Add the top reasons per row.")] = False,
+) -> None:
+    """Batch scores for the model's whole population, written atomically."""
+    from training.pyfunc import NoChampionError
+    from training.score import score_batch
+
+    task = _task(model)
+    try:
+        cfg = load_config(config)
+        rows = score_batch(cfg, _task(model), as_of=as_of, out=out, explain=explain)
+    except (ConfigError, ValueError, NoChampionError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"scored {rows:,} {task} rows as of {as_of} -> {out}")
+
+
+@app.command("at-risk")
+def at_risk_command(
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many customers.")] = 100,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the last transaction date.")] = None,
+) -> None:
+    """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed."""
+    from training.pyfunc import NoChampionError
+    from training.score import at_risk_list
+
+    try:
+        cfg = load_config(config)
+        frame = at_risk_list(cfg, top=top, as_of=as_of, out=out)
+    except (ConfigError, ValueError, NoChampionError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"wrote the top {len(frame):,} customers by value at risk to {out}")
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOption,
+    port: Annotated[int | None, typer.Option("--port", help="Default: serving.port of the config.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Default: serving.host (loopback).")] = None,
+) -> None:
+    """Run the BentoML scoring API on the champion models."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    env = {**os.environ, "CRMSCORE_CONFIG": str(Path(config).resolve()), "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    command = [
+        str(bentoml),
+        "serve",
+        "serving.service:CrmScore",
+        "--host",
+        host or cfg.serving.host,
+        "--port",
+        str(port or cfg.serving.port),
+        "--working-dir",
+        str(REPO_ROOT),
+    ]
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where outputs go.")] = Path("outputs"),
+    retail_config: Annotated[Path, typer.Option("--retail-config")] = REPO_ROOT / "configs" / "online_retail.yaml",
+    leads_config: Annotated[Path, typer.Option("--leads-config")] = REPO_ROOT / "configs" / "bank_leads.yaml",
+) -> None:
+    """Everything end to end on the bundled data: validate, features, train, score, at-risk list, reports."""
+    from serving.demo import run_demo
+
+    started = time.monotonic()
+    try:
+        summary = run_demo(retail_config=retail_config, leads_config=leads_config, out_dir=out_dir, echo=typer.echo)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"\ndemo finished in {dt.timedelta(seconds=round(time.monotonic() - started))}")
+    for line in summary:
+        typer.echo(line)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

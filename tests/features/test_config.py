@@ -1,0 +1,79 @@
+"""The config schema: unknown keys and wrong types name the key; defaults live in one place."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.config import Config, ConfigError, load_config
+from tests.conftest import CONFIGS
+
+
+def _minimal() -> dict:
+    return {
+        "name": "t",
+        "tables": {
+            "transactions": {
+                "source": {"path": "tx.parquet"},
+                "columns": {"customer_id": "cid", "timestamp": "ts", "amount": "qty * price"},
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert config.tracking_uri.startswith("sqlite:///")
+
+
+def test_minimal_config_takes_documented_defaults(write_config):
+    config = load_config(write_config(_minimal()))
+    assert config.engine == "duckdb"
+    assert config.tracking_uri == "sqlite:///mlflow.db"
+    assert config.models.churn.horizon_days == 90
+    assert config.tables.transactions.source.format == "parquet"
+    # Relative paths resolve against the config file's folder, not the working directory.
+    assert config.resolve("tx.parquet") == str((config.base_dir / "tx.parquet").resolve())
+
+
+def test_config_is_frozen(write_config):
+    config = load_config(write_config(_minimal()))
+    with pytest.raises(Exception, match="frozen"):
+        config.engine = "spark"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.update(enigne="spark"), "enigne: unknown key"),
+        (lambda d: d["tables"]["transactions"].update(colums={}), "tables.transactions.colums: unknown key"),
+        (lambda d: d.update(engine="postgres"), "engine"),
+        (lambda d: d.update(models={"churn": {"horizon_days": "ninety"}}), "models.churn.horizon_days"),
+        (lambda d: d.update(models={"churn": {"horizon_days": 0}}), "models.churn.horizon_days"),
+        (lambda d: d["tables"]["transactions"]["columns"].pop("amount"), "required canonical column(s) ['amount']"),
+        (lambda d: d["tables"]["transactions"]["columns"].update(colour="c"), "unknown canonical column(s) ['colour']"),
+        (lambda d: d["tables"]["transactions"]["source"].update(path="tx.xlsx"), "cannot infer the format"),
+        (lambda d: d.update(models={"churn": {"tiers": {"low": 0.1, "high": 0.9}}}), "highest tier down"),
+    ],
+)
+def test_bad_config_names_the_key(write_config, mutate, expected):
+    data = _minimal()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(data))
+    assert expected in str(info.value)
+
+
+def test_missing_file_and_non_mapping(tmp_path, write_config):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_overrides_replace_top_level_keys(write_config):
+    config = load_config(write_config(_minimal()), overrides={"engine": "spark"})
+    assert config.engine == "spark"

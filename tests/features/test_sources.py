@@ -1,0 +1,203 @@
+"""Mapping user tables onto canonical tables, and each rule of the data contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from features.config import load_config
+from features.sources import ContractError, load_tables
+from tests.conftest import CONFIGS, DATA
+
+RAW = pd.DataFrame(
+    {
+        "cid": [1.0, 1.0, 2.0, None, 3.0, 3.0],
+        "ts": ["2024-01-01 10:00", "2024-01-05 12:30", "2024-02-01 09:00", "2024-02-02 09:00", "2024-03-01 00:00", "2024-03-01 00:00"],
+        "qty": [2, -1, 5, 1, 1, 1],
+        "price": [10.0, 10.0, 2.5, 3.0, 0.0, 0.0],
+        "inv": ["A1", "C2", "A3", "A4", "A5", "A5"],
+        "ctry": ["UK", "UK", "FR", "UK", "DE", "DE"],
+    }
+)
+
+
+def _config(write_config, path, fmt=None, **table_extra):
+    source = {"path": str(path)}
+    if fmt:
+        source["format"] = fmt
+    return load_config(
+        write_config(
+            {
+                "name": "t",
+                "tables": {
+                    "transactions": {
+                        "source": source,
+                        "columns": {
+                            "customer_id": "cid",
+                            "timestamp": "ts",
+                            "amount": "qty * price",
+                            "order_id": "inv",
+                            "quantity": "qty",
+                        },
+                        "attributes": {"country": "ctry"},
+                        **table_extra,
+                    }
+                },
+            }
+        )
+    )
+
+
+def _canonical(config):
+    tables = load_tables(config)
+    frame = tables.transactions.to_pandas().sort_values(["customer_id", "timestamp", "amount"]).reset_index(drop=True)
+    return frame, tables.reports["transactions"]
+
+
+def test_mapping_gives_canonical_names_types_and_expressions(tmp_path, write_config):
+    RAW.to_csv(tmp_path / "tx.csv", index=False)
+    frame, report = _canonical(_config(write_config, tmp_path / "tx.csv"))
+    expected = pd.DataFrame(
+        {
+            "customer_id": ["1", "1", "2", "3", "3"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01 10:00", "2024-01-05 12:30", "2024-02-01 09:00", "2024-03-01 00:00", "2024-03-01 00:00"]
+            ),
+            "amount": [20.0, -10.0, 12.5, 0.0, 0.0],
+            "order_id": ["A1", "C2", "A3", "A5", "A5"],
+            "quantity": [2.0, -1.0, 5.0, 1.0, 1.0],
+            "country": ["UK", "UK", "FR", "DE", "DE"],
+        }
+    )
+    pdt.assert_frame_equal(frame, expected, check_dtype=False)
+    assert frame["timestamp"].dtype.kind == "M"
+    assert report.rows_read == 6
+    assert report.rows_kept == 5
+    assert report.dropped == {"no customer_id": 1}
+    assert report.duplicates == 1
+    assert report.refunds == 1
+    assert report.cancelled_orders == 1
+    assert report.entities == 3
+    assert report.date_min == dt.datetime(2024, 1, 1, 10) and report.date_max == dt.datetime(2024, 3, 1)
+    assert report.null_rates["customer_id"] == pytest.approx(1 / 6)
+
+
+def test_filters_and_duplicates_are_counted_once_each(tmp_path, write_config):
+    RAW.to_parquet(tmp_path / "tx.parquet")
+    config = _config(
+        write_config,
+        tmp_path / "tx.parquet",
+        filters=[{"name": "free line", "keep": "price > 0"}],
+        drop_duplicates=True,
+    )
+    frame, report = _canonical(config)
+    # Row 4 has no id (first rule), rows 5-6 are free lines; the duplicate rule then finds nothing left to drop.
+    assert report.dropped == {"no customer_id": 1, "free line": 2, "exact duplicate row": 0}
+    assert report.rows_kept == 3 == len(frame)
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())
+
+
+def test_csv_and_parquet_sources_give_the_same_canonical_table(tmp_path, write_config):
+    RAW.to_csv(tmp_path / "tx.csv", index=False)
+    raw = RAW.assign(ts=pd.to_datetime(RAW.ts))
+    raw.to_parquet(tmp_path / "tx.parquet")
+    from_csv, _ = _canonical(_config(write_config, tmp_path / "tx.csv"))
+    from_parquet, _ = _canonical(_config(write_config, tmp_path / "tx.parquet"))
+    pdt.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
+
+
+def test_duckdb_file_source(tmp_path, write_config):
+    import duckdb
+
+    db = tmp_path / "crm.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.register("raw", RAW.assign(ts=pd.to_datetime(RAW.ts)))
+        con.execute("CREATE TABLE sales AS SELECT * FROM raw")
+    config = load_config(
+        write_config(
+            {
+                "name": "t",
+                "tables": {
+                    "transactions": {
+                        "source": {"path": str(db), "table": "sales"},
+                        "columns": {"customer_id": "cid", "timestamp": "ts", "amount": "qty * price"},
+                    }
+                },
+            }
+        )
+    )
+    tables = load_tables(config)
+    assert tables.reports["transactions"].rows_kept == 5
+
+
+def test_missing_column_is_named(tmp_path, write_config):
+    RAW.drop(columns="cid").to_parquet(tmp_path / "tx.parquet")
+    with pytest.raises(ContractError) as info:
+        load_tables(_config(write_config, tmp_path / "tx.parquet"))
+    assert info.value.table == "transactions" and info.value.column == "cid"
+    assert "required column is missing" in str(info.value) and "'customer_id'" in str(info.value)
+
+
+def test_missing_column_inside_an_expression_is_named(tmp_path, write_config):
+    RAW.drop(columns="price").to_parquet(tmp_path / "tx.parquet")
+    with pytest.raises(ContractError, match="column 'price'.*'amount' is mapped to 'qty \\* price'"):
+        load_tables(_config(write_config, tmp_path / "tx.parquet"))
+
+
+def test_unparseable_timestamp_shows_offending_values(tmp_path, write_config):
+    RAW.assign(ts=["2024-01-01", "yesterday", "2024-02-01", "2024-02-02", "soon", "2024-03-01"]).to_csv(
+        tmp_path / "tx.csv", index=False
+    )
+    with pytest.raises(ContractError) as info:
+        load_tables(_config(write_config, tmp_path / "tx.csv"))
+    message = str(info.value)
+    assert "column 'timestamp'" in message and "must parse as a timestamp" in message
+    assert "2 row(s)" in message and "yesterday" in message and "soon" in message
+
+
+def test_timestamp_format_parses_day_first_dates(tmp_path, write_config):
+    RAW.assign(ts=["01/01/2024", "05/01/2024", "01/02/2024", "02/02/2024", "01/03/2024", "01/03/2024"]).to_csv(
+        tmp_path / "tx.csv", index=False
+    )
+    frame, _ = _canonical(_config(write_config, tmp_path / "tx.csv", timestamp_format="%d/%m/%Y"))
+    assert frame.timestamp.min() == pd.Timestamp("2024-01-01") and frame.timestamp.max() == pd.Timestamp("2024-03-01")
+
+
+def test_required_column_entirely_null(tmp_path, write_config):
+    RAW.assign(cid=[None] * 6).astype({"cid": "float64"}).to_parquet(tmp_path / "tx.parquet")
+    with pytest.raises(ContractError, match="column 'customer_id': required column is entirely null"):
+        load_tables(_config(write_config, tmp_path / "tx.parquet"))
+
+
+def test_excluded_column_never_appears(write_config):
+    config = load_config(CONFIGS / "bank_leads.yaml")
+    tables = load_tables(config)
+    assert "duration" not in tables.leads.columns
+    assert "age" in tables.leads.columns and "converted" in tables.leads.columns
+    assert tables.reports["leads"].excluded == ("duration",)
+
+
+@pytest.mark.slow
+def test_bundled_online_retail_validates_with_counted_drops():
+    tables = load_tables(load_config(CONFIGS / "online_retail.yaml"))
+    report = tables.reports["transactions"]
+    assert report.rows_read == 1_044_847
+    no_id = report.dropped["no customer_id"]
+    assert no_id / report.rows_read == pytest.approx(0.225, abs=0.001)
+    assert report.refunds > 10_000 and report.cancelled_orders > 5_000
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())
+    assert report.entities == tables.transactions.customer_id.nunique().to_pyarrow().as_py()
+
+
+def test_bundled_bank_leads_validate():
+    report = load_tables(load_config(CONFIGS / "bank_leads.yaml")).reports["leads"]
+    assert report.rows_read == report.rows_kept == 41_188
+    assert str(report.date_min).startswith("2008-05-01") and str(report.date_max).startswith("2010-11-01")
+
+
+def test_data_files_are_bundled():
+    assert (DATA / "online_retail_ii.parquet").is_file() and (DATA / "bank_marketing_leads.parquet").is_file()
+    assert "CC BY 4.0" in (DATA / "README.md").read_text()
