@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/crmscore demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	CRMSCORE_REQUIRE_SPARK=1 $(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not spark and not api"

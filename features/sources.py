@@ -87,7 +87,9 @@ class TableReport:
         if self.date_min is not None:
             out.append(f"  date range    {self.date_min} .. {self.date_max}")
         if self.table == "transactions":
-            out.append(f"  refund/return lines (amount < 0) {self.refunds:,}; orders with a refund {self.cancelled_orders:,}")
+            out.append(
+                f"  refund/return lines (amount < 0) {self.refunds:,}; orders with a refund {self.cancelled_orders:,}"
+            )
         out.append(f"  exact duplicate rows {self.duplicates:,}")
         nulls = {c: r for c, r in self.null_rates.items() if r > 0}
         if nulls:
@@ -112,7 +114,11 @@ class CanonicalTables:
     def fingerprint(self) -> dict[str, Any]:
         """Source, row counts and date range per table: what MLflow logs to identify the input data."""
         return {
-            name: {k: v for k, v in r.to_dict().items() if k in ("source", "rows_read", "rows_kept", "date_min", "date_max")}
+            name: {
+                k: v
+                for k, v in r.to_dict().items()
+                if k in ("source", "rows_read", "rows_kept", "date_min", "date_max")
+            }
             for name, r in self.reports.items()
         }
 
@@ -122,7 +128,19 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
     path = config.resolve(src.path)
     name = f"src_{table}"
     if src.format == "parquet":
-        return con.read_parquet(path, table_name=name)
+        try:
+            return con.read_parquet(path, table_name=name)
+        except Exception as exc:
+            # Spark cannot read nanosecond timestamps, which pandas writes by default; say how to fix the file.
+            if "TIMESTAMP(NANOS" not in str(exc):
+                raise
+            raise ContractError(
+                table,
+                "<source>",
+                "Spark reads Parquet timestamps in micro- or milliseconds, not nanoseconds",
+                f"source {path}; rewrite it with pyarrow.parquet.write_table(..., coerce_timestamps='us') "
+                "or pandas.DataFrame.to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True)",
+            ) from exc
     if src.format == "csv":
         return con.read_csv(path, table_name=name, **src.csv_options)
     # A DuckDB file is attached read-only to the session, so it joins with the other sources.
@@ -130,7 +148,7 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
         raise ContractError(table, "<source>", "a duckdb source needs engine: duckdb", f"source {path}")
     alias = f"db_{table}"
     con.raw_sql(f"ATTACH IF NOT EXISTS '{path}' AS {alias} (READ_ONLY)")
-    con.raw_sql(f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {alias}.{_quote(src.table)}')
+    con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {alias}.{_quote(src.table)}")
     return con.table(name)
 
 
@@ -148,7 +166,9 @@ def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str
         try:
             used = _referenced_columns(expression, dialect=dialect)
         except ValueError as exc:
-            raise ContractError(table, canonical, "mapping must be a source column or SQL expression", str(exc)) from exc
+            raise ContractError(
+                table, canonical, "mapping must be a source column or SQL expression", str(exc)
+            ) from exc
         missing = [c for c in used if c not in available]
         if missing:
             raise ContractError(
@@ -159,13 +179,16 @@ def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str
             )
 
 
-def _quote(name: str) -> str:
+def _quote(name: str, dialect: str = "duckdb") -> str:
+    # Spark SQL reads "x" as a string literal, not a column: identifiers take backticks there.
+    if dialect == "spark":
+        return "`" + name.replace("`", "``") + "`"
     return '"' + name.replace('"', '""') + '"'
 
 
-def _attributes(spec: TableConfig, raw: ir.Table, mapped_sources: set[str]) -> dict[str, str]:
+def _attributes(spec: TableConfig, raw: ir.Table, mapped_sources: set[str], dialect: str) -> dict[str, str]:
     if spec.attributes == "*":
-        attrs = {c: _quote(c) for c in raw.columns if c not in mapped_sources}
+        attrs = {c: _quote(c, dialect) for c in raw.columns if c not in mapped_sources}
     else:
         attrs = dict(spec.attributes)
     return {name: expr for name, expr in attrs.items() if name not in spec.exclude}
@@ -207,7 +230,7 @@ def map_table(
         raw = _read_source(con, config, table, spec)
     raw_name = raw.get_name()
     mapped_sources = {e for e in spec.columns.values() if e in raw.columns}
-    attributes = _attributes(spec, raw, mapped_sources)
+    attributes = _attributes(spec, raw, mapped_sources, dialect)
     for name in spec.exclude:
         if name not in raw.columns and name not in spec.attributes:
             raise ContractError(table, name, "excluded column is not in the source", f"source {source}")
@@ -215,8 +238,10 @@ def map_table(
     keep_flags = {f"__keep_{i}": f.keep for i, f in enumerate(spec.filters)}
     _check_columns(table, raw, {f"filter '{f.name}'": f.keep for f in spec.filters}, source, dialect)
 
-    selects = [f"{expr} AS {_quote(name)}" for name, expr in {**spec.columns, **attributes, **keep_flags}.items()]
-    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {_quote(raw_name)}", dialect=dialect)
+    selects = [
+        f"{expr} AS {_quote(name, dialect)}" for name, expr in {**spec.columns, **attributes, **keep_flags}.items()
+    ]
+    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {_quote(raw_name, dialect)}", dialect=dialect)
 
     # Types of the contract: ids as strings (a float id 12346.0 becomes "12346"), numbers as float64.
     casts = {}
@@ -353,6 +378,9 @@ def load_tables(config: Config, *, con: BaseBackend | None = None) -> CanonicalT
 
 def memtable_source(con: BaseBackend, frame: Any, name: str) -> ir.Table:
     """Register an in-memory frame as a named source table (for tests and posted histories)."""
-    return con.create_table(name, ibis.memtable(frame), temp=True, overwrite=True) if hasattr(
-        con, "create_table"
-    ) else ibis.memtable(frame, name=name)
+    if con.name == "pyspark":
+        # The PySpark backend has no temporary tables; a temporary view is its session-scoped equivalent.
+        return con.create_view(name, ibis.memtable(frame), overwrite=True)
+    if hasattr(con, "create_table"):
+        return con.create_table(name, ibis.memtable(frame), temp=True, overwrite=True)
+    return ibis.memtable(frame, name=name)

@@ -39,8 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _task(model: str) -> str:
     try:
         return MODEL_NAMES[model]
-    except KeyError:
-        raise typer.BadParameter(f"MODEL must be churn, next-purchase or lead (got {model!r})", param_hint="MODEL")
+    except KeyError as exc:
+        raise typer.BadParameter(
+            f"MODEL must be churn, next-purchase or lead (got {model!r})", param_hint="MODEL"
+        ) from exc
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -62,7 +64,10 @@ def train_command(
     task = _task(model)
     try:
         cfg = load_config(config)
-        result = train_model(cfg, task, test_cutoff=as_of, force_promote=force_promote, metrics_out=metrics_out)
+        # `mlflow run` passes an empty string for an unset parameter.
+        result = train_model(
+            cfg, task, test_cutoff=as_of or None, force_promote=force_promote, metrics_out=metrics_out or None
+        )
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps(result, indent=2, default=str))
@@ -73,17 +78,24 @@ def score_command(
     model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
     config: ConfigOption,
     as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date.")],
-    out: Annotated[Path, typer.Option("--out", help="Parquet or CSV file (a folder with engine: spark).")],
+    # A str, not a Path: Path("s3a://bucket/x") would collapse the double slash.
+    out: Annotated[str, typer.Option("--out", help="Parquet or CSV file; a Parquet folder with engine: spark.")],
     explain: Annotated[bool, typer.Option("--explain", help="Add the top reasons per row.")] = False,
 ) -> None:
-    """Batch scores for the model's whole population, written atomically."""
+    """Batch scores for the model's whole population with the champion, written atomically."""
     from training.pyfunc import NoChampionError
-    from training.score import score_batch
 
     task = _task(model)
     try:
         cfg = load_config(config)
-        rows = score_batch(cfg, _task(model), as_of=as_of, out=out, explain=explain)
+        if cfg.engine == "spark":
+            from serving.spark_batch import score_spark
+
+            rows = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain)
+        else:
+            from training.score import score_batch
+
+            rows = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"scored {rows:,} {task} rows as of {as_of} -> {out}")
@@ -97,15 +109,15 @@ def at_risk_command(
     as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the last transaction date.")] = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed."""
+    from serving.at_risk import at_risk_list
     from training.pyfunc import NoChampionError
-    from training.score import at_risk_list
 
     try:
         cfg = load_config(config)
-        frame = at_risk_list(cfg, top=top, as_of=as_of, out=out)
+        rows = at_risk_list(cfg, top=top, as_of=as_of or None, out=out)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(f"wrote the top {len(frame):,} customers by value at risk to {out}")
+    typer.echo(f"wrote the top {len(rows):,} customers by value at risk to {out}")
 
 
 @app.command("serve")

@@ -1,0 +1,264 @@
+"""Load test of the scoring API against ``mlflow models serve`` on the same registered churn model.
+
+Loopback only and bounded in time: for 1, 8 and 32 concurrent clients, each scenario runs for a
+fixed duration; latency percentiles (p50/p95/p99, ms) and throughput (requests/s) are measured
+by the same asyncio/httpx client for both servers.
+
+Scenarios: one customer by id without reasons, one customer with 3 reasons, 100 ids with 3
+reasons (ours); one feature row and 100 feature rows (MLflow's scoring server, pandas + pyfunc).
+Also reported: resident memory of the API's processes with all champions and snapshots loaded.
+
+The champions come from ``CRMSCORE_BENCH_CONFIG`` (a config whose registry already holds them and
+whose snapshots exist, e.g. after ``crmscore demo``), or are trained into a temporary folder
+(small backtest) first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KEYS = {"scorer": "bench-scorer", "marketer": "bench-marketer"}
+CONCURRENCY = (1, 8, 32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tracking_uri: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "CRMSCORE_API_KEYS": ",".join(f"{k}:{r}" for r, k in KEYS.items()),
+    }
+
+
+def _start(command: list[str], env: dict[str, str], cwd: Path, ready_url: str, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    _stop(proc)
+    raise RuntimeError(f"{command[0]} not ready after 180 s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _train(folder: Path) -> Path:
+    """Small champions of the three tasks and their snapshots in ``folder``; returns the retail config."""
+    from features.config import load_config
+    from features.pipeline import write_snapshot
+    from training.train import train_model
+
+    configs = {}
+    for name in ("online_retail", "bank_leads"):
+        data = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        data.update(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", output_dir=str(folder / "outputs"))
+        for table in data["tables"].values():
+            table["source"]["path"] = str((ROOT / "configs" / table["source"]["path"]).resolve())
+        for model in data.get("models", {}).values():
+            model["n_train_cutoffs"] = 2
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        configs[name] = load_config(folder / f"{name}.yaml")
+    jobs = (("online_retail", "churn", "InvoiceDate"), ("online_retail", "next_purchase", "InvoiceDate"))
+    jobs += (("bank_leads", "lead", "created_at"),)
+    for name, task, column in jobs:
+        config = configs[name]
+        train_model(config, task)
+        source = config.resolve(
+            config.tables.leads.source.path if task == "lead" else config.tables.transactions.source.path
+        )
+        day = str(pd.read_parquet(source, columns=[column])[column].max().date())
+        write_snapshot(config, as_of=day, out=Path(config.output_dir) / "snapshots" / f"{task}.parquet", task=task)
+    return folder / "online_retail.yaml"
+
+
+async def _load(url: str, bodies: list[Any], headers: dict[str, str], clients: int, seconds: float) -> dict[str, float]:
+    """``clients`` loops posting ``bodies`` round-robin for ``seconds``; latency percentiles and throughput."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < stop:
+                body = bodies[i % len(bodies)]
+                i += clients
+                t0 = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append(time.perf_counter() - t0)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(ms),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "rps": round(len(ms) / elapsed, 1),
+    }
+
+
+def _scenario(url: str, bodies: list[Any], headers: dict[str, str], seconds: float) -> list[dict[str, float]]:
+    asyncio.run(_load(url, bodies[:5], headers, 1, 0.5))  # warm-up
+    return [asyncio.run(_load(url, bodies, headers, n, seconds)) for n in CONCURRENCY]
+
+
+def _rss_mib(pid: int) -> dict[str, float]:
+    import psutil
+
+    root = psutil.Process(pid)
+    processes = [root, *root.children(recursive=True)]
+    rss = {p.pid: p.memory_info().rss / 2**20 for p in processes if p.is_running()}
+    return {"largest_process_mib": round(max(rss.values()), 1), "all_processes_mib": round(sum(rss.values()), 1)}
+
+
+def _mlflow_rows(frame: pd.DataFrame, columns: list[str]) -> list[list[Any]]:
+    rows = frame[columns].astype(object).where(frame[columns].notna(), None)
+    return [[v.item() if hasattr(v, "item") else v for v in row] for row in rows.itertuples(index=False)]
+
+
+def run(quick: bool = False) -> dict:
+    """Run the load test; see the module docstring."""
+    seconds = 1.0 if quick else 5.0
+    with tempfile.TemporaryDirectory(prefix="bench_api_") as tmp:
+        folder = Path(tmp)
+        config_path = Path(os.environ["CRMSCORE_BENCH_CONFIG"]) if "CRMSCORE_BENCH_CONFIG" in os.environ else None
+        if config_path is None:
+            config_path = _train(folder)
+        from features.config import load_config
+        from serving.runtime import snapshot_dir
+
+        config = load_config(config_path)
+        cwd = Path.cwd() if "CRMSCORE_BENCH_CONFIG" in os.environ else folder
+        tracking_uri = config.tracking_uri
+        snapshot = pd.read_parquet((cwd / snapshot_dir(config)) / "churn.parquet")
+        ids = snapshot.customer_id.astype(str).tolist()
+        rng = np.random.default_rng(0)
+
+        ours_port, mlflow_port = _free_port(), _free_port()
+        env = _env(tracking_uri)
+        ours = _start(
+            [str(BIN / "crmscore"), "serve", "--config", str(config_path), "--port", str(ours_port)],
+            env,
+            cwd,
+            f"http://127.0.0.1:{ours_port}/readyz",
+            folder / "ours.log",
+        )
+        results: dict[str, Any] = {"duration_s_per_point": seconds, "concurrency": list(CONCURRENCY)}
+        try:
+            url = f"http://127.0.0.1:{ours_port}/score/churn"
+            single = [{"ids": [ids[i]], "k": 0} for i in rng.integers(0, len(ids), 500)]
+            single_k3 = [{"ids": [ids[i]], "k": 3} for i in rng.integers(0, len(ids), 500)]
+            batch = [{"ids": [ids[i] for i in rng.integers(0, len(ids), 100)], "k": 3} for _ in range(50)]
+            scorer, marketer = {"x-api-key": KEYS["scorer"]}, {"x-api-key": KEYS["marketer"]}
+            results["crmscore"] = {
+                "single_no_reasons": _scenario(url, single, scorer, seconds),
+                "single_3_reasons": _scenario(url, single_k3, marketer, seconds),
+                "batch_100_3_reasons": _scenario(url, batch, marketer, seconds),
+            }
+            results["crmscore_rss"] = _rss_mib(ours.pid)
+        finally:
+            _stop(ours)
+
+        mlflow = _start(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                "models:/crmscore-churn@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+            ],
+            env,
+            cwd,
+            f"http://127.0.0.1:{mlflow_port}/ping",
+            folder / "mlflow.log",
+        )
+        try:
+            url = f"http://127.0.0.1:{mlflow_port}/invocations"
+            columns = [c for c in snapshot.columns if c != "as_of"]
+            rows = _mlflow_rows(snapshot, columns)
+            one = [
+                {"dataframe_split": {"columns": columns, "data": [rows[i]]}} for i in rng.integers(0, len(rows), 500)
+            ]
+            hundred = [
+                {"dataframe_split": {"columns": columns, "data": [rows[i] for i in rng.integers(0, len(rows), 100)]}}
+                for _ in range(50)
+            ]
+            probe = httpx.post(url, json=one[0], timeout=60)
+            results["mlflow_probe"] = {"status": probe.status_code, "body": probe.text[:300]}
+            results["mlflow"] = {
+                "single": _scenario(url, one, {}, seconds),
+                "batch_100": _scenario(url, hundred, {}, seconds),
+            }
+            results["mlflow_rss"] = _rss_mib(mlflow.pid)
+        finally:
+            _stop(mlflow)
+
+    at8 = {name: points[1] for name, points in results["crmscore"].items()}
+    ml8 = {name: points[1] for name, points in results["mlflow"].items()}
+    results["summary"] = {
+        "p99_ms_single_3_reasons_at_8_clients": at8["single_3_reasons"]["p99_ms"],
+        "throughput_ratio_single_vs_mlflow_at_8": round(at8["single_3_reasons"]["rps"] / ml8["single"]["rps"], 2),
+        "throughput_ratio_single_no_reasons_vs_mlflow_at_8": round(
+            at8["single_no_reasons"]["rps"] / ml8["single"]["rps"], 2
+        ),
+        "throughput_ratio_batch_vs_mlflow_at_8": round(at8["batch_100_3_reasons"]["rps"] / ml8["batch_100"]["rps"], 2),
+        "goals": {
+            "p99_le_10ms": at8["single_3_reasons"]["p99_ms"] <= 10,
+            "throughput_ge_3x": at8["single_3_reasons"]["rps"] >= 3 * ml8["single"]["rps"],
+            "rss_lt_1GiB": results["crmscore_rss"]["largest_process_mib"] < 1024,
+        },
+    }
+    return results

@@ -1,0 +1,72 @@
+"""Customer attributes: static columns of the customers table, or attributes derived from transactions.
+
+Without a customers table, each low-cardinality string attribute of the transactions
+(``country``, ``channel``...) becomes the customer's most frequent value at or before
+``as_of`` (ties: the most recent, then the smallest value). Free text such as
+``description`` is left out by the cardinality cap.
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+from features.sources import CanonicalTables
+from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, history, normalize_as_of
+
+__all__ = ["MAX_CARDINALITY", "attribute_features", "transaction_attribute_columns"]
+
+# A string attribute with more distinct values than this is free text or an id, not a category.
+MAX_CARDINALITY = 100
+_NOT_ATTRIBUTES = frozenset({"customer_id", "timestamp", "amount", "order_id", "product_id", "quantity", "category"})
+
+
+def transaction_attribute_columns(transactions: ir.Table, *, max_cardinality: int = MAX_CARDINALITY) -> tuple[str, ...]:
+    """String attribute columns of ``transactions`` with at most ``max_cardinality`` distinct values."""
+    candidates = [c for c in transactions.columns if c not in _NOT_ATTRIBUTES and transactions[c].type().is_string()]
+    if not candidates:
+        return ()
+    counts = transactions.aggregate(**{c: transactions[c].nunique() for c in candidates}).to_pyarrow()
+    return tuple(c for c in candidates if counts[c][0].as_py() <= max_cardinality)
+
+
+def attribute_features(
+    tables: CanonicalTables, *, as_of: AsOf, columns: tuple[str, ...] | None = None
+) -> ir.Table | None:
+    """Attribute features keyed by ``customer_id``, or None when there are none.
+
+    From the customers table: every column but ``customer_id`` and ``signup_at``, plus
+    ``days_since_signup`` (null when the signup is after ``as_of``). Otherwise the most frequent
+    value of each transaction attribute in ``columns`` (default: :func:`transaction_attribute_columns`).
+    """
+    ts = normalize_as_of(as_of)
+    if tables.customers is not None:
+        c = tables.customers
+        keep = [col for col in c.columns if col not in ("customer_id", "signup_at")]
+        if "signup_at" in c.columns:
+            signed = c.signup_at <= as_of_literal(ts)
+            age = (ibis.literal(epoch_seconds(ts)) - c.signup_at.epoch_seconds()) / SECONDS_PER_DAY
+            c = c.mutate(days_since_signup=ibis.ifelse(signed, age, ibis.null("float64")))
+            keep.append("days_since_signup")
+        out = c.select("customer_id", *keep)
+        return out.distinct(on="customer_id", keep="first") if keep else None
+    t = tables.transactions
+    if columns is None:
+        columns = transaction_attribute_columns(t)
+    if not columns:
+        return None
+    h = history(t, as_of=ts)
+    out = None
+    for col in columns:
+        f = h.filter(h[col].notnull())
+        g = f.group_by("customer_id", col).aggregate(n=f.count(), last=f.timestamp.max())
+        rank = ibis.row_number().over(
+            ibis.window(group_by="customer_id", order_by=[ibis.desc("n"), ibis.desc("last"), col])
+        )
+        top = g.mutate(rk=rank).filter(lambda x: x.rk == 0).select("customer_id", col)
+        out = top if out is None else out.outer_join(top, "customer_id")
+        if "customer_id_right" in out.columns:
+            out = out.mutate(customer_id=ibis.coalesce(out.customer_id, out.customer_id_right)).drop(
+                "customer_id_right"
+            )
+    return out

@@ -1,0 +1,102 @@
+"""Labels: what happened in the window after the cut-off.
+
+Labels look at ``(as_of, as_of + H]`` only: an order stamped exactly at ``as_of`` belongs to
+the features, one exactly at ``as_of + H`` to the label. A purchase is a line with ``amount > 0``.
+
+- churn: ``label = 1`` when the customer makes no purchase in the window, or has an event with
+  ``event_type == 'cancellation'`` in it. One row per customer with a transaction at or before ``as_of``.
+- next purchase: ``label = 1`` when the customer makes a purchase in the window; ``spend`` is the
+  net amount of all transactions in the window (purchases minus refunds, so it can be negative;
+  0 without transactions). Same rows as churn.
+- lead: ``label = 1`` when the lead converted within H days of ``created_at``
+  (``created_at <= converted_at <= created_at + H``) when ``converted_at`` is known, else the 0/1
+  ``converted`` column. One row per lead created at or before ``as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ibis
+import ibis.expr.types as ir
+
+from features.sources import CanonicalTables
+from features.timebase import AsOf, as_of_literal, normalize_as_of
+
+__all__ = ["CANCELLATION", "churn_labels", "lead_labels", "next_purchase_labels"]
+
+CANCELLATION = "cancellation"
+
+
+def _window(table: ir.Table, as_of: dt.datetime, horizon_days: int, time_column: str = "timestamp") -> ir.Table:
+    end = ibis.literal(as_of + dt.timedelta(days=horizon_days), type="timestamp")
+    return table.filter((table[time_column] > as_of_literal(as_of)) & (table[time_column] <= end))
+
+
+def _customers(tables: CanonicalTables, as_of: dt.datetime) -> ir.Table:
+    t = tables.transactions
+    return t.filter(t.timestamp <= as_of_literal(as_of)).select("customer_id").distinct()
+
+
+def _check(horizon_days: int) -> None:
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+
+
+def churn_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+    """``customer_id``, ``label`` (1 = churned in ``(as_of, as_of + H]``)."""
+    _check(horizon_days)
+    ts = normalize_as_of(as_of)
+    future = _window(tables.transactions, ts, horizon_days)
+    bought = future.filter(future.amount > 0).select("customer_id").distinct().mutate(_bought=ibis.literal(1))
+    out = _customers(tables, ts).left_join(bought, "customer_id")
+    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    churned = out._bought.isnull()
+    if tables.events is not None:
+        ev = _window(tables.events, ts, horizon_days)
+        cancelled = (
+            ev.filter(ev.event_type == CANCELLATION).select("customer_id").distinct().mutate(_cancel=ibis.literal(1))
+        )
+        out = out.left_join(cancelled, "customer_id")
+        out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+        churned = out._bought.isnull() | out._cancel.notnull()
+    return out.select("customer_id", label=churned.cast("int64"))
+
+
+def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+    """``customer_id``, ``label`` (1 = bought in ``(as_of, as_of + H]``), ``spend`` (net amount in the window)."""
+    _check(horizon_days)
+    ts = normalize_as_of(as_of)
+    future = _window(tables.transactions, ts, horizon_days)
+    agg = future.group_by("customer_id").aggregate(_n=(future.amount > 0).cast("int64").sum(), _s=future.amount.sum())
+    out = _customers(tables, ts).left_join(agg, "customer_id")
+    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    return out.select(
+        "customer_id",
+        label=(out._n.fill_null(0) > 0).cast("int64"),
+        spend=out._s.fill_null(0.0),
+    )
+
+
+def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+    """``lead_id``, ``label`` (1 = converted within H days of creation)."""
+    _check(horizon_days)
+    if tables.leads is None:
+        raise ValueError("table 'leads' is not configured: lead labels need tables.leads in the config")
+    ts = normalize_as_of(as_of)
+    leads = tables.leads.filter(tables.leads.created_at <= as_of_literal(ts))
+    if "converted_at" in leads.columns:
+        within = (
+            leads.converted_at.notnull()
+            & (leads.converted_at >= leads.created_at)
+            & (leads.converted_at <= leads.created_at + ibis.interval(days=horizon_days))
+        )
+        label = within
+        if "converted" in leads.columns:
+            # A conversion without a date still counts; one with a date must fall in the window.
+            label = ibis.ifelse(leads.converted_at.isnull(), leads.converted.fill_null(0) > 0, within)
+    elif "converted" in leads.columns:
+        label = leads.converted.fill_null(0) > 0
+    else:
+        raise ValueError("table 'leads': lead labels need a 'converted' or 'converted_at' column")
+    return leads.select("lead_id", label=label.cast("int64"))

@@ -1,0 +1,308 @@
+"""The point-in-time feature pipeline: canonical tables -> feature tables, labels and training sets.
+
+The meaning of ``as_of`` (one meaning everywhere, see :mod:`features.timebase`): a point in
+time; a date (or a date-only ISO string) is **midnight at the start of that day**. Features use
+rows with ``timestamp <= as_of``; labels use ``(as_of, as_of + H]``. An order stamped exactly at
+``as_of`` is a feature; one stamped exactly at ``as_of + H`` is in the label window.
+
+Every feature family is an Ibis expression; the backend (DuckDB by default) runs the whole
+joined expression once per cut-off, and pandas appears only at the hand-off
+(:func:`population_features`, :func:`build_training_set`, :func:`write_snapshot`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ibis.expr.types as ir
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.attributes import attribute_features
+from features.breadth import breadth_features
+from features.config import Config, ModelConfig
+from features.cycle import cycle_features
+from features.labels import churn_labels, lead_labels, next_purchase_labels
+from features.leads import lead_features
+from features.rfm import rfm_features
+from features.seasonality import seasonality_features
+from features.sources import CanonicalTables
+from features.timebase import AsOf, as_of_literal, history, join_on, normalize_as_of
+from features.touchpoints import touchpoint_features
+
+__all__ = [
+    "ENTITY",
+    "TASKS",
+    "TrainingSet",
+    "build_training_set",
+    "customer_features",
+    "labels",
+    "lead_features",
+    "normalize_as_of",
+    "population_features",
+    "training_cutoffs",
+    "write_snapshot",
+]
+
+TASKS = ("churn", "next_purchase", "lead")
+ENTITY = {"churn": "customer_id", "next_purchase": "customer_id", "lead": "lead_id"}
+# Horizon used by the seasonality features when the caller does not name one (the models' default).
+DEFAULT_HORIZON_DAYS = ModelConfig().horizon_days
+_TARGETS = ("label", "spend")
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def _require(tables: CanonicalTables, name: str, task: str) -> None:
+    if getattr(tables, name) is None:
+        raise ValueError(f"task '{task}' needs table '{name}', which is not configured")
+
+
+def customer_features(
+    tables: CanonicalTables,
+    *,
+    as_of: AsOf,
+    lookback_days: int | None = None,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+) -> ir.Table:
+    """All customer feature families at ``as_of``, one row per customer, key ``customer_id``.
+
+    Parameters
+    ----------
+    tables
+        Canonical tables; ``transactions`` is required, ``customers`` and ``events`` are used when set.
+    as_of
+        The cut-off (date, datetime or ISO string; a date is midnight at the start of the day).
+    lookback_days
+        When given, only customers with a purchase in ``(as_of - lookback_days, as_of]``; otherwise
+        every customer with a transaction at or before ``as_of``. Features always use the whole history.
+    horizon_days
+        The label horizon the features are built for; it sets the "same window a year earlier"
+        of the seasonality family.
+    """
+    _require(tables, "transactions", "customer features")
+    ts = normalize_as_of(as_of)
+    t = tables.transactions
+    if lookback_days is None:
+        base = t.filter(t.timestamp <= as_of_literal(ts)).select("customer_id").distinct()
+    else:
+        if lookback_days <= 0:
+            raise ValueError(f"lookback_days must be positive, got {lookback_days}")
+        h = history(t, as_of=ts)
+        base = h.filter((h.amount > 0) & (h.age_days < lookback_days)).select("customer_id").distinct()
+    families = [
+        rfm_features(t, as_of=ts),
+        cycle_features(t, as_of=ts),
+        seasonality_features(t, as_of=ts, horizon_days=horizon_days),
+        breadth_features(t, as_of=ts),
+        touchpoint_features(tables.events, as_of=ts),
+        attribute_features(tables, as_of=ts),
+    ]
+    return join_on(base, families, "customer_id")
+
+
+def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+    """Labels of ``task`` over ``(as_of, as_of + horizon_days]``; see :mod:`features.labels`.
+
+    churn: ``customer_id``, ``label``; next_purchase: ``customer_id``, ``label``, ``spend``;
+    lead: ``lead_id``, ``label``.
+    """
+    _check_task(task)
+    if task == "lead":
+        return lead_labels(tables, as_of=as_of, horizon_days=horizon_days)
+    _require(tables, "transactions", task)
+    if task == "churn":
+        return churn_labels(tables, as_of=as_of, horizon_days=horizon_days)
+    return next_purchase_labels(tables, as_of=as_of, horizon_days=horizon_days)
+
+
+def _population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> ir.Table:
+    if task == "lead":
+        return lead_features(tables, as_of=as_of, horizon_days=mc.horizon_days, step_days=mc.step_days)
+    lookback = mc.lookback_days if task == "churn" else None
+    return customer_features(tables, as_of=as_of, lookback_days=lookback, horizon_days=mc.horizon_days)
+
+
+def _to_pandas(table: ir.Table, entity: str, as_of: dt.datetime) -> pd.DataFrame:
+    frame = table.to_pandas()
+    frame = frame.sort_values(entity, kind="stable").reset_index(drop=True)
+    frame.insert(1, "as_of", pd.Timestamp(as_of))
+    for column in frame.columns:
+        if column in (entity, "as_of"):
+            continue
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].astype("category")
+        elif pd.api.types.is_bool_dtype(frame[column]):
+            frame[column] = frame[column].astype("int64")
+    return frame
+
+
+def population_features(tables: CanonicalTables, task: str, *, as_of: AsOf, model_config: ModelConfig) -> pd.DataFrame:
+    """Features of ``task``'s population at ``as_of`` as pandas: entity id, ``as_of``, features.
+
+    Populations: churn, customers with a purchase in the lookback window; next_purchase, customers
+    with any transaction at or before ``as_of``; lead, open leads created in ``(as_of - step, as_of]``.
+    String features are pandas ``category``; rows are sorted by the entity id.
+    """
+    _check_task(task)
+    ts = normalize_as_of(as_of)
+    return _to_pandas(_population_table(tables, task, ts, model_config), ENTITY[task], ts)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Stacked training cut-offs and the test cut-off of one task, ready for an estimator."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    cutoffs: tuple[dt.date, ...]
+    test_cutoff: dt.date
+    feature_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    entity: str
+    task: str
+
+
+def training_cutoffs(test_cutoff: AsOf, *, horizon_days: int, step_days: int, n: int) -> tuple[dt.datetime, ...]:
+    """Training cut-offs ``T - H, T - H - step, ...`` (``n`` of them), latest first."""
+    t = normalize_as_of(test_cutoff)
+    return tuple(t - dt.timedelta(days=horizon_days + k * step_days) for k in range(n))
+
+
+def _check_cutoffs(cutoffs: Sequence[dt.datetime], test_cutoff: dt.datetime, horizon_days: int) -> None:
+    for cutoff in cutoffs:
+        end = cutoff + dt.timedelta(days=horizon_days)
+        if end > test_cutoff:
+            raise ValueError(
+                f"training cut-off {cutoff:%Y-%m-%d %H:%M:%S}: its label window ends at {end:%Y-%m-%d %H:%M:%S}, "
+                f"past the test cut-off {test_cutoff:%Y-%m-%d %H:%M:%S} (label leakage into the test period)"
+            )
+
+
+def _labelled(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> pd.DataFrame:
+    entity = ENTITY[task]
+    feats = _population_table(tables, task, as_of, mc)
+    lab = labels(tables, task, as_of=as_of, horizon_days=mc.horizon_days)
+    joined = feats.inner_join(lab, entity)
+    return _to_pandas(joined, entity, as_of)
+
+
+def _align_categories(frames: list[pd.DataFrame], columns: Sequence[str]) -> None:
+    """Give each categorical column the same sorted categories in every frame (LightGBM maps by code)."""
+    for column in columns:
+        values: set = set()
+        for frame in frames:
+            if column in frame.columns:
+                values.update(frame[column].dropna().unique().tolist())
+        categories = sorted(values, key=str)
+        for frame in frames:
+            frame[column] = pd.Categorical(frame[column].astype(object), categories=categories)
+
+
+def build_training_set(
+    tables: CanonicalTables,
+    task: str,
+    *,
+    model_config: ModelConfig,
+    test_cutoff: AsOf | None = None,
+    cutoffs: Sequence[AsOf] | None = None,
+) -> TrainingSet:
+    """Stack labelled training cut-offs and the labelled test cut-off of ``task``.
+
+    Parameters
+    ----------
+    tables
+        Canonical tables.
+    task
+        ``churn``, ``next_purchase`` or ``lead``.
+    model_config
+        Horizon, lookback, step, number of training cut-offs and the default test cut-off.
+    test_cutoff
+        The test cut-off T; defaults to ``model_config.test_cutoff``.
+    cutoffs
+        Explicit training cut-offs instead of ``T - H, T - H - step, ...``.
+
+    Returns
+    -------
+    TrainingSet
+        ``train`` and ``test`` with columns: entity id, ``as_of``, features, ``label``
+        (and ``spend`` for next_purchase). ``cutoffs`` are the training cut-offs, latest first.
+
+    Raises
+    ------
+    ValueError
+        No test cut-off, an unknown task, or a training label window ``(as_of, as_of + H]`` that
+        reaches past T.
+    """
+    _check_task(task)
+    chosen = test_cutoff if test_cutoff is not None else model_config.test_cutoff
+    if chosen is None:
+        raise ValueError(f"task '{task}': no test cut-off; set models.{task}.test_cutoff or pass test_cutoff")
+    t = normalize_as_of(chosen)
+    h = model_config.horizon_days
+    if cutoffs is None:
+        train_cutoffs = training_cutoffs(
+            t, horizon_days=h, step_days=model_config.step_days, n=model_config.n_train_cutoffs
+        )
+    else:
+        train_cutoffs = tuple(normalize_as_of(c) for c in cutoffs)
+    _check_cutoffs(train_cutoffs, t, h)
+
+    frames = [_labelled(tables, task, c, model_config) for c in train_cutoffs]
+    # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.
+    train = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    test = _labelled(tables, task, t, model_config)
+    entity = ENTITY[task]
+    features = tuple(c for c in test.columns if c not in (entity, "as_of", *_TARGETS))
+    categorical = tuple(
+        c
+        for c in features
+        if isinstance(test[c].dtype, pd.CategoricalDtype) or isinstance(train[c].dtype, pd.CategoricalDtype)
+    )
+    _align_categories([train, test], categorical)
+    return TrainingSet(
+        train=train,
+        test=test,
+        cutoffs=tuple(c.date() for c in train_cutoffs),
+        test_cutoff=t.date(),
+        feature_columns=features,
+        categorical_columns=categorical,
+        entity=entity,
+        task=task,
+    )
+
+
+def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | None = None) -> int:
+    """Write the feature table of one cut-off to Parquet, atomically; return the number of rows.
+
+    ``task`` picks the population and model settings; by default ``churn`` when transactions are
+    configured (customers active in the churn lookback), else ``lead``. The file is written to a
+    temporary file in the target folder and moved into place with ``os.replace``.
+    """
+    from features.sources import load_tables
+
+    tables = load_tables(config)
+    if task is None:
+        task = "churn" if tables.transactions is not None else "lead"
+    _check_task(task)
+    frame = population_features(tables, task, as_of=as_of, model_config=getattr(config.models, task))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(frame)

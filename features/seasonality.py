@@ -1,0 +1,66 @@
+"""Seasonality: what the customer did in the same calendar window a year earlier, and their week / year mix.
+
+The window "one year earlier" is ``(as_of - 365d, as_of - 365d + H]``, clipped at ``as_of``
+so it never looks past the cut-off. Mixes are shares of the customer's purchase days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ibis
+import ibis.expr.types as ir
+
+from features.timebase import AsOf, history, normalize_as_of, order_key
+
+__all__ = ["horizon_months", "seasonality_features"]
+
+
+def horizon_months(as_of: dt.datetime, horizon_days: int) -> tuple[int, ...]:
+    """Calendar months (1-12) that the window ``(as_of, as_of + H]`` touches."""
+    months = []
+    for offset in range(1, horizon_days + 1):
+        month = (as_of + dt.timedelta(days=offset)).month
+        if month not in months:
+            months.append(month)
+    return tuple(sorted(months))
+
+
+def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: int = 90) -> ir.Table:
+    """Seasonality features of every customer with a purchase at or before ``as_of``.
+
+    Columns (key ``customer_id``):
+
+    - ``ly_orders``, ``ly_spend``: orders and net spend in the same window one year earlier;
+    - ``ly_orders_before``: orders in the ``H`` days before that window (the year-ago "lookback");
+    - ``horizon_month_share``: share of purchase days in the calendar months the next ``H`` days cover;
+    - ``weekend_share``: share of purchase days on Saturday or Sunday;
+    - ``q4_share``: share of purchase days in October to December.
+    """
+    ts = normalize_as_of(as_of)
+    t = history(transactions, as_of=ts)
+    key = order_key(t)
+    buy = t.amount > 0
+    lo = 365 - horizon_days
+    in_ly = (t.age_days >= max(lo, 0)) & (t.age_days < 365)
+    before_ly = (t.age_days >= 365) & (t.age_days < 365 + horizon_days)
+    spend = t.group_by("customer_id").aggregate(_any=buy.any(), ly_spend=ibis.coalesce(t.amount.sum(where=in_ly), 0.0))
+    o = t.mutate(_order=key)
+    orders = o.group_by("customer_id", "_order").aggregate(_ly=(buy & in_ly).any(), _before=(buy & before_ly).any())
+    counts = orders.group_by("customer_id").aggregate(
+        ly_orders=orders.count(where=orders._ly), ly_orders_before=orders.count(where=orders._before)
+    )
+    ly = spend.filter(spend._any).inner_join(counts, "customer_id")
+    ly = ly.select("customer_id", "ly_orders", "ly_spend", "ly_orders_before")
+
+    p = t.filter(buy)
+    days = p.group_by("customer_id", "day").aggregate(ts=p.timestamp.min())
+    dow = days.ts.day_of_week.index()  # Monday = 0
+    month = days.ts.month()
+    n = days.day.count()
+    mix = days.group_by("customer_id").aggregate(
+        horizon_month_share=month.isin(horizon_months(ts, horizon_days)).cast("int64").sum() / n,
+        weekend_share=(dow >= 5).cast("int64").sum() / n,
+        q4_share=(month >= 10).cast("int64").sum() / n,
+    )
+    return ly.inner_join(mix, "customer_id")

@@ -1,0 +1,69 @@
+"""Touchpoints: counts and recency of a customer's interactions (emails, visits, calls, tickets) per type and channel.
+
+The columns are one per value of ``event_type`` (and ``channel``) found in the events
+table: the vocabulary is read from the whole table so that every cut-off of a training set
+has the same columns. Values only ever count events at or before ``as_of``.
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+from features.timebase import AsOf, column_name, history, normalize_as_of
+
+__all__ = ["EVENT_WINDOWS", "event_vocabulary", "touchpoint_features"]
+
+EVENT_WINDOWS = (30, 90, 365)
+# Cap on the number of types / channels turned into columns (the most frequent ones win).
+MAX_VALUES = 20
+
+
+def event_vocabulary(events: ir.Table, column: str, *, limit: int = MAX_VALUES) -> tuple[str, ...]:
+    """The ``limit`` most frequent non-null values of ``column``, sorted."""
+    present = events.filter(events[column].notnull())
+    counts = present.group_by(column).aggregate(n=present.count())
+    top = counts.order_by([ibis.desc("n"), column]).limit(limit).to_pyarrow()
+    return tuple(sorted(str(v) for v in top[column].to_pylist()))
+
+
+def touchpoint_features(
+    events: ir.Table | None,
+    *,
+    as_of: AsOf,
+    windows: tuple[int, ...] = EVENT_WINDOWS,
+    event_types: tuple[str, ...] | None = None,
+    channels: tuple[str, ...] | None = None,
+    prefix: str = "events",
+    key: str = "customer_id",
+) -> ir.Table | None:
+    """Touchpoint features per ``key``, or None when there is no events table.
+
+    Columns: ``{prefix}_total``, ``{prefix}_days_since_last``; per event type ``T``:
+    ``{prefix}_{T}_{w}d`` for each window, ``{prefix}_{T}_all`` and ``{prefix}_{T}_days_since_last``;
+    per channel ``C``: ``{prefix}_ch_{C}_90d`` and ``{prefix}_ch_{C}_all``.
+    """
+    if events is None:
+        return None
+    if event_types is None:
+        event_types = event_vocabulary(events, "event_type")
+    if channels is None:
+        channels = event_vocabulary(events, "channel") if "channel" in events.columns else ()
+    t = history(events, as_of=normalize_as_of(as_of))
+    aggs: dict[str, ir.Value] = {
+        f"{prefix}_total": t.count(),
+        f"{prefix}_days_since_last": t.age_days.min(),
+    }
+    for value in event_types:
+        name = f"{prefix}_{column_name(value)}"
+        is_type = t.event_type == value
+        for w in windows:
+            aggs[f"{name}_{w}d"] = t.count(where=is_type & (t.age_days < w))
+        aggs[f"{name}_all"] = t.count(where=is_type)
+        aggs[f"{name}_days_since_last"] = t.age_days.min(where=is_type)
+    for value in channels:
+        name = f"{prefix}_ch_{column_name(value)}"
+        is_channel = t.channel == value
+        aggs[f"{name}_90d"] = t.count(where=is_channel & (t.age_days < 90))
+        aggs[f"{name}_all"] = t.count(where=is_channel)
+    return t.group_by(key).aggregate(**aggs)

@@ -1,0 +1,45 @@
+"""Churn propensity: will an active customer make no purchase in the next H days?
+
+Population at ``as_of``: customers with at least one purchase in the lookback window.
+Label over ``(as_of, as_of + H]``: 1 when the customer makes no purchase (or has an explicit
+cancellation event). Outputs: calibrated P(churn), a risk tier, value at risk and the reasons
+that raise the risk.
+
+Value at risk = P(churn) x expected spend over H, where expected spend is the customer's net
+spend over the last 365 days scaled to H (``monetary_365d * H / 365``, negative clipped to 0):
+a simple, explainable figure that does not depend on a second model.
+"""
+
+from __future__ import annotations
+
+from features.config import ModelConfig
+from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
+from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
+
+__all__ = ["TASK", "spec"]
+
+TASK = "churn"
+
+
+def spec(model_config: ModelConfig) -> ModelSpec:
+    """The churn model for one configuration (horizon, tiers, seed from ``model_config``)."""
+    h = model_config.horizon_days
+    return ModelSpec(
+        task=TASK,
+        entity="customer_id",
+        population=f"customers with >= 1 purchase in the {model_config.lookback_days} days up to as_of",
+        label=f"1 = no purchase (or a cancellation event) in (as_of, as_of + {h} days]",
+        horizon_days=h,
+        score_label=f"P(churn in {h} days)",
+        tier_key="tier",
+        tiers=tiers_from_config(model_config),
+        reason_templates=CUSTOMER_TEMPLATES,
+        reason_direction="raises churn risk",
+        lgbm_params=base_lgbm_params(model_config.seed),
+        rfm_columns=("recency_days", "frequency_365d", "monetary_365d"),
+        spend_feature="monetary_365d",
+        spend_window_days=365,
+        monotone={f: 1 for f in RECENCY_FEATURES},
+        top_k=model_config.top_k_reasons,
+        seed=model_config.seed,
+    )

@@ -1,0 +1,63 @@
+"""Lead qualification: will an open lead become a customer within H days of first contact?
+
+Population at ``as_of``: leads created in the last step before ``as_of`` that are still open.
+Label: converted within H days of ``created_at``. Outputs: calibrated P(convert), a grade A-D
+(thresholds from the config) and the reasons that raise the odds. Post-outcome columns (e.g.
+call ``duration``) are excluded by the config and never reach the features.
+"""
+
+from __future__ import annotations
+
+from features.config import ModelConfig
+from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
+
+__all__ = ["TASK", "spec"]
+
+TASK = "lead"
+
+LEAD_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "days_since_created": ("Lead created {days_since_created:.0f} days ago",),
+    "age": ("Contact aged {age:.0f}",),
+    "job": ("Job: {job}",),
+    "marital": ("Marital status: {marital}",),
+    "education": ("Education: {education}",),
+    "default": ("Credit in default: {default}",),
+    "housing": ("Housing loan: {housing}",),
+    "loan": ("Personal loan: {loan}",),
+    "contact": ("Reached by {contact}",),
+    "month": ("Contacted in {month}",),
+    "day_of_week": ("Contacted on {day_of_week}",),
+    "campaign": ("{campaign:.0f} contacts in this campaign",),
+    # pdays = 999 codes "never contacted before", so its sentence names no number of days.
+    "pdays": ("Days since a contact in a previous campaign (999 = never): {pdays:.0f}",),
+    "previous": ("{previous:.0f} contacts before this campaign",),
+    "poutcome": ("Outcome of the previous campaign: {poutcome}",),
+    "emp_var_rate": ("Employment variation rate {emp_var_rate:.1f}",),
+    "cons_price_idx": ("Consumer price index {cons_price_idx:.2f}",),
+    "cons_conf_idx": ("Consumer confidence index {cons_conf_idx:.1f}",),
+    "euribor3m": ("3-month Euribor at {euribor3m:.2f}%",),
+    "nr_employed": ("{nr_employed:,.0f} thousand employed in the economy",),
+    "lead_events_total": ("{lead_events_total:.0f} interactions so far",),
+    "lead_events_days_since_last": ("Last interaction {lead_events_days_since_last:.0f} days ago",),
+}
+
+
+def spec(model_config: ModelConfig) -> ModelSpec:
+    """The lead-qualification model for one configuration."""
+    h = model_config.horizon_days
+    params = {**base_lgbm_params(model_config.seed), "num_leaves": 15, "min_child_samples": 40}
+    return ModelSpec(
+        task=TASK,
+        entity="lead_id",
+        population=f"open leads created in the {model_config.step_days} days up to as_of",
+        label=f"1 = converted within {h} days of creation",
+        horizon_days=h,
+        score_label=f"P(convert within {h} days)",
+        tier_key="grade",
+        tiers=tiers_from_config(model_config),
+        reason_templates=LEAD_TEMPLATES,
+        reason_direction="raises conversion odds",
+        lgbm_params=params,
+        top_k=model_config.top_k_reasons,
+        seed=model_config.seed,
+    )

@@ -1,0 +1,62 @@
+"""Next purchase: will a customer buy in the next H days, and how much will they spend?
+
+Population at ``as_of``: customers with any purchase history. Two heads:
+
+- P(buy in H): a LightGBM classifier, calibrated like churn;
+- expected spend *given* a purchase in H: a LightGBM regressor with a Tweedie objective
+  (log link) fitted on the buyers only, their net spend in the window clipped at 0.
+
+Expected value over H = P(buy) x expected spend given a purchase: the unconditional expected
+net spend in the window (a hurdle model), the figure CLV and campaign planning use.
+"""
+
+from __future__ import annotations
+
+from features.config import ModelConfig
+from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
+from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
+
+__all__ = ["TASK", "spec"]
+
+TASK = "next_purchase"
+
+
+def spec(model_config: ModelConfig) -> ModelSpec:
+    """The next-purchase model for one configuration."""
+    h = model_config.horizon_days
+    spend = {
+        **base_lgbm_params(model_config.seed),
+        "objective": "tweedie",
+        "tweedie_variance_power": 1.5,
+        "learning_rate": 0.03,
+        "min_child_samples": 30,
+    }
+    return ModelSpec(
+        task=TASK,
+        entity="customer_id",
+        population=f"customers with a purchase in the {model_config.lookback_days} days up to as_of",
+        label=f"1 = any purchase in (as_of, as_of + {h} days]; spend = net amount in that window",
+        horizon_days=h,
+        score_label=f"P(purchase in {h} days)",
+        tier_key="tier",
+        tiers=tiers_from_config(model_config),
+        reason_templates=CUSTOMER_TEMPLATES,
+        reason_direction="raises purchase likelihood",
+        lgbm_params=base_lgbm_params(model_config.seed),
+        spend_params=spend,
+        rfm_columns=("recency_days", "frequency_365d", "monetary_365d"),
+        monotone={f: -1 for f in RECENCY_FEATURES},
+        top_k=model_config.top_k_reasons,
+        seed=model_config.seed,
+        metrics=(
+            "roc_auc",
+            "pr_auc",
+            "brier",
+            "ece",
+            "lift_at_10",
+            "capture_at_10",
+            "rmse",
+            "gini",
+            "tweedie_deviance",
+        ),
+    )

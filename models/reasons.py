@@ -1,0 +1,167 @@
+"""Readable reasons from SHAP values: the top-k features that push one score up, as sentences.
+
+LightGBM's ``predict(X, pred_contrib=True)`` returns exact TreeSHAP values on the raw
+(log-odds) scale, one column per feature plus the bias. A reason is a feature whose value
+raises the score (churn risk, purchase or conversion odds); its sentence is written from the
+customer's own values by the model's templates, e.g. "No purchase for 143 days; usually buys
+every 21 days". A feature without a template, or whose template needs a missing value, gets
+a generic sentence built from its name.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ReasonWriter", "format_value", "humanize"]
+
+_WORDS = {"days": "days", "avg": "average", "pct": "%", "num": "number of", "n": "number of", "cnt": "count"}
+
+
+def humanize(feature: str) -> str:
+    """A feature name as words: ``orders_90d`` -> ``Orders 90d``."""
+    words = [_WORDS.get(w, w) for w in feature.replace("__", "_").split("_") if w]
+    text = " ".join(words) or feature
+    return text[:1].upper() + text[1:]
+
+
+def format_value(value: Any) -> str:
+    """A feature value for a sentence: whole numbers without decimals, others to two decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return f"{value:,.0f}" if value.is_integer() or abs(value) >= 100 else f"{value:,.2f}"
+    return str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class ReasonWriter:
+    """Turns SHAP rows into reason dicts; plain data, so it pickles with the scorer.
+
+    Parameters
+    ----------
+    feature_names
+        Column order of the matrix the SHAP values belong to.
+    templates
+        Per feature, ``str.format`` templates tried in order; fields name feature columns.
+    direction
+        What a positive contribution means (``"raises churn risk"``); appended to each sentence.
+    categories
+        Category lists of categorical features, to write a label instead of a code.
+    """
+
+    def __init__(
+        self,
+        feature_names: Sequence[str],
+        templates: Mapping[str, Sequence[str]],
+        direction: str,
+        categories: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
+        self.feature_names = list(feature_names)
+        self.direction = direction
+        self.categories = {k: list(v) for k, v in (categories or {}).items()}
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        # Templates whose fields are not all model features can never be filled; drop them once here.
+        self.templates: dict[str, list[tuple[str, list[str]]]] = {}
+        for feature, options in templates.items():
+            usable = []
+            for template in options:
+                fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+                if all(f in index for f in fields):
+                    usable.append((template, fields))
+            if usable:
+                self.templates[feature] = usable
+
+    def value(self, X: np.ndarray, row: int, feature: str, rows: Sequence[Mapping[str, Any]] | None = None) -> Any:
+        """The value of ``feature`` for one row: from ``rows`` when given, else decoded from ``X``."""
+        if rows is not None and feature in rows[row]:
+            value = rows[row][feature]
+            if isinstance(value, (np.floating, np.integer)):
+                value = value.item()
+            return None if _is_missing(value) else value
+        value = float(X[row, self.feature_names.index(feature)])
+        if math.isnan(value):
+            return None
+        cats = self.categories.get(feature)
+        if cats is not None:
+            code = int(value)
+            return cats[code] if 0 <= code < len(cats) else None
+        return value
+
+    def sentence(self, feature: str, values: Mapping[str, Any]) -> str:
+        """The sentence for one feature given the values its templates need."""
+        for template, fields in self.templates.get(feature, ()):
+            if any(_is_missing(values.get(f)) for f in fields):
+                continue
+            try:
+                return template.format(**{f: values[f] for f in fields})
+            except (ValueError, TypeError):  # a numeric format applied to a category label
+                continue
+        return f"{humanize(feature)}: {format_value(values.get(feature))}"
+
+    def explain(
+        self,
+        contributions: np.ndarray,
+        X: np.ndarray,
+        *,
+        k: int,
+        rows: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Top-k reasons per row.
+
+        Parameters
+        ----------
+        contributions
+            SHAP values, shape ``(n, n_features)`` (the bias column already removed).
+        X
+            The matrix that was scored, same column order.
+        k
+            Maximum reasons per row; only features with a positive contribution qualify.
+        rows
+            Optional original feature values per row (used for the sentences when given).
+
+        Returns
+        -------
+        Per row, a list of ``{"text", "feature", "value", "impact"}`` dicts, largest impact first.
+        """
+        n, m = contributions.shape
+        if n == 0:
+            return []
+        k = max(0, min(k, m))
+        if k == 0:
+            return [[] for _ in range(n)]
+        # argpartition picks the k largest per row without sorting all features.
+        top = np.argpartition(-contributions, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
+        top_values = np.take_along_axis(contributions, top, axis=1)
+        order = np.argsort(-top_values, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top_values = np.take_along_axis(top_values, order, axis=1)
+        out: list[list[dict[str, Any]]] = []
+        for i in range(n):
+            reasons = []
+            for j, impact in zip(top[i], top_values[i], strict=True):
+                if not impact > 0:
+                    break
+                feature = self.feature_names[j]
+                needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
+                values = {f: self.value(X, i, f, rows) for f in needed}
+                reasons.append(
+                    {
+                        "text": f"{self.sentence(feature, values)} ({self.direction})",
+                        "feature": feature,
+                        "value": values[feature],
+                        "impact": round(float(impact), 6),
+                    }
+                )
+            out.append(reasons)
+        return out

@@ -1,0 +1,280 @@
+"""The trained model as serving sees it: column order, encodings, booster(s), calibrator, tiers and reasons.
+
+A :class:`Scorer` is plain picklable data (LightGBM boosters pickle as their model text) and
+never imports MLflow: the pyfunc, batch scoring and the HTTP service all call the same
+:meth:`Scorer.prepare` and :meth:`Scorer.score_matrix`, so no caller can build inputs
+differently from training. The hot path is numpy only: one ``booster.predict`` with
+``pred_contrib=True`` returns the SHAP values, whose row sum is the raw score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.reasons import ReasonWriter
+
+__all__ = ["Calibrator", "Scorer", "encode_frame"]
+
+
+def encode_frame(
+    features: pd.DataFrame, feature_names: Sequence[str], categories: Mapping[str, Sequence[Any]]
+) -> np.ndarray:
+    """Feature columns in model order as a float64 matrix; categories become their training codes.
+
+    A category not seen in training, and any missing value, becomes NaN (LightGBM's missing).
+
+    Raises
+    ------
+    ValueError
+        A feature column is missing, or a numeric column holds values that are not numbers.
+    """
+    missing = [c for c in feature_names if c not in features.columns]
+    if missing:
+        raise ValueError(
+            f"feature column '{missing[0]}' is missing from the input"
+            + (f" (and {len(missing) - 1} more: {missing[1:6]})" if len(missing) > 1 else "")
+        )
+    X = np.empty((len(features), len(feature_names)), dtype=np.float64)
+    for j, name in enumerate(feature_names):
+        column = features[name]
+        cats = categories.get(name)
+        if cats is not None:
+            values = column.astype(object).where(column.notna(), None)
+            codes = pd.Categorical(values, categories=list(cats)).codes.astype(np.float64)
+            codes[codes < 0] = np.nan
+            X[:, j] = codes
+        else:
+            try:
+                X[:, j] = pd.to_numeric(column, errors="raise").astype(np.float64).to_numpy(na_value=np.nan)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"feature column '{name}' must be numeric: {exc}") from exc
+    return X
+
+
+@dataclass
+class Calibrator:
+    """Maps a raw (log-odds) score to a calibrated probability.
+
+    ``kind`` is ``sigmoid`` (Platt: ``1 / (1 + exp(-(a * raw + b)))``), ``isotonic`` (a
+    piecewise-linear interpolation of the fitted step function through ``x``/``y``) or
+    ``identity`` (the booster's own sigmoid).
+    """
+
+    kind: str = "identity"
+    a: float = 1.0
+    b: float = 0.0
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.kind == "isotonic":
+            return np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0)
+        if self.kind in ("sigmoid", "identity"):
+            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+        raise ValueError(f"unknown calibrator kind {self.kind!r}")
+
+
+class Scorer:
+    """Scores and explains one model's population.
+
+    Attributes
+    ----------
+    task, entity, model_name, version
+        What is scored; ``version`` is the registry version once registered.
+    feature_names
+        Column order of the model matrix.
+    categories
+        Category list per categorical feature (its code is the position in the list).
+    booster, num_iteration
+        The LightGBM classifier and the number of trees used.
+    calibrator
+        Raw score -> probability.
+    tiers, tier_key
+        ``(name, lower threshold)`` pairs, highest first; results name the field ``tier_key``.
+    reasons
+        The :class:`ReasonWriter` with the model's templates.
+    spend_booster, spend_num_iteration
+        Next purchase: expected spend given a purchase in H (LightGBM, log link).
+    spend_feature, horizon_days, spend_window_days
+        Churn: expected spend over H = max(0, spend_feature) * H / spend_window_days.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        entity: str,
+        feature_names: Sequence[str],
+        categories: Mapping[str, Sequence[Any]],
+        booster: Any,
+        calibrator: Calibrator,
+        tiers: Sequence[tuple[str, float]],
+        tier_key: str,
+        reasons: ReasonWriter,
+        model_name: str,
+        num_iteration: int | None = None,
+        horizon_days: int | None = None,
+        spend_booster: Any = None,
+        spend_num_iteration: int | None = None,
+        spend_feature: str | None = None,
+        spend_window_days: int | None = None,
+        version: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.task = task
+        self.entity = entity
+        self.feature_names = list(feature_names)
+        self.categories = {k: list(v) for k, v in categories.items()}
+        self.booster = booster
+        self.num_iteration = num_iteration
+        self.calibrator = calibrator
+        self.tiers = [(str(n), float(t)) for n, t in tiers]
+        self.tier_key = tier_key
+        self.reasons = reasons
+        self.model_name = model_name
+        self.horizon_days = horizon_days
+        self.spend_booster = spend_booster
+        self.spend_num_iteration = spend_num_iteration
+        self.spend_feature = spend_feature
+        self.spend_window_days = spend_window_days
+        self.version = version
+        self.metadata = dict(metadata or {})
+        if spend_feature is not None and spend_feature not in self.feature_names:
+            raise ValueError(f"spend feature '{spend_feature}' is not a model feature")
+
+    # -- inputs -----------------------------------------------------------------------------
+    def prepare(self, features: pd.DataFrame) -> np.ndarray:
+        """Feature columns in model order with category codes, as a float64 matrix.
+
+        Raises
+        ------
+        ValueError
+            Naming the first missing or non-numeric feature column.
+        """
+        return encode_frame(features, self.feature_names, self.categories)
+
+    # -- scores -----------------------------------------------------------------------------
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        """The classifier's raw (log-odds) score."""
+        return self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
+
+    def probability(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, without reasons."""
+        return self.calibrator(self.raw_score(X))
+
+    def tier_of(self, probability: np.ndarray) -> np.ndarray:
+        """Tier (or grade) names for an array of probabilities."""
+        names = np.array([n for n, _ in self.tiers] + [self.tiers[-1][0]], dtype=object)
+        thresholds = np.array([t for _, t in self.tiers])
+        # Index of the first threshold reached; the lowest tier when none is (e.g. NaN).
+        reached = probability[:, None] >= thresholds[None, :]
+        first = np.where(reached.any(axis=1), reached.argmax(axis=1), len(self.tiers))
+        return names[first]
+
+    def values(self, X: np.ndarray, probability: np.ndarray) -> dict[str, np.ndarray]:
+        """Money figures that apply to this task, per row.
+
+        churn: ``expected_spend`` (the customer's recent net spend scaled to H) and
+        ``value_at_risk`` = P(churn) x expected spend. next purchase: ``expected_spend`` (spend
+        head: expected net spend *given* a purchase in H) and ``expected_value`` = P(buy) x
+        expected spend, the unconditional expected spend over H. lead: none.
+        """
+        if self.task == "churn" and self.spend_feature is not None:
+            spend = X[:, self.feature_names.index(self.spend_feature)]
+            expected = np.clip(np.nan_to_num(spend, nan=0.0), 0.0, None) * (self.horizon_days / self.spend_window_days)
+            return {"expected_spend": expected, "value_at_risk": probability * expected}
+        if self.task == "next_purchase" and self.spend_booster is not None:
+            expected = np.clip(self.spend_booster.predict(X, num_iteration=self.spend_num_iteration), 0.0, None)
+            return {"expected_spend": expected, "expected_value": probability * expected}
+        return {}
+
+    def score_matrix(
+        self,
+        X: np.ndarray,
+        *,
+        k: int = 3,
+        explain: bool = True,
+        rows: list[dict] | None = None,
+    ) -> list[dict]:
+        """Score a prepared matrix (see :meth:`prepare`).
+
+        Parameters
+        ----------
+        X
+            Float64 matrix in ``feature_names`` order.
+        k
+            Reasons per row (features that raise the score, largest SHAP impact first).
+        explain
+            Compute reasons (one extra tree pass for the SHAP values).
+        rows
+            Optional original feature values per row, used in the reason sentences.
+
+        Returns
+        -------
+        One dict per row: ``probability``, the tier or grade, the money values of the task and,
+        when ``explain``, ``reasons``: ``[{"text", "feature", "value", "impact"}]`` with
+        ``impact`` the SHAP value on the log-odds scale.
+        """
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
+        if len(X) == 0:
+            return []
+        if explain:
+            contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+            raw = contrib.sum(axis=1)
+            reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows)
+        else:
+            raw = self.raw_score(X)
+            reasons = None
+        probability = self.calibrator(raw)
+        tiers = self.tier_of(probability)
+        values = self.values(X, probability)
+        out = []
+        for i in range(len(X)):
+            item: dict[str, Any] = {"probability": float(probability[i]), self.tier_key: str(tiers[i])}
+            for name, column in values.items():
+                item[name] = float(column[i])
+            if reasons is not None:
+                item["reasons"] = reasons[i]
+            out.append(item)
+        return out
+
+    def score_frame(self, features: pd.DataFrame, *, k: int = 3, explain: bool = True) -> pd.DataFrame:
+        """Score a feature table; returns the entity id, probability, tier/grade, values and reasons.
+
+        Raises
+        ------
+        ValueError
+            The entity id column or a feature column is missing.
+        """
+        if self.entity not in features.columns:
+            raise ValueError(f"id column '{self.entity}' is missing from the input")
+        X = self.prepare(features)
+        scores = self.score_matrix(X, k=k, explain=explain)
+        out = pd.DataFrame(scores, index=features.index)
+        if out.empty:
+            out = pd.DataFrame(columns=["probability", self.tier_key, *self.value_names])
+        out.insert(0, self.entity, features[self.entity].to_numpy())
+        return out.reset_index(drop=True)
+
+    @property
+    def value_names(self) -> list[str]:
+        """Names of the money fields this task returns."""
+        if self.task == "churn" and self.spend_feature is not None:
+            return ["expected_spend", "value_at_risk"]
+        if self.task == "next_purchase" and self.spend_booster is not None:
+            return ["expected_spend", "expected_value"]
+        return []
+
+    def __repr__(self) -> str:
+        return (
+            f"Scorer(task={self.task!r}, model_name={self.model_name!r}, version={self.version!r}, "
+            f"features={len(self.feature_names)})"
+        )

@@ -1,0 +1,163 @@
+"""The frozen description of one model: who is scored, what is predicted, with which estimator and words.
+
+A :class:`ModelSpec` is built from the run's :class:`features.config.ModelConfig` by each model
+module (``models.churn``, ``models.next_purchase``, ``models.lead_qualification``). It holds no
+learned state: training reads it to fit, the :class:`models.scorer.Scorer` copies the parts it
+needs (tiers, reason texts) so that a pickled scorer never depends on this module's code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from features.config import ModelConfig
+
+__all__ = ["ModelSpec", "base_lgbm_params", "tiers_from_config"]
+
+
+def base_lgbm_params(seed: int) -> dict[str, Any]:
+    """LightGBM parameters shared by the three models: small trees, slow learning, row and column sampling.
+
+    ``min_child_samples`` is high because a customer appears once per training cut-off:
+    leaves of a few rows would memorise individual customers across stacked cut-offs.
+    """
+    return {
+        "objective": "binary",
+        "learning_rate": 0.03,
+        "num_leaves": 15,
+        "max_depth": -1,
+        "min_child_samples": 50,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "cat_smooth": 10.0,
+        "min_data_per_group": 50,
+        "seed": seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        # One thread: on a shared 2-core box OpenMP spin-waiting makes 2 threads several times slower.
+        # (Set per run through the spec if a machine has cores to spare.)
+        "num_threads": 1,
+        "verbosity": -1,
+    }
+
+
+def tiers_from_config(model_config: ModelConfig) -> tuple[tuple[str, float], ...]:
+    """Tier names and lower thresholds, highest first, as configured."""
+    return tuple((name, float(threshold)) for name, threshold in model_config.tiers.items())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that defines one model except its learned parameters.
+
+    Attributes
+    ----------
+    task
+        ``churn``, ``next_purchase`` or ``lead``.
+    entity
+        The id column of the scored population.
+    population, label
+        Plain-language definitions, logged with each run.
+    horizon_days
+        H: the label window is ``(as_of, as_of + H]``.
+    score_label
+        What the probability means, for reports (``"P(churn in 90 days)"``).
+    tier_key
+        Name of the tier field in results: ``tier`` or ``grade``.
+    tiers
+        ``(name, lower threshold)`` pairs, highest first.
+    reason_templates
+        Per feature, ``str.format`` templates tried in order; fields name feature columns.
+        The first template whose fields are all present and not missing is used.
+    reason_direction
+        What a positive SHAP contribution means, appended to each reason.
+    excluded_features
+        Feature columns that this model never uses (e.g. identifiers or label proxies).
+    lgbm_params, num_boost_round, early_stopping_rounds
+        The LightGBM classifier.
+    spend_params
+        LightGBM parameters of the spend head (next purchase only).
+    rfm_columns
+        Recency, frequency and monetary feature columns for the RFM rule baseline, if any.
+    spend_feature, spend_window_days
+        For churn's value at risk: the feature holding the customer's net spend over
+        ``spend_window_days`` before ``as_of``; expected spend over H is that spend scaled to H.
+    monotone
+        Per feature, +1 or -1: the score may only rise (fall) with it, all else equal. Keeps
+        the model's answers sensible where the direction is known (a more recent purchase never
+        raises churn risk) and makes the behaviour tests hold by construction.
+    top_k
+        Default number of reasons per score.
+    seed
+        Seed of every random choice in training.
+    """
+
+    task: str
+    entity: str
+    population: str
+    label: str
+    horizon_days: int
+    score_label: str
+    tier_key: str
+    tiers: tuple[tuple[str, float], ...]
+    reason_templates: Mapping[str, tuple[str, ...]]
+    reason_direction: str
+    lgbm_params: Mapping[str, Any]
+    num_boost_round: int = 2000
+    early_stopping_rounds: int = 100
+    excluded_features: frozenset[str] = frozenset()
+    spend_params: Mapping[str, Any] | None = None
+    rfm_columns: tuple[str, str, str] | None = None
+    spend_feature: str | None = None
+    spend_window_days: int | None = None
+    monotone: Mapping[str, int] = field(default_factory=dict)
+    primary_metric: str = "roc_auc"
+    top_k: int = 3
+    seed: int = 42
+    metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Frozen mappings: a spec is shared by every run in a process and must not drift.
+        object.__setattr__(self, "reason_templates", MappingProxyType(dict(self.reason_templates)))
+        object.__setattr__(self, "lgbm_params", MappingProxyType(dict(self.lgbm_params)))
+        if self.spend_params is not None:
+            object.__setattr__(self, "spend_params", MappingProxyType(dict(self.spend_params)))
+
+    def select_features(self, columns: Iterable[str]) -> list[str]:
+        """The feature columns this model uses, in the given order."""
+        return [c for c in columns if c not in self.excluded_features and c != self.entity]
+
+    def monotone_constraints(self, features: list[str]) -> list[int]:
+        """LightGBM ``monotone_constraints`` for a feature order."""
+        return [int(self.monotone.get(f, 0)) for f in features]
+
+    def tier_of(self, probability: float) -> str:
+        """The tier (or grade) of one probability: the first tier whose threshold it reaches."""
+        for name, threshold in self.tiers:
+            if probability >= threshold and not math.isnan(probability):
+                return name
+        return self.tiers[-1][0]
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for logging: definitions, horizon, estimator parameters."""
+        return {
+            "task": self.task,
+            "entity": self.entity,
+            "population": self.population,
+            "label": self.label,
+            "horizon_days": self.horizon_days,
+            "score": self.score_label,
+            "tiers": dict(self.tiers),
+            "lgbm_params": dict(self.lgbm_params),
+            "spend_params": None if self.spend_params is None else dict(self.spend_params),
+            "monotone": dict(self.monotone),
+            "num_boost_round": self.num_boost_round,
+            "early_stopping_rounds": self.early_stopping_rounds,
+        }

@@ -1,0 +1,69 @@
+"""Reason sentences for the customer features of ``features/`` (shared by churn and next purchase).
+
+Fields in braces name feature columns; the sentence is written from the customer's values.
+Templates are tried in order: the first whose fields are all present and not missing wins,
+so a customer with a single purchase (no gap yet) still gets a sentence.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CUSTOMER_TEMPLATES", "RECENCY_FEATURES"]
+
+# Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
+# rise with them, purchase likelihood only fall.
+RECENCY_FEATURES = ("recency_days", "days_since_last", "recency_over_gap", "recency_over_max_gap")
+
+_WINDOWS = (30, 90, 180, 365)
+
+CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "days_since_last": (
+        "No purchase for {days_since_last:.0f} days; usually buys every {gap_mean:.0f} days",
+        "No purchase for {days_since_last:.0f} days",
+    ),
+    "recency_days": (
+        "No purchase for {recency_days:.0f} days; usually buys every {gap_mean:.0f} days",
+        "Last purchase {recency_days:.0f} days ago",
+    ),
+    "recency_over_gap": (
+        "No purchase for {days_since_last:.0f} days, {recency_over_gap:.1f}x the usual gap of {gap_mean:.0f} days",
+        "{recency_over_gap:.1f}x the usual gap between purchases since the last one",
+    ),
+    "recency_over_max_gap": (
+        "No purchase for {days_since_last:.0f} days; the longest gap so far was {gap_max:.0f} days",
+    ),
+    "gap_mean": ("Usually buys every {gap_mean:.0f} days",),
+    "gap_median": ("Typical gap between purchases: {gap_median:.0f} days",),
+    "gap_std": ("Irregular buyer: gaps between purchases vary by {gap_std:.0f} days",),
+    "gap_max": ("Longest gap between purchases: {gap_max:.0f} days",),
+    "gap_last": ("Last gap between purchases was {gap_last:.0f} days",),
+    "purchase_days": ("Bought on {purchase_days:.0f} different days",),
+    "tenure_days": ("First purchase {tenure_days:.0f} days ago",),
+    "purchase_rate_30d": ("Buys on {purchase_rate_30d:.1f} days per month on average",),
+    "spend_per_30d": ("Net spend of {spend_per_30d:,.0f} per month on average",),
+    "active_months_365d": ("Bought in {active_months_365d:.0f} of the last 12 months",),
+    "active_months_all": ("Bought in {active_months_all:.0f} different months in total",),
+    "order_trend": ("Orders in the last 90 days changed by {order_trend:+.0f} against the 90 days before",),
+    "spend_trend": ("Spend in the last 90 days changed by {spend_trend:+,.0f} against the 90 days before",),
+    "order_trend_ratio": ("Orders in the last 90 days are {order_trend_ratio:.1f}x those of the 90 days before",),
+    "frequency_all": ("{frequency_all:.0f} orders in total",),
+    "monetary_all": ("Net spend of {monetary_all:,.0f} in total",),
+    "avg_order_value": ("Average order value {avg_order_value:,.0f}",),
+    "refund_count": ("{refund_count:.0f} orders with a refund or return",),
+    "refund_share": ("Refunds and returns are {refund_share:.0%} of purchases",),
+    "lines_per_order": ("{lines_per_order:.1f} lines per order",),
+    "distinct_products": ("Bought {distinct_products:.0f} different products",),
+    "distinct_products_365d": ("Bought {distinct_products_365d:.0f} different products in the last 365 days",),
+    "quantity_per_order": ("{quantity_per_order:,.0f} units per order",),
+    "distinct_categories": ("Bought from {distinct_categories:.0f} categories",),
+    "top_category_share": ("{top_category_share:.0%} of spend in one category",),
+    "ly_orders": ("{ly_orders:.0f} orders in the same season last year",),
+    "ly_spend": ("Spent {ly_spend:,.0f} in the same season last year",),
+    "ly_orders_before": ("{ly_orders_before:.0f} orders in the season before that one last year",),
+    "horizon_month_share": ("{horizon_month_share:.0%} of past purchase days fall in the coming months",),
+    "weekend_share": ("{weekend_share:.0%} of purchase days at weekends",),
+    "country": ("Based in {country}",),
+    "events_total": ("{events_total:.0f} interactions in total",),
+    "events_days_since_last": ("Last interaction {events_days_since_last:.0f} days ago",),
+    **{f"frequency_{w}d": (f"{{frequency_{w}d:.0f}} orders in the last {w} days",) for w in _WINDOWS},
+    **{f"monetary_{w}d": (f"Net spend of {{monetary_{w}d:,.0f}} in the last {w} days",) for w in _WINDOWS},
+}

@@ -1,0 +1,62 @@
+"""``crmscore at-risk`` without a server: score the churn population, rank by value at risk, write CSV."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from features.config import Config
+from features.pipeline import population_features
+from features.sources import CanonicalTables, load_tables
+from models.catalog import model_config_for
+from serving import lists
+from training.pyfunc import load_champion
+
+__all__ = ["at_risk_list"]
+
+
+def at_risk_list(
+    config: Config,
+    *,
+    top: int,
+    out: str | Path,
+    as_of: str | None = None,
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+    tables: CanonicalTables | None = None,
+) -> list[dict[str, Any]]:
+    """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
+
+    ``as_of`` defaults to the last transaction in the data ("now" for a nightly job).
+    The CSV is written to a temporary file beside ``out`` and moved into place, so a failure
+    leaves no partial file.
+    """
+    scorer, _ = load_champion(config, "churn")
+    model_config = model_config_for(config, "churn")
+    if tables is None:
+        tables = load_tables(config)
+    if as_of is None:
+        as_of = tables.reports["transactions"].date_max.isoformat(sep=" ")
+    features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
+    matrix = scorer.prepare(features)
+    scored = lists.scored_for_list(scorer, features, matrix)
+    positions, _ = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
+    k = model_config.top_k_reasons
+    reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True)]
+    attributes = [c for c in ("country",) if c in scored.columns]
+    rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(lists.to_csv(rows, k=k))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows

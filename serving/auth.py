@@ -1,0 +1,216 @@
+"""API keys with roles, and the ASGI middleware that checks them before any scoring route runs.
+
+Roles are ordered: ``scorer`` < ``marketer`` < ``admin``; a role may do all that the roles
+below it may.
+
+========  =============================================================
+role      entitled to
+========  =============================================================
+scorer    scores by id or posted history (probability, tier/grade, values),
+          model info; no reasons (they expose the customer's feature values)
+marketer  the above with reasons, and at-risk lists (with reasons)
+admin     all of the above, and reloading the champions
+========  =============================================================
+
+Keys come from an environment variable (``serving.api_keys_env``, default ``CRMSCORE_API_KEYS``)
+and/or a file (``serving.api_keys_file``), both in the form ``key:role`` separated by commas or
+new lines (``#`` starts a comment line in the file). Keys are compared with
+:func:`hmac.compare_digest` against every known key, and never logged or echoed in errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from features.config import Config
+
+__all__ = [
+    "ROLES",
+    "ROUTE_ROLES",
+    "ApiKeyMiddleware",
+    "AuthConfigError",
+    "KeyStore",
+    "ROLE_SCOPE_KEY",
+    "entitled",
+    "load_keys",
+]
+
+ROLES: tuple[str, ...] = ("scorer", "marketer", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+# The least role each protected route needs. Health, metrics and the OpenAPI docs stay open.
+ROUTE_ROLES: dict[str, str] = {
+    "/score/churn": "scorer",
+    "/score/next_purchase": "scorer",
+    "/score/lead": "scorer",
+    "/score/churn/history": "scorer",
+    "/score/next_purchase/history": "scorer",
+    "/score/lead/record": "scorer",
+    "/models": "scorer",
+    "/at_risk": "marketer",
+    "/reload": "admin",
+}
+# Reasons expose feature values of one customer: only these roles may read them.
+REASONS_ROLE = "marketer"
+# Where the middleware leaves the caller's role for the endpoint (ASGI scope key).
+ROLE_SCOPE_KEY = "crmscore.role"
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class AuthConfigError(ValueError):
+    """An API key source that cannot be used; the message names the source and entry, never a key."""
+
+
+def entitled(role: str | None, needed: str) -> bool:
+    """Return whether ``role`` may do what ``needed`` may (roles are ordered scorer < marketer < admin)."""
+    return role is not None and _RANK.get(role, -1) >= _RANK[needed]
+
+
+class KeyStore:
+    """A set of API keys with their roles; lookups take the same time whichever key matches."""
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        for role in keys.values():
+            if role not in _RANK:
+                raise AuthConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        self._keys = [(key.encode(), role) for key, role in keys.items()]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:  # keys must never reach a log line
+        return f"KeyStore({len(self._keys)} keys)"
+
+    @classmethod
+    def parse(cls, text: str, *, source: str) -> KeyStore:
+        """Read ``key:role`` entries separated by commas or new lines.
+
+        Raises
+        ------
+        AuthConfigError
+            An entry without ``:``, with an empty key or with an unknown role; the message names
+            ``source`` and the entry's position, not the key.
+        """
+        keys: dict[str, str] = {}
+        entries = [e.strip() for line in text.splitlines() if not line.strip().startswith("#") for e in line.split(",")]
+        for position, entry in enumerate((e for e in entries if e), start=1):
+            key, sep, role = entry.rpartition(":")
+            key, role = key.strip(), role.strip()
+            if not sep or not key:
+                raise AuthConfigError(f"{source}: entry {position} is not of the form key:role")
+            if role not in _RANK:
+                raise AuthConfigError(
+                    f"{source}: entry {position} has unknown role {role!r}; roles are {', '.join(ROLES)}"
+                )
+            keys[key] = role
+        return cls(keys)
+
+    def _as_dict(self) -> dict[str, str]:
+        return {key.decode(): role for key, role in self._keys}
+
+    def role(self, key: str | None) -> str | None:
+        """Return the role of ``key``, or None when it is unknown; every known key is compared."""
+        if not key:
+            return None
+        given = key.encode()
+        found = None
+        for known, role in self._keys:
+            if hmac.compare_digest(given, known):
+                found = role
+        return found
+
+
+def load_keys(config: Config, *, environ: MutableMapping[str, str] | None = None) -> KeyStore:
+    """Read the API keys named by ``config.serving``: the environment variable, then the file.
+
+    A key in both takes the file's role. The file path is resolved against the config's folder.
+
+    Raises
+    ------
+    AuthConfigError
+        The file is missing, or an entry is malformed.
+    """
+    environ = os.environ if environ is None else environ
+    serving = config.serving
+    keys: dict[str, str] = {}
+    text = environ.get(serving.api_keys_env, "")
+    if text.strip():
+        keys.update(KeyStore.parse(text, source=f"environment variable {serving.api_keys_env}")._as_dict())
+    if serving.api_keys_file:
+        path = Path(config.resolve(serving.api_keys_file))
+        if not path.is_file():
+            raise AuthConfigError(f"serving.api_keys_file: {path} does not exist")
+        keys.update(KeyStore.parse(path.read_text(), source=f"serving.api_keys_file {path}")._as_dict())
+    return KeyStore(keys)
+
+
+def _key_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+async def _deny(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="crmscore", X-API-Key'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """Pure ASGI middleware: 401 without a known key, 403 when the key's role is below the route's.
+
+    Parameters
+    ----------
+    app
+        The wrapped ASGI app.
+    keys
+        A callable returning the :class:`KeyStore`, called once on the first request, so that
+        nothing is read when the service module is imported.
+    route_roles
+        Route path (without the service's path prefix) -> the least role it needs.
+    """
+
+    def __init__(self, app: Any, *, keys: Callable[[], KeyStore], route_roles: dict[str, str] | None = None) -> None:
+        self.app = app
+        self._load_keys = keys
+        self._keys: KeyStore | None = None
+        self._route_roles = ROUTE_ROLES if route_roles is None else route_roles
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        needed = self._route_roles.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        if self._keys is None:
+            self._keys = self._load_keys()
+        key = _key_from_headers(scope.get("headers", []))
+        if key is None:
+            await _deny(
+                send, 401, "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'"
+            )
+            return
+        role = self._keys.role(key)
+        if role is None:
+            await _deny(send, 401, "unknown API key")
+            return
+        if not entitled(role, needed):
+            await _deny(send, 403, f"role {role!r} may not call {scope['path']}: it needs role {needed!r} or above")
+            return
+        scope[ROLE_SCOPE_KEY] = role
+        await self.app(scope, receive, send)

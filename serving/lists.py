@@ -1,0 +1,174 @@
+"""At-risk lists: customers ranked by value at risk (P(churn) x expected spend), filtered, as rows or CSV.
+
+Pure functions over a scored frame (one row per customer with ``customer_id``, ``probability``,
+``tier``, ``expected_spend``, ``value_at_risk`` and any customer attribute columns); the service
+and the ``crmscore at-risk`` command both use them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["SCORE_COLUMNS", "FilterError", "at_risk_rows", "scored_for_list", "select_at_risk", "to_csv"]
+
+SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
+
+
+class FilterError(ValueError):
+    """A filter that cannot be applied; ``field`` names the request field, the message the rule."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def _matches(column: pd.Series, value: Any) -> np.ndarray:
+    if value is None:
+        return column.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return np.zeros(len(column), dtype=bool)
+        return column.to_numpy(dtype=float, na_value=np.nan) == number
+    return (column.astype("string") == str(value)).fillna(False).to_numpy(dtype=bool)
+
+
+def scored_for_list(scorer: Any, features: pd.DataFrame, matrix: np.ndarray | None = None) -> pd.DataFrame:
+    """Score a churn feature table without reasons: the frame at-risk lists select from.
+
+    Keeps every non-score column of ``features`` (e.g. ``country``) so lists can filter on it.
+    ``matrix`` is ``scorer.prepare(features)`` when the caller already has it.
+    """
+    if matrix is None:
+        matrix = scorer.prepare(features)
+    results = scorer.score_matrix(matrix, k=0, explain=False)
+    ids = features[scorer.entity].astype(str).to_numpy()
+    scored = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "probability": [r["probability"] for r in results],
+            "tier": [r.get("tier") for r in results],
+            "expected_spend": [r.get("expected_spend") for r in results],
+            "value_at_risk": [r.get("value_at_risk") for r in results],
+        }
+    )
+    attributes = [c for c in features.columns if c not in (scorer.entity, "as_of", *scored.columns)]
+    return pd.concat([scored, features[attributes].reset_index(drop=True)], axis=1)
+
+
+def select_at_risk(
+    scored: pd.DataFrame,
+    *,
+    top: int,
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Pick the top customers by value at risk among those that pass the filters.
+
+    Parameters
+    ----------
+    scored
+        One row per customer with the :data:`SCORE_COLUMNS` and any attribute columns.
+    top
+        How many customers to return at most.
+    min_value
+        Keep customers whose value at risk is at least this.
+    tiers
+        Keep customers in one of these risk tiers.
+    where
+        Attribute name -> value; keep customers whose attribute equals the value
+        (numbers compare as numbers, anything else as text; None matches a missing value).
+
+    Returns
+    -------
+    The row positions of the selected customers in ``scored``, highest value at risk first
+    (ties by probability, then customer id), and how many customers passed the filters.
+
+    Raises
+    ------
+    FilterError
+        ``top`` is not positive, or ``where`` names a column that ``scored`` does not have.
+    """
+    if top < 1:
+        raise FilterError("top", f"must be at least 1, got {top}")
+    keep = np.ones(len(scored), dtype=bool)
+    value = scored["value_at_risk"].to_numpy(dtype=float, na_value=np.nan)
+    keep &= ~np.isnan(value)
+    if min_value is not None:
+        keep &= value >= min_value
+    if tiers:
+        keep &= scored["tier"].isin(list(tiers)).to_numpy()
+    for name, wanted in (where or {}).items():
+        if name not in scored.columns or name in ("probability", "value_at_risk"):
+            allowed = sorted(c for c in scored.columns if c not in ("probability", "value_at_risk"))
+            raise FilterError(f"where.{name}", f"unknown customer attribute; filterable: {allowed}")
+        keep &= _matches(scored[name], wanted)
+    positions = np.flatnonzero(keep)
+    order = np.lexsort(
+        (
+            scored["customer_id"].to_numpy()[positions].astype(str),
+            -scored["probability"].to_numpy(dtype=float)[positions],
+            -value[positions],
+        )
+    )
+    return positions[order][:top], int(len(positions))
+
+
+def at_risk_rows(
+    scored: pd.DataFrame,
+    positions: np.ndarray,
+    *,
+    reasons: Sequence[list[dict[str, Any]] | None] | None = None,
+    attributes: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Plain rows for the selected customers: scores, reasons (when given) and the chosen attributes."""
+    rows = []
+    picked = scored.iloc[positions]
+    records = picked[list(SCORE_COLUMNS)].to_dict("records")
+    attrs = picked[list(attributes)].to_dict("records") if attributes else [{}] * len(picked)
+    for i, record in enumerate(records):
+        row = {k: (None if _missing(v) else v) for k, v in record.items()}
+        row["customer_id"] = str(row["customer_id"])
+        row["reasons"] = None if reasons is None else reasons[i]
+        row["attributes"] = {k: (None if _missing(v) else _plain(v)) for k, v in attrs[i].items()}
+        rows.append(row)
+    return rows
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT
+
+
+def _plain(value: Any) -> str | float:
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return str(value)
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int) -> str:
+    """Render at-risk rows as CSV: one line per customer, ``reason_1..k`` columns with the sentences."""
+    attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
+    header = [*SCORE_COLUMNS, *attribute_names, *(f"reason_{i}" for i in range(1, k + 1))]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        reasons = [r["text"] for r in (row.get("reasons") or [])][:k]
+        attributes = row.get("attributes") or {}
+        writer.writerow(
+            [
+                *("" if row.get(c) is None else row[c] for c in SCORE_COLUMNS),
+                *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
+                *reasons,
+                *([""] * (k - len(reasons))),
+            ]
+        )
+    return out.getvalue()

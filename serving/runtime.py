@@ -1,0 +1,353 @@
+"""What the scoring API serves from: the champion of each task and its latest feature snapshot.
+
+A :class:`State` is built whole (models loaded, snapshot rows indexed by id into one numpy
+matrix per task, the churn list pre-scored) and never changed afterwards. :class:`Runtime`
+holds one reference to the current state; a reload builds a new state and swaps the
+reference in one assignment, so a request that has already read the old state finishes on it.
+
+The hot path of scoring by id is a dict lookup, a numpy row gather and
+``Scorer.score_matrix``: no pandas per request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import Config
+from serving import lists
+
+__all__ = [
+    "TASKS",
+    "ModelUnavailable",
+    "Runtime",
+    "Snapshot",
+    "State",
+    "TaskModel",
+    "build_state",
+    "history_features",
+    "load_snapshot",
+    "snapshot_dir",
+]
+
+TASKS: tuple[str, ...] = ("churn", "next_purchase", "lead")
+# The CLI spells the tasks with a hyphen.
+_CLI_NAME = {"churn": "churn", "next_purchase": "next-purchase", "lead": "lead"}
+
+Loader = Callable[[Config, str], tuple[Any, dict[str, Any]]]
+
+
+class ModelUnavailable(LookupError):
+    """A task without a champion or without a snapshot; the message says how to make one."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The rows of one feature snapshot, as the model's input matrix, indexed by entity id."""
+
+    path: str
+    as_of: str
+    ids: np.ndarray
+    index: Mapping[str, int]
+    matrix: np.ndarray
+    frame: pd.DataFrame = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    """One task's champion, its registry facts and its snapshot (None when there is none)."""
+
+    task: str
+    scorer: Any
+    info: Mapping[str, Any]
+    snapshot: Snapshot | None
+    snapshot_error: str | None = None
+    scored: pd.DataFrame | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything one request reads; built whole, then never changed."""
+
+    models: Mapping[str, TaskModel]
+    missing: Mapping[str, str]
+    loaded_at: str
+
+    def model(self, task: str) -> TaskModel:
+        """The task's model, or :class:`ModelUnavailable` saying which ``crmscore train`` to run."""
+        if task not in self.models:
+            raise ModelUnavailable(self.missing.get(task) or _no_champion(task))
+        return self.models[task]
+
+    def snapshot(self, task: str) -> tuple[TaskModel, Snapshot]:
+        """The task's model and snapshot, or :class:`ModelUnavailable` saying how to make the missing one."""
+        model = self.model(task)
+        if model.snapshot is None:
+            raise ModelUnavailable(model.snapshot_error or f"no feature snapshot for {task}")
+        return model, model.snapshot
+
+
+def _no_champion(task: str) -> str:
+    return (
+        f"no champion model for {task}: train one with "
+        f"`crmscore train {_CLI_NAME[task]} --config <config.yaml>` (or `crmscore demo`)"
+    )
+
+
+def snapshot_dir(config: Config) -> Path:
+    """Folder of the ``<task>.parquet`` snapshots: ``serving.snapshot_path``, else ``<output_dir>/snapshots``.
+
+    Relative paths are taken from the working directory, like ``output_dir`` and the tracking URI.
+    """
+    if config.serving.snapshot_path:
+        return Path(config.serving.snapshot_path)
+    return Path(config.output_dir) / "snapshots"
+
+
+def load_snapshot(path: Path, scorer: Any) -> Snapshot:
+    """Read a snapshot written by ``features.pipeline.write_snapshot`` and index it by entity id.
+
+    When the file holds several cut-offs, only the latest ``as_of`` is kept.
+
+    Raises
+    ------
+    ValueError
+        The snapshot lacks a column the model needs (named by ``Scorer.prepare``), the id column
+        or ``as_of``.
+    """
+    frame = pd.read_parquet(path)
+    entity = scorer.entity
+    if entity not in frame.columns:
+        raise ValueError(f"snapshot {path}: column '{entity}' is missing")
+    if "as_of" not in frame.columns or frame["as_of"].isna().all():
+        raise ValueError(f"snapshot {path}: column 'as_of' (the cut-off of the features) is missing or empty")
+    latest = frame["as_of"].max()
+    frame = frame[frame["as_of"] == latest]
+    as_of = str(pd.Timestamp(latest).date())
+    frame = frame.drop_duplicates(subset=entity, keep="last").reset_index(drop=True)
+    ids = frame[entity].astype(str).to_numpy()
+    matrix = np.ascontiguousarray(scorer.prepare(frame))
+    return Snapshot(
+        path=str(path),
+        as_of=as_of,
+        ids=ids,
+        index={customer: row for row, customer in enumerate(ids)},
+        matrix=matrix,
+        frame=frame,
+    )
+
+
+def _list_frame(model: TaskModel) -> pd.DataFrame | None:
+    """Churn snapshot pre-scored without reasons: the frame at-risk lists select from."""
+    if model.task != "churn" or model.snapshot is None:
+        return None
+    return lists.scored_for_list(model.scorer, model.snapshot.frame, model.snapshot.matrix)
+
+
+def _default_loader(config: Config, task: str) -> tuple[Any, dict[str, Any]]:
+    try:
+        from training.pyfunc import load_champion
+    except ImportError as exc:
+        raise ModelUnavailable(f"the training package cannot be imported ({exc}); {_no_champion(task)}") from exc
+    return load_champion(config, task)
+
+
+def _champion_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from training.pyfunc import NoChampionError
+    except ImportError:  # training not importable: every task is simply without a champion
+        return (ModelUnavailable,)
+    return (NoChampionError, ModelUnavailable)
+
+
+def build_state(config: Config, *, loader: Loader | None = None, tasks: Sequence[str] = TASKS) -> State:
+    """Load each task's champion and snapshot; a task without a champion is listed in ``missing``.
+
+    Parameters
+    ----------
+    config
+        The run configuration (tracking URI, output folder, serving options).
+    loader
+        ``(config, task) -> (scorer, info)``; by default ``training.pyfunc.load_champion``.
+    tasks
+        The tasks to load.
+    """
+    no_champion = _champion_errors()
+    loader = loader or _default_loader
+    models: dict[str, TaskModel] = {}
+    missing: dict[str, str] = {}
+    folder = snapshot_dir(config)
+    for task in tasks:
+        try:
+            scorer, info = loader(config, task)
+        except no_champion as exc:
+            missing[task] = f"{exc} ({_no_champion(task)})" if "crmscore train" not in str(exc) else str(exc)
+            continue
+        path = folder / f"{task}.parquet"
+        snapshot, snapshot_error = None, None
+        if path.is_file():
+            snapshot = load_snapshot(path, scorer)
+        else:
+            snapshot_error = (
+                f"no feature snapshot for {task} at {path.resolve()}: write one with "
+                f"`crmscore features --config <config.yaml> --as-of <date> --out {path}` (or `crmscore demo`), "
+                "then reload"
+            )
+        model = TaskModel(task=task, scorer=scorer, info=dict(info), snapshot=snapshot, snapshot_error=snapshot_error)
+        models[task] = TaskModel(**{**model.__dict__, "scored": _list_frame(model)})
+    return State(models=models, missing=missing, loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+class Runtime:
+    """Holds the current :class:`State`; :meth:`reload` replaces it atomically.
+
+    Readers take ``runtime.state`` once per request and use only that object.
+    """
+
+    def __init__(self, config: Config, *, loader: Loader | None = None) -> None:
+        self.config = config
+        self._loader = loader
+        self._reload_lock = threading.Lock()
+        self.state: State = build_state(config, loader=loader)
+
+    def reload(self) -> State:
+        """Build a new state from the registry and snapshots, then swap it in; returns it."""
+        with self._reload_lock:  # two reloads at once would only load everything twice
+            state = build_state(self.config, loader=self._loader)
+            self.state = state
+        return state
+
+
+# -- posted histories -> the same feature code as training ------------------------------------
+
+
+def _column(values: list[Any]) -> pd.Series:
+    """A column of posted values: numbers when every present value is a number, else strings."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="float64")
+    return pd.Series([None if v is None else str(v) for v in values], dtype="string")
+
+
+def _frame(rows: list[dict[str, Any]], columns: Sequence[str], types: Mapping[str, str]) -> pd.DataFrame:
+    data = {}
+    for name in columns:
+        values = [row.get(name) for row in rows]
+        kind = types.get(name)
+        if kind == "timestamp":
+            data[name] = pd.to_datetime(pd.Series(values, dtype="object"), utc=True).dt.tz_localize(None)
+            data[name] = data[name].astype("datetime64[us]")
+        elif kind == "float64":
+            data[name] = pd.Series(values, dtype="float64")
+        elif kind == "string":
+            data[name] = pd.Series([None if v is None else str(v) for v in values], dtype="string")
+        else:
+            data[name] = _column(values)
+    return pd.DataFrame(data)
+
+
+_TYPES = {
+    "customer_id": "string",
+    "lead_id": "string",
+    "order_id": "string",
+    "product_id": "string",
+    "category": "string",
+    "channel": "string",
+    "event_type": "string",
+    "timestamp": "timestamp",
+    "created_at": "timestamp",
+    "amount": "float64",
+    "quantity": "float64",
+    "value": "float64",
+}
+
+
+# Names an attribute may not take: the feature table's own columns.
+_RESERVED = frozenset({"as_of", "customer_id", "lead_id", "created_at", "converted", "converted_at", *_TYPES})
+
+
+def _configured_columns(config: Config, table: str) -> list[str] | None:
+    spec = getattr(config.tables, table)
+    if spec is None:
+        return None
+    attributes = [] if spec.attributes == "*" else [a for a in spec.attributes if a not in spec.exclude]
+    return [*spec.columns, *attributes]
+
+
+def history_features(
+    config: Config,
+    task: str,
+    *,
+    as_of: dt.datetime,
+    customers: Sequence[Mapping[str, Any]] = (),
+    leads: Sequence[Mapping[str, Any]] = (),
+) -> pd.DataFrame:
+    """Features of posted customers (churn, next purchase) or leads, by the training feature code.
+
+    The posted records become in-memory canonical tables on a fresh DuckDB connection with the
+    columns the config maps (so optional columns absent from a request are nulls, as in training),
+    and ``features.pipeline.population_features`` computes the features as of ``as_of``.
+
+    Returns
+    -------
+    One row per entity in the task's population at ``as_of``; posted entities outside it
+    (e.g. no purchase in the churn lookback window) have no row.
+    """
+    from features.engine import connect
+    from features.pipeline import population_features
+    from features.sources import CanonicalTables
+
+    for record in (*customers, *leads):
+        reserved = sorted(set(record.get("attributes") or {}) & _RESERVED)
+        if reserved:
+            raise ValueError(f"attributes: {reserved} name columns the feature code computes; rename them")
+
+    con = connect(config.model_copy(update={"engine": "duckdb"}))
+    tables = CanonicalTables(con=con)
+    if task in ("churn", "next_purchase"):
+        lines, events, people = [], [], []
+        for customer in customers:
+            cid, attributes = customer["customer_id"], dict(customer.get("attributes") or {})
+            people.append({"customer_id": cid, **attributes})
+            for purchase in customer["purchases"]:
+                # Without a customers table, attributes (country...) are columns of the transactions, as in training.
+                extra = attributes if config.tables.customers is None else {}
+                line = {**extra, **purchase, "customer_id": cid}
+                if line.get("order_id") is None:  # a line without an order id is an order of its own
+                    line["order_id"] = f"{cid}@{pd.Timestamp(line['timestamp']).isoformat()}"
+                lines.append(line)
+            events.extend({**event, "customer_id": cid} for event in customer.get("events") or ())
+        columns = _configured_columns(config, "transactions") or ["customer_id", "timestamp", "amount"]
+        columns += sorted({k for line in lines for k in line} - set(columns))
+        tables.transactions = con.create_table("transactions", _frame(lines, columns, _TYPES), temp=True)
+        if config.tables.customers is not None:
+            people_columns = [c for c in _configured_columns(config, "customers") or [] if c != "signup_at"]
+            people_columns += sorted({k for p in people for k in p} - set(people_columns))
+            tables.customers = con.create_table("customers", _frame(people, people_columns, _TYPES), temp=True)
+        if config.tables.events is not None:
+            event_columns = _configured_columns(config, "events") or ["customer_id", "timestamp", "event_type"]
+            tables.events = con.create_table("events", _frame(events, event_columns, _TYPES), temp=True)
+    else:
+        records, events = [], []
+        for lead in leads:
+            records.append(
+                {**dict(lead.get("attributes") or {}), "lead_id": lead["lead_id"], "created_at": lead["created_at"]}
+            )
+            events.extend({**event, "lead_id": lead["lead_id"]} for event in lead.get("events") or ())
+        columns = ["lead_id", "created_at", *sorted({k for r in records for k in r} - {"lead_id", "created_at"})]
+        tables.leads = con.create_table("leads", _frame(records, columns, _TYPES), temp=True)
+        if config.tables.lead_events is not None or events:
+            event_columns = ["lead_id", "timestamp", "event_type", "channel"]
+            tables.lead_events = con.create_table("lead_events", _frame(events, event_columns, _TYPES), temp=True)
+    model_config = getattr(config.models, task)
+    try:
+        return population_features(tables, task, as_of=as_of, model_config=model_config)
+    finally:
+        con.disconnect()

@@ -1,0 +1,176 @@
+"""Request and response bodies of the scoring API; their annotations become the served OpenAPI schema.
+
+Bounds live here so that a malformed request is refused with a 400 naming the field before any
+scoring code runs. The per-call maximum batch size is configuration (``serving.max_batch``), so it
+is checked by the service, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AtRiskItem",
+    "AtRiskResponse",
+    "CustomerHistory",
+    "ErrorItem",
+    "Id",
+    "LeadEvent",
+    "LeadRecord",
+    "ModelInfo",
+    "ModelsResponse",
+    "Purchase",
+    "Reason",
+    "ScoreItem",
+    "ScoreResponse",
+    "TopK",
+    "Touchpoint",
+]
+
+MAX_K = 10
+Id = Annotated[str, Field(min_length=1, max_length=128, description="customer_id or lead_id, as a string")]
+TopK = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_K,
+        description="number of reasons per item; default 3 for roles entitled to reasons (marketer, admin), "
+        "0 for scorer. A scorer asking for k > 0 gets 403.",
+    ),
+]
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
+Attribute = str | Finite | None
+# Attribute names become table columns: plain identifiers that are not canonical or feature-table columns.
+AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+Attributes = Annotated[
+    dict[AttributeName, Attribute],
+    Field(max_length=200, description="static attributes by name, e.g. {'country': 'United Kingdom'}"),
+]
+Text = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reason(BaseModel):
+    """One reason behind a score: a readable sentence and the SHAP impact behind it."""
+
+    text: str
+    feature: str
+    value: float | str | None
+    impact: float = Field(description="SHAP contribution on the model's raw (log-odds) scale")
+
+
+class ScoreItem(BaseModel):
+    """The score of one customer or lead."""
+
+    id: str
+    probability: float
+    tier: str | None = Field(None, description="risk tier (churn, next purchase)")
+    grade: str | None = Field(None, description="grade A-D (lead)")
+    expected_spend: float | None = None
+    expected_value: float | None = None
+    value_at_risk: float | None = None
+    reasons: list[Reason] | None = Field(None, description="present when k > 0")
+    model_name: str
+    model_version: str | None
+
+
+class ErrorItem(BaseModel):
+    """An item of a batch that could not be scored; the other items still are."""
+
+    id: str
+    error: str
+
+
+class ScoreResponse(BaseModel):
+    task: Literal["churn", "next_purchase", "lead"]
+    as_of: str = Field(description="cut-off date of the features the scores use")
+    items: list[ScoreItem | ErrorItem]
+
+
+class Purchase(_Body):
+    """One transaction line; a negative amount is a refund or return."""
+
+    timestamp: dt.datetime
+    amount: Finite
+    order_id: Text | None = None
+    product_id: Text | None = None
+    quantity: Finite | None = None
+    category: Text | None = None
+    channel: Text | None = None
+
+
+class Touchpoint(_Body):
+    """One interaction: email, web visit, call, ticket, complaint..."""
+
+    timestamp: dt.datetime
+    event_type: Text
+    channel: Text | None = None
+    value: Finite | None = None
+
+
+class CustomerHistory(_Body):
+    customer_id: Id
+    attributes: Attributes = Field(default_factory=dict)
+    purchases: Annotated[list[Purchase], Field(max_length=10_000)]
+    events: Annotated[list[Touchpoint], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class LeadEvent(_Body):
+    timestamp: dt.datetime
+    event_type: Text
+    channel: Text | None = None
+
+
+class LeadRecord(_Body):
+    lead_id: Id
+    created_at: dt.datetime
+    attributes: Attributes = Field(default_factory=dict)
+    events: Annotated[list[LeadEvent], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class AtRiskItem(BaseModel):
+    customer_id: str
+    probability: float
+    tier: str | None
+    expected_spend: float | None
+    value_at_risk: float
+    reasons: list[Reason] | None
+    attributes: dict[str, str | float | None]
+
+
+class AtRiskResponse(BaseModel):
+    as_of: str
+    model_name: str
+    model_version: str
+    n_matched: int = Field(description="customers matching the filters, before the top-N cut")
+    items: list[AtRiskItem]
+
+
+class ModelInfo(BaseModel):
+    task: str
+    model_name: str
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    trained_at: str | None
+    test_cutoff: str | None
+    metrics: dict[str, float | None]
+    snapshot_as_of: str | None
+    snapshot_rows: int
+
+
+class MissingModel(BaseModel):
+    task: str
+    error: str
+
+
+class ModelsResponse(BaseModel):
+    loaded_at: str
+    models: list[ModelInfo]
+    missing: list[MissingModel]

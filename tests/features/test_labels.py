@@ -1,0 +1,90 @@
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from features.pipeline import labels
+from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
+
+# Cut-off 2024-03-31 00:00, horizon 10 days: the label window is (2024-03-31 00:00, 2024-04-10 00:00].
+ROWS = [
+    ("at_as_of", "2024-03-31 00:00", 10, "o1", "p", 1, "x"),  # a feature, not a label
+    ("at_end", "2024-03-01 00:00", 10, "o2", "p", 1, "x"),
+    ("at_end", "2024-04-10 00:00", 25, "o3", "p", 1, "x"),  # exactly as_of + H: in the window
+    ("after_end", "2024-03-01 00:00", 10, "o4", "p", 1, "x"),
+    ("after_end", "2024-04-10 00:00:01", 10, "o5", "p", 1, "x"),  # just past the window
+    ("refund_only", "2024-03-01 00:00", 10, "o6", "p", 1, "x"),
+    ("refund_only", "2024-04-05 00:00", -4, "o7", "p", -1, "x"),  # a refund is not a purchase
+    ("buys_and_returns", "2024-03-01 00:00", 10, "o8", "p", 1, "x"),
+    ("buys_and_returns", "2024-04-02 00:00", 30, "o9", "p", 1, "x"),
+    ("buys_and_returns", "2024-04-03 00:00", -40, "o10", "p", -1, "x"),
+    ("newcomer", "2024-04-02 00:00", 30, "o11", "p", 1, "x"),  # no history at as_of: no row
+]
+CUSTOMERS = ["after_end", "at_as_of", "at_end", "buys_and_returns", "refund_only"]
+
+
+@pytest.mark.parametrize("as_of", AS_OF_FORMS)
+def test_churn_labels_at_the_boundaries(as_of):
+    got = sorted_frame(labels(make_tables(tx(ROWS)), "churn", as_of=as_of, horizon_days=10))
+    expected = pd.DataFrame({"customer_id": CUSTOMERS, "label": [1, 1, 0, 0, 1]})
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("as_of", AS_OF_FORMS)
+def test_next_purchase_labels_and_net_spend(as_of):
+    got = sorted_frame(labels(make_tables(tx(ROWS)), "next_purchase", as_of=as_of, horizon_days=10))
+    expected = pd.DataFrame(
+        {"customer_id": CUSTOMERS, "label": [0, 0, 1, 1, 0], "spend": [0.0, 0.0, 25.0, -10.0, -4.0]}
+    )
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_cancellation_event_is_churn():
+    events = pd.DataFrame(
+        {
+            "customer_id": ["at_end", "buys_and_returns"],
+            "timestamp": pd.to_datetime(["2024-04-10 00:00", "2024-03-30 00:00"]),
+            "event_type": ["cancellation", "cancellation"],  # the second is before the window
+        }
+    )
+    got = sorted_frame(labels(make_tables(tx(ROWS), events=events), "churn", as_of="2024-03-31", horizon_days=10))
+    assert dict(zip(got.customer_id, got.label, strict=True)) == {
+        "after_end": 1,
+        "at_as_of": 1,
+        "at_end": 1,
+        "buys_and_returns": 0,
+        "refund_only": 1,
+    }
+
+
+def _leads(with_converted_at: bool) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "lead_id": ["l1", "l2", "l3", "l4", "l5"],
+            "created_at": pd.to_datetime(["2024-03-01"] * 4 + ["2024-04-01"]),
+            "converted": [1.0, 1.0, 0.0, 1.0, 1.0],
+        }
+    )
+    if with_converted_at:
+        # l1 exactly at created_at + 30 days, l2 one second later, l4 converted without a date
+        frame["converted_at"] = pd.to_datetime(
+            ["2024-03-31", "2024-03-31 00:00:01", None, None, "2024-04-02"], format="ISO8601"
+        )
+    return frame
+
+
+@pytest.mark.parametrize(("with_converted_at", "expected"), [(False, [1, 1, 0, 1]), (True, [1, 0, 0, 1])])
+def test_lead_labels(with_converted_at, expected):
+    tables = make_tables(leads=_leads(with_converted_at))
+    got = sorted_frame(labels(tables, "lead", as_of=dt.date(2024, 3, 15), horizon_days=30), key="lead_id")
+    pd.testing.assert_frame_equal(
+        got, pd.DataFrame({"lead_id": ["l1", "l2", "l3", "l4"], "label": expected}), check_dtype=False
+    )
+
+
+def test_unknown_task_and_bad_horizon():
+    tables = make_tables(tx(ROWS))
+    with pytest.raises(ValueError, match="task must be one of"):
+        labels(tables, "upsell", as_of="2024-03-31", horizon_days=10)
+    with pytest.raises(ValueError, match="horizon_days"):
+        labels(tables, "churn", as_of="2024-03-31", horizon_days=0)

@@ -1,0 +1,189 @@
+import datetime as dt
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from features.config import ModelConfig, load_config
+from features.pipeline import (
+    ENTITY,
+    TASKS,
+    build_training_set,
+    customer_features,
+    lead_features,
+    population_features,
+    training_cutoffs,
+    write_snapshot,
+)
+from features.sources import load_tables
+from tests.conftest import CONFIGS, DATA
+from tests.features.conftest import AS_OF_FORMS, FUTURE_ROWS, ROWS, make_tables, sorted_frame, tx
+
+
+def test_public_names():
+    assert TASKS == ("churn", "next_purchase", "lead")
+    assert ENTITY == {"churn": "customer_id", "next_purchase": "customer_id", "lead": "lead_id"}
+
+
+@pytest.mark.parametrize("as_of", AS_OF_FORMS)
+def test_appending_later_transactions_changes_no_feature(as_of):
+    before = sorted_frame(customer_features(make_tables(tx(ROWS)), as_of=as_of))
+    after = sorted_frame(customer_features(make_tables(tx(ROWS + FUTURE_ROWS)), as_of=as_of))
+    assert before.customer_id.tolist() == ["a", "b"]
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_lookback_sets_the_population_not_the_features():
+    tables = make_tables(tx(ROWS))
+    everyone = sorted_frame(customer_features(tables, as_of="2024-03-31"))
+    recent = sorted_frame(customer_features(tables, as_of="2024-03-31", lookback_days=300))
+    assert recent.customer_id.tolist() == ["a"]  # b last bought 350.5 days before
+    pd.testing.assert_frame_equal(recent, everyone.iloc[[0]])
+
+
+def test_population_features_hand_off():
+    frame = tx(ROWS)
+    frame["country"] = ["UK"] * 6 + ["DE"] * 2
+    mc = ModelConfig(horizon_days=10, lookback_days=300)
+    churn = population_features(make_tables(frame), "churn", as_of="2024-03-31", model_config=mc)
+    assert list(churn.columns[:2]) == ["customer_id", "as_of"]
+    assert churn.customer_id.tolist() == ["a"]
+    assert (churn.as_of == pd.Timestamp("2024-03-31")).all()
+    assert isinstance(churn.country.dtype, pd.CategoricalDtype)
+    np_ = population_features(make_tables(frame), "next_purchase", as_of="2024-03-31", model_config=mc)
+    assert np_.customer_id.tolist() == ["a", "b"]
+
+
+def _weekly_history() -> pd.DataFrame:
+    # Customer "w" buys every week of 2023-2024; "m" monthly until mid-2023.
+    rows = [
+        ("w", d, 10, f"w{i}", "p", 1, "x") for i, d in enumerate(pd.date_range("2023-01-02", "2024-12-30", freq="7D"))
+    ]
+    rows += [
+        ("m", d, 50, f"m{i}", "p", 1, "x") for i, d in enumerate(pd.date_range("2023-01-01", "2023-07-01", freq="MS"))
+    ]
+    return tx([(c, str(d), a, o, p, q, k) for c, d, a, o, p, q, k in rows])
+
+
+@pytest.mark.parametrize("test_cutoff", [dt.date(2024, 6, 1), "2024-06-01", dt.datetime(2024, 6, 1)])
+def test_training_set_cutoffs_and_columns(test_cutoff):
+    mc = ModelConfig(horizon_days=30, lookback_days=365, step_days=14, n_train_cutoffs=3)
+    ts = build_training_set(make_tables(_weekly_history()), "churn", model_config=mc, test_cutoff=test_cutoff)
+    assert ts.cutoffs == (dt.date(2024, 5, 2), dt.date(2024, 4, 18), dt.date(2024, 4, 4))
+    assert ts.test_cutoff == dt.date(2024, 6, 1)
+    assert sorted(ts.train.as_of.unique()) == [pd.Timestamp(c) for c in sorted(ts.cutoffs)]
+    assert (ts.test.as_of == pd.Timestamp("2024-06-01")).all()
+    assert list(ts.train.columns) == list(ts.test.columns)
+    assert ts.train.columns[:2].tolist() == ["customer_id", "as_of"] and ts.train.columns[-1] == "label"
+    assert ts.feature_columns == tuple(ts.train.columns[2:-1])
+    assert ts.entity == "customer_id" and ts.task == "churn"
+    # m's last purchase is 2023-07-01: outside the 365-day lookback of every cut-off from 2024-07 on
+    assert set(ts.train.customer_id) == {"w", "m"} and set(ts.test.customer_id) == {"w", "m"}
+    assert ts.test.set_index("customer_id").label.to_dict() == {"w": 0, "m": 1}
+
+
+def test_next_purchase_training_set_has_spend():
+    mc = ModelConfig(horizon_days=30, step_days=30, n_train_cutoffs=2, test_cutoff=dt.date(2024, 6, 1))
+    ts = build_training_set(make_tables(_weekly_history()), "next_purchase", model_config=mc)
+    assert list(ts.test.columns[-2:]) == ["label", "spend"]
+    assert "spend" not in ts.feature_columns
+    # w buys on Mondays: 2024-06-03 ... 2024-07-01, five orders of 10 in (2024-06-01, 2024-07-01]
+    assert ts.test.set_index("customer_id").spend.to_dict() == {"m": 0.0, "w": 50.0}
+
+
+def test_training_label_window_past_t_is_an_error():
+    mc = ModelConfig(horizon_days=30, test_cutoff=dt.date(2024, 6, 1))
+    tables = make_tables(_weekly_history())
+    # 2024-05-02 + 30 days is exactly T: allowed; one second later is not.
+    build_training_set(tables, "churn", model_config=mc, cutoffs=["2024-05-02"])
+    with pytest.raises(ValueError, match="past the test cut-off"):
+        build_training_set(tables, "churn", model_config=mc, cutoffs=["2024-05-02T00:00:01"])
+    with pytest.raises(ValueError, match="no test cut-off"):
+        build_training_set(tables, "churn", model_config=ModelConfig())
+
+
+def test_training_cutoffs():
+    assert training_cutoffs("2011-09-10", horizon_days=90, step_days=30, n=3) == (
+        dt.datetime(2011, 6, 12),
+        dt.datetime(2011, 5, 13),
+        dt.datetime(2011, 4, 13),
+    )
+
+
+def test_lead_training_set_categoricals_aligned():
+    leads = pd.DataFrame(
+        {
+            "lead_id": [f"l{i}" for i in range(6)],
+            "created_at": pd.to_datetime(
+                ["2024-01-01", "2024-01-01", "2024-02-01", "2024-02-01", "2024-03-01", "2024-03-01"]
+            ),
+            "converted": [0.0, 1.0, 0.0, 1.0, 1.0, 0.0],
+            "job": ["a", "b", "c", "a", "d", "b"],
+        }
+    )
+    mc = ModelConfig(horizon_days=30, step_days=30, n_train_cutoffs=2, test_cutoff=dt.date(2024, 3, 1))
+    ts = build_training_set(make_tables(leads=leads), "lead", model_config=mc)
+    assert ts.entity == "lead_id" and ts.categorical_columns == ("job",)
+    assert list(ts.train.job.cat.categories) == list(ts.test.job.cat.categories) == ["a", "b", "c", "d"]
+    # test: open leads created in (2024-01-31, 2024-03-01]; the first training cut-off 2024-01-31 has none
+    assert ts.test.lead_id.tolist() == ["l2", "l3", "l4", "l5"]
+    assert ts.train.lead_id.tolist() == ["l0", "l1"]
+
+
+def test_write_snapshot(tmp_path, write_config):
+    frame = tx(ROWS)
+    frame.to_parquet(tmp_path / "tx.parquet")
+    path = write_config(
+        {
+            "name": "tiny",
+            "tables": {
+                "transactions": {
+                    "source": {"path": "tx.parquet"},
+                    "columns": {c: c for c in ["customer_id", "timestamp", "amount", "order_id", "product_id"]},
+                }
+            },
+            "models": {"churn": {"lookback_days": 365}},
+        }
+    )
+    out = tmp_path / "snap" / "features.parquet"
+    n = write_snapshot(load_config(path), as_of="2024-03-31", out=out)
+    assert n == 2
+    snap = pq.read_table(out).to_pandas()
+    assert snap.customer_id.tolist() == ["a", "b"]
+    assert [p.name for p in out.parent.iterdir()] == ["features.parquet"]  # no temporary file left
+
+
+@pytest.mark.slow
+def test_bundled_online_retail_leakage_and_snapshot(tmp_path):
+    config = load_config(CONFIGS / "online_retail.yaml")
+    tables = load_tables(config)
+    as_of = dt.datetime(2011, 6, 1)
+    full = sorted_frame(customer_features(tables, as_of=as_of))
+    t = tables.transactions
+    tables.transactions = t.filter(t.timestamp <= as_of)
+    cut = sorted_frame(customer_features(tables, as_of=as_of))
+    pd.testing.assert_frame_equal(full, cut)
+    assert len(full) > 3000
+
+
+@pytest.mark.slow
+def test_bundled_bank_leads_leakage():
+    config = load_config(CONFIGS / "bank_leads.yaml")
+    tables = load_tables(config)
+    as_of = dt.datetime(2009, 6, 1)
+    full = sorted_frame(lead_features(tables, as_of=as_of, horizon_days=30, step_days=30), key="lead_id")
+    tables.leads = tables.leads.filter(tables.leads.created_at <= as_of)
+    cut = sorted_frame(lead_features(tables, as_of=as_of, horizon_days=30, step_days=30), key="lead_id")
+    pd.testing.assert_frame_equal(full, cut)
+    assert len(full) > 0 and "duration" not in full.columns and "converted" not in full.columns
+
+
+@pytest.mark.slow
+def test_bundled_snapshot_one_row_per_active_customer(tmp_path):
+    config = load_config(CONFIGS / "online_retail.yaml")
+    out = tmp_path / "f.parquet"
+    n = write_snapshot(config, as_of="2011-09-10", out=out)
+    snap = pq.read_table(out).to_pandas()
+    assert n == len(snap) == snap.customer_id.nunique()
+    assert snap.recency_days.max() < 365 and n > 4000
+    assert DATA.exists()

@@ -1,0 +1,62 @@
+import ibis
+import pandas as pd
+import pytest
+
+from features.touchpoints import touchpoint_features
+from tests.features.conftest import AS_OF_FORMS
+
+EVENTS = pd.DataFrame(
+    {
+        "customer_id": ["a", "a", "a", "b", "a"],
+        "timestamp": pd.to_datetime(["2024-03-30", "2024-01-15", "2024-03-31", "2023-01-01", "2024-04-01"]),
+        "event_type": ["email open", "email open", "Support-Ticket", "email open", "email open"],
+        "channel": ["email", "email", "phone", "email", "email"],
+    }
+)
+
+
+def _features(events: pd.DataFrame, as_of) -> pd.DataFrame:
+    out = touchpoint_features(ibis.memtable(events), as_of=as_of, windows=(30, 90))
+    return out.to_pandas().sort_values("customer_id").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("as_of", AS_OF_FORMS)
+def test_touchpoints_by_hand(as_of):
+    got = _features(EVENTS, as_of)
+    expected = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "events_total": [3, 1],
+            "events_days_since_last": [0.0, 455.0],
+            "events_support_ticket_30d": [1, 0],
+            "events_support_ticket_90d": [1, 0],
+            "events_support_ticket_all": [1, 0],
+            "events_support_ticket_days_since_last": [0.0, float("nan")],
+            "events_email_open_30d": [1, 0],
+            "events_email_open_90d": [2, 0],
+            "events_email_open_all": [2, 1],
+            "events_email_open_days_since_last": [1.0, 455.0],
+            "events_ch_email_90d": [2, 0],
+            "events_ch_email_all": [2, 1],
+            "events_ch_phone_90d": [1, 0],
+            "events_ch_phone_all": [1, 0],
+        }
+    )
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+def test_no_events_table_means_no_features():
+    assert touchpoint_features(None, as_of="2024-03-31") is None
+
+
+def test_touchpoints_ignore_events_after_as_of():
+    # Later events of a known type change nothing; the vocabulary (column set) is the table's.
+    later = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2024-04-05", "2024-05-01"]),
+            "event_type": ["Support-Ticket", "email open"],
+            "channel": ["phone", "email"],
+        }
+    )
+    pd.testing.assert_frame_equal(_features(EVENTS, "2024-03-31"), _features(pd.concat([EVENTS, later]), "2024-03-31"))

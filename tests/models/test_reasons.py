@@ -1,0 +1,53 @@
+"""Reason sentences from SHAP rows: templates with the customer's values, fallbacks, direction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.reasons import ReasonWriter, humanize
+
+FEATURES = ["days_since_last", "gap_mean", "country", "orders_90d"]
+TEMPLATES = {
+    "days_since_last": (
+        "No purchase for {days_since_last:.0f} days; usually buys every {gap_mean:.0f} days",
+        "No purchase for {days_since_last:.0f} days",
+    ),
+    "country": ("Based in {country}",),
+    "unknown_feature": ("Never used {nope}",),
+}
+
+
+def writer():
+    return ReasonWriter(FEATURES, TEMPLATES, "raises churn risk", {"country": ["France", "UK"]})
+
+
+def test_top_reasons_use_the_customers_values_and_only_push_up():
+    X = np.array([[143.0, 21.0, 1.0, 2.0]])
+    contrib = np.array([[0.9, -0.5, 0.2, 0.0]])
+    (reasons,) = writer().explain(contrib, X, k=3)
+    assert [r["feature"] for r in reasons] == ["days_since_last", "country"]  # zero and negative left out
+    assert reasons[0]["text"] == "No purchase for 143 days; usually buys every 21 days (raises churn risk)"
+    assert reasons[0]["impact"] == 0.9 and reasons[0]["value"] == 143.0
+    assert reasons[1] == {"text": "Based in UK (raises churn risk)", "feature": "country", "value": "UK", "impact": 0.2}
+
+
+def test_missing_value_falls_back_to_the_next_template_then_to_the_name():
+    X = np.array([[60.0, np.nan, np.nan, 3.0]])
+    contrib = np.array([[0.3, 0.0, 0.2, 0.1]])
+    (reasons,) = writer().explain(contrib, X, k=3)
+    assert reasons[0]["text"] == "No purchase for 60 days (raises churn risk)"
+    assert reasons[1]["text"] == "Country: missing (raises churn risk)"
+    assert reasons[2]["text"] == "Orders 90d: 3 (raises churn risk)"
+
+
+def test_k_limits_and_rows_override_values():
+    X = np.array([[10.0, 5.0, 0.0, 1.0], [20.0, 5.0, 1.0, 1.0]])
+    contrib = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    out = writer().explain(contrib, X, k=2, rows=[{"orders_90d": 7}, {}])
+    assert [r["feature"] for r in out[0]] == ["orders_90d", "country"]
+    assert out[0][0]["text"].startswith("Orders 90d: 7")
+    assert [r["feature"] for r in out[1]] == ["days_since_last", "gap_mean"]
+
+
+def test_humanize():
+    assert humanize("monetary_365d") == "Monetary 365d"

@@ -1,0 +1,102 @@
+"""The Scorer contract: inputs, outputs, tiers, values, and behaviour of a trained churn model."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.churn import spec as churn_spec
+from models.next_purchase import spec as next_purchase_spec
+from models.scorer import Calibrator
+from tests.training.synthetic import MODEL_CONFIG, training_set
+from training.backtest import run_backtest
+
+
+@pytest.fixture(scope="module")
+def churn():
+    return run_backtest(training_set(3), churn_spec(MODEL_CONFIG), num_boost_round=200).scorer
+
+
+@pytest.fixture(scope="module")
+def test_frame():
+    return training_set(3).test
+
+
+def test_prepare_orders_columns_and_encodes_categories(churn, test_frame):
+    shuffled = test_frame[list(reversed(test_frame.columns))].copy()
+    shuffled["country"] = shuffled["country"].astype(str)
+    np.testing.assert_array_equal(churn.prepare(shuffled), churn.prepare(test_frame))
+    unseen = test_frame.head(2).copy()
+    unseen["country"] = ["Atlantis", None]
+    assert np.isnan(churn.prepare(unseen)[:, churn.feature_names.index("country")]).all()
+
+
+def test_prepare_names_the_missing_column(churn, test_frame):
+    with pytest.raises(ValueError, match="'recency_days'"):
+        churn.prepare(test_frame.drop(columns="recency_days"))
+    with pytest.raises(ValueError, match="'customer_id'"):
+        churn.score_frame(test_frame.drop(columns="customer_id"))
+
+
+def test_score_matrix_fields(churn, test_frame):
+    X = churn.prepare(test_frame.head(20))
+    scores = churn.score_matrix(X, k=2)
+    assert set(scores[0]) == {"probability", "tier", "expected_spend", "value_at_risk", "reasons"}
+    for s, row in zip(scores, test_frame.head(20).itertuples(), strict=True):
+        assert 0 <= s["probability"] <= 1
+        assert s["tier"] in {"high", "medium", "low"}
+        assert s["value_at_risk"] == pytest.approx(s["probability"] * max(row.monetary_365d, 0) * 30 / 365)
+        assert len(s["reasons"]) <= 2 and all(r["impact"] > 0 for r in s["reasons"])
+    fast = churn.score_matrix(X, explain=False)
+    assert "reasons" not in fast[0]
+    assert [s["probability"] for s in fast] == pytest.approx([s["probability"] for s in scores], abs=1e-12)
+
+
+def test_tiers_follow_thresholds(churn):
+    p = np.array([0.95, 0.7, 0.69, 0.4, 0.1, np.nan])
+    assert list(churn.tier_of(p)) == ["high", "high", "medium", "medium", "low", "low"]
+
+
+def test_scorer_pickles(churn, test_frame):
+    clone = pickle.loads(pickle.dumps(churn))
+    pd.testing.assert_frame_equal(clone.score_frame(test_frame), churn.score_frame(test_frame))
+
+
+def test_a_more_recent_purchase_lowers_churn_probability(churn, test_frame):
+    base = test_frame.head(200).copy()
+    recent = base.assign(recency_days=base["recency_days"] * 0.25)
+    p_base = churn.score_frame(base, explain=False)["probability"].to_numpy()
+    p_recent = churn.score_frame(recent, explain=False)["probability"].to_numpy()
+    assert (p_recent <= p_base + 1e-12).all()
+    assert (p_recent < p_base).mean() > 0.5
+
+
+def test_scores_do_not_depend_on_the_customer_id(churn, test_frame):
+    renamed = test_frame.assign(customer_id=[f"X{i}" for i in range(len(test_frame))])
+    a = churn.score_frame(test_frame)
+    b = churn.score_frame(renamed)
+    pd.testing.assert_frame_equal(a.drop(columns="customer_id"), b.drop(columns="customer_id"))
+
+
+def test_next_purchase_expected_value_is_probability_times_spend():
+    ts = training_set(4)
+    rng = np.random.default_rng(0)
+    for frame in (ts.train, ts.test):
+        frame["label"] = 1 - frame["label"]  # "buys" = not churned
+        frame["spend"] = frame["label"] * rng.gamma(2.0, 40.0, len(frame)) * (1 + frame["frequency_365d"])
+    scorer = run_backtest(ts, next_purchase_spec(MODEL_CONFIG), num_boost_round=100).scorer
+    scores = scorer.score_matrix(scorer.prepare(ts.test.head(10)), explain=False)
+    for s in scores:
+        assert set(s) == {"probability", "tier", "expected_spend", "expected_value"}
+        assert s["expected_value"] == pytest.approx(s["probability"] * s["expected_spend"])
+        assert s["expected_spend"] > 0
+
+
+def test_calibrator_kinds():
+    raw = np.array([-2.0, 0.0, 2.0])
+    assert Calibrator()(raw) == pytest.approx(1 / (1 + np.exp(-raw)))
+    iso = Calibrator(kind="isotonic", x=np.array([-1.0, 1.0]), y=np.array([0.2, 0.8]))
+    assert iso(raw) == pytest.approx([0.2, 0.5, 0.8])

@@ -1,0 +1,151 @@
+"""Session fixtures of the API tests: small champions trained on the bundled data, snapshots, a real server.
+
+The server is started the way users start it, ``crmscore serve --config C --port P``, as a
+subprocess on a free loopback port, and stopped with its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"scorer": "test-scorer-key", "marketer": "test-marketer-key", "admin": "test-admin-key"}
+MAX_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    keys: dict[str, str]
+    retail_config: Path
+    leads_config: Path
+    snapshots: Path
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"x-api-key": self.keys[role]} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_configs(folder: Path, *, n_train_cutoffs: int = 2) -> tuple[Path, Path]:
+    """Copies of the bundled configs with the registry, outputs and data paths inside ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}", "output_dir": str(folder / "outputs")}
+    paths = []
+    for name in ("online_retail", "bank_leads"):
+        data = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+        data.update(common)
+        for table in data["tables"].values():
+            table["source"]["path"] = str((ROOT / "configs" / table["source"]["path"]).resolve())
+        for model in data.get("models", {}).values():
+            model["n_train_cutoffs"] = n_train_cutoffs
+        data["serving"] = {"max_batch": MAX_BATCH}
+        path = folder / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def start_server(config: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CRMSCORE_API_KEYS": ",".join(f"{key}:{role}" for role, key in KEYS.items()),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    crmscore = Path(sys.executable).with_name("crmscore")
+    log = open(cwd / f"server-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [str(crmscore), "serve", "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {proc.returncode}: {(cwd / f'server-{port}.log').read_text()[-3000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(f"server not ready after 120 s: {(cwd / f'server-{port}.log').read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _latest_day(path: Path, column: str) -> str:
+    return str(pd.read_parquet(path, columns=[column])[column].max().date())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Champions of the three tasks in a fresh registry, and their snapshots.
+
+    Returns (retail config, leads config, snapshot folder).
+    """
+    from features.config import load_config
+    from features.pipeline import write_snapshot
+    from training.train import train_model
+
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    folder = tmp_path_factory.mktemp("api")
+    retail_path, leads_path = write_configs(folder)
+    retail, leads = load_config(retail_path), load_config(leads_path)
+    snapshots = Path(retail.output_dir) / "snapshots"
+    for config, task in ((retail, "churn"), (retail, "next_purchase"), (leads, "lead")):
+        train_model(config, task)
+    retail_day = _latest_day(ROOT / "data" / "online_retail_ii.parquet", "InvoiceDate")
+    leads_day = _latest_day(ROOT / "data" / "bank_marketing_leads.parquet", "created_at")
+    for config, task, day in (
+        (retail, "churn", retail_day),
+        (retail, "next_purchase", retail_day),
+        (leads, "lead", leads_day),
+    ):
+        write_snapshot(config, as_of=day, out=snapshots / f"{task}.parquet", task=task)
+    return retail_path, leads_path, snapshots
+
+
+@pytest.fixture(scope="session")
+def server(trained) -> Iterator[Server]:
+    retail, leads, snapshots = trained
+    proc, url = start_server(retail, retail.parent)
+    try:
+        yield Server(url=url, keys=KEYS, retail_config=retail, leads_config=leads, snapshots=snapshots)
+    finally:
+        stop_server(proc)

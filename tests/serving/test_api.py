@@ -1,0 +1,267 @@
+"""Every endpoint, role and error of the scoring API, over HTTP against a real server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import io
+
+import pandas as pd
+import pytest
+
+from tests.serving.conftest import MAX_BATCH, ROOT, start_server, stop_server, write_configs
+
+pytestmark = pytest.mark.api
+
+SCORE_ROUTES = ("/score/churn", "/score/next_purchase", "/score/lead")
+
+
+def snapshot_ids(server, task, n=3):
+    frame = pd.read_parquet(server.snapshots / f"{task}.parquet")
+    return frame["lead_id" if task == "lead" else "customer_id"].astype(str).tolist()[:n]
+
+
+def test_health_and_metrics_need_no_key(server):
+    with server.client() as c:
+        for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+            assert c.get(path).status_code == 200, path
+
+
+@pytest.mark.parametrize("route", [*SCORE_ROUTES, "/models", "/at_risk", "/reload"])
+def test_no_key_or_unknown_key_is_401(server, route):
+    with server.client() as c:
+        assert c.post(route, json={}).status_code == 401
+        assert c.post(route, json={}, headers={"x-api-key": "nope"}).status_code == 401
+
+
+@pytest.mark.parametrize(("role", "route"), [("scorer", "/at_risk"), ("scorer", "/reload"), ("marketer", "/reload")])
+def test_role_below_the_route_is_403(server, role, route):
+    with server.client(role) as c:
+        response = c.post(route, json={})
+    assert response.status_code == 403
+    assert "needs role" in response.json()["error"]
+
+
+def test_bearer_header_works(server):
+    with server.client() as c:
+        response = c.post("/models", json={}, headers={"authorization": f"Bearer {server.keys['scorer']}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("task", ["churn", "next_purchase", "lead"])
+def test_score_ids_with_an_unknown_id(server, task):
+    ids = snapshot_ids(server, task)
+    with server.client("marketer") as c:
+        body = c.post(f"/score/{task}", json={"ids": [*ids, "no-such-id"], "k": 2}).json()
+        models = {m["task"]: m for m in c.post("/models", json={}).json()["models"]}
+    assert body["task"] == task and len(body["items"]) == 4
+    for item, key in zip(body["items"], ids, strict=False):
+        assert item["id"] == key and 0.0 <= item["probability"] <= 1.0
+        assert item["model_name"] == f"crmscore-{task}" and item["model_version"] == models[task]["version"]
+        assert 0 < len(item["reasons"]) <= 2
+        assert all(r["text"] and r["feature"] and isinstance(r["impact"], float) for r in item["reasons"])
+        if task == "lead":
+            assert item["grade"] in ("A", "B", "C", "D") and item["tier"] is None
+        else:
+            assert item["tier"] in ("high", "medium", "low")
+        if task == "churn":
+            assert item["value_at_risk"] == pytest.approx(item["probability"] * item["expected_spend"])
+        if task == "next_purchase":
+            assert item["expected_value"] == pytest.approx(item["probability"] * item["expected_spend"])
+    assert body["items"][3] == {
+        "id": "no-such-id",
+        "error": f"unknown {'lead_id' if task == 'lead' else 'customer_id'} 'no-such-id': "
+        f"not in the {task} snapshot as of {body['as_of']}",
+    }
+
+
+def test_scorer_gets_scores_without_reasons_and_403_when_asking(server):
+    ids = snapshot_ids(server, "churn", 1)
+    with server.client("scorer") as c:
+        item = c.post("/score/churn", json={"ids": ids}).json()["items"][0]
+        denied = c.post("/score/churn", json={"ids": ids, "k": 3})
+    assert item["reasons"] is None and item["probability"] >= 0
+    assert denied.status_code == 403 and denied.json()["detail"][0]["loc"] == ["k"]
+
+
+def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
+    ids = snapshot_ids(server, "churn", 1)
+    with server.client("marketer") as c:
+        default = c.post("/score/churn", json={"ids": ids}).json()["items"][0]
+        none = c.post("/score/churn", json={"ids": ids, "k": 0}).json()["items"][0]
+    assert len(default["reasons"]) <= 3 and default["reasons"]
+    assert none["reasons"] is None and none["probability"] == default["probability"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "ids"),
+        ({"ids": []}, "ids"),
+        ({"ids": "12346"}, "ids"),
+        ({"ids": ["1"], "k": -1}, "k"),
+        ({"ids": ["1"], "k": 99}, "k"),
+        ({"ids": ["1"] * (MAX_BATCH + 1)}, "ids"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(server, body, field):
+    with server.client("admin") as c:
+        response = c.post("/score/churn", json=body)
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"][0] == field
+
+
+def test_malformed_json_is_400(server):
+    with server.client("admin") as c:
+        response = c.post("/score/churn", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+
+
+def _history(customer_id: str) -> dict:
+    data = pd.read_parquet(ROOT / "data" / "online_retail_ii.parquet")
+    data = data[data.CustomerID.astype("Int64").astype(str) == customer_id]
+    purchases = [
+        {
+            "timestamp": row.InvoiceDate.isoformat(),
+            "amount": float(row.Quantity * row.Price),
+            "order_id": str(row.Invoice),
+            "product_id": str(row.StockCode),
+            "quantity": float(row.Quantity),
+        }
+        for row in data.itertuples()
+    ]
+    return {"customer_id": customer_id, "attributes": {"country": str(data.Country.mode()[0])}, "purchases": purchases}
+
+
+@pytest.mark.parametrize("task", ["churn", "next_purchase"])
+def test_posted_history_scores_like_the_snapshot_by_id(server, task):
+    """Same feature code as training: a customer's whole history posted as of the snapshot date
+    scores (nearly) like the snapshot row; the bundled data's filters (duplicates, zero prices,
+    fee lines) are not applied to a posted history, so only closeness is asserted."""
+    key = snapshot_ids(server, task, 1)[0]
+    with server.client("marketer") as c:
+        by_id = c.post(f"/score/{task}", json={"ids": [key], "k": 0}).json()
+        history = _history(key)
+        posted = c.post(
+            f"/score/{task}/history",
+            json={"customers": [history, {"customer_id": "new", "purchases": []}], "as_of": by_id["as_of"], "k": 2},
+        )
+    assert posted.status_code == 200, posted.text
+    items = posted.json()["items"]
+    assert items[0]["id"] == key and len(items[0]["reasons"]) <= 2
+    assert items[0]["probability"] == pytest.approx(by_id["items"][0]["probability"], abs=0.1)
+    assert "error" in items[1] and items[1]["id"] == "new"
+
+
+def test_posted_lead_record_scores_like_the_snapshot(server):
+    snapshot = pd.read_parquet(server.snapshots / "lead.parquet")
+    leads = pd.read_parquet(ROOT / "data" / "bank_marketing_leads.parquet")
+    key = str(snapshot.lead_id.iloc[0])
+    row = leads[leads.lead_id.astype(str) == key].iloc[0]
+    attributes = {
+        k: (v.item() if hasattr(v, "item") else v)
+        for k, v in row.items()
+        if k not in ("lead_id", "created_at", "converted", "duration")
+    }
+    record = {"lead_id": key, "created_at": row.created_at.isoformat(), "attributes": attributes, "events": []}
+    with server.client("admin") as c:
+        by_id = c.post("/score/lead", json={"ids": [key], "k": 0}).json()
+        posted = c.post("/score/lead/record", json={"leads": [record], "as_of": by_id["as_of"], "k": 0})
+    assert posted.status_code == 200, posted.text
+    assert posted.json()["items"][0]["probability"] == pytest.approx(by_id["items"][0]["probability"], abs=1e-9)
+
+
+def test_posted_history_with_a_bad_field_is_400(server):
+    with server.client("admin") as c:
+        response = c.post(
+            "/score/churn/history",
+            json={
+                "customers": [{"customer_id": "x", "purchases": [{"timestamp": "soon", "amount": 1}]}],
+                "as_of": "2011-01-01",
+            },
+        )
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"][:4] == ["customers", 0, "purchases", 0]
+
+
+def test_at_risk_json_sorted_and_filtered(server):
+    with server.client("marketer") as c:
+        top = c.post("/at_risk", json={"top": 20}).json()
+        france = c.post("/at_risk", json={"top": 5, "where": {"country": "France"}, "tiers": ["high"], "k": 1}).json()
+        unknown = c.post("/at_risk", json={"where": {"planet": "Mars"}})
+    values = [item["value_at_risk"] for item in top["items"]]
+    assert len(values) == 20 and values == sorted(values, reverse=True)
+    assert all(item["reasons"] for item in top["items"])
+    assert top["n_matched"] >= 20 and top["model_name"] == "crmscore-churn"
+    assert all(i["attributes"]["country"] == "France" and i["tier"] == "high" for i in france["items"])
+    assert all(len(i["reasons"]) <= 1 for i in france["items"])
+    assert unknown.status_code == 400 and unknown.json()["detail"][0]["loc"] == ["where", "planet"]
+
+
+def test_at_risk_csv(server):
+    with server.client("admin") as c:
+        response = c.post("/at_risk", json={"top": 10, "format": "csv", "min_value": 1.0})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 10 and {"customer_id", "value_at_risk", "reason_1", "reason_3"} <= set(rows[0])
+    assert all(float(r["value_at_risk"]) >= 1.0 for r in rows)
+
+
+def test_models_lists_the_three_champions(server):
+    with server.client("scorer") as c:
+        body = c.post("/models", json={}).json()
+    assert body["missing"] == []
+    models = {m["task"]: m for m in body["models"]}
+    assert set(models) == {"churn", "next_purchase", "lead"}
+    for task, m in models.items():
+        assert m["model_name"] == f"crmscore-{task}" and m["alias"] == "champion" and m["version"]
+        assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
+
+
+def test_reload_is_admin_only_and_requests_in_flight_succeed(server):
+    ids = snapshot_ids(server, "churn", 50)
+
+    def score(_):
+        with server.client("scorer") as c:
+            return c.post("/score/churn", json={"ids": ids}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        during = pool.map(score, range(40))
+        with server.client("admin") as c:
+            reloaded = c.post("/reload", json={})
+        statuses = list(during)
+    assert reloaded.status_code == 200 and len(reloaded.json()["models"]) == 3
+    assert statuses == [200] * 40
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory):
+    """A server on a registry without champions."""
+    retail, _ = write_configs(tmp_path_factory.mktemp("empty"))
+    proc, url = start_server(retail, retail.parent)
+    yield url
+    stop_server(proc)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "command"),
+    [
+        ("/score/churn", {"ids": ["1"]}, "crmscore train churn"),
+        ("/score/next_purchase", {"ids": ["1"]}, "crmscore train next-purchase"),
+        ("/score/lead", {"ids": ["1"]}, "crmscore train lead"),
+        ("/at_risk", {}, "crmscore train churn"),
+        (
+            "/score/lead/record",
+            {"leads": [{"lead_id": "1", "created_at": "2010-01-01"}], "as_of": "2010-01-02"},
+            "lead",
+        ),
+    ],
+)
+def test_no_champion_is_503_naming_the_command(empty_server, route, body, command):
+    import httpx
+
+    response = httpx.post(f"{empty_server}{route}", json=body, headers={"x-api-key": "test-admin-key"}, timeout=60)
+    assert response.status_code == 503
+    assert command in response.json()["error"]
+    models = httpx.post(f"{empty_server}/models", json={}, headers={"x-api-key": "test-admin-key"}, timeout=60).json()
+    assert models["models"] == [] and {m["task"] for m in models["missing"]} == {"churn", "next_purchase", "lead"}

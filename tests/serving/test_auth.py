@@ -1,0 +1,118 @@
+"""API keys and roles, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from features.config import load_config
+from serving.auth import ApiKeyMiddleware, AuthConfigError, KeyStore, entitled, load_keys
+
+
+def test_parse_commas_and_lines():
+    keys = KeyStore.parse("k1:scorer, k2:marketer\n# a comment\nk3:admin\n", source="test")
+    assert [keys.role(k) for k in ("k1", "k2", "k3", "k4", "", None)] == [
+        "scorer",
+        "marketer",
+        "admin",
+        None,
+        None,
+        None,
+    ]
+    assert len(keys) == 3
+
+
+def test_key_may_contain_colons():
+    assert KeyStore.parse("a:b:c:admin", source="test").role("a:b:c") == "admin"
+
+
+@pytest.mark.parametrize("text", ["nocolon", ":scorer", "k1:owner"])
+def test_malformed_entry_names_source_and_position_not_key(text):
+    with pytest.raises(AuthConfigError) as err:
+        KeyStore.parse(f"ok:scorer,{text}", source="environment variable X")
+    assert "environment variable X: entry 2" in str(err.value)
+    assert "nocolon" not in str(err.value)
+
+
+def test_repr_hides_keys():
+    assert "secret" not in repr(KeyStore({"secret": "admin"}))
+
+
+@pytest.mark.parametrize(
+    ("role", "needed", "ok"),
+    [
+        ("scorer", "scorer", True),
+        ("scorer", "marketer", False),
+        ("marketer", "scorer", True),
+        ("marketer", "admin", False),
+        ("admin", "marketer", True),
+        (None, "scorer", False),
+        ("owner", "scorer", False),
+    ],
+)
+def test_roles_are_ordered(role, needed, ok):
+    assert entitled(role, needed) is ok
+
+
+def _config(write_config, **serving):
+    return load_config(
+        write_config(
+            {
+                "name": "t",
+                "tables": {
+                    "transactions": {
+                        "source": {"path": "t.parquet"},
+                        "columns": {"customer_id": "c", "timestamp": "t", "amount": "a"},
+                    }
+                },
+                "serving": serving,
+            }
+        )
+    )
+
+
+def test_load_keys_env_and_file(write_config, tmp_path):
+    (tmp_path / "keys.txt").write_text("f1:admin\nshared:marketer\n")
+    config = _config(write_config, api_keys_env="MY_KEYS", api_keys_file="keys.txt")
+    keys = load_keys(config, environ={"MY_KEYS": "e1:scorer,shared:scorer"})
+    assert (keys.role("e1"), keys.role("f1"), keys.role("shared")) == ("scorer", "admin", "marketer")
+
+
+def test_missing_key_file_is_an_error(write_config):
+    config = _config(write_config, api_keys_file="nope.txt")
+    with pytest.raises(AuthConfigError, match="api_keys_file"):
+        load_keys(config, environ={})
+
+
+def _call(middleware, path, headers):
+    sent, seen = [], {}
+
+    async def app(scope, receive, send):
+        seen["role"] = scope.get("crmscore.role")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def send(message):
+        sent.append(message)
+
+    mw = ApiKeyMiddleware(app, keys=lambda: middleware, route_roles={"/score": "scorer", "/reload": "admin"})
+    scope = {"type": "http", "path": path, "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(mw(scope, None, send))
+    return sent[0]["status"], seen.get("role")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "role"),
+    [
+        ("/score", {}, 401, None),
+        ("/score", {"x-api-key": "wrong"}, 401, None),
+        ("/score", {"x-api-key": "s"}, 200, "scorer"),
+        ("/score", {"authorization": "Bearer a"}, 200, "admin"),
+        ("/score", {"authorization": "Basic a"}, 401, None),
+        ("/reload", {"x-api-key": "s"}, 403, None),
+        ("/reload", {"x-api-key": "a"}, 200, "admin"),
+        ("/readyz", {}, 200, None),
+    ],
+)
+def test_middleware_statuses(path, headers, status, role):
+    assert _call(KeyStore({"s": "scorer", "a": "admin"}), path, headers) == (status, role)

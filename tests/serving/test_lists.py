@@ -1,0 +1,85 @@
+"""At-risk selection and CSV rendering on a hand-made scored frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.lists import FilterError, at_risk_rows, select_at_risk, to_csv
+
+
+@pytest.fixture
+def scored():
+    return pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e"],
+            "probability": [0.9, 0.5, 0.8, 0.2, 0.8],
+            "tier": ["high", "medium", "high", "low", "high"],
+            "expected_spend": [10.0, 400.0, 100.0, 50.0, 100.0],
+            "value_at_risk": [9.0, 200.0, 80.0, 10.0, 80.0],
+            "country": ["UK", "France", "UK", None, "UK"],
+            "frequency": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+
+
+def test_ranks_by_value_at_risk_ties_by_probability_then_id(scored):
+    positions, matched = select_at_risk(scored, top=10)
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["b", "c", "e", "d", "a"]
+    assert matched == 5
+
+
+def test_top_cuts_after_counting(scored):
+    positions, matched = select_at_risk(scored, top=2)
+    assert positions.tolist() == [1, 2] and matched == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"min_value": 80.0}, ["b", "c", "e"]),
+        ({"tiers": ["high"]}, ["c", "e", "a"]),
+        ({"where": {"country": "UK"}}, ["c", "e", "a"]),
+        ({"where": {"country": None}}, ["d"]),
+        ({"where": {"frequency": 3}}, ["c"]),
+        ({"where": {"frequency": "x"}}, []),
+        ({"where": {"country": "UK"}, "min_value": 50, "tiers": ["high"]}, ["c", "e"]),
+    ],
+)
+def test_filters(scored, kwargs, expected):
+    positions, matched = select_at_risk(scored, top=10, **kwargs)
+    assert scored.customer_id.to_numpy()[positions].tolist() == expected
+    assert matched == len(expected)
+
+
+def test_unknown_attribute_names_the_field(scored):
+    with pytest.raises(FilterError) as err:
+        select_at_risk(scored, top=1, where={"segment": "x"})
+    assert err.value.field == "where.segment" and "country" in str(err.value)
+
+
+def test_missing_value_at_risk_is_never_listed(scored):
+    scored.loc[1, "value_at_risk"] = np.nan
+    positions, _ = select_at_risk(scored, top=10)
+    assert 1 not in positions.tolist()
+
+
+def test_rows_and_csv(scored):
+    positions, _ = select_at_risk(scored, top=2)
+    reasons = [[{"text": "spent a lot", "feature": "m", "value": 1.0, "impact": 0.5}], []]
+    rows = at_risk_rows(scored, positions, reasons=reasons, attributes=["country"])
+    assert rows[0] == {
+        "customer_id": "b",
+        "probability": 0.5,
+        "tier": "medium",
+        "expected_spend": 400.0,
+        "value_at_risk": 200.0,
+        "reasons": reasons[0],
+        "attributes": {"country": "France"},
+    }
+    assert to_csv(rows, k=2) == (
+        "customer_id,probability,tier,expected_spend,value_at_risk,country,reason_1,reason_2\n"
+        "b,0.5,medium,400.0,200.0,France,spent a lot,\n"
+        "c,0.8,high,100.0,80.0,UK,,\n"
+    )

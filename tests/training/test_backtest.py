@@ -1,0 +1,55 @@
+"""The backtest on a synthetic training set: folds, calibration on the test fold, baselines and grade."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.churn import spec as churn_spec
+from tests.training.synthetic import MODEL_CONFIG, training_set
+from training.backtest import grade, run_backtest
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_backtest(training_set(0, n=2500), churn_spec(MODEL_CONFIG), num_boost_round=300)
+
+
+def test_model_is_calibrated_on_the_test_fold_and_beats_rfm(result):
+    assert result.metrics["ece"] < 0.05
+    assert result.metrics["roc_auc"] > 0.75
+    assert result.metrics["roc_auc"] > result.baselines["rfm"]["roc_auc"]
+    assert set(result.baselines) == {"rfm", "logistic"}  # no transactions: no BG/NBD
+
+
+def test_fold_roles_never_mix_time(result):
+    roles = dict(zip(result.table["cutoff"], result.table["role"], strict=True))
+    assert roles == {
+        "2011-02-01": "fit",
+        "2011-03-03": "fit",
+        "2011-04-02": "fit",
+        "2011-05-02": "calibration",
+        "2011-06-01": "test",
+    }
+    assert result.params["calibration_cutoff"] == "2011-05-02"
+
+
+def test_scorer_reproduces_backtest_probabilities(result):
+    ts = training_set(0, n=2500)
+    scores = result.scorer.score_frame(ts.test, explain=False)
+    np.testing.assert_allclose(scores["probability"].to_numpy(), result.predictions["probability"].to_numpy())
+
+
+def test_grade_thresholds():
+    assert grade(0.80, [0.77, 0.75]) == "A"
+    assert grade(0.78, [0.77]) == "B"
+    assert grade(0.76, [0.77, float("nan")]) == "C"
+
+
+def test_single_training_cutoff_is_refused():
+    ts = training_set(0)
+    only = ts.train[ts.train["as_of"] == ts.train["as_of"].max()]
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="at least two training cut-offs"):
+        run_backtest(replace(ts, train=only), churn_spec(MODEL_CONFIG))

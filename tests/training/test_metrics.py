@@ -1,0 +1,64 @@
+"""Metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training import metrics as m
+
+Y = np.array([1, 0, 1, 0, 0, 1, 0, 0, 0, 0])
+P = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.6, 0.1, 0.05, 0.4, 0.15])
+
+
+def test_roc_auc_counts_ordered_pairs():
+    # Positives 0.9, 0.7, 0.6; negatives 0.8 0.3 0.2 0.1 0.05 0.4 0.15: 3*7 = 21 pairs, 19 ordered.
+    assert m.roc_auc(Y, P) == pytest.approx(19 / 21)
+
+
+def test_pr_auc_is_average_precision():
+    # Sorted scores 0.9 0.8 0.7 0.6: positives at ranks 1, 3, 4 -> precisions 1, 2/3, 3/4.
+    assert m.pr_auc(Y, P) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+
+
+def test_brier():
+    assert m.brier([1, 0], [0.8, 0.4]) == pytest.approx((0.04 + 0.16) / 2)
+
+
+def test_ece_equal_width_bins():
+    # Bin [0.1, 0.2): p 0.1, 0.15 -> mean 0.125, y 0; bin [0.9, 1]: p 0.9, 1.0 -> 0.95, y 0.5.
+    y = [0, 0, 1, 0]
+    p = [0.1, 0.15, 0.9, 1.0]
+    assert m.ece(y, p) == pytest.approx((2 * 0.125 + 2 * abs(0.5 - 0.95)) / 4)
+
+
+def test_lift_and_capture_at_10():
+    y = np.array([1] + [0] * 9 + [1] * 2 + [0] * 8)  # 20 rows, 3 positives
+    p = np.linspace(1, 0, 20)  # top 10% = first two rows: one positive
+    assert m.lift_at_10(y, p) == pytest.approx((1 / 2) / (3 / 20))
+    assert m.capture_at_10(y, p) == pytest.approx(1 / 3)
+
+
+def test_rmse_and_deviances():
+    assert m.rmse([1, 3], [2, 1]) == pytest.approx(math.sqrt((1 + 4) / 2))
+    # Poisson deviance of y=2, mu=1: 2 * (2 ln 2 - 1); of y=0, mu=1: 2.
+    assert m.poisson_deviance([2, 0], [1, 1]) == pytest.approx((2 * (2 * math.log(2) - 1) + 2) / 2)
+    # Tweedie p=1.5 at y=mu is 0; at y=0, mu=1: 2 * mu^0.5 / 0.5 = 4.
+    assert m.tweedie_deviance([3.0, 0.0], [3.0, 1.0]) == pytest.approx(2.0)
+
+
+def test_normalized_gini_perfect_random_and_reversed():
+    y = np.array([0.0, 10.0, 0.0, 5.0])
+    assert m.normalized_gini(y, y) == pytest.approx(1.0)
+    assert m.normalized_gini(y, -y) == pytest.approx(-1.0)
+    # Hand value: order by p = [3, 0, 2, 1] -> y = [5, 0, 0, 10]; cumulative shares 1/3, 1/3, 1/3, 1.
+    gini = (1 / 3 + 1 / 3 + 1 / 3 + 1) / 4 - 5 / 8
+    perfect = (2 / 3 + 1 + 1 + 1) / 4 - 5 / 8
+    assert m.normalized_gini(y, np.array([0.5, 0.1, 0.3, 0.9])) == pytest.approx(gini / perfect)
+
+
+def test_shape_errors_name_the_problem():
+    with pytest.raises(ValueError, match="same length"):
+        m.brier([1, 0], [0.5])

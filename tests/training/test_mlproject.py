@@ -1,0 +1,26 @@
+"""`mlflow run . -e train` parses: the MLproject entry points and the commands they render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.projects._project_spec import load_project
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_entry_points_render_crmscore_commands(tmp_path):
+    project = load_project(str(ROOT))
+    assert {n: project.get_entry_point(n).name for n in ("train", "score", "demo")} == {
+        "train": "train",
+        "score": "score",
+        "demo": "demo",
+    }
+    train = project.get_entry_point("train")
+    assert set(train.parameters) == {"model", "config", "as_of", "metrics_out"}
+    command = train.compute_command({"model": "next-purchase", "as_of": "2011-09-10"}, str(tmp_path))
+    assert command.startswith("crmscore train next-purchase --config configs/online_retail.yaml")
+    assert "--as-of 2011-09-10" in command and "--metrics-out outputs/metrics.json" in command
+    score = project.get_entry_point("score").compute_command({"model": "churn", "out": "s.csv"}, str(tmp_path))
+    assert score == "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv"
+    assert project.get_entry_point("demo").compute_command({}, str(tmp_path)) == "crmscore demo"

@@ -1,0 +1,113 @@
+"""MLflow: the promotion gate against a real SQLite store, and the pyfunc round trip in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features.config import Config, TablesConfig
+from models.churn import spec as churn_spec
+from tests.training.synthetic import MODEL_CONFIG, training_set
+from training.backtest import run_backtest
+from training.pyfunc import NoChampionError, load_champion
+from training.report import make_plots
+from training.tracking import log_and_register
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def good():
+    return run_backtest(training_set(0), churn_spec(MODEL_CONFIG), num_boost_round=150)
+
+
+@pytest.fixture(scope="module")
+def bad():
+    # Same test rows, training labels shuffled: a strictly worse model.
+    return run_backtest(training_set(0, shuffle_train_labels=True), churn_spec(MODEL_CONFIG), num_boost_round=150)
+
+
+@pytest.fixture
+def config(tmp_path) -> Config:
+    return Config(
+        name="test", tables=TablesConfig(), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", output_dir=str(tmp_path)
+    )
+
+
+def _log(config, result, *, force=False):
+    return log_and_register(
+        config,
+        result,
+        test=training_set(0).test,
+        fingerprint={"transactions": {"rows_kept": 1}},
+        plots=make_plots(result),
+        force_promote=force,
+    )
+
+
+def _aliases(config, version):
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    return set(client.get_model_version("crmscore-churn", version).aliases)
+
+
+def test_no_champion_error_names_the_command(config):
+    with pytest.raises(NoChampionError, match="crmscore train churn --config"):
+        load_champion(config, "churn")
+
+
+def test_promotion_gate(config, good, bad):
+    assert good.metrics["roc_auc"] > bad.metrics["roc_auc"] + 0.1
+    first = _log(config, good)
+    assert first["promoted"] and first["reason"] == "no champion yet"
+    assert _aliases(config, first["version"]) == {"champion", "challenger"}
+
+    worse = _log(config, bad)
+    assert not worse["promoted"] and worse["alias"] == "challenger"
+    assert _aliases(config, worse["version"]) == {"challenger"}
+    assert _aliases(config, first["version"]) == {"champion"}
+    scorer, info = load_champion(config, "churn")
+    assert info["version"] == first["version"] and info["test_cutoff"] == "2011-06-01"
+    assert info["metrics"]["roc_auc"] == pytest.approx(good.metrics["roc_auc"])
+
+    forced = _log(config, bad, force=True)
+    assert forced["promoted"]
+    assert _aliases(config, forced["version"]) == {"champion", "challenger"}
+    assert load_champion(config, "churn")[1]["version"] == forced["version"]
+
+    better = _log(config, good)
+    assert better["promoted"], better["reason"]
+
+
+def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
+    logged = _log(config, good)
+    test = training_set(0).test
+    features = test[["customer_id", *good.scorer.feature_names]].copy()
+    features["country"] = features["country"].astype(str)
+    features_path = tmp_path / "features.parquet"
+    features.to_parquet(features_path)
+    out = tmp_path / "scores.parquet"
+    script = textwrap.dedent(
+        f"""
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({config.tracking_uri!r})
+        model = mlflow.pyfunc.load_model("models:/crmscore-churn@champion")
+        frame = pd.read_parquet({str(features_path)!r})
+        model.predict(frame).to_parquet({str(out)!r})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
+    fresh = pd.read_parquet(out)
+    expected = good.scorer.score_frame(test)
+    assert logged["version"] == "1"
+    assert list(fresh["customer_id"]) == list(expected["customer_id"])
+    np.testing.assert_allclose(fresh["probability"].to_numpy(), expected["probability"].to_numpy(), rtol=0, atol=1e-12)
+    assert list(fresh["tier"]) == list(expected["tier"])
+    assert [json.loads(r) for r in fresh["reasons"]] == list(expected["reasons"])

@@ -1,0 +1,54 @@
+"""End to end on the bundled data: train churn with MLflow, score everyone with the champion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.config import load_config
+from features.sources import load_tables
+from training.score import score_batch
+from training.train import train_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_train_churn_and_score_batch(tmp_path):
+    config = load_config(
+        ROOT / "configs" / "online_retail.yaml",
+        overrides={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "output_dir": str(tmp_path / "outputs")},
+    )
+    tables = load_tables(config)
+    metrics_out = tmp_path / "churn.json"
+    out = train_model(config, "churn", tables=tables, metrics_out=metrics_out)
+    assert json.loads(metrics_out.read_text()) == out
+    for key in (
+        "model",
+        "version",
+        "test_cutoff",
+        "horizon_days",
+        "n_train",
+        "n_test",
+        "metrics",
+        "baselines",
+        "grade",
+    ):
+        assert key in out
+    assert out["test_cutoff"] == "2011-09-10" and out["horizon_days"] == 90 and out["alias"] == "champion"
+    assert set(out["baselines"]) == {"rfm", "logistic", "bgnbd"}
+    for name, baseline in out["baselines"].items():
+        assert out["metrics"]["roc_auc"] > baseline["roc_auc"], name
+    assert out["metrics"]["roc_auc"] > 0.76
+    assert Path(out["report"]).read_text().count("data:image/png;base64,") == 4
+
+    n = score_batch(config, "churn", as_of="2011-12-09", out=tmp_path / "scores.csv", explain=True, tables=tables)
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"customer_id": str})
+    assert len(scores) == n > 4000
+    assert {"probability", "tier", "value_at_risk", "reasons", "model_version"} <= set(scores.columns)
+    assert (scores["model_version"].astype(str) == out["version"]).all()
+    first = json.loads(scores["reasons"].iloc[0])
+    assert first and {"text", "feature", "value", "impact"} == set(first[0])

@@ -1,0 +1,404 @@
+"""Rolling-origin backtest: fit on stacked training cut-offs, calibrate on a later one, test at T.
+
+The layout, never a random split:
+
+- **early-stopping fit**: the training cut-offs whose label window ends at or before the latest
+  training cut-off (``c + H <= latest``). Cut-offs in between are purged: their label windows
+  overlap the latest one's, and a customer's later outcome would leak into the stopping fold;
+- **calibration fold**: the latest training cut-off. The booster stops early on it and the
+  calibrator (isotonic or sigmoid, by Brier) is fitted on that booster's scores there;
+- **final fit**: all training cut-offs, with the early-stopped number of trees; it keeps the
+  calibrator (same trees, more recent rows: its scores are on the scale the calibrator saw);
+- **test fold**: the test cut-off T, whose label window lies after every training label window.
+
+Baselines (RFM rule, logistic regression, BG/NBD when the transactions are given) are
+fitted and calibrated on the same folds and evaluated on the same test rows. The quality
+grade compares the model with the best baseline on the task's primary metric (ROC AUC):
+A when it gains at least 0.02, B when it is at least level, C otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.reasons import ReasonWriter
+from models.scorer import Calibrator, Scorer, encode_frame
+from models.spec import ModelSpec
+from training import metrics as m
+from training.baselines import bgnbd_scores, categorical_as_strings, logistic_baseline, rfm_score
+from training.calibration import choose_calibrator
+
+__all__ = ["GRADE_A_GAIN", "BacktestResult", "grade", "run_backtest"]
+
+# Gain in ROC AUC over the best baseline for grade A; level or better is B, below is C.
+GRADE_A_GAIN = 0.02
+
+
+def grade(model_metric: float, baseline_metrics: list[float]) -> str:
+    """Quality grade A/B/C from the model's gain over the best baseline (higher metric = better)."""
+    finite = [b for b in baseline_metrics if b is not None and np.isfinite(b)]
+    if not finite:
+        return "B"
+    gain = model_metric - max(finite)
+    return "A" if gain >= GRADE_A_GAIN else "B" if gain >= 0 else "C"
+
+
+@dataclass
+class BacktestResult:
+    """What one backtest produced: the scorer, test metrics, baselines, grade and the evidence behind them."""
+
+    task: str
+    spec: ModelSpec
+    scorer: Scorer
+    test_cutoff: dt.date
+    cutoffs: tuple[dt.date, ...]
+    n_train: int
+    n_test: int
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    grade: str
+    table: pd.DataFrame
+    predictions: pd.DataFrame
+    params: dict[str, Any]
+    calibration: dict[str, Any]
+    test_X: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _train_booster(
+    params: dict[str, Any],
+    X_fit: np.ndarray,
+    y_fit: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    feature_names: list[str],
+    categorical: list[int],
+    num_boost_round: int,
+    early_stopping_rounds: int,
+) -> tuple[lgb.Booster, int]:
+    train = lgb.Dataset(X_fit, y_fit, feature_name=feature_names, categorical_feature=categorical, free_raw_data=False)
+    valid = lgb.Dataset(X_val, y_val, reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=num_boost_round,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    return booster, int(best)
+
+
+def _refit(
+    params: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    *,
+    feature_names: list[str],
+    categorical: list[int],
+    rounds: int,
+) -> lgb.Booster:
+    data = lgb.Dataset(X[mask], y[mask], feature_name=feature_names, categorical_feature=categorical)
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
+def _calibrated(
+    raw_cal: np.ndarray, y_cal: np.ndarray, ids_cal: np.ndarray, raw_test: np.ndarray
+) -> tuple[np.ndarray, Calibrator]:
+    choice = choose_calibrator(raw_cal, y_cal, ids_cal)
+    return choice.calibrator(raw_test), choice.calibrator
+
+
+def run_backtest(
+    ts: Any,
+    spec: ModelSpec,
+    *,
+    transactions: pd.DataFrame | None = None,
+    model_name: str | None = None,
+    num_boost_round: int | None = None,
+) -> BacktestResult:
+    """Fit, calibrate and evaluate one model and its baselines on a training set.
+
+    Parameters
+    ----------
+    ts
+        A :class:`features.pipeline.TrainingSet` (train rows of several cut-offs in ``as_of``,
+        test rows of the test cut-off).
+    spec
+        The model spec.
+    transactions
+        ``customer_id``, ``timestamp``, ``amount`` of the whole history, for the BG/NBD baseline
+        (customer models only); without it that baseline is skipped.
+    model_name
+        Registered model name stored in the scorer (default ``crmscore-<task>``).
+    num_boost_round
+        Cap on boosting rounds (tests use a small one); default the spec's.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two training cut-offs (one to fit, a later one to calibrate), or a fold
+        with a single class.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    entity = ts.entity
+    train = ts.train
+    test = ts.test
+    cutoffs = sorted(pd.to_datetime(train["as_of"]).unique())
+    if len(cutoffs) < 2:
+        raise ValueError(
+            f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate "
+            f"on the latest); got {len(cutoffs)}. Raise models.{spec.task}.n_train_cutoffs"
+        )
+    latest = cutoffs[-1]
+    as_of = pd.to_datetime(train["as_of"])
+    cal_mask = (as_of == latest).to_numpy()
+    fit_mask = (as_of <= latest - pd.Timedelta(days=spec.horizon_days)).to_numpy()
+    if not fit_mask.any():
+        raise ValueError(
+            f"task '{spec.task}': no training cut-off has its label window end before the latest one "
+            f"({pd.Timestamp(latest).date()}); raise models.{spec.task}.n_train_cutoffs or step_days"
+        )
+    all_mask = np.ones(len(train), dtype=bool)
+
+    features = spec.select_features(ts.feature_columns)
+    categorical = [c for c in features if c in ts.categorical_columns]
+    categories = {c: list(train[c].cat.categories) for c in categorical}
+    cat_idx = [features.index(c) for c in categorical]
+    X = encode_frame(train, features, categories)
+    y = train["label"].to_numpy(dtype=np.float64)
+    X_test = encode_frame(test, features, categories)
+    y_test = test["label"].to_numpy(dtype=np.float64)
+    for name, labels in (("calibration", y[cal_mask]), ("test", y_test), ("fit", y[fit_mask])):
+        if len(np.unique(labels)) < 2:
+            raise ValueError(f"task '{spec.task}': the {name} fold has a single class; cannot train or evaluate")
+
+    # -- the classifier -----------------------------------------------------------------------
+    rounds = num_boost_round or spec.num_boost_round
+    params = dict(spec.lgbm_params)
+    if any(spec.monotone_constraints(features)):
+        params["monotone_constraints"] = spec.monotone_constraints(features)
+    booster, best = _train_booster(
+        params,
+        X[fit_mask],
+        y[fit_mask],
+        X[cal_mask],
+        y[cal_mask],
+        feature_names=features,
+        categorical=cat_idx,
+        num_boost_round=rounds,
+        early_stopping_rounds=spec.early_stopping_rounds,
+    )
+    ids_cal = train.loc[cal_mask, entity].astype(str).to_numpy()
+    raw_cal = booster.predict(X[cal_mask], raw_score=True, num_iteration=best)
+    choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
+    calibrator = choice.calibrator
+    booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
+    timings["fit_classifier_s"] = time.perf_counter() - started
+
+    # -- the spend head (next purchase): expected net spend given a purchase -----------------
+    spend_booster, spend_best = None, None
+    if spec.spend_params is not None:
+        spend = train["spend"].to_numpy(dtype=np.float64).clip(0, None)
+        buyers = y == 1
+        spend_params = dict(spec.spend_params)
+        spend_booster, spend_best = _train_booster(
+            spend_params,
+            X[fit_mask & buyers],
+            spend[fit_mask & buyers],
+            X[cal_mask & buyers],
+            spend[cal_mask & buyers],
+            feature_names=features,
+            categorical=cat_idx,
+            num_boost_round=rounds,
+            early_stopping_rounds=spec.early_stopping_rounds,
+        )
+        spend_booster = _refit(
+            spend_params, X, spend, buyers, feature_names=features, categorical=cat_idx, rounds=spend_best
+        )
+    timings["fit_total_s"] = time.perf_counter() - started
+
+    scorer = Scorer(
+        task=spec.task,
+        entity=entity,
+        feature_names=features,
+        categories=categories,
+        booster=booster,
+        num_iteration=best,
+        calibrator=calibrator,
+        tiers=spec.tiers,
+        tier_key=spec.tier_key,
+        reasons=ReasonWriter(features, spec.reason_templates, spec.reason_direction, categories),
+        model_name=model_name or f"crmscore-{spec.task}",
+        horizon_days=spec.horizon_days,
+        spend_booster=spend_booster,
+        spend_num_iteration=spend_best,
+        spend_feature=spec.spend_feature if spec.spend_feature in features else None,
+        spend_window_days=spec.spend_window_days,
+        metadata={"test_cutoff": str(ts.test_cutoff), "trained_cutoffs": [str(c) for c in ts.cutoffs]},
+    )
+
+    # -- test metrics ---------------------------------------------------------------------------
+    p_test = scorer.probability(X_test)
+    metrics = m.binary_metrics(y_test, p_test)
+    predictions = pd.DataFrame({entity: test[entity].to_numpy(), "label": y_test, "probability": p_test})
+    if spend_booster is not None:
+        values = scorer.values(X_test, p_test)
+        predictions["spend"] = test["spend"].to_numpy(dtype=np.float64)
+        predictions["expected_value"] = values["expected_value"]
+        metrics.update(m.spend_metrics(predictions["spend"].to_numpy(), values["expected_value"]))
+
+    # -- baselines, same folds --------------------------------------------------------------
+    baselines, baseline_scores = _baselines(
+        ts, spec, features, categorical, fit_mask, cal_mask, ids_cal, transactions, cutoffs, predictions
+    )
+    for name, scores in baseline_scores.items():
+        predictions[f"baseline_{name}"] = scores
+    timings["baselines_s"] = time.perf_counter() - started - timings["fit_total_s"]
+
+    table = _backtest_table(ts, scorer, X, y, fit_mask, cal_mask, X_test, y_test, cutoffs)
+    result_grade = grade(metrics[spec.primary_metric], [b.get(spec.primary_metric) for b in baselines.values()])
+    return BacktestResult(
+        task=spec.task,
+        spec=spec,
+        scorer=scorer,
+        test_cutoff=ts.test_cutoff,
+        cutoffs=tuple(ts.cutoffs),
+        n_train=int(len(train)),
+        n_test=int(len(test)),
+        metrics=metrics,
+        baselines=baselines,
+        grade=result_grade,
+        table=table,
+        predictions=predictions,
+        params={
+            **params,
+            "num_boost_round": rounds,
+            "best_iteration": best,
+            "spend_best_iteration": spend_best,
+            "n_features": len(features),
+            "calibration_cutoff": str(pd.Timestamp(latest).date()),
+        },
+        calibration={"kind": choice.kind, "brier_out_of_fold": choice.brier},
+        test_X=X_test,
+        timings=timings,
+    )
+
+
+def _baselines(
+    ts: Any,
+    spec: ModelSpec,
+    features: list[str],
+    categorical: list[str],
+    fit_mask: np.ndarray,
+    cal_mask: np.ndarray,
+    ids_cal: np.ndarray,
+    transactions: pd.DataFrame | None,
+    cutoffs: list[pd.Timestamp],
+    predictions: pd.DataFrame,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    train, test, entity = ts.train, ts.test, ts.entity
+    y = train["label"].to_numpy(dtype=np.float64)
+    y_cal = y[cal_mask]
+    y_test = test["label"].to_numpy(dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    scores: dict[str, np.ndarray] = {}
+    has_spend = "spend" in test.columns and spec.spend_params is not None
+    h = spec.horizon_days
+
+    if spec.rfm_columns is not None and all(c in train.columns for c in spec.rfm_columns):
+        cal = train.loc[cal_mask]
+        p, _ = _calibrated(
+            rfm_score(cal, spec.rfm_columns, task=spec.task),
+            y_cal,
+            ids_cal,
+            rfm_score(test, spec.rfm_columns, task=spec.task),
+        )
+        out["rfm"] = m.binary_metrics(y_test, p)
+        scores["rfm"] = p
+        if has_spend:
+            # The naive projection: last year's net spend scaled to H.
+            naive = test[spec.rfm_columns[2]].to_numpy(dtype=np.float64).clip(0, None) * h / 365
+            out["rfm"].update(m.spend_metrics(predictions["spend"].to_numpy(), np.nan_to_num(naive)))
+
+    numeric = [c for c in features if c not in categorical]
+    lr = logistic_baseline(numeric, categorical, seed=spec.seed)
+    frame = categorical_as_strings(train[features], categorical)
+    lr.fit(frame.loc[fit_mask], y[fit_mask])  # the purged folds, like the model's early-stopping fit
+    raw_cal = lr.decision_function(frame.loc[cal_mask])
+    raw_test = lr.decision_function(categorical_as_strings(test[features], categorical))
+    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test)
+    out["logistic"] = m.binary_metrics(y_test, p)
+    scores["logistic"] = p
+
+    if transactions is not None and entity == "customer_id":
+        latest = pd.Timestamp(cutoffs[-1]).to_pydatetime()
+        test_cut = pd.Timestamp(ts.test_cutoff).to_pydatetime()
+        cal_ids = train.loc[cal_mask, entity].astype(str).to_numpy()
+        bg_cal = bgnbd_scores(transactions, cal_ids, as_of=latest, horizon_days=h)
+        bg_test = bgnbd_scores(transactions, test[entity].astype(str).to_numpy(), as_of=test_cut, horizon_days=h)
+        sign = 1.0 if spec.task == "churn" else -1.0
+        p, _ = _calibrated(
+            sign * _logit(bg_cal["p_no_purchase"].to_numpy()),
+            y_cal,
+            ids_cal,
+            sign * _logit(bg_test["p_no_purchase"].to_numpy()),
+        )
+        out["bgnbd"] = m.binary_metrics(y_test, p)
+        scores["bgnbd"] = p
+        if has_spend:
+            out["bgnbd"].update(m.spend_metrics(predictions["spend"].to_numpy(), bg_test["expected_spend"].to_numpy()))
+    return out, scores
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+def _backtest_table(
+    ts: Any,
+    scorer: Scorer,
+    X: np.ndarray,
+    y: np.ndarray,
+    fit_mask: np.ndarray,
+    cal_mask: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    cutoffs: list[pd.Timestamp],
+) -> pd.DataFrame:
+    """One row per cut-off: role, rows, base rate and the final model's metrics there."""
+    as_of = pd.to_datetime(ts.train["as_of"]).to_numpy()
+    rows = []
+    folds = [(c, as_of == np.datetime64(c)) for c in cutoffs]
+    for cutoff, mask in folds:
+        # "refit only": purged from the early-stopping fit, used in the final fit.
+        role = "calibration" if cal_mask[mask].all() else "fit" if fit_mask[mask].all() else "refit only"
+        rows.append(_fold_row(cutoff, role, scorer, X[mask], y[mask]))
+    rows.append(_fold_row(pd.Timestamp(ts.test_cutoff), "test", scorer, X_test, y_test))
+    return pd.DataFrame(rows)
+
+
+def _fold_row(cutoff: pd.Timestamp, role: str, scorer: Scorer, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    p = scorer.probability(X)
+    one_class = len(np.unique(y)) < 2
+    return {
+        "cutoff": str(pd.Timestamp(cutoff).date()),
+        "role": role,
+        "rows": int(len(y)),
+        "base_rate": float(y.mean()),
+        "mean_probability": float(p.mean()),
+        "roc_auc": float("nan") if one_class else m.roc_auc(y, p),
+        "brier": m.brier(y, p),
+        "ece": m.ece(y, p),
+    }

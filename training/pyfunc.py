@@ -1,0 +1,141 @@
+"""The MLflow pyfunc that scores *and* explains, and loading the champion model by alias.
+
+:class:`CrmScoreModel` wraps a pickled :class:`models.scorer.Scorer` artifact; its ``predict``
+returns one row per input row with the probability, tier or grade, money values and the
+reasons as a JSON string (a plain string column keeps the output signature simple for
+``spark_udf`` and the REST scoring server). :func:`load_champion` is what serving and batch
+scoring use: alias ``champion`` only, never "latest".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import pandas as pd
+
+from models.scorer import Scorer
+
+if TYPE_CHECKING:
+    from features.config import Config
+
+__all__ = [
+    "CHAMPION",
+    "CHALLENGER",
+    "CrmScoreModel",
+    "NoChampionError",
+    "cli_model_name",
+    "load_champion",
+    "load_scorer",
+    "predict_frame",
+    "registered_name",
+]
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+SCORER_ARTIFACT = "scorer"
+
+
+def registered_name(task: str) -> str:
+    """The registry name (and experiment name) of a task's model: ``crmscore-<task>``."""
+    return f"crmscore-{task}"
+
+
+def cli_model_name(task: str) -> str:
+    """The MODEL argument of the command line for a task (``next_purchase`` -> ``next-purchase``)."""
+    return task.replace("_", "-")
+
+
+class NoChampionError(LookupError):
+    """No model version holds alias ``champion``; the message says which command trains one."""
+
+
+class CrmScoreModel(mlflow.pyfunc.PythonModel):
+    """A pyfunc around a pickled :class:`Scorer` (artifact ``scorer``).
+
+    ``predict`` params: ``k`` (reasons per row, default the model's) and ``explain`` (default True).
+    """
+
+    def load_context(self, context) -> None:
+        with open(context.artifacts[SCORER_ARTIFACT], "rb") as handle:
+            self.scorer: Scorer = pickle.load(handle)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        k = int(params.get("k", self.scorer.metadata.get("top_k", 3)))
+        return predict_frame(self.scorer, model_input, k=k, explain=bool(params.get("explain", True)))
+
+
+def predict_frame(scorer: Scorer, features: pd.DataFrame, *, k: int, explain: bool = True) -> pd.DataFrame:
+    """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row."""
+    frame = scorer.score_frame(features, k=k, explain=explain)
+    if "reasons" in frame.columns:
+        frame["reasons"] = [json.dumps(r) for r in frame["reasons"]]
+    return frame
+
+
+def _set_uris(config: Config) -> None:
+    mlflow.set_tracking_uri(config.tracking_uri)
+    if config.registry_uri:
+        mlflow.set_registry_uri(config.registry_uri)
+
+
+def load_scorer(model_uri: str) -> Scorer:
+    """Download a logged crmscore model and unpickle its scorer (no pyfunc wrapper)."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    matches = sorted(local.rglob(f"{SCORER_ARTIFACT}.pkl"))
+    if not matches:
+        raise FileNotFoundError(f"{model_uri} holds no {SCORER_ARTIFACT}.pkl artifact: not a crmscore model")
+    with open(matches[0], "rb") as handle:
+        return pickle.load(handle)
+
+
+def _train_command(config: Config, task: str) -> str:
+    guess = config.base_dir / f"{config.name}.yaml"
+    config_arg = str(guess) if guess.is_file() else "<config.yaml>"
+    return f"crmscore train {cli_model_name(task)} --config {config_arg}"
+
+
+def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
+    """Load the ``champion`` version of a task's registered model.
+
+    Returns
+    -------
+    The scorer (with ``version`` set) and ``{"model_name", "version", "alias", "run_id",
+    "trained_at", "test_cutoff", "metrics"}``.
+
+    Raises
+    ------
+    NoChampionError
+        No registered model, or no version with alias ``champion``.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    _set_uris(config)
+    name = registered_name(task)
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        raise NoChampionError(
+            f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
+            f"(registered model '{name}'). Train one with: {_train_command(config, task)}"
+        ) from exc
+    scorer = load_scorer(f"models:/{name}/{version.version}")
+    scorer.version = str(version.version)
+    tags = dict(version.tags or {})
+    info = {
+        "model_name": name,
+        "version": str(version.version),
+        "alias": CHAMPION,
+        "run_id": version.run_id,
+        "trained_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC).isoformat(),
+        "test_cutoff": tags.get("test_cutoff"),
+        "metrics": json.loads(tags["metrics"]) if "metrics" in tags else {},
+    }
+    return scorer, info

@@ -1,0 +1,192 @@
+"""Plots (ROC, calibration, cumulative gains, SHAP summary) and the HTML report of one trained model.
+
+Plots are PNG bytes drawn with matplotlib's Agg backend (no display needed); the same bytes
+are logged to MLflow and embedded in the report as base64, so the report is one file that
+opens in any browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_curve
+
+from training.backtest import BacktestResult
+
+__all__ = ["make_plots", "render_report", "write_report"]
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _curves(result: BacktestResult) -> dict[str, np.ndarray]:
+    p = result.predictions
+    curves = {"model": p["probability"].to_numpy()}
+    for column in p.columns:
+        if column.startswith("baseline_"):
+            curves[column.removeprefix("baseline_")] = p[column].to_numpy()
+    return curves
+
+
+def make_plots(result: BacktestResult) -> dict[str, bytes]:
+    """PNG bytes of ``roc``, ``calibration``, ``gains`` and ``shap_summary`` on the test fold."""
+    y = result.predictions["label"].to_numpy()
+    curves = _curves(result)
+    label = result.spec.score_label
+    plots: dict[str, bytes] = {}
+
+    plt, fig, ax = _figure()
+    for name, score in curves.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        auc = result.metrics["roc_auc"] if name == "model" else result.baselines[name]["roc_auc"]
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", lw=2 if name == "model" else 1)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, test cut-off {result.test_cutoff}")
+    ax.legend(loc="lower right")
+    plots["roc"] = _png(plt, fig)
+
+    plt, fig, ax = _figure()
+    edges = np.linspace(0, 1, 11)
+    for name, score in curves.items():
+        bins = np.clip(np.digitize(score, edges) - 1, 0, 9)
+        xs, ys = [], []
+        for b in range(10):
+            mask = bins == b
+            if mask.sum() >= 10:
+                xs.append(score[mask].mean())
+                ys.append(y[mask].mean())
+        ax.plot(xs, ys, "o-", label=name, lw=2 if name == "model" else 1, ms=3)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ece = result.metrics["ece"]
+    ax.set(xlabel=f"predicted {label}", ylabel="observed rate", title=f"Calibration (model ECE {ece:.3f})")
+    ax.legend(loc="upper left")
+    plots["calibration"] = _png(plt, fig)
+
+    plt, fig, ax = _figure()
+    share = np.arange(1, len(y) + 1) / len(y)
+    for name, score in curves.items():
+        order = np.argsort(-score, kind="stable")
+        ax.plot(share, np.cumsum(y[order]) / y.sum(), label=name, lw=2 if name == "model" else 1)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="random")
+    ax.axvline(0.1, color="grey", lw=0.5)
+    ax.set(
+        xlabel="share of population targeted (by score)",
+        ylabel="share of positives captured",
+        title=f"Cumulative gains (lift at 10%: {result.metrics['lift_at_10']:.2f})",
+    )
+    ax.legend(loc="lower right")
+    plots["gains"] = _png(plt, fig)
+
+    scorer = result.scorer
+    contrib = scorer.booster.predict(result.test_X, pred_contrib=True, num_iteration=scorer.num_iteration)[:, :-1]
+    mean_abs = np.abs(contrib).mean(axis=0)
+    top = np.argsort(-mean_abs)[:15][::-1]
+    plt, fig, ax = _figure()
+    ax.barh([scorer.feature_names[i] for i in top], mean_abs[top])
+    ax.set(xlabel="mean |SHAP value| (log-odds)", title="SHAP summary: what drives the score")
+    plots["shap_summary"] = _png(plt, fig)
+    return plots
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    return html.escape(str(value))
+
+
+def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[str, Any] | None = None) -> str:
+    """The HTML report: metrics against baselines, the backtest table and the plots."""
+    run = run or {}
+    names = ["model", *result.baselines]
+    keys = [k for k in result.metrics if k != "base_rate"]
+    rows = []
+    for key in keys:
+        cells = [_cell(result.metrics.get(key))] + [_cell(result.baselines[b].get(key)) for b in result.baselines]
+        rows.append(f"<tr><th>{html.escape(key)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    metrics_table = (
+        "<table><tr><th>metric</th>"
+        + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    backtest = result.table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+    images = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, png in plots.items()
+    )
+    spec = result.spec
+    facts = {
+        "model": run.get("model_name", result.scorer.model_name),
+        "version": run.get("version"),
+        "alias": run.get("alias"),
+        "run id": run.get("run_id"),
+        "grade": result.grade,
+        "test cut-off": result.test_cutoff,
+        "horizon (days)": spec.horizon_days,
+        "population": spec.population,
+        "label": spec.label,
+        "training cut-offs": ", ".join(str(c) for c in sorted(result.cutoffs)),
+        "rows (train / test)": f"{result.n_train:,} / {result.n_test:,}",
+        "test base rate": f"{result.metrics['base_rate']:.3f}",
+        "calibration": (
+            f"{result.calibration['kind']} (chosen by out-of-fold Brier on {result.params['calibration_cutoff']})"
+        ),
+    }
+    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>crmscore: {html.escape(spec.task)} model report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1100px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }}
+th:first-child {{ text-align: left; }}
+.grade {{ font-size: 2rem; font-weight: bold; }}
+figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
+</style></head><body>
+<h1>{html.escape(spec.score_label)} &mdash; {html.escape(spec.task)}</h1>
+<p class="grade">Prediction quality: {html.escape(result.grade)}</p>
+<p>Grade A: ROC AUC at least 0.02 above the best baseline; B: level or better; C: below a baseline.</p>
+<table>{fact_rows}</table>
+<h2>Test metrics against baselines (same run, same rows)</h2>
+{metrics_table}
+<h2>Backtest (final model on each cut-off; "fit" rows are in-sample)</h2>
+{backtest}
+<h2>Plots</h2>
+{images}
+</body></html>
+"""
+
+
+def write_report(
+    result: BacktestResult, plots: dict[str, bytes], path: str | Path, *, run: dict[str, Any] | None = None
+) -> Path:
+    """Write the HTML report to ``path`` (folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(result, plots, run=run), encoding="utf-8")
+    return path

@@ -1,0 +1,87 @@
+"""``crmscore score``: batch scores of a task's population with the champion model, written atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from features.config import Config
+from features.pipeline import population_features
+from features.sources import CanonicalTables, load_tables
+from models.catalog import model_config_for
+from training.pyfunc import load_champion
+from training.train import normalize_task
+
+__all__ = ["score_batch", "write_atomic"]
+
+_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
+    """Write ``frame`` to Parquet or CSV (by suffix) through a temporary file and ``os.replace``.
+
+    A failure leaves no partial file at ``out`` (and removes the temporary file).
+
+    Raises
+    ------
+    ValueError
+        The suffix is neither ``.parquet``/``.pq`` nor ``.csv``.
+    """
+    out = Path(out)
+    kind = _FORMATS.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use .parquet or .csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        if kind == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def score_batch(
+    config: Config,
+    task: str,
+    *,
+    as_of: dt.date | dt.datetime | str,
+    out: str | Path,
+    explain: bool = False,
+    tables: CanonicalTables | None = None,
+) -> int:
+    """Score the whole population of ``task`` at ``as_of`` with the champion; return the row count.
+
+    Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
+    values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
+    ``{"text", "feature", "value", "impact"}`` per row).
+
+    Raises
+    ------
+    training.pyfunc.NoChampionError
+        No champion model is registered for ``task``.
+    """
+    task = normalize_task(task)
+    scorer, info = load_champion(config, task)
+    model_config = model_config_for(config, task)
+    if tables is None:
+        tables = load_tables(config)
+    features = population_features(tables, task, as_of=as_of, model_config=model_config)
+    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain)
+    scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
+    if "reasons" in scores.columns:
+        scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]
+    scores["model_name"] = info["model_name"]
+    scores["model_version"] = info["version"]
+    write_atomic(scores, out)
+    return len(scores)

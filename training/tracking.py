@@ -1,0 +1,274 @@
+"""MLflow tracking and the registry gate.
+
+One experiment per model (``crmscore-<task>``). A run logs the config, the data fingerprint,
+parameters, test metrics of the model and of each baseline, the backtest table, the plots and
+the pyfunc model with its signature and an input example. Every run registers a version and
+moves alias ``challenger`` to it; alias ``champion`` moves only when the new version beats the
+champion on the same test fold (the champion is re-scored on this run's test rows, which is
+fair when its own test cut-off is not later than this one), when there is no champion yet, or
+when ``force_promote`` is set. The tracking URI is set here, inside functions, from the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from features.config import Config
+from training import metrics as m
+from training.backtest import BacktestResult
+from training.pyfunc import (
+    CHALLENGER,
+    CHAMPION,
+    SCORER_ARTIFACT,
+    CrmScoreModel,
+    load_scorer,
+    predict_frame,
+    registered_name,
+)
+
+__all__ = ["Promotion", "decide_promotion", "ensure_experiment", "log_and_register", "set_uris"]
+
+_PACKAGES = Path(__file__).resolve().parents[1]
+
+
+def set_uris(config: Config) -> None:
+    """Point MLflow at the configured tracking (and registry) URI."""
+    mlflow.set_tracking_uri(config.tracking_uri)
+    if config.registry_uri:
+        mlflow.set_registry_uri(config.registry_uri)
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    # A SQLite store keeps artifacts beside the database file (not in the working directory).
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlruns").as_uri()
+    return None
+
+
+def ensure_experiment(config: Config, task: str) -> str:
+    """The id of experiment ``crmscore-<task>``, created when missing."""
+    name = registered_name(task)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = _artifact_root(config.tracking_uri)
+    return client.create_experiment(name, artifact_location=None if root is None else f"{root}/{name}")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN becomes None, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class Promotion:
+    """The registry decision for one new version."""
+
+    def __init__(self, promote: bool, reason: str, champion_metric: float | None = None) -> None:
+        self.promote = promote
+        self.reason = reason
+        self.champion_metric = champion_metric
+
+
+def decide_promotion(
+    client: MlflowClient, name: str, result: BacktestResult, test: pd.DataFrame, *, force: bool = False
+) -> Promotion:
+    """Whether the new model should become ``champion``.
+
+    The current champion is re-scored on this run's test rows and compared on the task's
+    primary metric (higher is better; a tie keeps the champion).
+    """
+    from mlflow.exceptions import MlflowException
+
+    if force:
+        return Promotion(True, "forced (--force-promote)")
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return Promotion(True, "no champion yet")
+    champion_cutoff = (champion.tags or {}).get("test_cutoff")
+    if champion_cutoff and dt.date.fromisoformat(champion_cutoff) > result.test_cutoff:
+        return Promotion(
+            False,
+            f"champion v{champion.version} was tested at {champion_cutoff}, after this run's test cut-off "
+            f"{result.test_cutoff}: its training data may include this test period, so they cannot be compared "
+            "(use --force-promote to promote anyway)",
+        )
+    scorer = load_scorer(f"models:/{name}/{champion.version}")
+    try:
+        X = scorer.prepare(test)
+    except ValueError as exc:
+        return Promotion(
+            False, f"champion v{champion.version} cannot score this run's features ({exc}); use --force-promote"
+        )
+    metric = result.spec.primary_metric
+    y = test["label"].to_numpy(dtype=np.float64)
+    champion_value = float(getattr(m, metric)(y, scorer.probability(X)))
+    new_value = float(result.metrics[metric])
+    if new_value > champion_value:
+        return Promotion(
+            True, f"{metric} {new_value:.4f} > champion v{champion.version} {champion_value:.4f}", champion_value
+        )
+    return Promotion(
+        False,
+        f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows",
+        champion_value,
+    )
+
+
+def _input_example(test: pd.DataFrame, result: BacktestResult, n: int = 5) -> pd.DataFrame:
+    scorer = result.scorer
+    example = test[[scorer.entity, *scorer.feature_names]].head(n).copy()
+    for column in scorer.feature_names:
+        if column in scorer.categories:
+            example[column] = example[column].astype(object).where(example[column].notna(), None)
+        else:
+            # Doubles in the signature: integer counts are accepted, and a missing value is allowed.
+            example[column] = example[column].astype(np.float64)
+    example[scorer.entity] = example[scorer.entity].astype(str)
+    return example.reset_index(drop=True)
+
+
+def log_and_register(
+    config: Config,
+    result: BacktestResult,
+    *,
+    test: pd.DataFrame,
+    fingerprint: dict[str, Any],
+    plots: dict[str, bytes],
+    report: Path | None = None,
+    force_promote: bool = False,
+) -> dict[str, Any]:
+    """Log one backtest to MLflow, register its model and apply the promotion gate.
+
+    Returns
+    -------
+    ``{"run_id", "model_name", "version", "promoted", "alias", "reason"}``; ``alias`` is
+    ``champion`` when promoted, else ``challenger``.
+    """
+    set_uris(config)
+    task = result.task
+    name = registered_name(task)
+    client = MlflowClient()
+    experiment_id = ensure_experiment(config, task)
+    metrics_clean = _clean(result.metrics)
+    baselines_clean = _clean(result.baselines)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{task}-T{result.test_cutoff}") as run:
+        mlflow.set_tags(
+            {
+                "task": task,
+                "test_cutoff": str(result.test_cutoff),
+                "grade": result.grade,
+                "calibration": result.calibration["kind"],
+                "config_name": config.name,
+            }
+        )
+        mlflow.log_dict(config.to_dict(), "config.json")
+        mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
+        mlflow.log_dict(result.spec.describe(), "model_spec.json")
+        params = {k: v for k, v in result.params.items() if v is not None}
+        params.update(
+            {
+                "horizon_days": result.spec.horizon_days,
+                "train_cutoffs": ",".join(str(c) for c in sorted(result.cutoffs)),
+                "n_train": result.n_train,
+                "n_test": result.n_test,
+                "data_rows": ",".join(f"{t}:{v.get('rows_kept')}" for t, v in fingerprint.items()),
+            }
+        )
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: v for k, v in metrics_clean.items() if v is not None})
+        for baseline, values in baselines_clean.items():
+            mlflow.log_metrics({f"baseline.{baseline}.{k}": v for k, v in values.items() if v is not None})
+        mlflow.log_metrics({f"time.{k}": v for k, v in result.timings.items()})
+        mlflow.log_table(result.table, "backtest.json")
+        mlflow.log_dict(
+            {
+                "metrics": metrics_clean,
+                "baselines": baselines_clean,
+                "grade": result.grade,
+                "calibration": _clean(result.calibration),
+            },
+            "evaluation.json",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            for plot, png in plots.items():
+                (Path(tmp) / f"{plot}.png").write_bytes(png)
+            mlflow.log_artifacts(tmp, "plots")
+        if report is not None:
+            mlflow.log_artifact(str(report), "report")
+
+        example = _input_example(test, result)
+        scorer = result.scorer
+        scorer.metadata.update(
+            {
+                "top_k": result.spec.top_k,
+                "run_id": run.info.run_id,
+                "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
+        output = predict_frame(scorer, example, k=result.spec.top_k)
+        signature = infer_signature(example, output, params={"k": result.spec.top_k, "explain": True})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{SCORER_ARTIFACT}.pkl"
+            path.write_bytes(pickle.dumps(scorer))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=CrmScoreModel(),
+                artifacts={SCORER_ARTIFACT: str(path)},
+                # The scorer unpickles with the models code it was trained with.
+                code_paths=[str(_PACKAGES / "models")],
+                signature=signature,
+                input_example=example,
+                registered_model_name=name,
+                await_registration_for=60,
+            )
+        version = str(info.registered_model_version)
+        run_id = run.info.run_id
+
+    tags = {
+        "test_cutoff": str(result.test_cutoff),
+        "metrics": json.dumps(metrics_clean),
+        "baselines": json.dumps(baselines_clean),
+        "grade": result.grade,
+        "horizon_days": str(result.spec.horizon_days),
+        "config": json.dumps(config.to_dict())[:4900],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    scorer.version = version
+    decision = decide_promotion(client, name, result, test, force=force_promote)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", decision.reason)
+    return {
+        "run_id": run_id,
+        "model_name": name,
+        "version": version,
+        "promoted": decision.promote,
+        "alias": CHAMPION if decision.promote else CHALLENGER,
+        "reason": decision.reason,
+    }

@@ -1,0 +1,118 @@
+"""``crmscore train``: backtest one model, log it to MLflow, register it and apply the promotion gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from features.config import Config
+from features.pipeline import build_training_set
+from features.sources import CanonicalTables, load_tables
+from models.catalog import model_config_for, spec_for
+from training.backtest import run_backtest
+from training.pyfunc import registered_name
+from training.report import make_plots, write_report
+from training.tracking import log_and_register
+
+__all__ = ["normalize_task", "report_path", "train_model"]
+
+
+def normalize_task(task: str) -> str:
+    """The task name for a command-line MODEL (``next-purchase`` -> ``next_purchase``)."""
+    return task.strip().replace("-", "_")
+
+
+def report_path(config: Config, task: str) -> Path:
+    """Where the HTML report of a task's latest training run is written."""
+    return Path(config.output_dir) / "reports" / f"{task}.html"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def train_model(
+    config: Config,
+    task: str,
+    *,
+    tables: CanonicalTables | None = None,
+    test_cutoff: dt.date | str | None = None,
+    force_promote: bool = False,
+    metrics_out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Backtest, calibrate, log, register and (maybe) promote one model.
+
+    Parameters
+    ----------
+    config
+        The run configuration (``models.<task>``, ``tracking_uri``, ``output_dir``).
+    task
+        ``churn``, ``next_purchase`` (or ``next-purchase``) or ``lead``.
+    tables
+        Canonical tables already loaded; read from the config when omitted.
+    test_cutoff
+        The test cut-off T; default ``models.<task>.test_cutoff``.
+    force_promote
+        Make the new version ``champion`` even if it does not beat the current one.
+    metrics_out
+        Also write the returned metrics JSON to this file.
+
+    Returns
+    -------
+    ``{"model", "version", "test_cutoff", "horizon_days", "n_train", "n_test", "metrics",
+    "baselines", "grade"}`` as in DESIGN.md, plus ``registered_model``, ``run_id``, ``alias``
+    (``champion`` or ``challenger``), ``promotion`` (the reason) and ``report`` (HTML path).
+    """
+    task = normalize_task(task)
+    model_config = model_config_for(config, task)
+    spec = spec_for(task, model_config)
+    if tables is None:
+        tables = load_tables(config)
+    ts = build_training_set(tables, task, model_config=model_config, test_cutoff=test_cutoff)
+    transactions = None
+    if ts.entity == "customer_id" and tables.transactions is not None:
+        transactions = tables.transactions.select("customer_id", "timestamp", "amount").to_pandas()
+    result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
+    plots = make_plots(result)
+    report = write_report(result, plots, report_path(config, task))
+    logged = log_and_register(
+        config,
+        result,
+        test=ts.test,
+        fingerprint=tables.fingerprint(),
+        plots=plots,
+        report=report,
+        force_promote=force_promote,
+    )
+    # The report names the registered version too; rewrite it now that the version is known.
+    write_report(result, plots, report, run={**logged, "model_name": logged["model_name"]})
+    out = _json_safe(
+        {
+            "model": task,
+            "version": logged["version"],
+            "test_cutoff": str(result.test_cutoff),
+            "horizon_days": spec.horizon_days,
+            "n_train": result.n_train,
+            "n_test": result.n_test,
+            "metrics": result.metrics,
+            "baselines": result.baselines,
+            "grade": result.grade,
+            "registered_model": logged["model_name"],
+            "run_id": logged["run_id"],
+            "alias": logged["alias"],
+            "promotion": logged["reason"],
+            "report": str(report),
+        }
+    )
+    if metrics_out is not None:
+        path = Path(metrics_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2))
+    return out
