@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ibis
@@ -127,6 +128,8 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
     src = spec.source
     path = config.resolve(src.path)
     name = f"src_{table}"
+    if "://" not in path and not any(ch in path for ch in "*?[") and not Path(path).exists():
+        raise ContractError(table, "<source>", "source file not found", f"path {path}")
     if src.format == "parquet":
         try:
             return con.read_parquet(path, table_name=name)

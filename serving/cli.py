@@ -167,4 +167,7 @@ def demo_command(
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    # Progress bars of artifact downloads would interleave with the commands' own progress lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     app()

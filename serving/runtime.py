@@ -12,6 +12,8 @@ The hot path of scoring by id is a dict lookup, a numpy row gather and
 from __future__ import annotations
 
 import datetime as dt
+import json
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +29,20 @@ from serving import lists
 __all__ = [
     "TASKS",
     "ModelUnavailable",
+    "RequestError",
     "Runtime",
     "Snapshot",
     "State",
     "TaskModel",
     "build_state",
+    "at_risk",
     "history_features",
     "load_snapshot",
+    "models_info",
+    "score_ids",
+    "score_posted",
     "snapshot_dir",
+    "trained_config",
 ]
 
 TASKS: tuple[str, ...] = ("churn", "next_purchase", "lead")
@@ -46,6 +54,14 @@ Loader = Callable[[Config, str], tuple[Any, dict[str, Any]]]
 
 class ModelUnavailable(LookupError):
     """A task without a champion or without a snapshot; the message says how to make one."""
+
+
+class RequestError(ValueError):
+    """A request the API refuses with a 4xx; ``field`` is the request field it names."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.field, self.status = message, field, status
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,9 @@ class TaskModel:
     snapshot: Snapshot | None
     snapshot_error: str | None = None
     scored: pd.DataFrame | None = field(default=None, repr=False)
+    # The configuration the model was trained with (from the registry); features of posted
+    # records are computed with it. The serving config when the registry does not hold one.
+    config: Config = field(default=None, repr=False)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,41 @@ def _list_frame(model: TaskModel) -> pd.DataFrame | None:
     return lists.scored_for_list(model.scorer, model.snapshot.frame, model.snapshot.matrix)
 
 
+def trained_config(config: Config, task: str, info: Mapping[str, Any]) -> Config | None:
+    """The configuration a registered model was trained with, or None when the registry lacks it.
+
+    Training tags each model version with ``config`` (the config as JSON, cut at 4,900
+    characters) and logs ``config.json`` in its run; the tag is read first, the artifact when
+    the tag is missing or cut. The serving config may be another data set's (the retail config
+    serving the lead model), so posted records must use the model's own ``tables`` and
+    ``models.<task>`` sections.
+    """
+    name, version, run_id = info.get("model_name"), info.get("version"), info.get("run_id")
+    if not name or version is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    data = None
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
+    try:
+        tag = (client.get_model_version(name, str(version)).tags or {}).get("config")
+        data = json.loads(tag) if tag else None
+    except Exception:  # noqa: BLE001 - a cut or missing tag: fall back to the run artifact
+        data = None
+    if data is None and run_id:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                data = json.loads(Path(client.download_artifacts(run_id, "config.json", tmp)).read_text())
+        except Exception:  # noqa: BLE001 - no artifact: the caller uses the serving config
+            data = None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Config.model_validate(data)
+    except ValueError:
+        return None
+
+
 def _default_loader(config: Config, task: str) -> tuple[Any, dict[str, Any]]:
     try:
         from training.pyfunc import load_champion
@@ -200,7 +254,14 @@ def build_state(config: Config, *, loader: Loader | None = None, tasks: Sequence
                 f"`crmscore features --config <config.yaml> --as-of <date> --out {path}` (or `crmscore demo`), "
                 "then reload"
             )
-        model = TaskModel(task=task, scorer=scorer, info=dict(info), snapshot=snapshot, snapshot_error=snapshot_error)
+        model = TaskModel(
+            task=task,
+            scorer=scorer,
+            info=dict(info),
+            snapshot=snapshot,
+            snapshot_error=snapshot_error,
+            config=trained_config(config, task, info) or config,
+        )
         models[task] = TaskModel(**{**model.__dict__, "scored": _list_frame(model)})
     return State(models=models, missing=missing, loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
@@ -351,3 +412,158 @@ def history_features(
         return population_features(tables, task, as_of=as_of, model_config=model_config)
     finally:
         con.disconnect()
+
+
+# -- requests: what each endpoint computes, on one state -----------------------------------------
+
+
+def reasons_k(role: str | None, k: int | None, default: int, *, max_k: int) -> int:
+    """Reasons per item: the request's k, else the model's default for roles entitled to reasons, else 0.
+
+    Raises
+    ------
+    RequestError
+        403 when a role not entitled to reasons asks for k > 0.
+    """
+    from serving.auth import REASONS_ROLE, entitled
+
+    may = entitled(role, REASONS_ROLE)
+    if k is None:
+        return min(default, max_k) if may else 0
+    if k > 0 and not may:
+        raise RequestError(f"reasons need role {REASONS_ROLE!r} or above: ask with k=0", field="k", status=403)
+    return k
+
+
+def _item(model: TaskModel, key: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": key, **result, "model_name": model.scorer.model_name, "model_version": model.scorer.version}
+
+
+def _check_batch(n: int, max_batch: int, field: str, what: str) -> None:
+    if n > max_batch:
+        raise RequestError(f"{n} {what} is over the maximum of {max_batch} per call", field=field)
+
+
+def score_ids(state: State, task: str, ids: Sequence[str], *, k: int, max_batch: int) -> dict[str, Any]:
+    """Score ids from the task's snapshot; an unknown id gets a per-item error, the rest are scored."""
+    _check_batch(len(ids), max_batch, "ids", "ids")
+    model, snapshot = state.snapshot(task)
+    rows = [snapshot.index.get(key) for key in ids]
+    known = [row for row in rows if row is not None]
+    results = iter(model.scorer.score_matrix(snapshot.matrix[known], k=k, explain=k > 0) if known else ())
+    entity = model.scorer.entity
+    items = [
+        _item(model, key, next(results))
+        if row is not None
+        else {"id": key, "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"}
+        for key, row in zip(ids, rows, strict=True)
+    ]
+    return {"task": task, "as_of": snapshot.as_of, "items": items}
+
+
+def score_posted(
+    state: State,
+    task: str,
+    keys: Sequence[str],
+    *,
+    as_of: dt.datetime,
+    k: int,
+    max_batch: int,
+    customers: Sequence[Mapping[str, Any]] = (),
+    leads: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Score posted histories (churn, next purchase) or lead records with the model's own feature config."""
+    field_name = "leads" if task == "lead" else "customers"
+    _check_batch(len(keys), max_batch, field_name, "records")
+    model = state.model(task)
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC)
+    as_of = as_of.replace(tzinfo=None)
+    try:
+        frame = history_features(model.config, task, as_of=as_of, customers=customers, leads=leads)
+        matrix = model.scorer.prepare(frame)
+    except ValueError as exc:
+        raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
+    found = frame[model.scorer.entity].astype(str).tolist()
+    results = dict(zip(found, model.scorer.score_matrix(matrix, k=k, explain=k > 0) if found else (), strict=True))
+    outside = (
+        f"not in the {task} population at {as_of.date()}"
+        + (" (no purchase in the lookback window)" if task == "churn" else "")
+        + (" (not an open lead created in the step before as_of)" if task == "lead" else "")
+    )
+    items = [_item(model, key, results[key]) if key in results else {"id": key, "error": outside} for key in keys]
+    return {"task": task, "as_of": str(as_of.date()), "items": items}
+
+
+def _is_attribute(column: pd.Series) -> bool:
+    """Attribute columns of the at-risk rows: the snapshot's non-numeric columns (country...)."""
+    return not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column))
+
+
+def at_risk(
+    state: State,
+    *,
+    top: int,
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+    k: int = 3,
+    format: str = "json",
+) -> dict[str, Any] | str:
+    """Top customers by value at risk with reasons, filtered; a JSON-able dict, or CSV text."""
+    model, snapshot = state.snapshot("churn")
+    scored = model.scored
+    try:
+        positions, matched = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
+    except lists.FilterError as exc:
+        raise RequestError(str(exc), field=exc.field) from exc
+    reasons = None
+    if k > 0 and len(positions):
+        reasons = [r.get("reasons") for r in model.scorer.score_matrix(snapshot.matrix[positions], k=k, explain=True)]
+    attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
+    rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
+    if format == "csv":
+        return lists.to_csv(rows, k=k)
+    return {
+        "as_of": snapshot.as_of,
+        "model_name": model.scorer.model_name,
+        "model_version": str(model.scorer.version),
+        "n_matched": matched,
+        "items": rows,
+    }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def models_info(state: State) -> dict[str, Any]:
+    """The champion of each task (registry facts, test metrics, snapshot date) and the missing ones."""
+    infos = []
+    for task, model in state.models.items():
+        info = model.info
+        infos.append(
+            {
+                "task": task,
+                "model_name": info.get("model_name") or model.scorer.model_name,
+                "version": _text(info.get("version")),
+                "alias": info.get("alias"),
+                "run_id": info.get("run_id"),
+                "trained_at": _text(info.get("trained_at")),
+                "test_cutoff": _text(info.get("test_cutoff")),
+                "metrics": {k: _finite(v) for k, v in (info.get("metrics") or {}).items()},
+                "config_name": model.config.name if model.config is not None else None,
+                "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
+                "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
+            }
+        )
+    missing = [{"task": task, "error": error} for task, error in state.missing.items()]
+    return {"loaded_at": state.loaded_at, "models": infos, "missing": missing}

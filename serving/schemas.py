@@ -161,6 +161,7 @@ class ModelInfo(BaseModel):
     trained_at: str | None
     test_cutoff: str | None
     metrics: dict[str, float | None]
+    config_name: str | None = Field(None, description="name of the configuration the model was trained with")
     snapshot_as_of: str | None
     snapshot_rows: int
 

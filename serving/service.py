@@ -13,22 +13,29 @@ status naming the field, or 503 when a model or snapshot is missing.
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import inspect
 import os
+
+# One OpenMP thread per LightGBM predict. Scoring a few rows takes microseconds; with OpenMP's
+# default (all cores) every predict waits at a barrier for threads that the kernel may have
+# descheduled (other requests, the event loop, clients on the same machine): measured 18 ms per
+# single-row score on 2 busy cores against 0.08 ms with one thread. Read when libgomp loads, which is
+# after this module is imported (LightGBM loads with the first unpickled scorer).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import datetime as dt  # noqa: E402
+import functools  # noqa: E402
+import inspect  # noqa: E402
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import bentoml
-import numpy as np
 from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
-from serving import lists
-from serving.auth import REASONS_ROLE, ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, entitled, load_keys
-from serving.runtime import ModelUnavailable, Runtime, State, TaskModel, history_features
+from serving import runtime
+from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
+from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
     AtRiskResponse,
@@ -45,27 +52,23 @@ __all__ = ["CONFIG_ENV", "CrmScore"]
 CONFIG_ENV = "CRMSCORE_CONFIG"
 
 
-class ApiError(Exception):
-    """A request the API refuses; becomes a JSON response with ``status``."""
-
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.field = status, message, field
-
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"error": self.message}
-        if self.field is not None:
-            body["detail"] = [{"loc": self.field.split("."), "msg": self.message, "type": "value_error"}]
-        return JSONResponse(body, status_code=self.status)
+def _error(exc: RequestError | ModelUnavailable) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, ModelUnavailable):
+        return 503, {"error": str(exc)}
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.field is not None:
+        loc = [int(p) if p.isdigit() else p for p in exc.field.split(".")]
+        body["detail"] = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
+    return exc.status, body
 
 
 def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn :class:`ApiError` and :class:`ModelUnavailable` into JSON responses with their status."""
+    """Turn :class:`RequestError` (4xx) and :class:`ModelUnavailable` (503) into JSON responses."""
 
-    def respond(exc: Exception, ctx: bentoml.Context) -> JSONResponse:
-        error = exc if isinstance(exc, ApiError) else ApiError(503, str(exc))
-        ctx.response.status_code = error.status  # BentoML copies this onto the response
-        return error.response()
+    def respond(exc: RequestError | ModelUnavailable, ctx: bentoml.Context) -> JSONResponse:
+        status, body = _error(exc)
+        ctx.response.status_code = status  # BentoML copies this onto the response
+        return JSONResponse(body, status_code=status)
 
     if inspect.iscoroutinefunction(func):
 
@@ -73,7 +76,7 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
         async def run_async(self: CrmScore, *args: Any, ctx: bentoml.Context, **kwargs: Any) -> Any:
             try:
                 return await func(self, *args, ctx=ctx, **kwargs)
-            except (ApiError, ModelUnavailable) as exc:
+            except (RequestError, ModelUnavailable) as exc:
                 return respond(exc, ctx)
 
         return run_async
@@ -82,7 +85,7 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: CrmScore, *args: Any, ctx: bentoml.Context, **kwargs: Any) -> Any:
         try:
             return func(self, *args, ctx=ctx, **kwargs)
-        except (ApiError, ModelUnavailable) as exc:
+        except (RequestError, ModelUnavailable) as exc:
             return respond(exc, ctx)
 
     return run
@@ -99,55 +102,19 @@ def _keys() -> KeyStore:
     return load_keys(_config())
 
 
-def _k(ctx: bentoml.Context, k: int | None, default: int) -> int:
-    """Reasons per item: the request's k, else the model's default for roles entitled to reasons, else 0."""
-    may = entitled(ctx.request.scope.get(ROLE_SCOPE_KEY), REASONS_ROLE)
-    if k is None:
-        return min(default, MAX_K) if may else 0
-    if k > 0 and not may:
-        raise ApiError(403, f"reasons need role {REASONS_ROLE!r} or above: ask with k=0", field="k")
-    return k
-
-
-def _item(model: TaskModel, key: str, result: dict[str, Any]) -> dict[str, Any]:
-    return {"id": key, **result, "model_name": model.scorer.model_name, "model_version": model.scorer.version}
-
-
-def _models(state: State) -> ModelsResponse:
-    infos = []
-    for task, model in state.models.items():
-        info = model.info
-        infos.append(
-            {
-                "task": task,
-                "model_name": info.get("model_name") or model.scorer.model_name,
-                "version": None if info.get("version") is None else str(info["version"]),
-                "alias": info.get("alias"),
-                "run_id": info.get("run_id"),
-                "trained_at": None if info.get("trained_at") is None else str(info["trained_at"]),
-                "test_cutoff": None if info.get("test_cutoff") is None else str(info["test_cutoff"]),
-                "metrics": {k: _finite(v) for k, v in (info.get("metrics") or {}).items()},
-                "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
-                "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
-            }
-        )
-    missing = [{"task": task, "error": error} for task, error in state.missing.items()]
-    return ModelsResponse.model_validate({"loaded_at": state.loaded_at, "models": infos, "missing": missing})
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
 Ids = Annotated[list[Id], Field(min_length=1, description="ids to score; at most serving.max_batch per call")]
 AsOf = Annotated[dt.datetime, Field(description="cut-off: features use events at or before it")]
+Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
 
 
-@bentoml.service(name="crmscore", workers=1, traffic={"timeout": 120}, metrics={"enabled": True})
+@bentoml.service(
+    name="crmscore",
+    workers=1,
+    traffic={"timeout": 120},
+    metrics={"enabled": True},
+    # One log line per request costs more than a score; errors and startup are still logged.
+    logging={"access": {"enabled": False}},
+)
 class CrmScore:
     """Churn, next-purchase and lead scores with reasons, and at-risk lists, from the champion models."""
 
@@ -156,101 +123,68 @@ class CrmScore:
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
         self.runtime = Runtime(self.config)
 
-    # -- scoring by id ---------------------------------------------------------------------
+    def _k(self, task: str, k: int | None, ctx: bentoml.Context) -> int:
+        default = getattr(self.config.models, task).top_k_reasons
+        return runtime.reasons_k(ctx.request.scope.get(ROLE_SCOPE_KEY), k, default, max_k=MAX_K)
 
-    def _score_ids(self, task: str, ids: list[str], k: int | None, ctx: bentoml.Context) -> ScoreResponse:
-        if len(ids) > self.config.serving.max_batch:
-            raise ApiError(
-                400, f"{len(ids)} ids is over the maximum of {self.config.serving.max_batch} per call", field="ids"
-            )
-        k = _k(ctx, k, getattr(self.config.models, task).top_k_reasons)
-        model, snapshot = self.runtime.state.snapshot(task)
-        rows = [snapshot.index.get(key) for key in ids]
-        known = [row for row in rows if row is not None]
-        results = iter(model.scorer.score_matrix(snapshot.matrix[known], k=k, explain=k > 0) if known else ())
-        entity = model.scorer.entity
-        items = [
-            _item(model, key, next(results))
-            if row is not None
-            else {"id": key, "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"}
-            for key, row in zip(ids, rows, strict=True)
-        ]
-        return ScoreResponse.model_validate({"task": task, "as_of": snapshot.as_of, "items": items})
+    def _ids(self, task: str, ids: list[str], k: int | None, ctx: bentoml.Context) -> ScoreResponse:
+        max_batch = self.config.serving.max_batch
+        body = runtime.score_ids(self.runtime.state, task, ids, k=self._k(task, k, ctx), max_batch=max_batch)
+        return ScoreResponse.model_validate(body)
+
+    def _posted(
+        self, task: str, keys: list[str], as_of: dt.datetime, k: int | None, ctx: bentoml.Context, **records: Any
+    ) -> ScoreResponse:
+        body = runtime.score_posted(
+            self.runtime.state,
+            task,
+            keys,
+            as_of=as_of,
+            k=self._k(task, k, ctx),
+            max_batch=self.config.serving.max_batch,
+            **records,
+        )
+        return ScoreResponse.model_validate(body)
+
+    # -- scoring by id ---------------------------------------------------------------------
 
     @bentoml.api(route="/score/churn")
     @_answers
     async def score_churn(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
         """Churn propensity of customers by id, from the latest snapshot: probability, tier, value at risk, reasons."""
-        return self._score_ids("churn", ids, k, ctx)
+        return self._ids("churn", ids, k, ctx)
 
     @bentoml.api(route="/score/next_purchase")
     @_answers
     async def score_next_purchase(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
         """Next-purchase probability and expected spend of customers by id, from the latest snapshot."""
-        return self._score_ids("next_purchase", ids, k, ctx)
+        return self._ids("next_purchase", ids, k, ctx)
 
     @bentoml.api(route="/score/lead")
     @_answers
     async def score_lead(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
         """Conversion probability and grade A-D of leads by id, from the latest snapshot."""
-        return self._score_ids("lead", ids, k, ctx)
+        return self._ids("lead", ids, k, ctx)
 
     # -- scoring posted records ------------------------------------------------------------
-
-    def _score_frame(
-        self, task: str, keys: list[str], as_of: dt.datetime, k: int | None, ctx: bentoml.Context, **records: Any
-    ) -> ScoreResponse:
-        if len(keys) > self.config.serving.max_batch:
-            field = "leads" if task == "lead" else "customers"
-            raise ApiError(
-                400, f"{len(keys)} records is over the maximum of {self.config.serving.max_batch}", field=field
-            )
-        k = _k(ctx, k, getattr(self.config.models, task).top_k_reasons)
-        model = self.runtime.state.model(task)
-        as_of = as_of.replace(tzinfo=None) if as_of.tzinfo is None else as_of.astimezone(dt.UTC).replace(tzinfo=None)
-        try:
-            frame = history_features(self.config, task, as_of=as_of, **records)
-            matrix = model.scorer.prepare(frame)
-        except ValueError as exc:
-            field = "leads.attributes" if task == "lead" else "customers.attributes"
-            raise ApiError(400, f"cannot compute the {task} features: {exc}", field=field) from exc
-        found = frame[model.scorer.entity].astype(str).tolist()
-        results = dict(zip(found, model.scorer.score_matrix(matrix, k=k, explain=k > 0) if found else (), strict=True))
-        outside = (
-            f"not in the {task} population at {as_of.date()}"
-            + (" (no purchase in the lookback window)" if task == "churn" else "")
-            + (" (not an open lead created in the step before as_of)" if task == "lead" else "")
-        )
-        items = [_item(model, key, results[key]) if key in results else {"id": key, "error": outside} for key in keys]
-        return ScoreResponse.model_validate({"task": task, "as_of": str(as_of.date()), "items": items})
 
     @bentoml.api(route="/score/churn/history")
     @_answers
     def score_churn_history(
-        self,
-        customers: Annotated[list[CustomerHistory], Field(min_length=1)],
-        as_of: AsOf,
-        k: TopK = None,
-        *,
-        ctx: bentoml.Context,
+        self, customers: Customers, as_of: AsOf, k: TopK = None, *, ctx: bentoml.Context
     ) -> ScoreResponse:
         """Churn propensity from posted purchase histories, computed by the training feature code."""
         keys = [c.customer_id for c in customers]
-        return self._score_frame("churn", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
+        return self._posted("churn", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
 
     @bentoml.api(route="/score/next_purchase/history")
     @_answers
     def score_next_purchase_history(
-        self,
-        customers: Annotated[list[CustomerHistory], Field(min_length=1)],
-        as_of: AsOf,
-        k: TopK = None,
-        *,
-        ctx: bentoml.Context,
+        self, customers: Customers, as_of: AsOf, k: TopK = None, *, ctx: bentoml.Context
     ) -> ScoreResponse:
         """Next-purchase probability and expected spend from posted purchase histories."""
         keys = [c.customer_id for c in customers]
-        return self._score_frame("next_purchase", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
+        return self._posted("next_purchase", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
 
     @bentoml.api(route="/score/lead/record")
     @_answers
@@ -262,9 +196,10 @@ class CrmScore:
         *,
         ctx: bentoml.Context,
     ) -> ScoreResponse:
-        """Conversion probability and grade of posted leads (attributes and engagement events)."""
+        """Conversion probability and grade of posted leads (attributes and engagement events),
+        with the features of the lead model's own training configuration."""
         keys = [lead.lead_id for lead in leads]
-        return self._score_frame("lead", keys, as_of, k, ctx, leads=[lead.model_dump() for lead in leads])
+        return self._posted("lead", keys, as_of, k, ctx, leads=[lead.model_dump() for lead in leads])
 
     # -- lists and administration ----------------------------------------------------------
 
@@ -283,46 +218,24 @@ class CrmScore:
     ) -> AtRiskResponse:
         """Top customers by value at risk (P(churn) x expected spend) with reasons; filters on tier,
         minimum value and any customer attribute (e.g. ``where: {"country": "France"}``); JSON or CSV."""
-        model, snapshot = self.runtime.state.snapshot("churn")
-        scored = model.scored
-        try:
-            positions, matched = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
-        except lists.FilterError as exc:
-            raise ApiError(400, str(exc), field=exc.field) from exc
-        reasons = None
-        if k > 0 and len(positions):
-            reasons = [
-                r.get("reasons") for r in model.scorer.score_matrix(snapshot.matrix[positions], k=k, explain=True)
-            ]
-        attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and not _numeric(scored[c])]
-        rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
-        if format == "csv":
-            return Response(lists.to_csv(rows, k=k), media_type="text/csv")
-        return AtRiskResponse(
-            as_of=snapshot.as_of,
-            model_name=model.scorer.model_name,
-            model_version=str(model.scorer.version),
-            n_matched=matched,
-            items=rows,
+        body = runtime.at_risk(
+            self.runtime.state, top=top, min_value=min_value, tiers=tiers, where=where, k=k, format=format
         )
+        if isinstance(body, str):
+            return Response(body, media_type="text/csv")
+        return AtRiskResponse.model_validate(body)
 
     @bentoml.api(route="/models")
     async def models(self) -> ModelsResponse:
         """The champion serving each task (registry name, version, alias, training date, test metrics)
         and its snapshot date; tasks without a champion are listed with the command that trains one."""
-        return _models(self.runtime.state)
+        return ModelsResponse.model_validate(runtime.models_info(self.runtime.state))
 
     @bentoml.api(route="/reload")
     def reload(self) -> ModelsResponse:
         """Load the current champions and snapshots and swap them in at once (admin).
         Requests already running finish on the models they started with."""
-        return _models(self.runtime.reload())
-
-
-def _numeric(column: Any) -> bool:
-    import pandas as pd
-
-    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        return ModelsResponse.model_validate(runtime.models_info(self.runtime.reload()))
 
 
 CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)

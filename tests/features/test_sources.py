@@ -208,3 +208,8 @@ def test_bundled_bank_leads_validate():
 def test_data_files_are_bundled():
     assert (DATA / "online_retail_ii.parquet").is_file() and (DATA / "bank_marketing_leads.parquet").is_file()
     assert "CC BY 4.0" in (DATA / "README.md").read_text()
+
+
+def test_missing_source_file_is_named(tmp_path, write_config):
+    with pytest.raises(ContractError, match="table 'transactions', column '<source>': source file not found"):
+        load_tables(_config(write_config, tmp_path / "absent.parquet"))

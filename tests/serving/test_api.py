@@ -216,6 +216,10 @@ def test_models_lists_the_three_champions(server):
     for task, m in models.items():
         assert m["model_name"] == f"crmscore-{task}" and m["alias"] == "champion" and m["version"]
         assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
+    # Each model computes posted features with the config it was trained with (from the registry),
+    # not the serving config: the lead model's is the bank leads config.
+    assert models["lead"]["config_name"] == "bank_leads"
+    assert models["churn"]["config_name"] == models["next_purchase"]["config_name"] == "online_retail"
 
 
 def test_reload_is_admin_only_and_requests_in_flight_succeed(server):

@@ -1,14 +1,50 @@
-"""The served state: champions, snapshot indexing, missing pieces and the atomic reload."""
+"""The served state: champions, snapshot indexing, missing pieces and the atomic reload.
+
+The scorer is a real one: a small LightGBM booster trained here on a hand-made table and wrapped
+by the models package's own constructors (``Scorer``, ``Calibrator``, ``ReasonWriter`` and the
+churn spec's tiers and reason templates), so the runtime runs the same code as in serving.
+"""
 
 from __future__ import annotations
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from serving.runtime import ModelUnavailable, Runtime, build_state
-from tests.serving.fakes import FakeScorer
+from features.config import ModelConfig, load_config
+from models.catalog import spec_for
+from models.reasons import ReasonWriter
+from models.scorer import Calibrator, Scorer
+from serving.runtime import ModelUnavailable, RequestError, Runtime, at_risk, build_state, score_ids
+
+FEATURES = ("recency_days", "monetary_90d")
+
+
+def small_scorer(task: str = "churn", version: str = "1") -> Scorer:
+    """A churn-like LightGBM scorer on 400 synthetic customers (risk rises with recency)."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(0, 365, 400), rng.gamma(2.0, 100.0, 400)])
+    y = (X[:, 0] / 365 + rng.normal(0, 0.2, 400) > 0.5).astype(float)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(FEATURES)), num_boost_round=10)
+    spec = spec_for("churn", ModelConfig())
+    return Scorer(
+        task=task,
+        entity="lead_id" if task == "lead" else "customer_id",
+        feature_names=FEATURES,
+        categories={},
+        booster=booster,
+        calibrator=Calibrator(),
+        tiers=spec.tiers,
+        tier_key=spec.tier_key,
+        reasons=ReasonWriter(FEATURES, spec.reason_templates, spec.reason_direction),
+        model_name=f"crmscore-{task}",
+        horizon_days=90,
+        spend_feature="monetary_90d" if task == "churn" else None,
+        spend_window_days=90,
+        version=version,
+    )
 
 
 @pytest.fixture
@@ -19,8 +55,8 @@ def config(write_config, tmp_path):
         {
             "customer_id": ["1", "2", "3", "2"],
             "as_of": pd.to_datetime(["2011-01-01", "2011-01-01", "2011-01-01", "2010-12-01"]),
-            "recency": [0.1, 0.9, 0.5, 5.0],
-            "frequency": [0.2, 0.8, 0.4, 5.0],
+            "recency_days": [10.0, 300.0, 150.0, 5.0],
+            "monetary_90d": [200.0, 800.0, 400.0, 5.0],
             "country": ["UK", "France", "UK", "UK"],
         }
     ).to_parquet(snapshots / "churn.parquet")
@@ -41,10 +77,12 @@ def config(write_config, tmp_path):
 
 
 def loader(tasks):
+    """Champions by task -> version; other tasks have none."""
+
     def load(config, task):
         if task not in tasks:
             raise ModelUnavailable(f"no champion for {task}: run `crmscore train {task}`")
-        return FakeScorer(task), {"model_name": f"crmscore-{task}", "version": tasks[task]}
+        return small_scorer(task, tasks[task]), {"model_name": f"crmscore-{task}", "version": tasks[task]}
 
     return load
 
@@ -54,10 +92,42 @@ def test_snapshot_is_indexed_at_its_latest_cutoff(config):
     model, snapshot = state.snapshot("churn")
     assert snapshot.as_of == "2011-01-01"
     assert dict(snapshot.index) == {"1": 0, "2": 1, "3": 2}
-    np.testing.assert_array_equal(snapshot.matrix[snapshot.index["2"]], [0.9, 0.8])
+    np.testing.assert_array_equal(snapshot.matrix[snapshot.index["2"]], [300.0, 800.0])
     assert model.scored.customer_id.tolist() == ["1", "2", "3"]
     assert model.scored.country.tolist() == ["UK", "France", "UK"]
     assert model.scored.value_at_risk.notna().all()
+    # Without registry facts the model computes posted features with the serving config.
+    assert model.config is config
+
+
+def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
+    state = build_state(config, loader=loader({"churn": "1"}))
+    body = score_ids(state, "churn", ["2", "nope", "1"], k=2, max_batch=10)
+    scorer = state.models["churn"].scorer
+    expected = scorer.score_frame(
+        pd.DataFrame({"customer_id": ["2"], "recency_days": [300.0], "monetary_90d": [800.0]})
+    )
+    assert body["items"][0]["probability"] == pytest.approx(expected.probability[0])
+    assert 0 < len(body["items"][0]["reasons"]) <= 2 and body["items"][0]["model_version"] == "1"
+    assert body["items"][1] == {
+        "id": "nope",
+        "error": "unknown customer_id 'nope': not in the churn snapshot as of 2011-01-01",
+    }
+    with pytest.raises(RequestError) as excinfo:
+        score_ids(state, "churn", ["1"] * 11, k=0, max_batch=10)
+    assert excinfo.value.field == "ids" and excinfo.value.status == 400
+
+
+def test_at_risk_ranks_and_filters(config):
+    state = build_state(config, loader=loader({"churn": "1"}))
+    body = at_risk(state, top=2, k=1)
+    values = [item["value_at_risk"] for item in body["items"]]
+    assert body["n_matched"] == 3 and len(values) == 2 and values == sorted(values, reverse=True)
+    uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
+    assert uk.splitlines()[0].startswith("customer_id,") and len(uk.splitlines()) == 3
+    with pytest.raises(RequestError) as excinfo:
+        at_risk(state, top=5, where={"planet": "Mars"})
+    assert excinfo.value.field == "where.planet"
 
 
 def test_missing_champion_and_snapshot_say_what_to_run(config):
