@@ -35,11 +35,20 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         tiers=tiers_from_config(model_config),
         reason_templates=CUSTOMER_TEMPLATES,
         reason_direction="raises churn risk",
-        lgbm_params=base_lgbm_params(model_config.seed),
+        # Small trees, large leaves, half the columns per tree: the settings that held up on the
+        # validation cut-off (T - 90) with the stacked, year-long training layout.
+        lgbm_params={
+            **base_lgbm_params(model_config.seed),
+            "num_leaves": 7,
+            "min_child_samples": 200,
+            "feature_fraction": 0.5,
+        },
         rfm_columns=("recency_days", "frequency_365d", "monetary_365d"),
         spend_feature="monetary_365d",
         spend_window_days=365,
         monotone={f: 1 for f in RECENCY_FEATURES},
+        seasonal_prior_shift=True,
+        fit_cutoffs=6,
         top_k=model_config.top_k_reasons,
         seed=model_config.seed,
     )

@@ -46,6 +46,9 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         spend_params=spend,
         rfm_columns=("recency_days", "frequency_365d", "monetary_365d"),
         monotone={f: -1 for f in RECENCY_FEATURES},
+        seasonal_prior_shift=True,
+        fit_cutoffs=6,
+        spend_blend=True,
         top_k=model_config.top_k_reasons,
         seed=model_config.seed,
         metrics=(

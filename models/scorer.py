@@ -63,6 +63,12 @@ class Calibrator:
     ``kind`` is ``sigmoid`` (Platt: ``1 / (1 + exp(-(a * raw + b)))``), ``isotonic`` (a
     piecewise-linear interpolation of the fitted step function through ``x``/``y``) or
     ``identity`` (the booster's own sigmoid).
+
+    ``shift`` is a prior-shift correction added on the log-odds scale after calibration
+    (Saerens, Latinne & Decaestecker 2002): ``logit(p') = logit(p) + shift``, where ``shift`` is
+    the expected change of the base rate's log-odds between the calibration fold and the window
+    scored (estimated from past cut-offs only, see ``training.calibration.seasonal_prior_shift``).
+    It lives in the calibrator so training, batch scoring and serving apply the same correction.
     """
 
     kind: str = "identity"
@@ -70,14 +76,21 @@ class Calibrator:
     b: float = 0.0
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    shift: float = 0.0
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.kind == "isotonic":
-            return np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0)
-        if self.kind in ("sigmoid", "identity"):
-            return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
-        raise ValueError(f"unknown calibrator kind {self.kind!r}")
+            p = np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0)
+        elif self.kind in ("sigmoid", "identity"):
+            p = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+        else:
+            raise ValueError(f"unknown calibrator kind {self.kind!r}")
+        shift = getattr(self, "shift", 0.0)  # scorers pickled before the field existed have none
+        if shift:
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            p = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
+        return p
 
 
 class Scorer:
@@ -99,8 +112,12 @@ class Scorer:
         ``(name, lower threshold)`` pairs, highest first; results name the field ``tier_key``.
     reasons
         The :class:`ReasonWriter` with the model's templates.
-    spend_booster, spend_num_iteration
-        Next purchase: expected spend given a purchase in H (LightGBM, log link).
+    spend_booster, spend_num_iteration, spend_unconditional
+        Next purchase: expected spend given a purchase in H (LightGBM, log link), or, when
+        ``spend_unconditional``, the unconditional expected spend over H (zeros included).
+    spend_blend
+        Next purchase: ``(w_model, w_naive, column)``; expected value over H becomes
+        ``w_model x P(buy) x spend head + w_naive x max(0, column) x H / 365``.
     spend_feature, horizon_days, spend_window_days
         Churn: expected spend over H = max(0, spend_feature) * H / spend_window_days.
     """
@@ -124,6 +141,8 @@ class Scorer:
         spend_num_iteration: int | None = None,
         spend_feature: str | None = None,
         spend_window_days: int | None = None,
+        spend_unconditional: bool = False,
+        spend_blend: tuple[float, float, str] | None = None,
         version: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
@@ -143,6 +162,8 @@ class Scorer:
         self.spend_num_iteration = spend_num_iteration
         self.spend_feature = spend_feature
         self.spend_window_days = spend_window_days
+        self.spend_unconditional = spend_unconditional
+        self.spend_blend = spend_blend
         self.version = version
         self.metadata = dict(metadata or {})
         if spend_feature is not None and spend_feature not in self.feature_names:
@@ -190,8 +211,21 @@ class Scorer:
             expected = np.clip(np.nan_to_num(spend, nan=0.0), 0.0, None) * (self.horizon_days / self.spend_window_days)
             return {"expected_spend": expected, "value_at_risk": probability * expected}
         if self.task == "next_purchase" and self.spend_booster is not None:
-            expected = np.clip(self.spend_booster.predict(X, num_iteration=self.spend_num_iteration), 0.0, None)
-            return {"expected_spend": expected, "expected_value": probability * expected}
+            predicted = np.clip(self.spend_booster.predict(X, num_iteration=self.spend_num_iteration), 0.0, None)
+            if getattr(self, "spend_unconditional", False):
+                # The head predicts the unconditional expected spend; given a purchase, divide by P(buy).
+                return {"expected_spend": predicted / np.clip(probability, 1e-3, None), "expected_value": predicted}
+            expected_value = probability * predicted
+            blend = getattr(self, "spend_blend", None)
+            if blend is not None:
+                # w_model x (P(buy) x spend head) + w_naive x (last 365 days' net spend x H / 365).
+                w_model, w_naive, column = blend
+                naive = np.clip(np.nan_to_num(X[:, self.feature_names.index(column)]), 0.0, None) * (
+                    self.horizon_days / 365
+                )
+                expected_value = w_model * expected_value + w_naive * naive
+                predicted = expected_value / np.clip(probability, 1e-3, None)
+            return {"expected_spend": predicted, "expected_value": expected_value}
         return {}
 
     def score_matrix(

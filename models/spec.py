@@ -92,6 +92,30 @@ class ModelSpec:
         Per feature, +1 or -1: the score may only rise (fall) with it, all else equal. Keeps
         the model's answers sensible where the direction is known (a more recent purchase never
         raises churn risk) and makes the behaviour tests hold by construction.
+    seasonal_prior_shift
+        Correct the calibrated probability for the base rate's seasonal shift between the
+        calibration fold and the test window, estimated from the cut-offs one year earlier
+        (see ``training.calibration.seasonal_prior_shift``). Needs training cut-offs reaching
+        about a year before the calibration cut-off; without them no shift is applied.
+    refit_all
+        Refit the classifier on all training cut-offs (calibration fold included) with the
+        early-stopped number of trees. When False the early-stopped booster is kept, so the
+        calibrator sees exactly the scores it was fitted on (better when the base rate moves and
+        the refit would shift the score scale).
+    spend_unconditional
+        Next purchase: fit the spend head on every customer (zeros included), so it predicts
+        the expected value over H directly; otherwise it is fitted on the buyers and multiplied
+        by P(buy) (a hurdle model).
+    fit_cutoffs
+        When set, only the most recent ``fit_cutoffs`` training cut-offs fit the model and the
+        baselines; older ones (e.g. a year back, for the seasonal prior shift) only inform the prior.
+    model_adjusted_prior
+        Estimate the seasonal shift from the model's calibration-in-the-large on the two
+        reference cut-offs rather than from their raw base rates (see
+        ``training.calibration.model_adjusted``).
+    spend_blend
+        Next purchase: blend the expected value with the naive projection of the monetary RFM
+        column, weights fitted on the calibration fold.
     top_k
         Default number of reasons per score.
     seed
@@ -118,6 +142,12 @@ class ModelSpec:
     spend_window_days: int | None = None
     monotone: Mapping[str, int] = field(default_factory=dict)
     primary_metric: str = "roc_auc"
+    seasonal_prior_shift: bool = False
+    refit_all: bool = True
+    spend_unconditional: bool = False
+    fit_cutoffs: int | None = None
+    model_adjusted_prior: bool = True
+    spend_blend: bool = False
     top_k: int = 3
     seed: int = 42
     metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
@@ -160,4 +190,9 @@ class ModelSpec:
             "monotone": dict(self.monotone),
             "num_boost_round": self.num_boost_round,
             "early_stopping_rounds": self.early_stopping_rounds,
+            "seasonal_prior_shift": self.seasonal_prior_shift,
+            "refit_all": self.refit_all,
+            "fit_cutoffs": self.fit_cutoffs,
+            "model_adjusted_prior": self.model_adjusted_prior,
+            "spend_unconditional": self.spend_unconditional,
         }

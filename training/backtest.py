@@ -19,6 +19,7 @@ A when it gains at least 0.02, B when it is at least level, C otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from models.scorer import Calibrator, Scorer, encode_frame
 from models.spec import ModelSpec
 from training import metrics as m
 from training.baselines import bgnbd_scores, categorical_as_strings, logistic_baseline, rfm_score
-from training.calibration import choose_calibrator
+from training.calibration import PriorShift, choose_calibrator, model_adjusted, seasonal_prior_shift
 
 __all__ = ["GRADE_A_GAIN", "BacktestResult", "grade", "run_backtest"]
 
@@ -112,9 +113,10 @@ def _refit(
 
 
 def _calibrated(
-    raw_cal: np.ndarray, y_cal: np.ndarray, ids_cal: np.ndarray, raw_test: np.ndarray
+    raw_cal: np.ndarray, y_cal: np.ndarray, ids_cal: np.ndarray, raw_test: np.ndarray, shift: float = 0.0
 ) -> tuple[np.ndarray, Calibrator]:
     choice = choose_calibrator(raw_cal, y_cal, ids_cal)
+    choice.calibrator.shift = shift
     return choice.calibrator(raw_test), choice.calibrator
 
 
@@ -161,6 +163,26 @@ def run_backtest(
             f"on the latest); got {len(cutoffs)}. Raise models.{spec.task}.n_train_cutoffs"
         )
     latest = cutoffs[-1]
+    full_train = train
+    # The calibration fold's base rate is that of its season; the shift to the test window's season
+    # is estimated on every training cut-off (the year-old ones included), before any is dropped.
+    if spec.seasonal_prior_shift:
+        prior = seasonal_prior_shift(
+            train["as_of"].to_numpy(),
+            train["label"].to_numpy(dtype=np.float64),
+            calibration_cutoff=latest,
+            test_cutoff=ts.test_cutoff,
+            horizon_days=spec.horizon_days,
+            history_days=train["tenure_days"].to_numpy() if "tenure_days" in train.columns else None,
+        )
+    else:
+        cal_labels = train.loc[pd.to_datetime(train["as_of"]) == latest, "label"].to_numpy(dtype=np.float64)
+        prior = PriorShift(shift=0.0, applied=False, calibration_rate=float(cal_labels.mean()))
+    if spec.fit_cutoffs is not None and len(cutoffs) > spec.fit_cutoffs:
+        # Only the most recent cut-offs train the model and the baselines; older ones served the prior.
+        cutoffs = cutoffs[-spec.fit_cutoffs :]
+        train = train.loc[pd.to_datetime(train["as_of"]).isin(cutoffs)].reset_index(drop=True)
+        ts = dataclasses.replace(ts, train=train, cutoffs=tuple(pd.Timestamp(c).date() for c in reversed(cutoffs)))
     as_of = pd.to_datetime(train["as_of"])
     cal_mask = (as_of == latest).to_numpy()
     fit_mask = (as_of <= latest - pd.Timedelta(days=spec.horizon_days)).to_numpy()
@@ -203,14 +225,16 @@ def run_backtest(
     raw_cal = booster.predict(X[cal_mask], raw_score=True, num_iteration=best)
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
-    booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
+    if spec.refit_all:
+        booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
     timings["fit_classifier_s"] = time.perf_counter() - started
 
     # -- the spend head (next purchase): expected net spend given a purchase -----------------
-    spend_booster, spend_best = None, None
+    spend_booster, spend_best, spend_blend = None, None, None
     if spec.spend_params is not None:
         spend = train["spend"].to_numpy(dtype=np.float64).clip(0, None)
-        buyers = y == 1
+        # Hurdle (buyers only, times P(buy)) or unconditional (every customer, zeros included).
+        buyers = np.ones(len(y), dtype=bool) if spec.spend_unconditional else y == 1
         spend_params = dict(spec.spend_params)
         spend_booster, spend_best = _train_booster(
             spend_params,
@@ -223,6 +247,21 @@ def run_backtest(
             num_boost_round=rounds,
             early_stopping_rounds=spec.early_stopping_rounds,
         )
+        spend_blend = None
+        naive_column = spec.rfm_columns[2] if spec.rfm_columns is not None else None
+        if spec.spend_blend and naive_column in features:
+            # Blend the model's expected value with the naive projection (last 365 days' spend x H / 365),
+            # weights by non-negative least squares on the calibration fold, out of sample for both boosters.
+            from scipy.optimize import nnls
+
+            ev_cal = choice.calibrator(raw_cal) * np.clip(
+                spend_booster.predict(X[cal_mask], num_iteration=spend_best), 0.0, None
+            )
+            naive_cal = np.clip(np.nan_to_num(X[cal_mask, features.index(naive_column)]), 0.0, None) * (
+                spec.horizon_days / 365
+            )
+            weights, _ = nnls(np.column_stack([ev_cal, naive_cal]), spend[cal_mask])
+            spend_blend = (float(weights[0]), float(weights[1]), naive_column)
         spend_booster = _refit(
             spend_params, X, spend, buyers, feature_names=features, categorical=cat_idx, rounds=spend_best
         )
@@ -245,12 +284,35 @@ def run_backtest(
         spend_num_iteration=spend_best,
         spend_feature=spec.spend_feature if spec.spend_feature in features else None,
         spend_window_days=spec.spend_window_days,
+        spend_unconditional=spec.spend_unconditional,
+        spend_blend=spend_blend,
         metadata={"test_cutoff": str(ts.test_cutoff), "trained_cutoffs": [str(c) for c in ts.cutoffs]},
     )
+
+    # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
+    if prior.applied and spec.model_adjusted_prior:
+        ref_when = pd.to_datetime(full_train["as_of"])
+        refs = []
+        for cutoff in (prior.test_season_cutoff, prior.calibration_season_cutoff):
+            rows = full_train.loc[(ref_when == pd.Timestamp(cutoff)).to_numpy()]
+            refs += [
+                calibrator(
+                    booster.predict(encode_frame(rows, features, categories), raw_score=True, num_iteration=best)
+                ),
+                rows["label"].to_numpy(dtype=np.float64),
+            ]
+        p_cal_now = calibrator(booster.predict(X[cal_mask], raw_score=True, num_iteration=best))
+        prior = model_adjusted(prior, *refs, calibration_rate_model=float(p_cal_now.mean()))
+    calibrator.shift = prior.shift
 
     # -- test metrics ---------------------------------------------------------------------------
     p_test = scorer.probability(X_test)
     metrics = m.binary_metrics(y_test, p_test)
+    metrics["prior_shift_logit"] = prior.shift
+    metrics["calibration_base_rate"] = prior.calibration_rate
+    metrics["expected_test_base_rate"] = (
+        prior.expected_test_rate if prior.expected_test_rate is not None else prior.calibration_rate
+    )
     predictions = pd.DataFrame({entity: test[entity].to_numpy(), "label": y_test, "probability": p_test})
     if spend_booster is not None:
         values = scorer.values(X_test, p_test)
@@ -260,7 +322,7 @@ def run_backtest(
 
     # -- baselines, same folds --------------------------------------------------------------
     baselines, baseline_scores = _baselines(
-        ts, spec, features, categorical, fit_mask, cal_mask, ids_cal, transactions, cutoffs, predictions
+        ts, spec, features, categorical, fit_mask, cal_mask, ids_cal, transactions, cutoffs, predictions, prior.shift
     )
     for name, scores in baseline_scores.items():
         predictions[f"baseline_{name}"] = scores
@@ -286,10 +348,14 @@ def run_backtest(
             "num_boost_round": rounds,
             "best_iteration": best,
             "spend_best_iteration": spend_best,
+            "spend_blend": None
+            if spend_blend is None
+            else f"{spend_blend[0]:.4f} x model + {spend_blend[1]:.4f} x naive",
             "n_features": len(features),
             "calibration_cutoff": str(pd.Timestamp(latest).date()),
+            "prior_shift": prior.shift,
         },
-        calibration={"kind": choice.kind, "brier_out_of_fold": choice.brier},
+        calibration={"kind": choice.kind, "brier_out_of_fold": choice.brier, "prior_shift": prior.as_dict()},
         test_X=X_test,
         timings=timings,
     )
@@ -306,6 +372,7 @@ def _baselines(
     transactions: pd.DataFrame | None,
     cutoffs: list[pd.Timestamp],
     predictions: pd.DataFrame,
+    shift: float = 0.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     train, test, entity = ts.train, ts.test, ts.entity
     y = train["label"].to_numpy(dtype=np.float64)
@@ -323,6 +390,7 @@ def _baselines(
             y_cal,
             ids_cal,
             rfm_score(test, spec.rfm_columns, task=spec.task),
+            shift,
         )
         out["rfm"] = m.binary_metrics(y_test, p)
         scores["rfm"] = p
@@ -337,7 +405,7 @@ def _baselines(
     lr.fit(frame.loc[fit_mask], y[fit_mask])  # the purged folds, like the model's early-stopping fit
     raw_cal = lr.decision_function(frame.loc[cal_mask])
     raw_test = lr.decision_function(categorical_as_strings(test[features], categorical))
-    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test)
+    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test, shift)
     out["logistic"] = m.binary_metrics(y_test, p)
     scores["logistic"] = p
 
@@ -353,6 +421,7 @@ def _baselines(
             y_cal,
             ids_cal,
             sign * _logit(bg_test["p_no_purchase"].to_numpy()),
+            shift,
         )
         out["bgnbd"] = m.binary_metrics(y_test, p)
         scores["bgnbd"] = p

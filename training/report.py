@@ -156,6 +156,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         "calibration": (
             f"{result.calibration['kind']} (chosen by out-of-fold Brier on {result.params['calibration_cutoff']})"
         ),
+        "seasonal prior shift": _prior_text(result.calibration.get("prior_shift")),
     }
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
     return f"""<!doctype html>
@@ -190,3 +191,14 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(result, plots, run=run), encoding="utf-8")
     return path
+
+
+def _prior_text(prior: dict | None) -> str:
+    if not prior or not prior.get("applied"):
+        return "none (no comparable cut-offs a year earlier, or not used by this model)"
+    return (
+        f"{prior['shift']:+.3f} log-odds ({prior.get('method')}; reference cut-offs "
+        f"{prior['calibration_season_cutoff']} -> {prior['test_season_cutoff']}, base rates "
+        f"{prior['calibration_season_rate']:.3f} -> {prior['test_season_rate']:.3f}); expected test base rate "
+        f"{prior['expected_test_rate']:.3f}"
+    )

@@ -36,3 +36,60 @@ def test_isotonic_wins_when_the_link_is_not_logistic():
     choice = choose_calibrator(raw, y, [f"c{i}" for i in range(len(y))])
     assert choice.kind == "isotonic"
     assert choice.brier["isotonic"] < choice.brier["sigmoid"]
+
+
+def test_seasonal_prior_shift_uses_the_same_seasons_a_year_earlier():
+    import pandas as pd
+
+    from training.calibration import seasonal_prior_shift
+
+    rates = {"2010-06-17": 0.5, "2010-09-15": 0.4, "2011-06-12": 0.6}
+    as_of, y = [], []
+    for cutoff, rate in rates.items():
+        n = 1000
+        as_of += [pd.Timestamp(cutoff)] * n
+        y += [1.0] * int(rate * n) + [0.0] * (n - int(rate * n))
+    prior = seasonal_prior_shift(
+        as_of, np.array(y), calibration_cutoff="2011-06-12", test_cutoff="2011-09-10", horizon_days=90
+    )
+    assert prior.applied
+    assert prior.test_season_cutoff == "2010-09-15" and prior.calibration_season_cutoff == "2010-06-17"
+    assert abs(prior.shift - (np.log(0.4 / 0.6) - np.log(0.5 / 0.5))) < 1e-9
+    assert abs(prior.expected_test_rate - 1 / (1 + np.exp(-(np.log(0.6 / 0.4) + prior.shift)))) < 1e-9
+    # Reference cut-offs too close to the start of the data (short history): no shift.
+    short = seasonal_prior_shift(
+        as_of,
+        np.array(y),
+        calibration_cutoff="2011-06-12",
+        test_cutoff="2011-09-10",
+        horizon_days=90,
+        history_days=np.full(len(y), 100.0),
+    )
+    assert not short.applied and short.shift == 0.0
+
+
+def test_calibrator_shift_moves_the_log_odds():
+    from models.scorer import Calibrator
+
+    raw = np.array([-1.0, 0.0, 2.0])
+    base = Calibrator(kind="sigmoid", a=1.0, b=0.0)
+    shifted = Calibrator(kind="sigmoid", a=1.0, b=0.0, shift=-0.5)
+    logit = np.log(shifted(raw) / (1 - shifted(raw)))
+    assert np.allclose(logit, np.log(base(raw) / (1 - base(raw))) - 0.5)
+
+
+def test_intercept_shift_matches_the_base_rate_and_model_adjusted_uses_it():
+    from training.calibration import PriorShift, intercept_shift, model_adjusted
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.1, 0.9, 5000)
+    s = intercept_shift(p, np.r_[np.ones(2000), np.zeros(3000)])
+    shifted = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + s)))
+    assert abs(shifted.mean() - 0.4) < 1e-6
+    base = PriorShift(shift=0.1, applied=True, calibration_rate=0.6, test_season_cutoff="a")
+    y_a = (rng.random(5000) < 0.3).astype(float)
+    y_b = (rng.random(5000) < 0.5).astype(float)
+    out = model_adjusted(base, p, y_a, p, y_b, calibration_rate_model=0.6)
+    assert out.method == "model-adjusted" and out.rate_shift == 0.1
+    assert abs(out.shift - (intercept_shift(p, y_a) - intercept_shift(p, y_b))) < 1e-12
+    assert model_adjusted(PriorShift(0.0, False, 0.6), p, y_a, p, y_b, calibration_rate_model=0.6).shift == 0.0
