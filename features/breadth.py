@@ -42,7 +42,8 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
         known = p.filter(p.product_id.notnull())
         prods = known.group_by("customer_id", "product_id").aggregate(_min_age=known.age_days.min())
         n_prods = prods.group_by("customer_id").aggregate(
-            distinct_products=prods.count(), distinct_products_365d=prods.count(where=prods._min_age < 365)
+            distinct_products=prods.count(),
+            distinct_products_365d=prods.count(where=(prods._min_age < 365).fill_null(False)),
         )
         out = out.left_join(n_prods, "customer_id").drop("customer_id_right")
         columns["distinct_products"] = _.distinct_products.fill_null(0)

@@ -64,8 +64,8 @@ def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
         gap_first=days.gap.max(where=days.nth == 1),
         _day_2nd_last=days.day.max(where=days.nth_last == 1),
         _day_3rd_last=days.day.max(where=days.nth_last == 2),
-        purchase_days_90d=days.day.count(where=days.day > today - 90),
-        purchase_days_365d=days.day.count(where=days.day > today - 365),
+        purchase_days_90d=days.day.count(where=(days.day > today - 90).fill_null(False)),
+        purchase_days_365d=days.day.count(where=(days.day > today - 365).fill_null(False)),
         active_weeks_90d=(days.day // 7).nunique(where=days.day > today - 91),
         active_weeks_365d=(days.day // 7).nunique(where=days.day > today - 364),
         active_months_180d=days._month.nunique(where=days._min_age < 180),
@@ -105,7 +105,8 @@ def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
     o = t.mutate(_order=order_key(t))
     orders = o.group_by("customer_id", "_order").aggregate(_in90=(buy & last90).any(), _inprev=(buy & prev90).any())
     counts = orders.group_by("customer_id").aggregate(
-        _o90=orders.count(where=orders._in90), _oprev=orders.count(where=orders._inprev)
+        _o90=orders.count(where=orders._in90.fill_null(False)),
+        _oprev=orders.count(where=orders._inprev.fill_null(False)),
     )
     out = cyc.inner_join(sums, "customer_id").inner_join(counts, "customer_id")
     out = out.mutate(

@@ -33,6 +33,8 @@ def rfm_features(transactions: ir.Table, *, as_of: AsOf, windows: tuple[int, ...
     t = t.mutate(_order=order_key(t))
     buy = t.amount > 0
     refund = t.amount < 0
+    # A NULL condition (an order with refunds only) must count as false on every engine: Spark
+    # counts it as NULL, DuckDB as 0. fill_null(False) makes both 0.
     # Count-distinct per window is costly; one row per order first makes every count a plain count.
     orders = t.group_by("customer_id", "_order").aggregate(
         _buy_age=t.age_days.min(where=buy),  # null: the order has no purchase line
@@ -40,9 +42,9 @@ def rfm_features(transactions: ir.Table, *, as_of: AsOf, windows: tuple[int, ...
     )
     counts: dict[str, ir.Value] = {"recency_days": orders._buy_age.min()}
     for w in windows:
-        counts[f"frequency_{w}d"] = orders.count(where=orders._buy_age < w)
+        counts[f"frequency_{w}d"] = orders.count(where=(orders._buy_age < w).fill_null(False))
     counts["frequency_all"] = orders._buy_age.count()
-    counts["refund_count"] = orders.count(where=orders._refund)
+    counts["refund_count"] = orders.count(where=orders._refund.fill_null(False))
     per_order = orders.group_by("customer_id").aggregate(**counts)
 
     sums: dict[str, ir.Value] = {}

@@ -48,7 +48,8 @@ def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: i
     o = t.mutate(_order=key)
     orders = o.group_by("customer_id", "_order").aggregate(_ly=(buy & in_ly).any(), _before=(buy & before_ly).any())
     counts = orders.group_by("customer_id").aggregate(
-        ly_orders=orders.count(where=orders._ly), ly_orders_before=orders.count(where=orders._before)
+        ly_orders=orders.count(where=orders._ly.fill_null(False)),
+        ly_orders_before=orders.count(where=orders._before.fill_null(False)),
     )
     ly = spend.filter(spend._any).inner_join(counts, "customer_id")
     ly = ly.select("customer_id", "ly_orders", "ly_spend", "ly_orders_before")

@@ -13,18 +13,10 @@ status naming the field, or 503 when a model or snapshot is missing.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import inspect
 import os
-
-# One OpenMP thread per LightGBM predict. Scoring a few rows takes microseconds; with OpenMP's
-# default (all cores) every predict waits at a barrier for threads that the kernel may have
-# descheduled (other requests, the event loop, clients on the same machine): measured 18 ms per
-# single-row score on 2 busy cores against 0.08 ms with one thread. Read when libgomp loads, which is
-# after this module is imported (LightGBM loads with the first unpickled scorer).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import datetime as dt  # noqa: E402
-import functools  # noqa: E402
-import inspect  # noqa: E402
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
