@@ -64,6 +64,25 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "country": ("Based in {country}",),
     "events_total": ("{events_total:.0f} interactions in total",),
     "events_days_since_last": ("Last interaction {events_days_since_last:.0f} days ago",),
+    "days_since_2nd_last": ("Second-to-last purchase {days_since_2nd_last:.0f} days ago",),
+    "days_since_3rd_last": ("Third-to-last purchase {days_since_3rd_last:.0f} days ago",),
+    "gap_first": ("First gap between purchases was {gap_first:.0f} days",),
+    "gap_last_over_mean": ("Last gap between purchases was {gap_last_over_mean:.1f}x the usual one",),
+    "active_months_180d": ("Bought in {active_months_180d:.0f} of the last 6 months",),
+    "active_weeks_90d": ("Bought in {active_weeks_90d:.0f} of the last 13 weeks",),
+    "active_weeks_365d": ("Bought in {active_weeks_365d:.0f} of the last 52 weeks",),
+    "purchase_days_90d": ("Bought on {purchase_days_90d:.0f} days in the last 90 days",),
+    "purchase_days_365d": ("Bought on {purchase_days_365d:.0f} days in the last 365 days",),
+    "q4_share": ("{q4_share:.0%} of past purchase days were in October-December",),
+    "avg_unit_price": ("Average unit price {avg_unit_price:,.2f}",),
+    "lines_per_product": ("Bought each product {lines_per_product:.1f} times on average",),
+    **{
+        f"decayed_purchase_days_{tau}d": (
+            f"Recent buying activity of {{decayed_purchase_days_{tau}d:.2f}} "
+            f"(purchase days weighted by recency, {tau}-day decay)",
+        )
+        for tau in (30, 90, 365)
+    },
     **{f"frequency_{w}d": (f"{{frequency_{w}d:.0f}} orders in the last {w} days",) for w in _WINDOWS},
     **{f"monetary_{w}d": (f"Net spend of {{monetary_{w}d:,.0f}} in the last {w} days",) for w in _WINDOWS},
 }

@@ -149,8 +149,10 @@ def serve_command(
         host or cfg.serving.host,
         "--port",
         str(port or cfg.serving.port),
+        # The caller's folder: relative tracking_uri, output_dir and snapshot paths resolve against it,
+        # as they do for every other command (serving.service is importable from the installed package).
         "--working-dir",
-        str(REPO_ROOT),
+        os.getcwd(),
     ]
     raise typer.Exit(subprocess.call(command, env=env))
 
