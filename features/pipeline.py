@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -132,8 +133,27 @@ def _population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc
     return customer_features(tables, as_of=as_of, lookback_days=lookback, horizon_days=mc.horizon_days)
 
 
+def _stable_floats(values: np.ndarray, digits: int = 12, decimals: int = 6) -> np.ndarray:
+    """Round to ``digits`` significant digits but at most ``decimals`` decimals.
+
+    Engines sum in parallel, in no fixed order, so a net spend can come out as 0.0 in one run and
+    5.7e-14 in the next, and a difference of two sums (a trend) can differ in its 12th digit. Such
+    noise flips tree splits and makes two trainings on the same data differ; rounding far below
+    any meaningful difference removes it.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        magnitude = np.floor(np.log10(np.abs(values)))
+    finite = np.isfinite(magnitude)
+    places = np.minimum(digits - 1 - np.where(finite, magnitude, 0.0), decimals)
+    scale = 10.0**places
+    return np.where(finite, np.round(values * scale) / scale, values)
+
+
 def _to_pandas(table: ir.Table, entity: str, as_of: dt.datetime) -> pd.DataFrame:
     frame = table.to_pandas()
+    for column in frame.columns:
+        if pd.api.types.is_float_dtype(frame[column]):
+            frame[column] = _stable_floats(frame[column].to_numpy(dtype=np.float64))
     frame = frame.sort_values(entity, kind="stable").reset_index(drop=True)
     frame.insert(1, "as_of", pd.Timestamp(as_of))
     for column in frame.columns:
