@@ -133,19 +133,20 @@ def _population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc
     return customer_features(tables, as_of=as_of, lookback_days=lookback, horizon_days=mc.horizon_days)
 
 
-def _stable_floats(values: np.ndarray, digits: int = 12, decimals: int = 6) -> np.ndarray:
-    """Round to ``digits`` significant digits but at most ``decimals`` decimals.
+def _stable_floats(values: np.ndarray, digits: int = 12) -> np.ndarray:
+    """Round to ``digits`` significant digits, and |x| < 1e-9 to 0.
 
     Engines sum in parallel, in no fixed order, so a net spend can come out as 0.0 in one run and
-    5.7e-14 in the next, and a difference of two sums (a trend) can differ in its 12th digit. Such
-    noise flips tree splits and makes two trainings on the same data differ; rounding far below
-    any meaningful difference removes it.
+    5.7e-14 in the next, or differ in its last bits. Such noise flips tree splits and makes two
+    trainings on the same data differ; rounding far below any meaningful difference removes most
+    of it. (A cap on decimals would remove more, but moves values that sit on a rounding half by
+    a whole unit of the last decimal, beyond the 1e-9 agreement promised between engines.)
     """
+    values = np.where(np.abs(values) < 1e-9, 0.0, values)
     with np.errstate(divide="ignore", invalid="ignore"):
         magnitude = np.floor(np.log10(np.abs(values)))
     finite = np.isfinite(magnitude)
-    places = np.minimum(digits - 1 - np.where(finite, magnitude, 0.0), decimals)
-    scale = 10.0**places
+    scale = 10.0 ** (digits - 1 - np.where(finite, magnitude, 0.0))
     return np.where(finite, np.round(values * scale) / scale, values)
 
 

@@ -69,6 +69,14 @@ class Calibrator:
     the expected change of the base rate's log-odds between the calibration fold and the window
     scored (estimated from past cut-offs only, see ``training.calibration.seasonal_prior_shift``).
     It lives in the calibrator so training, batch scoring and serving apply the same correction.
+
+    ``shift`` is the shift for the training run's test cut-off T. The season of the window scored
+    depends on the scoring date, so when the model-adjusted prior was estimated the calibrator also
+    keeps ``seasonal_intercepts`` (training cut-off ISO date -> calibration-in-the-large intercept
+    of the unshifted probabilities there; only cut-offs whose label window ends before T and with
+    enough history) and ``seasonal_reference`` (that intercept at the cut-off nearest to the
+    calibration cut-off minus ``period_days``). :meth:`shift_at` picks the shift for a scoring date;
+    see there. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
     """
 
     kind: str = "identity"
@@ -77,8 +85,36 @@ class Calibrator:
     x: np.ndarray = field(default_factory=lambda: np.empty(0))
     y: np.ndarray = field(default_factory=lambda: np.empty(0))
     shift: float = 0.0
+    seasonal_intercepts: dict[str, float] = field(default_factory=dict)
+    seasonal_reference: float | None = None
+    period_days: int = 365
+    tolerance_days: int = 45
 
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
+    def shift_at(self, as_of: Any = None) -> float:
+        """The log-odds prior shift for scores as of ``as_of``.
+
+        ``as_of=None`` (or no intercept table) gives the training-time ``shift``. Otherwise the
+        training cut-off nearest to ``as_of - period_days`` (distance in days, the earlier one on a
+        tie) gives ``intercept(that cut-off) - seasonal_reference``, the same formula as the shift at
+        T. When no cut-off lies within ``tolerance_days`` of that date the shift is 0: the scores
+        keep the calibration fold's base rate, since no past season says how it moves.
+        """
+        # Scorers pickled before these fields existed have none of them.
+        table = getattr(self, "seasonal_intercepts", None)
+        reference = getattr(self, "seasonal_reference", None)
+        if as_of is None or not table or reference is None:
+            return float(getattr(self, "shift", 0.0))
+        when = pd.Timestamp(as_of)
+        if when.tzinfo is not None:
+            when = when.tz_convert("UTC").tz_localize(None)
+        target = when.normalize() - pd.Timedelta(days=getattr(self, "period_days", 365))
+        cutoffs = sorted(table, key=pd.Timestamp)
+        best = min(cutoffs, key=lambda c: abs((pd.Timestamp(c) - target).days))
+        if abs((pd.Timestamp(best) - target).days) > getattr(self, "tolerance_days", 45):
+            return 0.0
+        return float(table[best] - reference)
+
+    def __call__(self, raw: np.ndarray, as_of: Any = None) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.kind == "isotonic":
             p = np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0)
@@ -86,7 +122,7 @@ class Calibrator:
             p = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
         else:
             raise ValueError(f"unknown calibrator kind {self.kind!r}")
-        shift = getattr(self, "shift", 0.0)  # scorers pickled before the field existed have none
+        shift = self.shift_at(as_of)
         if shift:
             p = np.clip(p, 1e-6, 1 - 1e-6)
             p = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
@@ -185,9 +221,9 @@ class Scorer:
         """The classifier's raw (log-odds) score."""
         return self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
 
-    def probability(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, without reasons."""
-        return self.calibrator(self.raw_score(X))
+    def probability(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`)."""
+        return self.calibrator(self.raw_score(X), as_of=as_of)
 
     def tier_of(self, probability: np.ndarray) -> np.ndarray:
         """Tier (or grade) names for an array of probabilities."""
@@ -235,6 +271,7 @@ class Scorer:
         k: int = 3,
         explain: bool = True,
         rows: list[dict] | None = None,
+        as_of: Any = None,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -248,6 +285,9 @@ class Scorer:
             Compute reasons (one extra tree pass for the SHAP values).
         rows
             Optional original feature values per row, used in the reason sentences.
+        as_of
+            The scoring date (cut-off of the features): picks the seasonal prior shift (see
+            :meth:`Calibrator.shift_at`); ``None`` keeps the shift of the training run's test cut-off.
 
         Returns
         -------
@@ -267,7 +307,7 @@ class Scorer:
         else:
             raw = self.raw_score(X)
             reasons = None
-        probability = self.calibrator(raw)
+        probability = self.calibrator(raw, as_of=as_of)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)
         out = []
@@ -280,8 +320,12 @@ class Scorer:
             out.append(item)
         return out
 
-    def score_frame(self, features: pd.DataFrame, *, k: int = 3, explain: bool = True) -> pd.DataFrame:
+    def score_frame(
+        self, features: pd.DataFrame, *, k: int = 3, explain: bool = True, as_of: Any = None
+    ) -> pd.DataFrame:
         """Score a feature table; returns the entity id, probability, tier/grade, values and reasons.
+
+        ``as_of`` is the scoring date for the seasonal prior shift (see :meth:`score_matrix`).
 
         Raises
         ------
@@ -291,7 +335,7 @@ class Scorer:
         if self.entity not in features.columns:
             raise ValueError(f"id column '{self.entity}' is missing from the input")
         X = self.prepare(features)
-        scores = self.score_matrix(X, k=k, explain=explain)
+        scores = self.score_matrix(X, k=k, explain=explain, as_of=as_of)
         out = pd.DataFrame(scores, index=features.index)
         if out.empty:
             out = pd.DataFrame(columns=["probability", self.tier_key, *self.value_names])

@@ -43,10 +43,10 @@ def at_risk_list(
         as_of = tables.reports["transactions"].date_max.isoformat(sep=" ")
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
     matrix = scorer.prepare(features)
-    scored = lists.scored_for_list(scorer, features, matrix)
+    scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
     positions, _ = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
     k = model_config.top_k_reasons
-    reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True)]
+    reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True, as_of=as_of)]
     attributes = [c for c in ("country",) if c in scored.columns]
     rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
     out = Path(out)

@@ -40,15 +40,18 @@ def _matches(column: pd.Series, value: Any) -> np.ndarray:
     return (column.astype("string") == str(value)).fillna(False).to_numpy(dtype=bool)
 
 
-def scored_for_list(scorer: Any, features: pd.DataFrame, matrix: np.ndarray | None = None) -> pd.DataFrame:
+def scored_for_list(
+    scorer: Any, features: pd.DataFrame, matrix: np.ndarray | None = None, *, as_of: Any = None
+) -> pd.DataFrame:
     """Score a churn feature table without reasons: the frame at-risk lists select from.
 
     Keeps every non-score column of ``features`` (e.g. ``country``) so lists can filter on it.
-    ``matrix`` is ``scorer.prepare(features)`` when the caller already has it.
+    ``matrix`` is ``scorer.prepare(features)`` when the caller already has it; ``as_of`` (the
+    features' cut-off) picks the seasonal prior shift, ``None`` the training-time one.
     """
     if matrix is None:
         matrix = scorer.prepare(features)
-    results = scorer.score_matrix(matrix, k=0, explain=False)
+    results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of)
     ids = features[scorer.entity].astype(str).to_numpy()
     scored = pd.DataFrame(
         {

@@ -167,7 +167,7 @@ def _list_frame(model: TaskModel) -> pd.DataFrame | None:
     """Churn snapshot pre-scored without reasons: the frame at-risk lists select from."""
     if model.task != "churn" or model.snapshot is None:
         return None
-    return lists.scored_for_list(model.scorer, model.snapshot.frame, model.snapshot.matrix)
+    return lists.scored_for_list(model.scorer, model.snapshot.frame, model.snapshot.matrix, as_of=model.snapshot.as_of)
 
 
 def trained_config(config: Config, task: str, info: Mapping[str, Any]) -> Config | None:
@@ -450,7 +450,9 @@ def score_ids(state: State, task: str, ids: Sequence[str], *, k: int, max_batch:
     model, snapshot = state.snapshot(task)
     rows = [snapshot.index.get(key) for key in ids]
     known = [row for row in rows if row is not None]
-    results = iter(model.scorer.score_matrix(snapshot.matrix[known], k=k, explain=k > 0) if known else ())
+    results = iter(
+        model.scorer.score_matrix(snapshot.matrix[known], k=k, explain=k > 0, as_of=snapshot.as_of) if known else ()
+    )
     entity = model.scorer.entity
     items = [
         _item(model, key, next(results))
@@ -485,7 +487,9 @@ def score_posted(
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
     found = frame[model.scorer.entity].astype(str).tolist()
-    results = dict(zip(found, model.scorer.score_matrix(matrix, k=k, explain=k > 0) if found else (), strict=True))
+    results = dict(
+        zip(found, model.scorer.score_matrix(matrix, k=k, explain=k > 0, as_of=as_of) if found else (), strict=True)
+    )
     outside = (
         f"not in the {task} population at {as_of.date()}"
         + (" (no purchase in the lookback window)" if task == "churn" else "")
@@ -519,7 +523,10 @@ def at_risk(
         raise RequestError(str(exc), field=exc.field) from exc
     reasons = None
     if k > 0 and len(positions):
-        reasons = [r.get("reasons") for r in model.scorer.score_matrix(snapshot.matrix[positions], k=k, explain=True)]
+        reasons = [
+            r.get("reasons")
+            for r in model.scorer.score_matrix(snapshot.matrix[positions], k=k, explain=True, as_of=snapshot.as_of)
+        ]
     attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
     rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
     if format == "csv":

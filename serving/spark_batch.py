@@ -155,6 +155,9 @@ def score_spark_frame(
         ]
     )
     params: dict[str, Any] = {"k": model_config_for(config, task).top_k_reasons, "explain": explain}
+    if "as_of" in {p.name for p in (signature.params or [])}:
+        # The scoring date picks the seasonal prior shift; models logged before the param get their training one.
+        params["as_of"] = ts.isoformat(sep=" ")
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local", params=params)
     scored = features.select(
         F.col(entity).cast("string").alias(entity),

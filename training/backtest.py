@@ -34,7 +34,14 @@ from models.scorer import Calibrator, Scorer, encode_frame
 from models.spec import ModelSpec
 from training import metrics as m
 from training.baselines import bgnbd_scores, categorical_as_strings, logistic_baseline, rfm_score
-from training.calibration import PriorShift, choose_calibrator, model_adjusted, seasonal_prior_shift
+from training.calibration import (
+    PriorShift,
+    choose_calibrator,
+    intercept_shift,
+    model_adjusted,
+    reference_cutoffs,
+    seasonal_prior_shift,
+)
 
 __all__ = ["GRADE_A_GAIN", "BacktestResult", "grade", "run_backtest"]
 
@@ -290,19 +297,31 @@ def run_backtest(
     )
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
+    # The intercept of every usable training cut-off is kept, so scoring at another date can pick
+    # the shift of its own season (``Calibrator.shift_at``); at T it is the shift below.
+    seasonal_intercepts: dict[str, float] = {}
     if prior.applied and spec.model_adjusted_prior:
         ref_when = pd.to_datetime(full_train["as_of"])
-        refs = []
-        for cutoff in (prior.test_season_cutoff, prior.calibration_season_cutoff):
-            rows = full_train.loc[(ref_when == pd.Timestamp(cutoff)).to_numpy()]
-            refs += [
+        scored_refs = {}
+        for cutoff in reference_cutoffs(
+            full_train["as_of"].to_numpy(),
+            test_cutoff=ts.test_cutoff,
+            horizon_days=spec.horizon_days,
+            history_days=full_train["tenure_days"].to_numpy() if "tenure_days" in full_train.columns else None,
+        ):
+            rows = full_train.loc[(ref_when == cutoff).to_numpy()]
+            scored_refs[str(cutoff.date())] = (
                 calibrator(
                     booster.predict(encode_frame(rows, features, categories), raw_score=True, num_iteration=best)
                 ),
                 rows["label"].to_numpy(dtype=np.float64),
-            ]
+            )
+        seasonal_intercepts = {c: intercept_shift(p, y_c) for c, (p, y_c) in scored_refs.items()}
+        refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
         p_cal_now = calibrator(booster.predict(X[cal_mask], raw_score=True, num_iteration=best))
         prior = model_adjusted(prior, *refs, calibration_rate_model=float(p_cal_now.mean()))
+        calibrator.seasonal_intercepts = seasonal_intercepts
+        calibrator.seasonal_reference = seasonal_intercepts[prior.calibration_season_cutoff]
     calibrator.shift = prior.shift
 
     # -- test metrics ---------------------------------------------------------------------------
@@ -355,7 +374,12 @@ def run_backtest(
             "calibration_cutoff": str(pd.Timestamp(latest).date()),
             "prior_shift": prior.shift,
         },
-        calibration={"kind": choice.kind, "brier_out_of_fold": choice.brier, "prior_shift": prior.as_dict()},
+        calibration={
+            "kind": choice.kind,
+            "brier_out_of_fold": choice.brier,
+            "prior_shift": prior.as_dict(),
+            "seasonal_intercepts": seasonal_intercepts,
+        },
         test_X=X_test,
         timings=timings,
     )

@@ -29,6 +29,7 @@ __all__ = [
     "fit_sigmoid",
     "intercept_shift",
     "model_adjusted",
+    "reference_cutoffs",
     "seasonal_prior_shift",
 ]
 
@@ -175,6 +176,33 @@ def model_adjusted(
     )
 
 
+def reference_cutoffs(
+    as_of: Sequence[object],
+    *,
+    test_cutoff: object,
+    horizon_days: int,
+    history_days: np.ndarray | None = None,
+    min_history_days: int = 180,
+) -> list[pd.Timestamp]:
+    """The training cut-offs a seasonal shift may be read from, sorted.
+
+    Those whose label window ends at or before T (``c + H <= T``) and whose longest history is at
+    least ``min_history_days`` (see :func:`seasonal_prior_shift`).
+    """
+    when = pd.to_datetime(pd.Series(np.asarray(as_of)))
+    t = pd.Timestamp(test_cutoff)
+    cutoffs = sorted(pd.unique(when.to_numpy()))
+    if history_days is not None:
+        longest = pd.Series(np.asarray(history_days, dtype=np.float64)).groupby(when.to_numpy()).max()
+    else:
+        longest = pd.Series(np.inf, index=pd.DatetimeIndex(cutoffs))
+    return [
+        pd.Timestamp(c)
+        for c in cutoffs
+        if pd.Timestamp(c) + pd.Timedelta(days=horizon_days) <= t and not longest.get(c, np.inf) < min_history_days
+    ]
+
+
 def seasonal_prior_shift(
     as_of: Sequence[object],
     y: np.ndarray,
@@ -219,17 +247,11 @@ def seasonal_prior_shift(
     t = pd.Timestamp(test_cutoff)
     cal_rate = float(rates.get(cal, labels[(when == cal).to_numpy()].mean()))
 
-    if history_days is not None:
-        longest = pd.Series(np.asarray(history_days, dtype=np.float64)).groupby(when.to_numpy()).max()
-    else:
-        longest = pd.Series(np.inf, index=rates.index)
+    usable = reference_cutoffs(
+        as_of, test_cutoff=t, horizon_days=horizon_days, history_days=history_days, min_history_days=min_history_days
+    )
 
     def nearest(target: pd.Timestamp) -> pd.Timestamp | None:
-        usable = [
-            c
-            for c in rates.index
-            if c + pd.Timedelta(days=horizon_days) <= t and not longest.get(c, np.inf) < min_history_days
-        ]
         if not usable:
             return None
         best = min(usable, key=lambda c: abs((c - target).days))

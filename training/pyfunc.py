@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from models.scorer import Scorer
@@ -67,12 +68,31 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
         k = int(params.get("k", self.scorer.metadata.get("top_k", 3)))
-        return predict_frame(self.scorer, model_input, k=k, explain=bool(params.get("explain", True)))
+        as_of = params.get("as_of") or None
+        return predict_frame(self.scorer, model_input, k=k, explain=bool(params.get("explain", True)), as_of=as_of)
 
 
-def predict_frame(scorer: Scorer, features: pd.DataFrame, *, k: int, explain: bool = True) -> pd.DataFrame:
-    """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row."""
-    frame = scorer.score_frame(features, k=k, explain=explain)
+def predict_frame(
+    scorer: Scorer, features: pd.DataFrame, *, k: int, explain: bool = True, as_of: Any = None
+) -> pd.DataFrame:
+    """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row.
+
+    The scoring date for the seasonal prior shift is ``as_of``, else the input's ``as_of`` column
+    when it holds a single date (rows of several dates are scored date by date), else none (the
+    training-time shift).
+    """
+    if as_of is None and "as_of" in features.columns and features["as_of"].notna().all() and len(features):
+        dates = pd.to_datetime(features["as_of"])
+        if dates.nunique() > 1:
+            parts = [
+                predict_frame(scorer, features.loc[(dates == d).to_numpy()], k=k, explain=explain, as_of=d).set_axis(
+                    np.flatnonzero((dates == d).to_numpy())
+                )
+                for d in dates.unique()
+            ]
+            return pd.concat(parts).sort_index().reset_index(drop=True)
+        as_of = dates.iloc[0]
+    frame = scorer.score_frame(features, k=k, explain=explain, as_of=as_of)
     if "reasons" in frame.columns:
         frame["reasons"] = [json.dumps(r) for r in frame["reasons"]]
     return frame

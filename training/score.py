@@ -77,7 +77,7 @@ def score_batch(
     if tables is None:
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
-    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain)
+    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain, as_of=as_of)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     if "reasons" in scores.columns:
         scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]

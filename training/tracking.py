@@ -230,7 +230,7 @@ def log_and_register(
             }
         )
         output = predict_frame(scorer, example, k=result.spec.top_k)
-        signature = infer_signature(example, output, params={"k": result.spec.top_k, "explain": True})
+        signature = infer_signature(example, output, params={"k": result.spec.top_k, "explain": True, "as_of": ""})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{SCORER_ARTIFACT}.pkl"
             path.write_bytes(pickle.dumps(scorer))

@@ -100,3 +100,20 @@ def test_calibrator_kinds():
     assert Calibrator()(raw) == pytest.approx(1 / (1 + np.exp(-raw)))
     iso = Calibrator(kind="isotonic", x=np.array([-1.0, 1.0]), y=np.array([0.2, 0.8]))
     assert iso(raw) == pytest.approx([0.2, 0.5, 0.8])
+
+
+def test_score_matrix_as_of_picks_the_seasonal_shift(churn, test_frame):
+    X = churn.prepare(test_frame.head(20))
+    test_cutoff = churn.metadata["test_cutoff"]
+    assert churn.calibrator.shift_at(test_cutoff) == churn.calibrator.shift
+    at_t = [s["probability"] for s in churn.score_matrix(X, explain=False, as_of=test_cutoff)]
+    assert at_t == [s["probability"] for s in churn.score_matrix(X, explain=False)]
+    seasonal = pickle.loads(pickle.dumps(churn))
+    seasonal.calibrator.shift = 0.0
+    seasonal.calibrator.seasonal_intercepts = {"2020-01-01": 1.0}
+    seasonal.calibrator.seasonal_reference = 0.5
+    raw = churn.raw_score(X)
+    p = seasonal.score_frame(test_frame.head(20), explain=False, as_of="2020-12-31")["probability"].to_numpy()
+    assert np.allclose(
+        np.log(p / (1 - p)), np.log(churn.calibrator(raw) / (1 - churn.calibrator(raw))) - churn.calibrator.shift + 0.5
+    )

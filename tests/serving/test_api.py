@@ -90,7 +90,8 @@ def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
         default = c.post("/score/churn", json={"ids": ids}).json()["items"][0]
         none = c.post("/score/churn", json={"ids": ids, "k": 0}).json()["items"][0]
     assert len(default["reasons"]) <= 3 and default["reasons"]
-    assert none["reasons"] is None and none["probability"] == default["probability"]
+    # Reasons come from the SHAP pass, whose row sum equals the raw score up to rounding.
+    assert none["reasons"] is None and none["probability"] == pytest.approx(default["probability"], abs=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from training.calibration import choose_calibrator
 from training.metrics import ece
@@ -93,3 +94,50 @@ def test_intercept_shift_matches_the_base_rate_and_model_adjusted_uses_it():
     assert out.method == "model-adjusted" and out.rate_shift == 0.1
     assert abs(out.shift - (intercept_shift(p, y_a) - intercept_shift(p, y_b))) < 1e-12
     assert model_adjusted(PriorShift(0.0, False, 0.6), p, y_a, p, y_b, calibration_rate_model=0.6).shift == 0.0
+
+
+def _seasonal_calibrator():
+    from models.scorer import Calibrator
+
+    # Trained with T = 2011-09-10 and the calibration fold at 2011-06-12: the reference is the
+    # intercept of 2010-06-13, the test season's that of 2010-09-12, so shift = -0.75 - 0.25.
+    return Calibrator(
+        kind="sigmoid",
+        shift=-1.0,
+        seasonal_intercepts={"2010-06-13": 0.25, "2010-09-12": -0.75, "2010-12-11": 0.5},
+        seasonal_reference=0.25,
+    )
+
+
+def test_seasonal_shift_at_the_test_cutoff_is_the_stored_shift():
+    calibrator = _seasonal_calibrator()
+    assert calibrator.shift_at("2011-09-10") == calibrator.shift == -1.0
+    assert calibrator.shift_at(None) == -1.0
+    assert calibrator.shift_at(pd.Timestamp("2011-09-10 13:45")) == -1.0
+
+
+def test_seasonal_shift_is_zero_far_from_every_cutoff():
+    calibrator = _seasonal_calibrator()
+    # 2012-03-15 - 365 days = 2011-03-16: 95 days from 2010-12-11, the nearest cut-off.
+    assert calibrator.shift_at("2012-03-15") == 0.0
+    # (as_of - 365) 45 days after the 2010-12-11 cut-off still counts, 46 days does not.
+    assert calibrator.shift_at(pd.Timestamp("2010-12-11") + pd.Timedelta(days=365 + 45)) == 0.25
+    assert calibrator.shift_at(pd.Timestamp("2010-12-11") + pd.Timedelta(days=365 + 46)) == 0.0
+
+
+def test_seasonal_shift_near_another_cutoff_uses_its_intercept():
+    calibrator = _seasonal_calibrator()
+    # 2011-12-09 - 365 days = 2010-12-09, two days from the 2010-12-11 cut-off: 0.5 - 0.25.
+    assert calibrator.shift_at("2011-12-09") == 0.25
+    # Near the calibration season itself the shift vanishes.
+    assert calibrator.shift_at("2011-06-12") == 0.0
+    raw = np.array([-1.0, 0.0, 2.0])
+    logit = np.log(calibrator(raw, as_of="2011-12-09") / (1 - calibrator(raw, as_of="2011-12-09")))
+    assert np.allclose(logit, raw + 0.25)
+
+
+def test_calibrators_pickled_before_the_intercept_table_keep_their_shift():
+    calibrator = _seasonal_calibrator()
+    for name in ("seasonal_intercepts", "seasonal_reference", "period_days", "tolerance_days"):
+        calibrator.__dict__.pop(name, None)
+    assert calibrator.shift_at("2011-12-09") == -1.0
