@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import yaml
+
+from serving.launch import start_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,34 +51,6 @@ def _env(tracking_uri: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": tracking_uri,
         "CRMSCORE_API_KEYS": ",".join(f"{k}:{r}" for r, k in KEYS.items()),
     }
-
-
-def _start(command: list[str], env: dict[str, str], cwd: Path, ready_url: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        command, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{command[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(ready_url, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    _stop(proc)
-    raise RuntimeError(f"{command[0]} not ready after 180 s: {log.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _train(folder: Path) -> Path:
@@ -185,12 +157,12 @@ def run(quick: bool = False) -> dict:
 
         ours_port, mlflow_port = _free_port(), _free_port()
         env = _env(tracking_uri)
-        ours = _start(
+        ours = start_process(
             [str(BIN / "crmscore"), "serve", "--config", str(config_path), "--port", str(ours_port)],
-            env,
-            cwd,
-            f"http://127.0.0.1:{ours_port}/readyz",
-            folder / "ours.log",
+            env=env,
+            cwd=cwd,
+            ready_url=f"http://127.0.0.1:{ours_port}/readyz",
+            log=folder / "ours.log",
         )
         results: dict[str, Any] = {"duration_s_per_point": seconds, "concurrency": list(CONCURRENCY)}
         try:
@@ -206,9 +178,9 @@ def run(quick: bool = False) -> dict:
             }
             results["crmscore_rss"] = _rss_mib(ours.pid)
         finally:
-            _stop(ours)
+            stop_process(ours)
 
-        mlflow = _start(
+        mlflow = start_process(
             [
                 str(BIN / "mlflow"),
                 "models",
@@ -222,10 +194,10 @@ def run(quick: bool = False) -> dict:
                 "-p",
                 str(mlflow_port),
             ],
-            env,
-            cwd,
-            f"http://127.0.0.1:{mlflow_port}/ping",
-            folder / "mlflow.log",
+            env=env,
+            cwd=cwd,
+            ready_url=f"http://127.0.0.1:{mlflow_port}/ping",
+            log=folder / "mlflow.log",
         )
         try:
             url = f"http://127.0.0.1:{mlflow_port}/invocations"
@@ -246,7 +218,7 @@ def run(quick: bool = False) -> dict:
             }
             results["mlflow_rss"] = _rss_mib(mlflow.pid)
         finally:
-            _stop(mlflow)
+            stop_process(mlflow)
 
     at8 = {name: points[1] for name, points in results["crmscore"].items()}
     ml8 = {name: points[1] for name, points in results["mlflow"].items()}

@@ -7,11 +7,9 @@ subprocess on a free loopback port, and stopped with its whole process group.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,8 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+
+from serving.launch import start_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"scorer": "test-scorer-key", "marketer": "test-marketer-key", "admin": "test-admin-key"}
@@ -75,41 +75,19 @@ def start_server(config: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
         "BENTOML_DO_NOT_TRACK": "true",
     }
     crmscore = Path(sys.executable).with_name("crmscore")
-    log = open(cwd / f"server-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [str(crmscore), "serve", "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
-        cwd=cwd,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {proc.returncode}: {(cwd / f'server-{port}.log').read_text()[-3000:]}"
-            )
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"server not ready after 120 s: {(cwd / f'server-{port}.log').read_text()[-3000:]}")
+    proc = start_process(
+        [str(crmscore), "serve", "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+        env=env,
+        cwd=cwd,
+        ready_url=f"{url}/readyz",
+        log=cwd / f"server-{port}.log",
+        timeout_s=120,
+    )
+    return proc, url
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+stop_server = stop_process
 
 
 def _latest_day(path: Path, column: str) -> str:

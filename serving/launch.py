@@ -1,0 +1,64 @@
+"""Start a server process, wait until it answers, and stop it with its children.
+
+Used wherever a real server is started for a caller that must wait for it: the API tests and the
+load benchmark (ours and the MLflow baseline).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+__all__ = ["start_process", "stop_process"]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop ``proc`` and every process of its session (BentoML and MLflow fork workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def start_process(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    ready_url: str,
+    log: Path,
+    timeout_s: float = 180.0,
+) -> subprocess.Popen:
+    """Run ``command`` in its own session, output to ``log``; return once ``ready_url`` answers 200.
+
+    Raises
+    ------
+    RuntimeError
+        The process exited, or was not ready within ``timeout_s``; the message ends with its log.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_process(proc)
+    raise RuntimeError(f"{command[0]} not ready after {timeout_s:.0f} s: {log.read_text()[-3000:]}")
