@@ -112,6 +112,21 @@ class CanonicalTables:
     lead_events: ir.Table | None = None
     reports: dict[str, TableReport] = field(default_factory=dict)
 
+    def last_timestamp(self, table: str) -> str:
+        """The latest event time of ``table`` (ISO, second precision): "now" for a nightly job on an export.
+
+        Raises
+        ------
+        ValueError
+            ``table`` is not configured, or no row of it passed validation.
+        """
+        report = self.reports.get(table)
+        if report is None:
+            raise ValueError(f"table '{table}' is not configured: no data to take a date from")
+        if report.date_max is None:
+            raise ValueError(f"table '{table}' has no rows left after validation: nothing to score")
+        return report.date_max.isoformat(sep=" ")
+
     def fingerprint(self) -> dict[str, Any]:
         """Source, row counts and date range per table: what MLflow logs to identify the input data."""
         return {

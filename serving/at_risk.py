@@ -40,7 +40,7 @@ def at_risk_list(
     if tables is None:
         tables = load_tables(config)
     if as_of is None:
-        as_of = tables.reports["transactions"].date_max.isoformat(sep=" ")
+        as_of = tables.last_timestamp("transactions")
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
     matrix = scorer.prepare(features)
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)

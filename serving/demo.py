@@ -23,14 +23,6 @@ def _step(echo: Callable[[str], None], title: str) -> float:
     return time.monotonic()
 
 
-def _latest(tables: CanonicalTables, table: str) -> str:
-    """The last timestamp in ``table``: "now" for the bundled data, so the snapshot sees every event."""
-    report = tables.reports[table]
-    if report.date_max is None:
-        raise ValueError(f"table '{table}' is empty after validation: nothing to score")
-    return report.date_max.isoformat(sep=" ")
-
-
 def run_demo(
     *, retail_config: Path, leads_config: Path, out_dir: Path, echo: Callable[[str], None] = print
 ) -> list[str]:
@@ -70,7 +62,7 @@ def run_demo(
         ("leads", "lead", "leads"),
     ]
     for key, task, table in jobs:
-        as_of = _latest(tables[key], table)
+        as_of = tables[key].last_timestamp(table)
         t0 = _step(echo, f"features: {task} snapshot as of {as_of}")
         path = snapshots / f"{task}.parquet"
         rows = write_snapshot(configs[key], as_of=as_of, out=path, task=task)
@@ -105,7 +97,7 @@ def run_demo(
         )
 
     for key, task, table in jobs:
-        as_of = _latest(tables[key], table)
+        as_of = tables[key].last_timestamp(table)
         t0 = _step(echo, f"score {task}: everyone as of {as_of}, with reasons")
         path = out_dir / "scores" / f"{task}.parquet"
         rows = score_batch(configs[key], task, as_of=as_of, out=path, explain=True, tables=tables[key])

@@ -213,3 +213,11 @@ def test_data_files_are_bundled():
 def test_missing_source_file_is_named(tmp_path, write_config):
     with pytest.raises(ContractError, match="table 'transactions', column '<source>': source file not found"):
         load_tables(_config(write_config, tmp_path / "absent.parquet"))
+
+
+def test_last_timestamp_names_the_table(tmp_path, write_config):
+    RAW.to_parquet(tmp_path / "tx.parquet")
+    tables = load_tables(_config(write_config, tmp_path / "tx.parquet"))
+    assert tables.last_timestamp("transactions") == "2024-03-01 00:00:00"
+    with pytest.raises(ValueError, match="table 'leads' is not configured"):
+        tables.last_timestamp("leads")
