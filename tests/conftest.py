@@ -12,6 +12,19 @@ CONFIGS = ROOT / "configs"
 DATA = ROOT / "data"
 
 
+def minimal_config_dict() -> dict:
+    """The smallest valid config: one transactions table with the three required columns."""
+    return {
+        "name": "t",
+        "tables": {
+            "transactions": {
+                "source": {"path": "tx.parquet"},
+                "columns": {"customer_id": "cid", "timestamp": "ts", "amount": "qty * price"},
+            }
+        },
+    }
+
+
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch):
     monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
@@ -28,3 +41,14 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def minimal_config(write_config):
+    """Load :func:`minimal_config_dict` with top-level keys added or replaced (e.g. ``serving={...}``)."""
+    from features.config import load_config
+
+    def load(**top_level):
+        return load_config(write_config({**minimal_config_dict(), **top_level}))
+
+    return load

@@ -5,19 +5,7 @@ from __future__ import annotations
 import pytest
 
 from features.config import Config, ConfigError, load_config
-from tests.conftest import CONFIGS
-
-
-def _minimal() -> dict:
-    return {
-        "name": "t",
-        "tables": {
-            "transactions": {
-                "source": {"path": "tx.parquet"},
-                "columns": {"customer_id": "cid", "timestamp": "ts", "amount": "qty * price"},
-            }
-        },
-    }
+from tests.conftest import CONFIGS, minimal_config_dict
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -28,7 +16,7 @@ def test_shipped_configs_load(path):
 
 
 def test_minimal_config_takes_documented_defaults(write_config):
-    config = load_config(write_config(_minimal()))
+    config = load_config(write_config(minimal_config_dict()))
     assert config.engine == "duckdb"
     assert config.tracking_uri == "sqlite:///mlflow.db"
     assert config.models.churn.horizon_days == 90
@@ -38,7 +26,7 @@ def test_minimal_config_takes_documented_defaults(write_config):
 
 
 def test_config_is_frozen(write_config):
-    config = load_config(write_config(_minimal()))
+    config = load_config(write_config(minimal_config_dict()))
     with pytest.raises(Exception, match="frozen"):
         config.engine = "spark"
 
@@ -58,7 +46,7 @@ def test_config_is_frozen(write_config):
     ],
 )
 def test_bad_config_names_the_key(write_config, mutate, expected):
-    data = _minimal()
+    data = minimal_config_dict()
     mutate(data)
     with pytest.raises(ConfigError) as info:
         load_config(write_config(data))
@@ -75,5 +63,5 @@ def test_missing_file_and_non_mapping(tmp_path, write_config):
 
 
 def test_overrides_replace_top_level_keys(write_config):
-    config = load_config(write_config(_minimal()), overrides={"engine": "spark"})
+    config = load_config(write_config(minimal_config_dict()), overrides={"engine": "spark"})
     assert config.engine == "spark"

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from features.config import load_config
 from serving.auth import ApiKeyMiddleware, AuthConfigError, KeyStore, entitled, load_keys
 
 
@@ -55,32 +54,15 @@ def test_roles_are_ordered(role, needed, ok):
     assert entitled(role, needed) is ok
 
 
-def _config(write_config, **serving):
-    return load_config(
-        write_config(
-            {
-                "name": "t",
-                "tables": {
-                    "transactions": {
-                        "source": {"path": "t.parquet"},
-                        "columns": {"customer_id": "c", "timestamp": "t", "amount": "a"},
-                    }
-                },
-                "serving": serving,
-            }
-        )
-    )
-
-
-def test_load_keys_env_and_file(write_config, tmp_path):
+def test_load_keys_env_and_file(minimal_config, tmp_path):
     (tmp_path / "keys.txt").write_text("f1:admin\nshared:marketer\n")
-    config = _config(write_config, api_keys_env="MY_KEYS", api_keys_file="keys.txt")
+    config = minimal_config(serving=dict(api_keys_env="MY_KEYS", api_keys_file="keys.txt"))
     keys = load_keys(config, environ={"MY_KEYS": "e1:scorer,shared:scorer"})
     assert (keys.role("e1"), keys.role("f1"), keys.role("shared")) == ("scorer", "admin", "marketer")
 
 
-def test_missing_key_file_is_an_error(write_config):
-    config = _config(write_config, api_keys_file="nope.txt")
+def test_missing_key_file_is_an_error(minimal_config):
+    config = minimal_config(serving=dict(api_keys_file="nope.txt"))
     with pytest.raises(AuthConfigError, match="api_keys_file"):
         load_keys(config, environ={})
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import ModelConfig, load_config
+from features.config import ModelConfig
 from models.catalog import spec_for
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer
@@ -48,7 +48,7 @@ def small_scorer(task: str = "churn", version: str = "1") -> Scorer:
 
 
 @pytest.fixture
-def config(write_config, tmp_path):
+def config(minimal_config, tmp_path):
     snapshots = tmp_path / "snaps"
     snapshots.mkdir()
     pd.DataFrame(
@@ -60,20 +60,7 @@ def config(write_config, tmp_path):
             "country": ["UK", "France", "UK", "UK"],
         }
     ).to_parquet(snapshots / "churn.parquet")
-    return load_config(
-        write_config(
-            {
-                "name": "t",
-                "tables": {
-                    "transactions": {
-                        "source": {"path": "t.parquet"},
-                        "columns": {"customer_id": "c", "timestamp": "t", "amount": "a"},
-                    }
-                },
-                "serving": {"snapshot_path": str(snapshots)},
-            }
-        )
-    )
+    return minimal_config(serving={"snapshot_path": str(snapshots)})
 
 
 def loader(tasks):
