@@ -26,7 +26,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not spark and not api"
 
+# The API load test drives the servers with wrk (C) when it is on PATH; as root, install it from
+# the distribution's packages, else the test falls back to its slower Python client.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || \
+		echo "wrk not installed: bench_api uses its Python client"
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)

@@ -2,7 +2,10 @@
 
 Loopback only and bounded in time: for 1, 8 and 32 concurrent clients, each scenario runs for a
 fixed duration; latency percentiles (p50/p95/p99, ms) and throughput (requests/s) are measured
-by the same asyncio/httpx client for both servers.
+by the same client for both servers: ``wrk`` (C, one thread, from Debian's package; ``make bench``
+installs it when it can) so the load generator takes little of the two cores, else an
+asyncio/httpx client in this process (slower: it competes with the server for CPU). The results
+name the client used.
 
 Scenarios: one customer by id without reasons, one customer with 3 reasons, 100 ids with 3
 reasons (ours); one feature row and 100 feature rows (MLflow's scoring server, pandas + pyfunc).
@@ -16,8 +19,11 @@ whose snapshots exist, e.g. after ``crmscore demo``), or are trained into a temp
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +41,27 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 KEYS = {"scorer": "bench-scorer", "marketer": "bench-marketer"}
 CONCURRENCY = (1, 8, 32)
+WRK = shutil.which("wrk")
+
+# wrk script: POST the bodies of a file (one JSON per line) round-robin; print one JSON summary line.
+WRK_SCRIPT = """
+local bodies, headers, i = {}, {["Content-Type"] = "application/json"}, 0
+init = function(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  if args[2] ~= nil and args[2] ~= "" then headers["x-api-key"] = args[2] end
+end
+request = function()
+  i = i + 1
+  return wrk.format("POST", nil, headers, bodies[(i % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, "p50_us": %d, "p95_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
 
 
 def _free_port() -> int:
@@ -118,7 +145,31 @@ async def _load(url: str, bodies: list[Any], headers: dict[str, str], clients: i
     }
 
 
+def _wrk(url: str, bodies: list[Any], headers: dict[str, str], clients: int, seconds: float) -> dict[str, float]:
+    """The same measurement as :func:`_load`, by ``wrk`` (one thread, ``clients`` connections)."""
+    with tempfile.TemporaryDirectory(prefix="bench_wrk_") as tmp:
+        script, lines = Path(tmp) / "post.lua", Path(tmp) / "bodies.jsonl"
+        script.write_text(WRK_SCRIPT)
+        lines.write_text("".join(json.dumps(body) + "\n" for body in bodies))
+        command = [WRK, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script)]
+        command += [url, "--", str(lines), headers.get("x-api-key", "")]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    summary = json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("{")))
+    return {
+        "clients": clients,
+        "requests": summary["requests"],
+        "errors": summary["non_2xx"] + summary["socket_errors"],
+        "p50_ms": round(summary["p50_us"] / 1000, 2),
+        "p95_ms": round(summary["p95_us"] / 1000, 2),
+        "p99_ms": round(summary["p99_us"] / 1000, 2),
+        "rps": round(summary["requests"] / (summary["duration_us"] / 1e6), 1),
+    }
+
+
 def _scenario(url: str, bodies: list[Any], headers: dict[str, str], seconds: float) -> list[dict[str, float]]:
+    if WRK:
+        _wrk(url, bodies[:5], headers, 1, 1)  # warm-up
+        return [_wrk(url, bodies, headers, n, seconds) for n in CONCURRENCY]
     asyncio.run(_load(url, bodies[:5], headers, 1, 0.5))  # warm-up
     return [asyncio.run(_load(url, bodies, headers, n, seconds)) for n in CONCURRENCY]
 
@@ -164,7 +215,11 @@ def run(quick: bool = False) -> dict:
             ready_url=f"http://127.0.0.1:{ours_port}/readyz",
             log=folder / "ours.log",
         )
-        results: dict[str, Any] = {"duration_s_per_point": seconds, "concurrency": list(CONCURRENCY)}
+        results: dict[str, Any] = {
+            "duration_s_per_point": seconds,
+            "concurrency": list(CONCURRENCY),
+            "client": "wrk -t1" if WRK else "asyncio/httpx (wrk not found)",
+        }
         try:
             url = f"http://127.0.0.1:{ours_port}/score/churn"
             single = [{"ids": [ids[i]], "k": 0} for i in rng.integers(0, len(ids), 500)]

@@ -9,6 +9,7 @@ differently from training. The hot path is numpy only: one ``booster.predict`` w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,22 @@ def encode_frame(
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"feature column '{name}' must be numeric: {exc}") from exc
     return X
+
+
+@functools.lru_cache(maxsize=256)
+def _seasonal_shift(
+    table: tuple[tuple[str, float], ...], reference: float, as_of: Any, period_days: int, tolerance_days: int
+) -> float:
+    """:meth:`Calibrator.shift_at` for one scoring date; cached, since the API asks for the same date on every call."""
+    when = pd.Timestamp(as_of)
+    if when.tzinfo is not None:
+        when = when.tz_convert("UTC").tz_localize(None)
+    target = when.normalize() - pd.Timedelta(days=period_days)
+    cutoffs = sorted((pd.Timestamp(c), value) for c, value in table)
+    best, value = min(cutoffs, key=lambda item: abs((item[0] - target).days))
+    if abs((best - target).days) > tolerance_days:
+        return 0.0
+    return float(value - reference)
 
 
 @dataclass
@@ -104,15 +121,13 @@ class Calibrator:
         reference = getattr(self, "seasonal_reference", None)
         if as_of is None or not table or reference is None:
             return float(getattr(self, "shift", 0.0))
-        when = pd.Timestamp(as_of)
-        if when.tzinfo is not None:
-            when = when.tz_convert("UTC").tz_localize(None)
-        target = when.normalize() - pd.Timedelta(days=getattr(self, "period_days", 365))
-        cutoffs = sorted(table, key=pd.Timestamp)
-        best = min(cutoffs, key=lambda c: abs((pd.Timestamp(c) - target).days))
-        if abs((pd.Timestamp(best) - target).days) > getattr(self, "tolerance_days", 45):
-            return 0.0
-        return float(table[best] - reference)
+        return _seasonal_shift(
+            tuple(table.items()),
+            float(reference),
+            as_of,
+            getattr(self, "period_days", 365),
+            getattr(self, "tolerance_days", 45),
+        )
 
     def __call__(self, raw: np.ndarray, as_of: Any = None) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
@@ -221,6 +236,12 @@ class Scorer:
         """The classifier's raw (log-odds) score."""
         return self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
 
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """SHAP values on the log-odds scale (LightGBM's ``pred_contrib``): one column per feature,
+        then the expected value; each row sums to the raw score."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        return self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+
     def probability(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`)."""
         return self.calibrator(self.raw_score(X), as_of=as_of)
@@ -272,6 +293,7 @@ class Scorer:
         explain: bool = True,
         rows: list[dict] | None = None,
         as_of: Any = None,
+        contrib: np.ndarray | None = None,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -288,6 +310,9 @@ class Scorer:
         as_of
             The scoring date (cut-off of the features): picks the seasonal prior shift (see
             :meth:`Calibrator.shift_at`); ``None`` keeps the shift of the training run's test cut-off.
+        contrib
+            :meth:`contributions` of ``X`` computed before (the API computes them once per
+            snapshot); then no tree is evaluated here.
 
         Returns
         -------
@@ -300,13 +325,15 @@ class Scorer:
             raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
         if len(X) == 0:
             return []
-        if explain:
-            contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+        if contrib is not None and contrib.shape != (len(X), len(self.feature_names) + 1):
+            raise ValueError(f"contrib must have shape ({len(X)}, {len(self.feature_names) + 1}), got {contrib.shape}")
+        if explain and contrib is None:
+            contrib = self.contributions(X)
+        if contrib is not None:
             raw = contrib.sum(axis=1)
-            reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows)
         else:
             raw = self.raw_score(X)
-            reasons = None
+        reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows) if explain else None
         probability = self.calibrator(raw, as_of=as_of)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)

@@ -55,6 +55,20 @@ def test_score_matrix_fields(churn, test_frame):
     assert [s["probability"] for s in fast] == pytest.approx([s["probability"] for s in scores], abs=1e-12)
 
 
+def test_precomputed_contributions_give_the_same_scores(churn, test_frame):
+    """The API passes SHAP values computed once per snapshot; the result must not change."""
+    X = churn.prepare(test_frame.head(30))
+    contrib = churn.contributions(X)
+    np.testing.assert_allclose(contrib.sum(axis=1), churn.raw_score(X), atol=1e-9)
+    for explain in (True, False):
+        fresh = churn.score_matrix(X, k=3, explain=explain)
+        given = churn.score_matrix(X, k=3, explain=explain, contrib=contrib)
+        assert [s.get("reasons") for s in given] == [s.get("reasons") for s in fresh]
+        assert [s["probability"] for s in given] == pytest.approx([s["probability"] for s in fresh], abs=1e-12)
+    with pytest.raises(ValueError, match=r"contrib must have shape \(30, "):
+        churn.score_matrix(X, contrib=contrib[:, :-1])
+
+
 def test_tiers_follow_thresholds(churn):
     p = np.array([0.95, 0.7, 0.69, 0.4, 0.1, np.nan])
     assert list(churn.tier_of(p)) == ["high", "high", "medium", "medium", "low", "low"]
