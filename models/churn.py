@@ -48,6 +48,10 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         spend_window_days=365,
         monotone={f: 1 for f in RECENCY_FEATURES},
         seasonal_prior_shift=True,
+        # The test window of the bundled data holds the Christmas peak: harder to rank than the
+        # summer calibration fold's, in 2010 as in 2011 (calibration slope 0.65 against 0.81 on
+        # the year-old reference cut-offs). Transferring only the intercept left it over-confident.
+        seasonal_slope=True,
         fit_cutoffs=6,
         top_k=model_config.top_k_reasons,
         seed=model_config.seed,

@@ -58,19 +58,17 @@ def encode_frame(
 
 
 @functools.lru_cache(maxsize=256)
-def _seasonal_shift(
-    table: tuple[tuple[str, float], ...], reference: float, as_of: Any, period_days: int, tolerance_days: int
-) -> float:
-    """:meth:`Calibrator.shift_at` for one scoring date; cached, since the API asks for the same date on every call."""
+def _nearest_cutoff(cutoffs: tuple[str, ...], as_of: Any, period_days: int, tolerance_days: int) -> str | None:
+    """The cut-off nearest to ``as_of - period_days`` (the earlier one on a tie), or None beyond
+    ``tolerance_days``. Cached: the API asks for the same scoring date on every call."""
     when = pd.Timestamp(as_of)
     if when.tzinfo is not None:
         when = when.tz_convert("UTC").tz_localize(None)
     target = when.normalize() - pd.Timedelta(days=period_days)
-    cutoffs = sorted((pd.Timestamp(c), value) for c, value in table)
-    best, value = min(cutoffs, key=lambda item: abs((item[0] - target).days))
-    if abs((best - target).days) > tolerance_days:
-        return 0.0
-    return float(value - reference)
+    best = min(sorted(cutoffs, key=pd.Timestamp), key=lambda c: abs((pd.Timestamp(c) - target).days))
+    if abs((pd.Timestamp(best) - target).days) > tolerance_days:
+        return None
+    return best
 
 
 @dataclass
@@ -94,6 +92,13 @@ class Calibrator:
     enough history) and ``seasonal_reference`` (that intercept at the cut-off nearest to the
     calibration cut-off minus ``period_days``). :meth:`shift_at` picks the shift for a scoring date;
     see there. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
+
+    ``scale`` multiplies the log-odds before the shift: ``logit(p') = scale * logit(p) + shift``.
+    It is 1 unless the seasonal correction also carries a slope (some seasons are harder to rank,
+    and a model calibrated in an easy one is over-confident in a hard one). Then
+    ``seasonal_intercepts`` hold the intercepts of a logistic recalibration (slope free) at each
+    cut-off, ``seasonal_slopes`` its slopes, ``seasonal_reference_slope`` the reference cut-off's
+    slope, and :meth:`scale_at` picks the scale for a scoring date.
     """
 
     kind: str = "identity"
@@ -106,6 +111,37 @@ class Calibrator:
     seasonal_reference: float | None = None
     period_days: int = 365
     tolerance_days: int = 45
+    scale: float = 1.0
+    seasonal_slopes: dict[str, float] = field(default_factory=dict)
+    seasonal_reference_slope: float | None = None
+
+    def _season_cutoff(self, as_of: Any) -> str | None:
+        """The training cut-off nearest to ``as_of - period_days``, or None beyond ``tolerance_days``."""
+        return _nearest_cutoff(
+            tuple(self.seasonal_intercepts),
+            as_of,
+            getattr(self, "period_days", 365),
+            getattr(self, "tolerance_days", 45),
+        )
+
+    def _has_slopes(self) -> bool:
+        # Scorers pickled before the slope fields existed have none of them.
+        return (
+            bool(getattr(self, "seasonal_slopes", None)) and getattr(self, "seasonal_reference_slope", None) is not None
+        )
+
+    def scale_at(self, as_of: Any = None) -> float:
+        """The log-odds scale for scores as of ``as_of``: ``slope(season cut-off) / reference slope``.
+
+        ``as_of=None`` (or no slope table) gives the training-time ``scale``; a date with no
+        training cut-off within ``tolerance_days`` of ``as_of - period_days`` gets 1, like its shift 0.
+        """
+        if as_of is None or not self._has_slopes() or self.seasonal_reference is None:
+            return float(getattr(self, "scale", 1.0))
+        best = self._season_cutoff(as_of)
+        if best is None:
+            return 1.0
+        return float(self.seasonal_slopes[best] / self.seasonal_reference_slope)
 
     def shift_at(self, as_of: Any = None) -> float:
         """The log-odds prior shift for scores as of ``as_of``.
@@ -121,13 +157,12 @@ class Calibrator:
         reference = getattr(self, "seasonal_reference", None)
         if as_of is None or not table or reference is None:
             return float(getattr(self, "shift", 0.0))
-        return _seasonal_shift(
-            tuple(table.items()),
-            float(reference),
-            as_of,
-            getattr(self, "period_days", 365),
-            getattr(self, "tolerance_days", 45),
-        )
+        best = self._season_cutoff(as_of)
+        if best is None:
+            return 0.0
+        # With slopes, the season's recalibration after undoing the reference's:
+        # logit' = b_s + (a_s / a_ref) * (logit - b_ref).
+        return float(table[best] - self.scale_at(as_of) * reference)
 
     def __call__(self, raw: np.ndarray, as_of: Any = None) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
@@ -137,10 +172,10 @@ class Calibrator:
             p = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
         else:
             raise ValueError(f"unknown calibrator kind {self.kind!r}")
-        shift = self.shift_at(as_of)
-        if shift:
+        shift, scale = self.shift_at(as_of), self.scale_at(as_of)
+        if shift or scale != 1.0:
             p = np.clip(p, 1e-6, 1 - 1e-6)
-            p = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
+            p = 1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift)))
         return p
 
 

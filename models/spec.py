@@ -113,6 +113,11 @@ class ModelSpec:
         Estimate the seasonal shift from the model's calibration-in-the-large on the two
         reference cut-offs rather than from their raw base rates (see
         ``training.calibration.model_adjusted``).
+    seasonal_slope
+        With the model-adjusted prior: transfer the calibration slope between the two reference
+        seasons as well as the intercept (``scale`` on the log-odds, see
+        ``training.calibration.model_adjusted``), for a test season that is harder to rank than
+        the calibration fold's.
     spend_blend
         Next purchase: blend the expected value with the naive projection of the monetary RFM
         column, weights fitted on the calibration fold.
@@ -147,6 +152,7 @@ class ModelSpec:
     spend_unconditional: bool = False
     fit_cutoffs: int | None = None
     model_adjusted_prior: bool = True
+    seasonal_slope: bool = False
     spend_blend: bool = False
     top_k: int = 3
     seed: int = 42
@@ -194,5 +200,6 @@ class ModelSpec:
             "refit_all": self.refit_all,
             "fit_cutoffs": self.fit_cutoffs,
             "model_adjusted_prior": self.model_adjusted_prior,
+            "seasonal_slope": self.seasonal_slope,
             "spend_unconditional": self.spend_unconditional,
         }

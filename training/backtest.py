@@ -39,6 +39,7 @@ from training.calibration import (
     choose_calibrator,
     intercept_shift,
     model_adjusted,
+    recalibration_fit,
     reference_cutoffs,
     seasonal_prior_shift,
 )
@@ -120,10 +121,16 @@ def _refit(
 
 
 def _calibrated(
-    raw_cal: np.ndarray, y_cal: np.ndarray, ids_cal: np.ndarray, raw_test: np.ndarray, shift: float = 0.0
+    raw_cal: np.ndarray,
+    y_cal: np.ndarray,
+    ids_cal: np.ndarray,
+    raw_test: np.ndarray,
+    shift: float = 0.0,
+    scale: float = 1.0,
 ) -> tuple[np.ndarray, Calibrator]:
     choice = choose_calibrator(raw_cal, y_cal, ids_cal)
     choice.calibrator.shift = shift
+    choice.calibrator.scale = scale
     return choice.calibrator(raw_test), choice.calibrator
 
 
@@ -297,9 +304,11 @@ def run_backtest(
     )
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
-    # The intercept of every usable training cut-off is kept, so scoring at another date can pick
-    # the shift of its own season (``Calibrator.shift_at``); at T it is the shift below.
+    # The intercept (and with ``seasonal_slope`` the slope) of every usable training cut-off is kept,
+    # so scoring at another date can pick the correction of its own season (``Calibrator.shift_at``,
+    # ``Calibrator.scale_at``); at T it is the one below.
     seasonal_intercepts: dict[str, float] = {}
+    seasonal_slopes: dict[str, float] = {}
     if prior.applied and spec.model_adjusted_prior:
         ref_when = pd.to_datetime(full_train["as_of"])
         scored_refs = {}
@@ -316,18 +325,33 @@ def run_backtest(
                 ),
                 rows["label"].to_numpy(dtype=np.float64),
             )
-        seasonal_intercepts = {c: intercept_shift(p, y_c) for c, (p, y_c) in scored_refs.items()}
+        if spec.seasonal_slope:
+            fits = {c: recalibration_fit(p, y_c) for c, (p, y_c) in scored_refs.items()}
+            seasonal_slopes = {c: a for c, (a, _) in fits.items()}
+            seasonal_intercepts = {c: b for c, (_, b) in fits.items()}
+        else:
+            seasonal_intercepts = {c: intercept_shift(p, y_c) for c, (p, y_c) in scored_refs.items()}
         refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
         p_cal_now = calibrator(booster.predict(X[cal_mask], raw_score=True, num_iteration=best))
-        prior = model_adjusted(prior, *refs, calibration_rate_model=float(p_cal_now.mean()))
+        prior = model_adjusted(
+            prior,
+            *refs,
+            calibration_rate_model=float(p_cal_now.mean()),
+            slope=spec.seasonal_slope,
+            p_calibration=p_cal_now,
+        )
         calibrator.seasonal_intercepts = seasonal_intercepts
         calibrator.seasonal_reference = seasonal_intercepts[prior.calibration_season_cutoff]
+        calibrator.seasonal_slopes = seasonal_slopes
+        calibrator.seasonal_reference_slope = seasonal_slopes.get(prior.calibration_season_cutoff)
     calibrator.shift = prior.shift
+    calibrator.scale = prior.scale
 
     # -- test metrics ---------------------------------------------------------------------------
     p_test = scorer.probability(X_test)
     metrics = m.binary_metrics(y_test, p_test)
     metrics["prior_shift_logit"] = prior.shift
+    metrics["prior_scale"] = prior.scale
     metrics["calibration_base_rate"] = prior.calibration_rate
     metrics["expected_test_base_rate"] = (
         prior.expected_test_rate if prior.expected_test_rate is not None else prior.calibration_rate
@@ -341,7 +365,18 @@ def run_backtest(
 
     # -- baselines, same folds --------------------------------------------------------------
     baselines, baseline_scores = _baselines(
-        ts, spec, features, categorical, fit_mask, cal_mask, ids_cal, transactions, cutoffs, predictions, prior.shift
+        ts,
+        spec,
+        features,
+        categorical,
+        fit_mask,
+        cal_mask,
+        ids_cal,
+        transactions,
+        cutoffs,
+        predictions,
+        prior.shift,
+        prior.scale,
     )
     for name, scores in baseline_scores.items():
         predictions[f"baseline_{name}"] = scores
@@ -373,12 +408,14 @@ def run_backtest(
             "n_features": len(features),
             "calibration_cutoff": str(pd.Timestamp(latest).date()),
             "prior_shift": prior.shift,
+            "prior_scale": prior.scale,
         },
         calibration={
             "kind": choice.kind,
             "brier_out_of_fold": choice.brier,
             "prior_shift": prior.as_dict(),
             "seasonal_intercepts": seasonal_intercepts,
+            "seasonal_slopes": seasonal_slopes,
         },
         test_X=X_test,
         timings=timings,
@@ -397,6 +434,7 @@ def _baselines(
     cutoffs: list[pd.Timestamp],
     predictions: pd.DataFrame,
     shift: float = 0.0,
+    scale: float = 1.0,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     train, test, entity = ts.train, ts.test, ts.entity
     y = train["label"].to_numpy(dtype=np.float64)
@@ -415,6 +453,7 @@ def _baselines(
             ids_cal,
             rfm_score(test, spec.rfm_columns, task=spec.task),
             shift,
+            scale,
         )
         out["rfm"] = m.binary_metrics(y_test, p)
         scores["rfm"] = p
@@ -429,7 +468,7 @@ def _baselines(
     lr.fit(frame.loc[fit_mask], y[fit_mask])  # the purged folds, like the model's early-stopping fit
     raw_cal = lr.decision_function(frame.loc[cal_mask])
     raw_test = lr.decision_function(categorical_as_strings(test[features], categorical))
-    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test, shift)
+    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test, shift, scale)
     out["logistic"] = m.binary_metrics(y_test, p)
     scores["logistic"] = p
 
@@ -446,6 +485,7 @@ def _baselines(
             ids_cal,
             sign * _logit(bg_test["p_no_purchase"].to_numpy()),
             shift,
+            scale,
         )
         out["bgnbd"] = m.binary_metrics(y_test, p)
         scores["bgnbd"] = p

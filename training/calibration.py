@@ -29,6 +29,7 @@ __all__ = [
     "fit_sigmoid",
     "intercept_shift",
     "model_adjusted",
+    "recalibration_fit",
     "reference_cutoffs",
     "seasonal_prior_shift",
 ]
@@ -112,7 +113,9 @@ class PriorShift:
     ``shift = logit(rate at test_season_cutoff) - logit(rate at calibration_season_cutoff)``; both
     cut-offs are training cut-offs about ``period_days`` before the test and calibration cut-offs,
     so their labels are known long before T. ``applied`` is False (and ``shift`` 0) when no such
-    pair of cut-offs exists in the training set.
+    pair of cut-offs exists in the training set. ``scale`` multiplies the log-odds before the
+    shift (``logit(p') = scale * logit(p) + shift``); it is 1 unless the model-adjusted estimate
+    carries a slope (see :func:`model_adjusted`).
     """
 
     shift: float
@@ -125,6 +128,7 @@ class PriorShift:
     expected_test_rate: float | None = None
     method: str = "base rates"
     rate_shift: float | None = None
+    scale: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +149,21 @@ def intercept_shift(p: np.ndarray, y: np.ndarray) -> float:
     return float((lo + hi) / 2)
 
 
+def recalibration_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of the logistic recalibration ``y ~ sigmoid(slope * logit(p) + intercept)``.
+
+    Cox's calibration slope: below 1 the probabilities ``p`` are over-confident on these rows.
+    Fitted almost unpenalised, like :func:`fit_sigmoid`.
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(y, dtype=int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("recalibration fit: the rows have a single class")
+    lr = LogisticRegression(C=1e6, max_iter=1000)
+    lr.fit(np.log(p / (1 - p)).reshape(-1, 1), y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
 def model_adjusted(
     prior: PriorShift,
     p_test_season: np.ndarray,
@@ -152,6 +171,9 @@ def model_adjusted(
     p_cal_season: np.ndarray,
     y_cal_season: np.ndarray,
     calibration_rate_model: float,
+    *,
+    slope: bool = False,
+    p_calibration: np.ndarray | None = None,
 ) -> PriorShift:
     """Refine a base-rate prior shift with the model's own scores on the two reference cut-offs.
 
@@ -160,16 +182,38 @@ def model_adjusted(
     probabilities there (without shift) account for the population; what they miss is the
     season of the label window. The shift is the difference of the two calibration-in-the-large
     intercepts: ``intercept(test season) - intercept(calibration season)``.
+
+    With ``slope``, each reference cut-off gets a logistic recalibration (slope ``a`` and
+    intercept ``b``, :func:`recalibration_fit`) instead, and the correction undoes the
+    calibration season's and applies the test season's:
+    ``logit' = b_test + (a_test / a_cal) * (logit - b_cal)``, i.e. ``scale = a_test / a_cal`` and
+    ``shift = b_test - scale * b_cal``. A label window that is harder to rank (on Online Retail II
+    the one holding the Christmas peak) has a lower slope in both years, and the scores
+    calibrated in an easier season are over-confident there. ``p_calibration`` (the calibration
+    fold's probabilities) gives the expected test base rate exactly; without it, it is computed
+    from ``calibration_rate_model``.
     """
     if not prior.applied:
         return prior
-    shift = intercept_shift(p_test_season, y_test_season) - intercept_shift(p_cal_season, y_cal_season)
-    expected = 1.0 / (1.0 + np.exp(-(_logit(calibration_rate_model) + shift)))
+    if slope:
+        a_test, b_test = recalibration_fit(p_test_season, y_test_season)
+        a_cal, b_cal = recalibration_fit(p_cal_season, y_cal_season)
+        scale = a_test / a_cal
+        shift = b_test - scale * b_cal
+    else:
+        scale = 1.0
+        shift = intercept_shift(p_test_season, y_test_season) - intercept_shift(p_cal_season, y_cal_season)
+    if p_calibration is not None:
+        p = np.clip(np.asarray(p_calibration, dtype=np.float64), 1e-6, 1 - 1e-6)
+        expected = np.mean(1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift))))
+    else:
+        expected = 1.0 / (1.0 + np.exp(-(scale * _logit(calibration_rate_model) + shift)))
     return PriorShift(
         **{
             **prior.as_dict(),
             "shift": float(shift),
-            "method": "model-adjusted",
+            "scale": float(scale),
+            "method": "model-adjusted, slope and intercept" if slope else "model-adjusted",
             "rate_shift": prior.shift,
             "expected_test_rate": float(expected),
         }

@@ -196,8 +196,10 @@ def write_report(
 def _prior_text(prior: dict | None) -> str:
     if not prior or not prior.get("applied"):
         return "none (no comparable cut-offs a year earlier, or not used by this model)"
+    scale = prior.get("scale", 1.0)
+    scaled = f"log-odds x {scale:.3f}, then " if scale != 1.0 else ""
     return (
-        f"{prior['shift']:+.3f} log-odds ({prior.get('method')}; reference cut-offs "
+        f"{scaled}{prior['shift']:+.3f} log-odds ({prior.get('method')}; reference cut-offs "
         f"{prior['calibration_season_cutoff']} -> {prior['test_season_cutoff']}, base rates "
         f"{prior['calibration_season_rate']:.3f} -> {prior['test_season_rate']:.3f}); expected test base rate "
         f"{prior['expected_test_rate']:.3f}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from training.calibration import choose_calibrator
 from training.metrics import ece
@@ -141,3 +142,82 @@ def test_calibrators_pickled_before_the_intercept_table_keep_their_shift():
     for name in ("seasonal_intercepts", "seasonal_reference", "period_days", "tolerance_days"):
         calibrator.__dict__.pop(name, None)
     assert calibrator.shift_at("2011-12-09") == -1.0
+
+
+def test_recalibration_fit_recovers_slope_and_intercept():
+    from training.calibration import recalibration_fit
+
+    rng = np.random.default_rng(5)
+    z = rng.normal(0.0, 1.5, 200_000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-(0.6 * z - 0.4)))).astype(float)
+    slope, intercept = recalibration_fit(1 / (1 + np.exp(-z)), y)
+    assert slope == pytest.approx(0.6, abs=0.01)
+    assert intercept == pytest.approx(-0.4, abs=0.015)
+    with pytest.raises(ValueError, match="single class"):
+        recalibration_fit(np.full(3, 0.5), np.ones(3))
+
+
+def test_model_adjusted_with_slope_undoes_the_calibration_season_and_applies_the_test_season():
+    from training.calibration import PriorShift, model_adjusted, recalibration_fit
+
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.05, 0.95, 20_000)
+    z = np.log(p / (1 - p))
+    y_test_season = (rng.random(len(p)) < 1 / (1 + np.exp(-(0.65 * z - 0.7)))).astype(float)
+    y_cal_season = (rng.random(len(p)) < 1 / (1 + np.exp(-(0.8 * z - 0.3)))).astype(float)
+    base = PriorShift(shift=0.1, applied=True, calibration_rate=0.6, test_season_cutoff="a")
+    out = model_adjusted(
+        base, p, y_test_season, p, y_cal_season, calibration_rate_model=0.6, slope=True, p_calibration=p
+    )
+    a_t, b_t = recalibration_fit(p, y_test_season)
+    a_c, b_c = recalibration_fit(p, y_cal_season)
+    assert out.scale == pytest.approx(a_t / a_c, rel=1e-12)
+    assert out.shift == pytest.approx(b_t - out.scale * b_c, rel=1e-12)
+    assert out.scale == pytest.approx(0.65 / 0.8, abs=0.05)
+    assert out.method == "model-adjusted, slope and intercept" and out.rate_shift == 0.1
+    assert out.expected_test_rate == pytest.approx(np.mean(1 / (1 + np.exp(-(out.scale * z + out.shift)))), rel=1e-12)
+    # Without the slope the scale stays 1 and the shift is the difference of intercepts.
+    assert model_adjusted(base, p, y_test_season, p, y_cal_season, calibration_rate_model=0.6).scale == 1.0
+
+
+def _sloped_calibrator():
+    from models.scorer import Calibrator
+
+    # Reference (calibration season) 2010-06-13: slope 0.5, intercept 0.25; the test season
+    # 2010-09-12: slope 0.375, intercept -0.75. At T: scale 0.75, shift -0.75 - 0.75 * 0.25.
+    return Calibrator(
+        kind="sigmoid",
+        shift=-0.9375,
+        scale=0.75,
+        seasonal_intercepts={"2010-06-13": 0.25, "2010-09-12": -0.75, "2010-12-11": 0.5},
+        seasonal_reference=0.25,
+        seasonal_slopes={"2010-06-13": 0.5, "2010-09-12": 0.375, "2010-12-11": 0.625},
+        seasonal_reference_slope=0.5,
+    )
+
+
+def test_seasonal_scale_and_shift_follow_the_scoring_date():
+    calibrator = _sloped_calibrator()
+    assert calibrator.scale_at("2011-09-10") == calibrator.scale == 0.75
+    assert calibrator.shift_at("2011-09-10") == calibrator.shift == -0.9375
+    assert calibrator.scale_at(None) == 0.75
+    # Near the 2010-12-11 cut-off: scale 0.625 / 0.5, shift 0.5 - 1.25 * 0.25.
+    assert calibrator.scale_at("2011-12-09") == 1.25
+    assert calibrator.shift_at("2011-12-09") == 0.1875
+    # Near the calibration season itself the correction vanishes; far from every cut-off it is off.
+    assert (calibrator.scale_at("2011-06-12"), calibrator.shift_at("2011-06-12")) == (1.0, 0.0)
+    assert (calibrator.scale_at("2012-03-15"), calibrator.shift_at("2012-03-15")) == (1.0, 0.0)
+    raw = np.array([-1.0, 0.0, 2.0])
+    p = calibrator(raw, as_of="2011-09-10")
+    assert np.allclose(np.log(p / (1 - p)), 0.75 * raw - 0.9375)
+
+
+def test_calibrators_pickled_before_the_slope_table_keep_their_intercept_shift():
+    calibrator = _seasonal_calibrator()
+    for name in ("scale", "seasonal_slopes", "seasonal_reference_slope"):
+        calibrator.__dict__.pop(name, None)
+    assert calibrator.scale_at("2011-12-09") == 1.0
+    assert calibrator.shift_at("2011-12-09") == 0.25
+    raw = np.array([-1.0, 0.0, 2.0])
+    p = calibrator(raw)
+    assert np.allclose(np.log(p / (1 - p)), raw - 1.0)
