@@ -26,7 +26,7 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
-from serving import runtime
+from serving import bentoml_fixes, runtime
 from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
@@ -43,6 +43,8 @@ from serving.schemas import (
 __all__ = ["CONFIG_ENV", "CrmScore"]
 
 CONFIG_ENV = "CRMSCORE_CONFIG"
+
+bentoml_fixes.apply()  # before BentoML builds the app: a request timeout that does not pile up timers
 
 
 def _error(exc: RequestError | ModelUnavailable) -> tuple[int, dict[str, Any]]:
