@@ -7,7 +7,7 @@ so a customer with a single purchase (no gap yet) still gets a sentence.
 
 from __future__ import annotations
 
-__all__ = ["CUSTOMER_TEMPLATES", "RECENCY_FEATURES"]
+__all__ = ["CUSTOMER_TEMPLATES", "NO_PURCHASE", "RECENCY_FEATURES"]
 
 # Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
 # rise with them, purchase likelihood only fall.
@@ -86,3 +86,32 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     **{f"frequency_{w}d": (f"{{frequency_{w}d:.0f}} orders in the last {w} days",) for w in _WINDOWS},
     **{f"monetary_{w}d": (f"Net spend of {{monetary_{w}d:,.0f}} in the last {w} days",) for w in _WINDOWS},
 }
+
+# When a value is missing, the next template is tried. The gap features are missing below two
+# purchase days (``gap_std`` and the third-to-last purchase below three), and every purchase
+# feature is missing for a customer whose history holds only returns or refunds: their last
+# templates say so instead of "Gap std: missing". A template naming ``purchase_days`` (a feature of
+# every customer model, from features.cycle) is skipped for that customer too, having no purchase
+# day, so the field-less sentence is reached only then.
+NO_PURCHASE = "No purchase on record, only returns or refunds"
+_NO_GAP = "Bought on {purchase_days:.0f} day so far: no gap between purchases yet"
+_NO_RHYTHM = "Purchase days so far: {purchase_days:.0f}, too few to show a buying rhythm"
+_GAP_FEATURES = (
+    "gap_mean",
+    "gap_median",
+    "gap_max",
+    "gap_last",
+    "gap_first",
+    "gap_last_over_mean",
+    "days_since_2nd_last",
+    "recency_over_gap",
+    "recency_over_max_gap",
+)
+_NOT_FROM_PURCHASES = ("country", "events_total", "events_days_since_last")
+for _feature in _GAP_FEATURES:
+    CUSTOMER_TEMPLATES[_feature] += (_NO_GAP,)
+for _feature in ("gap_std", "days_since_3rd_last"):
+    CUSTOMER_TEMPLATES[_feature] += (_NO_RHYTHM,)
+for _feature in CUSTOMER_TEMPLATES:
+    if _feature not in _NOT_FROM_PURCHASES:
+        CUSTOMER_TEMPLATES[_feature] += (NO_PURCHASE,)

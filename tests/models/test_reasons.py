@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.reasons import ReasonWriter, humanize
+from models.texts import CUSTOMER_TEMPLATES, NO_PURCHASE
 
 FEATURES = ["days_since_last", "gap_mean", "country", "orders_90d"]
 TEMPLATES = {
@@ -38,6 +39,25 @@ def test_missing_value_falls_back_to_the_next_template_then_to_the_name():
     assert reasons[0]["text"] == "No purchase for 60 days (raises churn risk)"
     assert reasons[1]["text"] == "Country: missing (raises churn risk)"
     assert reasons[2]["text"] == "Orders 90d: 3 (raises churn risk)"
+
+
+def test_missing_purchase_features_say_why_they_are_missing():
+    features = ["gap_std", "gap_mean", "purchase_days", "active_weeks_90d", "country"]
+    writer = ReasonWriter(features, CUSTOMER_TEMPLATES, "raises churn risk", {"country": ["UK"]})
+    contrib = np.array([[0.4, 0.3, 0.0, 0.2, 0.1]] * 3)
+    X = np.array(
+        [
+            [np.nan, 30.0, 2.0, 2.0, 0.0],  # two purchase days: a gap, but no spread of gaps yet
+            [np.nan, np.nan, 1.0, 1.0, 0.0],  # one purchase day: no gap at all
+            [np.nan, np.nan, np.nan, np.nan, np.nan],  # only returns: no purchase feature at all
+        ]
+    )
+    two, one, refunds_only = ([r["text"] for r in row] for row in writer.explain(contrib, X, k=4))
+    assert two[0] == "Purchase days so far: 2, too few to show a buying rhythm (raises churn risk)"
+    assert two[1] == "Usually buys every 30 days (raises churn risk)"
+    assert one[1] == "Bought on 1 day so far: no gap between purchases yet (raises churn risk)"
+    assert refunds_only[:3] == [f"{NO_PURCHASE} (raises churn risk)"] * 3
+    assert refunds_only[3] == "Country: missing (raises churn risk)"  # not a purchase feature: no such claim
 
 
 def test_k_limits_and_rows_override_values():
