@@ -74,10 +74,10 @@ class Snapshot:
     ids: np.ndarray
     index: Mapping[str, int]
     matrix: np.ndarray
-    frame: pd.DataFrame = field(repr=False)
     # SHAP values of every row (``Scorer.contributions``): the snapshot does not change until a
     # reload, so its tree passes are done once here and a request only gathers rows.
-    contrib: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    contrib: np.ndarray = field(repr=False)
+    frame: pd.DataFrame = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         ids=ids,
         index={customer: row for row, customer in enumerate(ids)},
         matrix=matrix,
-        frame=frame,
         contrib=scorer.contributions(matrix),
+        frame=frame,
     )
 
 

@@ -90,8 +90,8 @@ def _settle_heap() -> None:
     """Collect once, then freeze what is alive: the models, snapshots and libraries loaded at start.
 
     A full collection walks every tracked object, and the loaded process holds about 380,000:
-    measured in the server, each full collection took 250-310 ms, stalling every request in flight. Frozen objects are
-    skipped by later collections. After a reload the old champions are unfrozen and collected in
+    measured in the server, each full collection took 250-310 ms, stalling every request in
+    flight. Frozen objects are skipped by later collections. After a reload the old champions are unfrozen and collected in
     this one call (a single pause of that size), and the new ones frozen.
     """
     gc.unfreeze()
