@@ -90,15 +90,15 @@ class Calibrator:
     keeps ``seasonal_intercepts`` (training cut-off ISO date -> calibration-in-the-large intercept
     of the unshifted probabilities there; only cut-offs whose label window ends before T and with
     enough history) and ``seasonal_reference`` (that intercept at the cut-off nearest to the
-    calibration cut-off minus ``period_days``). :meth:`shift_at` picks the shift for a scoring date;
-    see there. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
+    calibration cut-off minus ``period_days``). :meth:`correction_at` picks the correction for a
+    scoring date; see there. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
 
     ``scale`` multiplies the log-odds before the shift: ``logit(p') = scale * logit(p) + shift``.
     It is 1 unless the seasonal correction also carries a slope (some seasons are harder to rank,
     and a model calibrated in an easy one is over-confident in a hard one). Then
     ``seasonal_intercepts`` hold the intercepts of a logistic recalibration (slope free) at each
     cut-off, ``seasonal_slopes`` its slopes, ``seasonal_reference_slope`` the reference cut-off's
-    slope, and :meth:`scale_at` picks the scale for a scoring date.
+    slope.
     """
 
     kind: str = "identity"
@@ -130,39 +130,37 @@ class Calibrator:
             bool(getattr(self, "seasonal_slopes", None)) and getattr(self, "seasonal_reference_slope", None) is not None
         )
 
-    def scale_at(self, as_of: Any = None) -> float:
-        """The log-odds scale for scores as of ``as_of``: ``slope(season cut-off) / reference slope``.
+    def correction_at(self, as_of: Any = None) -> tuple[float, float]:
+        """The seasonal correction ``(scale, shift)`` for scores as of ``as_of``:
+        ``logit(p') = scale * logit(p) + shift``.
 
-        ``as_of=None`` (or no slope table) gives the training-time ``scale``; a date with no
-        training cut-off within ``tolerance_days`` of ``as_of - period_days`` gets 1, like its shift 0.
-        """
-        if as_of is None or not self._has_slopes() or self.seasonal_reference is None:
-            return float(getattr(self, "scale", 1.0))
-        best = self._season_cutoff(as_of)
-        if best is None:
-            return 1.0
-        return float(self.seasonal_slopes[best] / self.seasonal_reference_slope)
-
-    def shift_at(self, as_of: Any = None) -> float:
-        """The log-odds prior shift for scores as of ``as_of``.
-
-        ``as_of=None`` (or no intercept table) gives the training-time ``shift``. Otherwise the
-        training cut-off nearest to ``as_of - period_days`` (distance in days, the earlier one on a
-        tie) gives ``intercept(that cut-off) - seasonal_reference``, the same formula as the shift at
-        T. When no cut-off lies within ``tolerance_days`` of that date the shift is 0: the scores
-        keep the calibration fold's base rate, since no past season says how it moves.
+        ``as_of=None`` (or no intercept table) gives the training-time ``scale`` and ``shift``.
+        Otherwise the training cut-off nearest to ``as_of - period_days`` (distance in days, the
+        earlier one on a tie) gives ``scale = slope(cut-off) / reference slope`` (1 without a slope
+        table) and ``shift = intercept(cut-off) - scale * seasonal_reference``, the same formulas as
+        at T: the season's recalibration after undoing the reference's. When no cut-off lies within
+        ``tolerance_days`` of that date it is ``(1, 0)``: the scores keep the calibration fold's base
+        rate, since no past season says how it moves.
         """
         # Scorers pickled before these fields existed have none of them.
         table = getattr(self, "seasonal_intercepts", None)
         reference = getattr(self, "seasonal_reference", None)
+        trained = (float(getattr(self, "scale", 1.0)), float(getattr(self, "shift", 0.0)))
         if as_of is None or not table or reference is None:
-            return float(getattr(self, "shift", 0.0))
+            return trained
         best = self._season_cutoff(as_of)
         if best is None:
-            return 0.0
-        # With slopes, the season's recalibration after undoing the reference's:
-        # logit' = b_s + (a_s / a_ref) * (logit - b_ref).
-        return float(table[best] - self.scale_at(as_of) * reference)
+            return 1.0, 0.0
+        scale = float(self.seasonal_slopes[best] / self.seasonal_reference_slope) if self._has_slopes() else trained[0]
+        return scale, float(table[best] - scale * reference)
+
+    def scale_at(self, as_of: Any = None) -> float:
+        """The log-odds scale of :meth:`correction_at`."""
+        return self.correction_at(as_of)[0]
+
+    def shift_at(self, as_of: Any = None) -> float:
+        """The log-odds shift of :meth:`correction_at`."""
+        return self.correction_at(as_of)[1]
 
     def __call__(self, raw: np.ndarray, as_of: Any = None) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
@@ -172,7 +170,7 @@ class Calibrator:
             p = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
         else:
             raise ValueError(f"unknown calibrator kind {self.kind!r}")
-        shift, scale = self.shift_at(as_of), self.scale_at(as_of)
+        scale, shift = self.correction_at(as_of)
         if shift or scale != 1.0:
             p = np.clip(p, 1e-6, 1 - 1e-6)
             p = 1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift)))

@@ -305,8 +305,8 @@ def run_backtest(
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
     # The intercept (and with ``seasonal_slope`` the slope) of every usable training cut-off is kept,
-    # so scoring at another date can pick the correction of its own season (``Calibrator.shift_at``,
-    # ``Calibrator.scale_at``); at T it is the one below.
+    # so scoring at another date can pick the correction of its own season
+    # (``Calibrator.correction_at``); at T it is the one below.
     seasonal_intercepts: dict[str, float] = {}
     seasonal_slopes: dict[str, float] = {}
     if prior.applied and spec.model_adjusted_prior:
