@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.drift import FeatureDrift, FeatureProfile
 from models.reasons import ReasonWriter
 
 __all__ = ["Calibrator", "Scorer", "encode_frame"]
@@ -204,6 +205,9 @@ class Scorer:
         ``w_model x P(buy) x spend head + w_naive x max(0, column) x H / 365``.
     spend_feature, horizon_days, spend_window_days
         Churn: expected spend over H = max(0, spend_feature) * H / spend_window_days.
+    profile
+        The training distribution of the features (:class:`models.drift.FeatureProfile`), for
+        :meth:`drift`; None for scorers trained before it existed.
     """
 
     def __init__(
@@ -229,6 +233,7 @@ class Scorer:
         spend_blend: tuple[float, float, str] | None = None,
         version: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        profile: FeatureProfile | None = None,
     ) -> None:
         self.task = task
         self.entity = entity
@@ -250,6 +255,9 @@ class Scorer:
         self.spend_blend = spend_blend
         self.version = version
         self.metadata = dict(metadata or {})
+        self.profile = profile
+        if profile is not None and profile.feature_names != self.feature_names:
+            raise ValueError("the feature profile's columns differ from the model's feature columns")
         if spend_feature is not None and spend_feature not in self.feature_names:
             raise ValueError(f"spend feature '{spend_feature}' is not a model feature")
 
@@ -263,6 +271,12 @@ class Scorer:
             Naming the first missing or non-numeric feature column.
         """
         return encode_frame(features, self.feature_names, self.categories)
+
+    def drift(self, X: np.ndarray) -> list[FeatureDrift]:
+        """Drift of a prepared matrix against the training rows, largest PSI first (see
+        :mod:`models.drift`); empty when the scorer carries no training profile."""
+        profile = getattr(self, "profile", None)  # scorers pickled before profiles existed have none
+        return [] if profile is None else profile.compare(X)
 
     # -- scores -----------------------------------------------------------------------------
     def raw_score(self, X: np.ndarray) -> np.ndarray:
@@ -381,11 +395,18 @@ class Scorer:
         return out
 
     def score_frame(
-        self, features: pd.DataFrame, *, k: int = 3, explain: bool = True, as_of: Any = None
+        self,
+        features: pd.DataFrame,
+        *,
+        k: int = 3,
+        explain: bool = True,
+        as_of: Any = None,
+        prepared: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """Score a feature table; returns the entity id, probability, tier/grade, values and reasons.
 
-        ``as_of`` is the scoring date for the seasonal prior shift (see :meth:`score_matrix`).
+        ``as_of`` is the scoring date for the seasonal prior shift (see :meth:`score_matrix`);
+        ``prepared`` is ``prepare(features)`` when the caller already built it.
 
         Raises
         ------
@@ -394,7 +415,7 @@ class Scorer:
         """
         if self.entity not in features.columns:
             raise ValueError(f"id column '{self.entity}' is missing from the input")
-        X = self.prepare(features)
+        X = self.prepare(features) if prepared is None else prepared
         scores = self.score_matrix(X, k=k, explain=explain, as_of=as_of)
         out = pd.DataFrame(scores, index=features.index)
         if out.empty:

@@ -95,7 +95,10 @@ def score_command(
         else:
             from training.score import score_batch
 
-            rows = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
+            batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
+            rows = batch.rows
+            if batch.drift_warning:
+                typer.secho(f"warning: {batch.drift_warning}", fg=typer.colors.YELLOW, err=True)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"scored {rows:,} {task} rows as of {as_of} -> {out}")

@@ -91,6 +91,8 @@ def run_demo(
         )
         echo("   baselines (ROC AUC): " + ", ".join(f"{n} {v:.3f}" for n, v in best.items()))
         echo(f"   grade {result['grade']}; report {result.get('report')} ({time.monotonic() - t0:.1f}s)")
+        if result["drift"]["warning"]:
+            echo(f"   test fold drift: {result['drift']['warning']}")
         summary.append(
             f"{task}: ROC AUC {metrics.get('roc_auc', float('nan')):.3f}, ECE {metrics.get('ece', float('nan')):.3f}, "
             f"grade {result['grade']}, report {result.get('report')}"
@@ -100,9 +102,11 @@ def run_demo(
         as_of = tables[key].last_timestamp(table)
         t0 = _step(echo, f"score {task}: everyone as of {as_of}, with reasons")
         path = out_dir / "scores" / f"{task}.parquet"
-        rows = score_batch(configs[key], task, as_of=as_of, out=path, explain=True, tables=tables[key])
-        echo(f"   {rows:,} rows -> {path} ({time.monotonic() - t0:.1f}s)")
-        summary.append(f"scores {task}: {rows:,} rows -> {path}")
+        batch = score_batch(configs[key], task, as_of=as_of, out=path, explain=True, tables=tables[key])
+        echo(f"   {batch.rows:,} rows -> {path} ({time.monotonic() - t0:.1f}s)")
+        if batch.drift_warning:
+            echo(f"   warning: {batch.drift_warning}")
+        summary.append(f"scores {task}: {batch.rows:,} rows -> {path}")
 
     t0 = _step(echo, "at-risk list: top 100 customers by value at risk, with reasons")
     path = out_dir / "at_risk.csv"

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config
+from models.drift import FeatureDrift, drift_overview
 from serving import lists
 
 __all__ = [
@@ -78,6 +79,8 @@ class Snapshot:
     # reload, so its tree passes are done once here and a request only gathers rows.
     contrib: np.ndarray = field(repr=False)
     frame: pd.DataFrame = field(repr=False)
+    # How far the snapshot's features have moved from the model's training rows (models.drift).
+    drift: tuple[FeatureDrift, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         matrix=matrix,
         contrib=scorer.contributions(matrix),
         frame=frame,
+        drift=tuple(scorer.drift(matrix)) if len(matrix) else (),
     )
 
 
@@ -581,6 +585,7 @@ def models_info(state: State) -> dict[str, Any]:
                 "config_name": model.config.name if model.config is not None else None,
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
+                "snapshot_drift": drift_overview(model.snapshot.drift) if model.snapshot else None,
             }
         )
     missing = [{"task": task, "error": error} for task, error in state.missing.items()]

@@ -152,6 +152,12 @@ class AtRiskResponse(BaseModel):
     items: list[AtRiskItem]
 
 
+class DriftInfo(BaseModel):
+    max_psi: float = Field(description="largest population stability index of a feature against the training rows")
+    alert: list[str] = Field(description="features with PSI >= 0.25, worst first")
+    warning: str | None = Field(description="a sentence naming the shifted features; null when none shifted")
+
+
 class ModelInfo(BaseModel):
     task: str
     model_name: str
@@ -164,6 +170,9 @@ class ModelInfo(BaseModel):
     config_name: str | None = Field(None, description="name of the configuration the model was trained with")
     snapshot_as_of: str | None
     snapshot_rows: int
+    snapshot_drift: DriftInfo | None = Field(
+        None, description="how far the snapshot's features have moved from the model's training rows"
+    )
 
 
 class MissingModel(BaseModel):

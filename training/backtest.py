@@ -29,6 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.drift import FeatureDrift, FeatureProfile
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer, encode_frame
 from models.spec import ModelSpec
@@ -79,6 +80,7 @@ class BacktestResult:
     calibration: dict[str, Any]
     test_X: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    drift: list[FeatureDrift] = field(default_factory=list)
 
 
 def _train_booster(
@@ -301,6 +303,8 @@ def run_backtest(
         spend_unconditional=spec.spend_unconditional,
         spend_blend=spend_blend,
         metadata={"test_cutoff": str(ts.test_cutoff), "trained_cutoffs": [str(c) for c in ts.cutoffs]},
+        # The rows of the final fit: what the trees have seen.
+        profile=FeatureProfile.from_matrix(X, features, cat_idx),
     )
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
@@ -350,6 +354,9 @@ def run_backtest(
     # -- test metrics ---------------------------------------------------------------------------
     p_test = scorer.probability(X_test)
     metrics = m.binary_metrics(y_test, p_test)
+    drift = scorer.drift(X_test)
+    metrics["drift_max_psi"] = max((d.psi for d in drift), default=0.0)
+    metrics["drift_features_alert"] = float(sum(d.level == "alert" for d in drift))
     metrics["prior_shift_logit"] = prior.shift
     metrics["prior_scale"] = prior.scale
     metrics["calibration_base_rate"] = prior.calibration_rate
@@ -419,6 +426,7 @@ def run_backtest(
         },
         test_X=X_test,
         timings=timings,
+        drift=drift,
     )
 
 

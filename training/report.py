@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from models.drift import PSI_ALERT
 from training.backtest import BacktestResult
 
 __all__ = ["make_plots", "render_report", "write_report"]
@@ -121,7 +122,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
     """The HTML report: metrics against baselines, the backtest table and the plots."""
     run = run or {}
     names = ["model", *result.baselines]
-    keys = [k for k in result.metrics if k != "base_rate"]
+    keys = [k for k in result.metrics if k != "base_rate" and not k.startswith("drift_")]
     rows = []
     for key in keys:
         cells = [_cell(result.metrics.get(key))] + [_cell(result.baselines[b].get(key)) for b in result.baselines]
@@ -134,6 +135,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         + "</table>"
     )
     backtest = result.table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+    drift = _drift_table(result)
     images = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(name)}</figcaption></figure>"
@@ -177,10 +179,36 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 {metrics_table}
 <h2>Backtest (final model on each cut-off; "fit" rows are in-sample)</h2>
 {backtest}
+{drift}
 <h2>Plots</h2>
 {images}
 </body></html>
 """
+
+
+def _drift_table(result: BacktestResult, limit: int = 10) -> str:
+    """The features that moved most between the training rows and the test fold."""
+    if not result.drift:
+        return ""
+    alerts = sum(d.level == "alert" for d in result.drift)
+    verdict = (
+        f"{alerts} of {len(result.drift)} features shifted beyond PSI {PSI_ALERT}: the test fold's probabilities "
+        "rest on values the trees saw rarely or never, so read its calibration with care."
+        if alerts
+        else f"No feature shifted beyond PSI {PSI_ALERT}."
+    )
+    rows = "".join(
+        f"<tr><th>{html.escape(d.feature)}</th><td>{d.psi:.3f}</td><td>{d.out_of_range:.1%}</td>"
+        f"<td>{d.training_missing:.1%} &rarr; {d.missing:.1%}</td><td>{html.escape(d.level)}</td></tr>"
+        for d in result.drift[:limit]
+    )
+    return (
+        "<h2>Feature drift: test fold against the training rows</h2>"
+        f"<p>Population stability index (PSI) over training deciles; 0.1-0.25 worth a look, above 0.25 a "
+        f"shift. Trees score a value beyond the training range like the nearest one seen. {verdict}</p>"
+        "<table><tr><th>feature</th><th>PSI</th><th>outside training range</th><th>missing (train &rarr; test)</th>"
+        f"<th>level</th></tr>{rows}</table>"
+    )
 
 
 def write_report(

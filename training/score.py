@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +15,11 @@ from features.config import Config
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
+from models.drift import FeatureDrift, drift_summary
 from training.pyfunc import load_champion
 from training.train import normalize_task
 
-__all__ = ["score_batch", "write_atomic"]
+__all__ = ["BatchScores", "score_batch", "write_atomic"]
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -51,6 +53,20 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class BatchScores:
+    """What :func:`score_batch` wrote: the row count, the file, and the batch's feature drift."""
+
+    rows: int
+    out: Path
+    drift: tuple[FeatureDrift, ...]
+
+    @property
+    def drift_warning(self) -> str | None:
+        """A sentence naming the features that shifted from the training rows, or None."""
+        return drift_summary(self.drift)
+
+
 def score_batch(
     config: Config,
     task: str,
@@ -59,12 +75,15 @@ def score_batch(
     out: str | Path,
     explain: bool = False,
     tables: CanonicalTables | None = None,
-) -> int:
-    """Score the whole population of ``task`` at ``as_of`` with the champion; return the row count.
+) -> BatchScores:
+    """Score the whole population of ``task`` at ``as_of`` with the champion.
 
     Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
     values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
     ``{"text", "feature", "value", "impact"}`` per row).
+
+    Returns the row count, the path and the drift of the batch's features from the training rows
+    (empty for an empty population or a model trained before drift profiles).
 
     Raises
     ------
@@ -77,11 +96,12 @@ def score_batch(
     if tables is None:
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
-    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain, as_of=as_of)
+    X = scorer.prepare(features)
+    drift = tuple(scorer.drift(X)) if len(X) else ()
+    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain, as_of=as_of, prepared=X)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     if "reasons" in scores.columns:
         scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]
     scores["model_name"] = info["model_name"]
     scores["model_version"] = info["version"]
-    write_atomic(scores, out)
-    return len(scores)
+    return BatchScores(rows=len(scores), out=write_atomic(scores, out), drift=drift)

@@ -213,6 +213,13 @@ def log_and_register(
             },
             "evaluation.json",
         )
+        mlflow.log_dict(
+            {
+                "compared": f"test fold ({result.test_cutoff}) against the {result.n_train} training rows",
+                "features": [_clean(d.as_dict()) for d in result.drift],
+            },
+            "drift.json",
+        )
         with tempfile.TemporaryDirectory() as tmp:
             for plot, png in plots.items():
                 (Path(tmp) / f"{plot}.png").write_bytes(png)

@@ -12,6 +12,7 @@ from features.config import Config
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
+from models.drift import drift_overview
 from training.backtest import run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
@@ -68,7 +69,9 @@ def train_model(
     -------
     ``{"model", "version", "test_cutoff", "horizon_days", "n_train", "n_test", "metrics",
     "baselines", "grade"}`` as in DESIGN.md, plus ``registered_model``, ``run_id``, ``alias``
-    (``champion`` or ``challenger``), ``promotion`` (the reason) and ``report`` (HTML path).
+    (``champion`` or ``challenger``), ``promotion`` (the reason), ``report`` (HTML path) and
+    ``drift``: the test fold's shift from the training rows (``max_psi``, the ``alert`` features
+    and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`).
     """
     task = normalize_task(task)
     model_config = model_config_for(config, task)
@@ -109,6 +112,7 @@ def train_model(
             "alias": logged["alias"],
             "promotion": logged["reason"],
             "report": str(report),
+            "drift": drift_overview(result.drift),
         }
     )
     if metrics_out is not None:

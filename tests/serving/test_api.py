@@ -217,6 +217,15 @@ def test_models_lists_the_three_champions(server):
     for task, m in models.items():
         assert m["model_name"] == f"crmscore-{task}" and m["alias"] == "champion" and m["version"]
         assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
+        drift = m["snapshot_drift"]
+        assert drift["max_psi"] >= 0 and (drift["warning"] is None) == (drift["alert"] == [])
+    # The lead snapshot (Nov 2010) holds economic indicators the 2009 training rows never saw.
+    lead_drift = models["lead"]["snapshot_drift"]
+    assert {"euribor3m", "nr_employed"} <= set(lead_drift["alert"])
+    assert (
+        lead_drift["warning"].startswith(f"{len(lead_drift['alert'])} of ")
+        and lead_drift["alert"][0] in lead_drift["warning"]
+    )
     # Each model computes posted features with the config it was trained with (from the registry),
     # not the serving config: the lead model's is the bank leads config.
     assert models["lead"]["config_name"] == "bank_leads"

@@ -76,7 +76,7 @@ def test_score_spark_writes_the_score_batch_table(trained, retail_tables):
     local_out, spark_out = tmp / "local.parquet", tmp / "spark_scores"
     spark_out.mkdir()
     (spark_out / "stale.parquet").write_bytes(b"an earlier run")
-    n_local = score_batch(duck, "churn", as_of=AS_OF, out=local_out, tables=retail_tables["duckdb"])
+    n_local = score_batch(duck, "churn", as_of=AS_OF, out=local_out, tables=retail_tables["duckdb"]).rows
     n_spark = score_spark(config, "churn", as_of=AS_OF, out_dir=str(spark_out), tables=retail_tables["spark"])
 
     assert n_spark == n_local > 3_000

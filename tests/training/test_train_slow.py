@@ -45,9 +45,18 @@ def test_train_churn_and_score_batch(tmp_path):
     assert out["metrics"]["roc_auc"] > 0.76
     assert Path(out["report"]).read_text().count("data:image/png;base64,") == 4
 
-    n = score_batch(config, "churn", as_of="2011-12-09", out=tmp_path / "scores.csv", explain=True, tables=tables)
+    # Drift of the test fold, in the JSON and the report: tenure keeps growing past what the
+    # trees saw (the data starts in Dec 2009), so it leaves the training range at later cut-offs.
+    drift = out["drift"]
+    assert drift["max_psi"] >= 0 and isinstance(drift["alert"], list)
+    assert "Feature drift: test fold against the training rows" in Path(out["report"]).read_text()
+
+    batch = score_batch(config, "churn", as_of="2011-12-09", out=tmp_path / "scores.csv", explain=True, tables=tables)
     scores = pd.read_csv(tmp_path / "scores.csv", dtype={"customer_id": str})
-    assert len(scores) == n > 4000
+    assert len(scores) == batch.rows > 4000 and batch.out == tmp_path / "scores.csv"
+    by_feature = {d.feature: d for d in batch.drift}
+    assert len(by_feature) == len(batch.drift) > 40
+    assert by_feature["tenure_days"].out_of_range > 0
     assert {"probability", "tier", "value_at_risk", "reasons", "model_version"} <= set(scores.columns)
     assert (scores["model_version"].astype(str) == out["version"]).all()
     first = json.loads(scores["reasons"].iloc[0])

@@ -1,0 +1,185 @@
+"""Feature drift: how far the rows being scored have moved from the rows the model was trained on.
+
+A :class:`FeatureProfile` is the training distribution of every model feature, kept with the
+:class:`models.scorer.Scorer`: decile bins for a numeric feature (plus its range), one bin per
+category for a categorical one, and a bin for missing values in both. :meth:`FeatureProfile.compare`
+measures a new matrix against it with the population stability index (PSI) and the share of
+values outside the training range.
+
+PSI = sum over bins of ``(a - e) * ln(a / e)``, with ``e`` the training share and ``a`` the new
+share of a bin (both floored at ``1e-4`` so an empty bin stays finite). The usual reading in
+credit scoring (Siddiqi 2006, *Credit Risk Scorecards*): below 0.1 stable, 0.1-0.25 worth a look,
+above 0.25 a shift that makes the model's calibration unreliable. Trees do not extrapolate: a value
+beyond the training range is scored like the nearest value seen, which PSI can miss when the
+training feature held a single value, so the out-of-range share is reported beside it.
+
+Both work on the encoded model matrix (:meth:`models.scorer.Scorer.prepare`): categories are
+their training codes, and an unseen category is missing (NaN), as the booster sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["PSI_ALERT", "PSI_WATCH", "FeatureDrift", "FeatureProfile", "drift_overview", "drift_summary"]
+
+PSI_WATCH = 0.1
+PSI_ALERT = 0.25
+# Floor of a bin's share in the PSI sum: an empty bin on one side must not make it infinite.
+_FLOOR = 1e-4
+_QUANTILES = np.linspace(0.1, 0.9, 9)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's drift between the training rows and a new matrix."""
+
+    feature: str
+    psi: float
+    out_of_range: float  # share of non-missing new values outside [training min, training max]
+    missing: float  # share of missing new values
+    training_missing: float
+    level: str  # "stable", "watch" (PSI >= 0.1) or "alert" (PSI >= 0.25)
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def _level(psi: float) -> str:
+    return "alert" if psi >= PSI_ALERT else "watch" if psi >= PSI_WATCH else "stable"
+
+
+def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e = np.maximum(expected, _FLOOR)
+    a = np.maximum(actual, _FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _bin_shares(categorical: bool, edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Shares of ``values`` per bin: numeric, the bins between and beyond ``edges``; categorical,
+    one bin per training code in ``edges``. The missing bin is last."""
+    missing = np.isnan(values)
+    present = values[~missing]
+    counts = np.zeros(len(edges) + (1 if categorical else 2))
+    if categorical:
+        # A code not among the training codes cannot come out of the encoder (unseen -> NaN),
+        # but a hand-built matrix could hold one; it counts as missing.
+        position = np.searchsorted(edges, present)
+        known = position < len(edges)
+        known[known] = edges[position[known]] == present[known]
+        np.add.at(counts, position[known], 1)
+        counts[-1] += (~known).sum()
+    else:
+        np.add.at(counts, np.searchsorted(edges, present, side="left"), 1)
+    counts[-1] += missing.sum()
+    return counts / max(len(values), 1)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    categorical: bool
+    edges: np.ndarray  # numeric: inner bin edges (training deciles); categorical: the training codes
+    shares: np.ndarray  # training share per bin, the missing bin last
+    lo: float  # training range of a numeric feature
+    hi: float
+
+
+class FeatureProfile:
+    """The training distribution of each model feature (see the module docstring).
+
+    Build it with :meth:`from_matrix` on the training matrix; ``compare`` a new matrix with the
+    same columns.
+    """
+
+    def __init__(self, feature_names: Sequence[str], references: Sequence[_Reference], n_rows: int) -> None:
+        if len(feature_names) != len(references):
+            raise ValueError(f"{len(feature_names)} feature names for {len(references)} references")
+        self.feature_names = list(feature_names)
+        self._references = list(references)
+        self.n_rows = int(n_rows)
+
+    @classmethod
+    def from_matrix(
+        cls, X: np.ndarray, feature_names: Sequence[str], categorical: Sequence[int] = ()
+    ) -> FeatureProfile:
+        """Profile the columns of the training matrix ``X`` (``categorical``: indices of category-code columns)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(feature_names):
+            raise ValueError(f"X must have shape (n, {len(feature_names)}), got {X.shape}")
+        if len(X) == 0:
+            raise ValueError("cannot profile an empty training matrix")
+        cats = set(categorical)
+        references = []
+        for j in range(X.shape[1]):
+            column = X[:, j]
+            present = column[~np.isnan(column)]
+            if j in cats:
+                edges = np.unique(present)
+            else:
+                edges = np.unique(np.quantile(present, _QUANTILES)) if len(present) else np.empty(0)
+            lo = float(present.min()) if len(present) else float("nan")
+            hi = float(present.max()) if len(present) else float("nan")
+            references.append(_Reference(j in cats, edges, _bin_shares(j in cats, edges, column), lo, hi))
+        return cls(feature_names, references, len(X))
+
+    def compare(self, X: np.ndarray) -> list[FeatureDrift]:
+        """Drift of every feature of ``X`` against the training rows, largest PSI first.
+
+        Raises
+        ------
+        ValueError
+            ``X`` does not have one column per profiled feature, or has no rows.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
+        if len(X) == 0:
+            raise ValueError("cannot measure drift on an empty matrix")
+        out = []
+        for name, ref, column in zip(self.feature_names, self._references, X.T, strict=True):
+            psi = _psi(ref.shares, _bin_shares(ref.categorical, ref.edges, column))
+            present = column[~np.isnan(column)]
+            outside = 0.0
+            if not ref.categorical and len(present) and np.isfinite(ref.lo):
+                outside = float(((present < ref.lo) | (present > ref.hi)).mean())
+            out.append(
+                FeatureDrift(
+                    feature=name,
+                    psi=psi,
+                    out_of_range=outside,
+                    missing=float(np.isnan(column).mean()),
+                    training_missing=float(ref.shares[-1]),
+                    level=_level(psi),
+                )
+            )
+        return sorted(out, key=lambda d: (-d.psi, d.feature))
+
+
+def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | None:
+    """One sentence naming the features in ``alert``, worst first; None when there are none."""
+    alerts = [d for d in drift if d.level == "alert"]
+    if not alerts:
+        return None
+    named = ", ".join(
+        f"{d.feature} (PSI {d.psi:.2f}"
+        + (f", {d.out_of_range:.0%} outside the training range)" if d.out_of_range else ")")
+        for d in alerts[:limit]
+    )
+    more = f" and {len(alerts) - limit} more" if len(alerts) > limit else ""
+    return (
+        f"{len(alerts)} of {len(drift)} features have shifted from the training rows (PSI >= {PSI_ALERT}): "
+        f"{named}{more}; probabilities may be miscalibrated for these rows"
+    )
+
+
+def drift_overview(drift: Sequence[FeatureDrift]) -> dict[str, object]:
+    """``{"max_psi", "alert", "warning"}``: the largest PSI, the features in alert (worst first)
+    and :func:`drift_summary`'s sentence, for JSON outputs (the training metrics, ``/models``)."""
+    return {
+        "max_psi": max((d.psi for d in drift), default=0.0),
+        "alert": [d.feature for d in drift if d.level == "alert"],
+        "warning": drift_summary(drift),
+    }
