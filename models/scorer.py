@@ -274,9 +274,9 @@ class Scorer:
 
     def drift(self, X: np.ndarray) -> list[FeatureDrift]:
         """Drift of a prepared matrix against the training rows, largest PSI first (see
-        :mod:`models.drift`); empty when the scorer carries no training profile."""
+        :mod:`models.drift`); empty for a matrix without rows or a scorer without a training profile."""
         profile = getattr(self, "profile", None)  # scorers pickled before profiles existed have none
-        return [] if profile is None else profile.compare(X)
+        return [] if profile is None or len(X) == 0 else profile.compare(X)
 
     # -- scores -----------------------------------------------------------------------------
     def raw_score(self, X: np.ndarray) -> np.ndarray:

@@ -168,7 +168,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         matrix=matrix,
         contrib=scorer.contributions(matrix),
         frame=frame,
-        drift=tuple(scorer.drift(matrix)) if len(matrix) else (),
+        drift=tuple(scorer.drift(matrix)),
     )
 
 

@@ -29,7 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.drift import FeatureDrift, FeatureProfile
+from models.drift import FeatureDrift, FeatureProfile, drift_overview
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer, encode_frame
 from models.spec import ModelSpec
@@ -355,8 +355,9 @@ def run_backtest(
     p_test = scorer.probability(X_test)
     metrics = m.binary_metrics(y_test, p_test)
     drift = scorer.drift(X_test)
-    metrics["drift_max_psi"] = max((d.psi for d in drift), default=0.0)
-    metrics["drift_features_alert"] = float(sum(d.level == "alert" for d in drift))
+    overview = drift_overview(drift)
+    metrics["drift_max_psi"] = overview["max_psi"]
+    metrics["drift_features_alert"] = float(len(overview["alert"]))
     metrics["prior_shift_logit"] = prior.shift
     metrics["prior_scale"] = prior.scale
     metrics["calibration_base_rate"] = prior.calibration_rate

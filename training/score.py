@@ -97,7 +97,7 @@ def score_batch(
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
     X = scorer.prepare(features)
-    drift = tuple(scorer.drift(X)) if len(X) else ()
+    drift = tuple(scorer.drift(X))
     scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain, as_of=as_of, prepared=X)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     if "reasons" in scores.columns:
