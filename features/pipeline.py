@@ -47,6 +47,8 @@ __all__ = [
     "lead_features",
     "normalize_as_of",
     "population_features",
+    "population_table",
+    "stable_floats",
     "training_cutoffs",
     "write_snapshot",
 ]
@@ -126,14 +128,16 @@ def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int
     return next_purchase_labels(tables, as_of=as_of, horizon_days=horizon_days)
 
 
-def _population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> ir.Table:
+def population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> ir.Table:
+    """The features of ``task``'s population at ``as_of`` as an Ibis table, on the tables' engine
+    (the populations of :func:`population_features`, before its hand-off to pandas)."""
     if task == "lead":
         return lead_features(tables, as_of=as_of, horizon_days=mc.horizon_days, step_days=mc.step_days)
     lookback = mc.lookback_days if task == "churn" else None
     return customer_features(tables, as_of=as_of, lookback_days=lookback, horizon_days=mc.horizon_days)
 
 
-def _stable_floats(values: np.ndarray, digits: int = 12) -> np.ndarray:
+def stable_floats(values: np.ndarray, digits: int = 12) -> np.ndarray:
     """Round to ``digits`` significant digits, and |x| < 1e-9 to 0.
 
     Engines sum in parallel, in no fixed order, so a net spend can come out as 0.0 in one run and
@@ -154,7 +158,7 @@ def _to_pandas(table: ir.Table, entity: str, as_of: dt.datetime) -> pd.DataFrame
     frame = table.to_pandas()
     for column in frame.columns:
         if pd.api.types.is_float_dtype(frame[column]):
-            frame[column] = _stable_floats(frame[column].to_numpy(dtype=np.float64))
+            frame[column] = stable_floats(frame[column].to_numpy(dtype=np.float64))
     frame = frame.sort_values(entity, kind="stable").reset_index(drop=True)
     frame.insert(1, "as_of", pd.Timestamp(as_of))
     for column in frame.columns:
@@ -176,7 +180,7 @@ def population_features(tables: CanonicalTables, task: str, *, as_of: AsOf, mode
     """
     _check_task(task)
     ts = normalize_as_of(as_of)
-    return _to_pandas(_population_table(tables, task, ts, model_config), ENTITY[task], ts)
+    return _to_pandas(population_table(tables, task, ts, model_config), ENTITY[task], ts)
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ def _check_cutoffs(cutoffs: Sequence[dt.datetime], test_cutoff: dt.datetime, hor
 
 def _labelled(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> pd.DataFrame:
     entity = ENTITY[task]
-    feats = _population_table(tables, task, as_of, mc)
+    feats = population_table(tables, task, as_of, mc)
     lab = labels(tables, task, as_of=as_of, horizon_days=mc.horizon_days)
     joined = feats.inner_join(lab, entity)
     return _to_pandas(joined, entity, as_of)

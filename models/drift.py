@@ -58,8 +58,8 @@ def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def _bin_shares(categorical: bool, edges: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Shares of ``values`` per bin: numeric, the bins between and beyond ``edges``; categorical,
+def _bin_counts(categorical: bool, edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Counts of ``values`` per bin: numeric, the bins between and beyond ``edges``; categorical,
     one bin per training code in ``edges``. The missing bin is last."""
     missing = np.isnan(values)
     present = values[~missing]
@@ -75,7 +75,7 @@ def _bin_shares(categorical: bool, edges: np.ndarray, values: np.ndarray) -> np.
     else:
         np.add.at(counts, np.searchsorted(edges, present, side="left"), 1)
     counts[-1] += missing.sum()
-    return counts / max(len(values), 1)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,67 @@ class FeatureProfile:
                 edges = np.unique(np.quantile(present, _QUANTILES)) if len(present) else np.empty(0)
             lo = float(present.min()) if len(present) else float("nan")
             hi = float(present.max()) if len(present) else float("nan")
-            references.append(_Reference(j in cats, edges, _bin_shares(j in cats, edges, column), lo, hi))
+            shares = _bin_counts(j in cats, edges, column) / len(column)
+            references.append(_Reference(j in cats, edges, shares, lo, hi))
         return cls(feature_names, references, len(X))
+
+    def counts(self, X: np.ndarray) -> np.ndarray:
+        """The sufficient statistics of :meth:`compare` for ``X``, as one vector that adds up.
+
+        The counts of two parts of a matrix sum to the counts of the whole, so a distributed job
+        (Spark scoring) counts each partition and :meth:`compare_counts` the sum. Layout: the row
+        count, then per feature its bin counts (missing bin last), its out-of-range count and its
+        count of present values.
+
+        Raises
+        ------
+        ValueError
+            ``X`` does not have one column per profiled feature.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
+        parts = [np.array([len(X)], dtype=np.float64)]
+        for ref, column in zip(self._references, X.T, strict=True):
+            present = column[~np.isnan(column)]
+            outside = 0
+            if not ref.categorical and len(present) and np.isfinite(ref.lo):
+                outside = int(((present < ref.lo) | (present > ref.hi)).sum())
+            parts += [_bin_counts(ref.categorical, ref.edges, column), np.array([outside, len(present)], np.float64)]
+        return np.concatenate(parts)
+
+    def compare_counts(self, counts: np.ndarray) -> list[FeatureDrift]:
+        """Drift from :meth:`counts` (or a sum of them), largest PSI first.
+
+        Raises
+        ------
+        ValueError
+            ``counts`` does not have this profile's layout, or counts no rows.
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        size = 1 + sum(len(ref.shares) + 2 for ref in self._references)
+        if counts.shape != (size,):
+            raise ValueError(f"counts must be a vector of {size} values for this profile, got shape {counts.shape}")
+        n = counts[0]
+        if n <= 0:
+            raise ValueError("cannot measure drift on an empty matrix")
+        out, at = [], 1
+        for name, ref in zip(self.feature_names, self._references, strict=True):
+            bins = counts[at : at + len(ref.shares)]
+            outside, present = counts[at + len(ref.shares) : at + len(ref.shares) + 2]
+            at += len(ref.shares) + 2
+            psi = _psi(ref.shares, bins / n)
+            out.append(
+                FeatureDrift(
+                    feature=name,
+                    psi=psi,
+                    out_of_range=float(outside / present) if present else 0.0,
+                    missing=float(bins[-1] / n),
+                    training_missing=float(ref.shares[-1]),
+                    level=_level(psi),
+                )
+            )
+        return sorted(out, key=lambda d: (-d.psi, d.feature))
 
     def compare(self, X: np.ndarray) -> list[FeatureDrift]:
         """Drift of every feature of ``X`` against the training rows, largest PSI first.
@@ -133,29 +192,7 @@ class FeatureProfile:
         ValueError
             ``X`` does not have one column per profiled feature, or has no rows.
         """
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
-            raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
-        if len(X) == 0:
-            raise ValueError("cannot measure drift on an empty matrix")
-        out = []
-        for name, ref, column in zip(self.feature_names, self._references, X.T, strict=True):
-            psi = _psi(ref.shares, _bin_shares(ref.categorical, ref.edges, column))
-            present = column[~np.isnan(column)]
-            outside = 0.0
-            if not ref.categorical and len(present) and np.isfinite(ref.lo):
-                outside = float(((present < ref.lo) | (present > ref.hi)).mean())
-            out.append(
-                FeatureDrift(
-                    feature=name,
-                    psi=psi,
-                    out_of_range=outside,
-                    missing=float(np.isnan(column).mean()),
-                    training_missing=float(ref.shares[-1]),
-                    level=_level(psi),
-                )
-            )
-        return sorted(out, key=lambda d: (-d.psi, d.feature))
+        return self.compare_counts(self.counts(X))
 
 
 def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | None:

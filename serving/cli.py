@@ -91,17 +91,16 @@ def score_command(
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark
 
-            rows = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain)
+            batch = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain)
         else:
             from training.score import score_batch
 
             batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
-            rows = batch.rows
-            if batch.drift_warning:
-                typer.secho(f"warning: {batch.drift_warning}", fg=typer.colors.YELLOW, err=True)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(f"scored {rows:,} {task} rows as of {as_of} -> {out}")
+    if batch.drift_warning:
+        typer.secho(f"warning: {batch.drift_warning}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
 
 
 @app.command("at-risk")

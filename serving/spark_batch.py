@@ -18,27 +18,46 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from features.config import Config
 from features.engine import connect, spark_session
-from features.pipeline import ENTITY, customer_features, lead_features, normalize_as_of
+from features.pipeline import ENTITY, normalize_as_of, population_table, stable_floats
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
+from models.drift import FeatureDrift
+from models.scorer import Scorer, encode_frame
 from training.pyfunc import load_champion
+from training.score import BatchScores
 from training.train import normalize_task
 
-__all__ = ["score_spark", "score_spark_frame", "spark_features"]
+__all__ = ["score_spark", "score_spark_frame", "spark_drift", "spark_features"]
 
 
-def _feature_table(tables: CanonicalTables, task: str, as_of: dt.datetime, config: Config):
-    """The task's population features as an Ibis table (the populations of ``population_features``)."""
-    mc = model_config_for(config, task)
-    if task == "lead":
-        return lead_features(tables, as_of=as_of, horizon_days=mc.horizon_days, step_days=mc.step_days)
-    lookback = mc.lookback_days if task == "churn" else None
-    return customer_features(tables, as_of=as_of, lookback_days=lookback, horizon_days=mc.horizon_days)
+def _stabilized(features):
+    """``features`` with :func:`features.pipeline.stable_floats` applied to every double column.
+
+    The hand-off to pandas rounds away the engines' summation noise (a net spend of 5.7e-14
+    instead of 0.0) before training and in-process scoring; the same rounding here makes Spark
+    score and measure drift on the values the model was trained on.
+    """
+    from pyspark.sql.types import DoubleType, FloatType
+
+    doubles = [f.name for f in features.schema.fields if isinstance(f.dataType, DoubleType | FloatType)]
+    if not doubles:
+        return features
+
+    def stabilize(batches):
+        for batch in batches:
+            for name in doubles:
+                batch[name] = stable_floats(batch[name].to_numpy(dtype=np.float64))
+            yield batch
+
+    return features.mapInPandas(stabilize, features.schema)
 
 
-def _model_inputs(frame, schema, task: str):
+def _model_inputs(frame, schema, task: str) -> list:
     """The model's input columns in signature order, cast to the signature's Spark types."""
     from pyspark.sql import functions as F
 
@@ -48,7 +67,45 @@ def _model_inputs(frame, schema, task: str):
             f"task '{task}': the champion model needs feature column(s) {missing[:5]} that the Spark features "
             "do not have (the data has changed since the model was trained; retrain it)"
         )
-    return F.struct(*[F.col(f"`{field.name}`").cast(field.dataType).alias(field.name) for field in schema.fields])
+    return [F.col(f"`{field.name}`").cast(field.dataType).alias(field.name) for field in schema.fields]
+
+
+def _signature(info: dict[str, Any]):
+    """The registry URI of the resolved champion version and its MLflow signature."""
+    import mlflow
+
+    model_uri = f"models:/{info['model_name']}/{info['version']}"
+    return model_uri, mlflow.models.get_model_info(model_uri).signature
+
+
+def spark_drift(scorer: Scorer, features) -> list[FeatureDrift]:
+    """Drift of a Spark DataFrame of features from the model's training rows, largest PSI first.
+
+    Each partition encodes its rows as the model does (:meth:`models.scorer.Scorer.prepare`) and
+    counts them into the training profile's bins (:meth:`models.drift.FeatureProfile.counts`); the
+    driver sums the counts, so the result equals :meth:`Scorer.drift` on the whole table. Only the
+    profile and the encodings go to the executors, not the boosters. Empty for an empty DataFrame
+    or a model trained before drift profiles.
+    """
+    profile = getattr(scorer, "profile", None)
+    if profile is None:
+        return []
+    names, categories = scorer.feature_names, scorer.categories
+
+    def partition_counts(batches):
+        total = None
+        for batch in batches:
+            counts = profile.counts(encode_frame(batch, names, categories))
+            total = counts if total is None else total + counts
+        if total is not None and total[0] > 0:
+            yield pd.DataFrame({"counts": [total.tolist()]})
+
+    missing = [name for name in names if name not in features.columns]
+    if missing:
+        raise ValueError(f"the features have no column(s) {missing[:5]} for the model's drift profile")
+    rows = features.select(*[f"`{name}`" for name in names]).mapInPandas(partition_counts, "counts array<double>")
+    parts = [np.asarray(row["counts"]) for row in rows.collect()]
+    return profile.compare_counts(np.sum(parts, axis=0)) if parts else []
 
 
 def _replace_folder(spark, tmp: str, out: str) -> None:
@@ -82,8 +139,8 @@ def spark_features(
 ):
     """The population features of ``task`` at ``as_of`` as a (lazy) Spark DataFrame.
 
-    The same rows and columns as :func:`features.pipeline.population_features`, before the hand-off
-    to pandas (strings stay strings, booleans stay booleans).
+    The same rows, columns and values as :func:`features.pipeline.population_features`, before the
+    hand-off to pandas's types (strings stay strings, booleans stay booleans).
 
     Parameters
     ----------
@@ -110,10 +167,11 @@ def spark_features(
         raise ValueError(f"Spark scoring needs tables on the PySpark backend, got '{tables.con.name}'")
     spark = spark_session(spark_config)
     view = f"crmscore_features_{task}_{uuid.uuid4().hex[:8]}"
-    tables.con.create_view(view, _feature_table(tables, task, normalize_as_of(as_of), config), overwrite=True)
+    table = population_table(tables, task, normalize_as_of(as_of), model_config_for(config, task))
+    tables.con.create_view(view, table, overwrite=True)
     try:
         # The DataFrame keeps the resolved plan; the view is only the hand-over from Ibis.
-        return spark.table(view)
+        return _stabilized(spark.table(view))
     finally:
         spark.catalog.dropTempView(view)
 
@@ -134,17 +192,21 @@ def score_spark_frame(
     ValueError
         The model needs a feature column that ``features`` does not have.
     """
+    task = normalize_task(task)
+    _, info = load_champion(config, task)
+    return _score_with(config, task, features, info, as_of=as_of, explain=explain)
+
+
+def _score_with(config: Config, task: str, features, info: dict[str, Any], *, as_of, explain: bool):
+    """:func:`score_spark_frame` with the champion already resolved (``info`` of ``load_champion``)."""
     import mlflow
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructField, StructType
 
-    task = normalize_task(task)
     ts = normalize_as_of(as_of)
     spark = features.sparkSession
     # The champion resolved once; the UDF loads that exact version even if the alias moves meanwhile.
-    _, info = load_champion(config, task)
-    model_uri = f"models:/{info['model_name']}/{info['version']}"
-    signature = mlflow.models.get_model_info(model_uri).signature
+    model_uri, signature = _signature(info)
     entity = ENTITY[task]
     # Nullable fields: the UDF's Arrow batches are always nullable, and Spark checks them against this type.
     result_type = StructType(
@@ -161,7 +223,7 @@ def score_spark_frame(
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local", params=params)
     scored = features.select(
         F.col(entity).cast("string").alias(entity),
-        udf(_model_inputs(features, signature.inputs.as_spark_schema(), task)).alias("s"),
+        udf(F.struct(*_model_inputs(features, signature.inputs.as_spark_schema(), task))).alias("s"),
     )
     return scored.select(
         entity,
@@ -180,12 +242,14 @@ def score_spark(
     out_dir: str,
     explain: bool = False,
     tables: CanonicalTables | None = None,
-) -> int:
-    """Score ``task``'s population at ``as_of`` on Spark with the champion model; return the row count.
+) -> BatchScores:
+    """Score ``task``'s population at ``as_of`` on Spark with the champion model.
 
-    Features on Spark (:func:`spark_features`), scores through ``mlflow.pyfunc.spark_udf``
-    (:func:`score_spark_frame`), written as Parquet to a temporary sibling folder and renamed to
-    ``out_dir``.
+    Features on Spark (:func:`spark_features`, persisted for the two passes over them), scores
+    through ``mlflow.pyfunc.spark_udf`` (:func:`score_spark_frame`), written as Parquet to a
+    temporary sibling folder and renamed to ``out_dir``; then the features' drift from the training
+    rows (:func:`spark_drift`). Returns the row count, ``out_dir`` and the drift, as
+    :func:`training.score.score_batch` does.
 
     Parameters
     ----------
@@ -211,14 +275,22 @@ def score_spark(
     ValueError
         ``tables`` are not on Spark, or the model needs a feature column the data does not give.
     """
-    features = spark_features(config, task, as_of=as_of, tables=tables)
-    result = score_spark_frame(config, task, features, as_of=as_of, explain=explain)
-    spark = features.sparkSession
-    out = str(out_dir)
-    tmp = _sibling(out)
-    result.write.mode("errorifexists").parquet(tmp)
-    _replace_folder(spark, tmp, out)
-    return spark.read.parquet(out).count()
+    from pyspark import StorageLevel
+
+    task = normalize_task(task)
+    scorer, info = load_champion(config, task)
+    features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        result = _score_with(config, task, features, info, as_of=as_of, explain=explain)
+        spark = features.sparkSession
+        out = str(out_dir)
+        tmp = _sibling(out)
+        result.write.mode("errorifexists").parquet(tmp)
+        _replace_folder(spark, tmp, out)
+        drift = tuple(spark_drift(scorer, features))
+    finally:
+        features.unpersist()
+    return BatchScores(rows=spark.read.parquet(out).count(), out=out, drift=drift)
 
 
 if __name__ == "__main__":  # spark-submit entry point: the crmscore command line

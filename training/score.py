@@ -55,10 +55,14 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class BatchScores:
-    """What :func:`score_batch` wrote: the row count, the file, and the batch's feature drift."""
+    """What a batch scoring run wrote: the row count, the output and the batch's feature drift.
+
+    ``out`` is the written file for :func:`score_batch`, the folder's path or URI (``s3a://...``)
+    for :func:`serving.spark_batch.score_spark`.
+    """
 
     rows: int
-    out: Path
+    out: Path | str
     drift: tuple[FeatureDrift, ...]
 
     @property

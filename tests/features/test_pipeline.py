@@ -191,10 +191,10 @@ def test_bundled_snapshot_one_row_per_active_customer(tmp_path):
 
 
 def test_stable_floats_removes_summation_noise():
-    from features.pipeline import _stable_floats
+    from features.pipeline import stable_floats
 
     noisy = np.array([0.0, 5.7e-14, -3e-10, 1234.5678901234567, 1234.5678901234569, np.nan, 1 / 3, 123456789.123456789])
-    got = _stable_floats(noisy)
+    got = stable_floats(noisy)
     assert got[0] == got[1] == got[2] == 0.0
     assert got[3] == got[4] == 1234.56789012
     assert np.isnan(got[5])

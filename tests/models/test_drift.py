@@ -77,3 +77,28 @@ def test_shapes_are_checked():
         profile.compare(np.zeros((0, 2)))
     with pytest.raises(ValueError, match="empty training matrix"):
         FeatureProfile.from_matrix(np.zeros((0, 2)), ["a", "b"])
+
+
+def test_counts_of_parts_add_up_to_the_drift_of_the_whole():
+    # What Spark scoring relies on: each partition counts its rows, the driver compares the sum.
+    rng = np.random.default_rng(1)
+    train = np.column_stack([rng.normal(size=3000), rng.integers(0, 4, size=3000).astype(float)])
+    profile = FeatureProfile.from_matrix(train, ["x", "code"], categorical=[1])
+    new = np.column_stack([rng.normal(0.8, 1.5, size=900), rng.integers(1, 6, size=900).astype(float)])
+    new[::7, 0] = np.nan
+    parts = [new[:100], new[100:101], new[101:]]
+    merged = profile.compare_counts(sum(profile.counts(p) for p in parts))
+    whole = profile.compare(new)
+    assert [d.feature for d in merged] == [d.feature for d in whole]
+    for m, w in zip(merged, whole, strict=True):
+        assert m.psi == pytest.approx(w.psi, rel=1e-12)
+        assert (m.out_of_range, m.missing, m.level) == pytest.approx((w.out_of_range, w.missing, w.level))
+    assert _by_name(whole)["x"].out_of_range > 0 and _by_name(whole)["x"].missing == pytest.approx(129 / 900)
+
+
+def test_counts_must_have_the_profile_layout():
+    profile = FeatureProfile.from_matrix(np.arange(20, dtype=float)[:, None], ["x"])
+    with pytest.raises(ValueError, match="vector of"):
+        profile.compare_counts(np.zeros(3))
+    with pytest.raises(ValueError, match="empty"):
+        profile.compare_counts(profile.counts(np.empty((0, 1))))
