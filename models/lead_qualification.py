@@ -58,6 +58,10 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         reason_templates=LEAD_TEMPLATES,
         reason_direction="raises conversion odds",
         lgbm_params=params,
+        # The conversion rate climbs from 5% to 57% over the data and the economic indicators
+        # leave the training range; persisting the latest fold's rate beat the model's own level
+        # at 15 of 19 monthly origins (mean ECE 0.167 -> 0.121; README, "Model quality").
+        anchor_rate=True,
         top_k=model_config.top_k_reasons,
         seed=model_config.seed,
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from models.drift import FeatureDrift, FeatureProfile
 from models.reasons import ReasonWriter
 
-__all__ = ["Calibrator", "Scorer", "encode_frame"]
+__all__ = ["Calibrator", "Scorer", "encode_frame", "rate_shift", "shift_log_odds"]
 
 
 def encode_frame(
@@ -56,6 +56,32 @@ def encode_frame(
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"feature column '{name}' must be numeric: {exc}") from exc
     return X
+
+
+def shift_log_odds(p: np.ndarray, shift: float, scale: float = 1.0) -> np.ndarray:
+    """``sigmoid(scale * logit(p) + shift)``, with ``p`` clipped to ``[1e-6, 1 - 1e-6]`` first."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return 1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift)))
+
+
+def rate_shift(p: np.ndarray, target: float) -> float:
+    """The log-odds shift ``s`` with ``mean(sigmoid(logit(p) + s)) == target`` (to 1e-12 in ``s``).
+
+    The mean is increasing in ``s``, so bisection on ``[-10, 10]`` finds it (a target outside the
+    reach of that range gets the end of it). Used for calibration in the large (``target`` the
+    observed rate) and for the population anchor (``target`` the latest known rate, see
+    :meth:`Scorer.population_shift`).
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p))
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if np.mean(1.0 / (1.0 + np.exp(-(logit + mid)))) < target:
+            lo = mid
+        else:
+            hi = mid
+    return float((lo + hi) / 2)
 
 
 @functools.lru_cache(maxsize=256)
@@ -115,6 +141,7 @@ class Calibrator:
     scale: float = 1.0
     seasonal_slopes: dict[str, float] = field(default_factory=dict)
     seasonal_reference_slope: float | None = None
+    anchor_rate: float | None = None
 
     def _season_cutoff(self, as_of: Any) -> str | None:
         """The training cut-off nearest to ``as_of - period_days``, or None beyond ``tolerance_days``."""
@@ -163,7 +190,7 @@ class Calibrator:
         """The log-odds shift of :meth:`correction_at`."""
         return self.correction_at(as_of)[1]
 
-    def __call__(self, raw: np.ndarray, as_of: Any = None) -> np.ndarray:
+    def __call__(self, raw: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.kind == "isotonic":
             p = np.clip(np.interp(raw, self.x, self.y), 0.0, 1.0)
@@ -172,9 +199,9 @@ class Calibrator:
         else:
             raise ValueError(f"unknown calibrator kind {self.kind!r}")
         scale, shift = self.correction_at(as_of)
+        shift += population_shift
         if shift or scale != 1.0:
-            p = np.clip(p, 1e-6, 1 - 1e-6)
-            p = 1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift)))
+            p = shift_log_odds(p, shift, scale)
         return p
 
 
@@ -289,9 +316,28 @@ class Scorer:
         X = np.ascontiguousarray(X, dtype=np.float64)
         return self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
 
-    def probability(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
-        """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`)."""
-        return self.calibrator(self.raw_score(X), as_of=as_of)
+    def probability(self, X: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
+        """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`;
+        ``population_shift`` from :meth:`population_shift`)."""
+        return self.calibrator(self.raw_score(X), as_of=as_of, population_shift=population_shift)
+
+    def population_shift(self, X: np.ndarray, as_of: Any = None, *, raw: np.ndarray | None = None) -> float:
+        """The log-odds shift that anchors a whole population's mean probability to the latest known rate.
+
+        For a model whose calibrator has an ``anchor_rate`` (the base rate of the latest labelled
+        fold), ``X`` is the population scored at ``as_of`` (every open lead of the date): the shift
+        ``s`` makes the mean of its probabilities equal that rate. This assumes the rate persists
+        from the latest fold to the window scored, a better forecast than the model's own level
+        when the features have left the training range (see the README). 0 for other models and
+        an empty ``X``. ``raw`` is :meth:`raw_score` of ``X`` when the caller has it.
+
+        Pass the result as ``population_shift`` to :meth:`probability` or :meth:`score_matrix`
+        for any row of that population, so a single row gets the same score as in the batch.
+        """
+        rate = getattr(self.calibrator, "anchor_rate", None)  # scorers pickled before anchors have none
+        if rate is None or len(X) == 0:
+            return 0.0
+        return rate_shift(self.calibrator(self.raw_score(X) if raw is None else raw, as_of=as_of), rate)
 
     def tier_of(self, probability: np.ndarray) -> np.ndarray:
         """Tier (or grade) names for an array of probabilities."""
@@ -341,6 +387,7 @@ class Scorer:
         rows: list[dict] | None = None,
         as_of: Any = None,
         contrib: np.ndarray | None = None,
+        population_shift: float = 0.0,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -360,6 +407,8 @@ class Scorer:
         contrib
             :meth:`contributions` of ``X`` computed before (the API computes them once per
             snapshot); then no tree is evaluated here.
+        population_shift
+            :meth:`population_shift` of the population these rows belong to (0: none).
 
         Returns
         -------
@@ -381,7 +430,7 @@ class Scorer:
         else:
             raw = self.raw_score(X)
         reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows) if explain else None
-        probability = self.calibrator(raw, as_of=as_of)
+        probability = self.calibrator(raw, as_of=as_of, population_shift=population_shift)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)
         out = []
@@ -402,11 +451,13 @@ class Scorer:
         explain: bool = True,
         as_of: Any = None,
         prepared: np.ndarray | None = None,
+        population_shift: float = 0.0,
     ) -> pd.DataFrame:
         """Score a feature table; returns the entity id, probability, tier/grade, values and reasons.
 
-        ``as_of`` is the scoring date for the seasonal prior shift (see :meth:`score_matrix`);
-        ``prepared`` is ``prepare(features)`` when the caller already built it.
+        ``as_of`` is the scoring date for the seasonal prior shift and ``population_shift`` the
+        population's anchor (see :meth:`score_matrix`); ``prepared`` is ``prepare(features)`` when
+        the caller already built it.
 
         Raises
         ------
@@ -416,7 +467,7 @@ class Scorer:
         if self.entity not in features.columns:
             raise ValueError(f"id column '{self.entity}' is missing from the input")
         X = self.prepare(features) if prepared is None else prepared
-        scores = self.score_matrix(X, k=k, explain=explain, as_of=as_of)
+        scores = self.score_matrix(X, k=k, explain=explain, as_of=as_of, population_shift=population_shift)
         out = pd.DataFrame(scores, index=features.index)
         if out.empty:
             out = pd.DataFrame(columns=["probability", self.tier_key, *self.value_names])

@@ -121,6 +121,10 @@ class ModelSpec:
     spend_blend
         Next purchase: blend the expected value with the naive projection of the monetary RFM
         column, weights fitted on the calibration fold.
+    anchor_rate
+        Anchor each scored population's mean probability to the base rate of the latest labelled
+        fold (``Calibrator.anchor_rate``, applied by ``Scorer.population_shift``), for a base
+        rate that drifts with no season to predict it.
     top_k
         Default number of reasons per score.
     seed
@@ -154,6 +158,7 @@ class ModelSpec:
     model_adjusted_prior: bool = True
     seasonal_slope: bool = False
     spend_blend: bool = False
+    anchor_rate: bool = False
     top_k: int = 3
     seed: int = 42
     metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
@@ -202,4 +207,5 @@ class ModelSpec:
             "model_adjusted_prior": self.model_adjusted_prior,
             "seasonal_slope": self.seasonal_slope,
             "spend_unconditional": self.spend_unconditional,
+            "anchor_rate": self.anchor_rate,
         }

@@ -47,11 +47,13 @@ def scored_for_list(
 
     Keeps every non-score column of ``features`` (e.g. ``country``) so lists can filter on it.
     ``matrix`` is ``scorer.prepare(features)`` when the caller already has it; ``as_of`` (the
-    features' cut-off) picks the seasonal prior shift, ``None`` the training-time one.
+    features' cut-off) picks the seasonal prior shift, ``None`` the training-time one. The table is
+    the population, so it gets its own anchor (``Scorer.population_shift``).
     """
     if matrix is None:
         matrix = scorer.prepare(features)
-    results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of)
+    shift = scorer.population_shift(matrix, as_of=as_of)
+    results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of, population_shift=shift)
     ids = features[scorer.entity].astype(str).to_numpy()
     scored = pd.DataFrame(
         {

@@ -81,6 +81,9 @@ class Snapshot:
     frame: pd.DataFrame = field(repr=False)
     # How far the snapshot's features have moved from the model's training rows (models.drift).
     drift: tuple[FeatureDrift, ...] = field(default=(), repr=False)
+    # The snapshot is the population at ``as_of``: its anchor (``Scorer.population_shift``; 0 for
+    # models without one) applies to every row scored from it, and to posted records.
+    population_shift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -160,15 +163,17 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     frame = frame.drop_duplicates(subset=entity, keep="last").reset_index(drop=True)
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))
+    contrib = scorer.contributions(matrix)
     return Snapshot(
         path=str(path),
         as_of=as_of,
         ids=ids,
         index={customer: row for row, customer in enumerate(ids)},
         matrix=matrix,
-        contrib=scorer.contributions(matrix),
+        contrib=contrib,
         frame=frame,
         drift=tuple(scorer.drift(matrix)),
+        population_shift=scorer.population_shift(matrix, as_of=as_of, raw=contrib.sum(axis=1)),
     )
 
 
@@ -461,7 +466,12 @@ def score_ids(state: State, task: str, ids: Sequence[str], *, k: int, max_batch:
     known = [row for row in rows if row is not None]
     results = iter(
         model.scorer.score_matrix(
-            snapshot.matrix[known], k=k, explain=k > 0, as_of=snapshot.as_of, contrib=snapshot.contrib[known]
+            snapshot.matrix[known],
+            k=k,
+            explain=k > 0,
+            as_of=snapshot.as_of,
+            contrib=snapshot.contrib[known],
+            population_shift=snapshot.population_shift,
         )
         if known
         else ()
@@ -500,8 +510,14 @@ def score_posted(
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
     found = frame[model.scorer.entity].astype(str).tolist()
+    # A few posted records are not a population: they get the served snapshot's anchor.
+    shift = model.snapshot.population_shift if model.snapshot is not None else 0.0
     results = dict(
-        zip(found, model.scorer.score_matrix(matrix, k=k, explain=k > 0, as_of=as_of) if found else (), strict=True)
+        zip(
+            found,
+            model.scorer.score_matrix(matrix, k=k, explain=k > 0, as_of=as_of, population_shift=shift) if found else (),
+            strict=True,
+        )
     )
     outside = (
         f"not in the {task} population at {as_of.date()}"
@@ -539,7 +555,12 @@ def at_risk(
         reasons = [
             r.get("reasons")
             for r in model.scorer.score_matrix(
-                snapshot.matrix[positions], k=k, explain=True, as_of=snapshot.as_of, contrib=snapshot.contrib[positions]
+                snapshot.matrix[positions],
+                k=k,
+                explain=True,
+                as_of=snapshot.as_of,
+                contrib=snapshot.contrib[positions],
+                population_shift=snapshot.population_shift,
             )
         ]
     attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
@@ -586,6 +607,7 @@ def models_info(state: State) -> dict[str, Any]:
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
                 "snapshot_drift": drift_overview(model.snapshot.drift) if model.snapshot else None,
+                "snapshot_anchor": model.snapshot.population_shift if model.snapshot else None,
             }
         )
     missing = [{"task": task, "error": error} for task, error in state.missing.items()]

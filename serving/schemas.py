@@ -173,6 +173,11 @@ class ModelInfo(BaseModel):
     snapshot_drift: DriftInfo | None = Field(
         None, description="how far the snapshot's features have moved from the model's training rows"
     )
+    snapshot_anchor: float | None = Field(
+        None,
+        description="log-odds shift that sets the snapshot's mean probability to the latest known base rate "
+        "(lead model; 0 for models without an anchor); applied to every score of the snapshot and to posted records",
+    )
 
 
 class MissingModel(BaseModel):

@@ -31,7 +31,7 @@ import pandas as pd
 
 from models.drift import FeatureDrift, FeatureProfile, drift_overview
 from models.reasons import ReasonWriter
-from models.scorer import Calibrator, Scorer, encode_frame
+from models.scorer import Calibrator, Scorer, encode_frame, rate_shift, shift_log_odds
 from models.spec import ModelSpec
 from training import metrics as m
 from training.baselines import bgnbd_scores, categorical_as_strings, logistic_baseline, rfm_score
@@ -350,10 +350,17 @@ def run_backtest(
         calibrator.seasonal_reference_slope = seasonal_slopes.get(prior.calibration_season_cutoff)
     calibrator.shift = prior.shift
     calibrator.scale = prior.scale
+    if spec.anchor_rate:
+        # The latest labelled fold's rate, persisted: each scored population's mean is set to it.
+        calibrator.anchor_rate = prior.calibration_rate
 
     # -- test metrics ---------------------------------------------------------------------------
-    p_test = scorer.probability(X_test)
+    population_shift = scorer.population_shift(X_test)
+    p_test = scorer.probability(X_test, population_shift=population_shift)
     metrics = m.binary_metrics(y_test, p_test)
+    if spec.anchor_rate:
+        metrics["population_shift_logit"] = population_shift
+        metrics["ece_without_anchor"] = m.ece(y_test, scorer.probability(X_test))
     drift = scorer.drift(X_test)
     overview = drift_overview(drift)
     metrics["drift_max_psi"] = overview["max_psi"]
@@ -385,6 +392,7 @@ def run_backtest(
         predictions,
         prior.shift,
         prior.scale,
+        calibrator.anchor_rate,
     )
     for name, scores in baseline_scores.items():
         predictions[f"baseline_{name}"] = scores
@@ -444,8 +452,14 @@ def _baselines(
     predictions: pd.DataFrame,
     shift: float = 0.0,
     scale: float = 1.0,
+    anchor_rate: float | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """The baselines on the model's folds, with the model's seasonal correction and population anchor."""
     train, test, entity = ts.train, ts.test, ts.entity
+
+    def anchored(p: np.ndarray) -> np.ndarray:
+        return p if anchor_rate is None else shift_log_odds(p, rate_shift(p, anchor_rate))
+
     y = train["label"].to_numpy(dtype=np.float64)
     y_cal = y[cal_mask]
     y_test = test["label"].to_numpy(dtype=np.float64)
@@ -464,6 +478,7 @@ def _baselines(
             shift,
             scale,
         )
+        p = anchored(p)
         out["rfm"] = m.binary_metrics(y_test, p)
         scores["rfm"] = p
         if has_spend:
@@ -477,7 +492,7 @@ def _baselines(
     lr.fit(frame.loc[fit_mask], y[fit_mask])  # the purged folds, like the model's early-stopping fit
     raw_cal = lr.decision_function(frame.loc[cal_mask])
     raw_test = lr.decision_function(categorical_as_strings(test[features], categorical))
-    p, _ = _calibrated(raw_cal, y_cal, ids_cal, raw_test, shift, scale)
+    p = anchored(_calibrated(raw_cal, y_cal, ids_cal, raw_test, shift, scale)[0])
     out["logistic"] = m.binary_metrics(y_test, p)
     scores["logistic"] = p
 
@@ -496,6 +511,7 @@ def _baselines(
             shift,
             scale,
         )
+        p = anchored(p)
         out["bgnbd"] = m.binary_metrics(y_test, p)
         scores["bgnbd"] = p
         if has_spend:
@@ -527,12 +543,16 @@ def _backtest_table(
         # "refit only": purged from the early-stopping fit, used in the final fit.
         role = "calibration" if cal_mask[mask].all() else "fit" if fit_mask[mask].all() else "refit only"
         rows.append(_fold_row(cutoff, role, scorer, X[mask], y[mask]))
-    rows.append(_fold_row(pd.Timestamp(ts.test_cutoff), "test", scorer, X_test, y_test))
-    return pd.DataFrame(rows)
+    test_row = _fold_row(
+        pd.Timestamp(ts.test_cutoff), "test", scorer, X_test, y_test, population_shift=scorer.population_shift(X_test)
+    )
+    return pd.DataFrame([*rows, test_row])
 
 
-def _fold_row(cutoff: pd.Timestamp, role: str, scorer: Scorer, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    p = scorer.probability(X)
+def _fold_row(
+    cutoff: pd.Timestamp, role: str, scorer: Scorer, X: np.ndarray, y: np.ndarray, *, population_shift: float = 0.0
+) -> dict[str, Any]:
+    p = scorer.probability(X, population_shift=population_shift)
     one_class = len(np.unique(y)) < 2
     return {
         "cutoff": str(pd.Timestamp(cutoff).date()),

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from models.scorer import Calibrator
+from models.scorer import Calibrator, rate_shift, shift_log_odds
 
 __all__ = [
     "CalibrationChoice",
@@ -136,17 +136,7 @@ class PriorShift:
 
 def intercept_shift(p: np.ndarray, y: np.ndarray) -> float:
     """The log-odds shift ``s`` with ``mean(sigmoid(logit(p) + s)) == mean(y)`` (calibration in the large)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    logit = np.log(p / (1 - p))
-    target = float(np.mean(y))
-    lo, hi = -10.0, 10.0
-    for _ in range(80):  # bisection: the mean is increasing in s
-        mid = (lo + hi) / 2
-        if np.mean(1.0 / (1.0 + np.exp(-(logit + mid)))) < target:
-            lo = mid
-        else:
-            hi = mid
-    return float((lo + hi) / 2)
+    return rate_shift(p, float(np.mean(y)))
 
 
 def recalibration_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -204,8 +194,7 @@ def model_adjusted(
         scale = 1.0
         shift = intercept_shift(p_test_season, y_test_season) - intercept_shift(p_cal_season, y_cal_season)
     if p_calibration is not None:
-        p = np.clip(np.asarray(p_calibration, dtype=np.float64), 1e-6, 1 - 1e-6)
-        expected = np.mean(1.0 / (1.0 + np.exp(-(scale * np.log(p / (1 - p)) + shift))))
+        expected = float(np.mean(shift_log_odds(p_calibration, shift, scale)))
     else:
         expected = 1.0 / (1.0 + np.exp(-(scale * _logit(calibration_rate_model) + shift)))
     return PriorShift(

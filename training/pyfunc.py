@@ -58,7 +58,9 @@ class NoChampionError(LookupError):
 class CrmScoreModel(mlflow.pyfunc.PythonModel):
     """A pyfunc around a pickled :class:`Scorer` (artifact ``scorer``).
 
-    ``predict`` params: ``k`` (reasons per row, default the model's) and ``explain`` (default True).
+    ``predict`` params: ``k`` (reasons per row, default the model's), ``explain`` (default True),
+    ``as_of`` (the scoring date) and ``population_shift`` (default 0: the anchor of the population
+    the rows belong to, :meth:`Scorer.population_shift`; ``crmscore score`` computes it for you).
     """
 
     def load_context(self, context) -> None:
@@ -69,30 +71,48 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         k = int(params.get("k", self.scorer.metadata.get("top_k", 3)))
         as_of = params.get("as_of") or None
-        return predict_frame(self.scorer, model_input, k=k, explain=bool(params.get("explain", True)), as_of=as_of)
+        return predict_frame(
+            self.scorer,
+            model_input,
+            k=k,
+            explain=bool(params.get("explain", True)),
+            as_of=as_of,
+            population_shift=float(params.get("population_shift", 0.0)),
+        )
 
 
 def predict_frame(
-    scorer: Scorer, features: pd.DataFrame, *, k: int, explain: bool = True, as_of: Any = None
+    scorer: Scorer,
+    features: pd.DataFrame,
+    *,
+    k: int,
+    explain: bool = True,
+    as_of: Any = None,
+    population_shift: float = 0.0,
 ) -> pd.DataFrame:
     """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row.
 
     The scoring date for the seasonal prior shift is ``as_of``, else the input's ``as_of`` column
     when it holds a single date (rows of several dates are scored date by date), else none (the
-    training-time shift).
+    training-time shift). ``population_shift`` is applied to every row as given.
     """
     if as_of is None and "as_of" in features.columns and features["as_of"].notna().all() and len(features):
         dates = pd.to_datetime(features["as_of"])
         if dates.nunique() > 1:
             parts = [
-                predict_frame(scorer, features.loc[(dates == d).to_numpy()], k=k, explain=explain, as_of=d).set_axis(
-                    np.flatnonzero((dates == d).to_numpy())
-                )
+                predict_frame(
+                    scorer,
+                    features.loc[(dates == d).to_numpy()],
+                    k=k,
+                    explain=explain,
+                    as_of=d,
+                    population_shift=population_shift,
+                ).set_axis(np.flatnonzero((dates == d).to_numpy()))
                 for d in dates.unique()
             ]
             return pd.concat(parts).sort_index().reset_index(drop=True)
         as_of = dates.iloc[0]
-    frame = scorer.score_frame(features, k=k, explain=explain, as_of=as_of)
+    frame = scorer.score_frame(features, k=k, explain=explain, as_of=as_of, population_shift=population_shift)
     if "reasons" in frame.columns:
         frame["reasons"] = [json.dumps(r) for r in frame["reasons"]]
     return frame

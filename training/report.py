@@ -160,6 +160,12 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         ),
         "seasonal prior shift": _prior_text(result.calibration.get("prior_shift")),
     }
+    if "population_shift_logit" in result.metrics:
+        facts["population anchor"] = (
+            f"mean probability set to the latest fold's rate {result.metrics['calibration_base_rate']:.3f} "
+            f"(log-odds {result.metrics['population_shift_logit']:+.2f}); "
+            f"ECE {result.metrics['ece']:.3f}, {result.metrics['ece_without_anchor']:.3f} without"
+        )
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>crmscore: {html.escape(spec.task)} model report</title>

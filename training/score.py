@@ -64,6 +64,8 @@ class BatchScores:
     rows: int
     out: Path | str
     drift: tuple[FeatureDrift, ...]
+    # The log-odds shift that anchored the population's mean to the latest known rate (0: none).
+    population_shift: float = 0.0
 
     @property
     def drift_warning(self) -> str | None:
@@ -102,10 +104,13 @@ def score_batch(
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
     X = scorer.prepare(features)
     drift = tuple(scorer.drift(X))
-    scores = scorer.score_frame(features, k=model_config.top_k_reasons, explain=explain, as_of=as_of, prepared=X)
+    shift = scorer.population_shift(X, as_of=as_of)
+    scores = scorer.score_frame(
+        features, k=model_config.top_k_reasons, explain=explain, as_of=as_of, prepared=X, population_shift=shift
+    )
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     if "reasons" in scores.columns:
         scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]
     scores["model_name"] = info["model_name"]
     scores["model_version"] = info["version"]
-    return BatchScores(rows=len(scores), out=write_atomic(scores, out), drift=drift)
+    return BatchScores(rows=len(scores), out=write_atomic(scores, out), drift=drift, population_shift=shift)

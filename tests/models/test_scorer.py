@@ -131,3 +131,33 @@ def test_score_matrix_as_of_picks_the_seasonal_shift(churn, test_frame):
     assert np.allclose(
         np.log(p / (1 - p)), np.log(churn.calibrator(raw) / (1 - churn.calibrator(raw))) - churn.calibrator.shift + 0.5
     )
+
+
+def test_rate_shift_sets_the_mean_probability():
+    from models.scorer import rate_shift, shift_log_odds
+
+    p = np.random.default_rng(3).beta(2, 5, size=500)
+    for target in (0.05, float(p.mean()), 0.57):
+        s = rate_shift(p, target)
+        assert shift_log_odds(p, s).mean() == pytest.approx(target, abs=1e-9)
+    assert rate_shift(p, float(p.mean())) == pytest.approx(0.0, abs=1e-6)
+    assert rate_shift(p, 0.57) > 0 > rate_shift(p, 0.05)
+
+
+def test_population_anchor_sets_the_population_mean_and_scores_rows_alike(churn, test_frame):
+    import copy
+
+    X = churn.prepare(test_frame)
+    assert churn.population_shift(X) == 0.0  # no anchor rate: nothing moves
+    anchored = copy.deepcopy(churn)
+    anchored.calibrator.anchor_rate = 0.6
+    shift = anchored.population_shift(X, as_of="2011-09-10")
+    p = anchored.probability(X, as_of="2011-09-10", population_shift=shift)
+    assert p.mean() == pytest.approx(0.6, abs=1e-9)
+    # The ranking is the model's: a shift on the log-odds keeps the order.
+    unanchored = churn.probability(X, as_of="2011-09-10")
+    assert (np.argsort(p, kind="stable") == np.argsort(unanchored, kind="stable")).all()
+    # One row scored with the population's shift gets its score in the batch.
+    one = anchored.score_matrix(X[5:6], explain=False, as_of="2011-09-10", population_shift=shift)
+    assert one[0]["probability"] == pytest.approx(p[5], abs=1e-12)
+    assert anchored.population_shift(X[:0]) == 0.0

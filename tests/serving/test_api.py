@@ -226,6 +226,9 @@ def test_models_lists_the_three_champions(server):
         lead_drift["warning"].startswith(f"{len(lead_drift['alert'])} of ")
         and lead_drift["alert"][0] in lead_drift["warning"]
     )
+    # The lead snapshot is a population: its mean is anchored to the latest known conversion rate.
+    assert models["lead"]["snapshot_anchor"] != 0.0
+    assert models["churn"]["snapshot_anchor"] == models["next_purchase"]["snapshot_anchor"] == 0.0
     # Each model computes posted features with the config it was trained with (from the registry),
     # not the serving config: the lead model's is the bank leads config.
     assert models["lead"]["config_name"] == "bank_leads"
@@ -279,3 +282,19 @@ def test_no_champion_is_503_naming_the_command(empty_server, route, body, comman
     assert command in response.json()["error"]
     models = httpx.post(f"{empty_server}/models", json={}, headers={"x-api-key": "test-admin-key"}, timeout=60).json()
     assert models["models"] == [] and {m["task"] for m in models["missing"]} == {"churn", "next_purchase", "lead"}
+
+
+def test_lead_scores_by_id_equal_the_batch_of_the_snapshot_date(server, tmp_path):
+    """The API anchors the snapshot as ``crmscore score`` anchors the population of the same date."""
+    from features.config import load_config
+    from training.score import score_batch
+
+    ids = snapshot_ids(server, "lead", 5)
+    with server.client("admin") as c:
+        body = c.post("/score/lead", json={"ids": ids, "k": 0}).json()
+    batch = score_batch(load_config(server.leads_config), "lead", as_of=body["as_of"], out=tmp_path / "lead.parquet")
+    scores = pd.read_parquet(batch.out)
+    scores.index = scores["lead_id"].astype(str)
+    assert batch.population_shift != 0.0
+    for item in body["items"]:
+        assert item["probability"] == pytest.approx(scores.loc[item["id"], "probability"], abs=1e-9), item["id"]

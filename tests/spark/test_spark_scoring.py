@@ -114,3 +114,23 @@ def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained)
     # Trained on two cut-offs a quarter apart: at T the customers' tenure runs past any training row.
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "tenure_days" in result.stderr
+
+
+def test_spark_lead_scores_carry_the_population_anchor(tmp_path, spark):
+    """The lead model anchors each population's mean: Spark's two passes give score_batch's shift and scores."""
+    path = spark_config_file(
+        tmp_path, "bank_leads.yaml", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", output_dir=str(tmp_path / "out")
+    )
+    duck, config = load_config(path, overrides={"engine": "duckdb"}), load_config(path)
+    assert train_model(duck, "lead", force_promote=True)["alias"] == "champion"
+    as_of = "2010-11-01"
+    local = score_batch(duck, "lead", as_of=as_of, out=tmp_path / "local.parquet")
+    remote = score_spark(config, "lead", as_of=as_of, out_dir=str(tmp_path / "spark_scores"))
+    assert remote.rows == local.rows > 50
+    assert local.population_shift != 0.0
+    assert remote.population_shift == pytest.approx(local.population_shift, abs=1e-9)
+    a = pd.read_parquet(local.out).sort_values("lead_id").reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "spark_scores").sort_values("lead_id").reset_index(drop=True)
+    assert a["lead_id"].astype(str).tolist() == b["lead_id"].astype(str).tolist()
+    np.testing.assert_allclose(b["probability"], a["probability"], rtol=1e-9, atol=1e-12)
+    assert (b["grade"].astype(str) == a["grade"].astype(str)).all()
