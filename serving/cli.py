@@ -103,6 +103,51 @@ def score_command(
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
 
 
+@app.command("backtest")
+def backtest_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    start: Annotated[str, typer.Option("--from", help="First test cut-off.")],
+    end: Annotated[str, typer.Option("--to", help="Last test cut-off.")],
+    every: Annotated[str, typer.Option("--every", help="Pandas frequency of the cut-offs: MS, 30D, W-MON...")] = "MS",
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the table (CSV or Parquet).")] = None,
+) -> None:
+    """The training backtest at every test cut-off from --from to --to: one row per origin, nothing registered."""
+    import pandas as pd
+
+    from training.origins import evaluate_origins, origin_dates
+    from training.score import write_atomic
+
+    task = _task(model)
+    try:
+        cfg = load_config(config)
+        origins = origin_dates(start, end, every)
+        table = evaluate_origins(
+            cfg, task, origins, progress=lambda i, n, c: typer.echo(f"[{i + 1}/{n}] test cut-off {c}", err=True)
+        )
+        if out is not None:
+            write_atomic(table, out)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    shown = [c for c in table.columns if c != "error"]
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format):
+        typer.echo(table[shown].to_string(index=False))
+    done = table[table["error"].isna()]
+    for _, row in table[table["error"].notna()].iterrows():
+        typer.secho(f"not evaluated: {row['test_cutoff']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
+    if len(done):
+        means = ", ".join(
+            f"{c} {done[c].mean():.4f}"
+            for c in ("roc_auc", "brier", "ece", "ece_without_anchor", "brier_without_anchor")
+            if c in done.columns
+        )
+        typer.echo(f"{len(done)} of {len(table)} origins evaluated; means: {means}")
+    else:
+        raise _fail(f"none of the {len(table)} test cut-offs could be evaluated")
+    if out is not None:
+        typer.echo(f"wrote {len(table)} rows to {out}")
+
+
 @app.command("at-risk")
 def at_risk_command(
     config: ConfigOption,

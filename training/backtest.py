@@ -360,7 +360,9 @@ def run_backtest(
     metrics = m.binary_metrics(y_test, p_test)
     if spec.anchor_rate:
         metrics["population_shift_logit"] = population_shift
-        metrics["ece_without_anchor"] = m.ece(y_test, scorer.probability(X_test))
+        unanchored = scorer.probability(X_test)
+        metrics["ece_without_anchor"] = m.ece(y_test, unanchored)
+        metrics["brier_without_anchor"] = m.brier(y_test, unanchored)
     drift = scorer.drift(X_test)
     overview = drift_overview(drift)
     metrics["drift_max_psi"] = overview["max_psi"]

@@ -18,7 +18,7 @@ from training.pyfunc import registered_name
 from training.report import make_plots, write_report
 from training.tracking import log_and_register
 
-__all__ = ["normalize_task", "report_path", "train_model"]
+__all__ = ["backtest_inputs", "normalize_task", "report_path", "train_model"]
 
 
 def normalize_task(task: str) -> str:
@@ -37,6 +37,20 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def backtest_inputs(
+    config: Config, task: str, tables: CanonicalTables, test_cutoff: dt.date | str | None = None
+) -> tuple[Any, Any, Any]:
+    """What :func:`training.backtest.run_backtest` takes for ``task`` at ``test_cutoff``: the spec,
+    the training set and, for customer models, the transactions of the BG/NBD baseline (else None)."""
+    model_config = model_config_for(config, task)
+    spec = spec_for(task, model_config)
+    ts = build_training_set(tables, task, model_config=model_config, test_cutoff=test_cutoff)
+    transactions = None
+    if ts.entity == "customer_id" and tables.transactions is not None:
+        transactions = tables.transactions.select("customer_id", "timestamp", "amount").to_pandas()
+    return spec, ts, transactions
 
 
 def train_model(
@@ -74,14 +88,9 @@ def train_model(
     and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`).
     """
     task = normalize_task(task)
-    model_config = model_config_for(config, task)
-    spec = spec_for(task, model_config)
     if tables is None:
         tables = load_tables(config)
-    ts = build_training_set(tables, task, model_config=model_config, test_cutoff=test_cutoff)
-    transactions = None
-    if ts.entity == "customer_id" and tables.transactions is not None:
-        transactions = tables.transactions.select("customer_id", "timestamp", "amount").to_pandas()
+    spec, ts, transactions = backtest_inputs(config, task, tables, test_cutoff)
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
     plots = make_plots(result)
     report = write_report(result, plots, report_path(config, task))

@@ -24,3 +24,8 @@ def test_entry_points_render_crmscore_commands(tmp_path):
     score = project.get_entry_point("score").compute_command({"model": "churn", "out": "s.csv"}, str(tmp_path))
     assert score == "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv"
     assert project.get_entry_point("demo").compute_command({}, str(tmp_path)) == "crmscore demo"
+    backtest = project.get_entry_point("backtest").compute_command({"model": "churn", "every": "30D"}, str(tmp_path))
+    assert backtest == (
+        "crmscore backtest churn --config configs/bank_leads.yaml --from 2009-03-01 --to 2010-11-01 "
+        "--every 30D --out outputs/origins.csv"
+    )
