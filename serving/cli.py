@@ -101,6 +101,11 @@ def score_command(
     if batch.drift_warning:
         typer.secho(f"warning: {batch.drift_warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
+    if batch.population_shift:
+        typer.echo(
+            f"probabilities anchored to the latest known base rate (log-odds shift {batch.population_shift:+.2f} "
+            "for the whole population)"
+        )
 
 
 @app.command("backtest")
