@@ -53,6 +53,9 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         # the year-old reference cut-offs). Transferring only the intercept left it over-confident.
         seasonal_slope=True,
         fit_cutoffs=6,
+        # On seven test cut-offs 30 days apart (2011-03-14 ... 2011-09-10, `crmscore backtest`) this
+        # took the mean ECE from 0.089 to 0.051 (0.21 -> 0.09 at the first), ROC AUC unchanged.
+        align_refit=True,
         top_k=model_config.top_k_reasons,
         seed=model_config.seed,
     )

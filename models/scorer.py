@@ -9,6 +9,7 @@ differently from training. The hot path is numpy only: one ``booster.predict`` w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -189,6 +190,17 @@ class Calibrator:
     def shift_at(self, as_of: Any = None) -> float:
         """The log-odds shift of :meth:`correction_at`."""
         return self.correction_at(as_of)[1]
+
+    def on_linear(self, a: float, b: float) -> Calibrator:
+        """This calibrator applied to ``a * raw + b``, as a calibrator of ``raw`` (``a > 0``).
+
+        Sigmoid and identity fold the map into their slope and intercept; isotonic moves its knots.
+        """
+        if not a > 0:
+            raise ValueError(f"the linear map must be increasing (a = {a})")
+        if self.kind == "isotonic":
+            return dataclasses.replace(self, x=(np.asarray(self.x) - b) / a)
+        return dataclasses.replace(self, kind="sigmoid", a=self.a * a, b=self.a * b + self.b)
 
     def __call__(self, raw: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)

@@ -102,6 +102,11 @@ class ModelSpec:
         early-stopped number of trees. When False the early-stopped booster is kept, so the
         calibrator sees exactly the scores it was fitted on (better when the base rate moves and
         the refit would shift the score scale).
+    align_refit
+        With ``refit_all``: map the refit booster's raw scores onto the early-stopped booster's
+        (a least-squares line on the calibration fold) before the calibrator, which was fitted on
+        the latter. Without it a calibration fold whose base rate differs from the fit folds'
+        is counted twice: once by the refit, once by the calibrator.
     spend_unconditional
         Next purchase: fit the spend head on every customer (zeros included), so it predicts
         the expected value over H directly; otherwise it is fitted on the buyers and multiplied
@@ -153,6 +158,7 @@ class ModelSpec:
     primary_metric: str = "roc_auc"
     seasonal_prior_shift: bool = False
     refit_all: bool = True
+    align_refit: bool = False
     spend_unconditional: bool = False
     fit_cutoffs: int | None = None
     model_adjusted_prior: bool = True
@@ -203,6 +209,7 @@ class ModelSpec:
             "early_stopping_rounds": self.early_stopping_rounds,
             "seasonal_prior_shift": self.seasonal_prior_shift,
             "refit_all": self.refit_all,
+            "align_refit": self.align_refit,
             "fit_cutoffs": self.fit_cutoffs,
             "model_adjusted_prior": self.model_adjusted_prior,
             "seasonal_slope": self.seasonal_slope,

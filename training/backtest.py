@@ -242,7 +242,19 @@ def run_backtest(
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
     if spec.refit_all:
+        early = booster
         booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
+        if spec.align_refit:
+            # The calibrator maps the early-stopped booster's scores; the refit has also learnt the
+            # calibration fold's base rate, so its scores sit higher (or lower) when that rate differs
+            # from the fit folds'. A least-squares line from the refit's scores to the early-stopped
+            # one's on the calibration fold puts them back on the scale the calibrator knows.
+            a, b = np.polyfit(
+                booster.predict(X[cal_mask], raw_score=True),
+                early.predict(X[cal_mask], raw_score=True, num_iteration=best),
+                1,
+            )
+            calibrator = calibrator.on_linear(float(a), float(b))
     timings["fit_classifier_s"] = time.perf_counter() - started
 
     # -- the spend head (next purchase): expected net spend given a purchase -----------------

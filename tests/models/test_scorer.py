@@ -161,3 +161,13 @@ def test_population_anchor_sets_the_population_mean_and_scores_rows_alike(churn,
     one = anchored.score_matrix(X[5:6], explain=False, as_of="2011-09-10", population_shift=shift)
     assert one[0]["probability"] == pytest.approx(p[5], abs=1e-12)
     assert anchored.population_shift(X[:0]) == 0.0
+
+
+def test_calibrator_on_a_linear_map_equals_the_map_then_the_calibrator():
+    raw = np.linspace(-3, 3, 41)
+    isotonic = Calibrator(kind="isotonic", x=np.array([-2.0, 0.0, 2.0]), y=np.array([0.1, 0.5, 0.8]))
+    for calibrator in (Calibrator(kind="sigmoid", a=0.8, b=-0.2), Calibrator(), isotonic):
+        composed = calibrator.on_linear(0.7, 0.3)
+        np.testing.assert_allclose(composed(raw), calibrator(0.7 * raw + 0.3), rtol=1e-12)
+    with pytest.raises(ValueError, match="increasing"):
+        Calibrator().on_linear(-1.0, 0.0)
