@@ -346,10 +346,21 @@ class Scorer:
         Pass the result as ``population_shift`` to :meth:`probability` or :meth:`score_matrix`
         for any row of that population, so a single row gets the same score as in the batch.
         """
-        rate = getattr(self.calibrator, "anchor_rate", None)  # scorers pickled before anchors have none
-        if rate is None or len(X) == 0:
+        if not self.anchored or len(X) == 0:
             return 0.0
-        return rate_shift(self.calibrator(self.raw_score(X) if raw is None else raw, as_of=as_of), rate)
+        return self.anchor_shift(self.calibrator(self.raw_score(X) if raw is None else raw, as_of=as_of))
+
+    @property
+    def anchored(self) -> bool:
+        """Whether scored populations are anchored to a known rate (see :meth:`population_shift`)."""
+        return getattr(self.calibrator, "anchor_rate", None) is not None  # older scorers have no anchor
+
+    def anchor_shift(self, probability: np.ndarray) -> float:
+        """:meth:`population_shift` from the population's unanchored probabilities (0 when not
+        :attr:`anchored` or empty): for callers that scored it elsewhere, e.g. on Spark executors."""
+        if not self.anchored or len(probability) == 0:
+            return 0.0
+        return rate_shift(probability, self.calibrator.anchor_rate)
 
     def tier_of(self, probability: np.ndarray) -> np.ndarray:
         """Tier (or grade) names for an array of probabilities."""

@@ -27,7 +27,7 @@ from features.pipeline import ENTITY, normalize_as_of, population_table, stable_
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from models.drift import FeatureDrift
-from models.scorer import Scorer, encode_frame, rate_shift
+from models.scorer import Scorer, encode_frame
 from training.pyfunc import load_champion
 from training.score import BatchScores
 from training.train import normalize_task
@@ -194,21 +194,16 @@ def score_spark_frame(
     """
     task = normalize_task(task)
     scorer, info = load_champion(config, task)
-    return _score_with(config, task, features, info, _anchor_rate(scorer), as_of=as_of, explain=explain)[0]
+    return _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)[0]
 
 
-def _anchor_rate(scorer: Scorer) -> float | None:
-    return getattr(scorer.calibrator, "anchor_rate", None)  # scorers pickled before anchors have none
+def _score_with(config: Config, task: str, features, scorer: Scorer, info: dict[str, Any], *, as_of, explain: bool):
+    """:func:`score_spark_frame` with the champion already resolved (``load_champion``'s scorer and info).
 
-
-def _score_with(
-    config: Config, task: str, features, info: dict[str, Any], anchor_rate: float | None, *, as_of, explain: bool
-):
-    """:func:`score_spark_frame` with the champion already resolved (``info`` of ``load_champion``).
-
-    A model with an ``anchor_rate`` takes ``features`` as the population: a first pass scores it
-    without reasons and the driver solves for the anchor (``models.scorer.rate_shift`` on all its
-    probabilities, as ``Scorer.population_shift`` does in-process); the returned frame applies it.
+    An anchored model takes ``features`` as the population: a first pass scores it without
+    reasons and the driver solves for the anchor from all its probabilities
+    (``Scorer.anchor_shift``, as ``Scorer.population_shift`` does in-process); the returned frame
+    applies it.
     Returns the lazy scored frame and that shift (0 without an anchor).
     """
     import mlflow
@@ -233,7 +228,7 @@ def _score_with(
         # The scoring date picks the seasonal prior shift; models logged before the param get their training one.
         params["as_of"] = ts.isoformat(sep=" ")
     inputs = F.struct(*_model_inputs(features, signature.inputs.as_spark_schema(), task))
-    if anchor_rate is not None and "population_shift" in {p.name for p in (signature.params or [])}:
+    if scorer.anchored and "population_shift" in {p.name for p in (signature.params or [])}:
         first = mlflow.pyfunc.spark_udf(
             spark,
             model_uri,
@@ -242,8 +237,7 @@ def _score_with(
             params={**params, "explain": False},
         )
         probability = features.select(first(inputs).alias("s")).select("s.probability").toPandas()["probability"]
-        if len(probability):
-            params["population_shift"] = rate_shift(probability.to_numpy(dtype=np.float64), anchor_rate)
+        params["population_shift"] = scorer.anchor_shift(probability.to_numpy(dtype=np.float64))
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local", params=params)
     scored = features.select(F.col(entity).cast("string").alias(entity), udf(inputs).alias("s"))
     frame = scored.select(
@@ -303,7 +297,7 @@ def score_spark(
     scorer, info = load_champion(config, task)
     features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        result, shift = _score_with(config, task, features, info, _anchor_rate(scorer), as_of=as_of, explain=explain)
+        result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
         spark = features.sparkSession
         out = str(out_dir)
         tmp = _sibling(out)

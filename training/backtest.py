@@ -367,12 +367,13 @@ def run_backtest(
         calibrator.anchor_rate = prior.calibration_rate
 
     # -- test metrics ---------------------------------------------------------------------------
-    population_shift = scorer.population_shift(X_test)
-    p_test = scorer.probability(X_test, population_shift=population_shift)
+    raw_test = scorer.raw_score(X_test)
+    population_shift = scorer.population_shift(X_test, raw=raw_test)
+    p_test = scorer.calibrator(raw_test, population_shift=population_shift)
     metrics = m.binary_metrics(y_test, p_test)
     if spec.anchor_rate:
         metrics["population_shift_logit"] = population_shift
-        unanchored = scorer.probability(X_test)
+        unanchored = scorer.calibrator(raw_test)
         metrics["ece_without_anchor"] = m.ece(y_test, unanchored)
         metrics["brier_without_anchor"] = m.brier(y_test, unanchored)
     drift = scorer.drift(X_test)
@@ -412,7 +413,7 @@ def run_backtest(
         predictions[f"baseline_{name}"] = scores
     timings["baselines_s"] = time.perf_counter() - started - timings["fit_total_s"]
 
-    table = _backtest_table(ts, scorer, X, y, fit_mask, cal_mask, X_test, y_test, cutoffs)
+    table = _backtest_table(ts, scorer, X, y, fit_mask, cal_mask, X_test, y_test, cutoffs, population_shift)
     result_grade = grade(metrics[spec.primary_metric], [b.get(spec.primary_metric) for b in baselines.values()])
     return BacktestResult(
         task=spec.task,
@@ -548,6 +549,7 @@ def _backtest_table(
     X_test: np.ndarray,
     y_test: np.ndarray,
     cutoffs: list[pd.Timestamp],
+    population_shift: float = 0.0,
 ) -> pd.DataFrame:
     """One row per cut-off: role, rows, base rate and the final model's metrics there."""
     as_of = pd.to_datetime(ts.train["as_of"]).to_numpy()
@@ -557,10 +559,10 @@ def _backtest_table(
         # "refit only": purged from the early-stopping fit, used in the final fit.
         role = "calibration" if cal_mask[mask].all() else "fit" if fit_mask[mask].all() else "refit only"
         rows.append(_fold_row(cutoff, role, scorer, X[mask], y[mask]))
-    test_row = _fold_row(
-        pd.Timestamp(ts.test_cutoff), "test", scorer, X_test, y_test, population_shift=scorer.population_shift(X_test)
+    rows.append(
+        _fold_row(pd.Timestamp(ts.test_cutoff), "test", scorer, X_test, y_test, population_shift=population_shift)
     )
-    return pd.DataFrame([*rows, test_row])
+    return pd.DataFrame(rows)
 
 
 def _fold_row(
