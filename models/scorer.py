@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import FeatureDrift, FeatureProfile
+from models.linear import LinearHead
 from models.reasons import ReasonWriter
 
 __all__ = ["Calibrator", "Scorer", "encode_frame", "rate_shift", "shift_log_odds"]
@@ -247,6 +248,11 @@ class Scorer:
     profile
         The training distribution of the features (:class:`models.drift.FeatureProfile`), for
         :meth:`drift`; None for scorers trained before it existed.
+    linear, booster_weight
+        Optional :class:`models.linear.LinearHead` (its weight folded into its coefficients) and
+        the booster's weight: the raw score is ``booster_weight x booster + linear``, and
+        :meth:`contributions` sums both parts' SHAP values the same way, so scores and reasons
+        stay one decomposition. Without a linear head the weight is 1.
     """
 
     def __init__(
@@ -273,6 +279,8 @@ class Scorer:
         version: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         profile: FeatureProfile | None = None,
+        linear: LinearHead | None = None,
+        booster_weight: float = 1.0,
     ) -> None:
         self.task = task
         self.entity = entity
@@ -295,6 +303,14 @@ class Scorer:
         self.version = version
         self.metadata = dict(metadata or {})
         self.profile = profile
+        if not booster_weight >= 0.0:
+            raise ValueError(f"booster_weight must be >= 0, got {booster_weight}")
+        if linear is None and booster_weight != 1.0:
+            raise ValueError("booster_weight other than 1 needs a linear head")
+        if linear is not None and list(linear.feature_names) != self.feature_names:
+            raise ValueError("the linear head's columns differ from the model's feature columns")
+        self.linear = linear
+        self.booster_weight = float(booster_weight)
         if profile is not None and profile.feature_names != self.feature_names:
             raise ValueError("the feature profile's columns differ from the model's feature columns")
         if spend_feature is not None and spend_feature not in self.feature_names:
@@ -319,14 +335,23 @@ class Scorer:
 
     # -- scores -----------------------------------------------------------------------------
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """The classifier's raw (log-odds) score."""
-        return self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
+        """The classifier's raw (log-odds) score (booster, blended with the linear head if any)."""
+        raw = self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
+        linear = getattr(self, "linear", None)  # scorers pickled before linear heads existed have none
+        if linear is None:
+            return raw
+        return self.booster_weight * raw + linear.decision(X)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """SHAP values on the log-odds scale (LightGBM's ``pred_contrib``): one column per feature,
-        then the expected value; each row sums to the raw score."""
+        """SHAP values on the log-odds scale (LightGBM's ``pred_contrib``, plus the linear head's exact
+        ones when there is one): one column per feature, then the expected value; each row sums to
+        the raw score."""
         X = np.ascontiguousarray(X, dtype=np.float64)
-        return self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+        contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+        linear = getattr(self, "linear", None)
+        if linear is None:
+            return contrib
+        return self.booster_weight * contrib + linear.contributions(X)
 
     def probability(self, X: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
         """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`;

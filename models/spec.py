@@ -130,6 +130,11 @@ class ModelSpec:
         Anchor each scored population's mean probability to the base rate of the latest labelled
         fold (``Calibrator.anchor_rate``, applied by ``Scorer.population_shift``), for a base
         rate that drifts with no season to predict it.
+    linear_blend
+        Weight ``w`` of a logistic regression on the same features in the score: the scorer's log-odds
+        are ``(1 - w) x booster + w x linear head`` (:class:`models.linear.LinearHead`, fitted on the
+        early-stopping rows and put on the booster's scale on the calibration fold), calibrated
+        together; the reasons sum both parts' exact SHAP values. None: the booster alone.
     top_k
         Default number of reasons per score.
     seed
@@ -165,6 +170,7 @@ class ModelSpec:
     seasonal_slope: bool = False
     spend_blend: bool = False
     anchor_rate: bool = False
+    linear_blend: float | None = None
     top_k: int = 3
     seed: int = 42
     metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
@@ -215,4 +221,5 @@ class ModelSpec:
             "seasonal_slope": self.seasonal_slope,
             "spend_unconditional": self.spend_unconditional,
             "anchor_rate": self.anchor_rate,
+            "linear_blend": self.linear_blend,
         }

@@ -30,14 +30,16 @@ import numpy as np
 import pandas as pd
 
 from models.drift import FeatureDrift, FeatureProfile, drift_overview
+from models.linear import LinearHead
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer, encode_frame, rate_shift, shift_log_odds
 from models.spec import ModelSpec
 from training import metrics as m
-from training.baselines import bgnbd_scores, categorical_as_strings, logistic_baseline, rfm_score
+from training.baselines import bgnbd_scores, rfm_score
 from training.calibration import (
     PriorShift,
     choose_calibrator,
+    fit_sigmoid,
     intercept_shift,
     model_adjusted,
     recalibration_fit,
@@ -239,6 +241,27 @@ def run_backtest(
     )
     ids_cal = train.loc[cal_mask, entity].astype(str).to_numpy()
     raw_cal = booster.predict(X[cal_mask], raw_score=True, num_iteration=best)
+    # The logistic regression of the early-stopping rows: the baseline, and the linear head of a blend.
+    logistic = LinearHead.fit(
+        X[fit_mask],
+        y[fit_mask],
+        features,
+        cat_idx,
+        n_categories=[len(categories[c]) for c in categorical],
+        seed=spec.seed,
+    )
+    linear, booster_weight = None, 1.0
+    if spec.linear_blend:
+        # Each part on the log-odds scale of the calibration fold first (its Platt slope there, out
+        # of sample for both), so ``w`` means the same at every origin and a part that ranks nothing
+        # there gets no weight; then one calibrator for the blend.
+        w = float(spec.linear_blend)
+        slope_booster = max(fit_sigmoid(raw_cal, y[cal_mask]).a, 0.0)
+        slope_linear = max(fit_sigmoid(logistic.decision(X[cal_mask]), y[cal_mask]).a, 0.0)
+        if slope_booster + slope_linear > 0:
+            linear = logistic.scaled(w * slope_linear, 0.0)
+            booster_weight = (1.0 - w) * slope_booster
+            raw_cal = booster_weight * raw_cal + linear.decision(X[cal_mask])
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
     if spec.refit_all:
@@ -254,6 +277,10 @@ def run_backtest(
                 early.predict(X[cal_mask], raw_score=True, num_iteration=best),
                 1,
             )
+            if linear is not None:
+                # Only the booster's part moves: v (a refit + b) + linear = a (v refit + linear / a) + v b.
+                linear = linear.scaled(1.0 / float(a), 0.0)
+                b = booster_weight * b
             calibrator = calibrator.on_linear(float(a), float(b))
     timings["fit_classifier_s"] = time.perf_counter() - started
 
@@ -317,6 +344,8 @@ def run_backtest(
         metadata={"test_cutoff": str(ts.test_cutoff), "trained_cutoffs": [str(c) for c in ts.cutoffs]},
         # The rows of the final fit: what the trees have seen.
         profile=FeatureProfile.from_matrix(X, features, cat_idx),
+        linear=linear,
+        booster_weight=booster_weight,
     )
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
@@ -336,9 +365,7 @@ def run_backtest(
         ):
             rows = full_train.loc[(ref_when == cutoff).to_numpy()]
             scored_refs[str(cutoff.date())] = (
-                calibrator(
-                    booster.predict(encode_frame(rows, features, categories), raw_score=True, num_iteration=best)
-                ),
+                calibrator(scorer.raw_score(encode_frame(rows, features, categories))),
                 rows["label"].to_numpy(dtype=np.float64),
             )
         if spec.seasonal_slope:
@@ -348,7 +375,7 @@ def run_backtest(
         else:
             seasonal_intercepts = {c: intercept_shift(p, y_c) for c, (p, y_c) in scored_refs.items()}
         refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
-        p_cal_now = calibrator(booster.predict(X[cal_mask], raw_score=True, num_iteration=best))
+        p_cal_now = calibrator(scorer.raw_score(X[cal_mask]))
         prior = model_adjusted(
             prior,
             *refs,
@@ -397,9 +424,8 @@ def run_backtest(
     baselines, baseline_scores = _baselines(
         ts,
         spec,
-        features,
-        categorical,
-        fit_mask,
+        logistic.decision(X[cal_mask]),
+        logistic.decision(X_test),
         cal_mask,
         ids_cal,
         transactions,
@@ -457,9 +483,8 @@ def run_backtest(
 def _baselines(
     ts: Any,
     spec: ModelSpec,
-    features: list[str],
-    categorical: list[str],
-    fit_mask: np.ndarray,
+    logistic_cal: np.ndarray,
+    logistic_test: np.ndarray,
     cal_mask: np.ndarray,
     ids_cal: np.ndarray,
     transactions: pd.DataFrame | None,
@@ -501,13 +526,8 @@ def _baselines(
             naive = test[spec.rfm_columns[2]].to_numpy(dtype=np.float64).clip(0, None) * h / 365
             out["rfm"].update(m.spend_metrics(predictions["spend"].to_numpy(), np.nan_to_num(naive)))
 
-    numeric = [c for c in features if c not in categorical]
-    lr = logistic_baseline(numeric, categorical, seed=spec.seed)
-    frame = categorical_as_strings(train[features], categorical)
-    lr.fit(frame.loc[fit_mask], y[fit_mask])  # the purged folds, like the model's early-stopping fit
-    raw_cal = lr.decision_function(frame.loc[cal_mask])
-    raw_test = lr.decision_function(categorical_as_strings(test[features], categorical))
-    p = anchored(_calibrated(raw_cal, y_cal, ids_cal, raw_test, shift, scale)[0])
+    # Fitted on the purged folds, like the model's early-stopping fit (the run's LinearHead).
+    p = anchored(_calibrated(logistic_cal, y_cal, ids_cal, logistic_test, shift, scale)[0])
     out["logistic"] = m.binary_metrics(y_test, p)
     scores["logistic"] = p
 

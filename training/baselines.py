@@ -3,7 +3,8 @@
 - ``rfm``: the classic RFM rule. Recency, frequency and monetary quintiles (1-5, 5 = best)
   summed; churn scores ``15 - RFM``, next purchase scores ``RFM``.
 - ``logistic``: logistic regression on the model's own features (median imputation with
-  missing indicators, signed log, standard scaling, one-hot categories).
+  missing indicators, signed log, standard scaling, one-hot categories):
+  :class:`models.linear.LinearHead`, fitted in :func:`training.backtest.run_backtest`.
 - ``bgnbd``: BG/NBD fitted on the purchase history at each cut-off; churn scores
   P(no purchase in H), next purchase scores 1 - that, and its spend is expected purchases x
   the customer's average purchase-day spend.
@@ -19,15 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from training.bgnbd import BGNBD, rfm_summary
 
-__all__ = ["bgnbd_scores", "logistic_baseline", "rfm_score"]
+__all__ = ["bgnbd_scores", "rfm_score"]
 
 
 def _quintile(values: pd.Series, *, higher_is_better: bool) -> np.ndarray:
@@ -54,38 +50,6 @@ def rfm_score(frame: pd.DataFrame, columns: tuple[str, str, str], *, task: str) 
         + _quintile(monetary, higher_is_better=True)
     )
     return 15.0 - total if task == "churn" else total
-
-
-def _signed_log(X: np.ndarray) -> np.ndarray:
-    return np.sign(X) * np.log1p(np.abs(X))
-
-
-def logistic_baseline(numeric: Sequence[str], categorical: Sequence[str], *, seed: int) -> Pipeline:
-    """An unfitted logistic regression pipeline over the given feature columns."""
-    numeric_steps = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        FunctionTransformer(_signed_log),
-        StandardScaler(),
-    )
-    transformers = [("num", numeric_steps, list(numeric))]
-    if categorical:
-        transformers.append(
-            ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20, sparse_output=False), list(categorical))
-        )
-    return Pipeline(
-        [
-            ("prepare", ColumnTransformer(transformers)),
-            ("model", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
-        ]
-    )
-
-
-def categorical_as_strings(frame: pd.DataFrame, categorical: Sequence[str]) -> pd.DataFrame:
-    """A copy with categorical columns as plain strings ("missing" for nulls), as one-hot encoding wants."""
-    out = frame.copy()
-    for column in categorical:
-        out[column] = out[column].astype(object).where(out[column].notna(), "missing").astype(str)
-    return out
 
 
 def bgnbd_scores(

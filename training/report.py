@@ -100,7 +100,7 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     plots["gains"] = _png(plt, fig)
 
     scorer = result.scorer
-    contrib = scorer.booster.predict(result.test_X, pred_contrib=True, num_iteration=scorer.num_iteration)[:, :-1]
+    contrib = scorer.contributions(result.test_X)[:, :-1]  # the booster's and any linear head's, as scored
     mean_abs = np.abs(contrib).mean(axis=0)
     top = np.argsort(-mean_abs)[:15][::-1]
     plt, fig, ax = _figure()
