@@ -462,6 +462,8 @@ def run_backtest(
             "spend_blend": None
             if spend_blend is None
             else f"{spend_blend[0]:.4f} x model + {spend_blend[1]:.4f} x naive",
+            "linear_blend": spec.linear_blend,
+            "booster_weight": booster_weight,
             "n_features": len(features),
             "calibration_cutoff": str(pd.Timestamp(latest).date()),
             "prior_shift": prior.shift,
