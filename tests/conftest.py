@@ -44,11 +44,16 @@ def write_config(tmp_path):
 
 
 @pytest.fixture
-def minimal_config(write_config):
-    """Load :func:`minimal_config_dict` with top-level keys added or replaced (e.g. ``serving={...}``)."""
+def minimal_config(write_config, tmp_path):
+    """Load :func:`minimal_config_dict` with top-level keys added or replaced (e.g. ``serving={...}``).
+
+    Its MLflow store is in ``tmp_path``: the default ``sqlite:///mlflow.db`` is relative to the
+    working directory, where ``make demo`` leaves a registry whose champions a test must not see.
+    """
     from features.config import load_config
 
     def load(**top_level):
-        return load_config(write_config({**minimal_config_dict(), **top_level}))
+        isolated = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+        return load_config(write_config({**minimal_config_dict(), **isolated, **top_level}))
 
     return load
