@@ -11,6 +11,10 @@ The layout, never a random split:
   calibrator (same trees, more recent rows: its scores are on the scale the calibrator saw);
 - **test fold**: the test cut-off T, whose label window lies after every training label window.
 
+A spec with ``linear_blend`` adds the logistic regression of the early-stopping rows (the same
+:class:`models.linear.LinearHead` as the baseline) to the booster's log-odds, both weighted by
+their Platt slopes on the calibration fold, before the calibrator is fitted.
+
 Baselines (RFM rule, logistic regression, BG/NBD when the transactions are given) are
 fitted and calibrated on the same folds and evaluated on the same test rows. The quality
 grade compares the model with the best baseline on the task's primary metric (ROC AUC):
