@@ -112,14 +112,13 @@ class LinearHead:
 
         values = X[:, num]
         missing = np.isnan(values)
-        with np.errstate(all="ignore"):
-            median = np.nanmedian(np.where(missing.all(axis=0), 0.0, values), axis=0)
-        median = np.nan_to_num(median)
+        # A column missing in every row imputes 0 (its indicator then carries nothing either).
+        median = np.nanmedian(np.where(missing.all(axis=0), 0.0, values), axis=0)
         z = _signed_log(np.where(missing, median, values))
         mean, scale = _standardise(z)
         indicator = missing.any(axis=0)
         ind = missing[:, indicator].astype(np.float64)
-        ind_mean_used, ind_scale_used = _standardise(ind) if ind.shape[1] else (np.zeros(0), np.ones(0))
+        ind_mean_used, ind_scale_used = _standardise(ind)
         design = [(z - mean) / scale, (ind - ind_mean_used) / ind_scale_used]
 
         # One-hot blocks: per categorical feature, the design column of each code (-1 = none).
@@ -140,7 +139,7 @@ class LinearHead:
             onehot[np.flatnonzero(hit >= 0), hit[hit >= 0]] = 1.0
             blocks.append(onehot)
             columns_of.append(column)
-        matrix = np.hstack(design + blocks) if design or blocks else np.zeros((len(X), 0))
+        matrix = np.hstack(design + blocks)
 
         model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(matrix, y)
         beta = model.coef_[0]
@@ -158,9 +157,10 @@ class LinearHead:
         for onehot, column in zip(blocks, columns_of, strict=True):
             width = onehot.shape[1]
             b, beta = beta[:width], beta[width:]
-            centre = float(onehot.mean(axis=0) @ b) if width else 0.0
+            # Every row has a code, so each block has at least one column.
+            centre = float(onehot.mean(axis=0) @ b)
             expected += centre
-            effects.append(np.where(column >= 0, b[np.clip(column, 0, None)] if width else 0.0, 0.0) - centre)
+            effects.append(np.where(column >= 0, b[np.clip(column, 0, None)], 0.0) - centre)
             unseen.append(-centre)
         return cls(
             feature_names=tuple(feature_names),

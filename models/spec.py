@@ -133,8 +133,8 @@ class ModelSpec:
     linear_blend
         Weight ``w`` of a logistic regression on the same features in the score: the scorer's log-odds
         are ``(1 - w) x booster + w x linear head`` (:class:`models.linear.LinearHead`, fitted on the
-        early-stopping rows and put on the booster's scale on the calibration fold), calibrated
-        together; the reasons sum both parts' exact SHAP values. None: the booster alone.
+        early-stopping rows), each part first multiplied by its Platt slope on the calibration fold,
+        then calibrated together; the reasons sum both parts' exact SHAP values. None: the booster alone.
     top_k
         Default number of reasons per score.
     seed

@@ -254,6 +254,7 @@ def run_backtest(
         n_categories=[len(categories[c]) for c in categorical],
         seed=spec.seed,
     )
+    logistic_cal = logistic.decision(X[cal_mask])
     linear, booster_weight = None, 1.0
     if spec.linear_blend:
         # Each part on the log-odds scale of the calibration fold first (its Platt slope there, out
@@ -261,11 +262,11 @@ def run_backtest(
         # there gets no weight; then one calibrator for the blend.
         w = float(spec.linear_blend)
         slope_booster = max(fit_sigmoid(raw_cal, y[cal_mask]).a, 0.0)
-        slope_linear = max(fit_sigmoid(logistic.decision(X[cal_mask]), y[cal_mask]).a, 0.0)
+        slope_linear = max(fit_sigmoid(logistic_cal, y[cal_mask]).a, 0.0)
         if slope_booster + slope_linear > 0:
             linear = logistic.scaled(w * slope_linear, 0.0)
             booster_weight = (1.0 - w) * slope_booster
-            raw_cal = booster_weight * raw_cal + linear.decision(X[cal_mask])
+            raw_cal = booster_weight * raw_cal + w * slope_linear * logistic_cal
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
     if spec.refit_all:
@@ -428,7 +429,7 @@ def run_backtest(
     baselines, baseline_scores = _baselines(
         ts,
         spec,
-        logistic.decision(X[cal_mask]),
+        logistic_cal,
         logistic.decision(X_test),
         cal_mask,
         ids_cal,
