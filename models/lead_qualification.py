@@ -27,10 +27,10 @@ LEAD_TEMPLATES: dict[str, tuple[str, ...]] = {
     "contact": ("Reached by {contact}",),
     "month": ("Contacted in {month}",),
     "day_of_week": ("Contacted on {day_of_week}",),
-    "campaign": ("{campaign:.0f} contacts in this campaign",),
+    "campaign": ("Contacts in this campaign so far: {campaign:.0f}",),
     # pdays = 999 codes "never contacted before", so its sentence names no number of days.
     "pdays": ("Days since a contact in a previous campaign (999 = never): {pdays:.0f}",),
-    "previous": ("{previous:.0f} contacts before this campaign",),
+    "previous": ("Contacts before this campaign: {previous:.0f}",),
     "poutcome": ("Outcome of the previous campaign: {poutcome}",),
     "emp_var_rate": ("Employment variation rate {emp_var_rate:.1f}",),
     "cons_price_idx": ("Consumer price index {cons_price_idx:.2f}",),

@@ -6,20 +6,48 @@ raises the score (churn risk, purchase or conversion odds); its sentence is writ
 customer's own values by the model's templates, e.g. "No purchase for 143 days; usually buys
 every 21 days". A feature without a template, or whose template needs a missing value, gets
 a generic sentence built from its name.
+
+A feature that takes one value across each training cut-off's population (for the bundled
+leads: the month's economic indicators, and the lead's age, since ``created_at`` has month
+precision) says *when* a row was scored, not what sets it apart from its peers; it is a
+*context* feature and never becomes a reason, though it still counts in the score.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ReasonWriter", "format_value", "humanize"]
+__all__ = ["ReasonWriter", "format_value", "humanize", "singularize"]
 
 _WORDS = {"days": "days", "avg": "average", "pct": "%", "num": "number of", "n": "number of", "cnt": "count"}
+
+
+_PLURALS = {
+    "days": "day",
+    "orders": "order",
+    "products": "product",
+    "categories": "category",
+    "contacts": "contact",
+    "interactions": "interaction",
+    "months": "month",
+    "weeks": "week",
+    "lines": "line",
+    "units": "unit",
+    "times": "time",
+}
+# "1 days", "1 different products": a count of exactly one (not 11, 0.1 or 1.5) before a plural noun.
+_ONE_PLURAL = re.compile(r"(?<![\w.,])1 ((?:different )?)(" + "|".join(_PLURALS) + r")\b")
+
+
+def singularize(text: str) -> str:
+    """``"Bought on 1 days"`` -> ``"Bought on 1 day"``: templates write plurals, one thing is singular."""
+    return _ONE_PLURAL.sub(lambda m: f"1 {m.group(1)}{_PLURALS[m.group(2)]}", text)
 
 
 def humanize(feature: str) -> str:
@@ -58,6 +86,9 @@ class ReasonWriter:
         What a positive contribution means (``"raises churn risk"``); appended to each sentence.
     categories
         Category lists of categorical features, to write a label instead of a code.
+    context
+        Features never given as reasons (see the module docstring); their contributions stay in
+        the score.
     """
 
     def __init__(
@@ -66,8 +97,13 @@ class ReasonWriter:
         templates: Mapping[str, Sequence[str]],
         direction: str,
         categories: Mapping[str, Sequence[Any]] | None = None,
+        context: Sequence[str] = (),
     ) -> None:
         self.feature_names = list(feature_names)
+        unknown = [c for c in context if c not in self.feature_names]
+        if unknown:
+            raise ValueError(f"context feature '{unknown[0]}' is not a model feature")
+        self.context = [c for c in self.feature_names if c in set(context)]
         self.direction = direction
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
         index = {name: i for i, name in enumerate(self.feature_names)}
@@ -104,7 +140,7 @@ class ReasonWriter:
             if any(_is_missing(values.get(f)) for f in fields):
                 continue
             try:
-                return template.format(**{f: values[f] for f in fields})
+                return singularize(template.format(**{f: values[f] for f in fields}))
             except (ValueError, TypeError):  # a numeric format applied to a category label
                 continue
         return f"{humanize(feature)}: {format_value(values.get(feature))}"
@@ -126,7 +162,8 @@ class ReasonWriter:
         X
             The matrix that was scored, same column order.
         k
-            Maximum reasons per row; only features with a positive contribution qualify.
+            Maximum reasons per row; only features with a positive contribution qualify, and no
+            context feature.
         rows
             Optional original feature values per row (used for the sentences when given).
 
@@ -138,6 +175,10 @@ class ReasonWriter:
         if n == 0:
             return []
         k = max(0, min(k, m))
+        context = getattr(self, "context", [])  # writers pickled before context features existed have none
+        if context:
+            contributions = np.array(contributions, dtype=np.float64, copy=True)
+            contributions[:, [self.feature_names.index(c) for c in context]] = -np.inf
         if k == 0:
             return [[] for _ in range(n)]
         # argpartition picks the k largest per row without sorting all features.

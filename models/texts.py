@@ -76,12 +76,19 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "q4_share": ("{q4_share:.0%} of past purchase days were in October-December",),
     "avg_unit_price": ("Average unit price {avg_unit_price:,.2f}",),
     "lines_per_product": ("Bought each product {lines_per_product:.1f} times on average",),
+    # The decayed counts weigh each purchase day by its age; the sentence names the counts and the
+    # latest purchase they summarise, and the weighted count itself only when those are missing.
     **{
         f"decayed_purchase_days_{tau}d": (
+            f"{counts}, the latest {{days_since_last:.0f}} days ago",
             f"Recent buying activity of {{decayed_purchase_days_{tau}d:.2f}} "
-            f"(purchase days weighted by recency, {tau}-day decay)",
+            f"(purchase days, each counted less the older it is; {tau}-day decay)",
         )
-        for tau in (30, 90, 365)
+        for tau, counts in (
+            (30, "{frequency_30d:.0f} orders in the last 30 days"),
+            (90, "Bought on {purchase_days_90d:.0f} days in the last 90 days"),
+            (365, "Bought on {purchase_days_365d:.0f} days in the last 365 days"),
+        )
     },
     **{f"frequency_{w}d": (f"{{frequency_{w}d:.0f}} orders in the last {w} days",) for w in _WINDOWS},
     **{f"monetary_{w}d": (f"Net spend of {{monetary_{w}d:,.0f}} in the last {w} days",) for w in _WINDOWS},

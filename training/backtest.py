@@ -89,6 +89,27 @@ class BacktestResult:
     drift: list[FeatureDrift] = field(default_factory=list)
 
 
+def context_features(X: np.ndarray, cutoff: np.ndarray, feature_names: list[str]) -> list[str]:
+    """The features that take one value (NaN aside) within every cut-off's rows of ``X``.
+
+    Such a feature tells the cut-off apart, not the rows of one population (the bundled leads'
+    economic indicators are monthly, and their ``created_at`` has month precision, so every lead of
+    a cut-off has the same age): it never becomes a reason (``ReasonWriter(context=...)``).
+    Cut-offs with a single row say nothing and are skipped; with none left, no feature is context.
+    """
+    groups = [idx for idx in pd.Series(np.arange(len(cutoff))).groupby(cutoff).indices.values() if len(idx) > 1]
+    if not groups:
+        return []
+    constant = np.ones(X.shape[1], dtype=bool)
+    for idx in groups:
+        block = X[idx]
+        missing = np.isnan(block)
+        # Largest minus smallest value: 0 for one value, -inf for an all-NaN column.
+        spread = np.where(missing, -np.inf, block).max(axis=0) - np.where(missing, np.inf, block).min(axis=0)
+        constant &= ~(spread > 0)
+    return [name for name, flag in zip(feature_names, constant, strict=True) if flag]
+
+
 def _train_booster(
     params: dict[str, Any],
     X_fit: np.ndarray,
@@ -337,7 +358,13 @@ def run_backtest(
         calibrator=calibrator,
         tiers=spec.tiers,
         tier_key=spec.tier_key,
-        reasons=ReasonWriter(features, spec.reason_templates, spec.reason_direction, categories),
+        reasons=ReasonWriter(
+            features,
+            spec.reason_templates,
+            spec.reason_direction,
+            categories,
+            context=context_features(X, train["as_of"].to_numpy(), features),
+        ),
         model_name=model_name or f"crmscore-{spec.task}",
         horizon_days=spec.horizon_days,
         spend_booster=spend_booster,
@@ -470,6 +497,7 @@ def run_backtest(
             "linear_blend": spec.linear_blend,
             "booster_weight": booster_weight,
             "n_features": len(features),
+            "context_features": ",".join(scorer.reasons.context) or None,
             "calibration_cutoff": str(pd.Timestamp(latest).date()),
             "prior_shift": prior.shift,
             "prior_scale": prior.scale,

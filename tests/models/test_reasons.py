@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from models.reasons import ReasonWriter, humanize
+from models.reasons import ReasonWriter, humanize, singularize
 from models.texts import CUSTOMER_TEMPLATES, NO_PURCHASE
 
 FEATURES = ["days_since_last", "gap_mean", "country", "orders_90d"]
@@ -71,3 +72,29 @@ def test_k_limits_and_rows_override_values():
 
 def test_humanize():
     assert humanize("monetary_365d") == "Monetary 365d"
+
+
+def test_context_features_count_in_the_score_but_are_never_reasons():
+    context = ReasonWriter(FEATURES, TEMPLATES, "raises churn risk", {"country": ["France", "UK"]}, context=["country"])
+    X = np.array([[143.0, 21.0, 1.0, 2.0]])
+    contrib = np.array([[0.1, -0.5, 0.9, 0.05]])
+    (plain,) = writer().explain(contrib, X, k=2)
+    (reasons,) = context.explain(contrib, X, k=2)
+    assert [r["feature"] for r in plain] == ["country", "days_since_last"]
+    assert [r["feature"] for r in reasons] == ["days_since_last", "orders_90d"]  # the next one moves up
+    assert contrib[0, 2] == 0.9  # the caller's SHAP values are left as they were
+    (only_context,) = context.explain(np.array([[0.0, 0.0, 0.9, 0.0]]), X, k=3)
+    assert only_context == []
+    with pytest.raises(ValueError, match="context feature 'month' is not a model feature"):
+        ReasonWriter(FEATURES, TEMPLATES, "raises churn risk", context=["month"])
+
+
+def test_a_count_of_one_reads_in_the_singular():
+    assert singularize("Bought on 1 days in the last 90 days") == "Bought on 1 day in the last 90 days"
+    assert singularize("Bought 1 different products") == "Bought 1 different product"
+    assert singularize("1 categories, 11 days, 0.1 days, 1.5 days, 21 orders") == (
+        "1 category, 11 days, 0.1 days, 1.5 days, 21 orders"
+    )
+    writer = ReasonWriter(["purchase_days_90d"], CUSTOMER_TEMPLATES, "raises churn risk")
+    (reasons,) = writer.explain(np.array([[0.4]]), np.array([[1.0]]), k=1)
+    assert reasons[0]["text"] == "Bought on 1 day in the last 90 days (raises churn risk)"

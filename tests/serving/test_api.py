@@ -298,3 +298,16 @@ def test_lead_scores_by_id_equal_the_batch_of_the_snapshot_date(server, tmp_path
     assert batch.population_shift != 0.0
     for item in body["items"]:
         assert item["probability"] == pytest.approx(scores.loc[item["id"], "probability"], abs=1e-9), item["id"]
+
+
+def test_lead_reasons_never_name_what_every_lead_of_the_month_shares(server):
+    """The month's economic indicators and the lead's age (``created_at`` has month precision) are
+    the same for every lead of a cut-off: they count in the score but explain no lead's rank."""
+    ids = snapshot_ids(server, "lead", 10_000)
+    shared = {"days_since_created", "emp_var_rate", "cons_price_idx", "cons_conf_idx", "nr_employed"}
+    with server.client("marketer") as c:
+        items = c.post("/score/lead", json={"ids": ids[:MAX_BATCH], "k": 3}).json()["items"]
+    assert len(items) == min(len(ids), MAX_BATCH) and all(item["reasons"] for item in items)
+    named = {r["feature"] for item in items for r in item["reasons"]}
+    assert not named & shared
+    assert len(named) >= 3  # the reasons differ between leads

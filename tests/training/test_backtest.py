@@ -7,7 +7,7 @@ import pytest
 
 from models.churn import spec as churn_spec
 from tests.training.synthetic import MODEL_CONFIG, training_set
-from training.backtest import grade, run_backtest
+from training.backtest import context_features, grade, run_backtest
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,25 @@ def test_linear_blend_scores_and_explains_as_one_model(result):
     assert blended.metrics["roc_auc"] > 0.75 and blended.metrics["ece"] < 0.05
     # The logistic baseline is the run's own linear head, unblended: the same whatever the blend.
     assert blended.baselines["logistic"] == result.baselines["logistic"]
+
+
+def test_context_features_are_those_constant_within_every_cutoff(result):
+    nan = np.nan
+    X = np.array(
+        [
+            [1.0, 5.0, nan, 1.0, 3.0],
+            [1.0, 6.0, nan, 2.0, nan],
+            [2.0, 7.0, nan, nan, 4.0],
+            [2.0, 7.0, nan, 3.0, 4.0],
+            [9.0, 1.0, 1.0, 1.0, 8.0],  # a cut-off of one row says nothing
+        ]
+    )
+    names = ["month_rate", "age", "all_missing", "visits", "constant_but_missing_once"]
+    assert context_features(X, np.array(["a", "a", "b", "b", "c"]), names) == [
+        "month_rate",
+        "all_missing",
+        "constant_but_missing_once",
+    ]
+    assert context_features(X[:1], np.array(["a"]), names) == []
+    # The synthetic customers vary within each cut-off: no churn feature is context.
+    assert result.scorer.reasons.context == []
