@@ -253,6 +253,10 @@ class Scorer:
         the booster's weight: the raw score is ``booster_weight x booster + linear``, and
         :meth:`contributions` sums both parts' SHAP values the same way, so scores and reasons
         stay one decomposition. Without a linear head the weight is 1.
+    default_population_shift
+        For an :attr:`anchored` model, the anchor of the latest population training saw (the test
+        cut-off's, :meth:`population_shift`): the shift for callers that score rows without their
+        population (the pyfunc's default, ``anchor="model"``). 0 otherwise.
     """
 
     def __init__(
@@ -281,6 +285,7 @@ class Scorer:
         profile: FeatureProfile | None = None,
         linear: LinearHead | None = None,
         booster_weight: float = 1.0,
+        default_population_shift: float = 0.0,
     ) -> None:
         self.task = task
         self.entity = entity
@@ -311,6 +316,7 @@ class Scorer:
             raise ValueError("the linear head's columns differ from the model's feature columns")
         self.linear = linear
         self.booster_weight = float(booster_weight)
+        self.default_population_shift = float(default_population_shift)
         if profile is not None and profile.feature_names != self.feature_names:
             raise ValueError("the feature profile's columns differ from the model's feature columns")
         if spend_feature is not None and spend_feature not in self.feature_names:

@@ -228,6 +228,10 @@ def _score_with(config: Config, task: str, features, scorer: Scorer, info: dict[
         # The scoring date picks the seasonal prior shift; models logged before the param get their training one.
         params["as_of"] = ts.isoformat(sep=" ")
     inputs = F.struct(*_model_inputs(features, signature.inputs.as_spark_schema(), task))
+    if "anchor" in {p.name for p in (signature.params or [])}:
+        # Each Arrow batch is a slice of the population, never the population: the driver finds the
+        # anchor below, and both passes take the shift as given (0 in the first: the model's own level).
+        params["anchor"] = "none"
     if scorer.anchored and "population_shift" in {p.name for p in (signature.params or [])}:
         first = mlflow.pyfunc.spark_udf(
             spark,

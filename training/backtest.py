@@ -428,6 +428,7 @@ def run_backtest(
     # -- test metrics ---------------------------------------------------------------------------
     raw_test = scorer.raw_score(X_test)
     population_shift = scorer.population_shift(X_test, raw=raw_test)
+    scorer.default_population_shift = population_shift
     p_test = scorer.calibrator(raw_test, population_shift=population_shift)
     metrics = m.binary_metrics(y_test, p_test)
     if spec.anchor_rate:

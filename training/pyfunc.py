@@ -32,10 +32,13 @@ __all__ = [
     "cli_model_name",
     "load_champion",
     "load_scorer",
+    "model_input",
     "predict_frame",
     "registered_name",
 ]
 
+# Where the pyfunc's population anchor comes from when no ``population_shift`` is given (see predict_frame).
+ANCHORS = ("model", "batch", "none")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SCORER_ARTIFACT = "scorer"
@@ -59,8 +62,7 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
     """A pyfunc around a pickled :class:`Scorer` (artifact ``scorer``).
 
     ``predict`` params: ``k`` (reasons per row, default the model's), ``explain`` (default True),
-    ``as_of`` (the scoring date) and ``population_shift`` (default 0: the anchor of the population
-    the rows belong to, :meth:`Scorer.population_shift`; ``crmscore score`` computes it for you).
+    ``as_of`` (the scoring date), ``anchor`` and ``population_shift``, see :func:`predict_frame`.
     """
 
     def load_context(self, context) -> None:
@@ -77,6 +79,7 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
             k=k,
             explain=bool(params.get("explain", True)),
             as_of=as_of,
+            anchor=str(params.get("anchor", "model")),
             population_shift=float(params.get("population_shift", 0.0)),
         )
 
@@ -88,14 +91,30 @@ def predict_frame(
     k: int,
     explain: bool = True,
     as_of: Any = None,
+    anchor: str = "model",
     population_shift: float = 0.0,
 ) -> pd.DataFrame:
     """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row.
 
     The scoring date for the seasonal prior shift is ``as_of``, else the input's ``as_of`` column
     when it holds a single date (rows of several dates are scored date by date), else none (the
-    training-time shift). ``population_shift`` is applied to every row as given.
+    training-time shift).
+
+    The population anchor of an anchored model (the lead model; :meth:`Scorer.population_shift`):
+    a non-zero ``population_shift`` is applied to every row as given (``crmscore score`` and the
+    Spark batch compute it for the whole population). Otherwise ``anchor`` says where it comes
+    from: ``"model"`` (default) the anchor of the latest population training saw
+    (:attr:`Scorer.default_population_shift`), which a single row can use; ``"batch"`` these rows,
+    date by date, taken as the whole population of their date (what ``crmscore score`` does);
+    ``"none"`` no anchor, the model's own level. Other models have no anchor: 0 either way.
+
+    Raises
+    ------
+    ValueError
+        ``anchor`` is not one of ``model``, ``batch``, ``none``.
     """
+    if anchor not in ANCHORS:
+        raise ValueError(f"param 'anchor' must be one of {', '.join(ANCHORS)}; got {anchor!r}")
     if as_of is None and "as_of" in features.columns and features["as_of"].notna().all() and len(features):
         dates = pd.to_datetime(features["as_of"])
         if dates.nunique() > 1:
@@ -106,16 +125,60 @@ def predict_frame(
                     k=k,
                     explain=explain,
                     as_of=d,
+                    anchor=anchor,
                     population_shift=population_shift,
                 ).set_axis(np.flatnonzero((dates == d).to_numpy()))
                 for d in dates.unique()
             ]
             return pd.concat(parts).sort_index().reset_index(drop=True)
         as_of = dates.iloc[0]
-    frame = scorer.score_frame(features, k=k, explain=explain, as_of=as_of, population_shift=population_shift)
+    X = scorer.prepare(features)
+    if not population_shift:
+        if anchor == "model":
+            # Scorers pickled before the default existed have none.
+            population_shift = float(getattr(scorer, "default_population_shift", 0.0))
+        elif anchor == "batch":
+            population_shift = scorer.population_shift(X, as_of=as_of)
+    frame = scorer.score_frame(
+        features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=population_shift
+    )
     if "reasons" in frame.columns:
         frame["reasons"] = [json.dumps(r) for r in frame["reasons"]]
     return frame
+
+
+def model_input(features: pd.DataFrame, model: Any) -> pd.DataFrame:
+    """A feature table (``crmscore features``, :func:`features.pipeline.population_features`) cast
+    to a logged model's input schema, ready for ``model.predict``.
+
+    MLflow's schema check takes neither pandas ``category`` columns for strings nor ``int64`` for
+    doubles (unless they hold only 0 and 1), and the feature tables have both. ``model`` is a
+    loaded pyfunc (``mlflow.pyfunc.load_model``) or its input :class:`mlflow.types.Schema`. String
+    columns become Python strings (a missing value None), double columns float64; only the
+    schema's columns are kept, in its order.
+
+    Raises
+    ------
+    ValueError
+        A column of the schema is missing from ``features``, or a double column is not numeric.
+    """
+    schema = model.metadata.get_input_schema() if hasattr(model, "metadata") else model
+    out = {}
+    for spec in schema.inputs:
+        name, kind = spec.name, getattr(spec.type, "name", None)
+        if name not in features.columns:
+            raise ValueError(f"model input column '{name}' is missing from the feature table")
+        column = features[name]
+        if kind == "string":
+            out[name] = column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
+        elif kind == "double":
+            try:
+                out[name] = pd.to_numeric(column, errors="raise").astype(np.float64)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"model input column '{name}' must be numeric: {exc}") from exc
+        else:
+            out[name] = column
+    return pd.DataFrame(out, index=features.index)
 
 
 def _set_uris(config: Config) -> None:

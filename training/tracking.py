@@ -238,7 +238,9 @@ def log_and_register(
         )
         output = predict_frame(scorer, example, k=result.spec.top_k)
         signature = infer_signature(
-            example, output, params={"k": result.spec.top_k, "explain": True, "as_of": "", "population_shift": 0.0}
+            example,
+            output,
+            params={"k": result.spec.top_k, "explain": True, "as_of": "", "anchor": "model", "population_shift": 0.0},
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{SCORER_ARTIFACT}.pkl"

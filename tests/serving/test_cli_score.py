@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -57,3 +58,58 @@ def test_lead_batch_is_anchored_to_the_latest_known_rate(trained, tmp_path):
     scores = pd.read_parquet(batch.out)
     assert batch.population_shift != 0.0
     assert scores["probability"].mean() == pytest.approx(scorer.calibrator.anchor_rate, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_lead_pyfunc_is_anchored_without_being_told(trained, tmp_path):
+    """``mlflow.pyfunc`` callers get anchored lead probabilities by default (the test cut-off's anchor),
+    the batch's own anchor with ``anchor="batch"``, and the model's level only with ``anchor="none"``."""
+    import mlflow
+
+    from features.config import load_config
+    from features.pipeline import population_features
+    from features.sources import load_tables
+    from training.pyfunc import load_champion, model_input
+    from training.score import score_batch
+    from training.train import model_config_for
+
+    _, leads_config, _ = trained
+    config = load_config(leads_config)
+    scorer, info = load_champion(config, "lead")
+    mlflow.set_tracking_uri(config.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/crmscore-lead@champion")
+    as_of = "2010-11-01"
+    features = population_features(
+        load_tables(config), "lead", as_of=as_of, model_config=model_config_for(config, "lead")
+    )
+    X = scorer.prepare(features)
+    # The feature table has category and int64 columns, which MLflow's schema check refuses as such.
+    with pytest.raises(Exception, match="Incompatible input types"):
+        model.predict(features)
+    inputs = model_input(features, model)
+    assert list(inputs.columns) == [i.name for i in model.metadata.get_input_schema().inputs]
+    with pytest.raises(ValueError, match="model input column 'age' is missing from the feature table"):
+        model_input(features.drop(columns="age"), model)
+
+    def predict(**params):
+        return model.predict(inputs, params={"as_of": as_of, "explain": False, **params})["probability"].to_numpy()
+
+    default, batch, none = predict(), predict(anchor="batch"), predict(anchor="none")
+    assert scorer.default_population_shift == pytest.approx(info["metrics"]["population_shift_logit"])
+    assert scorer.default_population_shift != 0.0
+    np.testing.assert_allclose(
+        default, scorer.probability(X, as_of=as_of, population_shift=scorer.default_population_shift)
+    )
+    np.testing.assert_allclose(none, scorer.probability(X, as_of=as_of))
+    # A single row gets the same default score as in the frame: the anchor does not come from the rows.
+    assert predict_one(model, inputs.iloc[[7]], as_of) == pytest.approx(default[7], abs=1e-12)
+    written = pd.read_parquet(score_batch(config, "lead", as_of=as_of, out=tmp_path / "lead.parquet").out)
+    np.testing.assert_allclose(batch, written["probability"].to_numpy(), atol=1e-12)
+    assert batch.mean() == pytest.approx(scorer.calibrator.anchor_rate, abs=1e-9)
+    assert abs(default.mean() - none.mean()) > 0.1
+    with pytest.raises(ValueError, match="param 'anchor' must be one of model, batch, none; got 'rows'"):
+        predict(anchor="rows")
+
+
+def predict_one(model, row, as_of):
+    return float(model.predict(row, params={"as_of": as_of, "explain": False})["probability"].iloc[0])
