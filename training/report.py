@@ -104,7 +104,11 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     mean_abs = np.abs(contrib).mean(axis=0)
     top = np.argsort(-mean_abs)[:15][::-1]
     plt, fig, ax = _figure()
-    ax.barh([scorer.feature_names[i] for i in top], mean_abs[top])
+    context = set(getattr(scorer.reasons, "context", ()))
+    ax.barh(
+        [scorer.feature_names[i] + (" (context)" if scorer.feature_names[i] in context else "") for i in top],
+        mean_abs[top],
+    )
     ax.set(xlabel="mean |SHAP value| (log-odds)", title="SHAP summary: what drives the score")
     plots["shap_summary"] = _png(plt, fig)
     return plots
@@ -165,6 +169,12 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
             f"mean probability set to the latest fold's rate {result.metrics['calibration_base_rate']:.3f} "
             f"(log-odds {result.metrics['population_shift_logit']:+.2f}); "
             f"ECE {result.metrics['ece']:.3f}, {result.metrics['ece_without_anchor']:.3f} without"
+        )
+    context = getattr(result.scorer.reasons, "context", [])
+    if context:
+        facts["context features"] = (
+            f"{', '.join(context)}: one value within every training cut-off, so they count in the score "
+            "but are never given as a reason"
         )
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
     return f"""<!doctype html>

@@ -109,6 +109,11 @@ def test_the_lead_pyfunc_is_anchored_without_being_told(trained, tmp_path):
     assert abs(default.mean() - none.mean()) > 0.1
     with pytest.raises(ValueError, match="param 'anchor' must be one of model, batch, none; got 'rows'"):
         predict(anchor="rows")
+    # The report names the features that count in the score but are never a reason.
+    from training.train import report_path
+
+    report = report_path(config, "lead").read_text()
+    assert "context features" in report and "days_since_created" in report.split("context features")[1][:400]
 
 
 def predict_one(model, row, as_of):
