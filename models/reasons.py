@@ -103,7 +103,8 @@ class ReasonWriter:
         unknown = [c for c in context if c not in self.feature_names]
         if unknown:
             raise ValueError(f"context feature '{unknown[0]}' is not a model feature")
-        self.context = [c for c in self.feature_names if c in set(context)]
+        context = set(context)
+        self.context = [c for c in self.feature_names if c in context]
         self.direction = direction
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
         index = {name: i for i, name in enumerate(self.feature_names)}

@@ -149,23 +149,29 @@ def predict_frame(
 
 def model_input(features: pd.DataFrame, model: Any) -> pd.DataFrame:
     """A feature table (``crmscore features``, :func:`features.pipeline.population_features`) cast
-    to a logged model's input schema, ready for ``model.predict``.
+    to a model's input schema, ready for ``model.predict``.
 
     MLflow's schema check takes neither pandas ``category`` columns for strings nor ``int64`` for
     doubles (unless they hold only 0 and 1), and the feature tables have both. ``model`` is a
-    loaded pyfunc (``mlflow.pyfunc.load_model``) or its input :class:`mlflow.types.Schema`. String
-    columns become Python strings (a missing value None), double columns float64; only the
-    schema's columns are kept, in its order.
+    loaded pyfunc (``mlflow.pyfunc.load_model``), its input :class:`mlflow.types.Schema`, or the
+    :class:`Scorer` whose signature is being written (entity and categories strings, the rest
+    doubles). String columns become Python strings (a missing value None), double columns
+    float64; only the schema's columns are kept, in its order.
 
     Raises
     ------
     ValueError
         A column of the schema is missing from ``features``, or a double column is not numeric.
     """
-    schema = model.metadata.get_input_schema() if hasattr(model, "metadata") else model
+    if isinstance(model, Scorer):
+        kinds = [(model.entity, "string")] + [
+            (c, "string" if c in model.categories else "double") for c in model.feature_names
+        ]
+    else:
+        schema = model.metadata.get_input_schema() if hasattr(model, "metadata") else model
+        kinds = [(spec.name, getattr(spec.type, "name", None)) for spec in schema.inputs]
     out = {}
-    for spec in schema.inputs:
-        name, kind = spec.name, getattr(spec.type, "name", None)
+    for name, kind in kinds:
         if name not in features.columns:
             raise ValueError(f"model input column '{name}' is missing from the feature table")
         column = features[name]

@@ -34,6 +34,7 @@ from training.pyfunc import (
     SCORER_ARTIFACT,
     CrmScoreModel,
     load_scorer,
+    model_input,
     predict_frame,
     registered_name,
 )
@@ -139,16 +140,8 @@ def decide_promotion(
 
 
 def _input_example(test: pd.DataFrame, result: BacktestResult, n: int = 5) -> pd.DataFrame:
-    scorer = result.scorer
-    example = test[[scorer.entity, *scorer.feature_names]].head(n).copy()
-    for column in scorer.feature_names:
-        if column in scorer.categories:
-            example[column] = example[column].astype(object).where(example[column].notna(), None)
-        else:
-            # Doubles in the signature: integer counts are accepted, and a missing value is allowed.
-            example[column] = example[column].astype(np.float64)
-    example[scorer.entity] = example[scorer.entity].astype(str)
-    return example.reset_index(drop=True)
+    # Doubles in the signature for numeric features (a missing value is allowed), strings for the rest.
+    return model_input(test.head(n), result.scorer).reset_index(drop=True)
 
 
 def log_and_register(
