@@ -11,6 +11,9 @@ the features, one exactly at ``as_of + H`` to the label. A purchase is a line wi
 - lead: ``label = 1`` when the lead converted within H days of ``created_at``
   (``created_at <= converted_at <= created_at + H``) when ``converted_at`` is known, else the 0/1
   ``converted`` column. One row per lead created at or before ``as_of``.
+
+A label window must have been observed: :func:`check_window_observed` refuses a cut-off whose
+window ends after the data does, where days nobody has seen yet would count as "no purchase".
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import ibis.expr.types as ir
 from features.sources import CanonicalTables
 from features.timebase import AsOf, as_of_literal, normalize_as_of
 
-__all__ = ["CANCELLATION", "churn_labels", "lead_labels", "next_purchase_labels"]
+__all__ = [
+    "CANCELLATION",
+    "check_window_observed",
+    "churn_labels",
+    "lead_labels",
+    "next_purchase_labels",
+    "observed_until",
+]
 
 CANCELLATION = "cancellation"
 
@@ -100,3 +110,54 @@ def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> i
     else:
         raise ValueError("table 'leads': lead labels need a 'converted' or 'converted_at' column")
     return leads.select("lead_id", label=label.cast("int64"))
+
+
+def _latest(column: ir.Column) -> dt.datetime | None:
+    value = column.max().to_pyarrow().as_py()
+    return None if value is None else value.replace(tzinfo=None)
+
+
+def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
+    """Which table bounds ``task``'s labels, and its latest time (None: the labels do not depend on it).
+
+    churn and next purchase: the latest transaction or event (the export's end). Lead: the latest
+    ``created_at`` or ``converted_at`` when ``converted_at`` is mapped; with only the 0/1
+    ``converted`` column the outcome is final as exported, whatever the date, so ``None``.
+    """
+    if task == "lead":
+        leads = tables.leads
+        if leads is None or "converted_at" not in leads.columns:
+            return "leads", None
+        times = [t for t in (_latest(leads.created_at), _latest(leads.converted_at)) if t is not None]
+        if tables.lead_events is not None:
+            times.append(_latest(tables.lead_events.timestamp))
+        return "leads", max((t for t in times if t is not None), default=None)
+    if tables.transactions is None:
+        return "transactions", None
+    times = [_latest(tables.transactions.timestamp)]
+    if tables.events is not None:
+        times.append(_latest(tables.events.timestamp))
+    return "transactions", max((t for t in times if t is not None), default=None)
+
+
+def check_window_observed(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> None:
+    """Raise when the label window ``(as_of, as_of + H]`` ends after the data's last row.
+
+    Raises
+    ------
+    ValueError
+        The window reaches past the latest time of the table that bounds the labels (named, with
+        the latest cut-off that would be complete).
+    """
+    _check(horizon_days)
+    ts = normalize_as_of(as_of)
+    table, until = observed_until(tables, task)
+    end = ts + dt.timedelta(days=horizon_days)
+    if until is not None and end > until:
+        latest = (until - dt.timedelta(days=horizon_days)).date()
+        outcome = "no conversion" if task == "lead" else "no purchase"
+        raise ValueError(
+            f"task '{task}': the label window of cut-off {ts:%Y-%m-%d} ends at {end:%Y-%m-%d %H:%M}, after the last "
+            f"row of table '{table}' ({until:%Y-%m-%d %H:%M}); its unobserved days would count as {outcome}. "
+            f"Use a cut-off on or before {latest}"
+        )

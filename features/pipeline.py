@@ -29,7 +29,7 @@ from features.attributes import attribute_features
 from features.breadth import breadth_features
 from features.config import Config, ModelConfig
 from features.cycle import cycle_features
-from features.labels import churn_labels, lead_labels, next_purchase_labels
+from features.labels import check_window_observed, churn_labels, lead_labels, next_purchase_labels
 from features.leads import lead_features
 from features.rfm import rfm_features
 from features.seasonality import seasonality_features
@@ -265,8 +265,8 @@ def build_training_set(
     Raises
     ------
     ValueError
-        No test cut-off, an unknown task, or a training label window ``(as_of, as_of + H]`` that
-        reaches past T.
+        No test cut-off, an unknown task, a training label window ``(as_of, as_of + H]`` that
+        reaches past T, or a test label window that ends after the data does.
     """
     _check_task(task)
     chosen = test_cutoff if test_cutoff is not None else model_config.test_cutoff
@@ -281,6 +281,7 @@ def build_training_set(
     else:
         train_cutoffs = tuple(normalize_as_of(c) for c in cutoffs)
     _check_cutoffs(train_cutoffs, t, h)
+    check_window_observed(tables, task, as_of=t, horizon_days=h)
 
     frames = [_labelled(tables, task, c, model_config) for c in train_cutoffs]
     # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.

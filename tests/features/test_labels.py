@@ -3,7 +3,9 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from features.pipeline import labels
+from features.config import ModelConfig
+from features.labels import check_window_observed, observed_until
+from features.pipeline import build_training_set, labels
 from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
 
 # Cut-off 2024-03-31 00:00, horizon 10 days: the label window is (2024-03-31 00:00, 2024-04-10 00:00].
@@ -88,3 +90,39 @@ def test_unknown_task_and_bad_horizon():
         labels(tables, "upsell", as_of="2024-03-31", horizon_days=10)
     with pytest.raises(ValueError, match="horizon_days"):
         labels(tables, "churn", as_of="2024-03-31", horizon_days=0)
+
+
+def test_a_label_window_must_end_within_the_data():
+    # The last transaction of ROWS is 2024-04-10 00:00:01: the window (2024-03-31, 2024-04-10] is observed,
+    # the window of the next day is not.
+    tables = make_tables(tx(ROWS))
+    assert observed_until(tables, "churn") == ("transactions", dt.datetime(2024, 4, 10, 0, 0, 1))
+    check_window_observed(tables, "churn", as_of="2024-03-31", horizon_days=10)
+    with pytest.raises(
+        ValueError, match=r"task 'next_purchase'.*2024-04-11 00:00.*table 'transactions'.*on or before 2024-03-31"
+    ):
+        check_window_observed(tables, "next_purchase", as_of="2024-04-01", horizon_days=10)
+    # A later event of any type extends what the export has observed.
+    events = pd.DataFrame(
+        {"customer_id": ["at_end"], "timestamp": pd.to_datetime(["2024-04-20"]), "event_type": ["email_open"]}
+    )
+    check_window_observed(make_tables(tx(ROWS), events=events), "churn", as_of="2024-04-05", horizon_days=10)
+
+
+def test_a_test_cutoff_past_the_data_is_refused():
+    config = ModelConfig(horizon_days=10, step_days=5, n_train_cutoffs=2)
+    tables = make_tables(tx(ROWS))
+    assert len(build_training_set(tables, "churn", model_config=config, test_cutoff="2024-03-31").test) == 5
+    with pytest.raises(ValueError, match="no purchase"):
+        build_training_set(tables, "churn", model_config=config, test_cutoff="2024-04-01")
+
+
+def test_lead_windows_are_bounded_only_by_dated_conversions():
+    # With only the 0/1 flag the outcome is final as exported; with dates, the latest date bounds it.
+    undated = make_tables(leads=_leads(False))
+    assert observed_until(undated, "lead") == ("leads", None)
+    check_window_observed(undated, "lead", as_of="2024-06-01", horizon_days=30)
+    dated = make_tables(leads=_leads(True))
+    assert observed_until(dated, "lead") == ("leads", dt.datetime(2024, 4, 2))
+    with pytest.raises(ValueError, match="no conversion"):
+        check_window_observed(dated, "lead", as_of="2024-03-15", horizon_days=30)
