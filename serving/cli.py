@@ -1,7 +1,7 @@
 """The ``crmscore`` command line: one Typer app; each package owns the logic of its commands.
 
-``validate`` and ``features`` come from :mod:`features.cli`; ``train`` and ``score`` call
-:mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
+``validate`` and ``features`` come from :mod:`features.cli`; ``train``, ``score``, ``backtest`` and
+``monitor`` call :mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
 """
 
 from __future__ import annotations
@@ -108,6 +108,17 @@ def score_command(
         )
 
 
+def _echo_table(table, key: str) -> None:
+    """Print a per-date table without its ``error`` column, then each row's error on stderr."""
+    import pandas as pd
+
+    shown = [c for c in table.columns if c != "error"]
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format):
+        typer.echo(table[shown].to_string(index=False))
+    for _, row in table[table["error"].notna()].iterrows():
+        typer.secho(f"not evaluated: {row[key]}: {row['error']}", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("backtest")
 def backtest_command(
     model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
@@ -118,7 +129,6 @@ def backtest_command(
     out: Annotated[Path | None, typer.Option("--out", help="Also write the table (CSV or Parquet).")] = None,
 ) -> None:
     """The training backtest at every test cut-off from --from to --to: one row per origin, nothing registered."""
-    import pandas as pd
 
     from training.origins import evaluate_origins, origin_dates
     from training.score import write_atomic
@@ -134,12 +144,8 @@ def backtest_command(
             write_atomic(table, out)
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    shown = [c for c in table.columns if c != "error"]
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format):
-        typer.echo(table[shown].to_string(index=False))
+    _echo_table(table, "test_cutoff")
     done = table[table["error"].isna()]
-    for _, row in table[table["error"].notna()].iterrows():
-        typer.secho(f"not evaluated: {row['test_cutoff']}: {row['error']}", fg=typer.colors.YELLOW, err=True)
     if len(done):
         means = ", ".join(
             f"{c} {done[c].mean():.4f}"
@@ -149,6 +155,57 @@ def backtest_command(
         typer.echo(f"{len(done)} of {len(table)} origins evaluated; means: {means}")
     else:
         raise _fail(f"none of the {len(table)} test cut-offs could be evaluated")
+    if out is not None:
+        typer.echo(f"wrote {len(table)} rows to {out}")
+
+
+@app.command("monitor")
+def monitor_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    start: Annotated[
+        str | None, typer.Option("--from", help="First date (default: the champion's test cut-off).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last date (default: the latest closed window).")] = None,
+    every: Annotated[str, typer.Option("--every", help="Pandas frequency of the dates: MS, 30D, W-MON...")] = "MS",
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the table (CSV or Parquet).")] = None,
+) -> None:
+    """The champion's scores at past dates against what happened next: one row per date, nothing registered."""
+    from training.monitor import monitor_champion
+    from training.pyfunc import NoChampionError
+    from training.score import write_atomic
+
+    task = _task(model)
+    try:
+        cfg = load_config(config)
+        # `mlflow run` passes an empty string for an unset parameter.
+        table, info = monitor_champion(
+            cfg,
+            task,
+            start=start or None,
+            end=end or None,
+            every=every,
+            progress=lambda i, n, d: typer.echo(f"[{i + 1}/{n}] scoring as of {d}", err=True),
+        )
+        if out is not None:
+            write_atomic(table, out)
+    except (ConfigError, ValueError, NoChampionError) as exc:
+        raise _fail(str(exc)) from exc
+    trained = info.get("metrics", {})
+    typer.echo(
+        f"{info['model_name']} version {info['version']} (champion), test cut-off {info.get('test_cutoff')}: "
+        f"ROC AUC {trained.get('roc_auc', float('nan')):.4f}, ECE {trained.get('ece', float('nan')):.4f} at training"
+    )
+    _echo_table(table, "as_of")
+    done = table[table["error"].isna()]
+    if done.empty:
+        raise _fail(f"none of the {len(table)} dates could be evaluated")
+    fresh = done[done["out_of_sample"].fillna(False).astype(bool)]
+    if len(fresh):
+        typer.echo(
+            f"{len(fresh)} out-of-sample dates; mean ROC AUC {fresh['roc_auc'].mean():.4f}, "
+            f"mean ECE {fresh['ece'].mean():.4f}, worst ROC AUC {fresh['roc_auc'].min():.4f} ({fresh.loc[fresh['roc_auc'].idxmin(), 'as_of']})"
+        )
     if out is not None:
         typer.echo(f"wrote {len(table)} rows to {out}")
 

@@ -8,6 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,10 +17,11 @@ from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from models.drift import FeatureDrift, drift_summary
+from models.scorer import Scorer
 from training.pyfunc import load_champion
 from training.train import normalize_task
 
-__all__ = ["BatchScores", "score_batch", "write_atomic"]
+__all__ = ["BatchScores", "score_batch", "score_population", "write_atomic"]
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -73,6 +75,21 @@ class BatchScores:
         return drift_summary(self.drift)
 
 
+def score_population(
+    scorer: Scorer, features: pd.DataFrame, *, as_of: Any, k: int = 3, explain: bool = False
+) -> tuple[pd.DataFrame, tuple[FeatureDrift, ...], float]:
+    """Score one date's whole population as the nightly batch does: the frame, its drift, its anchor.
+
+    The rows are taken as the population of ``as_of``: an anchored model (lead) shifts them all
+    by one log-odds offset to the latest known base rate, which is returned (0 for the others).
+    """
+    X = scorer.prepare(features)
+    drift = tuple(scorer.drift(X))
+    shift = scorer.population_shift(X, as_of=as_of)
+    scores = scorer.score_frame(features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=shift)
+    return scores, drift, shift
+
+
 def score_batch(
     config: Config,
     task: str,
@@ -102,11 +119,8 @@ def score_batch(
     if tables is None:
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
-    X = scorer.prepare(features)
-    drift = tuple(scorer.drift(X))
-    shift = scorer.population_shift(X, as_of=as_of)
-    scores = scorer.score_frame(
-        features, k=model_config.top_k_reasons, explain=explain, as_of=as_of, prepared=X, population_shift=shift
+    scores, drift, shift = score_population(
+        scorer, features, as_of=as_of, k=model_config.top_k_reasons, explain=explain
     )
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     if "reasons" in scores.columns:

@@ -29,3 +29,7 @@ def test_entry_points_render_crmscore_commands(tmp_path):
         "crmscore backtest churn --config configs/bank_leads.yaml --from 2009-03-01 --to 2010-11-01 "
         "--every 30D --out outputs/origins.csv"
     )
+    monitor = project.get_entry_point("monitor").compute_command({}, str(tmp_path))
+    assert monitor == (
+        "crmscore monitor lead --config configs/bank_leads.yaml --from '' --to '' --every MS --out outputs/monitor.csv"
+    )

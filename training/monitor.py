@@ -1,0 +1,166 @@
+"""Outcome monitoring: how the registered champion did on the dates whose outcomes are now known.
+
+The backtest measures a model once, at its test cut-off. In production the question comes back
+every week: the champion scored the population at D, H days have passed, what happened? For each
+date D, :func:`monitor_champion` scores D's population exactly as ``crmscore score`` would have
+(features as of D, the seasonal correction of D's window, the lead model's anchor to the
+population), joins the labels of ``(D, D + H]`` and reports the protocol's metrics beside the
+ones the champion was promoted on. Dates before the champion's test cut-off overlap the data it
+was fitted on and are flagged ``out_of_sample = False``; a date whose label window has not closed
+yet keeps its row with the reason. Nothing is logged or registered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.config import Config
+from features.labels import check_window_observed, observed_until
+from features.pipeline import ENTITY, labels, population_features
+from features.sources import CanonicalTables, load_tables
+from features.timebase import normalize_as_of
+from models.catalog import model_config_for
+from training import metrics as m
+from training.origins import origin_dates
+from training.pyfunc import load_champion
+from training.score import score_population
+from training.train import normalize_task
+
+__all__ = ["latest_closed_cutoff", "monitor_champion", "monitor_dates"]
+
+_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10")
+_SPEND = ("rmse", "gini")
+
+
+def monitor_dates(start: str | dt.date, end: str | dt.date, every: str = "MS") -> list[dt.date]:
+    """``start``, then every ``every`` date of the grid up to ``end``: the champion's own test cut-off
+    (``start`` by default) comes first even when it is off the grid.
+
+    Raises
+    ------
+    ValueError
+        ``end`` is before ``start``, or ``every`` is not a frequency.
+    """
+    first = pd.Timestamp(start).date()
+    if pd.Timestamp(end).date() < first:
+        raise ValueError(f"--from {first} is after --to {pd.Timestamp(end).date()}, the latest date to monitor")
+    try:
+        grid = origin_dates(first, end, every)
+    except ValueError as exc:
+        if "no test cut-off" not in str(exc):
+            raise
+        grid = []
+    return sorted({first, *grid})
+
+
+def latest_closed_cutoff(config: Config, task: str, *, tables: CanonicalTables | None = None) -> dt.date:
+    """The latest date whose label window ``(D, D + H]`` the data has fully observed.
+
+    For leads without conversion dates (the outcome is final as exported), the latest lead's
+    creation date.
+    """
+    task = normalize_task(task)
+    if tables is None:
+        tables = load_tables(config)
+    table, until = observed_until(tables, task)
+    if until is None:
+        return pd.Timestamp(tables.last_timestamp(table)).date()
+    return (until - dt.timedelta(days=model_config_for(config, task).horizon_days)).date()
+
+
+def monitor_champion(
+    config: Config,
+    task: str,
+    dates: Sequence[str | dt.date] | None = None,
+    *,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    every: str = "MS",
+    tables: CanonicalTables | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The champion's metrics on the realised outcomes of each date in ``dates``.
+
+    Without ``dates``: :func:`monitor_dates` from ``start`` (default the champion's test cut-off)
+    to ``end`` (default :func:`latest_closed_cutoff`) every ``every``.
+
+    Returns the table and the champion's registry info (``version``, ``test_cutoff``,
+    ``metrics``, ...). Columns: ``as_of``, ``out_of_sample`` (the date is on or after the
+    champion's test cut-off), ``n``, ``base_rate``, ``mean_probability``, ``roc_auc``,
+    ``pr_auc``, ``brier``, ``ece``, ``lift_at_10``, ``roc_auc_change`` (against the champion's
+    own test ROC AUC), for next purchase ``mean_expected_value``, ``mean_spend``, ``rmse`` and
+    ``gini`` of the expected value against the realised net spend, ``population_shift`` and
+    ``error``. A date that cannot be evaluated (label window not closed, no rows, one class)
+    keeps its row with the reason in ``error``.
+
+    ``progress(i, n, date)`` is called before each date.
+
+    Raises
+    ------
+    training.pyfunc.NoChampionError
+        No champion is registered for ``task``.
+    ValueError
+        No dates: the range is empty or reversed (``start`` after the latest closed window).
+    """
+    task = normalize_task(task)
+    scorer, info = load_champion(config, task)
+    mc = model_config_for(config, task)
+    if tables is None:
+        tables = load_tables(config)
+    entity = ENTITY[task]
+    trained_at = pd.Timestamp(info["test_cutoff"]).date() if info.get("test_cutoff") else None
+    if dates is None:
+        start = start or trained_at
+        if start is None:
+            raise ValueError(f"the '{task}' champion has no test_cutoff tag: pass a start date")
+        dates = monitor_dates(start, end or latest_closed_cutoff(config, task, tables=tables), every)
+    trained_auc = info.get("metrics", {}).get("roc_auc")
+    rows: list[dict[str, Any]] = []
+    for i, date in enumerate(dates):
+        as_of = normalize_as_of(date)
+        if progress is not None:
+            progress(i, len(dates), f"{as_of:%Y-%m-%d}")
+        row: dict[str, Any] = {
+            "as_of": as_of.date(),
+            "out_of_sample": None if trained_at is None else as_of.date() >= trained_at,
+        }
+        try:
+            check_window_observed(tables, task, as_of=as_of, horizon_days=mc.horizon_days)
+            features = population_features(tables, task, as_of=as_of, model_config=mc)
+            if features.empty:
+                raise ValueError(f"no {task} population at {as_of:%Y-%m-%d}")
+            scores, _, shift = score_population(scorer, features, as_of=as_of)
+            outcome = labels(tables, task, as_of=as_of, horizon_days=mc.horizon_days).to_pandas()
+            outcome[entity] = outcome[entity].astype(str)
+            joined = scores.assign(**{entity: scores[entity].astype(str)}).merge(outcome, on=entity, how="left")
+            if joined["label"].isna().any():  # every scored row has a label by construction; say so if not
+                raise ValueError(
+                    f"{int(joined['label'].isna().sum())} scored {entity}s have no label at {as_of:%Y-%m-%d}"
+                )
+            y = joined["label"].to_numpy(dtype=np.float64)
+            if y.min() == y.max():
+                raise ValueError(f"every label at {as_of:%Y-%m-%d} is {int(y[0])}: no ranking to measure")
+        except ValueError as exc:
+            rows.append({**row, "error": str(exc)})
+            continue
+        p = joined["probability"].to_numpy(dtype=np.float64)
+        got = m.binary_metrics(y, p)
+        row.update(n=len(joined), base_rate=got["base_rate"], mean_probability=float(p.mean()))
+        row.update({k: got[k] for k in _METRICS})
+        row["roc_auc_change"] = None if trained_auc is None else got["roc_auc"] - float(trained_auc)
+        if "expected_value" in joined.columns and "spend" in joined.columns:
+            spend = joined["spend"].to_numpy(dtype=np.float64)
+            value = joined["expected_value"].to_numpy(dtype=np.float64)
+            row.update(mean_expected_value=float(value.mean()), mean_spend=float(spend.mean()))
+            row.update({k: v for k, v in m.spend_metrics(spend, value).items() if k in _SPEND})
+        row.update(population_shift=shift, error=None)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "error" not in frame.columns:
+        frame["error"] = None
+    return frame, info
