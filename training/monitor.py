@@ -38,24 +38,25 @@ _SPEND = ("rmse", "gini")
 
 
 def monitor_dates(start: str | dt.date, end: str | dt.date, every: str = "MS") -> list[dt.date]:
-    """``start``, then every ``every`` date of the grid up to ``end``: the champion's own test cut-off
-    (``start`` by default) comes first even when it is off the grid.
+    """``start``, every ``every`` date of the grid between, and ``end``: the champion's own test
+    cut-off (``start`` by default) and the latest closed window (``end`` by default) are both
+    monitored even when they are off the grid.
 
     Raises
     ------
     ValueError
         ``end`` is before ``start``, or ``every`` is not a frequency.
     """
-    first = pd.Timestamp(start).date()
-    if pd.Timestamp(end).date() < first:
-        raise ValueError(f"--from {first} is after --to {pd.Timestamp(end).date()}, the latest date to monitor")
+    first, last = pd.Timestamp(start).date(), pd.Timestamp(end).date()
+    if last < first:
+        raise ValueError(f"--from {first} is after --to {last}, the latest date to monitor")
     try:
         grid = origin_dates(first, end, every)
     except ValueError as exc:
         if "no test cut-off" not in str(exc):
             raise
         grid = []
-    return sorted({first, *grid})
+    return sorted({first, *grid, last})
 
 
 def latest_closed_cutoff(config: Config, task: str, *, tables: CanonicalTables | None = None) -> dt.date:

@@ -15,11 +15,12 @@ from training.monitor import latest_closed_cutoff, monitor_champion, monitor_dat
 from training.pyfunc import NoChampionError
 
 
-def test_monitor_dates_start_with_the_test_cutoff_off_the_grid():
+def test_monitor_dates_keep_both_ends_off_the_grid():
     assert monitor_dates("2011-09-10", "2011-11-15") == [
         dt.date(2011, 9, 10),
         dt.date(2011, 10, 1),
         dt.date(2011, 11, 1),
+        dt.date(2011, 11, 15),
     ]
     assert monitor_dates("2011-09-10", "2011-09-10") == [dt.date(2011, 9, 10)]
     with pytest.raises(ValueError, match="--from 2011-09-10 is after --to 2011-09-01"):
