@@ -31,7 +31,8 @@ def at_risk_list(
 ) -> list[dict[str, Any]]:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
 
-    ``as_of`` defaults to the last transaction in the data ("now" for a nightly job).
+    ``as_of`` defaults to the last transaction in the data ("now" for a nightly job). The filters
+    are those of the API's ``/at_risk`` (:func:`serving.lists.select_at_risk`).
     The CSV is written to a temporary file beside ``out`` and moved into place, so a failure
     leaves no partial file.
     """
@@ -44,7 +45,9 @@ def at_risk_list(
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
     matrix = scorer.prepare(features)
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
-    positions, _ = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
+    positions, _ = lists.select_at_risk(
+        scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=[n for n, _ in scorer.tiers]
+    )
     k = model_config.top_k_reasons
     reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True, as_of=as_of)]
     attributes = [c for c in ("country",) if c in scored.columns]

@@ -216,14 +216,31 @@ def at_risk_command(
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
     top: Annotated[int, typer.Option("--top", min=1, help="How many customers.")] = 100,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the last transaction date.")] = None,
+    tier: Annotated[
+        list[str] | None, typer.Option("--tier", help="Keep this risk tier (repeat for several): high, medium...")
+    ] = None,
+    min_value: Annotated[
+        float | None, typer.Option("--min-value", help="Keep a value at risk of at least this.")
+    ] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine).")
+    ] = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed."""
     from serving.at_risk import at_risk_list
     from training.pyfunc import NoChampionError
 
+    filters: dict[str, str] = {}
+    for item in where or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected ATTRIBUTE=VALUE, got {item!r}", param_hint="--where")
+        filters[name.strip()] = value
     try:
         cfg = load_config(config)
-        rows = at_risk_list(cfg, top=top, as_of=as_of or None, out=out)
+        rows = at_risk_list(
+            cfg, top=top, as_of=as_of or None, out=out, tiers=tier or None, min_value=min_value, where=filters or None
+        )
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"wrote the top {len(rows):,} customers by value at risk to {out}")

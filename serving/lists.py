@@ -75,6 +75,7 @@ def select_at_risk(
     min_value: float | None = None,
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
+    tier_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Pick the top customers by value at risk among those that pass the filters.
 
@@ -91,6 +92,9 @@ def select_at_risk(
     where
         Attribute name -> value; keep customers whose attribute equals the value
         (numbers compare as numbers, anything else as text; None matches a missing value).
+    tier_names
+        The model's tiers: a tier in ``tiers`` that is not one of them is an error rather than
+        an empty list.
 
     Returns
     -------
@@ -100,10 +104,14 @@ def select_at_risk(
     Raises
     ------
     FilterError
-        ``top`` is not positive, or ``where`` names a column that ``scored`` does not have.
+        ``top`` is not positive, ``tiers`` names a tier the model does not have, or ``where``
+        names a column that ``scored`` does not have.
     """
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
+    unknown = [t for t in tiers or () if tier_names is not None and t not in tier_names]
+    if unknown:
+        raise FilterError("tiers", f"unknown tier {unknown[0]!r}; the model's tiers: {list(tier_names or ())}")
     keep = np.ones(len(scored), dtype=bool)
     value = scored["value_at_risk"].to_numpy(dtype=float, na_value=np.nan)
     keep &= ~np.isnan(value)

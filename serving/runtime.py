@@ -547,7 +547,14 @@ def at_risk(
     model, snapshot = state.snapshot("churn")
     scored = model.scored
     try:
-        positions, matched = lists.select_at_risk(scored, top=top, min_value=min_value, tiers=tiers, where=where)
+        positions, matched = lists.select_at_risk(
+            scored,
+            top=top,
+            min_value=min_value,
+            tiers=tiers,
+            where=where,
+            tier_names=[name for name, _ in model.scorer.tiers],
+        )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
     reasons = None

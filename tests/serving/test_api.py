@@ -190,6 +190,7 @@ def test_at_risk_json_sorted_and_filtered(server):
         top = c.post("/at_risk", json={"top": 20}).json()
         france = c.post("/at_risk", json={"top": 5, "where": {"country": "France"}, "tiers": ["high"], "k": 1}).json()
         unknown = c.post("/at_risk", json={"where": {"planet": "Mars"}})
+        bad_tier = c.post("/at_risk", json={"tiers": ["urgent"]})
     values = [item["value_at_risk"] for item in top["items"]]
     assert len(values) == 20 and values == sorted(values, reverse=True)
     assert all(item["reasons"] for item in top["items"])
@@ -197,6 +198,8 @@ def test_at_risk_json_sorted_and_filtered(server):
     assert all(i["attributes"]["country"] == "France" and i["tier"] == "high" for i in france["items"])
     assert all(len(i["reasons"]) <= 1 for i in france["items"])
     assert unknown.status_code == 400 and unknown.json()["detail"][0]["loc"] == ["where", "planet"]
+    assert bad_tier.status_code == 400 and bad_tier.json()["detail"][0]["loc"] == ["tiers"]
+    assert "'urgent'" in bad_tier.json()["detail"][0]["msg"] and "high" in bad_tier.json()["detail"][0]["msg"]
 
 
 def test_at_risk_csv(server):

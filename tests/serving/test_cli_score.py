@@ -118,3 +118,24 @@ def test_the_lead_pyfunc_is_anchored_without_being_told(trained, tmp_path):
 
 def predict_one(model, row, as_of):
     return float(model.predict(row, params={"as_of": as_of, "explain": False})["probability"].iloc[0])
+
+
+@pytest.mark.slow
+def test_at_risk_command_filters_like_the_api(trained, tmp_path):
+    retail_config, _, _ = trained
+    out = tmp_path / "at_risk.csv"
+    args = ["at-risk", "--config", str(retail_config), "--out", str(out), "--top", "5"]
+    result = CliRunner().invoke(app, [*args, "--tier", "high", "--where", "country=France", "--min-value", "1"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    assert 0 < len(rows) <= 5 and (rows["tier"] == "high").all() and (rows["country"] == "France").all()
+    assert (rows["value_at_risk"] >= 1).all() and rows["value_at_risk"].is_monotonic_decreasing
+    assert f"wrote the top {len(rows):,} customers" in result.stdout
+    for extra, message in (
+        (["--tier", "urgent"], "unknown tier 'urgent'"),
+        (["--where", "planet=Mars"], "where.planet: unknown customer attribute"),
+        (["--where", "France"], "expected ATTRIBUTE=VALUE"),
+    ):
+        failed = CliRunner().invoke(app, [*args, *extra])
+        assert failed.exit_code == 2 and message in failed.stderr, failed.output
+    assert len(pd.read_csv(out)) == len(rows)  # a failed run left the earlier file as it was

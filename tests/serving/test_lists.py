@@ -59,6 +59,16 @@ def test_unknown_attribute_names_the_field(scored):
     assert err.value.field == "where.segment" and "country" in str(err.value)
 
 
+def test_unknown_tier_is_an_error_not_an_empty_list(scored):
+    names = ["high", "medium", "low"]
+    # "low" is a tier of the model even when no customer holds it after the other filters.
+    positions, _ = select_at_risk(scored, top=5, tiers=["low"], tier_names=names, where={"country": "UK"})
+    assert positions.tolist() == []
+    with pytest.raises(FilterError) as err:
+        select_at_risk(scored, top=5, tiers=["high", "urgent"], tier_names=names)
+    assert err.value.field == "tiers" and "'urgent'" in str(err.value) and "['high', 'medium', 'low']" in str(err.value)
+
+
 def test_missing_value_at_risk_is_never_listed(scored):
     scored.loc[1, "value_at_risk"] = np.nan
     positions, _ = select_at_risk(scored, top=10)
