@@ -95,8 +95,9 @@ def monitor_champion(
     champion's test cut-off), ``n``, ``base_rate``, ``mean_probability``, ``roc_auc``,
     ``pr_auc``, ``brier``, ``ece``, ``lift_at_10``, ``roc_auc_change`` (against the champion's
     own test ROC AUC), for next purchase ``mean_expected_value``, ``mean_spend``, ``rmse`` and
-    ``gini`` of the expected value against the realised net spend, ``population_shift`` and
-    ``error``. A date that cannot be evaluated (label window not closed, no rows, one class)
+    ``gini`` of the expected value against the realised net spend, ``drift_alerts`` (features
+    with PSI >= 0.25 against the training rows), ``max_psi`` and ``max_psi_feature``,
+    ``population_shift`` and ``error``. A date that cannot be evaluated (label window not closed, no rows, one class)
     keeps its row with the reason in ``error``.
 
     ``progress(i, n, date)`` is called before each date.
@@ -135,7 +136,7 @@ def monitor_champion(
             features = population_features(tables, task, as_of=as_of, model_config=mc)
             if features.empty:
                 raise ValueError(f"no {task} population at {as_of:%Y-%m-%d}")
-            scores, _, shift = score_population(scorer, features, as_of=as_of)
+            scores, drift, shift = score_population(scorer, features, as_of=as_of)
             outcome = labels(tables, task, as_of=as_of, horizon_days=mc.horizon_days).to_pandas()
             outcome[entity] = outcome[entity].astype(str)
             joined = scores.assign(**{entity: scores[entity].astype(str)}).merge(outcome, on=entity, how="left")
@@ -159,7 +160,14 @@ def monitor_champion(
             value = joined["expected_value"].to_numpy(dtype=np.float64)
             row.update(mean_expected_value=float(value.mean()), mean_spend=float(spend.mean()))
             row.update({k: v for k, v in m.spend_metrics(spend, value).items() if k in _SPEND})
-        row.update(population_shift=shift, error=None)
+        worst = max(drift, key=lambda d: d.psi, default=None)
+        row.update(
+            drift_alerts=sum(d.level == "alert" for d in drift),
+            max_psi=None if worst is None else worst.psi,
+            max_psi_feature=None if worst is None else worst.feature,
+            population_shift=shift,
+            error=None,
+        )
         rows.append(row)
     frame = pd.DataFrame(rows)
     if "error" not in frame.columns:

@@ -50,6 +50,9 @@ def test_at_the_test_cutoff_the_batch_path_gives_the_registered_metrics(trained,
     else:
         assert "rmse" not in table.columns
     assert (row["population_shift"] != 0) == (task == "lead")
+    # The test fold's drift, as logged at training (the lead's test month holds unseen economic indicators).
+    assert row["drift_alerts"] == info["metrics"]["drift_features_alert"]
+    assert row["max_psi"] == pytest.approx(info["metrics"]["drift_max_psi"], rel=1e-6)
 
 
 def _test_cutoff(config, task) -> str:
