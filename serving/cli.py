@@ -169,8 +169,18 @@ def monitor_command(
     end: Annotated[str | None, typer.Option("--to", help="Last date (default: the latest closed window).")] = None,
     every: Annotated[str, typer.Option("--every", help="Pandas frequency of the dates: MS, 30D, W-MON...")] = "MS",
     out: Annotated[Path | None, typer.Option("--out", help="Also write the table (CSV or Parquet).")] = None,
+    max_auc_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-auc-drop", min=0.0, help="Exit 3 when an out-of-sample ROC AUC is this far below training."
+        ),
+    ] = None,
 ) -> None:
-    """The champion's scores at past dates against what happened next: one row per date, nothing registered."""
+    """The champion's scores at past dates against what happened next: one row per date, nothing registered.
+
+    Exit codes: 0 done, 2 bad input or nothing to evaluate, 3 a date fell more than --max-auc-drop below
+    the champion's test ROC AUC (the table is printed and written first).
+    """
     from training.monitor import monitor_champion
     from training.pyfunc import NoChampionError
     from training.score import write_atomic
@@ -208,6 +218,15 @@ def monitor_command(
         )
     if out is not None:
         typer.echo(f"wrote {len(table)} rows to {out}")
+    if max_auc_drop is not None:
+        fallen = fresh[fresh["roc_auc_change"].astype(float) < -max_auc_drop]
+        if len(fallen):
+            dates = ", ".join(f"{r.as_of} ({r.roc_auc:.4f})" for r in fallen.itertuples())
+            raise _fail(
+                f"ROC AUC more than {max_auc_drop} below the champion's {trained.get('roc_auc', float('nan')):.4f} "
+                f"at {len(fallen)} of {len(fresh)} out-of-sample dates: {dates}; retrain or look at these dates",
+                code=3,
+            )
 
 
 @app.command("at-risk")

@@ -88,6 +88,19 @@ def test_monitor_command_on_the_lead_champion(trained, tmp_path):
     assert table["out_of_sample"].all() and (table["n"] > 50).all()
     assert f"{len(table)} out-of-sample dates; mean ROC AUC {table['roc_auc'].mean():.4f}" in result.stdout
     assert "(champion), test cut-off" in result.stdout and f"wrote {len(table)} rows to {out}" in result.stdout
+    # An alert threshold for a scheduled job: exit 3 naming the dates that fell, after writing the table.
+    drop = -float(table["roc_auc_change"].min())
+    fell = table.loc[table["roc_auc_change"].idxmin(), "as_of"]
+    out.unlink()
+    alert = CliRunner().invoke(
+        app, ["monitor", "lead", "--config", str(leads_config), "--out", str(out), "--max-auc-drop", f"{drop - 0.001}"]
+    )
+    assert alert.exit_code == 3 and f"at 1 of {len(table)} out-of-sample dates: {fell}" in alert.stderr, alert.output
+    assert out.exists()
+    calm = CliRunner().invoke(
+        app, ["monitor", "lead", "--config", str(leads_config), "--max-auc-drop", f"{drop + 0.001}"]
+    )
+    assert calm.exit_code == 0, calm.output
 
 
 def test_monitor_without_a_champion_names_the_train_command(tmp_path):
