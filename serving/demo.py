@@ -70,6 +70,7 @@ def run_demo(
         summary.append(f"snapshot {task}: {rows:,} rows as of {as_of} -> {path}")
 
     from serving.at_risk import at_risk_list
+    from training.backtest import gain_text
     from training.monitor import monitor_champion
     from training.score import score_batch, write_atomic
     from training.train import train_model
@@ -91,6 +92,9 @@ def run_demo(
             )
         )
         echo("   baselines (ROC AUC): " + ", ".join(f"{n} {v:.3f}" for n, v in best.items()))
+        sentence = gain_text(metrics, result["baselines"])
+        if sentence:
+            echo(f"   {sentence}")
         echo(f"   grade {result['grade']}; report {result.get('report')} ({time.monotonic() - t0:.1f}s)")
         if result["drift"]["warning"]:
             echo(f"   test fold drift: {result['drift']['warning']}")

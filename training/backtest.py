@@ -51,7 +51,7 @@ from training.calibration import (
     seasonal_prior_shift,
 )
 
-__all__ = ["GRADE_A_GAIN", "BacktestResult", "grade", "run_backtest"]
+__all__ = ["GRADE_A_GAIN", "BacktestResult", "gain_text", "grade", "run_backtest"]
 
 # Gain in ROC AUC over the best baseline for grade A; level or better is B, below is C.
 GRADE_A_GAIN = 0.02
@@ -472,6 +472,9 @@ def run_backtest(
         predictions[f"baseline_{name}"] = scores
     timings["baselines_s"] = time.perf_counter() - started - timings["fit_total_s"]
 
+    metrics["roc_auc_se"] = m.roc_auc_se(y_test, p_test)
+    gain_baseline = _gain_against_best(metrics, y_test, p_test, baselines, baseline_scores)
+
     table = _backtest_table(ts, scorer, X, y, fit_mask, cal_mask, X_test, y_test, cutoffs, population_shift)
     result_grade = grade(metrics[spec.primary_metric], [b.get(spec.primary_metric) for b in baselines.values()])
     return BacktestResult(
@@ -496,6 +499,7 @@ def run_backtest(
             if spend_blend is None
             else f"{spend_blend[0]:.4f} x model + {spend_blend[1]:.4f} x naive",
             "linear_blend": spec.linear_blend,
+            "roc_auc_gain_baseline": gain_baseline,
             "booster_weight": booster_weight,
             "n_features": len(features),
             "context_features": ",".join(scorer.reasons.context) or None,
@@ -588,6 +592,44 @@ def _baselines(
         if has_spend:
             out["bgnbd"].update(m.spend_metrics(predictions["spend"].to_numpy(), bg_test["expected_spend"].to_numpy()))
     return out, scores
+
+
+def _gain_against_best(
+    metrics: dict[str, float],
+    y: np.ndarray,
+    p: np.ndarray,
+    baselines: dict[str, dict[str, float]],
+    scores: dict[str, np.ndarray],
+) -> str | None:
+    """Add the ROC AUC gain over the best baseline with DeLong's paired 95% interval to ``metrics``.
+
+    ``roc_auc_gain``, ``roc_auc_gain_se``, ``roc_auc_gain_low``, ``roc_auc_gain_high`` and
+    ``roc_auc_gain_p_value``: whether the lead the grade rests on is more than the noise of one test
+    fold. Returns the baseline's name (None without a baseline that ranked the test rows).
+    """
+    ranked = [n for n in scores if np.isfinite(baselines.get(n, {}).get("roc_auc", float("nan")))]
+    if not ranked:
+        return None
+    best = max(ranked, key=lambda n: baselines[n]["roc_auc"])
+    d = m.roc_auc_difference(y, p, np.asarray(scores[best], dtype=np.float64))
+    metrics.update({f"roc_auc_gain{'' if k == 'difference' else '_' + k}": v for k, v in d.items()})
+    return best
+
+
+def gain_text(metrics: dict[str, float], baselines: dict[str, dict[str, float]]) -> str | None:
+    """The ROC AUC, its standard error and the gain over the best baseline with its 95% interval,
+    as one sentence (None before the gain was measured)."""
+    if "roc_auc_gain" not in metrics:
+        return None
+    best = max(
+        (n for n, b in baselines.items() if np.isfinite(b.get("roc_auc", float("nan")))),
+        key=lambda n: baselines[n]["roc_auc"],
+    )
+    return (
+        f"ROC AUC {metrics['roc_auc']:.3f} (standard error {metrics['roc_auc_se']:.3f}); "
+        f"{metrics['roc_auc_gain']:+.3f} over {best} (95% CI {metrics['roc_auc_gain_low']:+.3f} to "
+        f"{metrics['roc_auc_gain_high']:+.3f}, DeLong p = {metrics['roc_auc_gain_p_value']:.2g})"
+    )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm, rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "pr_auc",
     "rmse",
     "roc_auc",
+    "roc_auc_difference",
+    "roc_auc_se",
     "spend_metrics",
     "top_fraction",
     "tweedie_deviance",
@@ -41,6 +44,63 @@ def roc_auc(y: Any, p: Any) -> float:
     """Area under the ROC curve (NaN when only one class is present)."""
     y, p = _arrays(y, p)
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def _delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """ROC AUCs of ``scores`` and their covariance matrix (DeLong, DeLong & Clarke-Pearson 1988).
+
+    Placement values by midranks (Sun & Xu 2014): for each positive, the share of negatives
+    scored below it (ties count half); for each negative, the share of positives scored above it.
+    The AUC is the mean of either, and its variance the variance of the positives' placements
+    over m plus the negatives' over n.
+    """
+    positive = y == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m < 2 or n < 2:
+        raise ValueError(f"DeLong's variance needs two rows of each class, got {m} positive and {n} negative")
+    v10, v01 = [], []
+    for p in scores:
+        pos, neg = p[positive], p[~positive]
+        both = rankdata(np.concatenate([pos, neg]))
+        v10.append((both[:m] - rankdata(pos)) / n)
+        v01.append(1.0 - (both[m:] - rankdata(neg)) / m)
+    v10, v01 = np.asarray(v10), np.asarray(v01)
+    cov = np.atleast_2d(np.cov(v10, ddof=1)) / m + np.atleast_2d(np.cov(v01, ddof=1)) / n
+    return v10.mean(axis=1), cov
+
+
+def roc_auc_se(y: Any, p: Any) -> float:
+    """The standard error of the ROC AUC of ``p`` on these rows (DeLong's method; NaN with one class)."""
+    y, p = _arrays(y, p)
+    if not 0 < y.sum() < len(y):
+        return float("nan")
+    return float(np.sqrt(_delong(y, [p])[1][0, 0]))
+
+
+def roc_auc_difference(y: Any, p: Any, q: Any, *, level: float = 0.95) -> dict[str, float]:
+    """ROC AUC of ``p`` minus that of ``q`` on the same rows, with DeLong's paired test.
+
+    Returns ``difference``, its standard error ``se`` (which accounts for both scores ranking the
+    same rows), the two-sided ``level`` confidence interval ``low`` .. ``high`` and the
+    two-sided ``p_value`` of "no difference".
+    """
+    y, p = _arrays(y, p)
+    _, q = _arrays(y, q)
+    aucs, cov = _delong(y, [p, q])
+    difference = float(aucs[0] - aucs[1])
+    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    z = float(norm.ppf(0.5 + level / 2))
+    if se > 0:
+        p_value = float(2 * norm.sf(abs(difference) / se))
+    else:  # the two scores rank every pair alike (or one is a monotone transform of the other)
+        p_value = 1.0 if difference == 0 else 0.0
+    return {
+        "difference": difference,
+        "se": se,
+        "low": difference - z * se,
+        "high": difference + z * se,
+        "p_value": p_value,
+    }
 
 
 def pr_auc(y: Any, p: Any) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from models.drift import PSI_ALERT
-from training.backtest import BacktestResult
+from training.backtest import BacktestResult, gain_text
 
 __all__ = ["make_plots", "render_report", "write_report"]
 
@@ -176,6 +176,12 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
             f"{', '.join(context)}: one value within every training cut-off, so they count in the score "
             "but are never given as a reason"
         )
+    sentence = gain_text(result.metrics, result.baselines)
+    gain = (
+        f"<p>{html.escape(sentence)}: an interval that holds 0 is a lead within the noise of one test fold.</p>"
+        if sentence
+        else ""
+    )
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>crmscore: {html.escape(spec.task)} model report</title>
@@ -190,6 +196,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 <h1>{html.escape(spec.score_label)} &mdash; {html.escape(spec.task)}</h1>
 <p class="grade">Prediction quality: {html.escape(result.grade)}</p>
 <p>Grade A: ROC AUC at least 0.02 above the best baseline; B: level or better; C: below a baseline.</p>
+{gain}
 <table>{fact_rows}</table>
 <h2>Test metrics against baselines (same run, same rows)</h2>
 {metrics_table}

@@ -7,7 +7,8 @@ import pytest
 
 from models.churn import spec as churn_spec
 from tests.training.synthetic import MODEL_CONFIG, training_set
-from training.backtest import context_features, grade, run_backtest
+from training import metrics as m
+from training.backtest import context_features, gain_text, grade, run_backtest
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,20 @@ def test_scorer_reproduces_backtest_probabilities(result):
     ts = training_set(0, n=2500)
     scores = result.scorer.score_frame(ts.test, explain=False)
     np.testing.assert_allclose(scores["probability"].to_numpy(), result.predictions["probability"].to_numpy())
+
+
+def test_the_gain_over_the_best_baseline_comes_with_its_interval(result):
+    best = max(result.baselines, key=lambda n: result.baselines[n]["roc_auc"])
+    assert result.params["roc_auc_gain_baseline"] == best
+    got = result.metrics
+    assert got["roc_auc_gain"] == pytest.approx(got["roc_auc"] - result.baselines[best]["roc_auc"])
+    assert got["roc_auc_gain_low"] < got["roc_auc_gain"] < got["roc_auc_gain_high"]
+    assert 0 <= got["roc_auc_gain_p_value"] <= 1 and 0 < got["roc_auc_gain_se"] < got["roc_auc_se"]
+    y, p = result.predictions["label"], result.predictions["probability"]
+    assert got["roc_auc_se"] == pytest.approx(m.roc_auc_se(y, p))
+    # The same figures read as one sentence in the report and the demo.
+    sentence = gain_text(got, result.baselines)
+    assert f"over {best} (95% CI {got['roc_auc_gain_low']:+.3f} to {got['roc_auc_gain_high']:+.3f}" in sentence
 
 
 def test_grade_thresholds():

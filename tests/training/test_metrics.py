@@ -62,3 +62,33 @@ def test_normalized_gini_perfect_random_and_reversed():
 def test_shape_errors_name_the_problem():
     with pytest.raises(ValueError, match="same length"):
         m.brier([1, 0], [0.5])
+
+
+def test_delong_variance_by_hand():
+    # Positives 0.35 and 0.8 sit above half and all of the negatives (placements 0.5, 1); negatives
+    # 0.1 and 0.4 sit below all and half of the positives (1, 0.5). Var = 0.125 / 2 + 0.125 / 2.
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    assert m.roc_auc(y, p) == 0.75
+    assert m.roc_auc_se(y, p) == pytest.approx(math.sqrt(0.125))
+    assert math.isnan(m.roc_auc_se(np.ones(4), p))
+    with pytest.raises(ValueError, match="two rows of each class"):
+        m.roc_auc_difference(np.array([0, 1, 1]), np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.1, 0.3]))
+
+
+def test_delong_paired_difference_matches_the_bootstrap():
+    # Synthetic scores (a planted signal): b is a noisier copy of a, so they are strongly correlated
+    # and the paired standard error is far below the unpaired one.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    a = 0.8 * y + rng.normal(size=4000)
+    b = a + 0.5 * rng.normal(size=4000)
+    got = m.roc_auc_difference(y, a, b)
+    assert got["difference"] == pytest.approx(m.roc_auc(y, a) - m.roc_auc(y, b))
+    draws = [rng.integers(0, 4000, 4000) for _ in range(400)]
+    boot = np.std([m.roc_auc(y[i], a[i]) - m.roc_auc(y[i], b[i]) for i in draws])
+    assert got["se"] == pytest.approx(boot, rel=0.15)
+    assert got["se"] < 0.6 * math.hypot(m.roc_auc_se(y, a), m.roc_auc_se(y, b))
+    assert got["low"] < got["difference"] < got["high"] and got["p_value"] < 1e-4
+    same = m.roc_auc_difference(y, a, 2 * a + 1)  # a monotone transform ranks every pair alike
+    assert same["difference"] == 0 and same["se"] == 0 and same["p_value"] == 1.0
