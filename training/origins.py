@@ -26,6 +26,8 @@ __all__ = ["evaluate_origins", "origin_dates"]
 _METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10")
 # Present only for models with a population anchor (the lead model).
 _ANCHOR = ("population_shift_logit", "ece_without_anchor", "brier_without_anchor")
+# DeLong's paired test against the best baseline (see training.backtest).
+_GAIN = ("roc_auc_gain_low", "roc_auc_gain_high", "roc_auc_gain_p_value")
 
 
 def origin_dates(start: str | dt.date, end: str | dt.date, every: str = "MS") -> list[dt.date]:
@@ -64,8 +66,9 @@ def evaluate_origins(
     Columns: ``test_cutoff``, ``n_test``, ``base_rate`` (observed), ``calibration_base_rate`` (the
     latest labelled fold's), ``mean_probability``, the model's ``roc_auc``, ``pr_auc``, ``brier``,
     ``ece``, ``lift_at_10``, for anchored models ``population_shift_logit``,
-    ``ece_without_anchor`` and ``brier_without_anchor``, then ``best_baseline`` and its
-    ``baseline_roc_auc``, ``grade`` and ``error``. An origin that cannot be evaluated (too few
+    ``ece_without_anchor`` and ``brier_without_anchor``, then ``best_baseline``, its
+    ``baseline_roc_auc``, the 95% interval and p-value of the model's gain over it
+    (``roc_auc_gain_low``, ``roc_auc_gain_high``, ``roc_auc_gain_p_value``), ``grade`` and ``error``. An origin that cannot be evaluated (too few
     training cut-offs before it, a fold with a single class, no rows) keeps its row with the
     reason in ``error`` and the metrics empty, so the table shows every origin asked for.
 
@@ -97,6 +100,7 @@ def evaluate_origins(
             **{k: metrics[k] for k in _ANCHOR if k in metrics},
             best_baseline=None if best is None else best[0],
             baseline_roc_auc=None if best is None else best[1].get("roc_auc"),
+            **{k: metrics.get(k) for k in _GAIN},
             grade=result.grade,
             error=None,
         )

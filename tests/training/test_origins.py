@@ -36,6 +36,8 @@ def test_every_origin_gets_a_row_and_the_anchor_holds_at_each(tmp_path):
     for _, row in done.iterrows():
         assert row["mean_probability"] == pytest.approx(row["calibration_base_rate"], abs=1e-9)
         assert row["best_baseline"] == "logistic" and 0.5 < row["baseline_roc_auc"] < 1
+        gain = row["roc_auc"] - row["baseline_roc_auc"]
+        assert row["roc_auc_gain_low"] < gain < row["roc_auc_gain_high"] and 0 <= row["roc_auc_gain_p_value"] <= 1
     at_t = done.iloc[0]
     assert at_t["ece"] < at_t["ece_without_anchor"] and at_t["roc_auc"] > at_t["baseline_roc_auc"]
 
