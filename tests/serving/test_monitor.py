@@ -44,6 +44,7 @@ def test_at_the_test_cutoff_the_batch_path_gives_the_registered_metrics(trained,
     for metric in ("roc_auc", "ece", "brier", "lift_at_10", "base_rate"):
         assert row[metric] == pytest.approx(info["metrics"][metric], abs=1e-9), metric
     assert row["roc_auc_change"] == pytest.approx(0.0, abs=1e-9)
+    assert row["roc_auc_se"] == pytest.approx(info["metrics"]["roc_auc_se"], rel=1e-9)
     if task == "next_purchase":
         assert row["rmse"] == pytest.approx(info["metrics"]["rmse"], rel=1e-9)
         assert row["gini"] == pytest.approx(info["metrics"]["gini"], rel=1e-9)
