@@ -126,15 +126,21 @@ def decide_promotion(
         )
     metric = result.spec.primary_metric
     y = test["label"].to_numpy(dtype=np.float64)
-    champion_value = float(getattr(m, metric)(y, scorer.probability(X)))
+    champion_p = scorer.probability(X)
+    champion_value = float(getattr(m, metric)(y, champion_p))
     new_value = float(result.metrics[metric])
+    noise = ""
+    if metric == "roc_auc" and min(y.sum(), len(y) - y.sum()) >= 2:
+        # How far the difference is from the noise of one test fold (the gate itself is the plain comparison).
+        new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
+        noise = f" (DeLong p = {m.roc_auc_difference(y, new_p, champion_p)['p_value']:.2g})"
     if new_value > champion_value:
         return Promotion(
-            True, f"{metric} {new_value:.4f} > champion v{champion.version} {champion_value:.4f}", champion_value
+            True, f"{metric} {new_value:.4f} > champion v{champion.version} {champion_value:.4f}{noise}", champion_value
         )
     return Promotion(
         False,
-        f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows",
+        f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows{noise}",
         champion_value,
     )
 

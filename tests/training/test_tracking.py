@@ -71,6 +71,9 @@ def test_promotion_gate(config, good, bad):
 
     worse = _log(config, bad)
     assert not worse["promoted"] and worse["alias"] == "challenger"
+    # The reason says how far the gap is from one fold's noise: far, at 0.1 ROC AUC.
+    assert "on the same test rows (DeLong p = " in worse["reason"]
+    assert float(worse["reason"].rsplit("p = ", 1)[1].rstrip(")")) < 0.01
     assert _aliases(config, worse["version"]) == {"challenger"}
     assert _aliases(config, first["version"]) == {"champion"}
     scorer, info = load_champion(config, "churn")
