@@ -66,7 +66,12 @@ def train_command(
         cfg = load_config(config)
         # `mlflow run` passes an empty string for an unset parameter.
         result = train_model(
-            cfg, task, test_cutoff=as_of or None, force_promote=force_promote, metrics_out=metrics_out or None
+            cfg,
+            task,
+            test_cutoff=as_of or None,
+            force_promote=force_promote,
+            metrics_out=metrics_out or None,
+            progress=lambda line: typer.echo(line, err=True),
         )
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc

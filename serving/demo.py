@@ -78,7 +78,13 @@ def run_demo(
     metrics_dir = out_dir / "metrics"
     for key, task, _ in jobs:
         t0 = _step(echo, f"train {task} (rolling-origin backtest, calibration, baselines, MLflow)")
-        result = train_model(configs[key], task, tables=tables[key], metrics_out=metrics_dir / f"{task}.json")
+        result = train_model(
+            configs[key],
+            task,
+            tables=tables[key],
+            metrics_out=metrics_dir / f"{task}.json",
+            progress=lambda line: echo(f"   {line}"),
+        )
         metrics = result["metrics"]
         best = {name: b.get("roc_auc") for name, b in result["baselines"].items() if b.get("roc_auc") is not None}
         echo(

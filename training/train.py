@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,23 @@ def backtest_inputs(
     return spec, ts, transactions
 
 
+class _Steps:
+    """Numbered progress lines with the time since the first (silent without a callback)."""
+
+    def __init__(self, progress: Callable[[str], None] | None, total: int) -> None:
+        self.progress, self.total, self.i = progress, total, 0
+        self.started = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        if self.progress is not None:
+            self.i += 1
+            self.progress(f"[{self.i}/{self.total} {time.monotonic() - self.started:5.1f}s] {text}")
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(f"trained in {time.monotonic() - self.started:.1f}s")
+
+
 def train_model(
     config: Config,
     task: str,
@@ -61,6 +80,7 @@ def train_model(
     test_cutoff: dt.date | str | None = None,
     force_promote: bool = False,
     metrics_out: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Backtest, calibrate, log, register and (maybe) promote one model.
 
@@ -78,6 +98,9 @@ def train_model(
         Make the new version ``champion`` even if it does not beat the current one.
     metrics_out
         Also write the returned metrics JSON to this file.
+    progress
+        Called with one line before each step (tables, features, backtest, report, MLflow), with
+        the seconds since the start, and once at the end.
 
     Returns
     -------
@@ -88,12 +111,21 @@ def train_model(
     and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`).
     """
     task = normalize_task(task)
+    step = _Steps(progress, 5 if tables is None else 4)
     if tables is None:
+        step("reading and validating the tables")
         tables = load_tables(config)
+    mc = model_config_for(config, task)
+    step(f"features and labels of {mc.n_train_cutoffs} training cut-offs and the test cut-off")
     spec, ts, transactions = backtest_inputs(config, task, tables, test_cutoff)
+    step(
+        f"backtest at {ts.test_cutoff}: {len(ts.train):,} training rows, {len(ts.test):,} test rows, calibration, baselines"
+    )
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
+    step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")
     plots = make_plots(result)
     report = write_report(result, plots, report_path(config, task))
+    step("MLflow: logging the run, registering the version, the promotion gate")
     logged = log_and_register(
         config,
         result,
@@ -105,6 +137,7 @@ def train_model(
     )
     # The report names the registered version too; rewrite it now that the version is known.
     write_report(result, plots, report, run={**logged, "model_name": logged["model_name"]})
+    step.done()
     out = _json_safe(
         {
             "model": task,

@@ -24,8 +24,12 @@ def test_train_churn_and_score_batch(tmp_path):
     )
     tables = load_tables(config)
     metrics_out = tmp_path / "churn.json"
-    out = train_model(config, "churn", tables=tables, metrics_out=metrics_out)
+    lines: list[str] = []
+    out = train_model(config, "churn", tables=tables, metrics_out=metrics_out, progress=lines.append)
     assert json.loads(metrics_out.read_text()) == out
+    # Progress: the four steps after the tables, numbered, then the total.
+    assert [line.split("]")[0].split()[0] for line in lines[:-1]] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert "50,370 training rows, 4,316 test rows" in lines[1] and lines[-1].startswith("trained in ")
     for key in (
         "model",
         "version",
