@@ -134,3 +134,16 @@ def test_spark_lead_scores_carry_the_population_anchor(tmp_path, spark):
     assert a["lead_id"].astype(str).tolist() == b["lead_id"].astype(str).tolist()
     np.testing.assert_allclose(b["probability"], a["probability"], rtol=1e-9, atol=1e-12)
     assert (b["grade"].astype(str) == a["grade"].astype(str)).all()
+
+
+def test_monitor_on_spark_equals_duckdb(trained, retail_tables):
+    from training.monitor import latest_closed_cutoff, monitor_champion
+
+    duck, spark, _, _ = trained
+    # The label window's bound comes from Spark too: the last invoice, 2011-12-09 12:50.
+    assert latest_closed_cutoff(spark, "churn", tables=retail_tables["spark"]) == pd.Timestamp(AS_OF).date()
+    local, _ = monitor_champion(duck, "churn", [AS_OF], tables=retail_tables["duckdb"])
+    remote, info = monitor_champion(spark, "churn", [AS_OF], tables=retail_tables["spark"])
+    assert remote["error"].isna().all() and bool(remote["out_of_sample"].iloc[0])
+    pd.testing.assert_frame_equal(remote, local, check_exact=False, rtol=1e-9)
+    assert remote["roc_auc"].iloc[0] == pytest.approx(info["metrics"]["roc_auc"], abs=1e-9)
