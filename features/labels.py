@@ -30,6 +30,7 @@ __all__ = [
     "CANCELLATION",
     "check_window_observed",
     "churn_labels",
+    "data_until",
     "lead_labels",
     "next_purchase_labels",
     "observed_until",
@@ -117,6 +118,27 @@ def _latest(column: ir.Column) -> dt.datetime | None:
     return None if value is None else value.replace(tzinfo=None)
 
 
+def data_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
+    """The main table of ``task`` and the latest time of any row the task reads (None: no rows).
+
+    churn and next purchase: transactions and events; lead: ``created_at``, ``converted_at``
+    (when mapped) and lead events.
+    """
+    if task == "lead":
+        if tables.leads is None:
+            return "leads", None
+        columns = [tables.leads.created_at]
+        if "converted_at" in tables.leads.columns:
+            columns.append(tables.leads.converted_at)
+        if tables.lead_events is not None:
+            columns.append(tables.lead_events.timestamp)
+        return "leads", max((t for t in map(_latest, columns) if t is not None), default=None)
+    if tables.transactions is None:
+        return "transactions", None
+    columns = [tables.transactions.timestamp] + ([tables.events.timestamp] if tables.events is not None else [])
+    return "transactions", max((t for t in map(_latest, columns) if t is not None), default=None)
+
+
 def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
     """Which table bounds ``task``'s labels, and its latest time (None: the labels do not depend on it).
 
@@ -124,20 +146,9 @@ def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime
     ``created_at`` or ``converted_at`` when ``converted_at`` is mapped; with only the 0/1
     ``converted`` column the outcome is final as exported, whatever the date, so ``None``.
     """
-    if task == "lead":
-        leads = tables.leads
-        if leads is None or "converted_at" not in leads.columns:
-            return "leads", None
-        times = [t for t in (_latest(leads.created_at), _latest(leads.converted_at)) if t is not None]
-        if tables.lead_events is not None:
-            times.append(_latest(tables.lead_events.timestamp))
-        return "leads", max((t for t in times if t is not None), default=None)
-    if tables.transactions is None:
-        return "transactions", None
-    times = [_latest(tables.transactions.timestamp)]
-    if tables.events is not None:
-        times.append(_latest(tables.events.timestamp))
-    return "transactions", max((t for t in times if t is not None), default=None)
+    if task == "lead" and (tables.leads is None or "converted_at" not in tables.leads.columns):
+        return "leads", None
+    return data_until(tables, task)
 
 
 def check_window_observed(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> None:

@@ -103,8 +103,9 @@ def score_command(
             batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
-    if batch.drift_warning:
-        typer.secho(f"warning: {batch.drift_warning}", fg=typer.colors.YELLOW, err=True)
+    for warning in (batch.stale_warning, batch.drift_warning):
+        if warning:
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
     if batch.population_shift:
         typer.echo(

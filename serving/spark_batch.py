@@ -29,7 +29,7 @@ from models.catalog import model_config_for
 from models.drift import FeatureDrift
 from models.scorer import Scorer, encode_frame
 from training.pyfunc import load_champion
-from training.score import BatchScores
+from training.score import BatchScores, stale_warning
 from training.train import normalize_task
 
 __all__ = ["score_spark", "score_spark_frame", "spark_drift", "spark_features"]
@@ -134,6 +134,16 @@ def _sibling(out: str) -> str:
     return f"{head}/{tmp_name}" if head else tmp_name
 
 
+def _on_spark(config: Config) -> Config:
+    return config if config.engine == "spark" else config.model_copy(update={"engine": "spark"})
+
+
+def _spark_tables(config: Config) -> CanonicalTables:
+    """The canonical tables of ``config`` on the PySpark backend, whatever ``config.engine`` says."""
+    spark_config = _on_spark(config)
+    return load_tables(spark_config, con=connect(spark_config))
+
+
 def spark_features(
     config: Config, task: str, *, as_of: dt.date | dt.datetime | str, tables: CanonicalTables | None = None
 ):
@@ -160,9 +170,9 @@ def spark_features(
         ``tables`` are not on the PySpark backend.
     """
     task = normalize_task(task)
-    spark_config = config if config.engine == "spark" else config.model_copy(update={"engine": "spark"})
+    spark_config = _on_spark(config)
     if tables is None:
-        tables = load_tables(spark_config, con=connect(spark_config))
+        tables = _spark_tables(config)
     if tables.con.name != "pyspark":
         raise ValueError(f"Spark scoring needs tables on the PySpark backend, got '{tables.con.name}'")
     spark = spark_session(spark_config)
@@ -299,6 +309,8 @@ def score_spark(
 
     task = normalize_task(task)
     scorer, info = load_champion(config, task)
+    if tables is None:
+        tables = _spark_tables(config)
     features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
@@ -310,7 +322,13 @@ def score_spark(
         drift = tuple(spark_drift(scorer, features))
     finally:
         features.unpersist()
-    return BatchScores(rows=spark.read.parquet(out).count(), out=out, drift=drift, population_shift=shift)
+    return BatchScores(
+        rows=spark.read.parquet(out).count(),
+        out=out,
+        drift=drift,
+        population_shift=shift,
+        stale_warning=stale_warning(tables, task, as_of),
+    )
 
 
 if __name__ == "__main__":  # spark-submit entry point: the crmscore command line

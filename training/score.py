@@ -13,15 +13,17 @@ from typing import Any
 import pandas as pd
 
 from features.config import Config
+from features.labels import data_until
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
+from features.timebase import normalize_as_of
 from models.catalog import model_config_for
 from models.drift import FeatureDrift, drift_summary
 from models.scorer import Scorer
 from training.pyfunc import load_champion
 from training.train import normalize_task
 
-__all__ = ["BatchScores", "score_batch", "score_population", "write_atomic"]
+__all__ = ["BatchScores", "score_batch", "score_population", "stale_warning", "write_atomic"]
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -68,11 +70,30 @@ class BatchScores:
     drift: tuple[FeatureDrift, ...]
     # The log-odds shift that anchored the population's mean to the latest known rate (0: none).
     population_shift: float = 0.0
+    # A sentence when the scoring date is more than a day after the data's last row (a stale export).
+    stale_warning: str | None = None
 
     @property
     def drift_warning(self) -> str | None:
         """A sentence naming the features that shifted from the training rows, or None."""
         return drift_summary(self.drift)
+
+
+def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
+    """A sentence when ``as_of`` is more than a day after the last row ``task`` reads, else None.
+
+    A nightly job on an export that stopped arriving still runs: its customers look a day more
+    lapsed every night, and its open leads run out. Scores are still written; this says why they
+    may be wrong.
+    """
+    table, until = data_until(tables, task)
+    at = normalize_as_of(as_of)
+    if until is None or at - until <= dt.timedelta(days=1):
+        return None
+    return (
+        f"the scoring date {at:%Y-%m-%d %H:%M} is {(at - until).days} days after the last row of table '{table}' "
+        f"({until:%Y-%m-%d %H:%M}): those days count as days without a purchase or a new lead (a stale export?)"
+    )
 
 
 def score_population(
@@ -127,4 +148,10 @@ def score_batch(
         scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]
     scores["model_name"] = info["model_name"]
     scores["model_version"] = info["version"]
-    return BatchScores(rows=len(scores), out=write_atomic(scores, out), drift=drift, population_shift=shift)
+    return BatchScores(
+        rows=len(scores),
+        out=write_atomic(scores, out),
+        drift=drift,
+        population_shift=shift,
+        stale_warning=stale_warning(tables, task, as_of),
+    )

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig
-from features.labels import check_window_observed, observed_until
+from features.labels import check_window_observed, data_until, observed_until
 from features.pipeline import build_training_set, labels
 from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
 
@@ -121,6 +121,7 @@ def test_lead_windows_are_bounded_only_by_dated_conversions():
     # With only the 0/1 flag the outcome is final as exported; with dates, the latest date bounds it.
     undated = make_tables(leads=_leads(False))
     assert observed_until(undated, "lead") == ("leads", None)
+    assert data_until(undated, "lead") == ("leads", dt.datetime(2024, 4, 1))  # the export still ends somewhere
     check_window_observed(undated, "lead", as_of="2024-06-01", horizon_days=30)
     dated = make_tables(leads=_leads(True))
     assert observed_until(dated, "lead") == ("leads", dt.datetime(2024, 4, 2))

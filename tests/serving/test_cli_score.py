@@ -24,6 +24,27 @@ def test_score_lead_warns_about_the_features_that_left_the_training_range(traine
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "outside the training range" in result.stderr
     assert "probabilities anchored to the latest known base rate (log-odds shift" in result.stdout
+    assert "after the last row" not in result.stderr  # the latest leads are of that day
+
+
+@pytest.mark.slow
+def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
+    retail_config, leads_config, _ = trained
+    lead = CliRunner().invoke(
+        app, ["score", "lead", "--config", str(leads_config), "--as-of", "2011-01-01", "--out", str(tmp_path / "l.csv")]
+    )
+    assert lead.exit_code == 0, lead.output
+    assert "scored 0 lead rows" in lead.stdout  # no lead opened in December 2010: the export stops in November
+    assert "the scoring date 2011-01-01 00:00 is 61 days after the last row of table 'leads' (2010-11-01 00:00)" in (
+        lead.stderr
+    )
+    churn = CliRunner().invoke(
+        app,
+        ["score", "churn", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "c.csv")],
+    )
+    assert churn.exit_code == 0, churn.output
+    assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
+    assert len(pd.read_csv(tmp_path / "c.csv")) > 1000  # still written: the warning says why it may be wrong
 
 
 @pytest.mark.slow
