@@ -151,8 +151,17 @@ def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime
     return data_until(tables, task)
 
 
-def check_window_observed(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> None:
+def check_window_observed(
+    tables: CanonicalTables,
+    task: str,
+    *,
+    as_of: AsOf,
+    horizon_days: int,
+    observed: tuple[str, dt.datetime | None] | None = None,
+) -> None:
     """Raise when the label window ``(as_of, as_of + H]`` ends after the data's last row.
+
+    ``observed`` is :func:`observed_until` of ``tables`` when the caller checks many cut-offs.
 
     Raises
     ------
@@ -162,7 +171,7 @@ def check_window_observed(tables: CanonicalTables, task: str, *, as_of: AsOf, ho
     """
     _check(horizon_days)
     ts = normalize_as_of(as_of)
-    table, until = observed_until(tables, task)
+    table, until = observed_until(tables, task) if observed is None else observed
     end = ts + dt.timedelta(days=horizon_days)
     if until is not None and end > until:
         latest = (until - dt.timedelta(days=horizon_days)).date()

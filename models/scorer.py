@@ -393,9 +393,14 @@ class Scorer:
             return 0.0
         return rate_shift(probability, self.calibrator.anchor_rate)
 
+    @property
+    def tier_names(self) -> list[str]:
+        """The tier (or grade) names, highest first."""
+        return [name for name, _ in self.tiers]
+
     def tier_of(self, probability: np.ndarray) -> np.ndarray:
         """Tier (or grade) names for an array of probabilities."""
-        names = np.array([n for n, _ in self.tiers] + [self.tiers[-1][0]], dtype=object)
+        names = np.array([*self.tier_names, self.tier_names[-1]], dtype=object)
         thresholds = np.array([t for _, t in self.tiers])
         # Index of the first threshold reached; the lowest tier when none is (e.g. NaN).
         reached = probability[:, None] >= thresholds[None, :]

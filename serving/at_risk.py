@@ -46,7 +46,7 @@ def at_risk_list(
     matrix = scorer.prepare(features)
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
     positions, _ = lists.select_at_risk(
-        scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=[n for n, _ in scorer.tiers]
+        scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names
     )
     k = model_config.top_k_reasons
     reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True, as_of=as_of)]

@@ -553,7 +553,7 @@ def at_risk(
             min_value=min_value,
             tiers=tiers,
             where=where,
-            tier_names=[name for name, _ in model.scorer.tiers],
+            tier_names=model.scorer.tier_names,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc

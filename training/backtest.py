@@ -51,7 +51,7 @@ from training.calibration import (
     seasonal_prior_shift,
 )
 
-__all__ = ["GRADE_A_GAIN", "BacktestResult", "gain_text", "grade", "run_backtest"]
+__all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "gain_text", "grade", "run_backtest"]
 
 # Gain in ROC AUC over the best baseline for grade A; level or better is B, below is C.
 GRADE_A_GAIN = 0.02
@@ -594,6 +594,12 @@ def _baselines(
     return out, scores
 
 
+def best_baseline(baselines: dict[str, dict[str, float]]) -> str | None:
+    """The baseline with the highest finite ROC AUC (None without one): what the grade and the gain compare to."""
+    ranked = [n for n, b in baselines.items() if np.isfinite(b.get("roc_auc", float("nan")))]
+    return max(ranked, key=lambda n: baselines[n]["roc_auc"], default=None)
+
+
 def _gain_against_best(
     metrics: dict[str, float],
     y: np.ndarray,
@@ -605,12 +611,12 @@ def _gain_against_best(
 
     ``roc_auc_gain``, ``roc_auc_gain_se``, ``roc_auc_gain_low``, ``roc_auc_gain_high`` and
     ``roc_auc_gain_p_value``: whether the lead the grade rests on is more than the noise of one test
-    fold. Returns the baseline's name (None without a baseline that ranked the test rows).
+    fold. Returns the baseline's name (None without a baseline that ranked the test rows, or with
+    fewer than two test rows of a class).
     """
-    ranked = [n for n in scores if np.isfinite(baselines.get(n, {}).get("roc_auc", float("nan")))]
-    if not ranked:
+    best = best_baseline(baselines)
+    if best is None or min(y.sum(), len(y) - y.sum()) < 2:
         return None
-    best = max(ranked, key=lambda n: baselines[n]["roc_auc"])
     d = m.roc_auc_difference(y, p, np.asarray(scores[best], dtype=np.float64))
     metrics.update({f"roc_auc_gain{'' if k == 'difference' else '_' + k}": v for k, v in d.items()})
     return best
@@ -619,12 +625,9 @@ def _gain_against_best(
 def gain_text(metrics: dict[str, float], baselines: dict[str, dict[str, float]]) -> str | None:
     """The ROC AUC, its standard error and the gain over the best baseline with its 95% interval,
     as one sentence (None before the gain was measured)."""
-    if "roc_auc_gain" not in metrics:
+    best = best_baseline(baselines)
+    if "roc_auc_gain" not in metrics or best is None:
         return None
-    best = max(
-        (n for n, b in baselines.items() if np.isfinite(b.get("roc_auc", float("nan")))),
-        key=lambda n: baselines[n]["roc_auc"],
-    )
     return (
         f"ROC AUC {metrics['roc_auc']:.3f} (standard error {metrics['roc_auc_se']:.3f}); "
         f"{metrics['roc_auc_gain']:+.3f} over {best} (95% CI {metrics['roc_auc_gain_low']:+.3f} to "

@@ -70,9 +70,10 @@ def _delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.nda
 
 
 def roc_auc_se(y: Any, p: Any) -> float:
-    """The standard error of the ROC AUC of ``p`` on these rows (DeLong's method; NaN with one class)."""
+    """The standard error of the ROC AUC of ``p`` on these rows (DeLong's method; NaN with fewer
+    than two rows of a class)."""
     y, p = _arrays(y, p)
-    if not 0 < y.sum() < len(y):
+    if min(y.sum(), len(y) - y.sum()) < 2:
         return float("nan")
     return float(np.sqrt(_delong(y, [p])[1][0, 0]))
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config
-from features.labels import check_window_observed, observed_until
+from features.labels import check_window_observed, data_until, observed_until
 from features.pipeline import ENTITY, labels, population_features
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
@@ -68,9 +68,12 @@ def latest_closed_cutoff(config: Config, task: str, *, tables: CanonicalTables |
     task = normalize_task(task)
     if tables is None:
         tables = load_tables(config)
-    table, until = observed_until(tables, task)
+    _, until = observed_until(tables, task)
     if until is None:
-        return pd.Timestamp(tables.last_timestamp(table)).date()
+        _, last = data_until(tables, task)
+        if last is None:
+            raise ValueError(f"task '{task}': its tables have no rows, so no outcome window has closed")
+        return last.date()
     return (until - dt.timedelta(days=model_config_for(config, task).horizon_days)).date()
 
 
@@ -122,6 +125,7 @@ def monitor_champion(
             raise ValueError(f"the '{task}' champion has no test_cutoff tag: pass a start date")
         dates = monitor_dates(start, end or latest_closed_cutoff(config, task, tables=tables), every)
     trained_auc = info.get("metrics", {}).get("roc_auc")
+    observed = observed_until(tables, task)  # one query for every date's check
     rows: list[dict[str, Any]] = []
     for i, date in enumerate(dates):
         as_of = normalize_as_of(date)
@@ -132,7 +136,7 @@ def monitor_champion(
             "out_of_sample": None if trained_at is None else as_of.date() >= trained_at,
         }
         try:
-            check_window_observed(tables, task, as_of=as_of, horizon_days=mc.horizon_days)
+            check_window_observed(tables, task, as_of=as_of, horizon_days=mc.horizon_days, observed=observed)
             features = population_features(tables, task, as_of=as_of, model_config=mc)
             if features.empty:
                 raise ValueError(f"no {task} population at {as_of:%Y-%m-%d}")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.config import Config
 from features.sources import CanonicalTables, load_tables
-from training.backtest import run_backtest
+from training.backtest import best_baseline, run_backtest
 from training.train import backtest_inputs, normalize_task
 
 __all__ = ["evaluate_origins", "origin_dates"]
@@ -90,7 +90,7 @@ def evaluate_origins(
             rows.append({**row, "error": str(exc)})
             continue
         metrics = result.metrics
-        best = max(result.baselines.items(), key=lambda kv: kv[1].get("roc_auc", float("-inf")), default=None)
+        best = best_baseline(result.baselines)
         row.update(
             n_test=result.n_test,
             base_rate=metrics["base_rate"],
@@ -98,8 +98,8 @@ def evaluate_origins(
             mean_probability=float(result.predictions["probability"].mean()),
             **{k: metrics[k] for k in _METRICS},
             **{k: metrics[k] for k in _ANCHOR if k in metrics},
-            best_baseline=None if best is None else best[0],
-            baseline_roc_auc=None if best is None else best[1].get("roc_auc"),
+            best_baseline=best,
+            baseline_roc_auc=None if best is None else result.baselines[best]["roc_auc"],
             **{k: metrics.get(k) for k in _GAIN},
             grade=result.grade,
             error=None,
