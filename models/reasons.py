@@ -1,11 +1,13 @@
-"""Readable reasons from SHAP values: the top-k features that push one score up, as sentences.
+"""Readable reasons from SHAP values: the top-k features that push one score up (or down), as sentences.
 
 LightGBM's ``predict(X, pred_contrib=True)`` returns exact TreeSHAP values on the raw
 (log-odds) scale, one column per feature plus the bias. A reason is a feature whose value
 raises the score (churn risk, purchase or conversion odds); its sentence is written from the
 customer's own values by the model's templates, e.g. "No purchase for 143 days; usually buys
 every 21 days". A feature without a template, or whose template needs a missing value, gets
-a generic sentence built from its name.
+a generic sentence built from its name. *Counter-reasons* are the same for the features that
+pull the score down ("... (lowers churn risk)"): what keeps a low score low, which the reasons
+alone do not say.
 
 A feature that takes one value across each training cut-off's population (for the bundled
 leads: the month's economic indicators, and the lead's age, since ``created_at`` has month
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ReasonWriter", "format_value", "humanize", "singularize"]
+__all__ = ["ReasonWriter", "format_value", "humanize", "singularize", "tidy"]
 
 _WORDS = {"days": "days", "avg": "average", "pct": "%", "num": "number of", "n": "number of", "cnt": "count"}
 
@@ -50,6 +52,16 @@ def singularize(text: str) -> str:
     return _ONE_PLURAL.sub(lambda m: f"1 {m.group(1)}{_PLURALS[m.group(2)]}", text)
 
 
+# "the latest 0 days ago", "No purchase for 0 days": an event on the scoring day itself.
+_ZERO_AGO = re.compile(r"(?<![\w.,])0 days ago\b")
+_ZERO_FOR = re.compile(r"^No purchase for 0 days\b")
+
+
+def tidy(text: str) -> str:
+    """A filled template as a person would write it: singular counts of one, "today" for 0 days ago."""
+    return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
+
+
 def humanize(feature: str) -> str:
     """A feature name as words: ``orders_90d`` -> ``Orders 90d``."""
     words = [_WORDS.get(w, w) for w in feature.replace("__", "_").split("_") if w]
@@ -69,6 +81,12 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _opposite(direction: str) -> str:
+    """``"raises churn risk"`` -> ``"lowers churn risk"``; any other wording -> ``"against: ..."``."""
+    head, _, rest = direction.partition(" ")
+    return f"lowers {rest}" if head == "raises" and rest else f"against: {direction}"
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -84,6 +102,9 @@ class ReasonWriter:
         Per feature, ``str.format`` templates tried in order; fields name feature columns.
     direction
         What a positive contribution means (``"raises churn risk"``); appended to each sentence.
+    counter_direction
+        What a negative contribution means (``"lowers churn risk"``), appended to each
+        counter-reason; by default ``direction`` with its first word "raises" turned into "lowers".
     categories
         Category lists of categorical features, to write a label instead of a code.
     context
@@ -98,6 +119,7 @@ class ReasonWriter:
         direction: str,
         categories: Mapping[str, Sequence[Any]] | None = None,
         context: Sequence[str] = (),
+        counter_direction: str | None = None,
     ) -> None:
         self.feature_names = list(feature_names)
         unknown = [c for c in context if c not in self.feature_names]
@@ -106,6 +128,7 @@ class ReasonWriter:
         context = set(context)
         self.context = [c for c in self.feature_names if c in context]
         self.direction = direction
+        self.counter_direction = counter_direction or _opposite(direction)
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
         index = {name: i for i, name in enumerate(self.feature_names)}
         # Templates whose fields are not all model features can never be filled; drop them once here.
@@ -141,7 +164,7 @@ class ReasonWriter:
             if any(_is_missing(values.get(f)) for f in fields):
                 continue
             try:
-                return singularize(template.format(**{f: values[f] for f in fields}))
+                return tidy(template.format(**{f: values[f] for f in fields}))
             except (ValueError, TypeError):  # a numeric format applied to a category label
                 continue
         return f"{humanize(feature)}: {format_value(values.get(feature))}"
@@ -153,8 +176,9 @@ class ReasonWriter:
         *,
         k: int,
         rows: Sequence[Mapping[str, Any]] | None = None,
+        counter: bool = False,
     ) -> list[list[dict[str, Any]]]:
-        """Top-k reasons per row.
+        """Top-k reasons per row (with ``counter``, top-k counter-reasons).
 
         Parameters
         ----------
@@ -163,22 +187,31 @@ class ReasonWriter:
         X
             The matrix that was scored, same column order.
         k
-            Maximum reasons per row; only features with a positive contribution qualify, and no
-            context feature.
+            Maximum reasons per row; only features with a positive contribution qualify (with
+            ``counter``, a negative one), and no context feature.
         rows
             Optional original feature values per row (used for the sentences when given).
+        counter
+            The features that lower the score instead, largest pull first.
 
         Returns
         -------
-        Per row, a list of ``{"text", "feature", "value", "impact"}`` dicts, largest impact first.
+        Per row, a list of ``{"text", "feature", "value", "impact"}`` dicts, largest ``|impact|``
+        first; ``impact`` keeps its sign (negative for counter-reasons).
         """
         n, m = contributions.shape
         if n == 0:
             return []
         k = max(0, min(k, m))
+        sign = -1.0 if counter else 1.0
+        # Writers pickled before counter-reasons existed have no counter direction.
+        direction = (
+            (getattr(self, "counter_direction", None) or _opposite(self.direction)) if counter else self.direction
+        )
         context = getattr(self, "context", [])  # writers pickled before context features existed have none
+        if counter or context:
+            contributions = sign * np.asarray(contributions, dtype=np.float64)
         if context:
-            contributions = np.array(contributions, dtype=np.float64, copy=True)
             contributions[:, [self.feature_names.index(c) for c in context]] = -np.inf
         if k == 0:
             return [[] for _ in range(n)]
@@ -199,10 +232,10 @@ class ReasonWriter:
                 values = {f: self.value(X, i, f, rows) for f in needed}
                 reasons.append(
                     {
-                        "text": f"{self.sentence(feature, values)} ({self.direction})",
+                        "text": f"{self.sentence(feature, values)} ({direction})",
                         "feature": feature,
                         "value": values[feature],
-                        "impact": round(float(impact), 6),
+                        "impact": round(sign * float(impact), 6),
                     }
                 )
             out.append(reasons)

@@ -447,6 +447,7 @@ class Scorer:
         as_of: Any = None,
         contrib: np.ndarray | None = None,
         population_shift: float = 0.0,
+        counter_k: int = 0,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -468,12 +469,15 @@ class Scorer:
             snapshot); then no tree is evaluated here.
         population_shift
             :meth:`population_shift` of the population these rows belong to (0: none).
+        counter_k
+            Counter-reasons per row, with ``explain``: the features that lower the score most.
 
         Returns
         -------
         One dict per row: ``probability``, the tier or grade, the money values of the task and,
         when ``explain``, ``reasons``: ``[{"text", "feature", "value", "impact"}]`` with
-        ``impact`` the SHAP value on the log-odds scale.
+        ``impact`` the SHAP value on the log-odds scale (and with ``counter_k > 0``,
+        ``counter_reasons`` alike, their impacts negative).
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
@@ -489,6 +493,11 @@ class Scorer:
         else:
             raw = self.raw_score(X)
         reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows) if explain else None
+        counter = (
+            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True)
+            if explain and counter_k > 0
+            else None
+        )
         probability = self.calibrator(raw, as_of=as_of, population_shift=population_shift)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)
@@ -499,6 +508,8 @@ class Scorer:
                 item[name] = float(column[i])
             if reasons is not None:
                 item["reasons"] = reasons[i]
+            if counter is not None:
+                item["counter_reasons"] = counter[i]
             out.append(item)
         return out
 
@@ -511,12 +522,13 @@ class Scorer:
         as_of: Any = None,
         prepared: np.ndarray | None = None,
         population_shift: float = 0.0,
+        counter_k: int = 0,
     ) -> pd.DataFrame:
         """Score a feature table; returns the entity id, probability, tier/grade, values and reasons.
 
-        ``as_of`` is the scoring date for the seasonal prior shift and ``population_shift`` the
-        population's anchor (see :meth:`score_matrix`); ``prepared`` is ``prepare(features)`` when
-        the caller already built it.
+        ``as_of`` is the scoring date for the seasonal prior shift, ``population_shift`` the
+        population's anchor and ``counter_k`` the counter-reasons per row (see :meth:`score_matrix`);
+        ``prepared`` is ``prepare(features)`` when the caller already built it.
 
         Raises
         ------
@@ -526,7 +538,9 @@ class Scorer:
         if self.entity not in features.columns:
             raise ValueError(f"id column '{self.entity}' is missing from the input")
         X = self.prepare(features) if prepared is None else prepared
-        scores = self.score_matrix(X, k=k, explain=explain, as_of=as_of, population_shift=population_shift)
+        scores = self.score_matrix(
+            X, k=k, explain=explain, as_of=as_of, population_shift=population_shift, counter_k=counter_k
+        )
         out = pd.DataFrame(scores, index=features.index)
         if out.empty:
             out = pd.DataFrame(columns=["probability", self.tier_key, *self.value_names])

@@ -28,8 +28,13 @@ def at_risk_list(
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
     tables: CanonicalTables | None = None,
+    counter_k: int = 1,
 ) -> list[dict[str, Any]]:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
+
+    Each row has the model's ``top_k_reasons`` reasons (what raises the churn risk) and
+    ``counter_k`` counter-reasons (what lowers it: why a large customer near the top of the list
+    has a low probability).
 
     ``as_of`` defaults to the last transaction in the data ("now" for a nightly job). The filters
     are those of the API's ``/at_risk`` (:func:`serving.lists.select_at_risk`).
@@ -49,15 +54,21 @@ def at_risk_list(
         scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names
     )
     k = model_config.top_k_reasons
-    reasons = [r["reasons"] for r in scorer.score_matrix(matrix[positions], k=k, explain=True, as_of=as_of)]
+    explained = scorer.score_matrix(matrix[positions], k=k, counter_k=counter_k, explain=True, as_of=as_of)
     attributes = [c for c in ("country",) if c in scored.columns]
-    rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
+    rows = lists.at_risk_rows(
+        scored,
+        positions,
+        reasons=[r["reasons"] for r in explained],
+        counter_reasons=[r.get("counter_reasons", []) for r in explained],
+        attributes=attributes,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(lists.to_csv(rows, k=k))
+            handle.write(lists.to_csv(rows, k=k, counter_k=counter_k))
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -85,7 +85,10 @@ def score_command(
     as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date.")],
     # A str, not a Path: Path("s3a://bucket/x") would collapse the double slash.
     out: Annotated[str, typer.Option("--out", help="Parquet or CSV file; a Parquet folder with engine: spark.")],
-    explain: Annotated[bool, typer.Option("--explain", help="Add the top reasons per row.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="Add the top reasons per row, and the counter-reasons (what lowers the score)."),
+    ] = False,
 ) -> None:
     """Batch scores for the model's whole population with the champion, written atomically."""
     from training.pyfunc import NoChampionError
@@ -250,6 +253,10 @@ def at_risk_command(
     where: Annotated[
         list[str] | None, typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine).")
     ] = None,
+    counter_reasons: Annotated[
+        int,
+        typer.Option("--counter-reasons", min=0, max=10, help="Counter-reasons per customer: what lowers the risk."),
+    ] = 1,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed."""
     from serving.at_risk import at_risk_list
@@ -264,7 +271,14 @@ def at_risk_command(
     try:
         cfg = load_config(config)
         rows = at_risk_list(
-            cfg, top=top, as_of=as_of or None, out=out, tiers=tier or None, min_value=min_value, where=filters or None
+            cfg,
+            top=top,
+            as_of=as_of or None,
+            out=out,
+            tiers=tier or None,
+            min_value=min_value,
+            where=filters or None,
+            counter_k=counter_reasons,
         )
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc

@@ -136,9 +136,11 @@ def run_demo(
     path = out_dir / "at_risk.csv"
     rows = at_risk_list(configs["retail"], top=100, out=path, tables=tables["retail"])
     for row in rows[:3]:
-        reason = (row["reasons"] or [{"text": ""}])[0]["text"]
+        # The strongest reason each way: what raises the risk, and what keeps it from being higher.
+        texts = [r[0]["text"] for r in (row["reasons"], row["counter_reasons"]) if r]
         echo(
-            f"   {row['customer_id']}: P(churn) {row['probability']:.2f}, value at risk {row['value_at_risk']:,.0f}; {reason}"
+            f"   {row['customer_id']}: P(churn) {row['probability']:.2f}, value at risk {row['value_at_risk']:,.0f}; "
+            + "; ".join(texts)
         )
     echo(f"   {len(rows)} rows -> {path} ({time.monotonic() - t0:.1f}s)")
     summary.append(f"at-risk list: {len(rows)} customers -> {path}")

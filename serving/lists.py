@@ -140,9 +140,11 @@ def at_risk_rows(
     positions: np.ndarray,
     *,
     reasons: Sequence[list[dict[str, Any]] | None] | None = None,
+    counter_reasons: Sequence[list[dict[str, Any]] | None] | None = None,
     attributes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Plain rows for the selected customers: scores, reasons (when given) and the chosen attributes."""
+    """Plain rows for the selected customers: scores, reasons and counter-reasons (when given) and the
+    chosen attributes."""
     rows = []
     picked = scored.iloc[positions]
     records = picked[list(SCORE_COLUMNS)].to_dict("records")
@@ -151,6 +153,7 @@ def at_risk_rows(
         row = {k: (None if _missing(v) else v) for k, v in record.items()}
         row["customer_id"] = str(row["customer_id"])
         row["reasons"] = None if reasons is None else reasons[i]
+        row["counter_reasons"] = None if counter_reasons is None else counter_reasons[i]
         row["attributes"] = {k: (None if _missing(v) else _plain(v)) for k, v in attrs[i].items()}
         rows.append(row)
     return rows
@@ -166,22 +169,33 @@ def _plain(value: Any) -> str | float:
     return str(value)
 
 
-def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int) -> str:
-    """Render at-risk rows as CSV: one line per customer, ``reason_1..k`` columns with the sentences."""
+def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0) -> str:
+    """Render at-risk rows as CSV: one line per customer, ``reason_1..k`` and
+    ``counter_reason_1..counter_k`` columns with the sentences."""
     attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
-    header = [*SCORE_COLUMNS, *attribute_names, *(f"reason_{i}" for i in range(1, k + 1))]
+    header = [
+        *SCORE_COLUMNS,
+        *attribute_names,
+        *(f"reason_{i}" for i in range(1, k + 1)),
+        *(f"counter_reason_{i}" for i in range(1, counter_k + 1)),
+    ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        reasons = [r["text"] for r in (row.get("reasons") or [])][:k]
         attributes = row.get("attributes") or {}
         writer.writerow(
             [
                 *("" if row.get(c) is None else row[c] for c in SCORE_COLUMNS),
                 *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
-                *reasons,
-                *([""] * (k - len(reasons))),
+                *_texts(row.get("reasons"), k),
+                *_texts(row.get("counter_reasons"), counter_k),
             ]
         )
     return out.getvalue()
+
+
+def _texts(reasons: Sequence[Mapping[str, Any]] | None, k: int) -> list[str]:
+    """The first ``k`` sentences, padded with empty cells to ``k``."""
+    texts = [r["text"] for r in (reasons or [])][:k]
+    return texts + [""] * (k - len(texts))

@@ -431,8 +431,10 @@ def history_features(
 # -- requests: what each endpoint computes, on one state -----------------------------------------
 
 
-def reasons_k(role: str | None, k: int | None, default: int, *, max_k: int) -> int:
+def reasons_k(role: str | None, k: int | None, default: int, *, max_k: int, field: str = "k") -> int:
     """Reasons per item: the request's k, else the model's default for roles entitled to reasons, else 0.
+
+    ``field`` names the request field in the error (``k``, or ``counter_k`` for counter-reasons).
 
     Raises
     ------
@@ -445,7 +447,7 @@ def reasons_k(role: str | None, k: int | None, default: int, *, max_k: int) -> i
     if k is None:
         return min(default, max_k) if may else 0
     if k > 0 and not may:
-        raise RequestError(f"reasons need role {REASONS_ROLE!r} or above: ask with k=0", field="k", status=403)
+        raise RequestError(f"reasons need role {REASONS_ROLE!r} or above: ask with {field}=0", field=field, status=403)
     return k
 
 
@@ -458,7 +460,9 @@ def _check_batch(n: int, max_batch: int, field: str, what: str) -> None:
         raise RequestError(f"{n} {what} is over the maximum of {max_batch} per call", field=field)
 
 
-def score_ids(state: State, task: str, ids: Sequence[str], *, k: int, max_batch: int) -> dict[str, Any]:
+def score_ids(
+    state: State, task: str, ids: Sequence[str], *, k: int, max_batch: int, counter_k: int = 0
+) -> dict[str, Any]:
     """Score ids from the task's snapshot; an unknown id gets a per-item error, the rest are scored."""
     _check_batch(len(ids), max_batch, "ids", "ids")
     model, snapshot = state.snapshot(task)
@@ -468,7 +472,8 @@ def score_ids(state: State, task: str, ids: Sequence[str], *, k: int, max_batch:
         model.scorer.score_matrix(
             snapshot.matrix[known],
             k=k,
-            explain=k > 0,
+            counter_k=counter_k,
+            explain=k > 0 or counter_k > 0,
             as_of=snapshot.as_of,
             contrib=snapshot.contrib[known],
             population_shift=snapshot.population_shift,
@@ -494,6 +499,7 @@ def score_posted(
     as_of: dt.datetime,
     k: int,
     max_batch: int,
+    counter_k: int = 0,
     customers: Sequence[Mapping[str, Any]] = (),
     leads: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
@@ -515,7 +521,11 @@ def score_posted(
     results = dict(
         zip(
             found,
-            model.scorer.score_matrix(matrix, k=k, explain=k > 0, as_of=as_of, population_shift=shift) if found else (),
+            model.scorer.score_matrix(
+                matrix, k=k, counter_k=counter_k, explain=k > 0 or counter_k > 0, as_of=as_of, population_shift=shift
+            )
+            if found
+            else (),
             strict=True,
         )
     )
@@ -542,8 +552,10 @@ def at_risk(
     where: Mapping[str, Any] | None = None,
     k: int = 3,
     format: str = "json",
+    counter_k: int = 1,
 ) -> dict[str, Any] | str:
-    """Top customers by value at risk with reasons, filtered; a JSON-able dict, or CSV text."""
+    """Top customers by value at risk with reasons (and ``counter_k`` counter-reasons), filtered; a
+    JSON-able dict, or CSV text."""
     model, snapshot = state.snapshot("churn")
     scored = model.scored
     try:
@@ -557,23 +569,23 @@ def at_risk(
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
-    reasons = None
-    if k > 0 and len(positions):
-        reasons = [
-            r.get("reasons")
-            for r in model.scorer.score_matrix(
-                snapshot.matrix[positions],
-                k=k,
-                explain=True,
-                as_of=snapshot.as_of,
-                contrib=snapshot.contrib[positions],
-                population_shift=snapshot.population_shift,
-            )
-        ]
+    reasons = counter = None
+    if (k > 0 or counter_k > 0) and len(positions):
+        explained = model.scorer.score_matrix(
+            snapshot.matrix[positions],
+            k=k,
+            counter_k=counter_k,
+            explain=True,
+            as_of=snapshot.as_of,
+            contrib=snapshot.contrib[positions],
+            population_shift=snapshot.population_shift,
+        )
+        reasons = [r["reasons"] for r in explained] if k > 0 else None
+        counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None
     attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
-    rows = lists.at_risk_rows(scored, positions, reasons=reasons, attributes=attributes)
+    rows = lists.at_risk_rows(scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes)
     if format == "csv":
-        return lists.to_csv(rows, k=k)
+        return lists.to_csv(rows, k=k, counter_k=counter_k)
     return {
         "as_of": snapshot.as_of,
         "model_name": model.scorer.model_name,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AtRiskItem",
     "AtRiskResponse",
+    "CounterK",
     "CustomerHistory",
     "ErrorItem",
     "Id",
@@ -39,6 +40,15 @@ TopK = Annotated[
         le=MAX_K,
         description="number of reasons per item; default 3 for roles entitled to reasons (marketer, admin), "
         "0 for scorer. A scorer asking for k > 0 gets 403.",
+    ),
+]
+CounterK = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_K,
+        description="number of counter-reasons per item: the features that lower the score most "
+        "(what keeps a low churn risk low); default 0. Roles as for k.",
     ),
 ]
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
@@ -76,6 +86,7 @@ class ScoreItem(BaseModel):
     expected_value: float | None = None
     value_at_risk: float | None = None
     reasons: list[Reason] | None = Field(None, description="present when k > 0")
+    counter_reasons: list[Reason] | None = Field(None, description="present when counter_k > 0; impacts are negative")
     model_name: str
     model_version: str | None
 
@@ -141,6 +152,7 @@ class AtRiskItem(BaseModel):
     expected_spend: float | None
     value_at_risk: float
     reasons: list[Reason] | None
+    counter_reasons: list[Reason] | None = None
     attributes: dict[str, str | float | None]
 
 

@@ -32,6 +32,7 @@ from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
     AtRiskResponse,
+    CounterK,
     CustomerHistory,
     Id,
     LeadRecord,
@@ -135,25 +136,37 @@ class CrmScore:
         self.runtime = Runtime(self.config)
         _settle_heap()
 
-    def _k(self, task: str, k: int | None, ctx: bentoml.Context) -> int:
+    def _k(self, task: str, k: int | None, counter_k: int, ctx: bentoml.Context) -> dict[str, int]:
+        """The reasons and counter-reasons per item this caller gets (403 for a role not entitled)."""
+        role = ctx.request.scope.get(ROLE_SCOPE_KEY)
         default = getattr(self.config.models, task).top_k_reasons
-        return runtime.reasons_k(ctx.request.scope.get(ROLE_SCOPE_KEY), k, default, max_k=MAX_K)
+        return {
+            "k": runtime.reasons_k(role, k, default, max_k=MAX_K),
+            "counter_k": runtime.reasons_k(role, counter_k, 0, max_k=MAX_K, field="counter_k"),
+        }
 
-    def _ids(self, task: str, ids: list[str], k: int | None, ctx: bentoml.Context) -> ScoreResponse:
+    def _ids(self, task: str, ids: list[str], k: int | None, counter_k: int, ctx: bentoml.Context) -> ScoreResponse:
         max_batch = self.config.serving.max_batch
-        body = runtime.score_ids(self.runtime.state, task, ids, k=self._k(task, k, ctx), max_batch=max_batch)
+        body = runtime.score_ids(self.runtime.state, task, ids, max_batch=max_batch, **self._k(task, k, counter_k, ctx))
         return ScoreResponse.model_validate(body)
 
     def _posted(
-        self, task: str, keys: list[str], as_of: dt.datetime, k: int | None, ctx: bentoml.Context, **records: Any
+        self,
+        task: str,
+        keys: list[str],
+        as_of: dt.datetime,
+        k: int | None,
+        counter_k: int,
+        ctx: bentoml.Context,
+        **records: Any,
     ) -> ScoreResponse:
         body = runtime.score_posted(
             self.runtime.state,
             task,
             keys,
             as_of=as_of,
-            k=self._k(task, k, ctx),
             max_batch=self.config.serving.max_batch,
+            **self._k(task, k, counter_k, ctx),
             **records,
         )
         return ScoreResponse.model_validate(body)
@@ -162,41 +175,49 @@ class CrmScore:
 
     @bentoml.api(route="/score/churn")
     @_answers
-    async def score_churn(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
+    async def score_churn(
+        self, ids: Ids, k: TopK = None, counter_k: CounterK = 0, *, ctx: bentoml.Context
+    ) -> ScoreResponse:
         """Churn propensity of customers by id, from the latest snapshot: probability, tier, value at risk, reasons."""
-        return self._ids("churn", ids, k, ctx)
+        return self._ids("churn", ids, k, counter_k, ctx)
 
     @bentoml.api(route="/score/next_purchase")
     @_answers
-    async def score_next_purchase(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
+    async def score_next_purchase(
+        self, ids: Ids, k: TopK = None, counter_k: CounterK = 0, *, ctx: bentoml.Context
+    ) -> ScoreResponse:
         """Next-purchase probability and expected spend of customers by id, from the latest snapshot."""
-        return self._ids("next_purchase", ids, k, ctx)
+        return self._ids("next_purchase", ids, k, counter_k, ctx)
 
     @bentoml.api(route="/score/lead")
     @_answers
-    async def score_lead(self, ids: Ids, k: TopK = None, *, ctx: bentoml.Context) -> ScoreResponse:
+    async def score_lead(
+        self, ids: Ids, k: TopK = None, counter_k: CounterK = 0, *, ctx: bentoml.Context
+    ) -> ScoreResponse:
         """Conversion probability and grade A-D of leads by id, from the latest snapshot."""
-        return self._ids("lead", ids, k, ctx)
+        return self._ids("lead", ids, k, counter_k, ctx)
 
     # -- scoring posted records ------------------------------------------------------------
 
     @bentoml.api(route="/score/churn/history")
     @_answers
     def score_churn_history(
-        self, customers: Customers, as_of: AsOf, k: TopK = None, *, ctx: bentoml.Context
+        self, customers: Customers, as_of: AsOf, k: TopK = None, counter_k: CounterK = 0, *, ctx: bentoml.Context
     ) -> ScoreResponse:
         """Churn propensity from posted purchase histories, computed by the training feature code."""
         keys = [c.customer_id for c in customers]
-        return self._posted("churn", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
+        return self._posted("churn", keys, as_of, k, counter_k, ctx, customers=[c.model_dump() for c in customers])
 
     @bentoml.api(route="/score/next_purchase/history")
     @_answers
     def score_next_purchase_history(
-        self, customers: Customers, as_of: AsOf, k: TopK = None, *, ctx: bentoml.Context
+        self, customers: Customers, as_of: AsOf, k: TopK = None, counter_k: CounterK = 0, *, ctx: bentoml.Context
     ) -> ScoreResponse:
         """Next-purchase probability and expected spend from posted purchase histories."""
         keys = [c.customer_id for c in customers]
-        return self._posted("next_purchase", keys, as_of, k, ctx, customers=[c.model_dump() for c in customers])
+        return self._posted(
+            "next_purchase", keys, as_of, k, counter_k, ctx, customers=[c.model_dump() for c in customers]
+        )
 
     @bentoml.api(route="/score/lead/record")
     @_answers
@@ -205,13 +226,14 @@ class CrmScore:
         leads: Annotated[list[LeadRecord], Field(min_length=1)],
         as_of: AsOf,
         k: TopK = None,
+        counter_k: CounterK = 0,
         *,
         ctx: bentoml.Context,
     ) -> ScoreResponse:
         """Conversion probability and grade of posted leads (attributes and engagement events),
         with the features of the lead model's own training configuration."""
         keys = [lead.lead_id for lead in leads]
-        return self._posted("lead", keys, as_of, k, ctx, leads=[lead.model_dump() for lead in leads])
+        return self._posted("lead", keys, as_of, k, counter_k, ctx, leads=[lead.model_dump() for lead in leads])
 
     # -- lists and administration ----------------------------------------------------------
 
@@ -225,13 +247,22 @@ class CrmScore:
         where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
         k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
         format: Literal["json", "csv"] = "json",
+        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
         *,
         ctx: bentoml.Context,
     ) -> AtRiskResponse:
-        """Top customers by value at risk (P(churn) x expected spend) with reasons; filters on tier,
-        minimum value and any customer attribute (e.g. ``where: {"country": "France"}``); JSON or CSV."""
+        """Top customers by value at risk (P(churn) x expected spend) with reasons (what raises the risk)
+        and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
+        (e.g. ``where: {"country": "France"}``); JSON or CSV."""
         body = runtime.at_risk(
-            self.runtime.state, top=top, min_value=min_value, tiers=tiers, where=where, k=k, format=format
+            self.runtime.state,
+            top=top,
+            min_value=min_value,
+            tiers=tiers,
+            where=where,
+            k=k,
+            counter_k=counter_k,
+            format=format,
         )
         if isinstance(body, str):
             return Response(body, media_type="text/csv")

@@ -28,7 +28,7 @@ from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from models.drift import FeatureDrift
 from models.scorer import Scorer, encode_frame
-from training.pyfunc import load_champion
+from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, stale_warning
 from training.train import normalize_task
 
@@ -192,7 +192,8 @@ def score_spark_frame(
     """Score a Spark DataFrame of ``task``'s features with the champion model through ``spark_udf``.
 
     Returns a lazy Spark DataFrame with the columns of :func:`training.score.score_batch`: entity id,
-    ``as_of``, ``probability``, ``tier`` (or ``grade``), money values, ``reasons`` (with ``explain``),
+    ``as_of``, ``probability``, ``tier`` (or ``grade``), money values, ``reasons`` and
+    ``counter_reasons`` (with ``explain``; models logged before counter-reasons have none),
     ``model_name``, ``model_version``.
 
     Raises
@@ -230,10 +231,13 @@ def _score_with(config: Config, task: str, features, scorer: Scorer, info: dict[
         [
             StructField(f.name, f.dataType, nullable=True)
             for f in signature.outputs.as_spark_schema().fields
-            if f.name != entity and (explain or f.name != "reasons")
+            if f.name != entity and (explain or f.name not in REASON_COLUMNS)
         ]
     )
-    params: dict[str, Any] = {"k": model_config_for(config, task).top_k_reasons, "explain": explain}
+    k = model_config_for(config, task).top_k_reasons
+    params: dict[str, Any] = {"k": k, "explain": explain}
+    if explain and "counter_k" in {p.name for p in (signature.params or [])}:
+        params["counter_k"] = k
     if "as_of" in {p.name for p in (signature.params or [])}:
         # The scoring date picks the seasonal prior shift; models logged before the param get their training one.
         params["as_of"] = ts.isoformat(sep=" ")
@@ -294,7 +298,8 @@ def score_spark(
         The output folder of Parquet files: a local path or any URI Spark can write (``s3a://``,
         ``hdfs://``). An existing folder is replaced.
     explain
-        Add ``reasons`` (a JSON list of ``{"text", "feature", "value", "impact"}`` per row).
+        Add ``reasons`` and ``counter_reasons`` (JSON lists of ``{"text", "feature", "value",
+        "impact"}`` per row).
     tables
         Canonical tables already loaded on the PySpark backend; by default loaded from ``config``.
 

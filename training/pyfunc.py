@@ -34,6 +34,7 @@ __all__ = [
     "load_scorer",
     "model_input",
     "predict_frame",
+    "reasons_as_json",
     "registered_name",
 ]
 
@@ -42,6 +43,7 @@ ANCHORS = ("model", "batch", "none")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SCORER_ARTIFACT = "scorer"
+REASON_COLUMNS = ("reasons", "counter_reasons")
 
 
 def registered_name(task: str) -> str:
@@ -61,8 +63,9 @@ class NoChampionError(LookupError):
 class CrmScoreModel(mlflow.pyfunc.PythonModel):
     """A pyfunc around a pickled :class:`Scorer` (artifact ``scorer``).
 
-    ``predict`` params: ``k`` (reasons per row, default the model's), ``explain`` (default True),
-    ``as_of`` (the scoring date), ``anchor`` and ``population_shift``, see :func:`predict_frame`.
+    ``predict`` params: ``k`` (reasons per row, default the model's), ``counter_k``
+    (counter-reasons per row, default 0), ``explain`` (default True), ``as_of`` (the scoring
+    date), ``anchor`` and ``population_shift``, see :func:`predict_frame`.
     """
 
     def load_context(self, context) -> None:
@@ -81,6 +84,7 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
             as_of=as_of,
             anchor=str(params.get("anchor", "model")),
             population_shift=float(params.get("population_shift", 0.0)),
+            counter_k=int(params.get("counter_k", 0)),
         )
 
 
@@ -93,8 +97,10 @@ def predict_frame(
     as_of: Any = None,
     anchor: str = "model",
     population_shift: float = 0.0,
+    counter_k: int = 0,
 ) -> pd.DataFrame:
-    """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` as a JSON string per row.
+    """What the pyfunc returns: :meth:`Scorer.score_frame` with ``reasons`` (and with ``counter_k``,
+    ``counter_reasons``) as a JSON string per row.
 
     The scoring date for the seasonal prior shift is ``as_of``, else the input's ``as_of`` column
     when it holds a single date (rows of several dates are scored date by date), else none (the
@@ -127,6 +133,7 @@ def predict_frame(
                     as_of=d,
                     anchor=anchor,
                     population_shift=population_shift,
+                    counter_k=counter_k,
                 ).set_axis(np.flatnonzero((dates == d).to_numpy()))
                 for d in dates.unique()
             ]
@@ -140,10 +147,22 @@ def predict_frame(
         elif anchor == "batch":
             population_shift = scorer.population_shift(X, as_of=as_of)
     frame = scorer.score_frame(
-        features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=population_shift
+        features,
+        k=k,
+        explain=explain,
+        as_of=as_of,
+        prepared=X,
+        population_shift=population_shift,
+        counter_k=counter_k,
     )
-    if "reasons" in frame.columns:
-        frame["reasons"] = [json.dumps(r) for r in frame["reasons"]]
+    return reasons_as_json(frame)
+
+
+def reasons_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """``reasons`` and ``counter_reasons`` (lists of dicts per row) as one JSON string per row, in place."""
+    for column in REASON_COLUMNS:
+        if column in frame.columns:
+            frame[column] = [json.dumps(r) for r in frame[column]]
     return frame
 
 

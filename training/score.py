@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from features.timebase import normalize_as_of
 from models.catalog import model_config_for
 from models.drift import FeatureDrift, drift_summary
 from models.scorer import Scorer
-from training.pyfunc import load_champion
+from training.pyfunc import load_champion, reasons_as_json
 from training.train import normalize_task
 
 __all__ = ["BatchScores", "score_batch", "score_population", "stale_warning", "write_atomic"]
@@ -97,7 +96,7 @@ def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
 
 
 def score_population(
-    scorer: Scorer, features: pd.DataFrame, *, as_of: Any, k: int = 3, explain: bool = False
+    scorer: Scorer, features: pd.DataFrame, *, as_of: Any, k: int = 3, explain: bool = False, counter_k: int = 0
 ) -> tuple[pd.DataFrame, tuple[FeatureDrift, ...], float]:
     """Score one date's whole population as the nightly batch does: the frame, its drift, its anchor.
 
@@ -107,7 +106,9 @@ def score_population(
     X = scorer.prepare(features)
     drift = tuple(scorer.drift(X))
     shift = scorer.population_shift(X, as_of=as_of)
-    scores = scorer.score_frame(features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=shift)
+    scores = scorer.score_frame(
+        features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=shift, counter_k=counter_k
+    )
     return scores, drift, shift
 
 
@@ -124,7 +125,8 @@ def score_batch(
 
     Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
     values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
-    ``{"text", "feature", "value", "impact"}`` per row).
+    ``{"text", "feature", "value", "impact"}`` per row: the features that raise the score most) and
+    ``counter_reasons`` (the same for the features that lower it most), each ``top_k_reasons`` long.
 
     Returns the row count, the path and the drift of the batch's features from the training rows
     (empty for an empty population or a model trained before drift profiles).
@@ -140,12 +142,10 @@ def score_batch(
     if tables is None:
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
-    scores, drift, shift = score_population(
-        scorer, features, as_of=as_of, k=model_config.top_k_reasons, explain=explain
-    )
+    k = model_config.top_k_reasons
+    scores, drift, shift = score_population(scorer, features, as_of=as_of, k=k, explain=explain, counter_k=k)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
-    if "reasons" in scores.columns:
-        scores["reasons"] = [json.dumps(r) for r in scores["reasons"]]
+    reasons_as_json(scores)
     scores["model_name"] = info["model_name"]
     scores["model_version"] = info["version"]
     return BatchScores(

@@ -235,11 +235,19 @@ def log_and_register(
                 "trained_at": dt.datetime.now(dt.UTC).isoformat(),
             }
         )
-        output = predict_frame(scorer, example, k=result.spec.top_k)
+        # The output example holds every column the model can return (counter-reasons are opt-in).
+        output = predict_frame(scorer, example, k=result.spec.top_k, counter_k=result.spec.top_k)
         signature = infer_signature(
             example,
             output,
-            params={"k": result.spec.top_k, "explain": True, "as_of": "", "anchor": "model", "population_shift": 0.0},
+            params={
+                "k": result.spec.top_k,
+                "counter_k": 0,
+                "explain": True,
+                "as_of": "",
+                "anchor": "model",
+                "population_shift": 0.0,
+            },
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{SCORER_ARTIFACT}.pkl"

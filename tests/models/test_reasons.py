@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.reasons import ReasonWriter, humanize, singularize
+from models.reasons import ReasonWriter, humanize, singularize, tidy
 from models.texts import CUSTOMER_TEMPLATES, NO_PURCHASE
 
 FEATURES = ["days_since_last", "gap_mean", "country", "orders_90d"]
@@ -31,6 +31,26 @@ def test_top_reasons_use_the_customers_values_and_only_push_up():
     assert reasons[0]["text"] == "No purchase for 143 days; usually buys every 21 days (raises churn risk)"
     assert reasons[0]["impact"] == 0.9 and reasons[0]["value"] == 143.0
     assert reasons[1] == {"text": "Based in UK (raises churn risk)", "feature": "country", "value": "UK", "impact": 0.2}
+
+
+def test_counter_reasons_are_the_features_that_pull_the_score_down():
+    X = np.array([[143.0, 21.0, 1.0, 2.0], [5.0, 7.0, 0.0, 9.0]])
+    contrib = np.array([[0.9, -0.5, 0.2, -0.7], [0.1, 0.3, 0.2, 0.4]])
+    first, second = writer().explain(contrib, X, k=3, counter=True)
+    assert [r["feature"] for r in first] == ["orders_90d", "gap_mean"]  # largest pull down first
+    assert first[0] == {
+        "text": "Orders 90d: 2 (lowers churn risk)",
+        "feature": "orders_90d",
+        "value": 2.0,
+        "impact": -0.7,
+    }
+    assert first[1]["impact"] == -0.5
+    assert second == []  # nothing lowers this score
+    context = ReasonWriter(FEATURES, TEMPLATES, "raises churn risk", context=["orders_90d"], counter_direction="keeps")
+    (only,) = context.explain(contrib[:1], X[:1], k=3, counter=True)
+    assert [r["text"] for r in only] == ["Gap mean: 21 (keeps)"]  # context features are never counter-reasons
+    assert contrib[0, 3] == -0.7  # the caller's SHAP values are left as they were
+    assert ReasonWriter(FEATURES, TEMPLATES, "pushes the score").counter_direction == "against: pushes the score"
 
 
 def test_missing_value_falls_back_to_the_next_template_then_to_the_name():
@@ -98,3 +118,12 @@ def test_a_count_of_one_reads_in_the_singular():
     writer = ReasonWriter(["purchase_days_90d"], CUSTOMER_TEMPLATES, "raises churn risk")
     (reasons,) = writer.explain(np.array([[0.4]]), np.array([[1.0]]), k=1)
     assert reasons[0]["text"] == "Bought on 1 day in the last 90 days (raises churn risk)"
+
+
+def test_zero_days_ago_reads_today():
+    assert tidy("Bought on 10 days in the last 90 days, the latest 0 days ago") == (
+        "Bought on 10 days in the last 90 days, the latest today"
+    )
+    assert tidy("No purchase for 0 days; usually buys every 6 days") == "Last purchase today; usually buys every 6 days"
+    assert tidy("No purchase for 10 days, the latest 10 days ago") == "No purchase for 10 days, the latest 10 days ago"
+    assert tidy("Last purchase 1 days ago") == "Last purchase 1 day ago"

@@ -80,8 +80,10 @@ def test_scorer_gets_scores_without_reasons_and_403_when_asking(server):
     with server.client("scorer") as c:
         item = c.post("/score/churn", json={"ids": ids}).json()["items"][0]
         denied = c.post("/score/churn", json={"ids": ids, "k": 3})
-    assert item["reasons"] is None and item["probability"] >= 0
+        counter = c.post("/score/churn", json={"ids": ids, "k": 0, "counter_k": 1})
+    assert item["reasons"] is None and item["counter_reasons"] is None and item["probability"] >= 0
     assert denied.status_code == 403 and denied.json()["detail"][0]["loc"] == ["k"]
+    assert counter.status_code == 403 and counter.json()["detail"][0]["loc"] == ["counter_k"]
 
 
 def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
@@ -89,7 +91,10 @@ def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
     with server.client("marketer") as c:
         default = c.post("/score/churn", json={"ids": ids}).json()["items"][0]
         none = c.post("/score/churn", json={"ids": ids, "k": 0}).json()["items"][0]
-    assert len(default["reasons"]) <= 3 and default["reasons"]
+        both = c.post("/score/churn", json={"ids": ids, "counter_k": 2}).json()["items"][0]
+    assert len(default["reasons"]) <= 3 and default["reasons"] and default["counter_reasons"] is None
+    assert both["reasons"] == default["reasons"] and 0 < len(both["counter_reasons"]) <= 2
+    assert all(r["impact"] < 0 and r["text"].endswith("(lowers churn risk)") for r in both["counter_reasons"])
     # Reasons come from the SHAP pass, whose row sum equals the raw score up to rounding.
     assert none["reasons"] is None and none["probability"] == pytest.approx(default["probability"], abs=1e-12)
 
@@ -197,6 +202,8 @@ def test_at_risk_json_sorted_and_filtered(server):
     assert top["n_matched"] >= 20 and top["model_name"] == "crmscore-churn"
     assert all(i["attributes"]["country"] == "France" and i["tier"] == "high" for i in france["items"])
     assert all(len(i["reasons"]) <= 1 for i in france["items"])
+    # One counter-reason by default: what keeps a large customer's low churn risk low.
+    assert all(len(i["counter_reasons"]) == 1 and i["counter_reasons"][0]["impact"] < 0 for i in top["items"])
     assert unknown.status_code == 400 and unknown.json()["detail"][0]["loc"] == ["where", "planet"]
     assert bad_tier.status_code == 400 and bad_tier.json()["detail"][0]["loc"] == ["tiers"]
     assert "'urgent'" in bad_tier.json()["detail"][0]["msg"] and "high" in bad_tier.json()["detail"][0]["msg"]
@@ -207,7 +214,10 @@ def test_at_risk_csv(server):
         response = c.post("/at_risk", json={"top": 10, "format": "csv", "min_value": 1.0})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert len(rows) == 10 and {"customer_id", "value_at_risk", "reason_1", "reason_3"} <= set(rows[0])
+    assert len(rows) == 10 and {"customer_id", "value_at_risk", "reason_1", "reason_3", "counter_reason_1"} <= set(
+        rows[0]
+    )
+    assert all(r["counter_reason_1"].endswith("(lowers churn risk)") for r in rows)
     assert all(float(r["value_at_risk"]) >= 1.0 for r in rows)
 
 

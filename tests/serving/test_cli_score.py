@@ -152,6 +152,12 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     assert 0 < len(rows) <= 5 and (rows["tier"] == "high").all() and (rows["country"] == "France").all()
     assert (rows["value_at_risk"] >= 1).all() and rows["value_at_risk"].is_monotonic_decreasing
     assert f"wrote the top {len(rows):,} customers" in result.stdout
+    assert rows["counter_reason_1"].str.endswith("(lowers churn risk)").all()  # one by default
+    two = CliRunner().invoke(app, [*args, "--counter-reasons", "2"])
+    assert two.exit_code == 0, two.output
+    assert {"reason_3", "counter_reason_2"} <= set(pd.read_csv(out).columns)
+    none = CliRunner().invoke(app, [*args, "--counter-reasons", "0", "--tier", "high", "--where", "country=France"])
+    assert none.exit_code == 0 and "counter_reason_1" not in pd.read_csv(out).columns
     for extra, message in (
         (["--tier", "urgent"], "unknown tier 'urgent'"),
         (["--where", "planet=Mars"], "where.planet: unknown customer attribute"),

@@ -78,7 +78,8 @@ def test_missing_value_at_risk_is_never_listed(scored):
 def test_rows_and_csv(scored):
     positions, _ = select_at_risk(scored, top=2)
     reasons = [[{"text": "spent a lot", "feature": "m", "value": 1.0, "impact": 0.5}], []]
-    rows = at_risk_rows(scored, positions, reasons=reasons, attributes=["country"])
+    counter = [[], [{"text": "bought yesterday", "feature": "r", "value": 1.0, "impact": -0.9}]]
+    rows = at_risk_rows(scored, positions, reasons=reasons, counter_reasons=counter, attributes=["country"])
     assert rows[0] == {
         "customer_id": "b",
         "probability": 0.5,
@@ -86,6 +87,7 @@ def test_rows_and_csv(scored):
         "expected_spend": 400.0,
         "value_at_risk": 200.0,
         "reasons": reasons[0],
+        "counter_reasons": [],
         "attributes": {"country": "France"},
     }
     assert to_csv(rows, k=2) == (
@@ -93,3 +95,7 @@ def test_rows_and_csv(scored):
         "b,0.5,medium,400.0,200.0,France,spent a lot,\n"
         "c,0.8,high,100.0,80.0,UK,,\n"
     )
+    assert to_csv(rows, k=1, counter_k=1).splitlines()[1:] == [
+        "b,0.5,medium,400.0,200.0,France,spent a lot,",
+        "c,0.8,high,100.0,80.0,UK,,bought yesterday",
+    ]

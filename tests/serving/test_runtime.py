@@ -105,9 +105,29 @@ def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
     assert excinfo.value.field == "ids" and excinfo.value.status == 400
 
 
+def test_counter_reasons_are_the_negative_shap_values_reasons_leave_out(config):
+    state = build_state(config, loader=loader({"churn": "1"}))
+    scorer = state.models["churn"].scorer
+    snapshot = state.models["churn"].snapshot
+    body = score_ids(state, "churn", ["1", "2", "3"], k=5, counter_k=5, max_batch=10)
+    for item in body["items"]:
+        row = snapshot.contrib[snapshot.index[item["id"]]]
+        pushes = {f: c for f, c in zip(scorer.feature_names, row[:-1], strict=True)}
+        assert {r["feature"] for r in item["reasons"]} == {f for f, c in pushes.items() if c > 0}
+        assert {r["feature"] for r in item["counter_reasons"]} == {f for f, c in pushes.items() if c < 0}
+        assert all(r["impact"] == pytest.approx(pushes[r["feature"]], abs=1e-6) for r in item["counter_reasons"])
+        assert all(r["text"].endswith("(lowers churn risk)") for r in item["counter_reasons"])
+    plain = score_ids(state, "churn", ["1"], k=2, max_batch=10)["items"][0]
+    assert "counter_reasons" not in plain  # opt-in
+    only = score_ids(state, "churn", ["1"], k=0, counter_k=1, max_batch=10)["items"][0]
+    assert len(only["counter_reasons"]) <= 1 and only["reasons"] == []
+
+
 def test_at_risk_ranks_and_filters(config):
     state = build_state(config, loader=loader({"churn": "1"}))
     body = at_risk(state, top=2, k=1)
+    assert all(len(item["counter_reasons"]) <= 1 for item in body["items"])  # one by default
+    assert all(r["impact"] < 0 for item in body["items"] for r in item["counter_reasons"])
     values = [item["value_at_risk"] for item in body["items"]]
     assert body["n_matched"] == 3 and len(values) == 2 and values == sorted(values, reverse=True)
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")

@@ -51,7 +51,7 @@ def test_udf_scores_equal_in_process_scores_on_the_same_snapshot(trained, retail
     remote = _sorted(score_spark_frame(config, "churn", features, as_of=AS_OF, explain=True).toPandas())
     scorer, info = load_champion(duck, "churn")
     k = model_config_for(duck, "churn").top_k_reasons
-    local = _sorted(predict_frame(scorer, features.toPandas(), k=k, explain=True))
+    local = _sorted(predict_frame(scorer, features.toPandas(), k=k, explain=True, counter_k=k))
 
     assert len(remote) == len(local) > 3_000
     assert remote["customer_id"].tolist() == local["customer_id"].tolist()
@@ -61,6 +61,7 @@ def test_udf_scores_equal_in_process_scores_on_the_same_snapshot(trained, retail
         else:
             assert remote[column].tolist() == local[column].tolist(), column
     assert json.loads(remote["reasons"][0])[0]["text"]
+    assert "counter_reasons" in local.columns and json.loads(remote["counter_reasons"][0])[0]["impact"] < 0
     assert (remote["as_of"] == pd.Timestamp(AS_OF)).all()
     assert set(remote["model_version"]) == {info["version"]} and set(remote["model_name"]) == {"crmscore-churn"}
 

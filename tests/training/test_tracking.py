@@ -103,14 +103,15 @@ def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
         mlflow.set_tracking_uri({config.tracking_uri!r})
         model = mlflow.pyfunc.load_model("models:/crmscore-churn@champion")
         frame = pd.read_parquet({str(features_path)!r})
-        model.predict(frame).to_parquet({str(out)!r})
+        model.predict(frame, params={{"counter_k": 2}}).to_parquet({str(out)!r})
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
     fresh = pd.read_parquet(out)
-    expected = good.scorer.score_frame(test)
+    expected = good.scorer.score_frame(test, counter_k=2)
     assert logged["version"] == "1"
     assert list(fresh["customer_id"]) == list(expected["customer_id"])
     np.testing.assert_allclose(fresh["probability"].to_numpy(), expected["probability"].to_numpy(), rtol=0, atol=1e-12)
     assert list(fresh["tier"]) == list(expected["tier"])
     assert [json.loads(r) for r in fresh["reasons"]] == list(expected["reasons"])
+    assert [json.loads(r) for r in fresh["counter_reasons"]] == list(expected["counter_reasons"])

@@ -65,3 +65,5 @@ def test_train_churn_and_score_batch(tmp_path):
     assert (scores["model_version"].astype(str) == out["version"]).all()
     first = json.loads(scores["reasons"].iloc[0])
     assert first and {"text", "feature", "value", "impact"} == set(first[0])
+    counter = [json.loads(r) for r in scores["counter_reasons"]]
+    assert all(len(c) <= 3 and all(r["impact"] < 0 for r in c) for c in counter) and sum(map(len, counter)) > 0
