@@ -32,7 +32,6 @@ from training.pyfunc import (
     CHALLENGER,
     CHAMPION,
     SCORER_ARTIFACT,
-    CrmScoreModel,
     load_scorer,
     model_input,
     predict_frame,
@@ -42,6 +41,7 @@ from training.pyfunc import (
 __all__ = ["Promotion", "decide_promotion", "ensure_experiment", "log_and_register", "set_uris"]
 
 _PACKAGES = Path(__file__).resolve().parents[1]
+MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
 
 
 def set_uris(config: Config) -> None:
@@ -254,7 +254,9 @@ def log_and_register(
             path.write_bytes(pickle.dumps(scorer))
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=CrmScoreModel(),
+                # Models from code: the wrapper is this readable file in the model's code/ folder,
+                # not a cloudpickled object; the trained state is the scorer artifact.
+                python_model=str(MODEL_CODE),
                 artifacts={SCORER_ARTIFACT: str(path)},
                 # The scorer unpickles with the models code it was trained with.
                 code_paths=[str(_PACKAGES / "models")],

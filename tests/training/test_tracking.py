@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +116,7 @@ def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
     assert list(fresh["tier"]) == list(expected["tier"])
     assert [json.loads(r) for r in fresh["reasons"]] == list(expected["reasons"])
     assert [json.loads(r) for r in fresh["counter_reasons"]] == list(expected["counter_reasons"])
+    # Models from code: the wrapper is the readable code file in the model, not a pickled object.
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/crmscore-churn@champion"))
+    assert (model_dir / "pyfunc_code.py").read_text().count("set_model(CrmScoreModel())") == 1
+    assert not (model_dir / "python_model.pkl").exists() and (model_dir / "artifacts" / "scorer.pkl").exists()
