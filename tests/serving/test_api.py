@@ -107,6 +107,8 @@ def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
         ({"ids": "12346"}, "ids"),
         ({"ids": ["1"], "k": -1}, "k"),
         ({"ids": ["1"], "k": 99}, "k"),
+        ({"ids": ["1"], "counter_k": 11}, "counter_k"),
+        ({"ids": ["1"], "counter_k": "two"}, "counter_k"),
         ({"ids": ["1"] * (MAX_BATCH + 1)}, "ids"),
     ],
 )
