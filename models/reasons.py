@@ -142,6 +142,10 @@ class ReasonWriter:
             if usable:
                 self.templates[feature] = usable
 
+    def counter_label(self) -> str:
+        """What a counter-reason says (``counter_direction``), also for writers pickled before it existed."""
+        return getattr(self, "counter_direction", None) or _opposite(self.direction)
+
     def value(self, X: np.ndarray, row: int, feature: str, rows: Sequence[Mapping[str, Any]] | None = None) -> Any:
         """The value of ``feature`` for one row: from ``rows`` when given, else decoded from ``X``."""
         if rows is not None and feature in rows[row]:
@@ -204,10 +208,7 @@ class ReasonWriter:
             return []
         k = max(0, min(k, m))
         sign = -1.0 if counter else 1.0
-        # Writers pickled before counter-reasons existed have no counter direction.
-        direction = (
-            (getattr(self, "counter_direction", None) or _opposite(self.direction)) if counter else self.direction
-        )
+        direction = self.counter_label() if counter else self.direction
         context = getattr(self, "context", [])  # writers pickled before context features existed have none
         if counter or context:
             contributions = sign * np.asarray(contributions, dtype=np.float64)

@@ -117,6 +117,34 @@ def score_command(
         )
 
 
+@app.command("explain")
+def explain_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    ids: Annotated[list[str], typer.Option("--id", help="customer_id or lead_id (repeat for several).")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the last row of the data.")] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", min=0, max=20, help="Reasons each way (default: the model's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Why the champion gives these customers (or leads) their scores: reasons each way and the log-odds account.
+
+    Exit 1 when an id is not in the population of the date (the others are still explained).
+    """
+    from training.explain import explain_ids, render
+    from training.pyfunc import NoChampionError
+
+    task = _task(model)
+    try:
+        result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k)
+    except (ConfigError, ValueError, NoChampionError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else render(result))
+    if any("error" in item for item in result["items"]):
+        raise typer.Exit(1)
+
+
 def _echo_table(table, key: str) -> None:
     """Print a per-date table without its ``error`` column, then each row's error on stderr."""
     import pandas as pd

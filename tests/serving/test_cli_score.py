@@ -166,3 +166,40 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
         failed = CliRunner().invoke(app, [*args, *extra])
         assert failed.exit_code == 2 and message in failed.stderr, failed.output
     assert len(pd.read_csv(out)) == len(rows)  # a failed run left the earlier file as it was
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["churn", "lead"])
+def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path, task):
+    import json
+
+    retail_config, leads_config, _ = trained
+    config, as_of = (retail_config, "2011-12-09 12:50:00") if task == "churn" else (leads_config, "2010-11-01")
+    out = tmp_path / "scores.parquet"
+    scored = CliRunner().invoke(
+        app, ["score", task, "--config", str(config), "--as-of", as_of, "--out", str(out), "--explain"]
+    )
+    assert scored.exit_code == 0, scored.output
+    batch = pd.read_parquet(out)
+    entity = batch.columns[0]
+    picked = batch[entity].astype(str).iloc[[0, len(batch) // 2]].tolist()
+    args = ["explain", task, "--config", str(config), "--as-of", as_of, *(f"--id={i}" for i in picked)]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    for item in body["items"]:
+        row = batch[batch[entity].astype(str) == item["id"]].iloc[0]
+        # The same score, reasons and counter-reasons as the batch (the lead anchor is the whole date's).
+        assert item["probability"] == pytest.approx(row["probability"], abs=1e-12)
+        assert item["reasons"] == json.loads(row["reasons"])
+        assert item["counter_reasons"] == json.loads(row["counter_reasons"])
+        # The log-odds account adds up: base + shown + the other features = the raw score.
+        total = item["base_log_odds"] + item["shown_impact"] + item["other_impact"]
+        assert total == pytest.approx(item["raw_log_odds"], abs=1e-9)
+        assert item["shown_impact"] == pytest.approx(
+            sum(r["impact"] for r in (*item["reasons"], *item["counter_reasons"])), abs=1e-9
+        )
+    text = CliRunner().invoke(app, [*args, "--id", "nobody"])
+    assert text.exit_code == 1  # one id outside the population; the others are still explained
+    assert f"{picked[0]}: P(" in text.stdout and "log-odds: base" in text.stdout
+    assert f"nobody: not in the {task} population at" in text.stdout

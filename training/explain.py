@@ -1,0 +1,130 @@
+"""One customer's (or lead's) score taken apart: ``crmscore explain``.
+
+The champion scores the whole population of the date, as ``crmscore score`` does (so an anchored
+lead model gets its population's anchor), and for each requested id returns the score with every
+reason each way and the additive account behind it: the model's base log-odds (the SHAP expected
+value), plus the shown reasons and counter-reasons, plus the rest of the features, is the raw
+log-odds score, which the calibrator (with the seasonal correction and the anchor of the date)
+turns into the probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from features.config import Config
+from features.labels import data_until
+from features.pipeline import population_features
+from features.sources import CanonicalTables, load_tables
+from features.timebase import normalize_as_of
+from models.catalog import model_config_for, spec_for
+from training.pyfunc import load_champion
+from training.train import normalize_task
+
+__all__ = ["explain_ids", "render"]
+
+
+def explain_ids(
+    config: Config,
+    task: str,
+    ids: Sequence[str],
+    *,
+    as_of: Any = None,
+    k: int | None = None,
+    tables: CanonicalTables | None = None,
+) -> dict[str, Any]:
+    """The champion's score of each id at ``as_of`` with ``k`` reasons each way and its log-odds account.
+
+    ``as_of`` defaults to the last row the task reads ("now" for an export); ``k`` to the model's
+    ``top_k_reasons``. An id outside the population of the date gets an ``error`` naming the rule.
+
+    Raises
+    ------
+    training.pyfunc.NoChampionError
+        No champion model is registered for ``task``.
+    ValueError
+        No id given, or no data to take a default date from.
+    """
+    task = normalize_task(task)
+    if not ids:
+        raise ValueError("give at least one --id")
+    scorer, info = load_champion(config, task)
+    model_config = model_config_for(config, task)
+    spec = spec_for(task, model_config)
+    if tables is None:
+        tables = load_tables(config)
+    if as_of is None:
+        table, until = data_until(tables, task)
+        if until is None:
+            raise ValueError(f"table '{table}' has no rows: nothing to take the scoring date from; pass --as-of")
+        as_of = until
+    as_of = normalize_as_of(as_of)
+    k = model_config.top_k_reasons if k is None else k
+    features = population_features(tables, task, as_of=as_of, model_config=model_config).reset_index(drop=True)
+    X = scorer.prepare(features)
+    shift = scorer.population_shift(X, as_of=as_of)
+    position = {str(key): i for i, key in enumerate(features[scorer.entity].astype(str))}
+    rows = [position[key] for key in ids if key in position]
+    contrib = scorer.contributions(X[rows]) if rows else np.empty((0, len(scorer.feature_names) + 1))
+    scored = iter(scorer.score_matrix(X[rows], k=k, counter_k=k, as_of=as_of, contrib=contrib, population_shift=shift))
+    accounts = iter(contrib)
+    items = []
+    for key in ids:
+        if key not in position:
+            items.append({"id": key, "error": f"not in the {task} population at {as_of} ({spec.population})"})
+            continue
+        item, row = next(scored), next(accounts)
+        shown = sum(r["impact"] for r in (*item["reasons"], *item["counter_reasons"]))
+        items.append(
+            {
+                "id": key,
+                **item,
+                "base_log_odds": float(row[-1]),
+                "shown_impact": float(shown),
+                "other_impact": float(row[:-1].sum() - shown),
+                "raw_log_odds": float(row.sum()),
+            }
+        )
+    return {
+        "task": task,
+        "as_of": as_of.isoformat(sep=" "),
+        "model_name": info["model_name"],
+        "model_version": str(info["version"]),
+        "score_label": spec.score_label,
+        "raises": scorer.reasons.direction,
+        "lowers": scorer.reasons.counter_label(),
+        "items": items,
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    """The explanation as text for a terminal: one block per id."""
+    lines = [f"{result['model_name']} v{result['model_version']}, as of {result['as_of']}"]
+    for item in result["items"]:
+        lines.append("")
+        if "error" in item:
+            lines.append(f"{item['id']}: {item['error']}")
+            continue
+        tier = item.get("tier") or item.get("grade")
+        money = [
+            f"{name.replace('_', ' ')} {item[name]:,.0f}"
+            for name in ("value_at_risk", "expected_spend", "expected_value")
+            if item.get(name) is not None
+        ]
+        lines.append(
+            f"{item['id']}: {result['score_label']} {item['probability']:.3f}, {tier}"
+            + "".join(f", {m}" for m in money)
+        )
+        for title, reasons in ((result["raises"], item["reasons"]), (result["lowers"], item["counter_reasons"])):
+            lines.append(f"  {title}:" if reasons else f"  {title}: nothing")
+            # The direction is the heading; the sentence alone under it.
+            lines.extend(f"    {r['impact']:+.3f}  {r['text'].removesuffix(f' ({title})')}" for r in reasons)
+        lines.append(
+            f"  log-odds: base {item['base_log_odds']:+.3f} + shown {item['shown_impact']:+.3f}"
+            f" + other features {item['other_impact']:+.3f} = {item['raw_log_odds']:+.3f};"
+            f" calibrated for the date: {item['probability']:.3f}"
+        )
+    return "\n".join(lines)
