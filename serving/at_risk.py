@@ -54,14 +54,9 @@ def at_risk_list(
         scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names
     )
     k = model_config.top_k_reasons
-    explained = scorer.score_matrix(matrix[positions], k=k, counter_k=counter_k, explain=True, as_of=as_of)
     attributes = [c for c in ("country",) if c in scored.columns]
-    rows = lists.at_risk_rows(
-        scored,
-        positions,
-        reasons=[r["reasons"] for r in explained],
-        counter_reasons=[r.get("counter_reasons", []) for r in explained],
-        attributes=attributes,
+    rows = lists.explained_rows(
+        scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

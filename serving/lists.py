@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["SCORE_COLUMNS", "FilterError", "at_risk_rows", "scored_for_list", "select_at_risk", "to_csv"]
+__all__ = [
+    "SCORE_COLUMNS",
+    "FilterError",
+    "at_risk_rows",
+    "explained_rows",
+    "scored_for_list",
+    "select_at_risk",
+    "to_csv",
+]
 
 SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
 
@@ -157,6 +165,36 @@ def at_risk_rows(
         row["attributes"] = {k: (None if _missing(v) else _plain(v)) for k, v in attrs[i].items()}
         rows.append(row)
     return rows
+
+
+def explained_rows(
+    scorer: Any,
+    scored: pd.DataFrame,
+    matrix: np.ndarray,
+    positions: np.ndarray,
+    *,
+    k: int,
+    counter_k: int,
+    attributes: Sequence[str] = (),
+    as_of: Any = None,
+    contrib: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`at_risk_rows` for the selected customers with ``k`` reasons and ``counter_k``
+    counter-reasons each (``None`` when 0), explained from ``matrix`` (the rows of ``scored``), or
+    from ``contrib`` when the caller has their SHAP values already (the service's snapshot)."""
+    reasons = counter = None
+    if (k > 0 or counter_k > 0) and len(positions):
+        explained = scorer.score_matrix(
+            matrix[positions],
+            k=k,
+            counter_k=counter_k,
+            explain=True,
+            as_of=as_of,
+            contrib=None if contrib is None else contrib[positions],
+        )
+        reasons = [r["reasons"] for r in explained] if k > 0 else None
+        counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None
+    return at_risk_rows(scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes)
 
 
 def _missing(value: Any) -> bool:

@@ -569,21 +569,18 @@ def at_risk(
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
-    reasons = counter = None
-    if (k > 0 or counter_k > 0) and len(positions):
-        explained = model.scorer.score_matrix(
-            snapshot.matrix[positions],
-            k=k,
-            counter_k=counter_k,
-            explain=True,
-            as_of=snapshot.as_of,
-            contrib=snapshot.contrib[positions],
-            population_shift=snapshot.population_shift,
-        )
-        reasons = [r["reasons"] for r in explained] if k > 0 else None
-        counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None
     attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
-    rows = lists.at_risk_rows(scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes)
+    rows = lists.explained_rows(
+        model.scorer,
+        scored,
+        snapshot.matrix,
+        positions,
+        k=k,
+        counter_k=counter_k,
+        attributes=attributes,
+        as_of=snapshot.as_of,
+        contrib=snapshot.contrib,
+    )
     if format == "csv":
         return lists.to_csv(rows, k=k, counter_k=counter_k)
     return {
