@@ -55,10 +55,16 @@ def singularize(text: str) -> str:
 # "the latest 0 days ago", "No purchase for 0 days": an event on the scoring day itself.
 _ZERO_AGO = re.compile(r"(?<![\w.,])0 days ago\b")
 _ZERO_FOR = re.compile(r"^No purchase for 0 days\b")
+# "Bought on 0 days in the last 90 days", "Bought in 0 of the last 13 weeks": none at all.
+_ZERO_BOUGHT = re.compile(r"^Bought (?:on 0 days in|in 0 of) the last\b")
+# "0 orders in the last 30 days", "0 orders with a refund or return": a sentence opening on no count.
+_ZERO_COUNT = re.compile(r"^0 (" + "|".join(_PLURALS) + r")\b")
 
 
 def tidy(text: str) -> str:
-    """A filled template as a person would write it: singular counts of one, "today" for 0 days ago."""
+    """A filled template as a person would write it: singular counts of one, "today" for 0 days ago,
+    "No purchase in the last 90 days" for "Bought on 0 days in the last 90 days"."""
+    text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
 
 

@@ -127,3 +127,19 @@ def test_zero_days_ago_reads_today():
     assert tidy("No purchase for 0 days; usually buys every 6 days") == "Last purchase today; usually buys every 6 days"
     assert tidy("No purchase for 10 days, the latest 10 days ago") == "No purchase for 10 days, the latest 10 days ago"
     assert tidy("Last purchase 1 days ago") == "Last purchase 1 day ago"
+
+
+def test_a_count_of_zero_reads_as_none():
+    assert tidy("Bought on 0 days in the last 90 days, the latest 235 days ago") == (
+        "No purchase in the last 90 days, the latest 235 days ago"
+    )
+    assert tidy("Bought in 0 of the last 13 weeks") == "No purchase in the last 13 weeks"
+    assert tidy("0 orders in the last 30 days, the latest 33 days ago") == (
+        "No orders in the last 30 days, the latest 33 days ago"
+    )
+    assert tidy("0 orders with a refund or return") == "No orders with a refund or return"
+    # Only a count of exactly zero, and only where the sentence opens on it.
+    assert tidy("Bought on 10 days in the last 90 days") == "Bought on 10 days in the last 90 days"
+    assert tidy("10 orders in the last 30 days") == "10 orders in the last 30 days"
+    assert tidy("0.5 orders per month") == "0.5 orders per month"
+    assert tidy("Net spend of 0 in the last 90 days") == "Net spend of 0 in the last 90 days"
