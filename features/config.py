@@ -174,14 +174,38 @@ class ModelConfig(_Frozen):
         return value
 
 
+# Each model's defaults, also for a section that sets only some fields (``churn: {test_cutoff: ...}``).
+# Churn and next purchase: a year of monthly training cut-offs, because their seasonal prior shift
+# reads the base rate's change between the calibration and the test season one year earlier, so
+# the cut-offs must reach a year before the calibration cut-off (13 at 30 days; cut-offs before
+# the data starts add no rows, and only the latest six fit the model). Leads: a 30-day horizon and
+# grades A-D.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "churn": {"n_train_cutoffs": 13},
+    "next_purchase": {"n_train_cutoffs": 13},
+    "lead": {
+        "horizon_days": 30,
+        "tiers": {"A": 0.5, "B": 0.25, "C": 0.1, "D": 0.0},
+        "step_days": 30,
+        "n_train_cutoffs": 6,
+    },
+}
+
+
 class ModelsConfig(_Frozen):
-    churn: ModelConfig = Field(default_factory=ModelConfig)
-    next_purchase: ModelConfig = Field(default_factory=ModelConfig)
-    lead: ModelConfig = Field(
-        default_factory=lambda: ModelConfig(
-            horizon_days=30, tiers={"A": 0.5, "B": 0.25, "C": 0.1, "D": 0.0}, step_days=30, n_train_cutoffs=6
-        )
-    )
+    churn: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["churn"]))
+    next_purchase: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["next_purchase"]))
+    lead: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["lead"]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            task: {**MODEL_DEFAULTS.get(task, {}), **section} if isinstance(section, dict) else section
+            for task, section in data.items()
+        }
 
 
 class SparkConfig(_Frozen):

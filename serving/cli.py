@@ -75,6 +75,8 @@ def train_command(
         )
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    for warning in [*result["warnings"], *filter(None, [result["drift"]["warning"]])]:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -146,14 +148,17 @@ def explain_command(
 
 
 def _echo_table(table, key: str) -> None:
-    """Print a per-date table without its ``error`` column, then each row's error on stderr."""
+    """Print a per-date table without its ``error`` and ``warning`` columns, then those on stderr."""
     import pandas as pd
 
-    shown = [c for c in table.columns if c != "error"]
+    shown = [c for c in table.columns if c not in ("error", "warning")]
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format):
         typer.echo(table[shown].to_string(index=False))
     for _, row in table[table["error"].notna()].iterrows():
         typer.secho(f"not evaluated: {row[key]}: {row['error']}", fg=typer.colors.YELLOW, err=True)
+    if "warning" in table.columns:
+        for _, row in table[table["warning"].notna()].iterrows():
+            typer.secho(f"warning: {row[key]}: {row['warning']}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command("backtest")

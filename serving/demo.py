@@ -104,6 +104,8 @@ def run_demo(
         echo(f"   grade {result['grade']}; report {result.get('report')} ({time.monotonic() - t0:.1f}s)")
         if result["drift"]["warning"]:
             echo(f"   test fold drift: {result['drift']['warning']}")
+        for warning in result["warnings"]:
+            echo(f"   warning: {warning}")
         summary.append(
             f"{task}: ROC AUC {metrics.get('roc_auc', float('nan')):.3f}, ECE {metrics.get('ece', float('nan')):.3f}, "
             f"grade {result['grade']}, report {result.get('report')}"

@@ -87,6 +87,7 @@ class BacktestResult:
     test_X: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     drift: list[FeatureDrift] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def context_features(X: np.ndarray, cutoff: np.ndarray, feature_names: list[str]) -> list[str]:
@@ -221,6 +222,7 @@ def run_backtest(
     else:
         cal_labels = train.loc[pd.to_datetime(train["as_of"]) == latest, "label"].to_numpy(dtype=np.float64)
         prior = PriorShift(shift=0.0, applied=False, calibration_rate=float(cal_labels.mean()))
+    warnings = [] if prior.applied or not spec.seasonal_prior_shift else [_no_seasonal_shift(spec, prior, cutoffs)]
     if spec.fit_cutoffs is not None and len(cutoffs) > spec.fit_cutoffs:
         # Only the most recent cut-offs train the model and the baselines; older ones served the prior.
         cutoffs = cutoffs[-spec.fit_cutoffs :]
@@ -517,6 +519,26 @@ def run_backtest(
         test_X=X_test,
         timings=timings,
         drift=drift,
+        warnings=warnings,
+    )
+
+
+def _no_seasonal_shift(spec: ModelSpec, prior: PriorShift, cutoffs: list[Any]) -> str:
+    """The warning of a model meant to carry a seasonal prior shift that could not get one, with the fix."""
+    days = np.diff(np.array(sorted(pd.to_datetime(cutoffs)), dtype="datetime64[D]").astype(np.int64))
+    step = int(days.min()) if len(days) else 30
+    # The calibration cut-off's reference lies a year (less the 20 days' tolerance) before it.
+    needed = 1 + int(np.ceil((365 - 20) / step))
+    fix = (
+        f"Give the training cut-offs a year: models.{spec.task}.n_train_cutoffs >= {needed} at step_days {step} "
+        "(the data must reach back that far)"
+        if len(cutoffs) < needed
+        else "The training cut-offs reach a year back; the data does not reach far enough behind them"
+    )
+    return (
+        f"no seasonal prior shift: {prior.note}. The probabilities keep the calibration fold's base rate "
+        f"({prior.calibration_rate:.3f}) whatever the season of the scoring window, so expect them to be "
+        f"miscalibrated when the season differs. {fix}"
     )
 
 

@@ -113,9 +113,9 @@ class PriorShift:
     ``shift = logit(rate at test_season_cutoff) - logit(rate at calibration_season_cutoff)``; both
     cut-offs are training cut-offs about ``period_days`` before the test and calibration cut-offs,
     so their labels are known long before T. ``applied`` is False (and ``shift`` 0) when no such
-    pair of cut-offs exists in the training set. ``scale`` multiplies the log-odds before the
-    shift (``logit(p') = scale * logit(p) + shift``); it is 1 unless the model-adjusted estimate
-    carries a slope (see :func:`model_adjusted`).
+    pair of cut-offs exists in the training set, and ``note`` then says which one is missing.
+    ``scale`` multiplies the log-odds before the shift (``logit(p') = scale * logit(p) + shift``);
+    it is 1 unless the model-adjusted estimate carries a slope (see :func:`model_adjusted`).
     """
 
     shift: float
@@ -129,6 +129,7 @@ class PriorShift:
     method: str = "base rates"
     rate_shift: float | None = None
     scale: float = 1.0
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,7 +294,17 @@ def seasonal_prior_shift(
     a = nearest(t - pd.Timedelta(days=period_days))
     b = nearest(cal - pd.Timedelta(days=period_days))
     if a is None or b is None or a == b:
-        return PriorShift(shift=0.0, applied=False, calibration_rate=cal_rate)
+        note = _missing_reference(
+            a,
+            b,
+            test_target=t - pd.Timedelta(days=period_days),
+            calibration_target=cal - pd.Timedelta(days=period_days),
+            usable=usable,
+            all_cutoffs=sorted(pd.Timestamp(c) for c in pd.unique(when.to_numpy())),
+            tolerance_days=tolerance_days,
+            min_history_days=min_history_days,
+        )
+        return PriorShift(shift=0.0, applied=False, calibration_rate=cal_rate, note=note)
     shift = _logit(rates[a]) - _logit(rates[b])
     expected = 1.0 / (1.0 + np.exp(-(_logit(cal_rate) + shift)))
     return PriorShift(
@@ -306,3 +317,30 @@ def seasonal_prior_shift(
         calibration_season_cutoff=str(b.date()),
         expected_test_rate=float(expected),
     )
+
+
+def _missing_reference(
+    a: pd.Timestamp | None,
+    b: pd.Timestamp | None,
+    *,
+    test_target: pd.Timestamp,
+    calibration_target: pd.Timestamp,
+    usable: list[pd.Timestamp],
+    all_cutoffs: list[pd.Timestamp],
+    tolerance_days: int,
+    min_history_days: int,
+) -> str:
+    """Why no seasonal shift could be read: which reference cut-off is missing, and what there is."""
+    if a is not None and a == b:
+        return f"the cut-off nearest a year before the test and the calibration cut-offs is the same one ({a.date()})"
+    which, target = ("calibration", calibration_target) if b is None else ("test", test_target)
+    earliest = f"{all_cutoffs[0].date()}" if all_cutoffs else "none"
+    text = (
+        f"no training cut-off within {tolerance_days} days of {target.date()}, one year before the {which} "
+        f"cut-off (the earliest training cut-off is {earliest}"
+    )
+    if all_cutoffs and not usable:
+        text += f"; none has {min_history_days} days of history behind it"
+    elif all_cutoffs and usable[0] != all_cutoffs[0]:
+        text += f"; the earliest with {min_history_days} days of history behind it is {usable[0].date()}"
+    return text + ")"

@@ -68,7 +68,9 @@ def evaluate_origins(
     ``ece``, ``lift_at_10``, for anchored models ``population_shift_logit``,
     ``ece_without_anchor`` and ``brier_without_anchor``, then ``best_baseline``, its
     ``baseline_roc_auc``, the 95% interval and p-value of the model's gain over it
-    (``roc_auc_gain_low``, ``roc_auc_gain_high``, ``roc_auc_gain_p_value``), ``grade`` and ``error``. An origin that cannot be evaluated (too few
+    (``roc_auc_gain_low``, ``roc_auc_gain_high``, ``roc_auc_gain_p_value``), ``grade``, ``error`` and
+    ``warning`` (what the run could not do as its spec asks, e.g. no seasonal prior shift for lack of
+    cut-offs a year back: see ``BacktestResult.warnings``). An origin that cannot be evaluated (too few
     training cut-offs before it, a fold with a single class, no rows) keeps its row with the
     reason in ``error`` and the metrics empty, so the table shows every origin asked for.
 
@@ -103,9 +105,11 @@ def evaluate_origins(
             **{k: metrics.get(k) for k in _GAIN},
             grade=result.grade,
             error=None,
+            warning="; ".join(result.warnings) or None,
         )
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if "error" not in frame.columns:
-        frame["error"] = None
+    for column in ("error", "warning"):
+        if column not in frame.columns:
+            frame[column] = None
     return frame

@@ -183,6 +183,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         else ""
     )
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
+    warnings = "".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in result.warnings)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>crmscore: {html.escape(spec.task)} model report</title>
 <style>
@@ -191,12 +192,14 @@ table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }}
 th:first-child {{ text-align: left; }}
 .grade {{ font-size: 2rem; font-weight: bold; }}
+.warning {{ background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px; }}
 figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 </style></head><body>
 <h1>{html.escape(spec.score_label)} &mdash; {html.escape(spec.task)}</h1>
 <p class="grade">Prediction quality: {html.escape(result.grade)}</p>
 <p>Grade A: ROC AUC at least 0.02 above the best baseline; B: level or better; C: below a baseline.</p>
 {gain}
+{warnings}
 <table>{fact_rows}</table>
 <h2>Test metrics against baselines (same run, same rows)</h2>
 {metrics_table}
@@ -246,7 +249,7 @@ def write_report(
 
 def _prior_text(prior: dict | None) -> str:
     if not prior or not prior.get("applied"):
-        return "none (no comparable cut-offs a year earlier, or not used by this model)"
+        return f"none ({prior.get('note') or 'not used by this model'})" if prior else "none (not used by this model)"
     scale = prior.get("scale", 1.0)
     scaled = f"log-odds x {scale:.3f}, then " if scale != 1.0 else ""
     return (

@@ -108,7 +108,9 @@ def train_model(
     "baselines", "grade"}`` as in DESIGN.md, plus ``registered_model``, ``run_id``, ``alias``
     (``champion`` or ``challenger``), ``promotion`` (the reason), ``report`` (HTML path) and
     ``drift``: the test fold's shift from the training rows (``max_psi``, the ``alert`` features
-    and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`).
+    and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`), and
+    ``warnings``: sentences on what the run could not do as its spec asks (e.g. no seasonal prior
+    shift for lack of cut-offs a year back), each with the fix.
     """
     task = normalize_task(task)
     step = _Steps(progress, 5 if tables is None else 4)
@@ -155,6 +157,7 @@ def train_model(
             "promotion": logged["reason"],
             "report": str(report),
             "drift": drift_overview(result.drift),
+            "warnings": result.warnings,
         }
     )
     if metrics_out is not None:

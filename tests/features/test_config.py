@@ -25,6 +25,20 @@ def test_minimal_config_takes_documented_defaults(write_config):
     assert config.resolve("tx.parquet") == str((config.base_dir / "tx.parquet").resolve())
 
 
+def test_a_model_section_that_sets_some_fields_keeps_the_models_other_defaults(write_config):
+    data = minimal_config_dict()
+    data["models"] = {"churn": {"test_cutoff": "2011-09-10"}, "lead": {"test_cutoff": "2010-03-01", "step_days": 15}}
+    models = load_config(write_config(data)).models
+    # Churn and next purchase: a year of monthly cut-offs (for the seasonal prior shift).
+    assert models.churn.n_train_cutoffs == 13 and models.churn.horizon_days == 90
+    assert models.next_purchase.n_train_cutoffs == 13
+    # Leads keep their 30-day horizon and grades A-D; what the section sets wins.
+    assert models.lead.horizon_days == 30 and list(models.lead.tiers) == ["A", "B", "C", "D"]
+    assert models.lead.step_days == 15 and models.lead.n_train_cutoffs == 6
+    data["models"] = {"churn": {"n_train_cutoffs": 5}}
+    assert load_config(write_config(data)).models.churn.n_train_cutoffs == 5
+
+
 def test_config_is_frozen(write_config):
     config = load_config(write_config(minimal_config_dict()))
     with pytest.raises(Exception, match="frozen"):

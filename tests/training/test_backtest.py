@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.churn import spec as churn_spec
-from tests.training.synthetic import MODEL_CONFIG, training_set
+from tests.training.synthetic import MODEL_CONFIG, frame, training_set
 from training import metrics as m
 from training.backtest import context_features, gain_text, grade, run_backtest
 
@@ -114,3 +117,27 @@ def test_context_features_are_those_constant_within_every_cutoff(result):
     assert context_features(X[:1], np.array(["a"]), names) == []
     # The synthetic customers vary within each cut-off: no churn feature is context.
     assert result.scorer.reasons.context == []
+
+
+def test_a_churn_model_without_cutoffs_a_year_back_says_it_has_no_seasonal_shift(result):
+    # The synthetic set has four monthly cut-offs: nothing a year before the calibration cut-off.
+    assert result.calibration["prior_shift"]["applied"] is False
+    assert len(result.warnings) == 1
+    warning = result.warnings[0]
+    assert warning.startswith("no seasonal prior shift: no training cut-off within 20 days of 2010-05-02")
+    assert "models.churn.n_train_cutoffs >= 13 at step_days 30" in warning
+    assert f"({result.calibration['prior_shift']['calibration_rate']:.3f})" in warning
+
+
+def test_a_model_with_its_seasonal_shift_has_no_warning():
+    import dataclasses
+
+    ts = training_set(1, n=400)
+    # Thirteen monthly cut-offs reach a year before the calibration cut-off.
+    cutoffs = [ts.test_cutoff - dt.timedelta(days=30 * (k + 1)) for k in range(13)]
+    rng = np.random.default_rng(3)
+    train = pd.concat([frame(400, c, rng) for c in cutoffs], ignore_index=True)
+    full = dataclasses.replace(ts, train=train, cutoffs=tuple(cutoffs))
+    out = run_backtest(full, churn_spec(MODEL_CONFIG), num_boost_round=50)
+    assert out.calibration["prior_shift"]["applied"] is True
+    assert out.warnings == []

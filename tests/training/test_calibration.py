@@ -68,6 +68,20 @@ def test_seasonal_prior_shift_uses_the_same_seasons_a_year_earlier():
         history_days=np.full(len(y), 100.0),
     )
     assert not short.applied and short.shift == 0.0
+    assert short.note == (
+        "no training cut-off within 20 days of 2010-06-12, one year before the calibration cut-off "
+        "(the earliest training cut-off is 2010-06-17; none has 180 days of history behind it)"
+    )
+    # Without the year-old cut-offs (a training set of the latest months only): no shift, and why.
+    recent = [c for c in as_of if c.year == 2011]
+    latest_only = seasonal_prior_shift(
+        recent, np.array(y)[-len(recent) :], calibration_cutoff="2011-06-12", test_cutoff="2011-09-10", horizon_days=90
+    )
+    assert not latest_only.applied and latest_only.shift == 0.0
+    assert latest_only.note.startswith(
+        "no training cut-off within 20 days of 2010-06-12, one year before the calibration"
+    )
+    assert "the earliest training cut-off is 2011-06-12" in latest_only.note
 
 
 def test_calibrator_shift_moves_the_log_odds():

@@ -69,3 +69,8 @@ def test_churn_refit_is_aligned_to_the_calibrator_where_the_base_rate_jumps():
     assert row["error"] is None or pd.isna(row["error"])
     assert row["ece"] < 0.15 and abs(row["mean_probability"] - row["base_rate"]) < 0.12
     assert row["roc_auc"] > 0.75
+    # A year before its calibration cut-off (2010-12-14) the data has only just started: no seasonal
+    # shift, and the row says so (13 cut-offs are there; the history behind them is not).
+    assert row["warning"].startswith("no seasonal prior shift: no training cut-off within 20 days of 2009-12-14")
+    assert "the earliest with 180 days of history behind it is 2010-06-17" in row["warning"]
+    assert "the data does not reach far enough" in row["warning"]
