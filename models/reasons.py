@@ -9,7 +9,7 @@ a generic sentence built from its name. *Counter-reasons* are the same for the f
 pull the score down ("... (lowers churn risk)"): what keeps a low score low, which the reasons
 alone do not say.
 
-A feature that takes one value across each training cut-off's population (for the bundled
+A feature that takes one value, or nearly, across each training cut-off's population (for the bundled
 leads: the month's economic indicators, and the lead's age, since ``created_at`` has month
 precision) says *when* a row was scored, not what sets it apart from its peers; it is a
 *context* feature and never becomes a reason, though it still counts in the score.

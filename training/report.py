@@ -173,7 +173,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
     context = getattr(result.scorer.reasons, "context", [])
     if context:
         facts["context features"] = (
-            f"{', '.join(context)}: one value within every training cut-off, so they count in the score "
+            f"{', '.join(context)}: one value (or nearly) within every training cut-off, so they count in the score "
             "but are never given as a reason"
         )
     sentence = gain_text(result.metrics, result.baselines)

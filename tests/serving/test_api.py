@@ -317,12 +317,14 @@ def test_lead_scores_by_id_equal_the_batch_of_the_snapshot_date(server, tmp_path
 
 def test_lead_reasons_never_name_what_every_lead_of_the_month_shares(server):
     """The month's economic indicators and the lead's age (``created_at`` has month precision) are
-    the same for every lead of a cut-off: they count in the score but explain no lead's rank."""
+    the same for every lead of a cut-off, and the daily 3-month Euribor nearly so: they count in the
+    score but explain no lead's rank, either way."""
     ids = snapshot_ids(server, "lead", 10_000)
-    shared = {"days_since_created", "emp_var_rate", "cons_price_idx", "cons_conf_idx", "nr_employed"}
+    shared = {"days_since_created", "emp_var_rate", "cons_price_idx", "cons_conf_idx", "nr_employed", "euribor3m"}
     with server.client("marketer") as c:
-        items = c.post("/score/lead", json={"ids": ids[:MAX_BATCH], "k": 3}).json()["items"]
+        items = c.post("/score/lead", json={"ids": ids[:MAX_BATCH], "k": 3, "counter_k": 3}).json()["items"]
     assert len(items) == min(len(ids), MAX_BATCH) and all(item["reasons"] for item in items)
     named = {r["feature"] for item in items for r in item["reasons"]}
     assert not named & shared
+    assert not {r["feature"] for item in items for r in item["counter_reasons"]} & shared
     assert len(named) >= 3  # the reasons differ between leads

@@ -97,7 +97,7 @@ def test_linear_blend_scores_and_explains_as_one_model(result):
     assert blended.baselines["logistic"] == result.baselines["logistic"]
 
 
-def test_context_features_are_those_constant_within_every_cutoff(result):
+def test_context_features_are_those_constant_or_nearly_so_within_every_cutoff(result):
     nan = np.nan
     X = np.array(
         [
@@ -115,6 +115,15 @@ def test_context_features_are_those_constant_within_every_cutoff(result):
         "constant_but_missing_once",
     ]
     assert context_features(X[:1], np.array(["a"]), names) == []
+    # Nearly constant within each cut-off, far apart between them (a daily rate in monthly cut-offs):
+    # context; a feature that varies as much within as between the cut-offs is not.
+    rng = np.random.default_rng(0)
+    cut = np.repeat(["a", "b", "c"], 50)
+    level = np.repeat([1.0, 3.0, 5.0], 50)
+    daily = level + rng.normal(0, 0.05, 150)
+    customer = level + rng.normal(0, 2.0, 150)
+    assert context_features(np.column_stack([daily, customer]), cut, ["daily_rate", "customer"]) == ["daily_rate"]
+    assert context_features(np.column_stack([daily, customer]), cut, ["d", "c"], between_share=0.9999) == []
     # The synthetic customers vary within each cut-off: no churn feature is context.
     assert result.scorer.reasons.context == []
 
