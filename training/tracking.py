@@ -84,6 +84,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# A ROC AUC difference with DeLong's p at least this is level (within one test fold's noise).
+LEVEL_P = 0.05
+# Below this a Brier difference is rounding (the same model retrained on the same data).
+BRIER_MARGIN = 1e-6
+
+
 class Promotion:
     """The registry decision for one new version."""
 
@@ -99,7 +105,10 @@ def decide_promotion(
     """Whether the new model should become ``champion``.
 
     The current champion is re-scored on this run's test rows and compared on the task's
-    primary metric (higher is better; a tie keeps the champion).
+    primary metric (higher is better). A ROC AUC that is not higher but level within the noise
+    of the test fold (DeLong's paired p >= ``LEVEL_P``) promotes when the Brier score, which also
+    counts calibration, is lower: a retrain that fixes the probabilities without moving the
+    ranking should not need ``--force-promote``. Otherwise a tie keeps the champion.
     """
     from mlflow.exceptions import MlflowException
 
@@ -126,18 +135,29 @@ def decide_promotion(
         )
     metric = result.spec.primary_metric
     y = test["label"].to_numpy(dtype=np.float64)
-    champion_p = scorer.probability(X)
+    # As the champion scores this population (its anchor too), so that the Brier scores compare.
+    champion_p = scorer.probability(X, population_shift=float(getattr(scorer, "default_population_shift", 0.0)))
     champion_value = float(getattr(m, metric)(y, champion_p))
     new_value = float(result.metrics[metric])
-    noise = ""
+    noise, p_value = "", None
     if metric == "roc_auc" and min(y.sum(), len(y) - y.sum()) >= 2:
-        # How far the difference is from the noise of one test fold (the gate itself is the plain comparison).
+        # How far the difference is from the noise of one test fold.
         new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
-        noise = f" (DeLong p = {m.roc_auc_difference(y, new_p, champion_p)['p_value']:.2g})"
+        p_value = m.roc_auc_difference(y, new_p, champion_p)["p_value"]
+        noise = f" (DeLong p = {p_value:.2g})"
     if new_value > champion_value:
         return Promotion(
             True, f"{metric} {new_value:.4f} > champion v{champion.version} {champion_value:.4f}{noise}", champion_value
         )
+    if p_value is not None and p_value >= LEVEL_P:
+        new_brier, champion_brier = float(result.metrics["brier"]), m.brier(y, champion_p)
+        if new_brier < champion_brier - BRIER_MARGIN:
+            return Promotion(
+                True,
+                f"{metric} {new_value:.4f} level with champion v{champion.version} {champion_value:.4f} on the same "
+                f"test rows{noise}, and brier {new_brier:.4f} < {champion_brier:.4f}",
+                champion_value,
+            )
     return Promotion(
         False,
         f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows{noise}",

@@ -90,6 +90,35 @@ def test_promotion_gate(config, good, bad):
     assert better["promoted"], better["reason"]
 
 
+def test_a_level_roc_auc_with_a_better_brier_score_promotes(config, good):
+    import dataclasses
+    import pickle
+
+    from training import metrics as m
+
+    # The champion ranks exactly as the new model but its probabilities sit 1.5 log-odds too high.
+    scorer = pickle.loads(pickle.dumps(good.scorer))
+    scorer.calibrator.shift += 1.5
+    p = scorer.probability(good.test_X)
+    y = good.predictions["label"].to_numpy(dtype=np.float64)
+    skewed = dataclasses.replace(
+        good,
+        scorer=scorer,
+        predictions=good.predictions.assign(probability=p),
+        metrics={**good.metrics, "brier": m.brier(y, p), "ece": m.ece(y, p)},
+    )
+    assert skewed.metrics["brier"] > good.metrics["brier"] + 0.05
+    first = _log(config, skewed)
+    assert first["promoted"]
+    same = _log(config, skewed)  # the same model again: level ROC AUC, level Brier
+    assert not same["promoted"] and "(DeLong p = 1)" in same["reason"]
+    fixed = _log(config, good)
+    assert fixed["promoted"], fixed["reason"]
+    assert fixed["reason"].startswith(f"roc_auc {good.metrics['roc_auc']:.4f} level with champion v{first['version']}")
+    assert f"brier {good.metrics['brier']:.4f} < " in fixed["reason"]
+    assert _aliases(config, fixed["version"]) == {"champion", "challenger"}
+
+
 def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
     logged = _log(config, good)
     test = training_set(0).test
