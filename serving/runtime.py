@@ -619,6 +619,7 @@ def models_info(state: State) -> dict[str, Any]:
                 "trained_at": _text(info.get("trained_at")),
                 "test_cutoff": _text(info.get("test_cutoff")),
                 "metrics": {k: _finite(v) for k, v in (info.get("metrics") or {}).items()},
+                "warnings": list(info.get("warnings") or []),
                 "config_name": model.config.name if model.config is not None else None,
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,

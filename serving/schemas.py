@@ -179,6 +179,11 @@ class ModelInfo(BaseModel):
     trained_at: str | None
     test_cutoff: str | None
     metrics: dict[str, float | None]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the training run could not do as the model's spec asks (e.g. no seasonal prior shift, "
+        "for lack of training cut-offs a year back), each with its fix",
+    )
     config_name: str | None = Field(None, description="name of the configuration the model was trained with")
     snapshot_as_of: str | None
     snapshot_rows: int

@@ -41,8 +41,10 @@ from models.spec import ModelSpec
 from training import metrics as m
 from training.baselines import bgnbd_scores, rfm_score
 from training.calibration import (
+    SEASON_TOLERANCE_DAYS,
     PriorShift,
     choose_calibrator,
+    cutoffs_for_season,
     fit_sigmoid,
     intercept_shift,
     model_adjusted,
@@ -548,14 +550,19 @@ def _no_seasonal_shift(spec: ModelSpec, prior: PriorShift, cutoffs: list[Any]) -
     """The warning of a model meant to carry a seasonal prior shift that could not get one, with the fix."""
     days = np.diff(np.array(sorted(pd.to_datetime(cutoffs)), dtype="datetime64[D]").astype(np.int64))
     step = int(days.min()) if len(days) else 30
-    # The calibration cut-off's reference lies a year (less the 20 days' tolerance) before it.
-    needed = 1 + int(np.ceil((365 - 20) / step))
-    fix = (
-        f"Give the training cut-offs a year: models.{spec.task}.n_train_cutoffs >= {needed} at step_days {step} "
-        "(the data must reach back that far)"
-        if len(cutoffs) < needed
-        else "The training cut-offs reach a year back; the data does not reach far enough behind them"
-    )
+    needed = cutoffs_for_season(step, spec.horizon_days)
+    if needed is None:
+        fix = (
+            f"At step_days {step} no training cut-off lands within {SEASON_TOLERANCE_DAYS} days of a year before "
+            f"the calibration or the test cut-off: set models.{spec.task}.step_days 30 and n_train_cutoffs 13"
+        )
+    elif len(cutoffs) < needed:
+        fix = (
+            f"Give the training cut-offs a year: models.{spec.task}.n_train_cutoffs >= {needed} at step_days "
+            f"{step} (the data must reach back that far)"
+        )
+    else:
+        fix = "The training cut-offs reach a year back; the data does not reach far enough behind them"
     return (
         f"no seasonal prior shift: {prior.note}. The probabilities keep the calibration fold's base rate "
         f"({prior.calibration_rate:.3f}) whatever the season of the scoring window, so expect them to be "

@@ -210,6 +210,33 @@ def model_adjusted(
     )
 
 
+# How far a training cut-off may lie from one year before the test or calibration cut-off to serve
+# as that season's reference (see seasonal_prior_shift).
+SEASON_TOLERANCE_DAYS = 20
+
+
+def cutoffs_for_season(
+    step_days: int, horizon_days: int, *, period_days: int = 365, tolerance_days: int = SEASON_TOLERANCE_DAYS
+) -> int | None:
+    """The fewest training cut-offs ``T - H - k * step`` (k = 0, 1, ...) that hold both seasonal references.
+
+    The calibration cut-off is ``T - H`` (k = 0); its reference must lie within ``tolerance_days``
+    of ``T - H - period`` and the test cut-off's within that of ``T - period``. None when no ``k``
+    of this step lands close enough to either (e.g. a step of 100 days: 300 and 400 are both
+    more than 20 days from 365).
+    """
+
+    def first(target: int) -> int | None:
+        steps = range(target // max(step_days, 1) + 2)
+        return next((k for k in steps if abs(k * step_days - target) <= tolerance_days), None)
+
+    k_cal = first(period_days)
+    k_test = first(period_days - horizon_days)
+    if k_cal is None or k_test is None:
+        return None
+    return max(k_cal, k_test) + 1
+
+
 def reference_cutoffs(
     as_of: Sequence[object],
     *,
@@ -245,7 +272,7 @@ def seasonal_prior_shift(
     test_cutoff: object,
     horizon_days: int,
     period_days: int = 365,
-    tolerance_days: int = 20,
+    tolerance_days: int = SEASON_TOLERANCE_DAYS,
     history_days: np.ndarray | None = None,
     min_history_days: int = 180,
 ) -> PriorShift:

@@ -234,7 +234,7 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     Returns
     -------
     The scorer (with ``version`` set) and ``{"model_name", "version", "alias", "run_id",
-    "trained_at", "test_cutoff", "metrics"}``.
+    "trained_at", "test_cutoff", "metrics", "warnings"}``.
 
     Raises
     ------
@@ -265,5 +265,6 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
         "trained_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC).isoformat(),
         "test_cutoff": tags.get("test_cutoff"),
         "metrics": json.loads(tags["metrics"]) if "metrics" in tags else {},
+        "warnings": json.loads(tags["warnings"]) if "warnings" in tags else [],
     }
     return scorer, info

@@ -204,6 +204,9 @@ def log_and_register(
                 "config_name": config.name,
             }
         )
+        if result.warnings:
+            # In the runs table of the UI, beside the metrics: what this run could not do as its spec asks.
+            mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
         mlflow.log_dict(config.to_dict(), "config.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
         mlflow.log_dict(result.spec.describe(), "model_spec.json")
@@ -229,6 +232,7 @@ def log_and_register(
                 "baselines": baselines_clean,
                 "grade": result.grade,
                 "calibration": _clean(result.calibration),
+                "warnings": result.warnings,
             },
             "evaluation.json",
         )
@@ -295,6 +299,8 @@ def log_and_register(
         "grade": result.grade,
         "horizon_days": str(result.spec.horizon_days),
         "config": json.dumps(config.to_dict())[:4900],
+        # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
+        "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

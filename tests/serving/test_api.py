@@ -234,6 +234,12 @@ def test_models_lists_the_three_champions(server):
         assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
         drift = m["snapshot_drift"]
         assert drift["max_psi"] >= 0 and (drift["warning"] is None) == (drift["alert"] == [])
+    # The test layout has two training cut-offs: churn and next purchase say they have no seasonal
+    # prior shift (leads use none).
+    for task in ("churn", "next_purchase"):
+        (warning,) = models[task]["warnings"]
+        assert warning.startswith("no seasonal prior shift") and f"models.{task}.n_train_cutoffs >= " in warning
+    assert models["lead"]["warnings"] == []
     # The lead snapshot (Nov 2010) holds economic indicators the 2009 training rows never saw.
     lead_drift = models["lead"]["snapshot_drift"]
     assert {"euribor3m", "nr_employed"} <= set(lead_drift["alert"])

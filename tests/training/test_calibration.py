@@ -235,3 +235,14 @@ def test_calibrators_pickled_before_the_slope_table_keep_their_intercept_shift()
     raw = np.array([-1.0, 0.0, 2.0])
     p = calibrator(raw)
     assert np.allclose(np.log(p / (1 - p)), raw - 1.0)
+
+
+def test_the_fewest_cutoffs_that_hold_both_seasonal_references():
+    from training.calibration import cutoffs_for_season
+
+    # Monthly, H = 90: T - H - 12 x 30 = T - 450 lies 5 days from T - H - 365 (k = 12).
+    assert cutoffs_for_season(30, 90) == 13
+    assert cutoffs_for_season(90, 90) == 5  # T - H - 360 and T - 360
+    assert cutoffs_for_season(7, 30) == 51  # k = 50 (350 days); 49 weeks, 343 days, is 22 days short
+    # Steps of 100 days land 65 or 35 days from a year: no layout of that step holds them.
+    assert cutoffs_for_season(100, 90) is None

@@ -68,6 +68,9 @@ def test_promotion_gate(config, good, bad):
     assert good.metrics["roc_auc"] > bad.metrics["roc_auc"] + 0.1
     first = _log(config, good)
     assert first["promoted"] and first["reason"] == "no champion yet"
+    # Four monthly cut-offs: no seasonal shift, and the run says so where the UI shows it.
+    run = MlflowClient(tracking_uri=config.tracking_uri).get_run(first["run_id"])
+    assert run.data.tags["warnings"] == good.warnings[0] and "no seasonal prior shift" in good.warnings[0]
     assert _aliases(config, first["version"]) == {"champion", "challenger"}
 
     worse = _log(config, bad)
