@@ -193,18 +193,20 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class ModelsConfig(_Frozen):
-    churn: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["churn"]))
-    next_purchase: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["next_purchase"]))
-    lead: ModelConfig = Field(default_factory=lambda: ModelConfig(**MODEL_DEFAULTS["lead"]))
+    # Every section, given or not, starts from MODEL_DEFAULTS (the validator below).
+    churn: ModelConfig
+    next_purchase: ModelConfig
+    lead: ModelConfig
 
     @model_validator(mode="before")
     @classmethod
     def _model_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        sections = {**{task: {} for task in MODEL_DEFAULTS}, **data}
         return {
             task: {**MODEL_DEFAULTS.get(task, {}), **section} if isinstance(section, dict) else section
-            for task, section in data.items()
+            for task, section in sections.items()
         }
 
 

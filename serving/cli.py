@@ -75,8 +75,9 @@ def train_command(
         )
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    for warning in [*result["warnings"], *filter(None, [result["drift"]["warning"]])]:
-        typer.echo(f"warning: {warning}", err=True)
+    for warning in (*result["warnings"], result["drift"]["warning"]):
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 

@@ -128,10 +128,10 @@ def context_features(
 
 def _sum_of_squares(block: np.ndarray) -> np.ndarray:
     """Per column, the sum of squared deviations from the column's mean, NaN left out (0 if all NaN)."""
-    filled = np.where(np.isnan(block), 0.0, block)
-    counts = (~np.isnan(block)).sum(axis=0)
-    means = np.divide(filled.sum(axis=0), counts, out=np.zeros(block.shape[1]), where=counts > 0)
-    return (np.where(np.isnan(block), 0.0, block - means) ** 2).sum(axis=0)
+    missing = np.isnan(block)
+    counts = (~missing).sum(axis=0)
+    means = np.divide(np.where(missing, 0.0, block).sum(axis=0), counts, out=np.zeros(block.shape[1]), where=counts > 0)
+    return (np.where(missing, 0.0, block - means) ** 2).sum(axis=0)
 
 
 def _train_booster(

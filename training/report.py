@@ -249,7 +249,7 @@ def write_report(
 
 def _prior_text(prior: dict | None) -> str:
     if not prior or not prior.get("applied"):
-        return f"none ({prior.get('note') or 'not used by this model'})" if prior else "none (not used by this model)"
+        return f"none ({(prior or {}).get('note') or 'not used by this model'})"
     scale = prior.get("scale", 1.0)
     scaled = f"log-odds x {scale:.3f}, then " if scale != 1.0 else ""
     return (
