@@ -59,12 +59,14 @@ _ZERO_FOR = re.compile(r"^No purchase for 0 days\b")
 _ZERO_BOUGHT = re.compile(r"^Bought (?:on 0 days in|in 0 of) the last\b")
 # "0 orders in the last 30 days", "0 orders with a refund or return": a sentence opening on no count.
 _ZERO_COUNT = re.compile(r"^0 (" + "|".join(_PLURALS) + r")\b")
+_ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ")
 
 
 def tidy(text: str) -> str:
     """A filled template as a person would write it: singular counts of one, "today" for 0 days ago,
     "No purchase in the last 90 days" for "Bought on 0 days in the last 90 days"."""
-    text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
+    if text.startswith(_ZERO_OPENINGS):  # most sentences open otherwise: skip both substitutions
+        text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
 
 
