@@ -141,7 +141,12 @@ class LinearHead:
             columns_of.append(column)
         matrix = np.hstack(design + blocks)
 
-        model = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(matrix, y)
+        # Newton's method with a Cholesky solve reaches the optimum (gradient below 1e-8) in a few
+        # steps on a matrix this narrow. L-BFGS stopped at its default tolerance, where a 1e-9 change
+        # in a few input rows (the noise of DuckDB's parallel sums) moved test log-odds by up to 0.16
+        # on the churn training set, and it took 15 times longer.
+        model = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-8, max_iter=100, random_state=seed)
+        model.fit(matrix, y)
         beta = model.coef_[0]
         k = len(num)
         coef, beta = beta[:k], beta[k:]
