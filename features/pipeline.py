@@ -13,8 +13,6 @@ joined expression once per cut-off, and pandas appears only at the hand-off
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from features.attributes import attribute_features
 from features.breadth import breadth_features
 from features.config import Config, ModelConfig
 from features.cycle import cycle_features
+from features.files import atomic_output
 from features.labels import check_window_observed, churn_labels, lead_labels, next_purchase_labels
 from features.leads import lead_features
 from features.rfm import rfm_features
@@ -311,8 +310,8 @@ def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | 
     """Write the feature table of one cut-off to Parquet, atomically; return the number of rows.
 
     ``task`` picks the population and model settings; by default ``churn`` when transactions are
-    configured (customers active in the churn lookback), else ``lead``. The file is written to a
-    temporary file in the target folder and moved into place with ``os.replace``.
+    configured (customers active in the churn lookback), else ``lead``. The file is written
+    whole or not at all (:func:`features.files.atomic_output`).
     """
     from features.sources import load_tables
 
@@ -321,14 +320,6 @@ def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | 
         task = "churn" if tables.transactions is not None else "lead"
     _check_task(task)
     frame = population_features(tables, task, as_of=as_of, model_config=getattr(config.models, task))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return len(frame)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from features.config import Config
+from features.files import atomic_output
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
@@ -58,14 +57,6 @@ def at_risk_list(
     rows = lists.explained_rows(
         scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(lists.to_csv(rows, k=k, counter_k=counter_k))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(out) as tmp:
+        tmp.write_text(lists.to_csv(rows, k=k, counter_k=counter_k), encoding="utf-8", newline="")
     return rows

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from features.config import Config, load_config
+from features.files import atomic_output
 from features.sources import CanonicalTables, load_tables
 
 __all__ = ["run_demo"]
@@ -147,5 +148,6 @@ def run_demo(
     echo(f"   {len(rows)} rows -> {path} ({time.monotonic() - t0:.1f}s)")
     summary.append(f"at-risk list: {len(rows)} customers -> {path}")
 
-    (out_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_output(out_dir / "demo_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary

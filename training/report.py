@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from features.files import atomic_output
 from models.drift import PSI_ALERT
 from training.backtest import BacktestResult, gain_text
 
@@ -240,11 +241,10 @@ def _drift_table(result: BacktestResult, limit: int = 10) -> str:
 def write_report(
     result: BacktestResult, plots: dict[str, bytes], path: str | Path, *, run: dict[str, Any] | None = None
 ) -> Path:
-    """Write the HTML report to ``path`` (folders created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(result, plots, run=run), encoding="utf-8")
-    return path
+    """Write the HTML report to ``path`` (folders created, whole or not at all) and return the path."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(render_report(result, plots, run=run), encoding="utf-8")
+    return Path(path)
 
 
 def _prior_text(prior: dict | None) -> str:

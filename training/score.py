@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from features.config import Config
+from features.files import atomic_output
 from features.labels import data_until
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
@@ -28,9 +27,9 @@ _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
 def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
-    """Write ``frame`` to Parquet or CSV (by suffix) through a temporary file and ``os.replace``.
+    """Write ``frame`` to Parquet or CSV (by suffix), whole or not at all.
 
-    A failure leaves no partial file at ``out`` (and removes the temporary file).
+    A failure leaves no partial file at ``out`` (see :func:`features.files.atomic_output`).
 
     Raises
     ------
@@ -41,18 +40,11 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
     kind = _FORMATS.get(out.suffix.lower())
     if kind is None:
         raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use .parquet or .csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         if kind == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
+from features.files import atomic_output
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
@@ -161,7 +162,6 @@ def train_model(
         }
     )
     if metrics_out is not None:
-        path = Path(metrics_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2))
+        with atomic_output(metrics_out) as tmp:
+            tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
     return out

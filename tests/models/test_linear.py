@@ -47,7 +47,9 @@ def _sklearn(X: np.ndarray, y: np.ndarray) -> Pipeline:
             ("cat", OneHotEncoder(handle_unknown="ignore", min_frequency=20, sparse_output=False), ["region"]),
         ]
     )
-    return Pipeline([("prepare", prepare), ("model", LogisticRegression(tol=1e-10, max_iter=10_000, random_state=0))]).fit(frame, y)
+    return Pipeline(
+        [("prepare", prepare), ("model", LogisticRegression(tol=1e-10, max_iter=10_000, random_state=0))]
+    ).fit(frame, y)
 
 
 def _frame(X: np.ndarray) -> pd.DataFrame:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from features.files import new_file_mode
 from serving.cli import app
 
 
@@ -20,6 +23,7 @@ def test_score_lead_warns_about_the_features_that_left_the_training_range(traine
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(out)
     assert f"scored {len(scores):,} lead rows as of 2010-11-01" in result.stdout
+    assert stat.S_IMODE(out.stat().st_mode) == new_file_mode()
     # Trained on 2009 leads; the November 2010 ones come with economic indicators never seen.
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "outside the training range" in result.stderr
@@ -152,6 +156,7 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     assert 0 < len(rows) <= 5 and (rows["tier"] == "high").all() and (rows["country"] == "France").all()
     assert (rows["value_at_risk"] >= 1).all() and rows["value_at_risk"].is_monotonic_decreasing
     assert f"wrote the top {len(rows):,} customers" in result.stdout
+    assert stat.S_IMODE(out.stat().st_mode) == new_file_mode()  # readable by the team it is for, not 0600
     assert rows["counter_reason_1"].str.endswith("(lowers churn risk)").all()  # one by default
     two = CliRunner().invoke(app, [*args, "--counter-reasons", "2"])
     assert two.exit_code == 0, two.output

@@ -1,0 +1,66 @@
+"""Output files written whole or not at all, readable by whoever a new file would be readable by.
+
+Every file crmscore writes for someone else to read (feature snapshots, batch scores, the
+at-risk list, metrics JSON, reports) goes through :func:`atomic_output`: the content is
+written to a temporary file in the target's folder and moved into place with ``os.replace``,
+so a reader never sees half a file and a failed run leaves the previous file as it was.
+
+``tempfile.mkstemp`` creates its file with mode 0600, which ``os.replace`` would carry over:
+a list written by a nightly job's account would then be unreadable for the team it is for.
+The finished file gets the mode the process's umask gives a new file (0644 under the usual
+022), or, when it replaces a file, that file's mode.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_output", "new_file_mode"]
+
+_PROC_STATUS = "/proc/self/status"
+
+
+def new_file_mode() -> int:
+    """The permission bits ``open(path, "w")`` gives a new file under the current umask.
+
+    Linux reports the umask in ``/proc/self/status``; elsewhere POSIX reads it only by setting
+    it, so it is set to 0o077 and restored at once (a file another thread creates in between
+    gets a stricter mode, never a looser one).
+    """
+    try:
+        with open(_PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_output(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``out``; move it to ``out`` when the block succeeds.
+
+    The parent folder is created when missing. If the block raises, the temporary file is
+    removed and ``out`` is left untouched (absent, or its previous content).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else new_file_mode()
+        os.chmod(tmp, mode)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

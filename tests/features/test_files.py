@@ -1,0 +1,62 @@
+"""Output files: whole or not at all, with the permissions a new file gets (not mkstemp's 0600)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from features.files import atomic_output, new_file_mode
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_a_new_file_gets_the_umask_mode(tmp_path, umask, mask, expected):
+    umask(mask)
+    out = tmp_path / "lists" / "at_risk.csv"  # the folder is created
+    with atomic_output(out) as tmp:
+        assert tmp.parent == out.parent and tmp.name.startswith(".at_risk.csv.")
+        tmp.write_text("customer_id\n1\n")
+    assert new_file_mode() == expected
+    assert _mode(out) == expected and out.read_text() == "customer_id\n1\n"
+    assert [p.name for p in out.parent.iterdir()] == ["at_risk.csv"]
+
+
+def test_the_umask_reads_the_same_without_proc(tmp_path, umask, monkeypatch):
+    umask(0o027)
+    from_proc = new_file_mode()
+    monkeypatch.setattr("features.files._PROC_STATUS", str(tmp_path / "no-proc"))  # not Linux: set and restore
+    assert from_proc == new_file_mode() == 0o640
+    assert os.umask(0o027) == 0o027  # restored
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    out = tmp_path / "scores.csv"
+    out.write_text("old\n")
+    out.chmod(0o664)  # a group-writable drop folder
+    with atomic_output(out) as tmp:
+        tmp.write_text("new\n")
+    assert _mode(out) == 0o664 and out.read_text() == "new\n"
+
+
+def test_a_failure_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    out = tmp_path / "scores.csv"
+    out.write_text("previous\n")
+    with pytest.raises(RuntimeError, match="scoring failed"), atomic_output(out) as tmp:
+        tmp.write_text("half a fi")
+        raise RuntimeError("scoring failed")
+    assert out.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
