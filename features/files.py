@@ -9,6 +9,10 @@ so a reader never sees half a file and a failed run leaves the previous file as 
 a list written by a nightly job's account would then be unreadable for the team it is for.
 The finished file gets the mode the process's umask gives a new file (0644 under the usual
 022), or, when it replaces a file, that file's mode.
+
+:func:`check_output` refuses, before any work, an output the run could not write (an unknown
+format, a folder where the file should be, a folder that cannot be created or written), so a
+nightly job fails in its first second rather than after scoring everyone.
 """
 
 from __future__ import annotations
@@ -16,13 +20,56 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "new_file_mode"]
+__all__ = ["OutputError", "atomic_output", "check_output", "new_file_mode"]
 
 _PROC_STATUS = "/proc/self/status"
+
+
+class OutputError(ValueError):
+    """An output path the run cannot write; the message names the path and the reason."""
+
+
+def _prepare(out: Path, *, suffixes: Iterable[str] | None) -> tuple[int, str]:
+    """Create ``out``'s folders and a temporary file beside it: ``(fd, name)``, or :class:`OutputError`."""
+    if out.is_dir():
+        raise OutputError(f"--out {out}: is a folder; give the path of the file to write")
+    if suffixes is not None:
+        allowed = tuple(suffixes)
+        if out.suffix.lower() not in allowed:
+            raise OutputError(f"--out {out}: unknown format {out.suffix!r}; use {' or '.join(allowed)}")
+    for folder in (out.parent, *out.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(f"--out {out}: {folder} is a file, not a folder")
+            break
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from exc
+
+
+def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> Path:
+    """Check that ``out`` can be written, before the work that produces it; return it as a Path.
+
+    ``suffixes`` (e.g. ``(".parquet", ".csv")``) are the formats the writer knows. The check
+    creates the missing folders and a temporary file beside ``out``, then removes the file: what
+    the write will do, so what fails here would fail there.
+
+    Raises
+    ------
+    OutputError
+        An unknown suffix, a folder at ``out``, or a folder that cannot be created or written to.
+    """
+    out = Path(out)
+    fd, name = _prepare(out, suffixes=suffixes)
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
+    return out
 
 
 def new_file_mode() -> int:
@@ -45,15 +92,15 @@ def new_file_mode() -> int:
 
 
 @contextmanager
-def atomic_output(out: str | Path) -> Iterator[Path]:
+def atomic_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``out``; move it to ``out`` when the block succeeds.
 
     The parent folder is created when missing. If the block raises, the temporary file is
-    removed and ``out`` is left untouched (absent, or its previous content).
+    removed and ``out`` is left untouched (absent, or its previous content). ``suffixes`` and
+    the errors are those of :func:`check_output`.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, name = _prepare(out, suffixes=suffixes)
     os.close(fd)
     tmp = Path(name)
     try:

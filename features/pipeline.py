@@ -27,7 +27,7 @@ from features.attributes import attribute_features
 from features.breadth import breadth_features
 from features.config import Config, ModelConfig
 from features.cycle import cycle_features
-from features.files import atomic_output
+from features.files import atomic_output, check_output
 from features.labels import check_window_observed, churn_labels, lead_labels, next_purchase_labels
 from features.leads import lead_features
 from features.rfm import rfm_features
@@ -311,10 +311,12 @@ def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | 
 
     ``task`` picks the population and model settings; by default ``churn`` when transactions are
     configured (customers active in the churn lookback), else ``lead``. The file is written
-    whole or not at all (:func:`features.files.atomic_output`).
+    whole or not at all (:func:`features.files.atomic_output`); an ``out`` that cannot be written
+    is refused before any work (:class:`features.files.OutputError`).
     """
     from features.sources import load_tables
 
+    check_output(out)
     tables = load_tables(config)
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"

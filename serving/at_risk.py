@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
-from features.files import atomic_output
+from features.files import atomic_output, check_output
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
@@ -37,9 +37,10 @@ def at_risk_list(
 
     ``as_of`` defaults to the last transaction in the data ("now" for a nightly job). The filters
     are those of the API's ``/at_risk`` (:func:`serving.lists.select_at_risk`).
-    The CSV is written to a temporary file beside ``out`` and moved into place, so a failure
-    leaves no partial file.
+    The CSV is written whole or not at all (:func:`features.files.atomic_output`); an ``out``
+    that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
     """
+    check_output(out)
     scorer, _ = load_champion(config, "churn")
     model_config = model_config_for(config, "churn")
     if tables is None:

@@ -173,12 +173,15 @@ def backtest_command(
 ) -> None:
     """The training backtest at every test cut-off from --from to --to: one row per origin, nothing registered."""
 
+    from features.files import check_output
     from training.origins import evaluate_origins, origin_dates
-    from training.score import write_atomic
+    from training.score import TABLE_SUFFIXES, write_atomic
 
     task = _task(model)
     try:
         cfg = load_config(config)
+        if out is not None:
+            check_output(out, suffixes=TABLE_SUFFIXES)
         origins = origin_dates(start, end, every)
         table = evaluate_origins(
             cfg, task, origins, progress=lambda i, n, c: typer.echo(f"[{i + 1}/{n}] test cut-off {c}", err=True)
@@ -224,13 +227,16 @@ def monitor_command(
     Exit codes: 0 done, 2 bad input or nothing to evaluate, 3 a date fell more than --max-auc-drop below
     the champion's test ROC AUC (the table is printed and written first).
     """
+    from features.files import check_output
     from training.monitor import monitor_champion
     from training.pyfunc import NoChampionError
-    from training.score import write_atomic
+    from training.score import TABLE_SUFFIXES, write_atomic
 
     task = _task(model)
     try:
         cfg = load_config(config)
+        if out is not None:
+            check_output(out, suffixes=TABLE_SUFFIXES)
         # `mlflow run` passes an empty string for an unset parameter.
         table, info = monitor_champion(
             cfg,

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from features.config import Config
-from features.files import atomic_output
+from features.files import atomic_output, check_output
 from features.labels import data_until
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
@@ -21,9 +21,10 @@ from models.scorer import Scorer
 from training.pyfunc import load_champion, reasons_as_json
 from training.train import normalize_task
 
-__all__ = ["BatchScores", "score_batch", "score_population", "stale_warning", "write_atomic"]
+__all__ = ["TABLE_SUFFIXES", "BatchScores", "score_batch", "score_population", "stale_warning", "write_atomic"]
 
-_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+# The table formats batch outputs are written in, by file suffix.
+TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
 def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
@@ -33,15 +34,12 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
 
     Raises
     ------
-    ValueError
-        The suffix is neither ``.parquet``/``.pq`` nor ``.csv``.
+    features.files.OutputError
+        The suffix is neither ``.parquet``/``.pq`` nor ``.csv``, or ``out`` cannot be written.
     """
     out = Path(out)
-    kind = _FORMATS.get(out.suffix.lower())
-    if kind is None:
-        raise ValueError(f"--out {out}: unknown format {out.suffix!r}; use .parquet or .csv")
-    with atomic_output(out) as tmp:
-        if kind == "parquet":
+    with atomic_output(out, suffixes=TABLE_SUFFIXES) as tmp:
+        if TABLE_SUFFIXES[out.suffix.lower()] == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
@@ -129,6 +127,7 @@ def score_batch(
         No champion model is registered for ``task``.
     """
     task = normalize_task(task)
+    check_output(out, suffixes=TABLE_SUFFIXES)
     scorer, info = load_champion(config, task)
     model_config = model_config_for(config, task)
     if tables is None:

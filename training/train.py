@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
-from features.files import atomic_output
+from features.files import atomic_output, check_output
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
@@ -114,6 +114,8 @@ def train_model(
     shift for lack of cut-offs a year back), each with the fix.
     """
     task = normalize_task(task)
+    if metrics_out is not None:
+        check_output(metrics_out)
     step = _Steps(progress, 5 if tables is None else 4)
     if tables is None:
         step("reading and validating the tables")

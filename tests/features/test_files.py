@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from features.files import atomic_output, new_file_mode
+from features.files import OutputError, atomic_output, check_output, new_file_mode
 
 
 @pytest.fixture
@@ -60,3 +60,26 @@ def test_a_failure_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
         raise RuntimeError("scoring failed")
     assert out.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
+def test_check_output_refuses_what_the_write_could_not_do(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_folder").mkdir()
+    with pytest.raises(OutputError, match=r"scores\.json: unknown format '\.json'; use \.parquet or \.csv"):
+        check_output(tmp_path / "scores.json", suffixes=(".parquet", ".csv"))
+    with pytest.raises(OutputError, match="a_folder: is a folder; give the path of the file to write"):
+        check_output(tmp_path / "a_folder")
+    with pytest.raises(OutputError, match=r"a_file/deeper/s\.csv: .*a_file is a file, not a folder"):
+        check_output(tmp_path / "a_file" / "deeper" / "s.csv")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root writes anyway
+        with pytest.raises(OutputError, match=r"cannot write in .*read_only \(Permission denied\)"):
+            check_output(read_only / "s.csv")
+    read_only.rmdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]  # nothing left behind
+    # A writable path passes, with its folders created and no file yet.
+    assert check_output(tmp_path / "new" / "s.csv", suffixes=(".csv",)) == tmp_path / "new" / "s.csv"
+    assert list((tmp_path / "new").iterdir()) == []
+    with pytest.raises(OutputError, match="is a file, not a folder"), atomic_output(tmp_path / "a_file" / "s.csv"):
+        pass

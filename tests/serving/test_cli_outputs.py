@@ -1,0 +1,44 @@
+"""An ``--out`` the command could not write is refused before any work, naming the path."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from serving.cli import app
+from tests.conftest import minimal_config_dict
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """A config whose source file does not exist and whose registry is empty: any work would fail."""
+    data = {**minimal_config_dict(), "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "churn", "--as-of", "2011-01-01", "--out", "{tmp}/a_file/s.csv"], "is a file, not a folder"),
+        (["score", "churn", "--as-of", "2011-01-01", "--out", "{tmp}/s.json"], "unknown format '.json'"),
+        (["at-risk", "--out", "{tmp}/a_file/list.csv"], "is a file, not a folder"),
+        (["features", "--as-of", "2011-01-01", "--out", "{tmp}/a_file/f.parquet"], "is a file, not a folder"),
+        (["train", "churn", "--metrics-out", "{tmp}/a_file/m.json"], "is a file, not a folder"),
+        (["backtest", "churn", "--from", "2011-01-01", "--to", "2011-02-01", "--out", "{tmp}/b.txt"], "unknown format"),
+        (["monitor", "churn", "--out", "{tmp}/a_file"], "is a folder"),
+    ],
+)
+def test_unwritable_out_fails_first(config_file, tmp_path, args, message):
+    (tmp_path / "a_file").write_text("not a folder")
+    if "is a folder" in message:
+        (tmp_path / "a_file").unlink()
+        (tmp_path / "a_file").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(app, [*args, "--config", str(config_file)])
+    assert result.exit_code == 2, result.output
+    assert "error: --out" in result.stderr and message in result.stderr
+    # Refused before reading the tables or the registry, which would have failed differently.
+    assert "tx.parquet" not in result.stderr and "champion" not in result.stderr
