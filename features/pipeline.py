@@ -316,7 +316,7 @@ def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | 
     """
     from features.sources import load_tables
 
-    check_output(out)
+    check_output(out, suffixes=(".parquet", ".pq"))
     tables = load_tables(config)
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"

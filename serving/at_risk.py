@@ -40,7 +40,7 @@ def at_risk_list(
     The CSV is written whole or not at all (:func:`features.files.atomic_output`); an ``out``
     that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
     """
-    check_output(out)
+    check_output(out, suffixes=(".csv",))
     scorer, _ = load_champion(config, "churn")
     model_config = model_config_for(config, "churn")
     if tables is None:

@@ -29,6 +29,10 @@ def config_file(tmp_path):
         (["train", "churn", "--metrics-out", "{tmp}/a_file/m.json"], "is a file, not a folder"),
         (["backtest", "churn", "--from", "2011-01-01", "--to", "2011-02-01", "--out", "{tmp}/b.txt"], "unknown format"),
         (["monitor", "churn", "--out", "{tmp}/a_file"], "is a folder"),
+        # Each writer's one format: CSV for the list, Parquet for a snapshot, JSON for the metrics.
+        (["at-risk", "--out", "{tmp}/list.xlsx"], "unknown format '.xlsx'; use .csv"),
+        (["features", "--as-of", "2011-01-01", "--out", "{tmp}/f.csv"], "use .parquet or .pq"),
+        (["train", "churn", "--metrics-out", "{tmp}/m.yaml"], "unknown format '.yaml'; use .json"),
     ],
 )
 def test_unwritable_out_fails_first(config_file, tmp_path, args, message):
