@@ -154,7 +154,12 @@ class TablesConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    """Population window, horizon and backtest layout of one model."""
+    """Population window, horizon and backtest layout of one model.
+
+    ``lgbm_params`` and, for next purchase, ``spend_params`` override the LightGBM parameters of
+    the classifier and of the spend head (``{num_leaves: 31, num_threads: 8}``); the names are
+    checked against LightGBM's when the model is built (:func:`models.spec.override_params`).
+    """
 
     horizon_days: int = Field(90, gt=0)
     lookback_days: int = Field(365, gt=0)
@@ -164,6 +169,8 @@ class ModelConfig(_Frozen):
     tiers: dict[str, float] = Field(default_factory=lambda: {"high": 0.7, "medium": 0.4, "low": 0.0})
     top_k_reasons: int = Field(3, gt=0)
     seed: int = 42
+    lgbm_params: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    spend_params: dict[str, bool | int | float | str] = Field(default_factory=dict)
 
     @field_validator("tiers")
     @classmethod

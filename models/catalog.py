@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from features.config import Config, ModelConfig
 from models import churn, lead_qualification, next_purchase
-from models.spec import ModelSpec
+from models.spec import ModelSpec, override_params
 
 __all__ = ["TASKS", "model_config_for", "spec_for"]
 
@@ -30,6 +32,27 @@ def model_config_for(config: Config, task: str) -> ModelConfig:
 
 
 def spec_for(task: str, model_config: ModelConfig) -> ModelSpec:
-    """The :class:`ModelSpec` of ``task`` built from its configuration section."""
+    """The :class:`ModelSpec` of ``task`` built from its configuration section, with the section's
+    ``lgbm_params`` and ``spend_params`` applied (:func:`models.spec.override_params`).
+
+    Raises
+    ------
+    ValueError
+        An unknown task, an override that is not a LightGBM parameter or is one crmscore sets,
+        or ``spend_params`` for a model without a spend head.
+    """
     _check(task)
-    return _SPECS[task](model_config)
+    spec = _SPECS[task](model_config)
+    field_name = f"models.{task}"
+    changes: dict[str, Any] = {}
+    if model_config.lgbm_params:
+        changes["lgbm_params"] = override_params(
+            spec.lgbm_params, model_config.lgbm_params, field_name=f"{field_name}.lgbm_params"
+        )
+    if model_config.spend_params:
+        if spec.spend_params is None:
+            raise ValueError(f"{field_name}.spend_params: only next_purchase has a spend head")
+        changes["spend_params"] = override_params(
+            spec.spend_params, model_config.spend_params, field_name=f"{field_name}.spend_params"
+        )
+    return dataclasses.replace(spec, **changes) if changes else spec

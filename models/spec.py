@@ -11,12 +11,63 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
 from features.config import ModelConfig
 
-__all__ = ["ModelSpec", "base_lgbm_params", "tiers_from_config"]
+__all__ = ["RESERVED_LGBM_PARAMS", "ModelSpec", "base_lgbm_params", "override_params", "tiers_from_config"]
+
+# LightGBM parameters a config may not override, and why: each is part of the model's definition
+# or set by the training code from other fields.
+RESERVED_LGBM_PARAMS = {
+    "objective": "the objective is part of the model's definition",
+    "seed": "set models.<task>.seed instead",
+    "monotone_constraints": "the model's monotone constraints keep its answers sensible",
+    "categorical_feature": "categorical columns come from the feature table",
+    "num_iterations": "the number of trees is found by early stopping",
+    "early_stopping_round": "early stopping is part of the backtest",
+    "metric": "early stopping reads the objective's own loss",
+}
+LGBM_DOCS = "https://lightgbm.readthedocs.io/en/stable/Parameters.html"
+
+
+@lru_cache(maxsize=1)
+def _lgbm_canonical() -> dict[str, str]:
+    """Every LightGBM parameter name and alias -> its canonical name (from the library itself)."""
+    try:
+        from lightgbm.basic import _ConfigAliases
+
+        groups = _ConfigAliases._get_all_param_aliases()
+    except (ImportError, AttributeError):  # a LightGBM without the table: reserved names only
+        return {}
+    return {alias: name for name, aliases in groups.items() for alias in (name, *aliases)}
+
+
+def override_params(params: Mapping[str, Any], overrides: Mapping[str, Any], *, field_name: str) -> dict[str, Any]:
+    """``params`` with ``overrides`` applied, an override replacing any alias of the same parameter.
+
+    ``field_name`` (``models.churn.lgbm_params``) names the config field in errors.
+
+    Raises
+    ------
+    ValueError
+        An override is not a LightGBM parameter, or is one crmscore sets itself
+        (:data:`RESERVED_LGBM_PARAMS`).
+    """
+    canonical = _lgbm_canonical()
+    out = dict(params)
+    for key, value in overrides.items():
+        name = canonical.get(key, key)
+        if canonical and key not in canonical:
+            raise ValueError(f"{field_name}.{key}: not a LightGBM parameter (see {LGBM_DOCS})")
+        if name in RESERVED_LGBM_PARAMS:
+            raise ValueError(f"{field_name}.{key}: set by crmscore ({RESERVED_LGBM_PARAMS[name]})")
+        for existing in [k for k in out if canonical.get(k, k) == name]:
+            del out[existing]
+        out[key] = value
+    return out
 
 
 def base_lgbm_params(seed: int) -> dict[str, Any]:
