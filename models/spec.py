@@ -92,7 +92,7 @@ def base_lgbm_params(seed: int) -> dict[str, Any]:
         "deterministic": True,
         "force_col_wise": True,
         # One thread: on a shared 2-core box OpenMP spin-waiting makes 2 threads several times slower.
-        # (Set per run through the spec if a machine has cores to spare.)
+        # (A machine with cores to spare sets models.<task>.lgbm_params.num_threads in the config.)
         "num_threads": 1,
         "verbosity": -1,
     }
