@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutputError", "atomic_output", "check_output", "new_file_mode"]
+__all__ = ["OutputError", "atomic_output", "check_output", "new_file_mode", "write_text_atomic"]
 
 _PROC_STATUS = "/proc/self/status"
 
@@ -111,3 +111,10 @@ def atomic_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(out: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8, line endings as given) to ``out`` through :func:`atomic_output`."""
+    with atomic_output(out) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return Path(out)

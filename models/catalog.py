@@ -43,16 +43,12 @@ def spec_for(task: str, model_config: ModelConfig) -> ModelSpec:
     """
     _check(task)
     spec = _SPECS[task](model_config)
-    field_name = f"models.{task}"
     changes: dict[str, Any] = {}
-    if model_config.lgbm_params:
-        changes["lgbm_params"] = override_params(
-            spec.lgbm_params, model_config.lgbm_params, field_name=f"{field_name}.lgbm_params"
-        )
-    if model_config.spend_params:
-        if spec.spend_params is None:
-            raise ValueError(f"{field_name}.spend_params: only next_purchase has a spend head")
-        changes["spend_params"] = override_params(
-            spec.spend_params, model_config.spend_params, field_name=f"{field_name}.spend_params"
-        )
+    for name in ("lgbm_params", "spend_params"):  # the same field on the config section and the spec
+        overrides, params, field_name = getattr(model_config, name), getattr(spec, name), f"models.{task}.{name}"
+        if not overrides:
+            continue
+        if params is None:
+            raise ValueError(f"{field_name}: only next_purchase has a spend head")
+        changes[name] = override_params(params, overrides, field_name=field_name)
     return dataclasses.replace(spec, **changes) if changes else spec

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
-from features.files import atomic_output, check_output
+from features.files import check_output, write_text_atomic
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
@@ -37,7 +37,7 @@ def at_risk_list(
 
     ``as_of`` defaults to the last transaction in the data ("now" for a nightly job). The filters
     are those of the API's ``/at_risk`` (:func:`serving.lists.select_at_risk`).
-    The CSV is written whole or not at all (:func:`features.files.atomic_output`); an ``out``
+    The CSV is written whole or not at all (:func:`features.files.write_text_atomic`); an ``out``
     that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
     """
     check_output(out, suffixes=(".csv",))
@@ -58,6 +58,5 @@ def at_risk_list(
     rows = lists.explained_rows(
         scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
-    with atomic_output(out) as tmp:
-        tmp.write_text(lists.to_csv(rows, k=k, counter_k=counter_k), encoding="utf-8", newline="")
+    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
     return rows

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from features.config import Config, load_config
-from features.files import atomic_output
+from features.files import write_text_atomic
 from features.sources import CanonicalTables, load_tables
 
 __all__ = ["run_demo"]
@@ -148,6 +148,5 @@ def run_demo(
     echo(f"   {len(rows)} rows -> {path} ({time.monotonic() - t0:.1f}s)")
     summary.append(f"at-risk list: {len(rows)} customers -> {path}")
 
-    with atomic_output(out_dir / "demo_summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text_atomic(out_dir / "demo_summary.json", json.dumps(summary, indent=2))
     return summary

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from features.files import atomic_output
+from features.files import write_text_atomic
 from models.drift import PSI_ALERT
 from training.backtest import BacktestResult, gain_text
 
@@ -242,9 +242,7 @@ def write_report(
     result: BacktestResult, plots: dict[str, bytes], path: str | Path, *, run: dict[str, Any] | None = None
 ) -> Path:
     """Write the HTML report to ``path`` (folders created, whole or not at all) and return the path."""
-    with atomic_output(path) as tmp:
-        tmp.write_text(render_report(result, plots, run=run), encoding="utf-8")
-    return Path(path)
+    return write_text_atomic(path, render_report(result, plots, run=run))
 
 
 def _prior_text(prior: dict | None) -> str:

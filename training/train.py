@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
-from features.files import atomic_output, check_output
+from features.files import check_output, write_text_atomic
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
@@ -164,6 +164,5 @@ def train_model(
         }
     )
     if metrics_out is not None:
-        with atomic_output(metrics_out) as tmp:
-            tmp.write_text(json.dumps(out, indent=2), encoding="utf-8")
+        write_text_atomic(metrics_out, json.dumps(out, indent=2))
     return out
