@@ -11,8 +11,8 @@ The finished file gets the mode the process's umask gives a new file (0644 under
 022), or, when it replaces a file, that file's mode.
 
 :func:`check_output` refuses, before any work, an output the run could not write (an unknown
-format, a folder where the file should be, a folder that cannot be created or written), so a
-nightly job fails in its first second rather than after scoring everyone.
+format, a folder where the file should be, a folder that cannot be written), so a nightly
+job fails in its first second rather than after scoring everyone; it leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class OutputError(ValueError):
     """An output path the run cannot write; the message names the path and the reason."""
 
 
-def _prepare(out: Path, *, suffixes: Iterable[str] | None) -> tuple[int, str]:
-    """Create ``out``'s folders and a temporary file beside it: ``(fd, name)``, or :class:`OutputError`."""
+def _existing_folder(out: Path, *, suffixes: Iterable[str] | None) -> Path:
+    """The nearest folder of ``out`` that exists, after the checks that need no writing."""
     if out.is_dir():
         raise OutputError(f"--out {out}: is a folder; give the path of the file to write")
     if suffixes is not None:
@@ -45,28 +45,44 @@ def _prepare(out: Path, *, suffixes: Iterable[str] | None) -> tuple[int, str]:
         if folder.exists():
             if not folder.is_dir():
                 raise OutputError(f"--out {out}: {folder} is a file, not a folder")
-            break
+            return folder
+    raise OutputError(f"--out {out}: none of its folders exists")
+
+
+def _temporary(out: Path, folder: Path) -> tuple[int, str]:
+    """A temporary file in ``folder``, named after ``out``: ``(fd, name)``, or :class:`OutputError`."""
+    try:
+        return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from exc
+
+
+def _prepare(out: Path, *, suffixes: Iterable[str] | None) -> tuple[int, str]:
+    """Create ``out``'s folders and a temporary file beside it: ``(fd, name)``, or :class:`OutputError`."""
+    _existing_folder(out, suffixes=suffixes)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except OSError as exc:
-        raise OutputError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from exc
+        raise OutputError(f"--out {out}: cannot create {out.parent} ({exc.strerror or exc})") from exc
+    return _temporary(out, out.parent)
 
 
 def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> Path:
     """Check that ``out`` can be written, before the work that produces it; return it as a Path.
 
     ``suffixes`` (e.g. ``(".parquet", ".csv")``) are the formats the writer knows. The check
-    creates the missing folders and a temporary file beside ``out``, then removes the file: what
-    the write will do, so what fails here would fail there.
+    creates a temporary file in the nearest folder of ``out`` that exists (where the write will
+    create the missing folders), then removes it: nothing is left behind, not even a folder, so
+    a run refused or failed later leaves the file system as it found it.
 
     Raises
     ------
     OutputError
-        An unknown suffix, a folder at ``out``, or a folder that cannot be created or written to.
+        An unknown suffix, a folder at ``out``, a file where a folder should be, or a folder
+        that cannot be written to.
     """
     out = Path(out)
-    fd, name = _prepare(out, suffixes=suffixes)
+    fd, name = _temporary(out, _existing_folder(out, suffixes=suffixes))
     os.close(fd)
     Path(name).unlink(missing_ok=True)
     return out

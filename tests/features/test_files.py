@@ -78,8 +78,15 @@ def test_check_output_refuses_what_the_write_could_not_do(tmp_path):
             check_output(read_only / "s.csv")
     read_only.rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]  # nothing left behind
-    # A writable path passes, with its folders created and no file yet.
-    assert check_output(tmp_path / "new" / "s.csv", suffixes=(".csv",)) == tmp_path / "new" / "s.csv"
-    assert list((tmp_path / "new").iterdir()) == []
+    # A writable path passes and leaves nothing behind, not even its missing folders: a run
+    # refused later (bad config, no model) must not leave an empty folder.
+    assert (
+        check_output(tmp_path / "new" / "deeper" / "s.csv", suffixes=(".csv",)) == tmp_path / "new" / "deeper" / "s.csv"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
+    # The write creates them.
+    with atomic_output(tmp_path / "new" / "deeper" / "s.csv") as tmp:
+        tmp.write_text("x\n")
+    assert (tmp_path / "new" / "deeper" / "s.csv").read_text() == "x\n"
     with pytest.raises(OutputError, match="is a file, not a folder"), atomic_output(tmp_path / "a_file" / "s.csv"):
         pass

@@ -46,3 +46,20 @@ def test_unwritable_out_fails_first(config_file, tmp_path, args, message):
     assert "error: --out" in result.stderr and message in result.stderr
     # Refused before reading the tables or the registry, which would have failed differently.
     assert "tx.parquet" not in result.stderr and "champion" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", "churn", "--as-of", "2011-01-01", "--out", "{tmp}/new/deeper/s.parquet"],
+        ["features", "--as-of", "2011-01-01", "--out", "{tmp}/new/deeper/f.parquet"],
+        ["at-risk", "--out", "{tmp}/new/deeper/list.csv"],
+    ],
+)
+def test_a_run_that_fails_after_the_check_leaves_no_folder(config_file, tmp_path, args):
+    """The path passes the check; the run then fails (no source file, no model) and leaves nothing."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(app, [*args, "--config", str(config_file)])
+    assert result.exit_code != 0, result.output
+    assert "error: --out" not in result.stderr
+    assert not (tmp_path / "new").exists()
