@@ -23,6 +23,7 @@ import pandas as pd
 
 from features.config import Config
 from features.engine import connect, spark_session
+from features.files import OutputError
 from features.pipeline import ENTITY, normalize_as_of, population_table, stable_floats
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
@@ -32,7 +33,7 @@ from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, stale_warning
 from training.train import normalize_task
 
-__all__ = ["score_spark", "score_spark_frame", "spark_drift", "spark_features"]
+__all__ = ["check_out_dir", "score_spark", "score_spark_frame", "spark_drift", "spark_features"]
 
 
 def _stabilized(features):
@@ -126,6 +127,36 @@ def _replace_folder(spark, tmp: str, out: str) -> None:
         raise OSError(f"could not rename {tmp} to {out}")
     if old is not None:
         fs.delete(old, True)
+
+
+def check_out_dir(spark, out: str) -> None:
+    """Refuse, before any work, an output folder Spark could not write, with the Hadoop FileSystem of ``out``.
+
+    A file at ``out`` (the output is a folder of Parquet files) or where one of its folders should
+    be, or a nearest existing folder in which a file cannot be created (probed with an empty file,
+    removed at once), raises :class:`features.files.OutputError` naming the path and the reason.
+    """
+    from py4j.protocol import Py4JJavaError
+
+    hadoop = spark.sparkContext._jvm.org.apache.hadoop.fs
+    target = hadoop.Path(out)
+    folder = target.getParent()
+    try:
+        fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        if fs.exists(target) and fs.getFileStatus(target).isFile():
+            raise OutputError(f"--out {out}: is a file; with engine: spark the output is a folder of Parquet files")
+        while folder is not None and not fs.exists(folder):
+            folder = folder.getParent()
+        if folder is None:
+            return
+        if fs.getFileStatus(folder).isFile():
+            raise OutputError(f"--out {out}: {folder.toString()} is a file, not a folder")
+        probe = hadoop.Path(folder, f".crmscore-check-{uuid.uuid4().hex[:12]}")
+        fs.create(probe, False).close()
+        fs.delete(probe, False)
+    except Py4JJavaError as exc:
+        where = folder.toString() if folder is not None else out
+        raise OutputError(f"--out {out}: cannot write in {where} ({exc.java_exception.getMessage()})") from exc
 
 
 def _sibling(out: str) -> str:
@@ -314,13 +345,14 @@ def score_spark(
 
     task = normalize_task(task)
     scorer, info = load_champion(config, task)
+    out = str(out_dir)
+    check_out_dir(spark_session(config), out)
     if tables is None:
         tables = _spark_tables(config)
     features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
         spark = features.sparkSession
-        out = str(out_dir)
         tmp = _sibling(out)
         result.write.mode("errorifexists").parquet(tmp)
         _replace_folder(spark, tmp, out)

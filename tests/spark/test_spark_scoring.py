@@ -117,6 +117,31 @@ def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained)
     assert "tenure_days" in result.stderr
 
 
+def test_an_output_spark_could_not_write_is_refused_before_any_work(trained, spark):
+    """A file at --out or in its path: refused with the reason before the features run, nothing touched."""
+    from typer.testing import CliRunner
+
+    from features.files import OutputError
+    from serving.cli import app
+    from serving.spark_batch import check_out_dir
+
+    _, config, tmp, path = trained
+    a_file = tmp / "not_a_folder.parquet"
+    a_file.write_text("someone's file")
+    with pytest.raises(OutputError, match="is a file; with engine: spark the output is a folder of Parquet files"):
+        score_spark(config, "churn", as_of=AS_OF, out_dir=str(a_file))
+    result = CliRunner().invoke(
+        app, ["score", "churn", "--config", str(path), "--as-of", AS_OF, "--out", f"{a_file}/deeper/scores"]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: --out {a_file}/deeper/scores: " in result.stderr and "is a file, not a folder" in result.stderr
+    assert a_file.read_text() == "someone's file"
+    # A writable path passes and leaves nothing behind (the write creates the folders).
+    before = sorted(p.name for p in tmp.iterdir())
+    check_out_dir(spark, str(tmp / "new" / "deeper" / "scores"))
+    assert sorted(p.name for p in tmp.iterdir()) == before
+
+
 def test_spark_lead_scores_carry_the_population_anchor(tmp_path, spark):
     """The lead model anchors each population's mean: Spark's two passes give score_batch's shift and scores."""
     path = spark_config_file(
