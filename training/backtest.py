@@ -53,7 +53,7 @@ from training.calibration import (
     seasonal_prior_shift,
 )
 
-__all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "gain_text", "grade", "run_backtest"]
+__all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", "gain_text", "grade", "run_backtest"]
 
 # Gain in ROC AUC over the best baseline for grade A; level or better is B, below is C.
 GRADE_A_GAIN = 0.02
@@ -187,6 +187,15 @@ def _calibrated(
     return choice.calibrator(raw_test), choice.calibrator
 
 
+def fitted_cutoffs(train: pd.DataFrame, spec: ModelSpec) -> list[pd.Timestamp]:
+    """The training cut-offs whose rows fit and calibrate the model: the latest ``spec.fit_cutoffs``.
+
+    The older ones (all of them are labelled) only estimate the seasonal shift of the base rate.
+    """
+    cutoffs = sorted(pd.to_datetime(train["as_of"]).unique())
+    return cutoffs if spec.fit_cutoffs is None else cutoffs[-spec.fit_cutoffs :]
+
+
 def run_backtest(
     ts: Any,
     spec: ModelSpec,
@@ -248,7 +257,7 @@ def run_backtest(
     warnings = [] if prior.applied or not spec.seasonal_prior_shift else [_no_seasonal_shift(spec, prior, cutoffs)]
     if spec.fit_cutoffs is not None and len(cutoffs) > spec.fit_cutoffs:
         # Only the most recent cut-offs train the model and the baselines; older ones served the prior.
-        cutoffs = cutoffs[-spec.fit_cutoffs :]
+        cutoffs = fitted_cutoffs(train, spec)
         train = train.loc[pd.to_datetime(train["as_of"]).isin(cutoffs)].reset_index(drop=True)
         ts = dataclasses.replace(ts, train=train, cutoffs=tuple(pd.Timestamp(c).date() for c in reversed(cutoffs)))
     as_of = pd.to_datetime(train["as_of"])

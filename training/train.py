@@ -10,13 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from features.config import Config
 from features.files import check_output, write_text_atomic
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
 from models.drift import drift_overview
-from training.backtest import run_backtest
+from models.spec import ModelSpec
+from training.backtest import fitted_cutoffs, run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
 from training.tracking import log_and_register
@@ -73,6 +76,19 @@ class _Steps:
             self.progress(f"trained in {time.monotonic() - self.started:.1f}s")
 
 
+def _training_rows(train: pd.DataFrame, spec: ModelSpec) -> str:
+    """ "25,794 training rows at 6 cut-offs (50,370 at all 13 set the seasonal shift)": what ``n_train`` counts."""
+    all_cutoffs = pd.to_datetime(train["as_of"])
+    fitted = fitted_cutoffs(train, spec)
+    n_fit = int(all_cutoffs.isin(fitted).sum())
+    text = f"{n_fit:,} training rows at {len(fitted)} cut-offs"
+    n_all = all_cutoffs.nunique()
+    if len(fitted) < n_all:
+        role = "set the seasonal shift" if spec.seasonal_prior_shift else "are read but not fitted"
+        text += f" ({len(train):,} at all {n_all} {role})"
+    return text
+
+
 def train_model(
     config: Config,
     task: str,
@@ -124,7 +140,7 @@ def train_model(
     step(f"features and labels of {mc.n_train_cutoffs} training cut-offs and the test cut-off")
     spec, ts, transactions = backtest_inputs(config, task, tables, test_cutoff)
     step(
-        f"backtest at {ts.test_cutoff}: {len(ts.train):,} training rows, {len(ts.test):,} test rows, calibration, baselines"
+        f"backtest at {ts.test_cutoff}: {_training_rows(ts.train, spec)}, {len(ts.test):,} test rows, calibration, baselines"
     )
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
     step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")

@@ -29,7 +29,12 @@ def test_train_churn_and_score_batch(tmp_path):
     assert json.loads(metrics_out.read_text()) == out
     # Progress: the four steps after the tables, numbered, then the total.
     assert [line.split("]")[0].split()[0] for line in lines[:-1]] == ["[1/4", "[2/4", "[3/4", "[4/4"]
-    assert "50,370 training rows, 4,316 test rows" in lines[1] and lines[-1].startswith("trained in ")
+    # The rows that fit the model (n_train), and the older labelled cut-offs that only set the seasonal shift.
+    assert (
+        f"{out['n_train']:,} training rows at 6 cut-offs (50,370 at all 13 set the seasonal shift), 4,316 test rows"
+        in lines[1]
+    )
+    assert lines[-1].startswith("trained in ")
     for key in (
         "model",
         "version",
