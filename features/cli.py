@@ -3,35 +3,58 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from features.config import ConfigError, load_config
+from features.config import Config, ConfigError, load_config
+from features.files import OutputError, check_output, write_text_atomic
 from features.sources import ContractError, load_tables
 
-__all__ = ["features_command", "validate_command"]
+__all__ = ["features_command", "validate_command", "validate_config"]
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config mapping your tables.")]
 
 
-def validate_command(
-    config: ConfigOption,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON.")] = None,
+JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON.")]
+
+
+def validate_config(
+    config: Path, json_out: Path | None = None, *, checks: Sequence[Callable[[Config], None]] = ()
 ) -> None:
-    """Print a data-quality summary per table; exit non-zero on a contract error."""
+    """What ``crmscore validate`` does: the config, then ``checks``, then every table against the contract.
+
+    ``checks`` are the outer packages' checks of their own config sections (the models' LightGBM
+    overrides), run before the tables are read; each raises ``ValueError`` naming the field. The
+    summary is printed, and with ``json_out`` written (atomically; the path is checked first).
+    """
     try:
+        if json_out is not None:
+            check_output(json_out, suffixes=(".json",), option="--json")
         cfg = load_config(config)
+        for check in checks:
+            check(cfg)
         tables = load_tables(cfg)
-    except (ConfigError, ContractError) as exc:
+    except OutputError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
+    except (ConfigError, ContractError, ValueError) as exc:
         typer.secho(f"contract error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
     for report in tables.reports.values():
         typer.echo("\n".join(report.lines()))
     if json_out is not None:
-        json_out.write_text(json.dumps({k: r.to_dict() for k, r in tables.reports.items()}, indent=2, default=str))
+        write_text_atomic(
+            json_out, json.dumps({k: r.to_dict() for k, r in tables.reports.items()}, indent=2, default=str)
+        )
     typer.echo("contract: OK")
+
+
+def validate_command(config: ConfigOption, json_out: JsonOption = None) -> None:
+    """Print a data-quality summary per table; exit non-zero on a contract error."""
+    validate_config(config, json_out)
 
 
 def features_command(

@@ -33,44 +33,53 @@ class OutputError(ValueError):
     """An output path the run cannot write; the message names the path and the reason."""
 
 
-def _existing_folder(out: Path, *, suffixes: Iterable[str] | None) -> Path:
+def _label(out: Path, option: str | None) -> str:
+    """How the errors name the output: ``--metrics-out m.json``, or the path alone."""
+    return f"{option} {out}" if option else str(out)
+
+
+def _existing_folder(out: Path, *, suffixes: Iterable[str] | None, option: str | None) -> Path:
     """The nearest folder of ``out`` that exists, after the checks that need no writing."""
+    name = _label(out, option)
     if out.is_dir():
-        raise OutputError(f"--out {out}: is a folder; give the path of the file to write")
+        raise OutputError(f"{name}: is a folder; give the path of the file to write")
     if suffixes is not None:
         allowed = tuple(suffixes)
         if out.suffix.lower() not in allowed:
-            raise OutputError(f"--out {out}: unknown format {out.suffix!r}; use {' or '.join(allowed)}")
+            raise OutputError(f"{name}: unknown format {out.suffix!r}; use {' or '.join(allowed)}")
     for folder in (out.parent, *out.parent.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise OutputError(f"--out {out}: {folder} is a file, not a folder")
+                raise OutputError(f"{name}: {folder} is a file, not a folder")
             return folder
-    raise OutputError(f"--out {out}: none of its folders exists")
+    raise OutputError(f"{name}: none of its folders exists")
 
 
-def _temporary(out: Path, folder: Path) -> tuple[int, str]:
+def _temporary(out: Path, folder: Path, *, option: str | None) -> tuple[int, str]:
     """A temporary file in ``folder``, named after ``out``: ``(fd, name)``, or :class:`OutputError`."""
+    name = _label(out, option)
     try:
         return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise OutputError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from exc
+        raise OutputError(f"{name}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
-def _prepare(out: Path, *, suffixes: Iterable[str] | None) -> tuple[int, str]:
+def _prepare(out: Path, *, suffixes: Iterable[str] | None, option: str | None) -> tuple[int, str]:
     """Create ``out``'s folders and a temporary file beside it: ``(fd, name)``, or :class:`OutputError`."""
-    _existing_folder(out, suffixes=suffixes)
+    _existing_folder(out, suffixes=suffixes, option=option)
+    name = _label(out, option)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {out}: cannot create {out.parent} ({exc.strerror or exc})") from exc
-    return _temporary(out, out.parent)
+        raise OutputError(f"{name}: cannot create {out.parent} ({exc.strerror or exc})") from exc
+    return _temporary(out, out.parent, option=option)
 
 
-def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> Path:
+def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None, option: str | None = "--out") -> Path:
     """Check that ``out`` can be written, before the work that produces it; return it as a Path.
 
-    ``suffixes`` (e.g. ``(".parquet", ".csv")``) are the formats the writer knows. The check
+    ``suffixes`` (e.g. ``(".parquet", ".csv")``) are the formats the writer knows; ``option``
+    (``--out``, ``--metrics-out``) names the command-line option in the errors. The check
     creates a temporary file in the nearest folder of ``out`` that exists (where the write will
     create the missing folders), then removes it: nothing is left behind, not even a folder, so
     a run refused or failed later leaves the file system as it found it.
@@ -82,7 +91,7 @@ def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> P
         that cannot be written to.
     """
     out = Path(out)
-    fd, name = _temporary(out, _existing_folder(out, suffixes=suffixes))
+    fd, name = _temporary(out, _existing_folder(out, suffixes=suffixes, option=option), option=option)
     os.close(fd)
     Path(name).unlink(missing_ok=True)
     return out
@@ -108,7 +117,9 @@ def new_file_mode() -> int:
 
 
 @contextmanager
-def atomic_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> Iterator[Path]:
+def atomic_output(
+    out: str | Path, *, suffixes: Iterable[str] | None = None, option: str | None = None
+) -> Iterator[Path]:
     """Yield a temporary path next to ``out``; move it to ``out`` when the block succeeds.
 
     The parent folder is created when missing. If the block raises, the temporary file is
@@ -116,7 +127,7 @@ def atomic_output(out: str | Path, *, suffixes: Iterable[str] | None = None) -> 
     the errors are those of :func:`check_output`.
     """
     out = Path(out)
-    fd, name = _prepare(out, suffixes=suffixes)
+    fd, name = _prepare(out, suffixes=suffixes, option=option)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -10,7 +10,7 @@ from features.config import Config, ModelConfig
 from models import churn, lead_qualification, next_purchase
 from models.spec import ModelSpec, override_params
 
-__all__ = ["TASKS", "model_config_for", "spec_for"]
+__all__ = ["TASKS", "check_model_sections", "model_config_for", "spec_for"]
 
 _SPECS: dict[str, Callable[[ModelConfig], ModelSpec]] = {
     churn.TASK: churn.spec,
@@ -52,3 +52,16 @@ def spec_for(task: str, model_config: ModelConfig) -> ModelSpec:
             raise ValueError(f"{field_name}: only next_purchase has a spend head")
         changes[name] = override_params(params, overrides, field_name=field_name)
     return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def check_model_sections(config: Config) -> None:
+    """Build every model's spec from ``config``, so that ``crmscore validate`` refuses what training would.
+
+    Raises
+    ------
+    ValueError
+        An override in ``models.<task>.lgbm_params`` or ``spend_params`` that
+        :func:`spec_for` refuses, naming the field.
+    """
+    for task in TASKS:
+        spec_for(task, model_config_for(config, task))

@@ -1,6 +1,7 @@
 """The ``crmscore`` command line: one Typer app; each package owns the logic of its commands.
 
-``validate`` and ``features`` come from :mod:`features.cli`; ``train``, ``score``, ``backtest`` and
+``validate`` (with the models' check of their config sections) and ``features`` come from
+:mod:`features.cli`; ``train``, ``score``, ``backtest`` and
 ``monitor`` call :mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
 """
 
@@ -17,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from features.cli import ConfigOption, features_command, validate_command
+from features.cli import ConfigOption, JsonOption, features_command, validate_config
 from features.config import ConfigError, load_config
 
 __all__ = ["app"]
@@ -29,8 +30,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("validate")(validate_command)
 app.command("features")(features_command)
+
+
+@app.command("validate")
+def validate_command(config: ConfigOption, json_out: JsonOption = None) -> None:
+    """Print a data-quality summary per table; exit non-zero on a contract error or a bad model section."""
+    from models.catalog import check_model_sections
+
+    validate_config(config, json_out, checks=(check_model_sections,))
+
 
 MODEL_NAMES = {"churn": "churn", "next-purchase": "next_purchase", "next_purchase": "next_purchase", "lead": "lead"}
 REPO_ROOT = Path(__file__).resolve().parents[1]

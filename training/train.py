@@ -131,7 +131,7 @@ def train_model(
     """
     task = normalize_task(task)
     if metrics_out is not None:
-        check_output(metrics_out, suffixes=(".json",))
+        check_output(metrics_out, suffixes=(".json",), option="--metrics-out")
     step = _Steps(progress, 5 if tables is None else 4)
     if tables is None:
         step("reading and validating the tables")

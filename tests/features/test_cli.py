@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -44,3 +46,31 @@ def test_validate_rejects_unknown_config_key(tmp_path):
     result = runner.invoke(app, ["validate", "--config", str(path)])
     assert result.exit_code == 2
     assert "tables.leads.exculde: unknown key" in result.output
+
+
+def test_validate_refuses_a_model_override_training_would_refuse(tmp_path):
+    """A typo in models.<task>.lgbm_params fails validate, before the tables are read, naming the field."""
+    config = yaml.safe_load((CONFIGS / "bank_leads.yaml").read_text())
+    config["tables"]["leads"]["source"]["path"] = str(tmp_path / "not_read.parquet")
+    config.setdefault("models", {}).setdefault("lead", {})["lgbm_params"] = {"num_leafs": 31}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = runner.invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "models.lead.lgbm_params.num_leafs: not a LightGBM parameter" in result.stderr
+    assert "not_read.parquet" not in result.stderr
+
+
+def test_validate_json_is_checked_first_and_written_whole(tmp_path):
+    config = yaml.safe_load((CONFIGS / "bank_leads.yaml").read_text())
+    config["tables"]["leads"]["source"]["path"] = str(DATA / "bank_marketing_leads.parquet")
+    path = tmp_path / "leads.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    refused = runner.invoke(app, ["validate", "--config", str(path), "--json", str(tmp_path / "summary.txt")])
+    assert refused.exit_code == 2 and f"error: --json {tmp_path / 'summary.txt'}: unknown format" in refused.stderr
+    out = tmp_path / "reports" / "summary.json"
+    result = runner.invoke(app, ["validate", "--config", str(path), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())
+    assert summary["leads"]["rows_read"] == 41_188
+    assert [p.name for p in out.parent.iterdir()] == ["summary.json"]

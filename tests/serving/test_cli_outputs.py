@@ -43,7 +43,8 @@ def test_unwritable_out_fails_first(config_file, tmp_path, args, message):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     result = CliRunner().invoke(app, [*args, "--config", str(config_file)])
     assert result.exit_code == 2, result.output
-    assert "error: --out" in result.stderr and message in result.stderr
+    option = "--metrics-out" if "--metrics-out" in args else "--out"
+    assert f"error: {option} {tmp_path}" in result.stderr and message in result.stderr
     # Refused before reading the tables or the registry, which would have failed differently.
     assert "tx.parquet" not in result.stderr and "champion" not in result.stderr
 
