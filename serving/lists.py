@@ -207,9 +207,22 @@ def _plain(value: Any) -> str | float:
     return str(value)
 
 
+# The CSV is read by people, in a spreadsheet: probabilities to 4 decimals, money to 2 (the JSON
+# list keeps full precision for the systems that compute with it; the order is the same).
+CSV_DECIMALS = {"probability": 4, "expected_spend": 2, "value_at_risk": 2}
+
+
+def _cell(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    decimals = CSV_DECIMALS.get(column)
+    return f"{float(value):.{decimals}f}" if decimals is not None else value
+
+
 def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0) -> str:
     """Render at-risk rows as CSV: one line per customer, ``reason_1..k`` and
-    ``counter_reason_1..counter_k`` columns with the sentences."""
+    ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
+    (:data:`CSV_DECIMALS`)."""
     attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
     header = [
         *SCORE_COLUMNS,
@@ -224,7 +237,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0) -> 
         attributes = row.get("attributes") or {}
         writer.writerow(
             [
-                *("" if row.get(c) is None else row[c] for c in SCORE_COLUMNS),
+                *(_cell(c, row.get(c)) for c in SCORE_COLUMNS),
                 *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
                 *_texts(row.get("reasons"), k),
                 *_texts(row.get("counter_reasons"), counter_k),

@@ -92,10 +92,40 @@ def test_rows_and_csv(scored):
     }
     assert to_csv(rows, k=2) == (
         "customer_id,probability,tier,expected_spend,value_at_risk,country,reason_1,reason_2\n"
-        "b,0.5,medium,400.0,200.0,France,spent a lot,\n"
-        "c,0.8,high,100.0,80.0,UK,,\n"
+        "b,0.5000,medium,400.00,200.00,France,spent a lot,\n"
+        "c,0.8000,high,100.00,80.00,UK,,\n"
     )
     assert to_csv(rows, k=1, counter_k=1).splitlines()[1:] == [
-        "b,0.5,medium,400.0,200.0,France,spent a lot,",
-        "c,0.8,high,100.0,80.0,UK,,bought yesterday",
+        "b,0.5000,medium,400.00,200.00,France,spent a lot,",
+        "c,0.8000,high,100.00,80.00,UK,,bought yesterday",
+    ]
+
+
+def test_csv_rounds_for_reading_and_keeps_the_order():
+    """Probabilities to 4 decimals, money to 2; the rows stay in the order given (by value at risk)."""
+    rows = [
+        {
+            "customer_id": "14646",
+            "probability": 0.06905433761589648,
+            "tier": "low",
+            "expected_spend": 68915.1008219178,
+            "value_at_risk": 4758.886638990257,
+            "reasons": [],
+            "counter_reasons": [],
+        },
+        {
+            "customer_id": "15749",
+            "probability": 0.8664160130970698,
+            "tier": "high",
+            "expected_spend": 5310.22191780822,
+            "value_at_risk": 4758.884,
+            "reasons": [],
+            "counter_reasons": [],
+        },
+        {"customer_id": "x", "probability": 0.5, "tier": "medium", "expected_spend": None, "value_at_risk": None},
+    ]
+    assert to_csv(rows, k=0).splitlines()[1:] == [
+        "14646,0.0691,low,68915.10,4758.89",
+        "15749,0.8664,high,5310.22,4758.88",
+        "x,0.5000,medium,,",
     ]
