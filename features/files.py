@@ -38,9 +38,8 @@ def _label(out: Path, option: str | None) -> str:
     return f"{option} {out}" if option else str(out)
 
 
-def _existing_folder(out: Path, *, suffixes: Iterable[str] | None, option: str | None) -> Path:
-    """The nearest folder of ``out`` that exists, after the checks that need no writing."""
-    name = _label(out, option)
+def _existing_folder(out: Path, name: str, *, suffixes: Iterable[str] | None) -> Path:
+    """The nearest folder of ``out`` that exists, after the checks that need no writing (errors start with ``name``)."""
     if out.is_dir():
         raise OutputError(f"{name}: is a folder; give the path of the file to write")
     if suffixes is not None:
@@ -55,9 +54,8 @@ def _existing_folder(out: Path, *, suffixes: Iterable[str] | None, option: str |
     raise OutputError(f"{name}: none of its folders exists")
 
 
-def _temporary(out: Path, folder: Path, *, option: str | None) -> tuple[int, str]:
-    """A temporary file in ``folder``, named after ``out``: ``(fd, name)``, or :class:`OutputError`."""
-    name = _label(out, option)
+def _temporary(out: Path, folder: Path, name: str) -> tuple[int, str]:
+    """A temporary file in ``folder``, named after ``out``: ``(fd, path)``, or :class:`OutputError`."""
     try:
         return tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
@@ -65,14 +63,14 @@ def _temporary(out: Path, folder: Path, *, option: str | None) -> tuple[int, str
 
 
 def _prepare(out: Path, *, suffixes: Iterable[str] | None, option: str | None) -> tuple[int, str]:
-    """Create ``out``'s folders and a temporary file beside it: ``(fd, name)``, or :class:`OutputError`."""
-    _existing_folder(out, suffixes=suffixes, option=option)
+    """Create ``out``'s folders and a temporary file beside it: ``(fd, path)``, or :class:`OutputError`."""
     name = _label(out, option)
+    _existing_folder(out, name, suffixes=suffixes)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{name}: cannot create {out.parent} ({exc.strerror or exc})") from exc
-    return _temporary(out, out.parent, option=option)
+    return _temporary(out, out.parent, name)
 
 
 def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None, option: str | None = "--out") -> Path:
@@ -91,9 +89,10 @@ def check_output(out: str | Path, *, suffixes: Iterable[str] | None = None, opti
         that cannot be written to.
     """
     out = Path(out)
-    fd, name = _temporary(out, _existing_folder(out, suffixes=suffixes, option=option), option=option)
+    name = _label(out, option)
+    fd, probe = _temporary(out, _existing_folder(out, name, suffixes=suffixes), name)
     os.close(fd)
-    Path(name).unlink(missing_ok=True)
+    Path(probe).unlink(missing_ok=True)
     return out
 
 

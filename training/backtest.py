@@ -255,9 +255,10 @@ def run_backtest(
         cal_labels = train.loc[pd.to_datetime(train["as_of"]) == latest, "label"].to_numpy(dtype=np.float64)
         prior = PriorShift(shift=0.0, applied=False, calibration_rate=float(cal_labels.mean()))
     warnings = [] if prior.applied or not spec.seasonal_prior_shift else [_no_seasonal_shift(spec, prior, cutoffs)]
-    if spec.fit_cutoffs is not None and len(cutoffs) > spec.fit_cutoffs:
+    fitted = fitted_cutoffs(train, spec)
+    if len(fitted) < len(cutoffs):
         # Only the most recent cut-offs train the model and the baselines; older ones served the prior.
-        cutoffs = fitted_cutoffs(train, spec)
+        cutoffs = fitted
         train = train.loc[pd.to_datetime(train["as_of"]).isin(cutoffs)].reset_index(drop=True)
         ts = dataclasses.replace(ts, train=train, cutoffs=tuple(pd.Timestamp(c).date() for c in reversed(cutoffs)))
     as_of = pd.to_datetime(train["as_of"])
