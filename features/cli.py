@@ -19,6 +19,9 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config 
 
 
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON.")]
+AllowEmptyOption = Annotated[
+    bool, typer.Option("--allow-empty", help="Write an empty output when the population of the date is empty.")
+]
 
 
 def validate_config(
@@ -64,13 +67,17 @@ def features_command(
     task: Annotated[
         str | None, typer.Option("--task", help="churn, next_purchase or lead: that model's population.")
     ] = None,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Write the feature table for one cut-off (the snapshot the API looks customers up in)."""
+    """Write the feature table for one cut-off (the snapshot the API looks customers up in).
+
+    Exit 2, writing nothing, when the population of the date is empty, unless --allow-empty.
+    """
     from features.pipeline import write_snapshot
 
     try:
         cfg = load_config(config)
-        rows = write_snapshot(cfg, as_of=as_of, out=out, task=task)
+        rows = write_snapshot(cfg, as_of=as_of, out=out, task=task, allow_empty=allow_empty)
     except (ConfigError, ContractError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc

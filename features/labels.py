@@ -30,6 +30,7 @@ __all__ = [
     "CANCELLATION",
     "check_window_observed",
     "churn_labels",
+    "data_span",
     "data_until",
     "lead_labels",
     "next_purchase_labels",
@@ -113,9 +114,26 @@ def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> i
     return leads.select("lead_id", label=label.cast("int64"))
 
 
-def _latest(column: ir.Column) -> dt.datetime | None:
-    value = column.max().to_pyarrow().as_py()
+def _bound(column: ir.Column, which: str) -> dt.datetime | None:
+    value = getattr(column, which)().to_pyarrow().as_py()
     return None if value is None else value.replace(tzinfo=None)
+
+
+def _time_columns(tables: CanonicalTables, task: str) -> tuple[str, list[ir.Column]]:
+    """The main table of ``task`` and every time column the task reads (empty: no such table)."""
+    if task == "lead":
+        if tables.leads is None:
+            return "leads", []
+        columns = [tables.leads.created_at]
+        if "converted_at" in tables.leads.columns:
+            columns.append(tables.leads.converted_at)
+        if tables.lead_events is not None:
+            columns.append(tables.lead_events.timestamp)
+        return "leads", columns
+    if tables.transactions is None:
+        return "transactions", []
+    columns = [tables.transactions.timestamp] + ([tables.events.timestamp] if tables.events is not None else [])
+    return "transactions", columns
 
 
 def data_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
@@ -124,19 +142,18 @@ def data_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | N
     churn and next purchase: transactions and events; lead: ``created_at``, ``converted_at``
     (when mapped) and lead events.
     """
-    if task == "lead":
-        if tables.leads is None:
-            return "leads", None
-        columns = [tables.leads.created_at]
-        if "converted_at" in tables.leads.columns:
-            columns.append(tables.leads.converted_at)
-        if tables.lead_events is not None:
-            columns.append(tables.lead_events.timestamp)
-        return "leads", max((t for t in map(_latest, columns) if t is not None), default=None)
-    if tables.transactions is None:
-        return "transactions", None
-    columns = [tables.transactions.timestamp] + ([tables.events.timestamp] if tables.events is not None else [])
-    return "transactions", max((t for t in map(_latest, columns) if t is not None), default=None)
+    table, columns = _time_columns(tables, task)
+    return table, max((t for t in (_bound(c, "max") for c in columns) if t is not None), default=None)
+
+
+def data_span(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None, dt.datetime | None]:
+    """The main table of ``task`` and the earliest and latest time of any row the task reads.
+
+    The columns are those of :func:`data_until`; ``(table, None, None)`` when there are no rows.
+    """
+    table, columns = _time_columns(tables, task)
+    first = min((t for t in (_bound(c, "min") for c in columns) if t is not None), default=None)
+    return table, first, data_until(tables, task)[1]
 
 
 def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:

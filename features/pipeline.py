@@ -28,7 +28,7 @@ from features.breadth import breadth_features
 from features.config import Config, ModelConfig
 from features.cycle import cycle_features
 from features.files import atomic_output, check_output
-from features.labels import check_window_observed, churn_labels, lead_labels, next_purchase_labels
+from features.labels import check_window_observed, churn_labels, data_span, lead_labels, next_purchase_labels
 from features.leads import lead_features
 from features.rfm import rfm_features
 from features.seasonality import seasonality_features
@@ -39,13 +39,16 @@ from features.touchpoints import touchpoint_features
 __all__ = [
     "ENTITY",
     "TASKS",
+    "EmptyPopulationError",
     "TrainingSet",
     "build_training_set",
+    "check_population",
     "customer_features",
     "labels",
     "lead_features",
     "normalize_as_of",
     "population_features",
+    "population_rule",
     "population_table",
     "stable_floats",
     "training_cutoffs",
@@ -125,6 +128,42 @@ def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int
     if task == "churn":
         return churn_labels(tables, as_of=as_of, horizon_days=horizon_days)
     return next_purchase_labels(tables, as_of=as_of, horizon_days=horizon_days)
+
+
+class EmptyPopulationError(ValueError):
+    """A cut-off whose population has no rows, so a batch output would be empty."""
+
+
+def population_rule(task: str, mc: ModelConfig) -> str:
+    """Who is in ``task``'s population at a cut-off, in words (the rules of :func:`population_table`)."""
+    _check_task(task)
+    if task == "lead":
+        return f"leads created in the {mc.step_days} days up to the cut-off and not converted by it"
+    if task == "churn":
+        return f"customers with a purchase in the {mc.lookback_days} days up to the cut-off"
+    return "customers with a transaction at or before the cut-off"
+
+
+def check_population(rows: int, tables: CanonicalTables, task: str, *, as_of: AsOf, mc: ModelConfig) -> None:
+    """Refuse an empty population: a nightly output of no rows is almost always a wrong date or export.
+
+    The error names the rule and the span of the task's main table, so the date that fell outside
+    it shows. Callers that want an empty output anyway (``--allow-empty``) skip this check.
+
+    Raises
+    ------
+    EmptyPopulationError
+        ``rows`` is 0.
+    """
+    if rows:
+        return
+    table, first, last = data_span(tables, task)
+    span = f"its rows run from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}" if last else "it has no rows"
+    raise EmptyPopulationError(
+        f"the {task} population as of {normalize_as_of(as_of):%Y-%m-%d %H:%M} is empty "
+        f"(rule: {population_rule(task, mc)}); table '{table}': {span}. "
+        "Nothing was written; pass --allow-empty to write an empty output anyway"
+    )
 
 
 def population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> ir.Table:
@@ -306,13 +345,16 @@ def build_training_set(
     )
 
 
-def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | None = None) -> int:
+def write_snapshot(
+    config: Config, *, as_of: AsOf, out: str | Path, task: str | None = None, allow_empty: bool = False
+) -> int:
     """Write the feature table of one cut-off to Parquet, atomically; return the number of rows.
 
     ``task`` picks the population and model settings; by default ``churn`` when transactions are
     configured (customers active in the churn lookback), else ``lead``. The file is written
     whole or not at all (:func:`features.files.atomic_output`); an ``out`` that cannot be written
-    is refused before any work (:class:`features.files.OutputError`).
+    is refused before any work (:class:`features.files.OutputError`), and an empty population
+    writes nothing (:class:`EmptyPopulationError`) unless ``allow_empty``.
     """
     from features.sources import load_tables
 
@@ -321,7 +363,10 @@ def write_snapshot(config: Config, *, as_of: AsOf, out: str | Path, task: str | 
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"
     _check_task(task)
-    frame = population_features(tables, task, as_of=as_of, model_config=getattr(config.models, task))
+    mc = getattr(config.models, task)
+    frame = population_features(tables, task, as_of=as_of, model_config=mc)
+    if not allow_empty:
+        check_population(len(frame), tables, task, as_of=as_of, mc=mc)
     with atomic_output(out) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
     return len(frame)

@@ -8,7 +8,7 @@ from typing import Any
 
 from features.config import Config
 from features.files import check_output, write_text_atomic
-from features.pipeline import population_features
+from features.pipeline import check_population, population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from serving import lists
@@ -28,6 +28,7 @@ def at_risk_list(
     where: Mapping[str, Any] | None = None,
     tables: CanonicalTables | None = None,
     counter_k: int = 1,
+    allow_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
 
@@ -39,6 +40,9 @@ def at_risk_list(
     are those of the API's ``/at_risk`` (:func:`serving.lists.select_at_risk`).
     The CSV is written whole or not at all (:func:`features.files.write_text_atomic`); an ``out``
     that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
+    An empty churn population at ``as_of`` writes nothing
+    (:class:`features.pipeline.EmptyPopulationError`) unless ``allow_empty``; filters that match
+    no one still write a CSV of just the header.
     """
     check_output(out, suffixes=(".csv",))
     scorer, _ = load_champion(config, "churn")
@@ -48,6 +52,8 @@ def at_risk_list(
     if as_of is None:
         as_of = tables.last_timestamp("transactions")
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
+    if not allow_empty:
+        check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
     matrix = scorer.prepare(features)
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
     positions, _ = lists.select_at_risk(

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from features.cli import ConfigOption, JsonOption, features_command, validate_config
+from features.cli import AllowEmptyOption, ConfigOption, JsonOption, features_command, validate_config
 from features.config import ConfigError, load_config
 
 __all__ = ["app"]
@@ -101,8 +101,13 @@ def score_command(
         bool,
         typer.Option("--explain", help="Add the top reasons per row, and the counter-reasons (what lowers the score)."),
     ] = False,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Batch scores for the model's whole population with the champion, written atomically."""
+    """Batch scores for the model's whole population with the champion, written atomically.
+
+    Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or
+    an export that stopped), unless --allow-empty.
+    """
     from training.pyfunc import NoChampionError
 
     task = _task(model)
@@ -111,11 +116,11 @@ def score_command(
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark
 
-            batch = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain)
+            batch = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain, allow_empty=allow_empty)
         else:
             from training.score import score_batch
 
-            batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain)
+            batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     for warning in (batch.stale_warning, batch.drift_warning):
@@ -306,8 +311,12 @@ def at_risk_command(
         int,
         typer.Option("--counter-reasons", min=0, max=10, help="Counter-reasons per customer: what lowers the risk."),
     ] = 1,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed."""
+    """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
+
+    Exit 2, writing nothing, when the churn population of the date is empty, unless --allow-empty.
+    """
     from serving.at_risk import at_risk_list
     from training.pyfunc import NoChampionError
 
@@ -328,6 +337,7 @@ def at_risk_command(
             min_value=min_value,
             where=filters or None,
             counter_k=counter_reasons,
+            allow_empty=allow_empty,
         )
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc

@@ -24,7 +24,7 @@ import pandas as pd
 from features.config import Config
 from features.engine import connect, spark_session
 from features.files import OutputError
-from features.pipeline import ENTITY, normalize_as_of, population_table, stable_floats
+from features.pipeline import ENTITY, check_population, normalize_as_of, population_table, stable_floats
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from models.drift import FeatureDrift
@@ -307,6 +307,7 @@ def score_spark(
     out_dir: str,
     explain: bool = False,
     tables: CanonicalTables | None = None,
+    allow_empty: bool = False,
 ) -> BatchScores:
     """Score ``task``'s population at ``as_of`` on Spark with the champion model.
 
@@ -333,6 +334,8 @@ def score_spark(
         "impact"}`` per row).
     tables
         Canonical tables already loaded on the PySpark backend; by default loaded from ``config``.
+    allow_empty
+        Write an empty folder for an empty population instead of refusing it.
 
     Raises
     ------
@@ -340,6 +343,8 @@ def score_spark(
         No champion model is registered for ``task``.
     ValueError
         ``tables`` are not on Spark, or the model needs a feature column the data does not give.
+    features.pipeline.EmptyPopulationError
+        The population at ``as_of`` is empty and ``allow_empty`` is false; nothing is written.
     """
     from pyspark import StorageLevel
 
@@ -351,6 +356,8 @@ def score_spark(
         tables = _spark_tables(config)
     features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        if not allow_empty and features.isEmpty():
+            check_population(0, tables, task, as_of=as_of, mc=model_config_for(config, task))
         result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
         spark = features.sparkSession
         tmp = _sibling(out)

@@ -12,7 +12,7 @@ import pandas as pd
 from features.config import Config
 from features.files import atomic_output, check_output
 from features.labels import data_until
-from features.pipeline import population_features
+from features.pipeline import check_population, population_features
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
 from models.catalog import model_config_for
@@ -110,6 +110,7 @@ def score_batch(
     out: str | Path,
     explain: bool = False,
     tables: CanonicalTables | None = None,
+    allow_empty: bool = False,
 ) -> BatchScores:
     """Score the whole population of ``task`` at ``as_of`` with the champion.
 
@@ -125,6 +126,8 @@ def score_batch(
     ------
     training.pyfunc.NoChampionError
         No champion model is registered for ``task``.
+    features.pipeline.EmptyPopulationError
+        The population at ``as_of`` is empty and ``allow_empty`` is false; nothing is written.
     """
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
@@ -133,6 +136,8 @@ def score_batch(
     if tables is None:
         tables = load_tables(config)
     features = population_features(tables, task, as_of=as_of, model_config=model_config)
+    if not allow_empty:
+        check_population(len(features), tables, task, as_of=as_of, mc=model_config)
     k = model_config.top_k_reasons
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=k, explain=explain, counter_k=k)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))

@@ -74,3 +74,20 @@ def test_validate_json_is_checked_first_and_written_whole(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["leads"]["rows_read"] == 41_188
     assert [p.name for p in out.parent.iterdir()] == ["summary.json"]
+
+
+def test_features_of_an_empty_population_fail_unless_allowed(tmp_path):
+    config = yaml.safe_load((CONFIGS / "bank_leads.yaml").read_text())
+    config["tables"]["leads"]["source"]["path"] = str(DATA / "bank_marketing_leads.parquet")
+    path = tmp_path / "leads.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "snapshot.parquet"
+    args = ["features", "--task", "lead", "--config", str(path), "--as-of", "2012-01-01", "--out", str(out)]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "error: the lead population as of 2012-01-01 00:00 is empty" in refused.stderr
+    assert "its rows run from 2008-05-01 00:00 to 2010-11-01 00:00" in refused.stderr
+    assert not out.exists()
+    allowed = runner.invoke(app, [*args, "--allow-empty"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "wrote 0 rows as of 2012-01-01" in allowed.stdout and len(pd.read_parquet(out)) == 0

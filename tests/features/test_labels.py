@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig
-from features.labels import check_window_observed, data_until, observed_until
+from features.labels import check_window_observed, data_span, data_until, observed_until
 from features.pipeline import build_training_set, labels
 from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
 
@@ -127,3 +127,25 @@ def test_lead_windows_are_bounded_only_by_dated_conversions():
     assert observed_until(dated, "lead") == ("leads", dt.datetime(2024, 4, 2))
     with pytest.raises(ValueError, match="no conversion"):
         check_window_observed(dated, "lead", as_of="2024-03-15", horizon_days=30)
+
+
+def test_data_span_and_the_empty_population_error_name_the_table_and_its_dates():
+    from features.pipeline import EmptyPopulationError, check_population, population_features
+
+    tables = make_tables(tx(ROWS))
+    assert data_span(tables, "churn") == ("transactions", dt.datetime(2024, 3, 1), dt.datetime(2024, 4, 10, 0, 0, 1))
+    config = ModelConfig(lookback_days=30)
+    before = population_features(tables, "churn", as_of="2024-02-29", model_config=config)
+    after = population_features(tables, "churn", as_of="2024-06-01", model_config=config)
+    assert len(before) == len(after) == 0  # before the first row, and 30+ days after the last
+    check_population(1, tables, "churn", as_of="2024-06-01", mc=config)  # any row passes
+    with pytest.raises(EmptyPopulationError) as caught:
+        check_population(len(after), tables, "churn", as_of="2024-06-01", mc=config)
+    assert str(caught.value) == (
+        "the churn population as of 2024-06-01 00:00 is empty (rule: customers with a purchase in the 30 days up to "
+        "the cut-off); table 'transactions': its rows run from 2024-03-01 00:00 to 2024-04-10 00:00. "
+        "Nothing was written; pass --allow-empty to write an empty output anyway"
+    )
+    assert isinstance(caught.value, ValueError)  # the CLIs report it as a bad input (exit 2)
+    with pytest.raises(EmptyPopulationError, match=r"rule: leads created in the 30 days .*table 'leads': it has no"):
+        check_population(0, make_tables(tx(ROWS)), "lead", as_of="2024-06-01", mc=ModelConfig(step_days=30))

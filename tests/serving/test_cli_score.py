@@ -34,14 +34,15 @@ def test_score_lead_warns_about_the_features_that_left_the_training_range(traine
 @pytest.mark.slow
 def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     retail_config, leads_config, _ = trained
-    lead = CliRunner().invoke(
-        app, ["score", "lead", "--config", str(leads_config), "--as-of", "2011-01-01", "--out", str(tmp_path / "l.csv")]
-    )
+    out = tmp_path / "l.csv"
+    args = ["score", "lead", "--config", str(leads_config), "--as-of", "2011-01-01", "--out", str(out)]
+    lead = CliRunner().invoke(app, [*args, "--allow-empty"])
     assert lead.exit_code == 0, lead.output
     assert "scored 0 lead rows" in lead.stdout  # no lead opened in December 2010: the export stops in November
     assert "the scoring date 2011-01-01 00:00 is 61 days after the last row of table 'leads' (2010-11-01 00:00)" in (
         lead.stderr
     )
+    assert len(pd.read_csv(out)) == 0
     churn = CliRunner().invoke(
         app,
         ["score", "churn", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "c.csv")],
@@ -49,6 +50,44 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     assert churn.exit_code == 0, churn.output
     assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
     assert len(pd.read_csv(tmp_path / "c.csv")) > 1000  # still written: the warning says why it may be wrong
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "as_of", "rule", "span"),
+    [
+        (
+            ["score", "lead"],
+            "2011-01-01",
+            "leads created in the 30 days up to the cut-off and not converted by it",
+            "table 'leads': its rows run from 2008-05-01 00:00 to 2010-11-01 00:00",
+        ),
+        (
+            ["score", "churn"],
+            "2009-06-01",
+            "customers with a purchase in the 365 days up to the cut-off",
+            "table 'transactions': its rows run from 2009-12-01 07:45 to 2011-12-09 12:50",
+        ),
+        (
+            ["at-risk"],
+            "2013-01-01",
+            "customers with a purchase in the 365 days up to the cut-off",
+            "table 'transactions': its rows run from 2009-12-01 07:45 to 2011-12-09 12:50",
+        ),
+    ],
+)
+def test_an_empty_population_is_an_error_and_writes_nothing(trained, tmp_path, command, as_of, rule, span):
+    """A nightly job given a date outside the data must fail loudly, not write an empty file over yesterday's."""
+    retail_config, leads_config, _ = trained
+    config = leads_config if command[-1] == "lead" else retail_config
+    out = tmp_path / "scores.csv"
+    out.write_text("yesterday's scores")
+    result = CliRunner().invoke(app, [*command, "--config", str(config), "--as-of", as_of, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    task = "lead" if command[-1] == "lead" else "churn"
+    assert f"error: the {task} population as of {as_of} 00:00 is empty (rule: {rule}); {span}." in result.stderr
+    assert "Nothing was written; pass --allow-empty" in result.stderr
+    assert out.read_text() == "yesterday's scores" and [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
 
 
 @pytest.mark.slow

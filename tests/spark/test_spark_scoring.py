@@ -142,6 +142,18 @@ def test_an_output_spark_could_not_write_is_refused_before_any_work(trained, spa
     assert sorted(p.name for p in tmp.iterdir()) == before
 
 
+def test_an_empty_population_on_spark_is_refused_and_writes_no_folder(trained):
+    from features.pipeline import EmptyPopulationError
+
+    _, config, tmp, _ = trained
+    out = tmp / "empty_scores"
+    with pytest.raises(EmptyPopulationError, match="the churn population as of 2013-01-01 00:00 is empty"):
+        score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out))
+    assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".empty_scores")]
+    batch = score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out), allow_empty=True)
+    assert batch.rows == 0 and len(pd.read_parquet(out)) == 0
+
+
 def test_spark_lead_scores_carry_the_population_anchor(tmp_path, spark):
     """The lead model anchors each population's mean: Spark's two passes give score_batch's shift and scores."""
     path = spark_config_file(
