@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from serving import lists
 from training.pyfunc import load_champion
+from training.score import stale_warning
 
 __all__ = ["at_risk_list"]
 
@@ -29,6 +30,7 @@ def at_risk_list(
     tables: CanonicalTables | None = None,
     counter_k: int = 1,
     allow_empty: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
 
@@ -42,7 +44,8 @@ def at_risk_list(
     that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
     An empty churn population at ``as_of`` writes nothing
     (:class:`features.pipeline.EmptyPopulationError`) unless ``allow_empty``; filters that match
-    no one still write a CSV of just the header.
+    no one still write a CSV of just the header. ``warn`` receives the sentence of
+    :func:`training.score.stale_warning` when ``as_of`` is past the data's end.
     """
     check_output(out, suffixes=(".csv",))
     scorer, _ = load_champion(config, "churn")
@@ -52,6 +55,8 @@ def at_risk_list(
     if as_of is None:
         as_of = tables.last_timestamp("transactions")
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
+    if warn is not None and (stale := stale_warning(tables, "churn", as_of)):
+        warn(stale)
     if not allow_empty:
         check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
     matrix = scorer.prepare(features)

@@ -338,6 +338,7 @@ def at_risk_command(
             where=filters or None,
             counter_k=counter_reasons,
             allow_empty=allow_empty,
+            warn=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True),
         )
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc

@@ -50,6 +50,15 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     assert churn.exit_code == 0, churn.output
     assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
     assert len(pd.read_csv(tmp_path / "c.csv")) > 1000  # still written: the warning says why it may be wrong
+    at_risk = CliRunner().invoke(
+        app,
+        ["at-risk", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "a.csv")],
+    )
+    assert at_risk.exit_code == 0, at_risk.output
+    assert "warning: the scoring date 2012-03-01 00:00 is 82 days after the last row" in at_risk.stderr
+    assert len(pd.read_csv(tmp_path / "a.csv")) == 100
+    today = CliRunner().invoke(app, ["at-risk", "--config", str(retail_config), "--out", str(tmp_path / "b.csv")])
+    assert today.exit_code == 0 and "warning" not in today.stderr, today.output  # by default: the data's last day
 
 
 @pytest.mark.slow
