@@ -234,10 +234,17 @@ def run_backtest(
     test = ts.test
     cutoffs = sorted(pd.to_datetime(train["as_of"]).unique())
     if len(cutoffs) < 2:
-        raise ValueError(
-            f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate "
-            f"on the latest); got {len(cutoffs)}. Raise models.{spec.task}.n_train_cutoffs"
+        need = (
+            f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate on the latest)"
         )
+        if len(ts.cutoffs) > len(cutoffs):
+            # More cut-offs would lie further back still: the test cut-off is too close to the data's start.
+            raise ValueError(
+                f"{need}; only {len(cutoffs)} of the {len(ts.cutoffs)} cut-offs before the test cut-off "
+                f"{pd.Timestamp(ts.test_cutoff):%Y-%m-%d} (the latest {pd.Timestamp(max(ts.cutoffs)):%Y-%m-%d}) "
+                "have any rows: the data does not reach back far enough. Use a later test cut-off (--as-of)"
+            )
+        raise ValueError(f"{need}; got {len(cutoffs)}. Raise models.{spec.task}.n_train_cutoffs")
     latest = cutoffs[-1]
     full_train = train
     # The calibration fold's base rate is that of its season; the shift to the test window's season

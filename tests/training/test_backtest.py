@@ -69,8 +69,14 @@ def test_single_training_cutoff_is_refused():
     only = ts.train[ts.train["as_of"] == ts.train["as_of"].max()]
     from dataclasses import replace
 
-    with pytest.raises(ValueError, match="at least two training cut-offs"):
+    # Four cut-offs configured, three of them empty: the data starts too late, more cut-offs cannot help.
+    with pytest.raises(ValueError, match="at least two training cut-offs") as short:
         run_backtest(replace(ts, train=only), churn_spec(MODEL_CONFIG))
+    assert "only 1 of the 4 cut-offs before the test cut-off 2011-06-01 (the latest 2011-05-02)" in str(short.value)
+    assert "Use a later test cut-off (--as-of)" in str(short.value)
+    # One cut-off configured: more of them would help.
+    with pytest.raises(ValueError, match=r"got 1\. Raise models\.churn\.n_train_cutoffs"):
+        run_backtest(replace(ts, train=only, cutoffs=ts.cutoffs[:1]), churn_spec(MODEL_CONFIG))
 
 
 def test_linear_blend_scores_and_explains_as_one_model(result):
