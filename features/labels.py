@@ -114,9 +114,11 @@ def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> i
     return leads.select("lead_id", label=label.cast("int64"))
 
 
-def _bound(column: ir.Column, which: str) -> dt.datetime | None:
-    value = getattr(column, which)().to_pyarrow().as_py()
-    return None if value is None else value.replace(tzinfo=None)
+def _bound(columns: list[ir.Column], which: str) -> dt.datetime | None:
+    """The earliest (``which="min"``) or latest (``"max"``) time in ``columns``; None without rows."""
+    values = (getattr(column, which)().to_pyarrow().as_py() for column in columns)
+    found = [v.replace(tzinfo=None) for v in values if v is not None]
+    return (min if which == "min" else max)(found, default=None)
 
 
 def _time_columns(tables: CanonicalTables, task: str) -> tuple[str, list[ir.Column]]:
@@ -143,7 +145,7 @@ def data_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | N
     (when mapped) and lead events.
     """
     table, columns = _time_columns(tables, task)
-    return table, max((t for t in (_bound(c, "max") for c in columns) if t is not None), default=None)
+    return table, _bound(columns, "max")
 
 
 def data_span(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None, dt.datetime | None]:
@@ -152,8 +154,7 @@ def data_span(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | No
     The columns are those of :func:`data_until`; ``(table, None, None)`` when there are no rows.
     """
     table, columns = _time_columns(tables, task)
-    first = min((t for t in (_bound(c, "min") for c in columns) if t is not None), default=None)
-    return table, first, data_until(tables, task)[1]
+    return table, _bound(columns, "min"), _bound(columns, "max")
 
 
 def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
