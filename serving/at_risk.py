@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,27 @@ from features.files import check_output, write_text_atomic
 from features.pipeline import check_population, population_features
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
+from models.drift import FeatureDrift
 from serving import lists
 from training.pyfunc import load_champion
-from training.score import stale_warning
+from training.score import BatchWarnings, stale_warning
 
-__all__ = ["at_risk_list"]
+__all__ = ["AtRiskList", "at_risk_list"]
+
+
+@dataclass(frozen=True)
+class AtRiskList(BatchWarnings):
+    """What ``crmscore at-risk`` wrote: the listed rows, the CSV, and the warnings of the date.
+
+    ``drift`` is that of the whole churn population at the date, not only of the listed rows:
+    the same figure ``crmscore score churn`` reports for it.
+    """
+
+    rows: list[dict[str, Any]]
+    out: Path
+    drift: tuple[FeatureDrift, ...]
+    # A sentence when the date is more than a day after the data's last row (a stale export).
+    stale_warning: str | None = None
 
 
 def at_risk_list(
@@ -30,9 +47,8 @@ def at_risk_list(
     tables: CanonicalTables | None = None,
     counter_k: int = 1,
     allow_empty: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Write the top ``top`` customers by value at risk, with reasons, as CSV; return the rows.
+) -> AtRiskList:
+    """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
     Each row has the model's ``top_k_reasons`` reasons (what raises the churn risk) and
     ``counter_k`` counter-reasons (what lowers it: why a large customer near the top of the list
@@ -44,8 +60,9 @@ def at_risk_list(
     that cannot be written is refused before any scoring (:class:`features.files.OutputError`).
     An empty churn population at ``as_of`` writes nothing
     (:class:`features.pipeline.EmptyPopulationError`) unless ``allow_empty``; filters that match
-    no one still write a CSV of just the header. ``warn`` receives the sentence of
-    :func:`training.score.stale_warning` when ``as_of`` is past the data's end.
+    no one still write a CSV of just the header. The result carries the rows and the warnings
+    ``crmscore score`` would give for the date: a stale export
+    (:func:`training.score.stale_warning`) and the population's feature drift.
     """
     check_output(out, suffixes=(".csv",))
     scorer, _ = load_champion(config, "churn")
@@ -55,11 +72,10 @@ def at_risk_list(
     if as_of is None:
         as_of = tables.last_timestamp("transactions")
     features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
-    if warn is not None and (stale := stale_warning(tables, "churn", as_of)):
-        warn(stale)
     if not allow_empty:
         check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
     matrix = scorer.prepare(features)
+    drift = tuple(scorer.drift(matrix))
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
     positions, _ = lists.select_at_risk(
         scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names
@@ -70,4 +86,4 @@ def at_risk_list(
         scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
     write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
-    return rows
+    return AtRiskList(rows=rows, out=Path(out), drift=drift, stale_warning=stale_warning(tables, "churn", as_of))

@@ -123,9 +123,8 @@ def score_command(
             batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty)
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
-    for warning in (batch.stale_warning, batch.drift_warning):
-        if warning:
-            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    for warning in batch.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
     if batch.population_shift:
         typer.echo(
@@ -328,7 +327,7 @@ def at_risk_command(
         filters[name.strip()] = value
     try:
         cfg = load_config(config)
-        rows = at_risk_list(
+        listed = at_risk_list(
             cfg,
             top=top,
             as_of=as_of or None,
@@ -338,11 +337,12 @@ def at_risk_command(
             where=filters or None,
             counter_k=counter_reasons,
             allow_empty=allow_empty,
-            warn=lambda line: typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True),
         )
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(f"wrote the top {len(rows):,} customers by value at risk to {out}")
+    for warning in listed.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"wrote the top {len(listed.rows):,} customers by value at risk to {out}")
 
 
 @app.command("serve")

@@ -118,8 +118,8 @@ def run_demo(
         path = out_dir / "scores" / f"{task}.parquet"
         batch = score_batch(configs[key], task, as_of=as_of, out=path, explain=True, tables=tables[key])
         echo(f"   {batch.rows:,} rows -> {path} ({time.monotonic() - t0:.1f}s)")
-        if batch.drift_warning:
-            echo(f"   warning: {batch.drift_warning}")
+        for warning in batch.warnings:
+            echo(f"   warning: {warning}")
         summary.append(f"scores {task}: {batch.rows:,} rows -> {path}")
 
     # Only the leads run on past their test cut-off (the retail data ends 90 days after it).
@@ -137,7 +137,10 @@ def run_demo(
 
     t0 = _step(echo, "at-risk list: top 100 customers by value at risk, with reasons")
     path = out_dir / "at_risk.csv"
-    rows = at_risk_list(configs["retail"], top=100, out=path, tables=tables["retail"])
+    listed = at_risk_list(configs["retail"], top=100, out=path, tables=tables["retail"])
+    rows = listed.rows
+    for warning in listed.warnings:
+        echo(f"   warning: {warning}")
     for row in rows[:3]:
         # The strongest reason each way: what raises the risk, and what keeps it from being higher.
         texts = [r[0]["text"] for r in (row["reasons"], row["counter_reasons"]) if r]

@@ -21,7 +21,15 @@ from models.scorer import Scorer
 from training.pyfunc import load_champion, reasons_as_json
 from training.train import normalize_task
 
-__all__ = ["TABLE_SUFFIXES", "BatchScores", "score_batch", "score_population", "stale_warning", "write_atomic"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "BatchScores",
+    "BatchWarnings",
+    "score_batch",
+    "score_population",
+    "stale_warning",
+    "write_atomic",
+]
 
 # The table formats batch outputs are written in, by file suffix.
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -46,8 +54,25 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
     return out
 
 
+class BatchWarnings:
+    """The warnings of a batch run over one date's population: a stale export and feature drift."""
+
+    drift: tuple[FeatureDrift, ...]
+    stale_warning: str | None
+
+    @property
+    def drift_warning(self) -> str | None:
+        """A sentence naming the features that shifted from the training rows, or None."""
+        return drift_summary(self.drift)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The stale-export and drift sentences that apply, in that order."""
+        return [w for w in (self.stale_warning, self.drift_warning) if w]
+
+
 @dataclass(frozen=True)
-class BatchScores:
+class BatchScores(BatchWarnings):
     """What a batch scoring run wrote: the row count, the output and the batch's feature drift.
 
     ``out`` is the written file for :func:`score_batch`, the folder's path or URI (``s3a://...``)
@@ -61,11 +86,6 @@ class BatchScores:
     population_shift: float = 0.0
     # A sentence when the scoring date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
-
-    @property
-    def drift_warning(self) -> str | None:
-        """A sentence naming the features that shifted from the training rows, or None."""
-        return drift_summary(self.drift)
 
 
 def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
