@@ -589,6 +589,7 @@ def at_risk(
         "model_version": str(model.scorer.version),
         "n_matched": matched,
         "items": rows,
+        "drift": drift_overview(snapshot.drift),
     }
 
 

@@ -145,6 +145,12 @@ class LeadRecord(_Body):
     events: Annotated[list[LeadEvent], Field(max_length=10_000)] = Field(default_factory=list)
 
 
+class DriftInfo(BaseModel):
+    max_psi: float = Field(description="largest population stability index of a feature against the training rows")
+    alert: list[str] = Field(description="features with PSI >= 0.25, worst first")
+    warning: str | None = Field(description="a sentence naming the shifted features; null when none shifted")
+
+
 class AtRiskItem(BaseModel):
     customer_id: str
     probability: float
@@ -162,12 +168,10 @@ class AtRiskResponse(BaseModel):
     model_version: str
     n_matched: int = Field(description="customers matching the filters, before the top-N cut")
     items: list[AtRiskItem]
-
-
-class DriftInfo(BaseModel):
-    max_psi: float = Field(description="largest population stability index of a feature against the training rows")
-    alert: list[str] = Field(description="features with PSI >= 0.25, worst first")
-    warning: str | None = Field(description="a sentence naming the shifted features; null when none shifted")
+    drift: DriftInfo = Field(
+        description="how far the churn snapshot the list ranks has moved from the model's training rows "
+        "(the figure of /models and of `crmscore at-risk`)"
+    )
 
 
 class ModelInfo(BaseModel):

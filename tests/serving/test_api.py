@@ -202,6 +202,9 @@ def test_at_risk_json_sorted_and_filtered(server):
     assert len(values) == 20 and values == sorted(values, reverse=True)
     assert all(item["reasons"] for item in top["items"])
     assert top["n_matched"] >= 20 and top["model_name"] == "crmscore-churn"
+    # The snapshot drift comes with the list, so a marketer's tool can warn as `crmscore at-risk` does.
+    assert top["drift"]["max_psi"] >= 0 and (top["drift"]["warning"] is None) == (top["drift"]["alert"] == [])
+    assert france["drift"] == top["drift"]
     assert all(i["attributes"]["country"] == "France" and i["tier"] == "high" for i in france["items"])
     assert all(len(i["reasons"]) <= 1 for i in france["items"])
     # One counter-reason by default: what keeps a large customer's low churn risk low.

@@ -16,7 +16,15 @@ from features.config import ModelConfig
 from models.catalog import spec_for
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer
-from serving.runtime import ModelUnavailable, RequestError, Runtime, at_risk, build_state, score_ids
+from serving.runtime import (
+    ModelUnavailable,
+    RequestError,
+    Runtime,
+    at_risk,
+    build_state,
+    models_info,
+    score_ids,
+)
 
 FEATURES = ("recency_days", "monetary_90d")
 
@@ -130,6 +138,9 @@ def test_at_risk_ranks_and_filters(config):
     assert all(r["impact"] < 0 for item in body["items"] for r in item["counter_reasons"])
     values = [item["value_at_risk"] for item in body["items"]]
     assert body["n_matched"] == 3 and len(values) == 2 and values == sorted(values, reverse=True)
+    # The drift of the snapshot the list ranks, as /models reports it.
+    churn = next(m for m in models_info(state)["models"] if m["task"] == "churn")
+    assert body["drift"] == churn["snapshot_drift"] and set(body["drift"]) == {"max_psi", "alert", "warning"}
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
     assert uk.splitlines()[0].startswith("customer_id,") and len(uk.splitlines()) == 3
     with pytest.raises(RequestError) as excinfo:
