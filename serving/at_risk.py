@@ -22,14 +22,13 @@ __all__ = ["AtRiskList", "at_risk_list"]
 
 @dataclass(frozen=True)
 class AtRiskList(BatchWarnings):
-    """What ``crmscore at-risk`` wrote: the listed rows, the CSV, and the warnings of the date.
+    """What ``crmscore at-risk`` wrote: the listed rows and the warnings of the date.
 
     ``drift`` is that of the whole churn population at the date, not only of the listed rows:
     the same figure ``crmscore score churn`` reports for it.
     """
 
     rows: list[dict[str, Any]]
-    out: Path
     drift: tuple[FeatureDrift, ...]
     # A sentence when the date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
@@ -86,4 +85,4 @@ def at_risk_list(
         scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
     write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
-    return AtRiskList(rows=rows, out=Path(out), drift=drift, stale_warning=stale_warning(tables, "churn", as_of))
+    return AtRiskList(rows=rows, drift=drift, stale_warning=stale_warning(tables, "churn", as_of))

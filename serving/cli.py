@@ -59,6 +59,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code=code)
 
 
+def _warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
 @app.command("train")
 def train_command(
     model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
@@ -124,7 +128,7 @@ def score_command(
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     for warning in batch.warnings:
-        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        _warn(warning)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
     if batch.population_shift:
         typer.echo(
@@ -172,7 +176,7 @@ def _echo_table(table, key: str) -> None:
         typer.secho(f"not evaluated: {row[key]}: {row['error']}", fg=typer.colors.YELLOW, err=True)
     if "warning" in table.columns:
         for _, row in table[table["warning"].notna()].iterrows():
-            typer.secho(f"warning: {row[key]}: {row['warning']}", fg=typer.colors.YELLOW, err=True)
+            _warn(f"{row[key]}: {row['warning']}")
 
 
 @app.command("backtest")
@@ -341,7 +345,7 @@ def at_risk_command(
     except (ConfigError, ValueError, NoChampionError) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
-        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        _warn(warning)
     typer.echo(f"wrote the top {len(listed.rows):,} customers by value at risk to {out}")
 
 

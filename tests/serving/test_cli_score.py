@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from features.config import load_config
 from features.files import new_file_mode
+from serving.at_risk import at_risk_list
 from serving.cli import app
+from training.score import score_batch
 
 
 @pytest.mark.slow
@@ -59,10 +62,6 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     assert len(pd.read_csv(tmp_path / "a.csv")) == 100
     # Everyone's silence is 82 days longer than the data shows: the list warns of that drift as
     # the batch does, measured on the same population.
-    from features.config import load_config
-    from serving.at_risk import at_risk_list
-    from training.score import score_batch
-
     batch = score_batch(load_config(retail_config), "churn", as_of="2012-03-01", out=tmp_path / "d.csv")
     listed = at_risk_list(load_config(retail_config), top=5, as_of="2012-03-01", out=tmp_path / "e.csv")
     assert listed.drift == batch.drift and len(listed.rows) == 5
