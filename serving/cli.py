@@ -109,8 +109,7 @@ def score_command(
 ) -> None:
     """Batch scores for the model's whole population with the champion, written atomically.
 
-    Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or
-    an export that stopped), unless --allow-empty.
+    Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
     """
     from training.pyfunc import NoChampionError
 
@@ -241,8 +240,7 @@ def monitor_command(
 ) -> None:
     """The champion's scores at past dates against what happened next: one row per date, nothing registered.
 
-    Exit codes: 0 done, 2 bad input or nothing to evaluate, 3 a date fell more than --max-auc-drop below
-    the champion's test ROC AUC (the table is printed and written first).
+    Exit codes: 0 done, 2 bad input or nothing to evaluate, 3 a date fell more than --max-auc-drop below the champion's test ROC AUC (the table is printed and written first).
     """
     from features.files import check_output
     from training.monitor import monitor_champion
