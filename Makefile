@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export BENTOML_DO_NOT_TRACK := true
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bento lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 		(apt-get install -y -q wrk >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null)); } || \
 		echo "wrk not installed: bench_api uses its Python client"
 	$(BIN)/python -m benchmarks
+
+# The scoring API as a Bento (bentofile.yaml); then `bentoml containerize crmscore:latest` with a Docker engine.
+bento: $(STAMP)
+	$(BIN)/bentoml build .
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
