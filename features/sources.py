@@ -64,7 +64,7 @@ class TableReport:
     date_max: dt.datetime | None = None
     duplicates: int = 0
     refunds: int = 0
-    cancelled_orders: int = 0
+    cancelled_orders: int | None = 0  # None when no order_id is mapped
     null_rates: dict[str, float] = field(default_factory=dict)
     excluded: tuple[str, ...] = ()
 
@@ -88,9 +88,8 @@ class TableReport:
         if self.date_min is not None:
             out.append(f"  date range    {self.date_min} .. {self.date_max}")
         if self.table == "transactions":
-            out.append(
-                f"  refund/return lines (amount < 0) {self.refunds:,}; orders with a refund {self.cancelled_orders:,}"
-            )
+            orders = "no order_id mapped" if self.cancelled_orders is None else f"{self.cancelled_orders:,}"
+            out.append(f"  refund/return lines (amount < 0) {self.refunds:,}; orders with a refund {orders}")
         out.append(f"  exact duplicate rows {self.duplicates:,}")
         nulls = {c: r for c, r in self.null_rates.items() if r > 0}
         if nulls:
@@ -204,12 +203,21 @@ def _quote(name: str, dialect: str = "duckdb") -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _column_or_sql(expression: str, raw: ir.Table, dialect: str) -> str:
+    """A mapping that names a source column exactly is that column, even when SQL would read it otherwise.
+
+    ``Customer ID`` (a space) or ``when`` and ``order`` (keywords) are column names in real exports;
+    anything else is a SQL expression over the source columns.
+    """
+    return _quote(expression, dialect) if expression in raw.columns else expression
+
+
 def _attributes(spec: TableConfig, raw: ir.Table, mapped_sources: set[str], dialect: str) -> dict[str, str]:
     if spec.attributes == "*":
-        attrs = {c: _quote(c, dialect) for c in raw.columns if c not in mapped_sources}
-    else:
-        attrs = dict(spec.attributes)
-    return {name: expr for name, expr in attrs.items() if name not in spec.exclude}
+        return {c: _quote(c, dialect) for c in raw.columns if c not in mapped_sources and c not in spec.exclude}
+    return {
+        name: _column_or_sql(expr, raw, dialect) for name, expr in spec.attributes.items() if name not in spec.exclude
+    }
 
 
 def _examples(expr: ir.Table, column: str, n: int = 5) -> list[Any]:
@@ -252,12 +260,23 @@ def map_table(
     for name in spec.exclude:
         if name not in raw.columns and name not in spec.attributes:
             raise ContractError(table, name, "excluded column is not in the source", f"source {source}")
-    _check_columns(table, raw, {**spec.columns, **attributes}, source, dialect)
-    keep_flags = {f"__keep_{i}": f.keep for i, f in enumerate(spec.filters)}
-    _check_columns(table, raw, {f"filter '{f.name}'": f.keep for f in spec.filters}, source, dialect)
+    columns = {name: _column_or_sql(expr, raw, dialect) for name, expr in spec.columns.items()}
+    _check_columns(table, raw, {**columns, **attributes}, source, dialect)
+    keeps = [_column_or_sql(f.keep, raw, dialect) for f in spec.filters]
+    _check_columns(
+        table, raw, {f"filter '{f.name}'": k for f, k in zip(spec.filters, keeps, strict=True)}, source, dialect
+    )
+    keep_flags = {f"__keep_{i}": keep for i, keep in enumerate(keeps)}
 
+    # "Exact duplicate" means the same source row: a source column that no canonical column or attribute
+    # carries as it is (Price, when amount = Quantity * Price) rides along until the duplicates are counted,
+    # so two lines of one order that map to the same few canonical values are not taken for one.
+    carried = {*columns.values(), *attributes.values()}
+    quoted = (_quote(c, dialect) for c in raw.columns)
+    row_identity = {f"__src_{i}": q for i, q in enumerate(quoted) if q not in carried}
     selects = [
-        f"{expr} AS {_quote(name, dialect)}" for name, expr in {**spec.columns, **attributes, **keep_flags}.items()
+        f"{expr} AS {_quote(name, dialect)}"
+        for name, expr in {**columns, **attributes, **keep_flags, **row_identity}.items()
     ]
     mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {_quote(raw_name, dialect)}", dialect=dialect)
 
@@ -280,7 +299,8 @@ def map_table(
             elif value.type().is_date():
                 casts[column] = value.cast("timestamp")
             elif spec.timestamp_format and value.type().is_string():
-                casts[column] = value.as_timestamp(spec.timestamp_format)
+                # Ibis labels strptime UTC; the value is the naive wall-clock time, like every other branch.
+                casts[column] = value.as_timestamp(spec.timestamp_format).cast("timestamp")
             else:
                 casts[column] = value.try_cast("timestamp")
         elif column in ("event_type", "channel", "category"):
@@ -329,14 +349,14 @@ def map_table(
         keep = kept[flag].fill_null(False)
         dropped[rule.name] = kept.filter(~keep).count().to_pyarrow().as_py()
         kept = kept.filter(keep)
-    kept = kept.select(*data_columns)
+    kept = kept.select(*data_columns, *row_identity)
     n_before_dedup = kept.count().to_pyarrow().as_py()
     distinct = kept.distinct()
     duplicates = n_before_dedup - distinct.count().to_pyarrow().as_py()
     if spec.drop_duplicates:
         dropped["exact duplicate row"] = duplicates
         kept = distinct
-    kept = kept.cache()
+    kept = kept.select(*data_columns).cache()
 
     entity = _ENTITY[table]
     stats = {"rows_kept": kept.count(), "entities": kept[entity].nunique()}
@@ -347,7 +367,7 @@ def map_table(
     if table == "transactions":
         stats["refunds"] = (kept.amount < 0).sum()
     summary = kept.aggregate(**stats).to_pyarrow().to_pylist()[0]
-    cancelled = 0
+    cancelled = None if table == "transactions" and "order_id" not in kept.columns else 0
     if table == "transactions" and "order_id" in kept.columns:
         cancelled = kept.filter(kept.amount < 0).order_id.nunique().to_pyarrow().as_py()
     report = TableReport(

@@ -10,7 +10,7 @@ import pytest
 
 from features.config import load_config
 from features.sources import ContractError, load_tables
-from tests.conftest import CONFIGS, DATA
+from tests.conftest import CONFIGS, DATA, minimal_config_dict
 
 RAW = pd.DataFrame(
     {
@@ -107,6 +107,53 @@ def test_filters_and_duplicates_are_counted_once_each(tmp_path, write_config):
     assert report.rows_read == report.rows_kept + sum(report.dropped.values())
 
 
+# Two lines of one order that differ only in a column the mapping does not carry (the product), and one
+# line exported twice; the columns are named as real exports name them: a space, SQL keywords.
+EXPORT = pd.DataFrame(
+    {
+        "Customer ID": ["7", "7", "7", "8"],
+        "when": ["2024-01-01 10:00"] * 3 + ["2024-01-02 11:00"],
+        "order": ["A1", "A1", "A1", "B1"],
+        "product": ["mug", "cup", "cup", "mug"],
+        "Quantity": [1, 1, 1, 2],
+        "Price": [5.0, 5.0, 5.0, 5.0],
+    }
+)
+
+
+def _export_config(write_config, path, **table_extra):
+    columns = {"customer_id": "Customer ID", "timestamp": "when", "amount": "Quantity * Price", "order_id": "order"}
+    table = {"source": {"path": str(path)}, "columns": columns, **table_extra}
+    return load_config(write_config({"name": "t", "tables": {"transactions": table}}))
+
+
+def test_a_column_named_like_sql_is_mapped_as_it_is(tmp_path, write_config):
+    """``Customer ID`` would read as a column with an alias, ``when`` and ``order`` as keywords."""
+    EXPORT.to_csv(tmp_path / "tx.csv", index=False)
+    frame, report = _canonical(_export_config(write_config, tmp_path / "tx.csv"))
+    assert frame.customer_id.tolist() == ["7", "7", "7", "8"]
+    assert frame.order_id.tolist() == ["A1", "A1", "A1", "B1"]
+    assert frame.timestamp.max() == pd.Timestamp("2024-01-02 11:00") and report.rows_kept == 4
+
+
+def test_duplicates_are_source_rows_not_equal_mapped_values(tmp_path, write_config):
+    """The mug and the cup map to the same four canonical values; only the cup exported twice is a duplicate."""
+    EXPORT.to_csv(tmp_path / "tx.csv", index=False)
+    frame, report = _canonical(_export_config(write_config, tmp_path / "tx.csv", drop_duplicates=True))
+    assert report.duplicates == 1 and report.dropped == {"exact duplicate row": 1}
+    assert report.rows_kept == 3 == len(frame)
+    assert frame.groupby("customer_id").amount.sum().to_dict() == {"7": 10.0, "8": 10.0}
+    assert list(frame.columns) == ["customer_id", "timestamp", "amount", "order_id"]
+
+
+def test_orders_with_a_refund_are_not_counted_without_order_ids(tmp_path, write_config):
+    RAW.to_parquet(tmp_path / "tx.parquet")
+    config = load_config(write_config(minimal_config_dict()))  # source tx.parquet beside the config
+    report = load_tables(config).reports["transactions"]
+    assert report.refunds == 1 and report.cancelled_orders is None
+    assert "orders with a refund no order_id mapped" in "\n".join(report.lines())
+
+
 def test_csv_and_parquet_sources_give_the_same_canonical_table(tmp_path, write_config):
     RAW.to_csv(tmp_path / "tx.csv", index=False)
     raw = RAW.assign(ts=pd.to_datetime(RAW.ts))
@@ -171,6 +218,15 @@ def test_timestamp_format_parses_day_first_dates(tmp_path, write_config):
     )
     frame, _ = _canonical(_config(write_config, tmp_path / "tx.csv", timestamp_format="%d/%m/%Y"))
     assert frame.timestamp.min() == pd.Timestamp("2024-01-01") and frame.timestamp.max() == pd.Timestamp("2024-03-01")
+
+
+def test_timestamp_format_gives_wall_clock_times(tmp_path, write_config):
+    """Ibis labels a strptime with a time of day UTC; the canonical column is naive, as from every other source."""
+    times = ["01/01/2024 10:00", "05/01/2024 12:30", "01/02/2024 09:00", "02/02/2024 09:00"] + ["01/03/2024 00:00"] * 2
+    RAW.assign(ts=times).to_csv(tmp_path / "tx.csv", index=False)
+    frame, report = _canonical(_config(write_config, tmp_path / "tx.csv", timestamp_format="%d/%m/%Y %H:%M"))
+    assert frame.timestamp.dt.tz is None and report.date_min.tzinfo is None
+    assert frame.timestamp.min() == pd.Timestamp("2024-01-01 10:00")
 
 
 def test_required_column_entirely_null(tmp_path, write_config):

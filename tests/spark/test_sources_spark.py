@@ -10,7 +10,7 @@ from features.config import load_config
 from features.engine import connect
 from features.sources import ContractError, load_tables
 from tests.conftest import CONFIGS
-from tests.features.test_sources import RAW, _config
+from tests.features.test_sources import EXPORT, RAW, _config, _export_config
 
 pytestmark = pytest.mark.spark
 
@@ -92,3 +92,11 @@ def test_star_attributes_and_exclude_on_spark(spark):
     assert frames["spark"]["job"].iloc[0] != "job"
     pdt.assert_frame_equal(frames["spark"], frames["duckdb"], check_dtype=False)
     assert reports["spark"] == reports["duckdb"]
+
+
+def test_sql_like_column_names_and_source_row_duplicates_on_spark(tmp_path, write_config, spark):
+    EXPORT.to_csv(tmp_path / "tx.csv", index=False)
+    got = _both(_export_config(write_config, tmp_path / "tx.csv", drop_duplicates=True), spark)
+    pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
+    assert got["spark"][1].to_dict() == got["duckdb"][1].to_dict()
+    assert got["spark"][1].dropped == {"exact duplicate row": 1} and len(got["spark"][0]) == 3
