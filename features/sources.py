@@ -322,7 +322,12 @@ def map_table(
                 column,
                 f"values must parse as a {kind}",
                 f"{n_bad:,} row(s) do not, e.g. {_examples(bad, f'__raw_{column}')}"
-                + (" (set timestamp_format in the config)" if kind == "timestamp" else ""),
+                + (" (set timestamp_format in the config)" if kind == "timestamp" else "")
+                + (
+                    f" (map a condition instead, e.g. converted: {spec.columns[column]} = 'yes')"
+                    if column == "converted"
+                    else ""
+                ),
             )
 
     required = CANONICAL_COLUMNS[table]["required"]

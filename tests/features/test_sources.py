@@ -277,3 +277,20 @@ def test_last_timestamp_names_the_table(tmp_path, write_config):
     assert tables.last_timestamp("transactions") == "2024-03-01 00:00:00"
     with pytest.raises(ValueError, match="table 'leads' is not configured"):
         tables.last_timestamp("leads")
+
+
+def test_a_text_outcome_is_refused_with_the_condition_to_map(tmp_path, write_config):
+    leads = pd.DataFrame(
+        {"id": ["a", "b", "c"], "at": ["2024-01-01", "2024-01-02", "2024-01-03"], "y": ["won", "lost", "won"]}
+    )
+    leads.to_csv(tmp_path / "leads.csv", index=False)
+
+    def config(converted):
+        columns = {"lead_id": "id", "created_at": "at", "converted": converted}
+        table = {"source": {"path": str(tmp_path / "leads.csv")}, "columns": columns}
+        return load_config(write_config({"name": "t", "tables": {"leads": table}}))
+
+    with pytest.raises(ContractError, match=r"column 'converted'.*must parse as a number.*converted: y = 'yes'"):
+        load_tables(config("y"))
+    mapped = load_tables(config("y = 'won'")).leads.to_pandas().sort_values("lead_id")
+    assert mapped.converted.tolist() == [1.0, 0.0, 1.0]
