@@ -159,7 +159,19 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
                 "or pandas.DataFrame.to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True)",
             ) from exc
     if src.format == "csv":
-        return con.read_csv(path, table_name=name, **src.csv_options)
+        raw = con.read_csv(path, table_name=name, **src.csv_options)
+        ids = _integer_id_columns(spec, raw)
+        if not ids or {"types", "columns", "schema"} & set(src.csv_options):  # the user typed the columns
+            return raw
+        # An id read as an integer loses its leading zeros ("007" and "7" become one customer): read it as
+        # the text it is. DuckDB infers from a sample of rows, Spark from all, so they can differ otherwise.
+        if config.engine == "duckdb":
+            return con.read_csv(path, table_name=name, **{**src.csv_options, "types": dict.fromkeys(ids, "VARCHAR")})
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        inferred = con._session.table(name).schema
+        schema = StructType([StructField(f.name, StringType()) if f.name in ids else f for f in inferred.fields])
+        return con.read_csv(path, table_name=name, **{**src.csv_options, "schema": schema, "inferSchema": False})
     # A DuckDB file is attached read-only to the session, so it joins with the other sources.
     if config.engine != "duckdb":
         raise ContractError(table, "<source>", "a duckdb source needs engine: duckdb", f"source {path}")
@@ -167,6 +179,15 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
     con.raw_sql(f"ATTACH IF NOT EXISTS '{path}' AS {alias} (READ_ONLY)")
     con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {alias}.{_quote(src.table)}")
     return con.table(name)
+
+
+def _integer_id_columns(spec: TableConfig, raw: ir.Table) -> list[str]:
+    """Source columns mapped as they are onto an id column that the reader typed as integers."""
+    return [
+        expr
+        for canonical, expr in spec.columns.items()
+        if canonical in ID_COLUMNS and expr in raw.columns and raw[expr].type().is_integer()
+    ]
 
 
 def _referenced_columns(expression: str, *, dialect: str) -> list[str]:

@@ -294,3 +294,22 @@ def test_a_text_outcome_is_refused_with_the_condition_to_map(tmp_path, write_con
         load_tables(config("y"))
     mapped = load_tables(config("y = 'won'")).leads.to_pandas().sort_values("lead_id")
     assert mapped.converted.tolist() == [1.0, 0.0, 1.0]
+
+
+def write_ids_with_leading_zeros(write_config, folder, n_plain=0):
+    """Plain integer ids first (past a CSV reader's type sample), then "007" beside a different "7".
+
+    Returns the config mapping that CSV (the smallest one) and the ids written.
+    """
+    ids = [*(str(100 + i) for i in range(n_plain)), "7", "007", "012"]
+    pd.DataFrame({"cid": ids, "ts": "2024-01-01", "qty": 1, "price": 2.0}).to_csv(folder / "tx.csv", index=False)
+    data = minimal_config_dict()
+    data["tables"]["transactions"]["source"] = {"path": str(folder / "tx.csv")}
+    return load_config(write_config(data)), ids
+
+
+def test_an_integer_looking_id_keeps_its_leading_zeros(tmp_path, write_config):
+    """DuckDB types a CSV column from a sample of rows, where these ids all look like integers."""
+    config, ids = write_ids_with_leading_zeros(write_config, tmp_path, n_plain=30_000)
+    got = load_tables(config).transactions.to_pandas().customer_id
+    assert sorted(got) == sorted(ids) and got.nunique() == len(ids)

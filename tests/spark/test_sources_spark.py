@@ -10,7 +10,7 @@ from features.config import load_config
 from features.engine import connect
 from features.sources import ContractError, load_tables
 from tests.conftest import CONFIGS
-from tests.features.test_sources import EXPORT, RAW, _config, _export_config
+from tests.features.test_sources import EXPORT, RAW, _config, _export_config, write_ids_with_leading_zeros
 
 pytestmark = pytest.mark.spark
 
@@ -100,3 +100,11 @@ def test_sql_like_column_names_and_source_row_duplicates_on_spark(tmp_path, writ
     pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
     assert got["spark"][1].to_dict() == got["duckdb"][1].to_dict()
     assert got["spark"][1].dropped == {"exact duplicate row": 1} and len(got["spark"][0]) == 3
+
+
+def test_ids_keep_their_leading_zeros_on_spark(tmp_path, write_config, spark):
+    """Spark infers the type of a CSV column from every row: "007" and "7" would both become customer 7."""
+    config, ids = write_ids_with_leading_zeros(write_config, tmp_path)
+    got = _both(config, spark)
+    assert sorted(got["spark"][0].customer_id) == sorted(ids)
+    pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
