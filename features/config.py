@@ -54,6 +54,8 @@ TIMESTAMP_COLUMNS = frozenset({"timestamp", "created_at", "converted_at", "signu
 NUMERIC_COLUMNS = frozenset({"amount", "quantity", "value", "converted"})
 # Canonical identifier columns: compared as strings everywhere.
 ID_COLUMNS = frozenset({"customer_id", "lead_id", "order_id", "product_id"})
+# The event_type of a customer event that ends the relationship: churn within the window, purchases or not.
+CANCELLATION = "cancellation"
 
 
 class ConfigError(ValueError):

@@ -23,6 +23,7 @@ import datetime as dt
 import ibis
 import ibis.expr.types as ir
 
+from features.config import CANCELLATION
 from features.sources import CanonicalTables
 from features.timebase import AsOf, as_of_literal, normalize_as_of
 
@@ -36,8 +37,6 @@ __all__ = [
     "next_purchase_labels",
     "observed_until",
 ]
-
-CANCELLATION = "cancellation"
 
 
 def _window(table: ir.Table, as_of: dt.datetime, horizon_days: int, time_column: str = "timestamp") -> ir.Table:

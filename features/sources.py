@@ -20,6 +20,7 @@ import sqlglot
 from ibis.backends import BaseBackend
 
 from features.config import (
+    CANCELLATION,
     CANONICAL_COLUMNS,
     ID_COLUMNS,
     NUMERIC_COLUMNS,
@@ -29,6 +30,8 @@ from features.config import (
 )
 
 __all__ = ["CanonicalTables", "ContractError", "TableReport", "load_tables", "map_table"]
+
+MAX_EVENT_TYPES_SHOWN = 8
 
 _ENTITY = {
     "transactions": "customer_id",
@@ -67,6 +70,7 @@ class TableReport:
     cancelled_orders: int | None = 0  # None when no order_id is mapped
     null_rates: dict[str, float] = field(default_factory=dict)
     excluded: tuple[str, ...] = ()
+    event_types: dict[str, int] = field(default_factory=dict)  # events tables: rows kept per event_type
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -96,6 +100,19 @@ class TableReport:
             out.append("  null rates    " + ", ".join(f"{c} {r:.1%}" for c, r in nulls.items()))
         if self.excluded:
             out.append(f"  excluded columns (never features): {', '.join(self.excluded)}")
+        if self.event_types:
+            shown = list(self.event_types.items())[:MAX_EVENT_TYPES_SHOWN]
+            more = len(self.event_types) - len(shown)
+            out.append(
+                "  event types   " + ", ".join(f"{k} {n:,}" for k, n in shown) + (f" and {more} more" if more else "")
+            )
+        if self.table == "events" and self.rows_kept:
+            n = self.event_types.get(CANCELLATION, 0)
+            out.append(
+                f"  cancellations {n:,} (event_type '{CANCELLATION}': churn within the window)"
+                if n
+                else f"  cancellations none: no event_type '{CANCELLATION}', so churn labels read purchases only"
+            )
         return out
 
 
@@ -396,6 +413,13 @@ def map_table(
     cancelled = None if table == "transactions" and "order_id" not in kept.columns else 0
     if table == "transactions" and "order_id" in kept.columns:
         cancelled = kept.filter(kept.amount < 0).order_id.nunique().to_pyarrow().as_py()
+    event_types: dict[str, int] = {}
+    if "event_type" in kept.columns:
+        counts_by_type = kept.event_type.value_counts().to_pyarrow().to_pylist()
+        rows = sorted(
+            ((r["event_type"], r["event_type_count"]) for r in counts_by_type), key=lambda r: (-r[1], str(r[0]))
+        )
+        event_types = {str(k): int(n) for k, n in rows}
     report = TableReport(
         table=table,
         source=source,
@@ -411,6 +435,7 @@ def map_table(
         cancelled_orders=cancelled,
         null_rates={c: (counts[f"null__{c}"] / rows_read if rows_read else 0.0) for c in data_columns},
         excluded=tuple(spec.exclude),
+        event_types=event_types,
     )
     assert report.rows_read == report.rows_kept + sum(report.dropped.values()), "a row was lost without a rule"
     return kept, report

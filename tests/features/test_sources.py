@@ -313,3 +313,27 @@ def test_an_integer_looking_id_keeps_its_leading_zeros(tmp_path, write_config):
     config, ids = write_ids_with_leading_zeros(write_config, tmp_path, n_plain=30_000)
     got = load_tables(config).transactions.to_pandas().customer_id
     assert sorted(got) == sorted(ids) and got.nunique() == len(ids)
+
+
+def test_the_events_report_counts_event_types_and_says_whether_cancellations_label_churn(tmp_path, write_config):
+    RAW.to_parquet(tmp_path / "tx.parquet")
+    events = pd.DataFrame(
+        {"cust": ["1", "1", "2", "3"], "at": ["2024-01-02"] * 4, "kind": ["email", "email", "visit", "cancellation"]}
+    )
+
+    def report(kinds):
+        events.assign(kind=kinds).to_csv(tmp_path / "ev.csv", index=False)
+        data = minimal_config_dict()
+        data["tables"]["events"] = {
+            "source": {"path": "ev.csv"},
+            "columns": {"customer_id": "cust", "timestamp": "at", "event_type": "kind"},
+        }
+        return load_tables(load_config(write_config(data))).reports["events"]
+
+    with_cancel = report(events.kind)
+    assert with_cancel.event_types == {"email": 2, "cancellation": 1, "visit": 1}
+    text = "\n".join(with_cancel.lines())
+    assert "event types   email 2, cancellation 1, visit 1" in text
+    assert "cancellations 1 (event_type 'cancellation': churn within the window)" in text
+    without = "\n".join(report(["email", "email", "visit", "Cancelled"]).lines())
+    assert "cancellations none: no event_type 'cancellation'" in without
