@@ -293,9 +293,19 @@ class Runtime:
         self.state: State = build_state(config, loader=loader)
 
     def reload(self) -> State:
-        """Build a new state from the registry and snapshots, then swap it in; returns it."""
+        """Build a new state from the registry and snapshots, then swap it in; returns it.
+
+        Raises
+        ------
+        ModelUnavailable
+            The new state could not be built (unreadable model files, a broken snapshot); the
+            current state keeps serving and the message says why.
+        """
         with self._reload_lock:  # two reloads at once would only load everything twice
-            state = build_state(self.config, loader=self._loader)
+            try:
+                state = build_state(self.config, loader=self._loader)
+            except Exception as exc:
+                raise ModelUnavailable(f"reload failed, still serving the models loaded before: {exc}") from exc
             self.state = state
         return state
 

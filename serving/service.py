@@ -275,9 +275,11 @@ class CrmScore:
         return ModelsResponse.model_validate(runtime.models_info(self.runtime.state))
 
     @bentoml.api(route="/reload")
-    def reload(self) -> ModelsResponse:
+    @_answers
+    def reload(self, *, ctx: bentoml.Context) -> ModelsResponse:
         """Load the current champions and snapshots and swap them in at once (admin).
-        Requests already running finish on the models they started with."""
+        Requests already running finish on the models they started with; if loading fails, the
+        previous models keep serving and the answer is 503 with the reason."""
         state = self.runtime.reload()
         _settle_heap()
         return ModelsResponse.model_validate(runtime.models_info(state))

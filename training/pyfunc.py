@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAMPION",
     "CHALLENGER",
+    "ChampionFilesError",
     "CrmScoreModel",
     "NoChampionError",
     "cli_model_name",
@@ -58,6 +59,10 @@ def cli_model_name(task: str) -> str:
 
 class NoChampionError(LookupError):
     """No model version holds alias ``champion``; the message says which command trains one."""
+
+
+class ChampionFilesError(OSError):
+    """The registry names a champion whose model files cannot be read; the message says where they should be."""
 
 
 class CrmScoreModel(mlflow.pyfunc.PythonModel):
@@ -222,6 +227,17 @@ def load_scorer(model_uri: str) -> Scorer:
         return pickle.load(handle)
 
 
+def _artifact_location(client: Any, version: Any) -> str:
+    """Where the registry says a version's files are: its logged model's location, else its source URI."""
+    source = str(version.source)
+    if source.startswith("models:/m-"):
+        try:
+            return str(client.get_logged_model(source.removeprefix("models:/")).artifact_location)
+        except Exception:  # the location is only for the message
+            pass
+    return source
+
+
 def _train_command(config: Config, task: str) -> str:
     guess = config.base_dir / f"{config.name}.yaml"
     config_arg = str(guess) if guess.is_file() else "<config.yaml>"
@@ -254,7 +270,15 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
             f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
             f"(registered model '{name}'). Train one with: {_train_command(config, task)}"
         ) from exc
-    scorer = load_scorer(f"models:/{name}/{version.version}")
+    try:
+        scorer = load_scorer(f"models:/{name}/{version.version}")
+    except (MlflowException, OSError) as exc:
+        raise ChampionFilesError(
+            f"'{name}' version {version.version} ({CHAMPION}) is in the registry at {config.tracking_uri}, but its "
+            f"files cannot be read from {_artifact_location(client, version)} ({exc}). The registry keeps the "
+            "absolute location each model was logged to: make that path reachable here (mount the artifacts at "
+            "the same path), or track with an MLflow server that serves the artifacts (--artifacts-destination)"
+        ) from exc
     scorer.version = str(version.version)
     tags = dict(version.tags or {})
     info = {

@@ -3,7 +3,8 @@
 The Bento is built into a fresh BentoML home from ``bentofile.yaml`` at the repository root and served
 from that Bento store (``bentoml serve crmscore:<version>``). The test environment has crmscore installed
 (editable), which would hide a module left out of ``include`` when serving, so the Bento's file list is
-checked against the tracked modules. Containerizing needs a Docker engine, which CI has not; the image
+checked against the tracked modules. The served Bento also meets the deployment mistake of a registry without
+its model files: a reload answers 503 naming the path and the loaded models keep serving. Containerizing needs a Docker engine, which CI has not; the image
 installs exactly the Bento's ``requirements.txt``, checked below.
 """
 
@@ -97,11 +98,19 @@ def test_the_built_bento_serves_the_champions(bento, trained, tmp_path):
         log=log,
         timeout_s=120,
     )
+    artifacts = retail.parent / "mlruns"  # beside the registry's SQLite file
     try:
-        with httpx.Client(base_url=url, headers={"x-api-key": KEYS["marketer"]}, timeout=60) as client:
+        with httpx.Client(base_url=url, headers={"x-api-key": KEYS["admin"]}, timeout=60) as client:
             models = client.post("/models", json={})
             some_id = str(pd.read_parquet(snapshots / "churn.parquet", columns=["customer_id"]).customer_id.iloc[0])
             scored = client.post("/score/churn", json={"ids": [some_id], "k": 2})
+            # The deployment mistake the README warns of: the registry without its model files.
+            artifacts.rename(tmp_path / "mlruns-away")
+            try:
+                failed_reload = client.post("/reload", json={})
+                after = client.post("/score/churn", json={"ids": [some_id], "k": 2})
+            finally:
+                (tmp_path / "mlruns-away").rename(artifacts)
     finally:
         stop_process(proc)
     assert f'BentoServer from "{tag}"' in log.read_text()  # the Bento from the store
@@ -113,3 +122,8 @@ def test_the_built_bento_serves_the_champions(bento, trained, tmp_path):
     item = scored.json()["items"][0]
     assert item["id"] == some_id and 0 < item["probability"] < 1
     assert item["model_name"] == "crmscore-churn" and len(item["reasons"]) == 2
+    assert failed_reload.status_code == 503, failed_reload.text
+    error = failed_reload.json()["error"]
+    assert error.startswith("reload failed, still serving the models loaded before")
+    assert str(artifacts) in error and "mount the artifacts at the same path" in error
+    assert after.status_code == 200 and after.json()["items"][0] == item  # the loaded models kept serving

@@ -166,3 +166,21 @@ def test_reload_swaps_the_whole_state(config):
     assert runtime.state is new and new is not old
     assert old.models["churn"].info["version"] == "1" and "lead" not in old.models
     assert new.models["churn"].info["version"] == "2" and "lead" in new.models
+
+
+def test_a_failed_reload_keeps_serving_the_loaded_models(config):
+    versions = {"churn": "1"}
+    base = loader(versions)
+    broken = {"now": False}
+
+    def load(cfg, task):
+        if broken["now"] and task == "churn":
+            raise OSError("model files cannot be read from /models/churn")
+        return base(cfg, task)
+
+    runtime = Runtime(config, loader=load)
+    before = runtime.state
+    broken["now"] = True
+    with pytest.raises(ModelUnavailable, match="reload failed, still serving .*cannot be read from /models/churn"):
+        runtime.reload()
+    assert runtime.state is before and runtime.state.model("churn").info["version"] == "1"

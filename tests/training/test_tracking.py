@@ -18,7 +18,7 @@ from features.config import Config, TablesConfig
 from models.churn import spec as churn_spec
 from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
-from training.pyfunc import NoChampionError, load_champion
+from training.pyfunc import ChampionFilesError, NoChampionError, load_champion
 from training.report import make_plots
 from training.tracking import log_and_register
 
@@ -62,6 +62,21 @@ def _aliases(config, version):
 def test_no_champion_error_names_the_command(config):
     with pytest.raises(NoChampionError, match="crmscore train churn --config"):
         load_champion(config, "churn")
+
+
+def test_a_champion_whose_files_moved_says_where_they_should_be(config, good, tmp_path):
+    """A registry copied without its artifacts (a container that mounts only the database): name the path."""
+    import shutil
+
+    _log(config, good)
+    artifacts = tmp_path / "mlruns"  # beside the SQLite file
+    assert artifacts.is_dir()
+    shutil.move(artifacts, tmp_path / "elsewhere")
+    with pytest.raises(ChampionFilesError) as info:
+        load_champion(config, "churn")
+    message = str(info.value)
+    assert "'crmscore-churn' version 1 (champion)" in message and config.tracking_uri in message
+    assert str(artifacts / "crmscore-churn") in message and "mount the artifacts at the same path" in message
 
 
 def test_promotion_gate(config, good, bad):
