@@ -111,7 +111,7 @@ def score_command(
 
     Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
     """
-    from training.pyfunc import NoChampionError
+    from training.pyfunc import ChampionUnavailable
 
     task = _task(model)
     try:
@@ -124,7 +124,7 @@ def score_command(
             from training.score import score_batch
 
             batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty)
-    except (ConfigError, ValueError, NoChampionError) as exc:
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in batch.warnings:
         _warn(warning)
@@ -152,12 +152,12 @@ def explain_command(
     Exit 1 when an id is not in the population of the date (the others are still explained).
     """
     from training.explain import explain_ids, render
-    from training.pyfunc import NoChampionError
+    from training.pyfunc import ChampionUnavailable
 
     task = _task(model)
     try:
         result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k)
-    except (ConfigError, ValueError, NoChampionError) as exc:
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else render(result))
     if any("error" in item for item in result["items"]):
@@ -244,7 +244,7 @@ def monitor_command(
     """
     from features.files import check_output
     from training.monitor import monitor_champion
-    from training.pyfunc import NoChampionError
+    from training.pyfunc import ChampionUnavailable
     from training.score import TABLE_SUFFIXES, write_atomic
 
     task = _task(model)
@@ -263,7 +263,7 @@ def monitor_command(
         )
         if out is not None:
             write_atomic(table, out)
-    except (ConfigError, ValueError, NoChampionError) as exc:
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     trained = info.get("metrics", {})
     typer.echo(
@@ -319,7 +319,7 @@ def at_risk_command(
     Exit 2, writing nothing, when the churn population of the date is empty, unless --allow-empty.
     """
     from serving.at_risk import at_risk_list
-    from training.pyfunc import NoChampionError
+    from training.pyfunc import ChampionUnavailable
 
     filters: dict[str, str] = {}
     for item in where or ():
@@ -340,7 +340,7 @@ def at_risk_command(
             counter_k=counter_reasons,
             allow_empty=allow_empty,
         )
-    except (ConfigError, ValueError, NoChampionError) as exc:
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)

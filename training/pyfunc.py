@@ -28,6 +28,7 @@ __all__ = [
     "CHAMPION",
     "CHALLENGER",
     "ChampionFilesError",
+    "ChampionUnavailable",
     "CrmScoreModel",
     "NoChampionError",
     "cli_model_name",
@@ -57,11 +58,15 @@ def cli_model_name(task: str) -> str:
     return task.replace("_", "-")
 
 
-class NoChampionError(LookupError):
+class ChampionUnavailable(Exception):
+    """No usable champion: none registered, or its files cannot be read. Commands exit with the message."""
+
+
+class NoChampionError(ChampionUnavailable, LookupError):
     """No model version holds alias ``champion``; the message says which command trains one."""
 
 
-class ChampionFilesError(OSError):
+class ChampionFilesError(ChampionUnavailable, OSError):
     """The registry names a champion whose model files cannot be read; the message says where they should be."""
 
 
@@ -256,6 +261,8 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     ------
     NoChampionError
         No registered model, or no version with alias ``champion``.
+    ChampionFilesError
+        The champion is registered but its files cannot be read; the message names where they should be.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

@@ -268,3 +268,22 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
     assert text.exit_code == 1  # one id outside the population; the others are still explained
     assert f"{picked[0]}: P(" in text.stdout and "log-odds: base" in text.stdout
     assert f"nobody: not in the {task} population at" in text.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [["score", "churn", "--as-of", "2011-12-01", "--out", "{tmp}/s.csv"], ["at-risk", "--out", "{tmp}/l.csv"]],
+)
+def test_a_registry_without_its_model_files_is_an_error_naming_the_path(trained, tmp_path, command):
+    retail_config, _, _ = trained
+    artifacts = retail_config.parent / "mlruns"  # beside the registry's SQLite file
+    artifacts.rename(tmp_path / "away")
+    try:
+        args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+        result = CliRunner().invoke(app, [*args, "--config", str(retail_config)])
+    finally:
+        (tmp_path / "away").rename(artifacts)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: 'crmscore-churn' version ") and str(artifacts) in result.stderr
+    assert "Traceback" not in result.output and not list(tmp_path.glob("*.csv"))
