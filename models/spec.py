@@ -45,6 +45,23 @@ def _lgbm_canonical() -> dict[str, str]:
     return {alias: name for name, aliases in groups.items() for alias in (name, *aliases)}
 
 
+def leaf_size_for(params: Mapping[str, Any], n_rows: int) -> tuple[dict[str, Any], str | None]:
+    """``params`` with a leaf size that lets the trees split ``n_rows`` rows, and a note when it changed.
+
+    The shipped leaf sizes (200 rows for churn) are for thousands of customers per cut-off; on a
+    few hundred rows no split has that many on both sides, and LightGBM returns a constant model.
+    When ``2 x min_data_in_leaf > n_rows`` the leaf size becomes a tenth of the rows (at least 5).
+    """
+    canonical = _lgbm_canonical()
+    key = next((k for k in params if canonical.get(k, k) == "min_data_in_leaf"), "min_child_samples")
+    size = int(params.get(key, 20))  # LightGBM's default
+    if 2 * size <= n_rows:
+        return dict(params), None
+    smaller = max(n_rows // 10, 5)
+    note = f"{key} {size} -> {smaller}: {n_rows:,} training rows cannot fill two leaves of {size}"
+    return {**params, key: smaller}, note
+
+
 def override_params(params: Mapping[str, Any], overrides: Mapping[str, Any], *, field_name: str) -> dict[str, Any]:
     """``params`` with ``overrides`` applied, an override replacing any alias of the same parameter.
 

@@ -37,7 +37,7 @@ from models.drift import FeatureDrift, FeatureProfile, drift_overview
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer, encode_frame, rate_shift, shift_log_odds
-from models.spec import ModelSpec
+from models.spec import ModelSpec, leaf_size_for
 from training import metrics as m
 from training.baselines import bgnbd_scores, rfm_score
 from training.calibration import (
@@ -57,6 +57,35 @@ __all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", 
 
 # Gain in ROC AUC over the best baseline for grade A; level or better is B, below is C.
 GRADE_A_GAIN = 0.02
+
+
+# The least recalibration slope a seasonal reference cut-off may have for the slope to be used: at or
+# below it the model's scores do not rank that cut-off's labels.
+MIN_SEASONAL_SLOPE = 0.1
+
+
+def seasonal_fits(
+    scored: dict[str, tuple[np.ndarray, np.ndarray]], *, slope: bool
+) -> tuple[dict[str, float], dict[str, float], str | None]:
+    """Recalibration intercepts (and with ``slope`` slopes) of each reference cut-off's (p, y), and a warning.
+
+    A slope at or below :data:`MIN_SEASONAL_SLOPE` says the model does not rank that cut-off's labels
+    (a few rows, noise): a ratio of slopes would then flatten or invert the scores instead of
+    recalibrating them, so every cut-off falls back to the intercept-only shift and the warning says why.
+    """
+    if slope:
+        fits = {c: recalibration_fit(p, y) for c, (p, y) in scored.items()}
+        flat = {c: a for c, (a, _) in fits.items() if not a > MIN_SEASONAL_SLOPE}
+        if not flat:
+            return {c: b for c, (_, b) in fits.items()}, {c: a for c, (a, _) in fits.items()}, None
+        shown = ", ".join(f"{c} (slope {a:.2f} on {len(scored[c][1]):,} rows)" for c, a in sorted(flat.items()))
+        warning = (
+            f"seasonal slope not used: the model barely ranks the labels of the reference cut-off(s) {shown}, "
+            "so the seasonal correction shifts the base rate only (scale 1); usually too few customers per cut-off"
+        )
+    else:
+        warning = None
+    return {c: intercept_shift(p, y) for c, (p, y) in scored.items()}, {}, warning
 
 
 def grade(model_metric: float, baseline_metrics: list[float]) -> str:
@@ -292,7 +321,9 @@ def run_backtest(
 
     # -- the classifier -----------------------------------------------------------------------
     rounds = num_boost_round or spec.num_boost_round
-    params = dict(spec.lgbm_params)
+    params, leaf_note = leaf_size_for(spec.lgbm_params, int(fit_mask.sum()))
+    if leaf_note:
+        warnings.append(f"few rows: the classifier's {leaf_note}")
     if any(spec.monotone_constraints(features)):
         params["monotone_constraints"] = spec.monotone_constraints(features)
     booster, best = _train_booster(
@@ -358,7 +389,9 @@ def run_backtest(
         spend = train["spend"].to_numpy(dtype=np.float64).clip(0, None)
         # Hurdle (buyers only, times P(buy)) or unconditional (every customer, zeros included).
         buyers = np.ones(len(y), dtype=bool) if spec.spend_unconditional else y == 1
-        spend_params = dict(spec.spend_params)
+        spend_params, leaf_note = leaf_size_for(spec.spend_params, int((fit_mask & buyers).sum()))
+        if leaf_note:
+            warnings.append(f"few rows: the spend head's {leaf_note}")
         spend_booster, spend_best = _train_booster(
             spend_params,
             X[fit_mask & buyers],
@@ -442,19 +475,17 @@ def run_backtest(
                 calibrator(scorer.raw_score(encode_frame(rows, features, categories))),
                 rows["label"].to_numpy(dtype=np.float64),
             )
-        if spec.seasonal_slope:
-            fits = {c: recalibration_fit(p, y_c) for c, (p, y_c) in scored_refs.items()}
-            seasonal_slopes = {c: a for c, (a, _) in fits.items()}
-            seasonal_intercepts = {c: b for c, (_, b) in fits.items()}
-        else:
-            seasonal_intercepts = {c: intercept_shift(p, y_c) for c, (p, y_c) in scored_refs.items()}
+        seasonal_intercepts, seasonal_slopes, slope_warning = seasonal_fits(scored_refs, slope=spec.seasonal_slope)
+        use_slope = bool(seasonal_slopes)
+        if slope_warning:
+            warnings.append(slope_warning)
         refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
         p_cal_now = calibrator(scorer.raw_score(X[cal_mask]))
         prior = model_adjusted(
             prior,
             *refs,
             calibration_rate_model=float(p_cal_now.mean()),
-            slope=spec.seasonal_slope,
+            slope=use_slope,
             p_calibration=p_cal_now,
         )
         calibrator.seasonal_intercepts = seasonal_intercepts

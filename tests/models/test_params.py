@@ -6,7 +6,7 @@ import pytest
 
 from features.config import ConfigError, ModelConfig
 from models.catalog import spec_for
-from models.spec import RESERVED_LGBM_PARAMS, override_params
+from models.spec import RESERVED_LGBM_PARAMS, leaf_size_for, override_params
 from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
 
@@ -58,3 +58,14 @@ def test_the_override_reaches_the_trained_booster():
     assert trees and all(tree["num_leaves"] <= 2 for tree in trees)
     default = run_backtest(training_set(0, n=1500), spec_for("churn", MODEL_CONFIG), num_boost_round=50)
     assert max(tree["num_leaves"] for tree in default.scorer.booster.dump_model()["tree_info"]) > 2
+
+
+def test_the_leaf_size_shrinks_only_when_the_rows_cannot_fill_two_leaves():
+    params = spec_for("churn", ModelConfig()).lgbm_params
+    kept, note = leaf_size_for(params, 400)
+    assert kept == params and note is None  # 2 x 200 rows fit
+    small, note = leaf_size_for(params, 146)
+    assert small["min_child_samples"] == 14 and small["num_leaves"] == params["num_leaves"]
+    assert note == "min_child_samples 200 -> 14: 146 training rows cannot fill two leaves of 200"
+    aliased, note = leaf_size_for({"min_data_in_leaf": 80}, 30)
+    assert aliased == {"min_data_in_leaf": 5} and note.startswith("min_data_in_leaf 80 -> 5")

@@ -11,7 +11,8 @@ import pytest
 from models.churn import spec as churn_spec
 from tests.training.synthetic import MODEL_CONFIG, frame, training_set
 from training import metrics as m
-from training.backtest import context_features, gain_text, grade, run_backtest
+from training.backtest import context_features, gain_text, grade, run_backtest, seasonal_fits
+from training.calibration import intercept_shift
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,22 @@ def test_a_model_with_its_seasonal_shift_has_no_warning():
     out = run_backtest(full, churn_spec(MODEL_CONFIG), num_boost_round=50)
     assert out.calibration["prior_shift"]["applied"] is True
     assert out.warnings == []
+
+
+def test_a_reference_cutoff_the_model_does_not_rank_drops_the_seasonal_slope():
+    """A slope ratio with a slope at or below zero would invert the scores: intercept-only for every cut-off."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400).astype(float)
+    ranked = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.1, 400), 0.01, 0.99)
+    inverted = 1 - ranked
+    ok_intercepts, ok_slopes, ok_warning = seasonal_fits(
+        {"2010-06-01": (ranked, y), "2010-09-01": (ranked, y)}, slope=True
+    )
+    assert ok_warning is None and all(a > 1 for a in ok_slopes.values()) and set(ok_intercepts) == set(ok_slopes)
+    intercepts, slopes, warning = seasonal_fits({"2010-06-01": (ranked, y), "2010-09-01": (inverted, y)}, slope=True)
+    assert slopes == {}
+    assert intercepts == {"2010-06-01": intercept_shift(ranked, y), "2010-09-01": intercept_shift(inverted, y)}
+    assert warning.startswith(
+        "seasonal slope not used: the model barely ranks the labels of the reference cut-off(s) 2010-09-01 (slope -"
+    )
+    assert "on 400 rows" in warning and "2010-06-01" not in warning

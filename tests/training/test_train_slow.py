@@ -73,3 +73,25 @@ def test_train_churn_and_score_batch(tmp_path):
     assert first and {"text", "feature", "value", "impact"} == set(first[0])
     counter = [json.loads(r) for r in scores["counter_reasons"]]
     assert all(len(c) <= 3 and all(r["impact"] < 0 for r in c) for c in counter) and sum(map(len, counter)) > 0
+
+
+@pytest.mark.slow
+def test_a_few_dozen_customers_still_train_a_model_that_ranks(tmp_path):
+    """60 customers of the bundled data: the shipped leaf size (200 rows) would leave LightGBM no split."""
+    raw = pd.read_parquet(ROOT / "data" / "online_retail_ii.parquet")
+    some = raw.CustomerID.dropna().drop_duplicates().sample(60, random_state=1)
+    raw[raw.CustomerID.isin(some)].to_parquet(tmp_path / "tx.parquet")
+    config = load_config(
+        ROOT / "configs" / "online_retail.yaml",
+        overrides={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "output_dir": str(tmp_path / "outputs")},
+    )
+    source = config.tables.transactions.source.model_copy(update={"path": str(tmp_path / "tx.parquet")})
+    tables = config.tables.model_copy(
+        update={"transactions": config.tables.transactions.model_copy(update={"source": source})}
+    )
+    config = config.model_copy(update={"tables": tables})
+    out = train_model(config, "churn", test_cutoff="2011-09-01")
+    assert out["n_test"] < 60
+    assert any(w.startswith("few rows: the classifier's min_child_samples 200 -> ") for w in out["warnings"])
+    assert out["metrics"]["roc_auc_se"] > 0 and out["metrics"]["roc_auc"] > 0.6  # not a constant model
+    assert out["metrics"]["prior_scale"] > 0  # the seasonal correction never inverts the scores
