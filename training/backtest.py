@@ -59,6 +59,10 @@ __all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", 
 GRADE_A_GAIN = 0.02
 
 
+# Below this many rows in the calibration fold the run warns that early stopping and calibration rest on few
+# (a sigmoid has two parameters; the bundled lead fold has 172 rows, a 1,500-lead sample of it 7).
+MIN_CALIBRATION_ROWS = 100
+
 # The least recalibration slope a seasonal reference cut-off may have for the slope to be used: at or
 # below it the model's scores do not rank that cut-off's labels.
 MIN_SEASONAL_SLOPE = 0.1
@@ -88,8 +92,14 @@ def seasonal_fits(
     return {c: intercept_shift(p, y) for c, (p, y) in scored.items()}, {}, warning
 
 
-def grade(model_metric: float, baseline_metrics: list[float]) -> str:
-    """Quality grade A/B/C from the model's gain over the best baseline (higher metric = better)."""
+def grade(model_metric: float, baseline_metrics: list[float], *, chance: float | None = 0.5) -> str:
+    """Quality grade A/B/C from the model's gain over the best baseline (higher metric = better).
+
+    A model at or below ``chance`` (ROC AUC 0.5: it ranks no better than a coin) is C whatever the
+    baselines score; beating a baseline that ranks worse than chance is not quality.
+    """
+    if chance is not None and not model_metric > chance:
+        return "C"
     finite = [b for b in baseline_metrics if b is not None and np.isfinite(b)]
     if not finite:
         return "B"
@@ -318,6 +328,14 @@ def run_backtest(
     for name, labels in (("calibration", y[cal_mask]), ("test", y_test), ("fit", y[fit_mask])):
         if len(np.unique(labels)) < 2:
             raise ValueError(f"task '{spec.task}': the {name} fold has a single class; cannot train or evaluate")
+
+    n_cal = int(cal_mask.sum())
+    if n_cal < MIN_CALIBRATION_ROWS:
+        warnings.append(
+            f"few rows: the calibration fold (cut-off {pd.Timestamp(latest).date()}) has {n_cal:,} rows, "
+            f"{int(y[cal_mask].sum()):,} positive: early stopping and the calibration rest on them. More rows per "
+            f"cut-off (a longer models.{spec.task}.step_days, or more history) make both steadier"
+        )
 
     # -- the classifier -----------------------------------------------------------------------
     rounds = num_boost_round or spec.num_boost_round

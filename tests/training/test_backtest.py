@@ -63,6 +63,8 @@ def test_grade_thresholds():
     assert grade(0.80, [0.77, 0.75]) == "A"
     assert grade(0.78, [0.77]) == "B"
     assert grade(0.76, [0.77, float("nan")]) == "C"
+    # No better than a coin is C, even against baselines that rank the wrong way.
+    assert grade(0.50, [0.24]) == "C" and grade(0.49, []) == "C"
 
 
 def test_single_training_cutoff_is_refused():
@@ -176,3 +178,12 @@ def test_a_reference_cutoff_the_model_does_not_rank_drops_the_seasonal_slope():
         "seasonal slope not used: the model barely ranks the labels of the reference cut-off(s) 2010-09-01 (slope -"
     )
     assert "on 400 rows" in warning and "2010-06-01" not in warning
+
+
+def test_few_rows_per_cutoff_are_said_and_still_give_a_model_that_ranks():
+    """SYNTHETIC (a planted signal): 80 customers per cut-off, too few for the shipped leaf size of 200."""
+    out = run_backtest(training_set(0, n=80), churn_spec(MODEL_CONFIG), num_boost_round=50)
+    calibration = [w for w in out.warnings if w.startswith("few rows: the calibration fold")]
+    assert len(calibration) == 1 and "has 80 rows" in calibration[0] and "models.churn.step_days" in calibration[0]
+    assert any(w.startswith("few rows: the classifier's min_child_samples 200 -> ") for w in out.warnings)
+    assert out.params["best_iteration"] > 1 and out.metrics["roc_auc"] > 0.6

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.calibration import choose_calibrator
+from training.calibration import MIN_SIGMOID_SLOPE, choose_calibrator, fit_sigmoid
 from training.metrics import ece
 
 
@@ -38,6 +38,26 @@ def test_isotonic_wins_when_the_link_is_not_logistic():
     choice = choose_calibrator(raw, y, [f"c{i}" for i in range(len(y))])
     assert choice.kind == "isotonic"
     assert choice.brier["isotonic"] < choice.brier["sigmoid"]
+
+
+def test_a_small_calibration_fold_gets_the_sigmoid_only():
+    """The same step link on 600 rows: isotonic's steps would fit the noise of so few."""
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(-3, 3, 600)
+    y = (rng.random(len(raw)) < np.where(raw > 0, 0.9, 0.1)).astype(float)
+    choice = choose_calibrator(raw, y, [f"c{i}" for i in range(len(y))])
+    assert choice.kind == "sigmoid" and set(choice.brier) == {"sigmoid"}
+
+
+def test_a_fold_ranked_the_wrong_way_does_not_invert_the_scores():
+    rng = np.random.default_rng(2)
+    raw = rng.normal(0, 1, 300)
+    y = (rng.random(300) < 1 / (1 + np.exp(2 * raw))).astype(float)  # higher raw, fewer positives
+    calibrator = fit_sigmoid(raw, y)
+    assert calibrator.a == MIN_SIGMOID_SLOPE
+    p = calibrator(raw)
+    assert np.all(np.diff(p[np.argsort(raw)]) >= 0)  # the order of the scores is kept
+    assert p.mean() == pytest.approx(y.mean(), abs=1e-6) and p.max() - p.min() < 0.01  # about the base rate
 
 
 def test_seasonal_prior_shift_uses_the_same_seasons_a_year_earlier():
