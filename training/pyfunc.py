@@ -66,6 +66,10 @@ class NoChampionError(ChampionUnavailable, LookupError):
     """No model version holds alias ``champion``; the message says which command trains one."""
 
 
+# MLflow's error codes for "no such registered model" and "no such alias".
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 class ChampionFilesError(ChampionUnavailable, OSError):
     """The registry names a champion whose model files cannot be read; the message says where they should be."""
 
@@ -263,6 +267,8 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
         No registered model, or no version with alias ``champion``.
     ChampionFilesError
         The champion is registered but its files cannot be read; the message names where they should be.
+    ChampionUnavailable
+        The registry did not answer (a tracking server down or unreachable).
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -273,6 +279,10 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:  # a server that does not answer is not a missing model
+            raise ChampionUnavailable(
+                f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
+            ) from exc
         raise NoChampionError(
             f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
             f"(registered model '{name}'). Train one with: {_train_command(config, task)}"

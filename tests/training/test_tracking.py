@@ -18,7 +18,7 @@ from features.config import Config, TablesConfig
 from models.churn import spec as churn_spec
 from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
-from training.pyfunc import ChampionFilesError, NoChampionError, load_champion
+from training.pyfunc import ChampionFilesError, ChampionUnavailable, NoChampionError, load_champion
 from training.report import make_plots
 from training.tracking import log_and_register
 
@@ -77,6 +77,22 @@ def test_a_champion_whose_files_moved_says_where_they_should_be(config, good, tm
     message = str(info.value)
     assert "'crmscore-churn' version 1 (champion)" in message and config.tracking_uri in message
     assert str(artifacts / "crmscore-churn") in message and "mount the artifacts at the same path" in message
+
+
+def test_a_registry_that_does_not_answer_is_not_a_missing_champion(config, monkeypatch):
+    """A tracking server that is down must not send anyone off to retrain."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = config.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}"})
+    with pytest.raises(ChampionUnavailable) as info:
+        load_champion(down, "churn")
+    assert not isinstance(info.value, NoChampionError)
+    assert str(info.value).startswith(f"cannot read the registry at http://127.0.0.1:{port} for 'crmscore-churn': ")
+    assert "crmscore train" not in str(info.value)
 
 
 def test_promotion_gate(config, good, bad):
