@@ -72,6 +72,7 @@ def train_command(
     force_promote: Annotated[bool, typer.Option("--force-promote", help="Make this version champion.")] = False,
 ) -> None:
     """Backtest with test cut-off T, calibrate, log to MLflow, register; promote to champion only if better."""
+    from training.pyfunc import RegistryUnavailable
     from training.train import train_model
 
     task = _task(model)
@@ -86,7 +87,7 @@ def train_command(
             metrics_out=metrics_out or None,
             progress=lambda line: typer.echo(line, err=True),
         )
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, RegistryUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in (*result["warnings"], result["drift"]["warning"]):
         if warning:

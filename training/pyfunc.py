@@ -31,6 +31,7 @@ __all__ = [
     "ChampionUnavailable",
     "CrmScoreModel",
     "NoChampionError",
+    "RegistryUnavailable",
     "cli_model_name",
     "load_champion",
     "load_scorer",
@@ -64,6 +65,10 @@ class ChampionUnavailable(Exception):
 
 class NoChampionError(ChampionUnavailable, LookupError):
     """No model version holds alias ``champion``; the message says which command trains one."""
+
+
+class RegistryUnavailable(ChampionUnavailable):
+    """The tracking store or registry did not answer (a server down, a path that cannot be opened)."""
 
 
 # MLflow's error codes for "no such registered model" and "no such alias".
@@ -267,7 +272,7 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
         No registered model, or no version with alias ``champion``.
     ChampionFilesError
         The champion is registered but its files cannot be read; the message names where they should be.
-    ChampionUnavailable
+    RegistryUnavailable
         The registry did not answer (a tracking server down or unreachable).
     """
     from mlflow.exceptions import MlflowException
@@ -280,7 +285,7 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
         if exc.error_code not in _NOT_FOUND:  # a server that does not answer is not a missing model
-            raise ChampionUnavailable(
+            raise RegistryUnavailable(
                 f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
             ) from exc
         raise NoChampionError(

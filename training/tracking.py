@@ -32,13 +32,14 @@ from training.pyfunc import (
     CHALLENGER,
     CHAMPION,
     SCORER_ARTIFACT,
+    RegistryUnavailable,
     load_scorer,
     model_input,
     predict_frame,
     registered_name,
 )
 
-__all__ = ["Promotion", "decide_promotion", "ensure_experiment", "log_and_register", "set_uris"]
+__all__ = ["Promotion", "check_registry", "decide_promotion", "ensure_experiment", "log_and_register", "set_uris"]
 
 _PACKAGES = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
@@ -68,6 +69,25 @@ def ensure_experiment(config: Config, task: str) -> str:
         return experiment.experiment_id
     root = _artifact_root(config.tracking_uri)
     return client.create_experiment(name, artifact_location=None if root is None else f"{root}/{name}")
+
+
+def check_registry(config: Config, task: str) -> None:
+    """Fail in the first second, not after the backtest, when the tracking store does not answer.
+
+    Raises
+    ------
+    RegistryUnavailable
+        The tracking server is down or unreachable, or the store cannot be opened; the message names the URI.
+    """
+    from mlflow.exceptions import MlflowException
+
+    set_uris(config)
+    try:
+        ensure_experiment(config, task)
+    except MlflowException as exc:
+        raise RegistryUnavailable(
+            f"cannot reach the MLflow tracking store at {config.tracking_uri}: {exc.message}"
+        ) from exc
 
 
 def _clean(value: Any) -> Any:

@@ -22,7 +22,7 @@ from models.spec import ModelSpec
 from training.backtest import fitted_cutoffs, run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
-from training.tracking import log_and_register
+from training.tracking import check_registry, log_and_register
 
 __all__ = ["backtest_inputs", "normalize_task", "report_path", "train_model"]
 
@@ -132,6 +132,7 @@ def train_model(
     task = normalize_task(task)
     if metrics_out is not None:
         check_output(metrics_out, suffixes=(".json",), option="--metrics-out")
+    check_registry(config, task)
     step = _Steps(progress, 5 if tables is None else 4)
     if tables is None:
         step("reading and validating the tables")

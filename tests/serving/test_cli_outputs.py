@@ -64,3 +64,23 @@ def test_a_run_that_fails_after_the_check_leaves_no_folder(config_file, tmp_path
     assert result.exit_code != 0, result.output
     assert "error: --out" not in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_train_with_a_tracking_server_that_does_not_answer_fails_before_the_backtest(tmp_path, monkeypatch):
+    """Minutes of backtest would otherwise end in MLflow's traceback when the run is logged."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    data = {**minimal_config_dict(), "tracking_uri": f"http://127.0.0.1:{port}"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(
+        app, ["train", "churn", "--config", str(path), "--metrics-out", str(tmp_path / "m.json")]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: cannot reach the MLflow tracking store at http://127.0.0.1:{port}: ")
+    assert "reading and validating" not in result.stderr  # no step began (the source file does not even exist)
+    assert not (tmp_path / "m.json").exists()
