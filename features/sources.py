@@ -71,6 +71,7 @@ class TableReport:
     null_rates: dict[str, float] = field(default_factory=dict)
     excluded: tuple[str, ...] = ()
     event_types: dict[str, int] = field(default_factory=dict)  # events tables: rows kept per event_type
+    warnings: list[str] = field(default_factory=list)  # rows kept that the models will read oddly
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -106,6 +107,7 @@ class TableReport:
             out.append(
                 "  event types   " + ", ".join(f"{k} {n:,}" for k, n in shown) + (f" and {more} more" if more else "")
             )
+        out.extend(f"  warning: {w}" for w in self.warnings)
         if self.table == "events" and self.rows_kept:
             n = self.event_types.get(CANCELLATION, 0)
             out.append(
@@ -421,6 +423,7 @@ def map_table(
         )
         event_types = {str(k): int(n) for k, n in rows}
     report = TableReport(
+        warnings=_lead_warnings(kept) if table == "leads" else [],
         table=table,
         source=source,
         rows_read=rows_read,
@@ -439,6 +442,27 @@ def map_table(
     )
     assert report.rows_read == report.rows_kept + sum(report.dropped.values()), "a row was lost without a rule"
     return kept, report
+
+
+def _lead_warnings(leads: ir.Table) -> list[str]:
+    """What in a valid leads table the models will read oddly: repeated lead ids, conversions before creation."""
+    out = []
+    per_id = leads.group_by("lead_id").aggregate(n=leads.count())
+    many = per_id.filter(per_id.n > 1)
+    repeated = many.aggregate(ids=many.count(), rows=many.n.sum()).to_pyarrow().to_pylist()[0]
+    if repeated["ids"]:
+        out.append(
+            f"{repeated['ids']:,} lead_id(s) appear on more than one row ({repeated['rows']:,} rows): each row is "
+            "trained on as a lead of its own, and scoring by id picks one"
+        )
+    if "converted_at" in leads.columns:
+        early = leads.filter(leads.converted_at < leads.created_at).count().to_pyarrow().as_py()
+        if early:
+            out.append(
+                f"{early:,} lead(s) have converted_at before created_at: they count as not converted within "
+                "the horizon (check the two columns' time zones or the export)"
+            )
+    return out
 
 
 def load_tables(config: Config, *, con: BaseBackend | None = None) -> CanonicalTables:

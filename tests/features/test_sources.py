@@ -337,3 +337,25 @@ def test_the_events_report_counts_event_types_and_says_whether_cancellations_lab
     assert "cancellations 1 (event_type 'cancellation': churn within the window)" in text
     without = "\n".join(report(["email", "email", "visit", "Cancelled"]).lines())
     assert "cancellations none: no event_type 'cancellation'" in without
+
+
+def test_the_leads_report_warns_of_repeated_ids_and_conversions_before_creation(tmp_path, write_config):
+    leads = pd.DataFrame(
+        {
+            "id": ["a", "a", "b", "c"],
+            "created": ["2024-01-05", "2024-01-06", "2024-01-05", "2024-01-05"],
+            "won_at": ["2024-01-10", None, "2024-01-01", None],  # b converted four days before it was created
+        }
+    )
+    leads.to_csv(tmp_path / "leads.csv", index=False)
+    columns = {"lead_id": "id", "created_at": "created", "converted_at": "won_at"}
+    table = {"source": {"path": str(tmp_path / "leads.csv")}, "columns": columns}
+    report = load_tables(load_config(write_config({"name": "t", "tables": {"leads": table}}))).reports["leads"]
+    assert report.rows_kept == 4  # warned of, not dropped
+    assert report.warnings == [
+        "1 lead_id(s) appear on more than one row (2 rows): each row is trained on as a lead of its own, "
+        "and scoring by id picks one",
+        "1 lead(s) have converted_at before created_at: they count as not converted within the horizon "
+        "(check the two columns' time zones or the export)",
+    ]
+    assert "  warning: 1 lead_id(s) appear on more than one row" in "\n".join(report.lines())
