@@ -108,7 +108,9 @@ def choose_calibrator(raw: np.ndarray, y: np.ndarray, ids: Sequence[object]) -> 
     half = _halves(ids)
     # "No calibration" (the booster's own sigmoid) was tried as a third candidate and dropped: on
     # the small lead calibration fold it won by in-fold Brier and doubled the test ECE.
-    candidates = [(fit_isotonic, "isotonic"), (fit_sigmoid, "sigmoid")][0 if len(y) >= MIN_ISOTONIC_ROWS else 1 :]
+    candidates = [(fit_sigmoid, "sigmoid")]
+    if len(y) >= MIN_ISOTONIC_ROWS:
+        candidates.insert(0, (fit_isotonic, "isotonic"))
     scores = {name: 0.0 for _, name in candidates}
     for fit, name in candidates:
         squared = 0.0

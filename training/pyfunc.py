@@ -71,10 +71,6 @@ class RegistryUnavailable(ChampionUnavailable):
     """The tracking store or registry did not answer (a server down, a path that cannot be opened)."""
 
 
-# MLflow's error codes for "no such registered model" and "no such alias".
-_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-
-
 class ChampionFilesError(ChampionUnavailable, OSError):
     """The registry names a champion whose model files cannot be read; the message says where they should be."""
 
@@ -239,6 +235,10 @@ def load_scorer(model_uri: str) -> Scorer:
         raise FileNotFoundError(f"{model_uri} holds no {SCORER_ARTIFACT}.pkl artifact: not a crmscore model")
     with open(matches[0], "rb") as handle:
         return pickle.load(handle)
+
+
+# MLflow's error codes for "no such registered model" and "no such alias".
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 def _artifact_location(client: Any, version: Any) -> str:
