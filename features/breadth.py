@@ -12,7 +12,15 @@ from ibis.common.deferred import Deferred
 
 from features.timebase import AsOf, history, normalize_as_of, order_key
 
-__all__ = ["breadth_features"]
+__all__ = ["FEATURES_FROM", "breadth_features"]
+
+# The features each optional canonical column feeds: a scorer whose features include one needs
+# the column on every purchase line (``serving.runtime`` checks posted histories against it).
+FEATURES_FROM: dict[str, tuple[str, ...]] = {
+    "product_id": ("distinct_products", "distinct_products_365d", "lines_per_product"),
+    "quantity": ("quantity_per_order", "avg_unit_price"),
+    "category": ("distinct_categories", "top_category_share"),
+}
 
 
 def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
@@ -21,7 +29,8 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
     Columns (key ``customer_id``):
 
     - ``lines_per_order``: purchase lines per order;
-    - ``distinct_products``, ``distinct_products_365d``, ``lines_per_product`` (with ``product_id``);
+    - ``distinct_products``, ``distinct_products_365d``, ``lines_per_product`` (with ``product_id``;
+      lines without a product id count in no product, and a customer with none is null);
     - ``quantity_per_order``, ``avg_unit_price`` (with ``quantity``): units per order, value per unit;
     - ``distinct_categories``, ``top_category_share`` (with ``category``): the top category's
       share of the customer's gross purchase value.
@@ -45,9 +54,10 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
             distinct_products=prods.count(),
             distinct_products_365d=prods.count(where=(prods._min_age < 365).fill_null(False)),
         )
+        # A customer none of whose lines names its product has unknown breadth (null), not 0.
         out = out.left_join(n_prods, "customer_id").drop("customer_id_right")
-        columns["distinct_products"] = _.distinct_products.fill_null(0)
-        columns["distinct_products_365d"] = _.distinct_products_365d.fill_null(0)
+        columns["distinct_products"] = _.distinct_products
+        columns["distinct_products_365d"] = _.distinct_products_365d
         columns["lines_per_product"] = _._lines / _.distinct_products.nullif(0)
     if "quantity" in p.columns:
         columns["quantity_per_order"] = _._quantity / _._orders

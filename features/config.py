@@ -31,6 +31,7 @@ __all__ = [
     "TableConfig",
     "TablesConfig",
     "load_config",
+    "population_rule",
 ]
 
 # Required and optional canonical columns per table, from the data contract.
@@ -181,6 +182,18 @@ class ModelConfig(_Frozen):
         if thresholds != sorted(thresholds, reverse=True) or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError("tiers: thresholds must lie in [0, 1] and be listed from the highest tier down")
         return value
+
+
+def population_rule(task: str, mc: ModelConfig) -> str:
+    """Who is in ``task``'s population at a cut-off, in words (the rules ``features.pipeline``
+    applies; the model specs and the error messages of an empty or missed population quote it)."""
+    if task == "lead":
+        return f"leads created in the {mc.step_days} days up to the cut-off and not converted by it"
+    if task == "churn":
+        return f"customers with a purchase in the {mc.lookback_days} days up to the cut-off"
+    if task == "next_purchase":
+        return "customers with a transaction at or before the cut-off"
+    raise ValueError(f"task must be one of ('churn', 'next_purchase', 'lead'), got {task!r}")
 
 
 # Each model's defaults, also for a section that sets only some fields (``churn: {test_cutoff: ...}``).

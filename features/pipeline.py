@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from features.attributes import attribute_features
 from features.breadth import breadth_features
-from features.config import Config, ModelConfig
+from features.config import Config, ModelConfig, population_rule
 from features.cycle import cycle_features
 from features.files import atomic_output, check_output
 from features.labels import check_window_observed, churn_labels, data_span, lead_labels, next_purchase_labels
@@ -132,16 +132,6 @@ def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int
 
 class EmptyPopulationError(ValueError):
     """A cut-off whose population has no rows, so a batch output would be empty."""
-
-
-def population_rule(task: str, mc: ModelConfig) -> str:
-    """Who is in ``task``'s population at a cut-off, in words (the rules of :func:`population_table`)."""
-    _check_task(task)
-    if task == "lead":
-        return f"leads created in the {mc.step_days} days up to the cut-off and not converted by it"
-    if task == "churn":
-        return f"customers with a purchase in the {mc.lookback_days} days up to the cut-off"
-    return "customers with a transaction at or before the cut-off"
 
 
 def check_population(rows: int, tables: CanonicalTables, task: str, *, as_of: AsOf, mc: ModelConfig) -> None:

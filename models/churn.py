@@ -12,7 +12,7 @@ a simple, explainable figure that does not depend on a second model.
 
 from __future__ import annotations
 
-from features.config import ModelConfig
+from features.config import ModelConfig, population_rule
 from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
 from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
 
@@ -27,7 +27,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
     return ModelSpec(
         task=TASK,
         entity="customer_id",
-        population=f"customers with >= 1 purchase in the {model_config.lookback_days} days up to as_of",
+        population=population_rule(TASK, model_config),
         label=f"1 = no purchase (or a cancellation event) in (as_of, as_of + {h} days]",
         horizon_days=h,
         score_label=f"P(churn in {h} days)",

@@ -8,7 +8,7 @@ call ``duration``) are excluded by the config and never reach the features.
 
 from __future__ import annotations
 
-from features.config import ModelConfig
+from features.config import ModelConfig, population_rule
 from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
 
 __all__ = ["TASK", "spec"]
@@ -49,7 +49,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
     return ModelSpec(
         task=TASK,
         entity="lead_id",
-        population=f"open leads created in the {model_config.step_days} days up to as_of",
+        population=population_rule(TASK, model_config),
         label=f"1 = converted within {h} days of creation",
         horizon_days=h,
         score_label=f"P(convert within {h} days)",

@@ -12,7 +12,7 @@ net spend in the window (a hurdle model), the figure CLV and campaign planning u
 
 from __future__ import annotations
 
-from features.config import ModelConfig
+from features.config import ModelConfig, population_rule
 from models.spec import ModelSpec, base_lgbm_params, tiers_from_config
 from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
 
@@ -34,7 +34,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
     return ModelSpec(
         task=TASK,
         entity="customer_id",
-        population=f"customers with a purchase in the {model_config.lookback_days} days up to as_of",
+        population=population_rule(TASK, model_config),
         label=f"1 = any purchase in (as_of, as_of + {h} days]; spend = net amount in that window",
         horizon_days=h,
         score_label=f"P(purchase in {h} days)",

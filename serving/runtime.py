@@ -501,6 +501,54 @@ def score_ids(
     return {"task": task, "as_of": snapshot.as_of, "items": items}
 
 
+def _naive_utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _check_purchases(model: TaskModel, task: str, customers: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a posted purchase line without a column the model's features are computed from.
+
+    Such a line would make the feature (e.g. ``distinct_products``) unknown for a customer
+    whose training rows always had it, and the score and reasons would rest on the gap.
+
+    Raises
+    ------
+    RequestError
+        Naming ``customers.i.purchases.j.<column>`` and the features that need it.
+    """
+    from features.breadth import FEATURES_FROM
+
+    used = set(model.scorer.feature_names)
+    needed = {column: [f for f in features if f in used] for column, features in FEATURES_FROM.items()}
+    needed = {column: features for column, features in needed.items() if features}
+    for i, customer in enumerate(customers):
+        for j, purchase in enumerate(customer["purchases"]):
+            for column, features in needed.items():
+                if purchase["amount"] > 0 and purchase.get(column) is None:
+                    raise RequestError(
+                        f"customers[{i}].purchases[{j}] has no {column}: the {task} model's features "
+                        f"{', '.join(features)} are computed from it, so every purchase (amount > 0) must carry it",
+                        field=f"customers.{i}.purchases.{j}.{column}",
+                    )
+
+
+def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] | None) -> str:
+    """Why a posted record has no score: the population rule, and what of it lies after ``as_of``."""
+    from features.config import population_rule
+
+    message = f"not in the {task} population at {as_of:%Y-%m-%d %H:%M} (rule: {population_rule(task, mc)})"
+    if record is None:
+        return message
+    if task == "lead":
+        created = _naive_utc(record["created_at"])
+        return message + (f"; created_at {created:%Y-%m-%d %H:%M} is after as_of" if created > as_of else "")
+    later = sum(_naive_utc(p["timestamp"]) > as_of for p in record["purchases"])
+    if later:
+        message += f"; {later} of its {len(record['purchases'])} posted purchases fall after as_of and are not history"
+    return message
+
+
 def score_posted(
     state: State,
     task: str,
@@ -520,6 +568,7 @@ def score_posted(
     if as_of.tzinfo is not None:
         as_of = as_of.astimezone(dt.UTC)
     as_of = as_of.replace(tzinfo=None)
+    _check_purchases(model, task, customers)
     try:
         frame = history_features(model.config, task, as_of=as_of, customers=customers, leads=leads)
         matrix = model.scorer.prepare(frame)
@@ -539,12 +588,14 @@ def score_posted(
             strict=True,
         )
     )
-    outside = (
-        f"not in the {task} population at {as_of.date()}"
-        + (" (no purchase in the lookback window)" if task == "churn" else "")
-        + (" (not an open lead created in the step before as_of)" if task == "lead" else "")
-    )
-    items = [_item(model, key, results[key]) if key in results else {"id": key, "error": outside} for key in keys]
+    records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
+    mc = getattr(model.config.models, task)
+    items = [
+        _item(model, key, results[key])
+        if key in results
+        else {"id": key, "error": _outside(task, mc, as_of, records.get(key))}
+        for key in keys
+    ]
     return {"task": task, "as_of": str(as_of.date()), "items": items}
 
 

@@ -37,3 +37,17 @@ def test_breadth_ignores_rows_after_as_of():
     before = sorted_frame(breadth_features(ibis.memtable(tx(ROWS)), as_of="2024-03-31"))
     after = sorted_frame(breadth_features(ibis.memtable(tx(ROWS + FUTURE_ROWS)), as_of="2024-03-31"))
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_unknown_products_are_null_not_zero():
+    """Lines without a product id say nothing about breadth: "bought 0 products" would be false."""
+    rows = [
+        ("d", "2024-03-01 00:00", 10, "o7", None, 1, "x"),
+        ("d", "2024-03-02 00:00", 20, "o8", None, 2, "x"),
+        ("e", "2022-01-01 00:00", 30, "o9", "p1", 3, "x"),  # known product, over 365 days before
+        ("e", "2024-03-03 00:00", 40, "o10", None, 4, "x"),
+    ]
+    got = sorted_frame(breadth_features(ibis.memtable(tx(rows)), as_of="2024-03-31")).set_index("customer_id")
+    assert got.loc["d", ["distinct_products", "distinct_products_365d", "lines_per_product"]].isna().all()
+    assert got.loc["e", "distinct_products"] == 1 and got.loc["e", "distinct_products_365d"] == 0
+    assert got.loc["e", "lines_per_product"] == 2.0  # both purchase lines over the one known product

@@ -161,7 +161,46 @@ def test_posted_history_scores_like_the_snapshot_by_id(server, task):
     assert "error" in items[1] and items[1]["id"] == "new"
 
 
-def test_posted_lead_record_scores_like_the_snapshot(server):
+def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(server):
+    """The churn model's breadth features come from product_id and quantity: a purchase without
+    one would score an unknown breadth as if it were known, so it is refused, by its place."""
+    key = snapshot_ids(server, "churn", 1)[0]
+    history = _history(key)
+    j = next(j for j, p in enumerate(history["purchases"]) if p["amount"] > 0)
+    del history["purchases"][j]["product_id"]
+    with server.client("admin") as c:
+        response = c.post("/score/churn/history", json={"customers": [history], "as_of": "2011-12-01"})
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["customers", 0, "purchases", j, "product_id"]
+    assert "distinct_products" in detail["msg"] and "every purchase (amount > 0)" in detail["msg"]
+
+
+def test_posted_purchases_after_as_of_are_named_in_the_error(server):
+    """A history posted with an as_of before its purchases is outside the population; the error
+    says why, not only which rule."""
+    late = {
+        "customer_id": "late",
+        "purchases": [
+            {"timestamp": "2011-11-02T10:00:00", "amount": 12.5, "product_id": "85123A", "quantity": 5},
+            {"timestamp": "2011-11-03T10:00:00+01:00", "amount": 7.0, "product_id": "22423", "quantity": 1},
+        ],
+    }
+    with server.client("admin") as c:
+        response = c.post("/score/churn/history", json={"customers": [late], "as_of": "2011-11-01"})
+    assert response.status_code == 200, response.text
+    error = response.json()["items"][0]["error"]
+    assert error.startswith("not in the churn population at 2011-11-01 00:00 (rule: customers with a purchase in the")
+    assert error.endswith("; 2 of its 2 posted purchases fall after as_of and are not history")
+    record = {**_lead_record(server), "lead_id": "early", "created_at": "2010-06-01T00:00:00"}
+    with server.client("admin") as c:
+        response = c.post("/score/lead/record", json={"leads": [record], "as_of": "2010-05-01"})
+    assert response.status_code == 200, response.text
+    assert response.json()["items"][0]["error"].endswith("; created_at 2010-06-01 00:00 is after as_of")
+
+
+def _lead_record(server) -> dict:
+    """The first snapshot lead's record, as a client would post it (without ``duration``)."""
     snapshot = pd.read_parquet(server.snapshots / "lead.parquet")
     leads = pd.read_parquet(ROOT / "data" / "bank_marketing_leads.parquet")
     key = str(snapshot.lead_id.iloc[0])
@@ -171,7 +210,12 @@ def test_posted_lead_record_scores_like_the_snapshot(server):
         for k, v in row.items()
         if k not in ("lead_id", "created_at", "converted", "duration")
     }
-    record = {"lead_id": key, "created_at": row.created_at.isoformat(), "attributes": attributes, "events": []}
+    return {"lead_id": key, "created_at": row.created_at.isoformat(), "attributes": attributes, "events": []}
+
+
+def test_posted_lead_record_scores_like_the_snapshot(server):
+    record = _lead_record(server)
+    key = record["lead_id"]
     with server.client("admin") as c:
         by_id = c.post("/score/lead", json={"ids": [key], "k": 0}).json()
         posted = c.post("/score/lead/record", json={"leads": [record], "as_of": by_id["as_of"], "k": 0})
