@@ -126,6 +126,19 @@ class FeatureProfile:
             references.append(_Reference(j in cats, edges, shares, lo, hi))
         return cls(feature_names, references, len(X))
 
+    def never_missing(self) -> list[str]:
+        """The numeric features no training row had missing.
+
+        LightGBM learns no missing-value direction for such a feature and reads a missing value
+        at prediction as 0 (its missing type "None"), so a row missing one is scored on a value
+        it does not have.
+        """
+        return [
+            name
+            for name, ref in zip(self.feature_names, self._references, strict=True)
+            if not ref.categorical and ref.shares[-1] == 0
+        ]
+
     def counts(self, X: np.ndarray) -> np.ndarray:
         """The sufficient statistics of :meth:`compare` for ``X``, as one vector that adds up.
 

@@ -549,6 +549,39 @@ def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] |
     return message
 
 
+def _unknown_to_the_model(
+    scorer: Any,
+    matrix: np.ndarray,
+    keys: Sequence[str],
+    task: str,
+    records: Mapping[str, Mapping[str, Any]],
+) -> dict[str, str]:
+    """Posted records missing a numeric feature no training row had missing, by key, with why.
+
+    The booster would read the gap as 0 (``FeatureProfile.never_missing``): a lead posted with
+    ``pdays: null`` scored as if contacted today. Such a record gets a per-item error naming the
+    feature, not a score resting on a value it does not have.
+    """
+    if scorer.profile is None or not len(keys):
+        return {}
+    never = scorer.profile.never_missing()
+    if not never:
+        return {}
+    columns = [scorer.feature_names.index(f) for f in never]
+    out = {}
+    for i, key in enumerate(keys):
+        missing = [never[j] for j in np.flatnonzero(np.isnan(matrix[i, columns]))]
+        if missing:
+            named = ", ".join(missing)
+            posted = [f"attributes.{f}" for f in missing if f in (records.get(key, {}).get("attributes") or {})]
+            out[key] = (
+                f"cannot score: {named} {'is' if len(missing) == 1 else 'are'} missing, and no training row of the "
+                f"{task} model had {'it' if len(missing) == 1 else 'them'} missing (the model would read 0)"
+                + (f"; post a value for {', '.join(posted)}" if posted else "")
+            )
+    return out
+
+
 def score_posted(
     state: State,
     task: str,
@@ -575,6 +608,11 @@ def score_posted(
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
     found = frame[model.scorer.entity].astype(str).tolist()
+    records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
+    gaps = _unknown_to_the_model(model.scorer, matrix, found, task, records)
+    if gaps:
+        keep = [i for i, key in enumerate(found) if key not in gaps]
+        matrix, found = matrix[keep], [found[i] for i in keep]
     # A few posted records are not a population: they get the served snapshot's anchor.
     shift = model.snapshot.population_shift if model.snapshot is not None else 0.0
     results = dict(
@@ -588,12 +626,11 @@ def score_posted(
             strict=True,
         )
     )
-    records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
     mc = getattr(model.config.models, task)
     items = [
         _item(model, key, results[key])
         if key in results
-        else {"id": key, "error": _outside(task, mc, as_of, records.get(key))}
+        else {"id": key, "error": gaps.get(key) or _outside(task, mc, as_of, records.get(key))}
         for key in keys
     ]
     return {"task": task, "as_of": str(as_of.date()), "items": items}

@@ -102,3 +102,26 @@ def test_counts_must_have_the_profile_layout():
         profile.compare_counts(np.zeros(3))
     with pytest.raises(ValueError, match="empty"):
         profile.compare_counts(profile.counts(np.empty((0, 1))))
+
+
+def test_never_missing_names_the_numeric_features_lightgbm_would_read_as_zero():
+    """The serving check on posted records rests on LightGBM's rule, asserted here on a real booster:
+    a feature never missing in training gets no missing direction, and NaN is scored as 0."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1.0, 10.0, 500)  # never missing, and 0 is below its range
+    sometimes = np.where(rng.uniform(size=500) < 0.2, np.nan, rng.normal(size=500))
+    code = rng.integers(0, 3, 500).astype(float)
+    X = np.column_stack([x, sometimes, code])
+    profile = FeatureProfile.from_matrix(X, ["x", "sometimes", "code"], categorical=[2])
+    assert profile.never_missing() == ["x"]
+
+    y = (x + rng.normal(0, 1, 500) > 5).astype(float)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=[2]), num_boost_round=10)
+    row = X[:1].copy()
+    as_nan, as_zero, as_low = row.copy(), row.copy(), row.copy()
+    as_nan[0, 0], as_zero[0, 0], as_low[0, 0] = np.nan, 0.0, 1.0
+    assert booster.predict(as_nan) == pytest.approx(booster.predict(as_zero), abs=0)
+    assert booster.predict(as_nan) == pytest.approx(booster.predict(as_low), abs=0)  # 0 is read as the lowest bin

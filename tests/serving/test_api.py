@@ -223,6 +223,24 @@ def test_posted_lead_record_scores_like_the_snapshot(server):
     assert posted.json()["items"][0]["probability"] == pytest.approx(by_id["items"][0]["probability"], abs=1e-9)
 
 
+def test_posted_lead_with_a_null_the_model_never_saw_is_an_item_error(server):
+    """LightGBM reads a missing value of a feature never missing in training as 0 (an age of 0);
+    that record gets an error naming the attribute, and the rest of the batch is scored."""
+    record = _lead_record(server)
+    blank = {**record, "lead_id": "blank", "attributes": {**record["attributes"], "age": None}}
+    with server.client("admin") as c:
+        as_of = c.post("/score/lead", json={"ids": [record["lead_id"]], "k": 0}).json()["as_of"]
+        posted = c.post("/score/lead/record", json={"leads": [record, blank], "as_of": as_of, "k": 0})
+    assert posted.status_code == 200, posted.text
+    scored, refused = posted.json()["items"]
+    assert scored["id"] == record["lead_id"] and 0 < scored["probability"] < 1
+    assert refused == {
+        "id": "blank",
+        "error": "cannot score: age is missing, and no training row of the lead model had it missing "
+        "(the model would read 0); post a value for attributes.age",
+    }
+
+
 def test_posted_history_with_a_bad_field_is_400(server):
     with server.client("admin") as c:
         response = c.post(
