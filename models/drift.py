@@ -43,6 +43,9 @@ class FeatureDrift:
     missing: float  # share of missing new values
     training_missing: float
     level: str  # "stable", "watch" (PSI >= 0.1) or "alert" (PSI >= 0.25)
+    # Share of new rows missing a numeric feature no training row had missing, which the booster
+    # reads as 0 (FeatureProfile.never_missing); 0 for categorical features and the others.
+    read_as_zero: float = 0.0
 
     def as_dict(self) -> dict[str, float | str]:
         return asdict(self)
@@ -85,6 +88,11 @@ class _Reference:
     shares: np.ndarray  # training share per bin, the missing bin last
     lo: float  # training range of a numeric feature
     hi: float
+
+    @property
+    def read_as_zero(self) -> bool:
+        """Numeric and never missing in training: LightGBM learned no missing direction for it."""
+        return not self.categorical and self.shares[-1] == 0
 
 
 class FeatureProfile:
@@ -133,11 +141,7 @@ class FeatureProfile:
         at prediction as 0 (its missing type "None"), so a row missing one is scored on a value
         it does not have.
         """
-        return [
-            name
-            for name, ref in zip(self.feature_names, self._references, strict=True)
-            if not ref.categorical and ref.shares[-1] == 0
-        ]
+        return [name for name, ref in zip(self.feature_names, self._references, strict=True) if ref.read_as_zero]
 
     def counts(self, X: np.ndarray) -> np.ndarray:
         """The sufficient statistics of :meth:`compare` for ``X``, as one vector that adds up.
@@ -193,6 +197,7 @@ class FeatureProfile:
                     missing=float(bins[-1] / n),
                     training_missing=float(ref.shares[-1]),
                     level=_level(psi),
+                    read_as_zero=float(bins[-1] / n) if ref.read_as_zero else 0.0,
                 )
             )
         return sorted(out, key=lambda d: (-d.psi, d.feature))
@@ -208,21 +213,35 @@ class FeatureProfile:
         return self.compare_counts(self.counts(X))
 
 
+def _share(x: float) -> str:
+    return f"{x:.0%}" if x >= 0.01 else "under 1%"
+
+
 def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | None:
-    """One sentence naming the features in ``alert``, worst first; None when there are none."""
+    """A sentence naming the features in ``alert``, worst first, and one naming the features the
+    booster reads as 0 where they are missing (:attr:`FeatureDrift.read_as_zero`); None when neither."""
+    sentences = []
     alerts = [d for d in drift if d.level == "alert"]
-    if not alerts:
-        return None
-    named = ", ".join(
-        f"{d.feature} (PSI {d.psi:.2f}"
-        + (f", {d.out_of_range:.0%} outside the training range)" if d.out_of_range else ")")
-        for d in alerts[:limit]
-    )
-    more = f" and {len(alerts) - limit} more" if len(alerts) > limit else ""
-    return (
-        f"{len(alerts)} of {len(drift)} features have shifted from the training rows (PSI >= {PSI_ALERT}): "
-        f"{named}{more}; probabilities may be miscalibrated for these rows"
-    )
+    if alerts:
+        named = ", ".join(
+            f"{d.feature} (PSI {d.psi:.2f}"
+            + (f", {d.out_of_range:.0%} outside the training range)" if d.out_of_range else ")")
+            for d in alerts[:limit]
+        )
+        more = f" and {len(alerts) - limit} more" if len(alerts) > limit else ""
+        sentences.append(
+            f"{len(alerts)} of {len(drift)} features have shifted from the training rows (PSI >= {PSI_ALERT}): "
+            f"{named}{more}; probabilities may be miscalibrated for these rows"
+        )
+    gaps = sorted((d for d in drift if d.read_as_zero > 0), key=lambda d: (-d.read_as_zero, d.feature))
+    if gaps:
+        named = ", ".join(f"{d.feature} ({_share(d.read_as_zero)} of rows)" for d in gaps[:limit])
+        more = f" and {len(gaps) - limit} more" if len(gaps) > limit else ""
+        sentences.append(
+            f"missing where no training row was: {named}{more}; the model reads those values as 0, "
+            "so fill them at the source or retrain on data that has the gaps"
+        )
+    return ". ".join(sentences) or None
 
 
 def drift_overview(drift: Sequence[FeatureDrift]) -> dict[str, object]:

@@ -148,7 +148,10 @@ class LeadRecord(_Body):
 class DriftInfo(BaseModel):
     max_psi: float = Field(description="largest population stability index of a feature against the training rows")
     alert: list[str] = Field(description="features with PSI >= 0.25, worst first")
-    warning: str | None = Field(description="a sentence naming the shifted features; null when none shifted")
+    warning: str | None = Field(
+        description="sentences naming the shifted features and the numeric features missing where no training "
+        "row was (the model reads those as 0); null when neither"
+    )
 
 
 class AtRiskItem(BaseModel):

@@ -116,6 +116,15 @@ def test_never_missing_names_the_numeric_features_lightgbm_would_read_as_zero():
     X = np.column_stack([x, sometimes, code])
     profile = FeatureProfile.from_matrix(X, ["x", "sometimes", "code"], categorical=[2])
     assert profile.never_missing() == ["x"]
+    gappy = X.copy()
+    gappy[:50, 0] = gappy[:50, 2] = np.nan  # x and an unseen code missing in 10% of the rows
+    drift = _by_name(profile.compare(gappy))
+    assert drift["x"].read_as_zero == pytest.approx(0.1)
+    assert drift["code"].read_as_zero == 0.0 and drift["sometimes"].read_as_zero == 0.0
+    assert drift_summary(list(drift.values())).endswith(
+        "missing where no training row was: x (10% of rows); the model reads those values as 0, "
+        "so fill them at the source or retrain on data that has the gaps"
+    )
 
     y = (x + rng.normal(0, 1, 500) > 5).astype(float)
     params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
