@@ -533,6 +533,27 @@ def _check_purchases(model: TaskModel, task: str, customers: Sequence[Mapping[st
                     )
 
 
+def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a posted attribute that is text where the model's feature of that name is a number.
+
+    Raises
+    ------
+    RequestError
+        Naming ``<field_name>.i.attributes.<name>`` and the value.
+    """
+    numeric = set(scorer.feature_names) - set(scorer.categories)
+    for i, record in enumerate(records):
+        for name, value in (record.get("attributes") or {}).items():
+            if name in numeric and isinstance(value, str):
+                try:
+                    float(value)
+                except ValueError:
+                    raise RequestError(
+                        f"{field_name}[{i}].attributes.{name} is {value!r}: the {task} model's feature {name} is a number",
+                        field=f"{field_name}.{i}.attributes.{name}",
+                    ) from None
+
+
 def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] | None) -> str:
     """Why a posted record has no score: the population rule, and what of it lies after ``as_of``."""
     from features.config import population_rule
@@ -568,12 +589,14 @@ def _unknown_to_the_model(
     if not never:
         return {}
     columns = [scorer.feature_names.index(f) for f in never]
+    # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
+    attribute_names = {name for r in records.values() for name in (r.get("attributes") or {})}
     out = {}
     for i, key in enumerate(keys):
         missing = [never[j] for j in np.flatnonzero(np.isnan(matrix[i, columns]))]
         if missing:
             named = ", ".join(missing)
-            posted = [f"attributes.{f}" for f in missing if f in (records.get(key, {}).get("attributes") or {})]
+            posted = [f"attributes.{f}" for f in missing if f in attribute_names]
             out[key] = (
                 f"cannot score: {named} {'is' if len(missing) == 1 else 'are'} missing, and no training row of the "
                 f"{task} model had {'it' if len(missing) == 1 else 'them'} missing (the model would read 0)"
@@ -602,11 +625,21 @@ def score_posted(
         as_of = as_of.astimezone(dt.UTC)
     as_of = as_of.replace(tzinfo=None)
     _check_purchases(model, task, customers)
+    posted = leads if task == "lead" else customers
+    _check_attributes(model.scorer, task, field_name, posted)
     try:
         frame = history_features(model.config, task, as_of=as_of, customers=customers, leads=leads)
-        matrix = model.scorer.prepare(frame)
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
+    absent = [f for f in model.scorer.feature_names if f not in frame.columns]
+    if absent:  # every computed feature is a column: what is absent is an attribute no record posted
+        raise RequestError(
+            f"{field_name}[0].attributes has no {absent[0]}: the {task} model's features include it"
+            + (f" (and {', '.join(absent[1:6])})" if len(absent) > 1 else "")
+            + "; post it in the attributes of every record",
+            field=f"{field_name}.0.attributes.{absent[0]}",
+        )
+    matrix = model.scorer.prepare(frame)
     found = frame[model.scorer.entity].astype(str).tolist()
     records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, records)

@@ -228,17 +228,53 @@ def test_posted_lead_with_a_null_the_model_never_saw_is_an_item_error(server):
     that record gets an error naming the attribute, and the rest of the batch is scored."""
     record = _lead_record(server)
     blank = {**record, "lead_id": "blank", "attributes": {**record["attributes"], "age": None}}
+    without = {
+        **record,
+        "lead_id": "without",
+        "attributes": {k: v for k, v in record["attributes"].items() if k != "age"},
+    }
     with server.client("admin") as c:
         as_of = c.post("/score/lead", json={"ids": [record["lead_id"]], "k": 0}).json()["as_of"]
-        posted = c.post("/score/lead/record", json={"leads": [record, blank], "as_of": as_of, "k": 0})
+        posted = c.post("/score/lead/record", json={"leads": [record, blank, without], "as_of": as_of, "k": 0})
     assert posted.status_code == 200, posted.text
-    scored, refused = posted.json()["items"]
+    scored, refused, refused_too = posted.json()["items"]
+    assert refused_too["error"] == refused["error"]
     assert scored["id"] == record["lead_id"] and 0 < scored["probability"] < 1
     assert refused == {
         "id": "blank",
         "error": "cannot score: age is missing, and no training row of the lead model had it missing "
         "(the model would read 0); post a value for attributes.age",
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "message"),
+    [
+        (
+            {"age": "forty"},
+            ["leads", 1, "attributes", "age"],
+            "leads[1].attributes.age is 'forty': the lead model's feature age is a number",
+        ),
+        (
+            {"age": None},  # dropped from every record below
+            ["leads", 0, "attributes", "age"],
+            "leads[0].attributes has no age: the lead model's features include it; "
+            "post it in the attributes of every record",
+        ),
+    ],
+)
+def test_a_posted_attribute_the_model_cannot_read_is_400_naming_it(server, change, loc, message):
+    record = _lead_record(server)
+    if change["age"] is None:
+        del record["attributes"]["age"]
+        leads = [record]
+    else:
+        leads = [record, {**record, "lead_id": "x", "attributes": {**record["attributes"], **change}}]
+    with server.client("admin") as c:
+        response = c.post("/score/lead/record", json={"leads": leads, "as_of": "2010-11-01"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"][0]["loc"] == loc
+    assert response.json()["error"] == message
 
 
 def test_posted_history_with_a_bad_field_is_400(server):
