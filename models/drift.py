@@ -217,28 +217,31 @@ def _share(x: float) -> str:
     return f"{x:.0%}" if x >= 0.01 else "under 1%"
 
 
+def _listed(named: Sequence[str], limit: int) -> str:
+    """The first ``limit`` names, then how many more."""
+    return ", ".join(named[:limit]) + (f" and {len(named) - limit} more" if len(named) > limit else "")
+
+
 def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | None:
     """A sentence naming the features in ``alert``, worst first, and one naming the features the
     booster reads as 0 where they are missing (:attr:`FeatureDrift.read_as_zero`); None when neither."""
     sentences = []
     alerts = [d for d in drift if d.level == "alert"]
     if alerts:
-        named = ", ".join(
+        named = [
             f"{d.feature} (PSI {d.psi:.2f}"
             + (f", {d.out_of_range:.0%} outside the training range)" if d.out_of_range else ")")
-            for d in alerts[:limit]
-        )
-        more = f" and {len(alerts) - limit} more" if len(alerts) > limit else ""
+            for d in alerts
+        ]
         sentences.append(
             f"{len(alerts)} of {len(drift)} features have shifted from the training rows (PSI >= {PSI_ALERT}): "
-            f"{named}{more}; probabilities may be miscalibrated for these rows"
+            f"{_listed(named, limit)}; probabilities may be miscalibrated for these rows"
         )
     gaps = sorted((d for d in drift if d.read_as_zero > 0), key=lambda d: (-d.read_as_zero, d.feature))
     if gaps:
-        named = ", ".join(f"{d.feature} ({_share(d.read_as_zero)} of rows)" for d in gaps[:limit])
-        more = f" and {len(gaps) - limit} more" if len(gaps) > limit else ""
+        named = [f"{d.feature} ({_share(d.read_as_zero)} of rows)" for d in gaps]
         sentences.append(
-            f"missing where no training row was: {named}{more}; the model reads those values as 0, "
+            f"missing where no training row was: {_listed(named, limit)}; the model reads those values as 0, "
             "so fill them at the source or retrain on data that has the gaps"
         )
     return ". ".join(sentences) or None

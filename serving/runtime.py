@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import Config
+from features.config import Config, population_rule
 from models.drift import FeatureDrift, drift_overview
 from serving import lists
 
@@ -502,6 +502,7 @@ def score_ids(
 
 
 def _naive_utc(value: Any) -> pd.Timestamp:
+    """A posted time as the feature tables hold it: UTC without a zone (a naive time is taken as UTC)."""
     ts = pd.Timestamp(value)
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
@@ -521,11 +522,12 @@ def _check_purchases(model: TaskModel, task: str, customers: Sequence[Mapping[st
 
     used = set(model.scorer.feature_names)
     needed = {column: [f for f in features if f in used] for column, features in FEATURES_FROM.items()}
-    needed = {column: features for column, features in needed.items() if features}
     for i, customer in enumerate(customers):
         for j, purchase in enumerate(customer["purchases"]):
+            if purchase["amount"] <= 0:
+                continue
             for column, features in needed.items():
-                if purchase["amount"] > 0 and purchase.get(column) is None:
+                if features and purchase.get(column) is None:
                     raise RequestError(
                         f"customers[{i}].purchases[{j}] has no {column}: the {task} model's features "
                         f"{', '.join(features)} are computed from it, so every purchase (amount > 0) must carry it",
@@ -556,8 +558,6 @@ def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence
 
 def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] | None) -> str:
     """Why a posted record has no score: the population rule, and what of it lies after ``as_of``."""
-    from features.config import population_rule
-
     message = f"not in the {task} population at {as_of:%Y-%m-%d %H:%M} (rule: {population_rule(task, mc)})"
     if record is None:
         return message
@@ -621,9 +621,7 @@ def score_posted(
     field_name = "leads" if task == "lead" else "customers"
     _check_batch(len(keys), max_batch, field_name, "records")
     model = state.model(task)
-    if as_of.tzinfo is not None:
-        as_of = as_of.astimezone(dt.UTC)
-    as_of = as_of.replace(tzinfo=None)
+    as_of = _naive_utc(as_of).to_pydatetime()
     _check_purchases(model, task, customers)
     posted = leads if task == "lead" else customers
     _check_attributes(model.scorer, task, field_name, posted)
