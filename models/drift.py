@@ -14,23 +14,36 @@ beyond the training range is scored like the nearest value seen, which PSI can m
 training feature held a single value, so the out-of-range share is reported beside it.
 
 Both work on the encoded model matrix (:meth:`models.scorer.Scorer.prepare`): categories are
-their training codes, and an unseen category is missing (NaN), as the booster sees it.
+their training codes, and an unseen category is missing (NaN), as the booster sees it. Which
+category values no training row had is read from the features themselves
+(:func:`models.scorer.unseen_values`) and attached with :func:`with_unseen`, so a report can say
+that ``country 'Atlantis'`` was scored as missing rather than only that ``country`` went missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["PSI_ALERT", "PSI_WATCH", "FeatureDrift", "FeatureProfile", "drift_overview", "drift_summary"]
+__all__ = [
+    "PSI_ALERT",
+    "PSI_WATCH",
+    "FeatureDrift",
+    "FeatureProfile",
+    "drift_overview",
+    "drift_summary",
+    "with_unseen",
+]
 
 PSI_WATCH = 0.1
 PSI_ALERT = 0.25
 # Floor of a bin's share in the PSI sum: an empty bin on one side must not make it infinite.
 _FLOOR = 1e-4
 _QUANTILES = np.linspace(0.1, 0.9, 9)
+# How many of a feature's unseen category values a FeatureDrift keeps (the commonest).
+_UNSEEN_KEPT = 10
 
 
 @dataclass(frozen=True)
@@ -46,9 +59,17 @@ class FeatureDrift:
     # Share of new rows missing a numeric feature no training row had missing, which the booster
     # reads as 0 (FeatureProfile.never_missing); 0 for categorical features and the others.
     read_as_zero: float = 0.0
+    # Share of new rows holding a category value no training row had (the booster reads it as
+    # missing), how many distinct such values there were, and the commonest with their row
+    # counts (at most 10); 0, 0 and () for numeric features and for drift measured on a matrix alone.
+    unseen: float = 0.0
+    unseen_distinct: int = 0
+    unseen_values: tuple[tuple[str, int], ...] = ()
 
-    def as_dict(self) -> dict[str, float | str]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["unseen_values"] = dict(self.unseen_values)
+        return out
 
 
 def _level(psi: float) -> str:
@@ -134,6 +155,16 @@ class FeatureProfile:
             references.append(_Reference(j in cats, edges, shares, lo, hi))
         return cls(feature_names, references, len(X))
 
+    def known_codes(self, name: str) -> np.ndarray | None:
+        """The category codes the training rows held for categorical feature ``name`` (sorted);
+        None for a numeric feature.
+
+        The encoder knows every category of the training *and* test frames, so a value only the
+        test fold had gets a code no training row had; the booster reads it as missing too.
+        """
+        ref = self._references[self.feature_names.index(name)]
+        return ref.edges if ref.categorical else None
+
     def never_missing(self) -> list[str]:
         """The numeric features no training row had missing.
 
@@ -213,6 +244,33 @@ class FeatureProfile:
         return self.compare_counts(self.counts(X))
 
 
+def with_unseen(
+    drift: Sequence[FeatureDrift], unseen: Mapping[str, Mapping[str, int]], n_rows: int
+) -> list[FeatureDrift]:
+    """``drift`` with each feature's unseen category values attached (same order).
+
+    ``unseen`` maps a feature to ``{value: rows}`` (:meth:`models.scorer.Scorer.unseen_counts`, or
+    their sum over the partitions of a distributed job) for the ``n_rows`` rows ``drift`` measured.
+    """
+    out = []
+    for d in drift:
+        counts = unseen.get(d.feature)
+        if counts and n_rows > 0:
+            commonest = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            d = replace(
+                d,
+                unseen=float(sum(counts.values()) / n_rows),
+                unseen_distinct=len(counts),
+                unseen_values=tuple((str(v), int(n)) for v, n in commonest[:_UNSEEN_KEPT]),
+            )
+        out.append(d)
+    return out
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
+
+
 def _share(x: float) -> str:
     return f"{x:.0%}" if x >= 0.01 else "under 1%"
 
@@ -223,8 +281,9 @@ def _listed(named: Sequence[str], limit: int) -> str:
 
 
 def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | None:
-    """A sentence naming the features in ``alert``, worst first, and one naming the features the
-    booster reads as 0 where they are missing (:attr:`FeatureDrift.read_as_zero`); None when neither."""
+    """A sentence naming the features in ``alert``, worst first, one naming the features the
+    booster reads as 0 where they are missing (:attr:`FeatureDrift.read_as_zero`), and one naming
+    the category values no training row had (:attr:`FeatureDrift.unseen`); None when none applies."""
     sentences = []
     alerts = [d for d in drift if d.level == "alert"]
     if alerts:
@@ -244,14 +303,27 @@ def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | Non
             f"missing where no training row was: {_listed(named, limit)}; the model reads those values as 0, "
             "so fill them at the source or retrain on data that has the gaps"
         )
+    unseen = sorted((d for d in drift if d.unseen_values), key=lambda d: (-d.unseen, d.feature))
+    if unseen:
+        named = []
+        for d in unseen:
+            values = [f"{v!r} ({_rows(n)})" for v, n in d.unseen_values[:limit]]
+            more = d.unseen_distinct - len(values)
+            named.append(f"{d.feature} " + ", ".join(values) + (f" and {more} more" if more > 0 else ""))
+        sentences.append(
+            f"category values no training row had, scored as missing: {_listed(named, limit)}; "
+            "check their spelling at the source, or retrain on data that has them"
+        )
     return ". ".join(sentences) or None
 
 
 def drift_overview(drift: Sequence[FeatureDrift]) -> dict[str, object]:
-    """``{"max_psi", "alert", "warning"}``: the largest PSI, the features in alert (worst first)
-    and :func:`drift_summary`'s sentence, for JSON outputs (the training metrics, ``/models``)."""
+    """``{"max_psi", "alert", "unseen", "warning"}``: the largest PSI, the features in alert (worst
+    first), the unseen category values by feature (``{value: rows}``, the commonest kept) and
+    :func:`drift_summary`'s sentences, for JSON outputs (the training metrics, ``/models``)."""
     return {
         "max_psi": max((d.psi for d in drift), default=0.0),
         "alert": [d.feature for d in drift if d.level == "alert"],
+        "unseen": {d.feature: dict(d.unseen_values) for d in drift if d.unseen_values},
         "warning": drift_summary(drift),
     }

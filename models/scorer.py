@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.drift import FeatureDrift, FeatureProfile
+from models.drift import FeatureDrift, FeatureProfile, with_unseen
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
 
-__all__ = ["Calibrator", "Scorer", "encode_frame", "rate_shift", "shift_log_odds"]
+__all__ = ["Calibrator", "Scorer", "encode_frame", "rate_shift", "shift_log_odds", "unseen_values"]
 
 
 def encode_frame(
@@ -58,6 +58,37 @@ def encode_frame(
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"feature column '{name}' must be numeric: {exc}") from exc
     return X
+
+
+def unseen_values(
+    features: pd.DataFrame,
+    X: np.ndarray,
+    feature_names: Sequence[str],
+    categories: Mapping[str, Sequence[Any]],
+    profile: FeatureProfile | None = None,
+) -> dict[str, pd.Series]:
+    """The category values of ``features`` no training row had, by categorical feature.
+
+    ``X`` is ``encode_frame(features, feature_names, categories)``. A value is unseen when it is
+    present in ``features`` but its code is missing (a category the encoder does not know) or, with
+    the training ``profile``, not among the codes the training rows held. The booster reads both as
+    missing. Each Series holds the values as text, indexed by row position; features without any
+    are left out.
+    """
+    out = {}
+    for name in categories:
+        if name not in features.columns:
+            continue
+        codes = X[:, list(feature_names).index(name)]
+        unseen = np.isnan(codes)
+        known = profile.known_codes(name) if profile is not None else None
+        if known is not None:
+            unseen |= ~np.isin(codes, known)
+        unseen &= features[name].notna().to_numpy()
+        if unseen.any():
+            rows = np.flatnonzero(unseen)
+            out[name] = pd.Series(features[name].astype(object).to_numpy()[rows].astype(str), index=rows)
+    return out
 
 
 def shift_log_odds(p: np.ndarray, shift: float, scale: float = 1.0) -> np.ndarray:
@@ -333,11 +364,34 @@ class Scorer:
         """
         return encode_frame(features, self.feature_names, self.categories)
 
-    def drift(self, X: np.ndarray) -> list[FeatureDrift]:
+    def drift(self, X: np.ndarray, features: pd.DataFrame | None = None) -> list[FeatureDrift]:
         """Drift of a prepared matrix against the training rows, largest PSI first (see
-        :mod:`models.drift`); empty for a matrix without rows or a scorer without a training profile."""
+        :mod:`models.drift`); empty for a matrix without rows or a scorer without a training profile.
+
+        With the ``features`` ``X`` was prepared from, each categorical feature's drift also names
+        its category values no training row had (:meth:`unseen_counts`).
+        """
         profile = getattr(self, "profile", None)  # scorers pickled before profiles existed have none
-        return [] if profile is None or len(X) == 0 else profile.compare(X)
+        if profile is None or len(X) == 0:
+            return []
+        drift = profile.compare(X)
+        return drift if features is None else with_unseen(drift, self.unseen_counts(features, X), len(X))
+
+    def unseen(self, features: pd.DataFrame, X: np.ndarray) -> dict[str, pd.Series]:
+        """The category values no training row had, per categorical feature, by row position
+        (:func:`unseen_values`; ``X`` is :meth:`prepare` of ``features``)."""
+        return unseen_values(features, X, self.feature_names, self.categories, getattr(self, "profile", None))
+
+    def unseen_counts(self, features: pd.DataFrame, X: np.ndarray) -> dict[str, dict[str, int]]:
+        """``{feature: {value: rows}}`` of :meth:`unseen`."""
+        return {name: values.value_counts().to_dict() for name, values in self.unseen(features, X).items()}
+
+    def known_values(self, name: str) -> list[Any]:
+        """The values of categorical feature ``name`` that training rows held, in code order."""
+        profile = getattr(self, "profile", None)
+        codes = profile.known_codes(name) if profile is not None else None
+        values = self.categories[name]
+        return list(values) if codes is None else [values[int(c)] for c in codes]
 
     # -- scores -----------------------------------------------------------------------------
     def raw_score(self, X: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def at_risk_list(
     if not allow_empty:
         check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
     matrix = scorer.prepare(features)
-    drift = tuple(scorer.drift(matrix))
+    drift = tuple(scorer.drift(matrix, features))
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
     positions, _ = lists.select_at_risk(
         scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names

@@ -84,6 +84,9 @@ class Snapshot:
     # The snapshot is the population at ``as_of``: its anchor (``Scorer.population_shift``; 0 for
     # models without one) applies to every row scored from it, and to posted records.
     population_shift: float = 0.0
+    # Row -> the sentences of its category values no training row had (scored as missing), which
+    # the row's score carries as ``warnings`` (see _unseen_warnings).
+    warnings: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))
     contrib = scorer.contributions(matrix)
+    unseen = _unseen_warnings(scorer, frame, matrix)
     return Snapshot(
         path=str(path),
         as_of=as_of,
@@ -172,9 +176,32 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         matrix=matrix,
         contrib=contrib,
         frame=frame,
-        drift=tuple(scorer.drift(matrix)),
+        drift=tuple(scorer.drift(matrix, frame)),
         population_shift=scorer.population_shift(matrix, as_of=as_of, raw=contrib.sum(axis=1)),
+        warnings={row: tuple(w) for row, w in unseen.items()},
     )
+
+
+def _unseen_warnings(
+    scorer: Any, frame: pd.DataFrame, matrix: np.ndarray, attributes: frozenset[str] = frozenset()
+) -> dict[int, list[str]]:
+    """Per row position, one sentence per category value no training row had (``Scorer.unseen``).
+
+    The booster reads such a value as missing, so the score stands, but a typo (``"admin"`` for
+    ``"admin."``) or a new segment would otherwise pass without a word. ``attributes`` are the
+    features the caller posted as attributes, named ``attributes.<name>`` in the sentence.
+    """
+    out: dict[int, list[str]] = {}
+    for name, values in scorer.unseen(frame, matrix).items():
+        known = [str(v) for v in scorer.known_values(name)]
+        listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+        where = f"attributes.{name}" if name in attributes else name
+        for row, value in values.items():
+            out.setdefault(int(row), []).append(
+                f"{where} {value!r} is a value no training row of the {scorer.task} model had, "
+                f"so it was scored as missing (known: {listed})"
+            )
+    return out
 
 
 def _list_frame(model: TaskModel) -> pd.DataFrame | None:
@@ -461,8 +488,11 @@ def reasons_k(role: str | None, k: int | None, default: int, *, max_k: int, fiel
     return k
 
 
-def _item(model: TaskModel, key: str, result: dict[str, Any]) -> dict[str, Any]:
-    return {"id": key, **result, "model_name": model.scorer.model_name, "model_version": model.scorer.version}
+def _item(model: TaskModel, key: str, result: dict[str, Any], warnings: Sequence[str] = ()) -> dict[str, Any]:
+    item = {"id": key, **result, "model_name": model.scorer.model_name, "model_version": model.scorer.version}
+    if warnings:
+        item["warnings"] = list(warnings)
+    return item
 
 
 def _check_batch(n: int, max_batch: int, field: str, what: str) -> None:
@@ -493,7 +523,7 @@ def score_ids(
     )
     entity = model.scorer.entity
     items = [
-        _item(model, key, next(results))
+        _item(model, key, next(results), snapshot.warnings.get(row, ()))
         if row is not None
         else {"id": key, "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"}
         for key, row in zip(ids, rows, strict=True)
@@ -575,7 +605,7 @@ def _unknown_to_the_model(
     matrix: np.ndarray,
     keys: Sequence[str],
     task: str,
-    records: Mapping[str, Mapping[str, Any]],
+    attribute_names: frozenset[str],
 ) -> dict[str, str]:
     """Posted records missing a numeric feature no training row had missing, by key, with why.
 
@@ -589,8 +619,6 @@ def _unknown_to_the_model(
     if not never:
         return {}
     columns = [scorer.feature_names.index(f) for f in never]
-    # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
-    attribute_names = {name for r in records.values() for name in (r.get("attributes") or {})}
     out = {}
     for i, key in enumerate(keys):
         missing = [never[j] for j in np.flatnonzero(np.isnan(matrix[i, columns]))]
@@ -640,7 +668,10 @@ def score_posted(
     matrix = model.scorer.prepare(frame)
     found = frame[model.scorer.entity].astype(str).tolist()
     records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
-    gaps = _unknown_to_the_model(model.scorer, matrix, found, task, records)
+    # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
+    attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
+    warnings = {found[row]: w for row, w in _unseen_warnings(model.scorer, frame, matrix, attribute_names).items()}
+    gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:
         keep = [i for i, key in enumerate(found) if key not in gaps]
         matrix, found = matrix[keep], [found[i] for i in keep]
@@ -659,7 +690,7 @@ def score_posted(
     )
     mc = getattr(model.config.models, task)
     items = [
-        _item(model, key, results[key])
+        _item(model, key, results[key], warnings.get(key, ()))
         if key in results
         else {"id": key, "error": gaps.get(key) or _outside(task, mc, as_of, records.get(key))}
         for key in keys

@@ -87,6 +87,11 @@ class ScoreItem(BaseModel):
     value_at_risk: float | None = None
     reasons: list[Reason] | None = Field(None, description="present when k > 0")
     counter_reasons: list[Reason] | None = Field(None, description="present when counter_k > 0; impacts are negative")
+    warnings: list[str] | None = Field(
+        None,
+        description="present when the score rests on an input the model could not read as given: a category "
+        "value no training row had (a typo, a new segment), which the model scored as missing",
+    )
     model_name: str
     model_version: str | None
 
@@ -148,9 +153,14 @@ class LeadRecord(_Body):
 class DriftInfo(BaseModel):
     max_psi: float = Field(description="largest population stability index of a feature against the training rows")
     alert: list[str] = Field(description="features with PSI >= 0.25, worst first")
+    unseen: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="category values no training row had, scored as missing: {feature: {value: rows}}, "
+        "the commonest 10 per feature",
+    )
     warning: str | None = Field(
-        description="sentences naming the shifted features and the numeric features missing where no training "
-        "row was (the model reads those as 0); null when neither"
+        description="sentences naming the shifted features, the numeric features missing where no training "
+        "row was (the model reads those as 0) and the unseen category values; null when none applies"
     )
 
 

@@ -15,7 +15,9 @@ needs a ``.py`` file) can start any command: ``spark-submit .../serving/spark_ba
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -27,8 +29,8 @@ from features.files import OutputError
 from features.pipeline import ENTITY, check_population, normalize_as_of, population_table, stable_floats
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
-from models.drift import FeatureDrift
-from models.scorer import Scorer, encode_frame
+from models.drift import FeatureDrift, with_unseen
+from models.scorer import Scorer, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, stale_warning
 from training.train import normalize_task
@@ -83,8 +85,9 @@ def spark_drift(scorer: Scorer, features) -> list[FeatureDrift]:
     """Drift of a Spark DataFrame of features from the model's training rows, largest PSI first.
 
     Each partition encodes its rows as the model does (:meth:`models.scorer.Scorer.prepare`) and
-    counts them into the training profile's bins (:meth:`models.drift.FeatureProfile.counts`); the
-    driver sums the counts, so the result equals :meth:`Scorer.drift` on the whole table. Only the
+    counts them into the training profile's bins (:meth:`models.drift.FeatureProfile.counts`), and
+    its category values no training row had (:func:`models.scorer.unseen_values`); the driver sums
+    both, so the result equals :meth:`Scorer.drift` with the features on the whole table. Only the
     profile and the encodings go to the executors, not the boosters. Empty for an empty DataFrame
     or a model trained before drift profiles.
     """
@@ -94,19 +97,32 @@ def spark_drift(scorer: Scorer, features) -> list[FeatureDrift]:
     names, categories = scorer.feature_names, scorer.categories
 
     def partition_counts(batches):
-        total = None
+        total, unseen = None, defaultdict(Counter)
         for batch in batches:
-            counts = profile.counts(encode_frame(batch, names, categories))
+            X = encode_frame(batch, names, categories)
+            counts = profile.counts(X)
             total = counts if total is None else total + counts
+            for name, values in unseen_values(batch, X, names, categories, profile).items():
+                unseen[name].update(values)
         if total is not None and total[0] > 0:
-            yield pd.DataFrame({"counts": [total.tolist()]})
+            yield pd.DataFrame({"counts": [total.tolist()], "unseen": [json.dumps(unseen)]})
 
     missing = [name for name in names if name not in features.columns]
     if missing:
         raise ValueError(f"the features have no column(s) {missing[:5]} for the model's drift profile")
-    rows = features.select(*[f"`{name}`" for name in names]).mapInPandas(partition_counts, "counts array<double>")
-    parts = [np.asarray(row["counts"]) for row in rows.collect()]
-    return profile.compare_counts(np.sum(parts, axis=0)) if parts else []
+    rows = (
+        features.select(*[f"`{name}`" for name in names])
+        .mapInPandas(partition_counts, "counts array<double>, unseen string")
+        .collect()
+    )
+    if not rows:
+        return []
+    total = np.sum([np.asarray(row["counts"]) for row in rows], axis=0)
+    unseen: dict[str, Counter] = defaultdict(Counter)
+    for row in rows:  # a partition's {feature: {value: rows}}
+        for name, counts in json.loads(row["unseen"]).items():
+            unseen[name].update(counts)
+    return with_unseen(profile.compare_counts(total), unseen, int(total[0]))
 
 
 def _replace_folder(spark, tmp: str, out: str) -> None:

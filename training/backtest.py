@@ -527,7 +527,7 @@ def run_backtest(
         unanchored = scorer.calibrator(raw_test)
         metrics["ece_without_anchor"] = m.ece(y_test, unanchored)
         metrics["brier_without_anchor"] = m.brier(y_test, unanchored)
-    drift = scorer.drift(X_test)
+    drift = scorer.drift(X_test, test)
     overview = drift_overview(drift)
     metrics["drift_max_psi"] = overview["max_psi"]
     metrics["drift_features_alert"] = float(len(overview["alert"]))

@@ -114,7 +114,7 @@ def score_population(
     by one log-odds offset to the latest known base rate, which is returned (0 for the others).
     """
     X = scorer.prepare(features)
-    drift = tuple(scorer.drift(X))
+    drift = tuple(scorer.drift(X, features))
     shift = scorer.population_shift(X, as_of=as_of)
     scores = scorer.score_frame(
         features, k=k, explain=explain, as_of=as_of, prepared=X, population_shift=shift, counter_k=counter_k

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from models.churn import spec as churn_spec
+from models.drift import FeatureProfile, drift_summary
 from models.next_purchase import spec as next_purchase_spec
-from models.scorer import Calibrator
+from models.scorer import Calibrator, encode_frame, unseen_values
 from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
 
@@ -171,3 +172,59 @@ def test_calibrator_on_a_linear_map_equals_the_map_then_the_calibrator():
         np.testing.assert_allclose(composed(raw), calibrator(0.7 * raw + 0.3), rtol=1e-12)
     with pytest.raises(ValueError, match="increasing"):
         Calibrator().on_linear(-1.0, 0.0)
+
+
+def test_unseen_category_values_are_named_and_scored_as_missing(churn, test_frame):
+    rows = test_frame.head(6).copy()
+    rows["country"] = rows["country"].astype(object)
+    rows.loc[[0, 2], "country"] = "Atlantis"
+    rows.loc[3, "country"] = "Narnia"
+    blank = rows.copy()
+    blank.loc[[0, 2, 3], "country"] = None
+    X = churn.prepare(rows)
+    unseen = churn.unseen(rows, X)
+    assert list(unseen) == ["country"]
+    assert unseen["country"].to_dict() == {0: "Atlantis", 2: "Atlantis", 3: "Narnia"}
+    assert churn.unseen_counts(rows, X) == {"country": {"Atlantis": 2, "Narnia": 1}}
+    assert churn.unseen(blank, churn.prepare(blank)) == {}  # a missing value is not an unseen one
+    # The booster reads an unseen value as missing: the same probabilities as with no country.
+    assert [s["probability"] for s in churn.score_matrix(X, explain=False)] == pytest.approx(
+        [s["probability"] for s in churn.score_matrix(churn.prepare(blank), explain=False)], abs=0
+    )
+
+    country = next(d for d in churn.drift(X, rows) if d.feature == "country")
+    assert (country.unseen, country.unseen_distinct) == (pytest.approx(0.5), 2)
+    assert country.unseen_values == (("Atlantis", 2), ("Narnia", 1))
+    assert country.as_dict()["unseen_values"] == {"Atlantis": 2, "Narnia": 1}
+    assert next(d for d in churn.drift(X) if d.feature == "country").unseen_values == ()  # the matrix alone
+    assert drift_summary(churn.drift(X, rows)).endswith(
+        "category values no training row had, scored as missing: country 'Atlantis' (2 rows), 'Narnia' (1 row); "
+        "check their spelling at the source, or retrain on data that has them"
+    )
+    assert churn.known_values("country") == ["France", "Germany", "UK"]
+
+
+def test_a_category_only_the_test_fold_had_counts_as_unseen():
+    """The encoder knows the categories of the training *and* test frames; a value only the test
+    fold had has a code no training row held, which a real LightGBM booster scores as missing."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2, 400).astype(float)  # training rows hold "a" and "b" only
+    X = np.column_stack([codes, rng.normal(size=400)])
+    y = (codes + rng.normal(0, 0.5, 400) > 0.5).astype(float)
+    profile = FeatureProfile.from_matrix(X, ["segment", "x"], categorical=[0])
+    frame = pd.DataFrame({"segment": ["b", "c", "zz", None], "x": [0.2, 0.2, 0.3, 0.4]})
+    encoded = encode_frame(frame, ["segment", "x"], {"segment": ["a", "b", "c"]})
+    np.testing.assert_array_equal(encoded[:, 0], [1.0, 2.0, np.nan, np.nan])
+    unseen = unseen_values(frame, encoded, ["segment", "x"], {"segment": ["a", "b", "c"]}, profile)
+    assert unseen["segment"].to_dict() == {1: "c", 2: "zz"}
+    without_profile = unseen_values(frame, encoded, ["segment", "x"], {"segment": ["a", "b", "c"]})
+    assert without_profile["segment"].to_dict() == {2: "zz"}
+
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
+    booster = lgb.train(params, lgb.Dataset(X, y, categorical_feature=[0]), num_boost_round=10)
+    as_missing = encoded.copy()
+    as_missing[1, 0] = np.nan
+    assert booster.predict(encoded[1:2]) == pytest.approx(booster.predict(as_missing[1:2]), abs=0)
+    assert booster.predict(encoded[:1]) != pytest.approx(booster.predict(as_missing[1:2]), abs=1e-6)  # "b" is read

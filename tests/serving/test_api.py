@@ -247,6 +247,26 @@ def test_posted_lead_with_a_null_the_model_never_saw_is_an_item_error(server):
     }
 
 
+def test_posted_lead_with_a_category_the_model_never_saw_is_scored_with_a_warning(server):
+    """``job: "admin"`` (for ``"admin."``) is a value no training row had: LightGBM scores it as a
+    missing job, which the item says, naming the attribute and the values the model knows."""
+    record = _lead_record(server)
+    typo = {**record, "lead_id": "typo", "attributes": {**record["attributes"], "job": "admin"}}
+    blank = {**record, "lead_id": "blank", "attributes": {**record["attributes"], "job": None}}
+    with server.client("admin") as c:
+        as_of = c.post("/score/lead", json={"ids": [record["lead_id"]], "k": 0}).json()["as_of"]
+        posted = c.post("/score/lead/record", json={"leads": [record, typo, blank], "as_of": as_of, "k": 0})
+    assert posted.status_code == 200, posted.text
+    scored, warned, missing = posted.json()["items"]
+    assert scored.get("warnings") is None and missing.get("warnings") is None
+    assert warned["probability"] == pytest.approx(missing["probability"], abs=1e-12)
+    (warning,) = warned["warnings"]
+    assert warning.startswith(
+        "attributes.job 'admin' is a value no training row of the lead model had, so it was scored as missing "
+        "(known: admin., blue-collar, "
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "loc", "message"),
     [

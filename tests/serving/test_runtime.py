@@ -14,6 +14,7 @@ import pytest
 
 from features.config import ModelConfig
 from models.catalog import spec_for
+from models.drift import FeatureProfile
 from models.reasons import ReasonWriter
 from models.scorer import Calibrator, Scorer
 from serving.runtime import (
@@ -29,24 +30,31 @@ from serving.runtime import (
 FEATURES = ("recency_days", "monetary_90d")
 
 
-def small_scorer(task: str = "churn", version: str = "1") -> Scorer:
-    """A churn-like LightGBM scorer on 400 synthetic customers (risk rises with recency)."""
+def small_scorer(task: str = "churn", version: str = "1", *, country: bool = False) -> Scorer:
+    """A churn-like LightGBM scorer on 400 synthetic customers (risk rises with recency); with
+    ``country``, also a categorical ``country`` of France or UK, and the training profile."""
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(0, 365, 400), rng.gamma(2.0, 100.0, 400)])
     y = (X[:, 0] / 365 + rng.normal(0, 0.2, 400) > 0.5).astype(float)
+    names, categories = list(FEATURES), {}
+    if country:
+        X = np.column_stack([X, rng.integers(0, 2, 400).astype(float)])
+        names, categories = [*names, "country"], {"country": ["France", "UK"]}
     params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
-    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(FEATURES)), num_boost_round=10)
+    dataset = lgb.Dataset(X, y, feature_name=names, categorical_feature=[2] if country else "auto")
+    booster = lgb.train(params, dataset, num_boost_round=10)
     spec = spec_for("churn", ModelConfig())
     return Scorer(
         task=task,
         entity="lead_id" if task == "lead" else "customer_id",
-        feature_names=FEATURES,
-        categories={},
+        feature_names=names,
+        categories=categories,
+        profile=FeatureProfile.from_matrix(X, names, categorical=[2] if country else ()),
         booster=booster,
         calibrator=Calibrator(),
         tiers=spec.tiers,
         tier_key=spec.tier_key,
-        reasons=ReasonWriter(FEATURES, spec.reason_templates, spec.reason_direction),
+        reasons=ReasonWriter(names, spec.reason_templates, spec.reason_direction),
         model_name=f"crmscore-{task}",
         horizon_days=90,
         spend_feature="monetary_90d" if task == "churn" else None,
@@ -113,6 +121,33 @@ def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
     assert excinfo.value.field == "ids" and excinfo.value.status == 400
 
 
+def test_a_snapshot_row_with_an_unseen_category_carries_a_warning(config, tmp_path):
+    """The booster scores ``country 'Atlantis'`` as missing; the row's score says so, by id, and
+    ``/models`` counts it in the snapshot's drift."""
+    frame = pd.read_parquet(tmp_path / "snaps" / "churn.parquet")
+    frame.loc[2, "country"] = "Atlantis"
+    frame.to_parquet(tmp_path / "snaps" / "churn.parquet")
+
+    def load(config, task):
+        if task != "churn":
+            raise ModelUnavailable(f"no champion for {task}")
+        return small_scorer(country=True), {"model_name": "crmscore-churn", "version": "1"}
+
+    state = build_state(config, loader=load)
+    items = score_ids(state, "churn", ["1", "3"], k=0, max_batch=10)["items"]
+    assert "warnings" not in items[0]
+    assert items[1]["warnings"] == [
+        "country 'Atlantis' is a value no training row of the churn model had, so it was scored as missing "
+        "(known: France, UK)"
+    ]
+    scorer = state.models["churn"].scorer
+    blank = pd.DataFrame({"recency_days": [150.0], "monetary_90d": [400.0], "country": [None]})
+    assert items[1]["probability"] == pytest.approx(scorer.score_frame(blank.assign(customer_id="3")).probability[0])
+    drift = models_info(state)["models"][0]["snapshot_drift"]
+    assert drift["unseen"] == {"country": {"Atlantis": 1}}
+    assert "scored as missing: country 'Atlantis' (1 row)" in drift["warning"]
+
+
 def test_counter_reasons_are_the_negative_shap_values_reasons_leave_out(config):
     state = build_state(config, loader=loader({"churn": "1"}))
     scorer = state.models["churn"].scorer
@@ -140,7 +175,7 @@ def test_at_risk_ranks_and_filters(config):
     assert body["n_matched"] == 3 and len(values) == 2 and values == sorted(values, reverse=True)
     # The drift of the snapshot the list ranks, as /models reports it.
     churn = next(m for m in models_info(state)["models"] if m["task"] == "churn")
-    assert body["drift"] == churn["snapshot_drift"] and set(body["drift"]) == {"max_psi", "alert", "warning"}
+    assert body["drift"] == churn["snapshot_drift"] and set(body["drift"]) == {"max_psi", "alert", "unseen", "warning"}
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
     assert uk.splitlines()[0].startswith("customer_id,") and len(uk.splitlines()) == 3
     with pytest.raises(RequestError) as excinfo:

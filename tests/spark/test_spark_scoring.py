@@ -10,7 +10,8 @@ import pytest
 
 from features.config import load_config
 from models.catalog import model_config_for
-from serving.spark_batch import score_spark, score_spark_frame, spark_features
+from models.drift import drift_summary
+from serving.spark_batch import score_spark, score_spark_frame, spark_drift, spark_features
 from tests.spark.conftest import spark_config_file
 from training.pyfunc import load_champion, predict_frame
 from training.score import score_batch
@@ -99,6 +100,25 @@ def test_score_spark_writes_the_score_batch_table(trained, retail_tables):
     assert same.all(), f"{(~same).sum()} of {len(same)} probabilities differ"
     for column in ("tier", "model_name", "model_version"):
         assert (remote[column].astype(str) == local[column].astype(str)).all(), column
+
+
+def test_spark_drift_names_unseen_categories_as_the_local_drift_does(trained, retail_tables, spark):
+    """Each partition counts its category values no training row had; the driver's sum names the
+    same values, with the same row counts, as the drift of the whole table in one process."""
+    duck, config, _, _ = trained
+    scorer, _ = load_champion(duck, "churn")
+    features = spark_features(config, "churn", as_of=AS_OF, tables=retail_tables["spark"]).toPandas()
+    # Planted on the real rows: countries the data does not have, so that there is something to count.
+    features["country"] = features["country"].astype(object)
+    features.loc[features.index[::40], "country"] = "Atlantis"
+    features.loc[features.index[1::97], "country"] = "Narnia"
+    remote = {d.feature: d for d in spark_drift(scorer, spark.createDataFrame(features).repartition(3))}
+    local = {d.feature: d for d in scorer.drift(scorer.prepare(features), features)}
+    assert remote["country"].unseen_values == local["country"].unseen_values
+    planted = features["country"].value_counts()
+    assert dict(remote["country"].unseen_values) == {"Atlantis": planted["Atlantis"], "Narnia": planted["Narnia"]}
+    assert remote["country"].unseen == pytest.approx(local["country"].unseen, abs=0)
+    assert drift_summary(list(remote.values())) == drift_summary(list(local.values()))
 
 
 def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained):
