@@ -386,6 +386,27 @@ class Scorer:
         """``{feature: {value: rows}}`` of :meth:`unseen`."""
         return {name: values.value_counts().to_dict() for name, values in self.unseen(features, X).items()}
 
+    def unseen_warnings(
+        self, features: pd.DataFrame, X: np.ndarray, attributes: frozenset[str] = frozenset()
+    ) -> dict[int, list[str]]:
+        """Per row position, one sentence per category value no training row had (:meth:`unseen`).
+
+        The booster reads such a value as missing, so the score stands, but a typo (``"admin"``
+        for ``"admin."``) or a new segment would otherwise pass without a word. ``attributes`` are
+        the features a caller posted as attributes, named ``attributes.<name>`` in the sentence.
+        """
+        out: dict[int, list[str]] = {}
+        for name, values in self.unseen(features, X).items():
+            known = [str(v) for v in self.known_values(name)]
+            listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+            where = f"attributes.{name}" if name in attributes else name
+            for row, value in values.items():
+                out.setdefault(int(row), []).append(
+                    f"{where} {value!r} is a value no training row of the {self.task} model had, "
+                    f"so it was scored as missing (known: {listed})"
+                )
+        return out
+
     def known_values(self, name: str) -> list[Any]:
         """The values of categorical feature ``name`` that training rows held, in code order."""
         profile = getattr(self, "profile", None)

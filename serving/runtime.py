@@ -85,7 +85,7 @@ class Snapshot:
     # models without one) applies to every row scored from it, and to posted records.
     population_shift: float = 0.0
     # Row -> the sentences of its category values no training row had (scored as missing), which
-    # the row's score carries as ``warnings`` (see _unseen_warnings).
+    # the row's score carries as ``warnings`` (``Scorer.unseen_warnings``).
     warnings: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
 
@@ -167,7 +167,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))
     contrib = scorer.contributions(matrix)
-    unseen = _unseen_warnings(scorer, frame, matrix)
+    unseen = scorer.unseen_warnings(frame, matrix)
     return Snapshot(
         path=str(path),
         as_of=as_of,
@@ -180,28 +180,6 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         population_shift=scorer.population_shift(matrix, as_of=as_of, raw=contrib.sum(axis=1)),
         warnings={row: tuple(w) for row, w in unseen.items()},
     )
-
-
-def _unseen_warnings(
-    scorer: Any, frame: pd.DataFrame, matrix: np.ndarray, attributes: frozenset[str] = frozenset()
-) -> dict[int, list[str]]:
-    """Per row position, one sentence per category value no training row had (``Scorer.unseen``).
-
-    The booster reads such a value as missing, so the score stands, but a typo (``"admin"`` for
-    ``"admin."``) or a new segment would otherwise pass without a word. ``attributes`` are the
-    features the caller posted as attributes, named ``attributes.<name>`` in the sentence.
-    """
-    out: dict[int, list[str]] = {}
-    for name, values in scorer.unseen(frame, matrix).items():
-        known = [str(v) for v in scorer.known_values(name)]
-        listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
-        where = f"attributes.{name}" if name in attributes else name
-        for row, value in values.items():
-            out.setdefault(int(row), []).append(
-                f"{where} {value!r} is a value no training row of the {scorer.task} model had, "
-                f"so it was scored as missing (known: {listed})"
-            )
-    return out
 
 
 def _list_frame(model: TaskModel) -> pd.DataFrame | None:
@@ -670,7 +648,7 @@ def score_posted(
     records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
     # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
     attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
-    warnings = {found[row]: w for row, w in _unseen_warnings(model.scorer, frame, matrix, attribute_names).items()}
+    warnings = {found[row]: w for row, w in model.scorer.unseen_warnings(frame, matrix, attribute_names).items()}
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:
         keep = [i for i, key in enumerate(found) if key not in gaps]

@@ -68,15 +68,21 @@ def explain_ids(
     shift = scorer.population_shift(X, as_of=as_of)
     position = {str(key): i for i, key in enumerate(features[scorer.entity].astype(str))}
     rows = [position[key] for key in ids if key in position]
+    # By position among ``rows``: category values no training row had, scored as missing.
+    warnings = scorer.unseen_warnings(features.iloc[rows].reset_index(drop=True), X[rows])
     contrib = scorer.contributions(X[rows]) if rows else np.empty((0, len(scorer.feature_names) + 1))
-    scored = iter(scorer.score_matrix(X[rows], k=k, counter_k=k, as_of=as_of, contrib=contrib, population_shift=shift))
-    accounts = iter(contrib)
+    scored = enumerate(
+        scorer.score_matrix(X[rows], k=k, counter_k=k, as_of=as_of, contrib=contrib, population_shift=shift)
+    )
     items = []
     for key in ids:
         if key not in position:
             items.append({"id": key, "error": f"not in the {task} population at {as_of} ({spec.population})"})
             continue
-        item, row = next(scored), next(accounts)
+        n, item = next(scored)
+        row = contrib[n]
+        if n in warnings:
+            item["warnings"] = warnings[n]
         shown = sum(r["impact"] for r in (*item["reasons"], *item["counter_reasons"]))
         items.append(
             {
@@ -127,4 +133,5 @@ def render(result: dict[str, Any]) -> str:
             f" + other features {item['other_impact']:+.3f} = {item['raw_log_odds']:+.3f};"
             f" calibrated for the date: {item['probability']:.3f}"
         )
+        lines.extend(f"  warning: {w}" for w in item.get("warnings", ()))
     return "\n".join(lines)

@@ -271,6 +271,46 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
 
 
 @pytest.mark.slow
+def test_a_category_value_no_training_row_had_is_named_by_score_and_explain(trained, tmp_path):
+    """The bundled leads with one lead's job misspelt ("admin" for "admin.", planted): the batch
+    warns with the value and its row count, and `explain` of that lead says it was scored as missing."""
+    import json
+
+    import yaml
+
+    _, leads_config, _ = trained
+    data = yaml.safe_load(leads_config.read_text())
+    leads = pd.read_parquet(data["tables"]["leads"]["source"]["path"])
+    day = leads.created_at.max()
+    key = str(leads[leads.created_at == day].lead_id.iloc[0])
+    leads.loc[leads.lead_id.astype(str) == key, "job"] = "admin"
+    leads.to_parquet(tmp_path / "leads.parquet", index=False)
+    data["tables"]["leads"]["source"]["path"] = str(tmp_path / "leads.parquet")
+    config = tmp_path / "typo.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    as_of = str(day.date())
+
+    scored = CliRunner().invoke(
+        app, ["score", "lead", "--config", str(config), "--as-of", as_of, "--out", str(tmp_path / "s.csv")]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert "category values no training row had, scored as missing: job 'admin' (1 row); check their spelling" in (
+        scored.stderr.replace("\n", " ")
+    )
+    explained = CliRunner().invoke(app, ["explain", "lead", "--config", str(config), "--as-of", as_of, "--id", key])
+    assert explained.exit_code == 0, explained.output
+    assert "  warning: job 'admin' is a value no training row of the lead model had, so it was scored as missing" in (
+        explained.stdout
+    )
+    body = json.loads(
+        CliRunner()
+        .invoke(app, ["explain", "lead", "--config", str(config), "--as-of", as_of, f"--id={key}", "--json"])
+        .stdout
+    )
+    assert body["items"][0]["warnings"][0].startswith("job 'admin' is a value no training row")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
     [["score", "churn", "--as-of", "2011-12-01", "--out", "{tmp}/s.csv"], ["at-risk", "--out", "{tmp}/l.csv"]],
