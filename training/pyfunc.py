@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "CrmScoreModel",
     "NoChampionError",
     "RegistryUnavailable",
+    "set_uris",
     "cli_model_name",
     "load_champion",
     "load_scorer",
@@ -221,9 +223,54 @@ def model_input(features: pd.DataFrame, model: Any) -> pd.DataFrame:
     return pd.DataFrame(out, index=features.index)
 
 
-def _set_uris(config: Config) -> None:
+# Seconds a tracking server has to answer the reachability check of set_uris.
+_PROBE_TIMEOUT_S = 5.0
+
+
+def _check_reachable(uri: str, role: str) -> None:
+    """One request to an ``http(s)`` tracking server's ``/health``, without retries.
+
+    MLflow retries a request that cannot connect 7 times with exponential backoff (about four
+    minutes, measured against a closed port), which is right for a server that blips during a
+    training run and wrong for one that is not there. Any HTTP answer counts as reachable; the
+    retries then stay in place for the requests that follow.
+
+    Raises
+    ------
+    RegistryUnavailable
+        The server refused the connection, could not be resolved, or did not answer in 5 s.
+    """
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=_PROBE_TIMEOUT_S)
+    except requests.exceptions.RequestException as exc:
+        if isinstance(exc, requests.exceptions.Timeout):
+            reason = f"no answer in {_PROBE_TIMEOUT_S:.0f} s"
+        else:  # the OS's words ("[Errno 111] Connection refused") rather than urllib3's wrapping of them
+            found = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
+            reason = found.group(0) if found else f"{type(exc).__name__}: {exc}"
+        raise RegistryUnavailable(
+            f"the MLflow {role} server at {uri} does not answer ({reason}); start it, or fix {role}_uri in the config"
+        ) from exc
+
+
+def set_uris(config: Config) -> None:
+    """Point MLflow at the configured tracking (and registry) URI, after checking that an HTTP
+    server there answers (:func:`_check_reachable`: seconds, not MLflow's minutes of retries).
+
+    Raises
+    ------
+    RegistryUnavailable
+        An ``http(s)`` tracking or registry server does not answer.
+    """
+    _check_reachable(config.tracking_uri, "tracking")
     mlflow.set_tracking_uri(config.tracking_uri)
     if config.registry_uri:
+        if config.registry_uri != config.tracking_uri:
+            _check_reachable(config.registry_uri, "registry")
         mlflow.set_registry_uri(config.registry_uri)
 
 
@@ -278,7 +325,7 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    _set_uris(config)
+    set_uris(config)
     name = registered_name(task)
     client = MlflowClient()
     try:

@@ -37,19 +37,13 @@ from training.pyfunc import (
     model_input,
     predict_frame,
     registered_name,
+    set_uris,
 )
 
-__all__ = ["Promotion", "check_registry", "decide_promotion", "ensure_experiment", "log_and_register", "set_uris"]
+__all__ = ["Promotion", "check_registry", "decide_promotion", "ensure_experiment", "log_and_register"]
 
 _PACKAGES = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
-
-
-def set_uris(config: Config) -> None:
-    """Point MLflow at the configured tracking (and registry) URI."""
-    mlflow.set_tracking_uri(config.tracking_uri)
-    if config.registry_uri:
-        mlflow.set_registry_uri(config.registry_uri)
 
 
 def _artifact_root(tracking_uri: str) -> str | None:

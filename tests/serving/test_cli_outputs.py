@@ -66,21 +66,57 @@ def test_a_run_that_fails_after_the_check_leaves_no_folder(config_file, tmp_path
     assert not (tmp_path / "new").exists()
 
 
-def test_train_with_a_tracking_server_that_does_not_answer_fails_before_the_backtest(tmp_path, monkeypatch):
-    """Minutes of backtest would otherwise end in MLflow's traceback when the run is logged."""
+def _closed_port() -> int:
     import socket
 
-    with socket.socket() as s:  # a loopback port nothing listens on
+    with socket.socket() as s:  # a loopback port nothing listens on once the socket closes
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "churn", "--metrics-out", "{tmp}/m.json"],
+        ["score", "churn", "--as-of", "2011-12-01", "--out", "{tmp}/s.csv"],
+        ["at-risk", "--out", "{tmp}/l.csv"],
+    ],
+)
+def test_a_tracking_server_that_does_not_answer_fails_in_seconds_before_any_work(tmp_path, command):
+    """MLflow's own retries take about four minutes to give up on a closed port (measured); the
+    reachability check of ``set_uris`` says so at once, with MLflow's retry settings left as they are,
+    and minutes of backtest never start."""
+    port = _closed_port()
     data = {**minimal_config_dict(), "tracking_uri": f"http://127.0.0.1:{port}"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = CliRunner().invoke(
-        app, ["train", "churn", "--config", str(path), "--metrics-out", str(tmp_path / "m.json")]
-    )
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    result = CliRunner().invoke(app, [*args, "--config", str(path)])
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith(f"error: cannot reach the MLflow tracking store at http://127.0.0.1:{port}: ")
+    assert result.stderr.startswith(
+        f"error: the MLflow tracking server at http://127.0.0.1:{port} does not answer ([Errno 111] Connection "
+        "refused); start it, or fix tracking_uri in the config"
+    )
     assert "reading and validating" not in result.stderr  # no step began (the source file does not even exist)
-    assert not (tmp_path / "m.json").exists()
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.csv"))
+
+
+def test_the_reachability_check_passes_any_http_answer_and_skips_other_stores():
+    """A real HTTP server on loopback that answers 404 to /health (a proxy, an old server) is
+    reachable: what it says to MLflow's requests is MLflow's to report."""
+    import http.server
+    import threading
+
+    from training.pyfunc import RegistryUnavailable, _check_reachable
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _check_reachable(f"http://127.0.0.1:{server.server_address[1]}/", "tracking")
+    finally:
+        server.shutdown()
+        server.server_close()
+    _check_reachable("sqlite:///nowhere/mlflow.db", "tracking")  # not a server: nothing to probe
+    with pytest.raises(RegistryUnavailable, match=r"registry server at http://127\.0\.0\.1:\d+ does not answer"):
+        _check_reachable(f"http://127.0.0.1:{_closed_port()}", "registry")
