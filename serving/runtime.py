@@ -515,6 +515,27 @@ def _naive_utc(value: Any) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
+def _check_unique(field_name: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a batch that posts one id twice: the features would merge both records' histories
+    and score each item on the union.
+
+    Raises
+    ------
+    RequestError
+        Naming ``<field_name>.i.<key>`` of the second record and the first one's place.
+    """
+    first: dict[str, int] = {}
+    for i, record in enumerate(records):
+        value = str(record[key])
+        if value in first:
+            raise RequestError(
+                f"{field_name}[{i}].{key} {value!r} is also {field_name}[{first[value]}].{key}: post each "
+                f"{'lead' if key == 'lead_id' else 'customer'} once, with its whole history",
+                field=f"{field_name}.{i}.{key}",
+            )
+        first[value] = i
+
+
 def _check_purchases(model: TaskModel, task: str, customers: Sequence[Mapping[str, Any]]) -> None:
     """Refuse a posted purchase line without a column the model's features are computed from.
 
@@ -628,8 +649,9 @@ def score_posted(
     _check_batch(len(keys), max_batch, field_name, "records")
     model = state.model(task)
     as_of = _naive_utc(as_of).to_pydatetime()
-    _check_purchases(model, task, customers)
     posted = leads if task == "lead" else customers
+    _check_unique(field_name, "lead_id" if task == "lead" else "customer_id", posted)
+    _check_purchases(model, task, customers)
     _check_attributes(model.scorer, task, field_name, posted)
     try:
         frame = history_features(model.config, task, as_of=as_of, customers=customers, leads=leads)

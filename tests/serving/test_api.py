@@ -176,6 +176,28 @@ def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(ser
     assert "distinct_products" in detail["msg"] and "every purchase (amount > 0)" in detail["msg"]
 
 
+def test_one_id_posted_twice_is_400_naming_the_second(server):
+    """Two records of one id would be merged into one history and both scored on the union."""
+    purchase = {"timestamp": "2011-10-01T10:00:00", "amount": 50.0, "product_id": "85123A", "quantity": 1}
+    customers = [
+        {"customer_id": "c1", "purchases": [purchase]},
+        {"customer_id": "c2", "purchases": [purchase]},
+        {"customer_id": "c1", "purchases": [{**purchase, "timestamp": "2011-11-20T10:00:00", "amount": 500.0}]},
+    ]
+    record = _lead_record(server)
+    with server.client("admin") as c:
+        churn = c.post("/score/churn/history", json={"customers": customers, "as_of": "2011-12-01"})
+        lead = c.post("/score/lead/record", json={"leads": [record, record], "as_of": "2010-11-01"})
+        apart = c.post("/score/churn/history", json={"customers": customers[:2], "as_of": "2011-12-01"})
+    assert churn.status_code == 400, churn.text
+    assert churn.json()["detail"][0]["loc"] == ["customers", 2, "customer_id"]
+    assert churn.json()["error"] == (
+        "customers[2].customer_id 'c1' is also customers[0].customer_id: post each customer once, with its whole history"
+    )
+    assert lead.status_code == 400 and lead.json()["detail"][0]["loc"] == ["leads", 1, "lead_id"], lead.text
+    assert apart.status_code == 200 and [i["id"] for i in apart.json()["items"]] == ["c1", "c2"]
+
+
 def test_posted_purchases_after_as_of_are_named_in_the_error(server):
     """A history posted with an as_of before its purchases is outside the population; the error
     says why, not only which rule."""
