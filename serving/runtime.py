@@ -586,16 +586,32 @@ def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence
 
 
 def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] | None) -> str:
-    """Why a posted record has no score: the population rule, and what of it lies after ``as_of``."""
+    """Why a posted record has no score: the population rule, and where the record stands against it
+    (lines after ``as_of``; for churn, refunds only or a latest purchase before the lookback; for a
+    lead, created after ``as_of`` or before its window)."""
     message = f"not in the {task} population at {as_of:%Y-%m-%d %H:%M} (rule: {population_rule(task, mc)})"
     if record is None:
         return message
     if task == "lead":
         created = _naive_utc(record["created_at"])
-        return message + (f"; created_at {created:%Y-%m-%d %H:%M} is after as_of" if created > as_of else "")
-    later = sum(_naive_utc(p["timestamp"]) > as_of for p in record["purchases"])
+        if created > as_of:
+            return message + f"; created_at {created:%Y-%m-%d %H:%M} is after as_of"
+        days = (as_of - created).days
+        return message + (
+            f"; created_at {created:%Y-%m-%d %H:%M} is {days:,} days before as_of" if days >= mc.step_days else ""
+        )
+    lines = [(_naive_utc(p["timestamp"]), p["amount"]) for p in record["purchases"]]
+    later = sum(when > as_of for when, _ in lines)
     if later:
-        message += f"; {later} of its {len(record['purchases'])} posted purchases fall after as_of and are not history"
+        message += f"; {later} of its {len(lines)} posted purchases fall after as_of and are not history"
+    if task == "churn":
+        history = [(when, amount) for when, amount in lines if when <= as_of]
+        bought = [when for when, amount in history if amount > 0]
+        if history and not bought:
+            message += f"; its {len(history)} posted line(s) up to as_of are refunds only (amount <= 0)"
+        elif bought:
+            latest = max(bought)
+            message += f"; its latest purchase up to as_of, {latest:%Y-%m-%d %H:%M}, is {(as_of - latest).days:,} days before it"
     return message
 
 

@@ -198,9 +198,10 @@ def test_one_id_posted_twice_is_400_naming_the_second(server):
     assert apart.status_code == 200 and [i["id"] for i in apart.json()["items"]] == ["c1", "c2"]
 
 
-def test_posted_purchases_after_as_of_are_named_in_the_error(server):
-    """A history posted with an as_of before its purchases is outside the population; the error
-    says why, not only which rule."""
+def test_a_posted_record_outside_the_population_is_told_why(server):
+    """A history posted with an as_of before its purchases, a lapsed one, refunds only, a lead
+    created after as_of or before its window: each is outside the population, and the error says
+    where the record stands against the rule, not only which rule."""
     late = {
         "customer_id": "late",
         "purchases": [
@@ -219,6 +220,21 @@ def test_posted_purchases_after_as_of_are_named_in_the_error(server):
         response = c.post("/score/lead/record", json={"leads": [record], "as_of": "2010-05-01"})
     assert response.status_code == 200, response.text
     assert response.json()["items"][0]["error"].endswith("; created_at 2010-06-01 00:00 is after as_of")
+    old_lead = {**record, "lead_id": "old", "created_at": "2010-03-01T12:00:00"}
+    line = {"timestamp": "2010-03-02T10:00:00", "amount": 12.5, "product_id": "85123A", "quantity": 5}
+    lapsed = {
+        "customer_id": "lapsed",
+        "purchases": [line, {**line, "timestamp": "2011-10-05T10:00:00", "amount": -3.0}],
+    }
+    refunds = {"customer_id": "refunds", "purchases": [{**line, "timestamp": "2011-10-05T10:00:00", "amount": -3.0}]}
+    with server.client("admin") as c:
+        lead = c.post("/score/lead/record", json={"leads": [old_lead], "as_of": "2010-05-01"}).json()
+        churn = c.post("/score/churn/history", json={"customers": [lapsed, refunds], "as_of": "2011-11-01"}).json()
+    assert lead["items"][0]["error"].endswith("; created_at 2010-03-01 12:00 is 60 days before as_of")
+    assert churn["items"][0]["error"].endswith(
+        "; its latest purchase up to as_of, 2010-03-02 10:00, is 608 days before it"
+    )
+    assert churn["items"][1]["error"].endswith("; its 1 posted line(s) up to as_of are refunds only (amount <= 0)")
 
 
 def _lead_record(server) -> dict:
