@@ -77,7 +77,8 @@ def explain_ids(
     items = []
     for key in ids:
         if key not in position:
-            items.append({"id": key, "error": f"not in the {task} population at {as_of} ({spec.population})"})
+            why = _where_it_stands(tables, task, key, as_of, model_config)
+            items.append({"id": key, "error": f"not in the {task} population at {as_of} ({spec.population}){why}"})
             continue
         n, item = next(scored)
         row = contrib[n]
@@ -104,6 +105,56 @@ def explain_ids(
         "lowers": scorer.reasons.counter_label(),
         "items": items,
     }
+
+
+def _where_it_stands(tables: CanonicalTables, task: str, key: str, as_of: Any, mc: Any) -> str:
+    """Where an id outside the population stands against the rule, from its own rows: none at all
+    (a mistyped id), all after ``as_of``, for churn its latest purchase before the lookback or
+    refunds only, for a lead its ``created_at`` outside the window or its conversion by ``as_of``."""
+    import ibis
+
+    at = ibis.literal(as_of, type="timestamp")
+    if task == "lead":
+        leads = tables.leads
+        rows = leads.filter(leads.lead_id == key)
+        columns = {"created": rows.created_at.max()}
+        if "converted_at" in leads.columns:
+            columns["converted"] = rows.converted_at.min()
+        found = rows.aggregate(n=rows.count(), **columns).to_pandas().iloc[0]
+        if found["n"] == 0:
+            return f"; no row of lead_id {key!r} in table 'leads'"
+        created = found["created"]
+        if created > as_of:
+            return f"; its created_at, {created:%Y-%m-%d %H:%M}, is after as_of"
+        if (as_of - created).days >= mc.step_days:
+            return f"; its created_at, {created:%Y-%m-%d %H:%M}, is {(as_of - created).days:,} days before as_of"
+        converted = found.get("converted")
+        if converted is not None and converted == converted and converted <= as_of:
+            return f"; it converted at {converted:%Y-%m-%d %H:%M}, by as_of"
+        return ""
+    lines = tables.transactions
+    rows = lines.filter(lines.customer_id == key)
+    before = rows.timestamp <= at
+    found = (
+        rows.aggregate(
+            n=rows.count(),
+            first=rows.timestamp.min(),
+            up_to=before.sum(),
+            bought=rows.timestamp.max(where=before & (rows.amount > 0)),
+        )
+        .to_pandas()
+        .iloc[0]
+    )
+    if found["n"] == 0:
+        return f"; no row of customer_id {key!r} in table 'transactions'"
+    if found["up_to"] == 0:
+        return f"; its first line, {found['first']:%Y-%m-%d %H:%M}, is after as_of"
+    if task == "churn":
+        bought = found["bought"]
+        if bought is None or bought != bought:  # no purchase (amount > 0) up to as_of
+            return f"; its {int(found['up_to'])} line(s) up to as_of are refunds only (amount <= 0)"
+        return f"; its latest purchase, {bought:%Y-%m-%d %H:%M}, is {(as_of - bought).days:,} days before as_of"
+    return ""
 
 
 def render(result: dict[str, Any]) -> str:

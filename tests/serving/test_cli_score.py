@@ -268,6 +268,17 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
     assert text.exit_code == 1  # one id outside the population; the others are still explained
     assert f"{picked[0]}: P(" in text.stdout and "log-odds: base" in text.stdout
     assert f"nobody: not in the {task} population at" in text.stdout
+    table, entity = ("transactions", "customer_id") if task == "churn" else ("leads", "lead_id")
+    assert f"; no row of {entity} 'nobody' in table '{table}'" in text.stdout  # a mistyped id, not a lapsed one
+    # One of each from the bundled data: a customer who bought once, on the data's first day; a 2008 lead.
+    lapsed = "12636" if task == "churn" else "L00003"
+    why = CliRunner().invoke(app, ["explain", task, "--config", str(config), "--as-of", as_of, "--id", lapsed])
+    assert why.exit_code == 1
+    assert (
+        "; its latest purchase, 2009-12-01 09:55, is 738 days before as_of"
+        if task == "churn"
+        else "; its created_at, 2008-05-01 00:00, is 914 days before as_of"
+    ) in why.stdout
 
 
 @pytest.mark.slow
