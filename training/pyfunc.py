@@ -34,6 +34,7 @@ __all__ = [
     "NoChampionError",
     "RegistryUnavailable",
     "set_uris",
+    "sqlite_file",
     "cli_model_name",
     "load_champion",
     "load_scorer",
@@ -257,6 +258,24 @@ def _check_reachable(uri: str, role: str) -> None:
         ) from exc
 
 
+def sqlite_file(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` store URI (a relative one against the working
+    directory, as MLflow reads it); None for other stores and for an in-memory database."""
+    if not uri or not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).resolve()
+
+
+def _missing_store(config: Config) -> Path | None:
+    """The SQLite file the tracking or registry URI names, when it does not exist."""
+    for uri in (config.tracking_uri, config.registry_uri):
+        path = sqlite_file(uri)
+        if path is not None and not path.exists():
+            return path
+    return None
+
+
 def set_uris(config: Config) -> None:
     """Point MLflow at the configured tracking (and registry) URI, after checking that an HTTP
     server there answers (:func:`_check_reachable`: seconds, not MLflow's minutes of retries).
@@ -325,8 +344,16 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    set_uris(config)
     name = registered_name(task)
+    missing = _missing_store(config)
+    if missing is not None:  # reading must not leave an empty registry behind in the working directory
+        raise NoChampionError(
+            f"no '{CHAMPION}' model for '{task}': the registry file {missing} does not exist (a relative sqlite "
+            f"path in tracking_uri resolves against the working directory, {Path.cwd()}). Train one with: "
+            f"{_train_command(config, task)}, or run from the folder that holds the registry, or give tracking_uri "
+            "an absolute path (sqlite:////path/to/mlflow.db)"
+        )
+    set_uris(config)
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)

@@ -38,6 +38,7 @@ from training.pyfunc import (
     predict_frame,
     registered_name,
     set_uris,
+    sqlite_file,
 )
 
 __all__ = ["Promotion", "check_registry", "decide_promotion", "ensure_experiment", "log_and_register"]
@@ -48,10 +49,8 @@ MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
 
 def _artifact_root(tracking_uri: str) -> str | None:
     # A SQLite store keeps artifacts beside the database file (not in the working directory).
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        return (db.resolve().parent / "mlruns").as_uri()
-    return None
+    db = sqlite_file(tracking_uri)
+    return None if db is None else (db.parent / "mlruns").as_uri()
 
 
 def ensure_experiment(config: Config, task: str) -> str:

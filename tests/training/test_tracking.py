@@ -64,6 +64,25 @@ def test_no_champion_error_names_the_command(config):
         load_champion(config, "churn")
 
 
+def test_reading_a_registry_file_that_is_not_there_says_where_it_looked_and_creates_nothing(
+    config, tmp_path, monkeypatch
+):
+    """A relative sqlite path resolves against the working directory: a job started elsewhere would
+    otherwise open (and leave behind) a new, empty registry and report only that no champion exists."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    relative = config.model_copy(update={"tracking_uri": "sqlite:///mlflow.db"})
+    with pytest.raises(NoChampionError) as info:
+        load_champion(relative, "churn")
+    assert str(info.value).startswith(
+        f"no 'champion' model for 'churn': the registry file {elsewhere / 'mlflow.db'} does not exist (a relative "
+        f"sqlite path in tracking_uri resolves against the working directory, {elsewhere})"
+    )
+    assert "Train one with: crmscore train churn --config" in str(info.value)
+    assert not list(elsewhere.iterdir())
+
+
 def test_a_champion_whose_files_moved_says_where_they_should_be(config, good, tmp_path):
     """A registry copied without its artifacts (a container that mounts only the database): name the path."""
     import shutil
