@@ -585,6 +585,24 @@ def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence
                     ) from None
 
 
+def _unused_events(config: Config, task: str, field_name: str, records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Records that post events a model trained without an events table cannot read, by id, with a
+    sentence: no feature of such a model comes from events, so they are dropped, and said to be."""
+    table = "lead_events" if task == "lead" else "events"
+    if getattr(config.tables, table) is not None:
+        return {}
+    key = "lead_id" if task == "lead" else "customer_id"
+    out = {}
+    for i, record in enumerate(records):
+        n = len(record.get("events") or ())
+        if n:
+            out[str(record[key])] = (
+                f"{field_name}[{i}].events: the {task} model's training config maps no {table} table, so no feature "
+                f"reads events; {'the 1 posted event was' if n == 1 else f'the {n} posted events were'} not used"
+            )
+    return out
+
+
 def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] | None) -> str:
     """Why a posted record has no score: the population rule, and where the record stands against it
     (lines after ``as_of``; for churn, refunds only or a latest purchase before the lookback; for a
@@ -687,6 +705,8 @@ def score_posted(
     # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
     attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
     warnings = {found[row]: w for row, w in model.scorer.unseen_warnings(frame, matrix, attribute_names).items()}
+    for key, sentence in _unused_events(model.config, task, field_name, posted).items():
+        warnings.setdefault(key, []).append(sentence)
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:
         keep = [i for i, key in enumerate(found) if key not in gaps]

@@ -90,7 +90,8 @@ class ScoreItem(BaseModel):
     warnings: list[str] | None = Field(
         None,
         description="present when the score rests on an input the model could not read as given: a category "
-        "value no training row had (a typo, a new segment), which the model scored as missing",
+        "value no training row had (a typo, a new segment), which the model scored as missing, or posted events "
+        "a model trained without an events table does not use",
     )
     model_name: str
     model_version: str | None

@@ -176,6 +176,29 @@ def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(ser
     assert "distinct_products" in detail["msg"] and "every purchase (amount > 0)" in detail["msg"]
 
 
+def test_posted_events_a_model_cannot_read_are_named_in_a_warning(server):
+    """The bundled churn model was trained without an events table: posted touchpoints change no
+    feature, so the score is the same, and the item says they were not used."""
+    purchase = {"timestamp": "2011-10-01T10:00:00", "amount": 50.0, "product_id": "85123A", "quantity": 1}
+    events = [
+        {"timestamp": "2011-10-02T10:00:00", "event_type": "complaint"},
+        {"timestamp": "2011-11-02T10:00:00", "event_type": "email_open", "channel": "email"},
+    ]
+    customers = [
+        {"customer_id": "quiet", "purchases": [purchase]},
+        {"customer_id": "talkative", "purchases": [purchase], "events": events},
+    ]
+    with server.client("admin") as c:
+        response = c.post("/score/churn/history", json={"customers": customers, "as_of": "2011-12-01", "k": 0})
+    assert response.status_code == 200, response.text
+    quiet, talkative = response.json()["items"]
+    assert talkative["probability"] == pytest.approx(quiet["probability"], abs=0) and quiet["warnings"] is None
+    assert talkative["warnings"] == [
+        "customers[1].events: the churn model's training config maps no events table, so no feature reads events; "
+        "the 2 posted events were not used"
+    ]
+
+
 def test_one_id_posted_twice_is_400_naming_the_second(server):
     """Two records of one id would be merged into one history and both scored on the union."""
     purchase = {"timestamp": "2011-10-01T10:00:00", "amount": 50.0, "product_id": "85123A", "quantity": 1}
