@@ -32,6 +32,13 @@ class AtRiskList(BatchWarnings):
     drift: tuple[FeatureDrift, ...]
     # A sentence when the date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
+    # A sentence per --where value no customer of the population has (serving.lists.unmatched_filters).
+    filter_warnings: tuple[str, ...] = ()
+
+    @property
+    def warnings(self) -> list[str]:
+        """The batch's warnings (stale export, drift), then the filters that matched no one."""
+        return [*super().warnings, *self.filter_warnings]
 
 
 def at_risk_list(
@@ -85,4 +92,9 @@ def at_risk_list(
         scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
     )
     write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
-    return AtRiskList(rows=rows, drift=drift, stale_warning=stale_warning(tables, "churn", as_of))
+    return AtRiskList(
+        rows=rows,
+        drift=drift,
+        stale_warning=stale_warning(tables, "churn", as_of),
+        filter_warnings=tuple(lists.unmatched_filters(scored, where)),
+    )

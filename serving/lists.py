@@ -8,6 +8,7 @@ and the ``crmscore at-risk`` command both use them.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "scored_for_list",
     "select_at_risk",
     "to_csv",
+    "unmatched_filters",
 ]
 
 SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
@@ -141,6 +143,26 @@ def select_at_risk(
         )
     )
     return positions[order][:top], int(len(positions))
+
+
+def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
+    """A sentence for each ``where`` value that no customer of ``scored`` (the whole population,
+    before any filter) has: a typo (``Netherland``) or a value absent at this date. The list is still
+    made (empty for such a filter); this says why, with the closest values there are."""
+    out = []
+    for name, wanted in (where or {}).items():
+        if wanted is None or name not in scored.columns or _matches(scored[name], wanted).any():
+            continue
+        values = sorted({str(v) for v in scored[name].dropna().unique()})
+        by_case = {v.casefold(): v for v in values}  # "Uk" is close to "UK"
+        close = [by_case[c] for c in difflib.get_close_matches(str(wanted).casefold(), list(by_case), n=3)]
+        hint = (
+            f"closest: {', '.join(map(repr, close))}"
+            if close
+            else f"{len(values)} values, e.g. {', '.join(map(repr, values[:5]))}"
+        )
+        out.append(f"where.{name}: no customer in the population has {name} {wanted!r} ({hint})")
+    return out
 
 
 def at_risk_rows(

@@ -786,6 +786,7 @@ def at_risk(
         "n_matched": matched,
         "items": rows,
         "drift": drift_overview(snapshot.drift),
+        "warnings": lists.unmatched_filters(scored, where),
     }
 
 

@@ -186,6 +186,11 @@ class AtRiskResponse(BaseModel):
         description="how far the churn snapshot the list ranks has moved from the model's training rows "
         "(the figure of /models and of `crmscore at-risk`)"
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="a sentence for each `where` value no customer of the snapshot has (a typo, or a value absent "
+        "at this date), with the closest values there are",
+    )
 
 
 class ModelInfo(BaseModel):

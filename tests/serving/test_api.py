@@ -377,6 +377,11 @@ def test_at_risk_json_sorted_and_filtered(server):
         france = c.post("/at_risk", json={"top": 5, "where": {"country": "France"}, "tiers": ["high"], "k": 1}).json()
         unknown = c.post("/at_risk", json={"where": {"planet": "Mars"}})
         bad_tier = c.post("/at_risk", json={"tiers": ["urgent"]})
+        typo = c.post("/at_risk", json={"where": {"country": "france"}}).json()
+    assert top["warnings"] == [] and france["warnings"] == []
+    assert typo["items"] == [] and typo["warnings"] == [
+        "where.country: no customer in the population has country 'france' (closest: 'France')"
+    ]
     values = [item["value_at_risk"] for item in top["items"]]
     assert len(values) == 20 and values == sorted(values, reverse=True)
     assert all(item["reasons"] for item in top["items"])

@@ -223,6 +223,13 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     assert {"reason_3", "counter_reason_2"} <= set(pd.read_csv(out).columns)
     none = CliRunner().invoke(app, [*args, "--counter-reasons", "0", "--tier", "high", "--where", "country=France"])
     assert none.exit_code == 0 and "counter_reason_1" not in pd.read_csv(out).columns
+    assert "where.country" not in none.stderr
+    typo = CliRunner().invoke(app, [*args, "--where", "country=Netherland", "--out", str(tmp_path / "typo.csv")])
+    assert typo.exit_code == 0 and len(pd.read_csv(tmp_path / "typo.csv")) == 0  # still written, and said why
+    assert (
+        "warning: where.country: no customer in the population has country 'Netherland' (closest: 'Netherlands'"
+        in typo.stderr
+    )
     for extra, message in (
         (["--tier", "urgent"], "unknown tier 'urgent'"),
         (["--where", "planet=Mars"], "where.planet: unknown customer attribute"),

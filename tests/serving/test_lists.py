@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.lists import FilterError, at_risk_rows, select_at_risk, to_csv
+from serving.lists import FilterError, at_risk_rows, select_at_risk, to_csv, unmatched_filters
 
 
 @pytest.fixture
@@ -67,6 +67,20 @@ def test_unknown_tier_is_an_error_not_an_empty_list(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=5, tiers=["high", "urgent"], tier_names=names)
     assert err.value.field == "tiers" and "'urgent'" in str(err.value) and "['high', 'medium', 'low']" in str(err.value)
+
+
+def test_a_filter_value_no_customer_has_is_named_with_the_closest_values(scored):
+    """A typo would otherwise be an empty list and nothing else; filters that match someone, or a
+    value absent only after the other filters, say nothing."""
+    where = {"country": "Frnace", "frequency": 9, "tier": "high"}
+    assert select_at_risk(scored, top=10, where={"country": "Frnace"})[1] == 0  # still an empty list
+    assert unmatched_filters(scored, where) == [
+        "where.country: no customer in the population has country 'Frnace' (closest: 'France')",
+        "where.frequency: no customer in the population has frequency 9 (5 values, e.g. '1.0', '2.0', '3.0', "
+        "'4.0', '5.0')",
+    ]
+    assert unmatched_filters(scored, {"country": "France", "frequency": 2, "tier": "low", "nothing": None}) == []
+    assert unmatched_filters(scored, None) == []
 
 
 def test_missing_value_at_risk_is_never_listed(scored):

@@ -176,6 +176,10 @@ def test_at_risk_ranks_and_filters(config):
     # The drift of the snapshot the list ranks, as /models reports it.
     churn = next(m for m in models_info(state)["models"] if m["task"] == "churn")
     assert body["drift"] == churn["snapshot_drift"] and set(body["drift"]) == {"max_psi", "alert", "unseen", "warning"}
+    assert body["warnings"] == []
+    typo = at_risk(state, top=5, where={"country": "Uk"}, k=0)
+    assert typo["n_matched"] == 0 and typo["items"] == []
+    assert typo["warnings"] == ["where.country: no customer in the population has country 'Uk' (closest: 'UK')"]
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
     assert uk.splitlines()[0].startswith("customer_id,") and len(uk.splitlines()) == 3
     with pytest.raises(RequestError) as excinfo:
