@@ -482,6 +482,8 @@ def score_ids(
     state: State, task: str, ids: Sequence[str], *, k: int, max_batch: int, counter_k: int = 0
 ) -> dict[str, Any]:
     """Score ids from the task's snapshot; an unknown id gets a per-item error, the rest are scored."""
+    from training.explain import id_hint
+
     _check_batch(len(ids), max_batch, "ids", "ids")
     model, snapshot = state.snapshot(task)
     rows = [snapshot.index.get(key) for key in ids]
@@ -503,7 +505,11 @@ def score_ids(
     items = [
         _item(model, key, next(results), snapshot.warnings.get(row, ()))
         if row is not None
-        else {"id": key, "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"}
+        else {
+            "id": key,
+            "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"
+            + id_hint(snapshot.index, key),
+        }
         for key, row in zip(ids, rows, strict=True)
     ]
     return {"task": task, "as_of": snapshot.as_of, "items": items}

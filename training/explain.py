@@ -10,7 +10,7 @@ turns into the probability.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,16 @@ from models.catalog import model_config_for, spec_for
 from training.pyfunc import load_champion
 from training.train import normalize_task
 
-__all__ = ["explain_ids", "render"]
+__all__ = ["explain_ids", "id_hint", "render"]
+
+
+def id_hint(known: Mapping[str, Any], key: str) -> str:
+    """A hint when a spelling of ``key`` that clients often produce is among the ``known`` ids:
+    surrounding blanks, or a numeric id written as a float by a spreadsheet (``"12346.0"``)."""
+    for guess in dict.fromkeys((key.strip(), key.strip().removesuffix(".0"))):
+        if guess != key and guess in known:
+            return f" (did you mean {guess!r}?)"
+    return ""
 
 
 def explain_ids(
@@ -77,7 +86,7 @@ def explain_ids(
     items = []
     for key in ids:
         if key not in position:
-            why = _where_it_stands(tables, task, key, as_of, model_config)
+            why = id_hint(position, key) or _where_it_stands(tables, task, key, as_of, model_config)
             items.append({"id": key, "error": f"not in the {task} population at {as_of} ({spec.population}){why}"})
             continue
         n, item = next(scored)

@@ -277,6 +277,9 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
     assert f"nobody: not in the {task} population at" in text.stdout
     table, entity = ("transactions", "customer_id") if task == "churn" else ("leads", "lead_id")
     assert f"; no row of {entity} 'nobody' in table '{table}'" in text.stdout  # a mistyped id, not a lapsed one
+    padded = CliRunner().invoke(app, [*args, "--id", f" {picked[0]} "])  # as pasted from a spreadsheet
+    assert f" {picked[0]} : not in the {task} population at" in padded.stdout
+    assert f"(did you mean '{picked[0]}'?)" in padded.stdout
     # One of each from the bundled data: a customer who bought once, on the data's first day; a 2008 lead.
     lapsed = "12636" if task == "churn" else "L00003"
     why = CliRunner().invoke(app, ["explain", task, "--config", str(config), "--as-of", as_of, "--id", lapsed])

@@ -116,6 +116,12 @@ def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
         "id": "nope",
         "error": "unknown customer_id 'nope': not in the churn snapshot as of 2011-01-01",
     }
+    hinted = score_ids(state, "churn", ["2.0", " 3 ", "3.5"], k=0, max_batch=10)["items"]
+    assert [i["error"].removeprefix("unknown customer_id ") for i in hinted] == [
+        "'2.0': not in the churn snapshot as of 2011-01-01 (did you mean '2'?)",
+        "' 3 ': not in the churn snapshot as of 2011-01-01 (did you mean '3'?)",
+        "'3.5': not in the churn snapshot as of 2011-01-01",
+    ]
     with pytest.raises(RequestError) as excinfo:
         score_ids(state, "churn", ["1"] * 11, k=0, max_batch=10)
     assert excinfo.value.field == "ids" and excinfo.value.status == 400
