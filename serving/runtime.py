@@ -625,6 +625,8 @@ def _outside(task: str, mc: Any, as_of: dt.datetime, record: Mapping[str, Any] |
             f"; created_at {created:%Y-%m-%d %H:%M} is {days:,} days before as_of" if days >= mc.step_days else ""
         )
     lines = [(_naive_utc(p["timestamp"]), p["amount"]) for p in record["purchases"]]
+    if not lines:
+        return message + "; it posts no purchases"
     later = sum(when > as_of for when, _ in lines)
     if later:
         message += f"; {later} of its {len(lines)} posted purchases fall after as_of and are not history"
