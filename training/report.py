@@ -229,12 +229,23 @@ def _drift_table(result: BacktestResult, limit: int = 10) -> str:
         f"<td>{d.training_missing:.1%} &rarr; {d.missing:.1%}</td><td>{html.escape(d.level)}</td></tr>"
         for d in result.drift[:limit]
     )
+    unseen = [
+        f"{d.feature} " + ", ".join(f"{v!r} ({n:,})" for v, n in d.unseen_values)
+        for d in result.drift
+        if d.unseen_values
+    ]
+    unseen_note = (
+        "<p>Category values of the test fold that no training row had, scored as a missing category "
+        f"(rows): {html.escape('; '.join(unseen))}.</p>"
+        if unseen
+        else ""
+    )
     return (
         "<h2>Feature drift: test fold against the training rows</h2>"
         f"<p>Population stability index (PSI) over training deciles; 0.1-0.25 worth a look, above 0.25 a "
         f"shift. Trees score a value beyond the training range like the nearest one seen. {verdict}</p>"
         "<table><tr><th>feature</th><th>PSI</th><th>outside training range</th><th>missing (train &rarr; test)</th>"
-        f"<th>level</th></tr>{rows}</table>"
+        f"<th>level</th></tr>{rows}</table>{unseen_note}"
     )
 
 

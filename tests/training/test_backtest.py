@@ -187,3 +187,18 @@ def test_few_rows_per_cutoff_are_said_and_still_give_a_model_that_ranks():
     assert len(calibration) == 1 and "has 80 rows" in calibration[0] and "models.churn.step_days" in calibration[0]
     assert any(w.startswith("few rows: the classifier's min_child_samples 200 -> ") for w in out.warnings)
     assert out.params["best_iteration"] > 1 and out.metrics["roc_auc"] > 0.6
+
+
+def test_the_report_names_test_fold_categories_no_training_row_had(result):
+    """A category only the test fold holds gets a code no training row had; the report says which."""
+    import dataclasses
+
+    from models.drift import with_unseen
+    from training.report import render_report
+
+    assert "no training row had" not in render_report(result, {})
+    planted = dataclasses.replace(result, drift=with_unseen(result.drift, {"country": {"Atlantis": 12, "<b>": 1}}, 500))
+    page = render_report(planted, {})
+    assert (
+        "scored as a missing category (rows): country &#x27;Atlantis&#x27; (12), &#x27;&lt;b&gt;&#x27; (1).</p>" in page
+    )
