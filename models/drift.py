@@ -34,6 +34,7 @@ __all__ = [
     "FeatureProfile",
     "drift_overview",
     "drift_summary",
+    "listed",
     "with_unseen",
 ]
 
@@ -275,8 +276,8 @@ def _share(x: float) -> str:
     return f"{x:.0%}" if x >= 0.01 else "under 1%"
 
 
-def _listed(named: Sequence[str], limit: int) -> str:
-    """The first ``limit`` names, then how many more."""
+def listed(named: Sequence[str], limit: int) -> str:
+    """The first ``limit`` names, comma-separated, then how many more (``"a, b and 3 more"``)."""
     return ", ".join(named[:limit]) + (f" and {len(named) - limit} more" if len(named) > limit else "")
 
 
@@ -294,13 +295,13 @@ def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | Non
         ]
         sentences.append(
             f"{len(alerts)} of {len(drift)} features have shifted from the training rows (PSI >= {PSI_ALERT}): "
-            f"{_listed(named, limit)}; probabilities may be miscalibrated for these rows"
+            f"{listed(named, limit)}; probabilities may be miscalibrated for these rows"
         )
     gaps = sorted((d for d in drift if d.read_as_zero > 0), key=lambda d: (-d.read_as_zero, d.feature))
     if gaps:
         named = [f"{d.feature} ({_share(d.read_as_zero)} of rows)" for d in gaps]
         sentences.append(
-            f"missing where no training row was: {_listed(named, limit)}; the model reads those values as 0, "
+            f"missing where no training row was: {listed(named, limit)}; the model reads those values as 0, "
             "so fill them at the source or retrain on data that has the gaps"
         )
     unseen = sorted((d for d in drift if d.unseen_values), key=lambda d: (-d.unseen, d.feature))
@@ -311,7 +312,7 @@ def drift_summary(drift: Sequence[FeatureDrift], *, limit: int = 3) -> str | Non
             more = d.unseen_distinct - len(values)
             named.append(f"{d.feature} " + ", ".join(values) + (f" and {more} more" if more > 0 else ""))
         sentences.append(
-            f"category values no training row had, scored as missing: {_listed(named, limit)}; "
+            f"category values no training row had, scored as missing: {listed(named, limit)}; "
             "check their spelling at the source, or retrain on data that has them"
         )
     return ". ".join(sentences) or None

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.drift import FeatureDrift, FeatureProfile, with_unseen
+from models.drift import FeatureDrift, FeatureProfile, listed, with_unseen
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
 
-__all__ = ["Calibrator", "Scorer", "encode_frame", "rate_shift", "shift_log_odds", "unseen_values"]
+__all__ = ["Calibrator", "Scorer", "count_unseen", "encode_frame", "rate_shift", "shift_log_odds", "unseen_values"]
 
 
 def encode_frame(
@@ -89,6 +89,12 @@ def unseen_values(
             rows = np.flatnonzero(unseen)
             out[name] = pd.Series(features[name].astype(object).to_numpy()[rows].astype(str), index=rows)
     return out
+
+
+def count_unseen(unseen: Mapping[str, pd.Series]) -> dict[str, dict[str, int]]:
+    """``{feature: {value: rows}}`` of :func:`unseen_values`' result (what drift reports, and what
+    the partitions of a distributed job sum)."""
+    return {name: values.value_counts().to_dict() for name, values in unseen.items()}
 
 
 def shift_log_odds(p: np.ndarray, shift: float, scale: float = 1.0) -> np.ndarray:
@@ -384,7 +390,7 @@ class Scorer:
 
     def unseen_counts(self, features: pd.DataFrame, X: np.ndarray) -> dict[str, dict[str, int]]:
         """``{feature: {value: rows}}`` of :meth:`unseen`."""
-        return {name: values.value_counts().to_dict() for name, values in self.unseen(features, X).items()}
+        return count_unseen(self.unseen(features, X))
 
     def unseen_warnings(
         self, features: pd.DataFrame, X: np.ndarray, attributes: frozenset[str] = frozenset()
@@ -397,13 +403,12 @@ class Scorer:
         """
         out: dict[int, list[str]] = {}
         for name, values in self.unseen(features, X).items():
-            known = [str(v) for v in self.known_values(name)]
-            listed = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+            known = listed([str(v) for v in self.known_values(name)], 8)
             where = f"attributes.{name}" if name in attributes else name
             for row, value in values.items():
                 out.setdefault(int(row), []).append(
                     f"{where} {value!r} is a value no training row of the {self.task} model had, "
-                    f"so it was scored as missing (known: {listed})"
+                    f"so it was scored as missing (known: {known})"
                 )
         return out
 

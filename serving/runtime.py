@@ -591,13 +591,15 @@ def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence
                     ) from None
 
 
-def _unused_events(config: Config, task: str, field_name: str, records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Records that post events a model trained without an events table cannot read, by id, with a
-    sentence: no feature of such a model comes from events, so they are dropped, and said to be."""
+def _unused_events(
+    config: Config, task: str, field_name: str, key: str, records: Sequence[Mapping[str, Any]]
+) -> dict[str, str]:
+    """Records that post events a model trained without an events table cannot read, by ``key``
+    (the entity id), with a sentence: no feature of such a model comes from events, so they are
+    dropped, and said to be."""
     table = "lead_events" if task == "lead" else "events"
     if getattr(config.tables, table) is not None:
         return {}
-    key = "lead_id" if task == "lead" else "customer_id"
     out = {}
     for i, record in enumerate(records):
         n = len(record.get("events") or ())
@@ -692,7 +694,8 @@ def score_posted(
     model = state.model(task)
     as_of = _naive_utc(as_of).to_pydatetime()
     posted = leads if task == "lead" else customers
-    _check_unique(field_name, "lead_id" if task == "lead" else "customer_id", posted)
+    entity = model.scorer.entity
+    _check_unique(field_name, entity, posted)
     _check_purchases(model, task, customers)
     _check_attributes(model.scorer, task, field_name, posted)
     try:
@@ -708,12 +711,12 @@ def score_posted(
             field=f"{field_name}.0.attributes.{absent[0]}",
         )
     matrix = model.scorer.prepare(frame)
-    found = frame[model.scorer.entity].astype(str).tolist()
-    records = {str(r["lead_id"] if task == "lead" else r["customer_id"]): r for r in (*customers, *leads)}
+    found = frame[entity].astype(str).tolist()
+    records = {str(r[entity]): r for r in posted}
     # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
     attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
     warnings = {found[row]: w for row, w in model.scorer.unseen_warnings(frame, matrix, attribute_names).items()}
-    for key, sentence in _unused_events(model.config, task, field_name, posted).items():
+    for key, sentence in _unused_events(model.config, task, field_name, entity, posted).items():
         warnings.setdefault(key, []).append(sentence)
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:

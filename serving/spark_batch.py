@@ -30,7 +30,7 @@ from features.pipeline import ENTITY, check_population, normalize_as_of, populat
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for
 from models.drift import FeatureDrift, with_unseen
-from models.scorer import Scorer, encode_frame, unseen_values
+from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, stale_warning
 from training.train import normalize_task
@@ -102,8 +102,8 @@ def spark_drift(scorer: Scorer, features) -> list[FeatureDrift]:
             X = encode_frame(batch, names, categories)
             counts = profile.counts(X)
             total = counts if total is None else total + counts
-            for name, values in unseen_values(batch, X, names, categories, profile).items():
-                unseen[name].update(values)
+            for name, counts in count_unseen(unseen_values(batch, X, names, categories, profile)).items():
+                unseen[name].update(counts)
         if total is not None and total[0] > 0:
             yield pd.DataFrame({"counts": [total.tolist()], "unseen": [json.dumps(unseen)]})
 

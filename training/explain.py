@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from features.config import Config
 from features.labels import data_until
@@ -138,7 +139,7 @@ def _where_it_stands(tables: CanonicalTables, task: str, key: str, as_of: Any, m
         if (as_of - created).days >= mc.step_days:
             return f"; its created_at, {created:%Y-%m-%d %H:%M}, is {(as_of - created).days:,} days before as_of"
         converted = found.get("converted")
-        if converted is not None and converted == converted and converted <= as_of:
+        if not pd.isna(converted) and converted <= as_of:
             return f"; it converted at {converted:%Y-%m-%d %H:%M}, by as_of"
         return ""
     lines = tables.transactions
@@ -160,7 +161,7 @@ def _where_it_stands(tables: CanonicalTables, task: str, key: str, as_of: Any, m
         return f"; its first line, {found['first']:%Y-%m-%d %H:%M}, is after as_of"
     if task == "churn":
         bought = found["bought"]
-        if bought is None or bought != bought:  # no purchase (amount > 0) up to as_of
+        if pd.isna(bought):  # no purchase (amount > 0) up to as_of
             return f"; its {int(found['up_to'])} line(s) up to as_of are refunds only (amount <= 0)"
         return f"; its latest purchase, {bought:%Y-%m-%d %H:%M}, is {(as_of - bought).days:,} days before as_of"
     return ""
