@@ -89,6 +89,11 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _unseen_sentence(feature: str, value: str) -> str:
+    """The reason text of a category value no training row had: the booster scored it as missing."""
+    return f"{humanize(feature)} {value!r}: new to the model, scored as missing"
+
+
 def _opposite(direction: str) -> str:
     """``"raises churn risk"`` -> ``"lowers churn risk"``; any other wording -> ``"against: ..."``."""
     head, _, rest = direction.partition(" ")
@@ -189,6 +194,7 @@ class ReasonWriter:
         k: int,
         rows: Sequence[Mapping[str, Any]] | None = None,
         counter: bool = False,
+        unseen: Mapping[int, Mapping[str, str]] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Top-k reasons per row (with ``counter``, top-k counter-reasons).
 
@@ -205,6 +211,10 @@ class ReasonWriter:
             Optional original feature values per row (used for the sentences when given).
         counter
             The features that lower the score instead, largest pull first.
+        unseen
+            Row -> ``{feature: value}`` of the category values no training row had, which ``X``
+            holds as missing (``Scorer.unseen_rows``): such a reason names the value it was
+            given, "Default 'yes': new to the model, scored as missing", not "Default: missing".
 
         Returns
         -------
@@ -239,9 +249,13 @@ class ReasonWriter:
                 feature = self.feature_names[j]
                 needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
                 values = {f: self.value(X, i, f, rows) for f in needed}
+                new = unseen.get(i, {}).get(feature) if unseen else None
+                if new is not None:
+                    values[feature] = new
+                text = _unseen_sentence(feature, new) if new is not None else self.sentence(feature, values)
                 reasons.append(
                     {
-                        "text": f"{self.sentence(feature, values)} ({direction})",
+                        "text": f"{text} ({direction})",
                         "feature": feature,
                         "value": values[feature],
                         "impact": round(sign * float(impact), 6),

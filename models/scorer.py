@@ -22,7 +22,16 @@ from models.drift import FeatureDrift, FeatureProfile, listed, with_unseen
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
 
-__all__ = ["Calibrator", "Scorer", "count_unseen", "encode_frame", "rate_shift", "shift_log_odds", "unseen_values"]
+__all__ = [
+    "Calibrator",
+    "Scorer",
+    "count_unseen",
+    "encode_frame",
+    "rate_shift",
+    "rows_at",
+    "shift_log_odds",
+    "unseen_values",
+]
 
 
 def encode_frame(
@@ -95,6 +104,11 @@ def count_unseen(unseen: Mapping[str, pd.Series]) -> dict[str, dict[str, int]]:
     """``{feature: {value: rows}}`` of :func:`unseen_values`' result (what drift reports, and what
     the partitions of a distributed job sum)."""
     return {name: values.value_counts().to_dict() for name, values in unseen.items()}
+
+
+def rows_at(by_row: Mapping[int, Any], rows: Sequence[int]) -> dict[int, Any]:
+    """``by_row`` (keyed by row position) for the matrix ``X[rows]``: keyed by position in ``rows``."""
+    return {n: by_row[row] for n, row in enumerate(rows) if row in by_row}
 
 
 def shift_log_odds(p: np.ndarray, shift: float, scale: float = 1.0) -> np.ndarray:
@@ -388,6 +402,15 @@ class Scorer:
         (:func:`unseen_values`; ``X`` is :meth:`prepare` of ``features``)."""
         return unseen_values(features, X, self.feature_names, self.categories, getattr(self, "profile", None))
 
+    def unseen_rows(self, features: pd.DataFrame, X: np.ndarray) -> dict[int, dict[str, str]]:
+        """Row position -> ``{feature: value}`` of :meth:`unseen`: what :meth:`score_matrix` takes
+        as ``unseen`` to name such a value in a reason (see :func:`rows_at` for a subset of rows)."""
+        out: dict[int, dict[str, str]] = {}
+        for name, values in self.unseen(features, X).items():
+            for row, value in values.items():
+                out.setdefault(int(row), {})[name] = value
+        return out
+
     def unseen_counts(self, features: pd.DataFrame, X: np.ndarray) -> dict[str, dict[str, int]]:
         """``{feature: {value: rows}}`` of :meth:`unseen`."""
         return count_unseen(self.unseen(features, X))
@@ -528,6 +551,7 @@ class Scorer:
         contrib: np.ndarray | None = None,
         population_shift: float = 0.0,
         counter_k: int = 0,
+        unseen: Mapping[int, Mapping[str, str]] | None = None,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -551,6 +575,9 @@ class Scorer:
             :meth:`population_shift` of the population these rows belong to (0: none).
         counter_k
             Counter-reasons per row, with ``explain``: the features that lower the score most.
+        unseen
+            :meth:`unseen_rows` of the rows of ``X``: a reason on such a feature names the value
+            posted, which ``X`` holds as missing.
 
         Returns
         -------
@@ -572,9 +599,9 @@ class Scorer:
             raw = contrib.sum(axis=1)
         else:
             raw = self.raw_score(X)
-        reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows) if explain else None
+        reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen) if explain else None
         counter = (
-            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True)
+            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen)
             if explain and counter_k > 0
             else None
         )
@@ -619,7 +646,13 @@ class Scorer:
             raise ValueError(f"id column '{self.entity}' is missing from the input")
         X = self.prepare(features) if prepared is None else prepared
         scores = self.score_matrix(
-            X, k=k, explain=explain, as_of=as_of, population_shift=population_shift, counter_k=counter_k
+            X,
+            k=k,
+            explain=explain,
+            as_of=as_of,
+            population_shift=population_shift,
+            counter_k=counter_k,
+            unseen=self.unseen_rows(features, X) if explain else None,
         )
         out = pd.DataFrame(scores, index=features.index)
         if out.empty:

@@ -89,7 +89,15 @@ def at_risk_list(
     k = model_config.top_k_reasons
     attributes = [c for c in ("country",) if c in scored.columns]
     rows = lists.explained_rows(
-        scorer, scored, matrix, positions, k=k, counter_k=counter_k, attributes=attributes, as_of=as_of
+        scorer,
+        scored,
+        matrix,
+        positions,
+        k=k,
+        counter_k=counter_k,
+        attributes=attributes,
+        as_of=as_of,
+        unseen=scorer.unseen_rows(features, matrix),
     )
     write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
     return AtRiskList(

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.scorer import rows_at
+
 __all__ = [
     "SCORE_COLUMNS",
     "FilterError",
@@ -200,10 +202,12 @@ def explained_rows(
     attributes: Sequence[str] = (),
     as_of: Any = None,
     contrib: np.ndarray | None = None,
+    unseen: Mapping[int, Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`at_risk_rows` for the selected customers with ``k`` reasons and ``counter_k``
     counter-reasons each (``None`` when 0), explained from ``matrix`` (the rows of ``scored``), or
-    from ``contrib`` when the caller has their SHAP values already (the service's snapshot)."""
+    from ``contrib`` when the caller has their SHAP values already (the service's snapshot).
+    ``unseen`` is ``Scorer.unseen_rows`` of ``matrix``: the category values its reasons name."""
     reasons = counter = None
     if (k > 0 or counter_k > 0) and len(positions):
         explained = scorer.score_matrix(
@@ -213,6 +217,7 @@ def explained_rows(
             explain=True,
             as_of=as_of,
             contrib=None if contrib is None else contrib[positions],
+            unseen=rows_at(unseen, positions) if unseen else None,
         )
         reasons = [r["reasons"] for r in explained] if k > 0 else None
         counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None

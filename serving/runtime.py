@@ -26,6 +26,7 @@ import pandas as pd
 
 from features.config import Config, population_rule
 from models.drift import FeatureDrift, drift_overview
+from models.scorer import rows_at
 from serving import lists
 
 __all__ = [
@@ -87,6 +88,8 @@ class Snapshot:
     # Row -> the sentences of its category values no training row had (scored as missing), which
     # the row's score carries as ``warnings`` (``Scorer.unseen_warnings``).
     warnings: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    # Row -> {feature: value} of those same values (``Scorer.unseen_rows``), named in the reasons.
+    unseen: Mapping[int, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))
     contrib = scorer.contributions(matrix)
-    unseen = scorer.unseen_warnings(frame, matrix)
+    warnings = scorer.unseen_warnings(frame, matrix)
     return Snapshot(
         path=str(path),
         as_of=as_of,
@@ -178,7 +181,8 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         frame=frame,
         drift=tuple(scorer.drift(matrix, frame)),
         population_shift=scorer.population_shift(matrix, as_of=as_of, raw=contrib.sum(axis=1)),
-        warnings={row: tuple(w) for row, w in unseen.items()},
+        warnings={row: tuple(w) for row, w in warnings.items()},
+        unseen=scorer.unseen_rows(frame, matrix),
     )
 
 
@@ -497,6 +501,7 @@ def score_ids(
             as_of=snapshot.as_of,
             contrib=snapshot.contrib[known],
             population_shift=snapshot.population_shift,
+            unseen=rows_at(snapshot.unseen, known),
         )
         if known
         else ()
@@ -716,19 +721,26 @@ def score_posted(
     # A feature some record posts as an attribute is one (a record without it, or with a null, has the gap).
     attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
     warnings = {found[row]: w for row, w in model.scorer.unseen_warnings(frame, matrix, attribute_names).items()}
+    unseen = model.scorer.unseen_rows(frame, matrix)
     for key, sentence in _unused_events(model.config, task, field_name, entity, posted).items():
         warnings.setdefault(key, []).append(sentence)
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:
         keep = [i for i, key in enumerate(found) if key not in gaps]
-        matrix, found = matrix[keep], [found[i] for i in keep]
+        matrix, found, unseen = matrix[keep], [found[i] for i in keep], rows_at(unseen, keep)
     # A few posted records are not a population: they get the served snapshot's anchor.
     shift = model.snapshot.population_shift if model.snapshot is not None else 0.0
     results = dict(
         zip(
             found,
             model.scorer.score_matrix(
-                matrix, k=k, counter_k=counter_k, explain=k > 0 or counter_k > 0, as_of=as_of, population_shift=shift
+                matrix,
+                k=k,
+                counter_k=counter_k,
+                explain=k > 0 or counter_k > 0,
+                as_of=as_of,
+                population_shift=shift,
+                unseen=unseen,
             )
             if found
             else (),
@@ -787,6 +799,7 @@ def at_risk(
         attributes=attributes,
         as_of=snapshot.as_of,
         contrib=snapshot.contrib,
+        unseen=snapshot.unseen,
     )
     if format == "csv":
         return lists.to_csv(rows, k=k, counter_k=counter_k)

@@ -79,10 +79,19 @@ def explain_ids(
     position = {str(key): i for i, key in enumerate(features[scorer.entity].astype(str))}
     rows = [position[key] for key in ids if key in position]
     # By position among ``rows``: category values no training row had, scored as missing.
-    warnings = scorer.unseen_warnings(features.iloc[rows].reset_index(drop=True), X[rows])
+    chosen = features.iloc[rows].reset_index(drop=True)
+    warnings = scorer.unseen_warnings(chosen, X[rows])
     contrib = scorer.contributions(X[rows]) if rows else np.empty((0, len(scorer.feature_names) + 1))
     scored = enumerate(
-        scorer.score_matrix(X[rows], k=k, counter_k=k, as_of=as_of, contrib=contrib, population_shift=shift)
+        scorer.score_matrix(
+            X[rows],
+            k=k,
+            counter_k=k,
+            as_of=as_of,
+            contrib=contrib,
+            population_shift=shift,
+            unseen=scorer.unseen_rows(chosen, X[rows]),
+        )
     )
     items = []
     for key in ids:

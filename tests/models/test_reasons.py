@@ -62,6 +62,25 @@ def test_missing_value_falls_back_to_the_next_template_then_to_the_name():
     assert reasons[2]["text"] == "Orders 90d: 3 (raises churn risk)"
 
 
+def test_a_category_value_new_to_the_model_is_named_in_its_reason():
+    """The matrix holds an unseen value as missing; the reason names what was posted, both ways."""
+    X = np.array([[60.0, 20.0, np.nan, 3.0], [60.0, 20.0, np.nan, 3.0]])
+    contrib = np.array([[0.3, 0.0, 0.2, 0.1], [0.3, 0.0, -0.2, 0.1]])
+    first, second = writer().explain(contrib, X, k=3, unseen={0: {"country": "Atlantis"}, 1: {"country": "Narnia"}})
+    assert first[1] == {
+        "text": "Country 'Atlantis': new to the model, scored as missing (raises churn risk)",
+        "feature": "country",
+        "value": "Atlantis",
+        "impact": 0.2,
+    }
+    assert [r["feature"] for r in second] == ["days_since_last", "orders_90d"]
+    (counter,) = writer().explain(contrib[1:], X[1:], k=1, counter=True, unseen={0: {"country": "Narnia"}})
+    assert counter[0]["text"] == "Country 'Narnia': new to the model, scored as missing (lowers churn risk)"
+    # A row left out of ``unseen`` had a missing value, not a new one.
+    (blank,) = writer().explain(contrib[:1], X[:1], k=3, unseen={1: {"country": "Atlantis"}})
+    assert blank[1]["text"] == "Country: missing (raises churn risk)" and blank[1]["value"] is None
+
+
 def test_missing_purchase_features_say_why_they_are_missing():
     features = ["gap_std", "gap_mean", "purchase_days", "active_weeks_90d", "country"]
     writer = ReasonWriter(features, CUSTOMER_TEMPLATES, "raises churn risk", {"country": ["UK"]})

@@ -203,6 +203,29 @@ def test_unseen_category_values_are_named_and_scored_as_missing(churn, test_fram
     )
     assert churn.known_values("country") == ["France", "Germany", "UK"]
 
+    assert churn.unseen_rows(rows, X) == {
+        0: {"country": "Atlantis"},
+        2: {"country": "Atlantis"},
+        3: {"country": "Narnia"},
+    }
+    # Reasons name the value, wherever country is one; a blank row's reason stays "missing".
+    scored = churn.score_frame(rows, k=len(churn.feature_names), counter_k=len(churn.feature_names))
+    blank_scored = churn.score_frame(blank, k=len(churn.feature_names), counter_k=len(churn.feature_names))
+    named = 0
+    for i in range(len(rows)):
+        for kind in ("reasons", "counter_reasons"):
+            ours = {r["feature"]: r for r in scored[kind][i]}
+            theirs = {r["feature"]: r for r in blank_scored[kind][i]}
+            assert ours.keys() == theirs.keys()  # the same SHAP values: the same features each way
+            if "country" in ours and i in (0, 2, 3):
+                assert ours["country"]["value"] == rows.loc[i, "country"]
+                assert ours["country"]["text"].startswith(f"Country {rows.loc[i, 'country']!r}: new to the model")
+                assert theirs["country"]["text"].startswith("Country: missing")
+                named += 1
+            elif "country" in ours:  # rows 1, 4 and 5 are the same in both frames
+                assert ours["country"] == theirs["country"]
+    assert named >= 3  # every unseen row has country as a reason or a counter-reason (k covers all features)
+
 
 def test_a_category_only_the_test_fold_had_counts_as_unseen():
     """The encoder knows the categories of the training *and* test frames; a value only the test

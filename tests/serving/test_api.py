@@ -327,6 +327,17 @@ def test_posted_lead_with_a_category_the_model_never_saw_is_scored_with_a_warnin
         "attributes.job 'admin' is a value no training row of the lead model had, so it was scored as missing "
         "(known: admin., blue-collar, "
     )
+    # Explained, the same features move both scores; the typo's job reason names what was posted.
+    with server.client("admin") as c:
+        both = c.post("/score/lead/record", json={"leads": [typo, blank], "as_of": as_of, "k": 10, "counter_k": 10})
+    assert both.status_code == 200, both.text
+    warned, missing = both.json()["items"]
+    jobs = [
+        [r for r in (*item["reasons"], *item["counter_reasons"]) if r["feature"] == "job"] for item in (warned, missing)
+    ]
+    assert [len(j) for j in jobs] == [1, 1], jobs
+    assert jobs[0][0]["text"].startswith("Job 'admin': new to the model, scored as missing (")
+    assert jobs[1][0]["text"].startswith("Job: missing (") and jobs[0][0]["impact"] == jobs[1][0]["impact"]
 
 
 @pytest.mark.parametrize(

@@ -336,6 +336,18 @@ def test_a_category_value_no_training_row_had_is_named_by_score_and_explain(trai
     )
     assert real.exit_code == 0, real.output
     assert "scored as missing: default 'yes' (2 rows);" in real.stderr.replace("\n", " ")
+    # Its reasons name the value too, where default moves the score (the largest pull down, here).
+    body = json.loads(
+        CliRunner()
+        .invoke(
+            app, ["explain", "lead", "--config", str(leads_config), "--as-of", "2008-08-02", "--id=L21581", "--json"]
+        )
+        .stdout
+    )
+    (item,) = body["items"]
+    (default,) = [r for r in (*item["reasons"], *item["counter_reasons"]) if r["feature"] == "default"]
+    assert default["value"] == "yes"
+    assert default["text"].startswith("Default 'yes': new to the model, scored as missing (")
 
 
 @pytest.mark.slow

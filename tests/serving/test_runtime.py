@@ -32,13 +32,15 @@ FEATURES = ("recency_days", "monetary_90d")
 
 def small_scorer(task: str = "churn", version: str = "1", *, country: bool = False) -> Scorer:
     """A churn-like LightGBM scorer on 400 synthetic customers (risk rises with recency); with
-    ``country``, also a categorical ``country`` of France or UK, and the training profile."""
+    ``country``, also a categorical ``country`` of France or UK that raises the risk of UK
+    customers, and the training profile."""
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(0, 365, 400), rng.gamma(2.0, 100.0, 400)])
     y = (X[:, 0] / 365 + rng.normal(0, 0.2, 400) > 0.5).astype(float)
     names, categories = list(FEATURES), {}
-    if country:
+    if country:  # planted: UK customers churn more, so country moves the score
         X = np.column_stack([X, rng.integers(0, 2, 400).astype(float)])
+        y = (X[:, 0] / 365 + 0.4 * X[:, 2] + rng.normal(0, 0.2, 400) > 0.7).astype(float)
         names, categories = [*names, "country"], {"country": ["France", "UK"]}
     params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
     dataset = lgb.Dataset(X, y, feature_name=names, categorical_feature=[2] if country else "auto")
@@ -149,6 +151,15 @@ def test_a_snapshot_row_with_an_unseen_category_carries_a_warning(config, tmp_pa
     scorer = state.models["churn"].scorer
     blank = pd.DataFrame({"recency_days": [150.0], "monetary_90d": [400.0], "country": [None]})
     assert items[1]["probability"] == pytest.approx(scorer.score_frame(blank.assign(customer_id="3")).probability[0])
+    # Its reasons name the value scored as missing, from the snapshot and in the at-risk list.
+    assert state.models["churn"].snapshot.unseen == {2: {"country": "Atlantis"}}
+    (explained,) = score_ids(state, "churn", ["3"], k=3, counter_k=3, max_batch=10)["items"]
+    (country,) = [r for r in (*explained["reasons"], *explained["counter_reasons"]) if r["feature"] == "country"]
+    assert country["text"].startswith("Country 'Atlantis': new to the model, scored as missing")
+    assert country["value"] == "Atlantis"
+    listed = {row["customer_id"]: row for row in at_risk(state, top=3, k=3, counter_k=3)["items"]}
+    texts = [r["text"] for r in (*listed["3"]["reasons"], *listed["3"]["counter_reasons"])]
+    assert any(t.startswith("Country 'Atlantis'") for t in texts) and not any("Country: missing" in t for t in texts)
     drift = models_info(state)["models"][0]["snapshot_drift"]
     assert drift["unseen"] == {"country": {"Atlantis": 1}}
     assert "scored as missing: country 'Atlantis' (1 row)" in drift["warning"]
