@@ -772,9 +772,10 @@ def at_risk(
     k: int = 3,
     format: str = "json",
     counter_k: int = 1,
-) -> dict[str, Any] | str:
-    """Top customers by value at risk with reasons (and ``counter_k`` counter-reasons), filtered; a
-    JSON-able dict, or CSV text."""
+) -> dict[str, Any]:
+    """Top customers by value at risk with reasons (and ``counter_k`` counter-reasons), filtered: a
+    JSON-able dict whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV
+    text, beside the same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``."""
     model, snapshot = state.snapshot("churn")
     scored = model.scored
     try:
@@ -801,14 +802,12 @@ def at_risk(
         contrib=snapshot.contrib,
         unseen=snapshot.unseen,
     )
-    if format == "csv":
-        return lists.to_csv(rows, k=k, counter_k=counter_k)
     return {
         "as_of": snapshot.as_of,
         "model_name": model.scorer.model_name,
         "model_version": str(model.scorer.version),
         "n_matched": matched,
-        "items": rows,
+        **({"csv": lists.to_csv(rows, k=k, counter_k=counter_k)} if format == "csv" else {"items": rows}),
         "drift": drift_overview(snapshot.drift),
         "warnings": lists.unmatched_filters(scored, where),
     }

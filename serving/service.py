@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import gc
 import inspect
+import json
 import os
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -85,6 +86,19 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
             return respond(exc, ctx)
 
     return run
+
+
+def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
+    """What the JSON at-risk list says beside its rows, as headers of the CSV one: the snapshot date,
+    the model, the matching count and ``X-Crmscore-Warnings``, a JSON list (ASCII) of the filter
+    warnings and the snapshot's drift warning, so a spreadsheet export is not the only thing told."""
+    warnings = [*body["warnings"], *([body["drift"]["warning"]] if body["drift"]["warning"] else [])]
+    return {
+        "X-Crmscore-As-Of": body["as_of"],
+        "X-Crmscore-Model": f"{body['model_name']} v{body['model_version']}",
+        "X-Crmscore-N-Matched": str(body["n_matched"]),
+        "X-Crmscore-Warnings": json.dumps(warnings),
+    }
 
 
 def _settle_heap() -> None:
@@ -264,8 +278,8 @@ class CrmScore:
             counter_k=counter_k,
             format=format,
         )
-        if isinstance(body, str):
-            return Response(body, media_type="text/csv")
+        if format == "csv":
+            return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
         return AtRiskResponse.model_validate(body)
 
     @bentoml.api(route="/models")

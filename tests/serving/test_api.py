@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -420,6 +421,20 @@ def test_at_risk_csv(server):
     )
     assert all(r["counter_reason_1"].endswith("(lowers churn risk)") for r in rows)
     assert all(float(r["value_at_risk"]) >= 1.0 for r in rows)
+    # The headers say what the JSON list says beside its rows.
+    with server.client("admin") as c:
+        listed = c.post("/at_risk", json={"top": 10, "min_value": 1.0}).json()
+        typo = c.post("/at_risk", json={"top": 10, "format": "csv", "where": {"country": "france"}})
+    assert response.headers["x-crmscore-as-of"] == listed["as_of"]
+    assert response.headers["x-crmscore-model"] == f"{listed['model_name']} v{listed['model_version']}"
+    assert int(response.headers["x-crmscore-n-matched"]) == listed["n_matched"] >= 10
+    drift = [listed["drift"]["warning"]] if listed["drift"]["warning"] else []
+    assert json.loads(response.headers["x-crmscore-warnings"]) == drift
+    assert typo.status_code == 200 and typo.text.count("\n") == 1  # the header row alone
+    assert json.loads(typo.headers["x-crmscore-warnings"]) == [
+        "where.country: no customer in the population has country 'france' (closest: 'France')",
+        *drift,
+    ]
 
 
 def test_models_lists_the_three_champions(server):

@@ -198,7 +198,8 @@ def test_at_risk_ranks_and_filters(config):
     assert typo["n_matched"] == 0 and typo["items"] == []
     assert typo["warnings"] == ["where.country: no customer in the population has country 'Uk' (closest: 'UK')"]
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
-    assert uk.splitlines()[0].startswith("customer_id,") and len(uk.splitlines()) == 3
+    assert uk["csv"].splitlines()[0].startswith("customer_id,") and len(uk["csv"].splitlines()) == 3
+    assert "items" not in uk and (uk["n_matched"], uk["as_of"], uk["warnings"]) == (2, "2011-01-01", [])
     with pytest.raises(RequestError) as excinfo:
         at_risk(state, top=5, where={"planet": "Mars"})
     assert excinfo.value.field == "where.planet"
