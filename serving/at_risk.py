@@ -15,7 +15,7 @@ from models.catalog import model_config_for
 from models.drift import FeatureDrift
 from serving import lists
 from training.pyfunc import load_champion
-from training.score import BatchWarnings, stale_warning
+from training.score import BatchWarnings, date_warnings
 
 __all__ = ["AtRiskList", "at_risk_list"]
 
@@ -32,12 +32,14 @@ class AtRiskList(BatchWarnings):
     drift: tuple[FeatureDrift, ...]
     # A sentence when the date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
+    # A sentence when the features' look-back reaches before the data's first row.
+    history_warning: str | None = None
     # A sentence per --where value no customer of the population has (serving.lists.unmatched_filters).
     filter_warnings: tuple[str, ...] = ()
 
     @property
     def warnings(self) -> list[str]:
-        """The batch's warnings (stale export, drift), then the filters that matched no one."""
+        """The batch's warnings (stale export, short history, drift), then the filters that matched no one."""
         return [*super().warnings, *self.filter_warnings]
 
 
@@ -67,8 +69,8 @@ def at_risk_list(
     An empty churn population at ``as_of`` writes nothing
     (:class:`features.pipeline.EmptyPopulationError`) unless ``allow_empty``; filters that match
     no one still write a CSV of just the header. The result carries the rows and the warnings
-    ``crmscore score`` would give for the date: a stale export
-    (:func:`training.score.stale_warning`) and the population's feature drift.
+    ``crmscore score`` would give for the date: a stale export or a history cut short by the
+    start of the data (:func:`training.score.date_warnings`) and the population's feature drift.
     """
     check_output(out, suffixes=(".csv",))
     scorer, _ = load_champion(config, "churn")
@@ -103,6 +105,6 @@ def at_risk_list(
     return AtRiskList(
         rows=rows,
         drift=drift,
-        stale_warning=stale_warning(tables, "churn", as_of),
+        **date_warnings(tables, "churn", as_of),
         filter_warnings=tuple(lists.unmatched_filters(scored, where)),
     )

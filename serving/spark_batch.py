@@ -32,7 +32,7 @@ from models.catalog import model_config_for
 from models.drift import FeatureDrift, with_unseen
 from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
-from training.score import BatchScores, stale_warning
+from training.score import BatchScores, date_warnings
 from training.train import normalize_task
 
 __all__ = ["check_out_dir", "score_spark", "score_spark_frame", "spark_drift", "spark_features"]
@@ -387,7 +387,7 @@ def score_spark(
         out=out,
         drift=drift,
         population_shift=shift,
-        stale_warning=stale_warning(tables, task, as_of),
+        **date_warnings(tables, task, as_of),
     )
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 
 from features.config import Config
 from features.files import atomic_output, check_output
-from features.labels import data_until
+from features.labels import data_span, data_until
 from features.pipeline import check_population, population_features
+from features.rfm import WINDOWS
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
 from models.catalog import model_config_for
@@ -25,6 +26,8 @@ __all__ = [
     "TABLE_SUFFIXES",
     "BatchScores",
     "BatchWarnings",
+    "date_warnings",
+    "history_warning",
     "score_batch",
     "score_population",
     "stale_warning",
@@ -55,10 +58,12 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
 
 
 class BatchWarnings:
-    """The warnings of a batch run over one date's population: a stale export and feature drift."""
+    """The warnings of a batch run over one date's population: a stale export, a history cut short
+    by the start of the data, and feature drift."""
 
     drift: tuple[FeatureDrift, ...]
     stale_warning: str | None
+    history_warning: str | None
 
     @property
     def drift_warning(self) -> str | None:
@@ -67,8 +72,8 @@ class BatchWarnings:
 
     @property
     def warnings(self) -> list[str]:
-        """The stale-export and drift sentences that apply, in that order."""
-        return [w for w in (self.stale_warning, self.drift_warning) if w]
+        """The stale-export, short-history and drift sentences that apply, in that order."""
+        return [w for w in (self.stale_warning, self.history_warning, self.drift_warning) if w]
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ class BatchScores(BatchWarnings):
     population_shift: float = 0.0
     # A sentence when the scoring date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
+    # A sentence when the features' look-back reaches before the data's first row (history_warning).
+    history_warning: str | None = None
 
 
 def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
@@ -103,6 +110,37 @@ def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
         f"the scoring date {at:%Y-%m-%d %H:%M} is {(at - until).days} days after the last row of table '{table}' "
         f"({until:%Y-%m-%d %H:%M}): those days count as days without a purchase or a new lead (a stale export?)"
     )
+
+
+def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
+    """A sentence when the customer features at ``as_of`` look back before the data's first row, else None.
+
+    Churn and next purchase read up to a year of each customer's history (the longest RFM window);
+    scored within a year of the first transaction, every history is cut short where the data
+    starts, so customers look newer and less active than they are, which the model never saw in
+    a customer of that standing. Scores are still written; this says why they may be wrong. Leads
+    are scored on their own attributes: None.
+    """
+    if task == "lead":
+        return None
+    table, since, _ = data_span(tables, task)
+    at = normalize_as_of(as_of)
+    reach = dt.timedelta(days=max(WINDOWS))
+    if since is None or at < since or at - since >= reach:
+        return None
+    return (
+        f"the scoring date {at:%Y-%m-%d %H:%M} is {(at - since).days} days after the first row of table '{table}' "
+        f"({since:%Y-%m-%d %H:%M}), less than the {reach.days} days the {task} features look back: histories "
+        "are cut short where the data starts, so customers look newer and less active than they are"
+    )
+
+
+def date_warnings(tables: CanonicalTables, task: str, as_of: Any) -> dict[str, str | None]:
+    """``stale_warning`` and ``history_warning`` of a batch at ``as_of``: where the date sits in the data."""
+    return {
+        "stale_warning": stale_warning(tables, task, as_of),
+        "history_warning": history_warning(tables, task, as_of),
+    }
 
 
 def score_population(
@@ -169,5 +207,5 @@ def score_batch(
         out=write_atomic(scores, out),
         drift=drift,
         population_shift=shift,
-        stale_warning=stale_warning(tables, task, as_of),
+        **date_warnings(tables, task, as_of),
     )

@@ -71,6 +71,18 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     today = CliRunner().invoke(app, ["at-risk", "--config", str(retail_config), "--out", str(tmp_path / "b.csv")])
     # By default the data's last day: not stale (the population's drift may still be reported).
     assert today.exit_code == 0 and "after the last row" not in today.stderr, today.output
+    assert "after the first row" not in today.stderr  # two years of data behind it
+    # Half a year into the data, every history is cut short: said, and the list still written.
+    early = CliRunner().invoke(
+        app,
+        ["at-risk", "--config", str(retail_config), "--as-of", "2010-06-01", "--out", str(tmp_path / "f.csv")],
+    )
+    assert early.exit_code == 0, early.output
+    assert (
+        "warning: the scoring date 2010-06-01 00:00 is 181 days after the first row of table 'transactions' "
+        "(2009-12-01 07:45), less than the 365 days the churn features look back"
+    ) in early.stderr.replace("\n", " ")
+    assert len(pd.read_csv(tmp_path / "f.csv")) == 100
 
 
 @pytest.mark.slow
