@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "AtRiskItem",
@@ -32,7 +32,19 @@ __all__ = [
 ]
 
 MAX_K = 10
-Id = Annotated[str, Field(min_length=1, max_length=128, description="customer_id or lead_id, as a string")]
+
+
+def _id_text(value: object) -> object:
+    """A whole number posted as an id is its digits (``12346`` -> ``"12346"``), as the tables hold ids;
+    anything else but text (a float, a bool) is left for the ``str`` check to refuse."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(_id_text),
+    Field(min_length=1, max_length=128, description="customer_id or lead_id: text, or a whole number"),
+]
 TopK = Annotated[
     int | None,
     Field(

@@ -19,6 +19,7 @@ import gc
 import inspect
 import json
 import os
+import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -300,3 +301,19 @@ class CrmScore:
 
 
 CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)
+
+
+def _forbid_unknown_fields(method: Any) -> None:
+    """Make an endpoint refuse a body field it does not take, as the nested bodies do.
+
+    BentoML builds each endpoint's input model from its signature and ignores unknown fields, so a
+    misspelt ``counter-k`` or ``top`` for ``ids`` would silently fall back to the defaults; with
+    this it is a 400 naming the field (``loc ["counter-k"]``, "Extra inputs are not permitted").
+    """
+    spec = method.input_spec
+    body = {"model_config": {**spec.model_config, "extra": "forbid"}, "__module__": spec.__module__}
+    method.input_spec = types.new_class(spec.__name__, (spec,), exec_body=lambda ns: ns.update(body))
+
+
+for _method in CrmScore.apis.values():
+    _forbid_unknown_fields(_method)

@@ -112,6 +112,10 @@ def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
         ({"ids": ["1"], "counter_k": 11}, "counter_k"),
         ({"ids": ["1"], "counter_k": "two"}, "counter_k"),
         ({"ids": ["1"] * (MAX_BATCH + 1)}, "ids"),
+        ({"ids": [12346.0]}, "ids"),  # a float is not an id: "12346.0" would match no one
+        ({"ids": [True]}, "ids"),
+        ({"ids": ["1"], "counter-k": 1}, "counter-k"),  # misspelt: refused, not ignored for the default
+        ({"ids": ["1"], "top": 5}, "top"),
     ],
 )
 def test_bad_input_is_400_naming_the_field(server, body, field):
@@ -119,6 +123,31 @@ def test_bad_input_is_400_naming_the_field(server, body, field):
         response = c.post("/score/churn", json=body)
     assert response.status_code == 400
     assert response.json()["detail"][0]["loc"][0] == field
+
+
+def test_every_endpoint_refuses_a_field_it_does_not_take(server):
+    with server.client("admin") as c:
+        listed = c.post("/at_risk", json={"top": 5, "tier": ["high"]})  # the field is "tiers"
+        models = c.post("/models", json={"verbose": True})
+    for response, field in ((listed, "tier"), (models, "verbose")):
+        assert response.status_code == 400, response.text
+        (detail,) = response.json()["detail"]
+        assert (detail["loc"], detail["type"]) == ([field], "extra_forbidden")
+
+
+def test_whole_number_ids_are_taken_as_their_digits(server):
+    """Other systems often hold customer ids as integers: 12346 is the customer "12346"."""
+    with server.client("admin") as c:
+        text = c.post("/score/churn", json={"ids": ["12346", "12347"], "k": 0}).json()["items"]
+        number = c.post("/score/churn", json={"ids": [12346, 12347], "k": 0}).json()["items"]
+        record = _history("12347")
+        posted = c.post(
+            "/score/churn/history",
+            json={"customers": [{**record, "customer_id": 12347}], "as_of": "2011-12-09T12:50:00", "k": 0},
+        )
+    assert number == text and [i["id"] for i in number] == ["12346", "12347"]
+    assert posted.status_code == 200, posted.text
+    assert posted.json()["items"][0]["id"] == "12347"
 
 
 def test_malformed_json_is_400(server):
