@@ -160,6 +160,8 @@ def explain_command(
         result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k)
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
+    for warning in result["warnings"]:
+        _warn(warning)
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else render(result))
     if any("error" in item for item in result["items"]):
         raise typer.Exit(1)

@@ -23,6 +23,7 @@ from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
 from models.catalog import model_config_for, spec_for
 from training.pyfunc import load_champion
+from training.score import date_warnings
 from training.train import normalize_task
 
 __all__ = ["explain_ids", "id_hint", "render"]
@@ -49,7 +50,8 @@ def explain_ids(
     """The champion's score of each id at ``as_of`` with ``k`` reasons each way and its log-odds account.
 
     ``as_of`` defaults to the last row the task reads ("now" for an export); ``k`` to the model's
-    ``top_k_reasons``. An id outside the population of the date gets an ``error`` naming the rule.
+    ``top_k_reasons``. An id outside the population of the date gets an ``error`` naming the rule;
+    ``warnings`` are those of a batch at the date (:func:`training.score.date_warnings`).
 
     Raises
     ------
@@ -117,6 +119,8 @@ def explain_ids(
     return {
         "task": task,
         "as_of": as_of.isoformat(sep=" "),
+        # Where the date sits in the data, as ``crmscore score`` warns of it (a stale export, a short history).
+        "warnings": [w for w in date_warnings(tables, task, as_of).values() if w],
         "model_name": info["model_name"],
         "model_version": str(info["version"]),
         "score_label": spec.score_label,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import numpy as np
@@ -83,6 +84,13 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
         "(2009-12-01 07:45), less than the 365 days the churn features look back"
     ) in early.stderr.replace("\n", " ")
     assert len(pd.read_csv(tmp_path / "f.csv")) == 100
+    # explain says where its date sits in the data as score does, on stderr and in the JSON.
+    customer = str(listed.rows[0]["customer_id"])
+    for day, said in (("2010-06-01", "181 days after the first row"), ("2012-03-01", "82 days after the last row")):
+        args = ["explain", "churn", "--config", str(retail_config), "--as-of", day, "--id", customer]
+        text, body = CliRunner().invoke(app, args), CliRunner().invoke(app, [*args, "--json"])
+        assert f"warning: the scoring date {day} 00:00 is {said}" in text.stderr
+        assert [w for w in json.loads(body.stdout)["warnings"] if said in w]
 
 
 @pytest.mark.slow
@@ -255,7 +263,6 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["churn", "lead"])
 def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path, task):
-    import json
 
     retail_config, leads_config, _ = trained
     config, as_of = (retail_config, "2011-12-09 12:50:00") if task == "churn" else (leads_config, "2010-11-01")
@@ -271,6 +278,7 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
     result = CliRunner().invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
+    assert body["warnings"] == [] and "warning" not in result.stderr  # the data's last day, years into it
     for item in body["items"]:
         row = batch[batch[entity].astype(str) == item["id"]].iloc[0]
         # The same score, reasons and counter-reasons as the batch (the lead anchor is the whole date's).
@@ -307,7 +315,6 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
 def test_a_category_value_no_training_row_had_is_named_by_score_and_explain(trained, tmp_path):
     """The bundled leads with one lead's job misspelt ("admin" for "admin.", planted): the batch
     warns with the value and its row count, and `explain` of that lead says it was scored as missing."""
-    import json
 
     import yaml
 
