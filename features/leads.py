@@ -16,7 +16,7 @@ import ibis.expr.types as ir
 
 from features.sources import CanonicalTables
 from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, join_on, normalize_as_of
-from features.touchpoints import touchpoint_features
+from features.touchpoints import touchpoint_features, vocabulary_of
 
 __all__ = ["OUTCOME_COLUMNS", "lead_attribute_columns", "lead_features"]
 
@@ -59,7 +59,9 @@ def lead_features(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int, st
     out = pop.select("lead_id", *lead_attribute_columns(leads), days_since_created=age)
     engagement = None
     if tables.lead_events is not None:
-        engagement = touchpoint_features(tables.lead_events, as_of=ts, prefix="lead_events", key="lead_id")
+        engagement = touchpoint_features(
+            tables.lead_events, as_of=ts, prefix="lead_events", key="lead_id", **vocabulary_of(tables, "lead_events")
+        )
     out = join_on(out, [engagement], "lead_id")
     if engagement is not None:
         counts = [c for c in engagement.columns if c != "lead_id" and "days_since_last" not in c]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ibis.expr.types as ir
@@ -34,7 +34,7 @@ from features.rfm import rfm_features
 from features.seasonality import seasonality_features
 from features.sources import CanonicalTables
 from features.timebase import AsOf, as_of_literal, history, join_on, normalize_as_of
-from features.touchpoints import touchpoint_features
+from features.touchpoints import touchpoint_features, vocabularies, vocabulary_of
 
 __all__ = [
     "ENTITY",
@@ -109,7 +109,7 @@ def customer_features(
         cycle_features(t, as_of=ts),
         seasonality_features(t, as_of=ts, horizon_days=horizon_days),
         breadth_features(t, as_of=ts),
-        touchpoint_features(tables.events, as_of=ts),
+        touchpoint_features(tables.events, as_of=ts, **vocabulary_of(tables, "events")),
         attribute_features(tables, as_of=ts),
     ]
     return join_on(base, families, "customer_id")
@@ -223,6 +223,9 @@ class TrainingSet:
     categorical_columns: tuple[str, ...]
     entity: str
     task: str
+    # The touchpoint columns' event types and channels (features.touchpoints.vocabularies): the
+    # model keeps them so that posted records get its columns.
+    vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def training_cutoffs(test_cutoff: AsOf, *, horizon_days: int, step_days: int, n: int) -> tuple[dt.datetime, ...]:
@@ -332,6 +335,7 @@ def build_training_set(
         categorical_columns=categorical,
         entity=entity,
         task=task,
+        vocabulary=vocabularies(tables),
     )
 
 

@@ -129,6 +129,11 @@ class CanonicalTables:
     leads: ir.Table | None = None
     lead_events: ir.Table | None = None
     reports: dict[str, TableReport] = field(default_factory=dict)
+    # The event types and channels that become touchpoint columns, by "events.event_type",
+    # "events.channel", "lead_events.event_type" and "lead_events.channel"
+    # (features.touchpoints.vocabularies): a trained model's, for posted records, so that they
+    # get its columns. Empty: each feature call reads them from the table's own rows.
+    vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def last_timestamp(self, table: str) -> str:
         """The latest event time of ``table`` (ISO, second precision): "now" for a nightly job on an export.

@@ -2,17 +2,27 @@
 
 The columns are one per value of ``event_type`` (and ``channel``) found in the events
 table: the vocabulary is read from the whole table so that every cut-off of a training set
-has the same columns. Values only ever count events at or before ``as_of``.
+has the same columns. A trained model keeps its vocabulary (:func:`vocabularies`), and records
+posted to the API are given it (``CanonicalTables.vocabulary``): a customer who posts emails
+only still gets the model's visit columns, at 0, as in training. Values only ever count events
+at or before ``as_of``.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import ibis
 import ibis.expr.types as ir
 
 from features.timebase import AsOf, column_name, history, normalize_as_of
 
-__all__ = ["EVENT_WINDOWS", "event_vocabulary", "touchpoint_features"]
+if TYPE_CHECKING:
+    from features.sources import CanonicalTables
+
+__all__ = ["EVENT_WINDOWS", "event_vocabulary", "touchpoint_features", "vocabularies", "vocabulary_of"]
+
+_EVENT_TABLES = ("events", "lead_events")
 
 EVENT_WINDOWS = (30, 90, 365)
 # Cap on the number of types / channels turned into columns (the most frequent ones win).
@@ -25,6 +35,31 @@ def event_vocabulary(events: ir.Table, column: str, *, limit: int = MAX_VALUES) 
     counts = present.group_by(column).aggregate(n=present.count())
     top = counts.order_by([ibis.desc("n"), column]).limit(limit).to_pyarrow()
     return tuple(sorted(str(v) for v in top[column].to_pylist()))
+
+
+def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
+    """The event types and channels that become columns, per events table of ``tables``
+    (``{"events.event_type": (...), "events.channel": (...), ...}``): what a trained model keeps.
+    ``tables.vocabulary`` where it is set, else read from the rows as :func:`touchpoint_features` does."""
+    out = {}
+    for table in _EVENT_TABLES:
+        events = getattr(tables, table)
+        if events is None:
+            continue
+        for column in ("event_type", "channel"):
+            key = f"{table}.{column}"
+            if key in tables.vocabulary:
+                out[key] = tuple(tables.vocabulary[key])
+            elif column in events.columns:
+                out[key] = event_vocabulary(events, column)
+    return out
+
+
+def vocabulary_of(tables: CanonicalTables, table: str) -> dict[str, tuple[str, ...] | None]:
+    """``event_types`` and ``channels`` for :func:`touchpoint_features` of ``table``: the fixed
+    vocabulary of ``tables`` (None where there is none: read from the rows)."""
+    fixed = tables.vocabulary
+    return {"event_types": fixed.get(f"{table}.event_type"), "channels": fixed.get(f"{table}.channel")}
 
 
 def touchpoint_features(

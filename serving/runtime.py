@@ -382,12 +382,16 @@ def history_features(
     as_of: dt.datetime,
     customers: Sequence[Mapping[str, Any]] = (),
     leads: Sequence[Mapping[str, Any]] = (),
+    vocabulary: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Features of posted customers (churn, next purchase) or leads, by the training feature code.
 
     The posted records become in-memory canonical tables on a fresh DuckDB connection with the
     columns the config maps (so optional columns absent from a request are nulls, as in training),
     and ``features.pipeline.population_features`` computes the features as of ``as_of``.
+    ``vocabulary`` is the model's touchpoint vocabulary (``Scorer.metadata["vocabulary"]``): the
+    event types and channels with columns, so that a customer posting emails only gets the visit
+    columns too, as in training (without it, the posted events' own types make the columns).
 
     Returns
     -------
@@ -404,7 +408,7 @@ def history_features(
             raise ValueError(f"attributes: {reserved} name columns the feature code computes; rename them")
 
     con = connect(config.model_copy(update={"engine": "duckdb"}))
-    tables = CanonicalTables(con=con)
+    tables = CanonicalTables(con=con, vocabulary={k: tuple(v) for k, v in (vocabulary or {}).items()})
     if task in ("churn", "next_purchase"):
         lines, events, people = [], [], []
         for customer in customers:
@@ -704,7 +708,14 @@ def score_posted(
     _check_purchases(model, task, customers)
     _check_attributes(model.scorer, task, field_name, posted)
     try:
-        frame = history_features(model.config, task, as_of=as_of, customers=customers, leads=leads)
+        frame = history_features(
+            model.config,
+            task,
+            as_of=as_of,
+            customers=customers,
+            leads=leads,
+            vocabulary=getattr(model.scorer, "metadata", {}).get("vocabulary"),
+        )
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
     absent = [f for f in model.scorer.feature_names if f not in frame.columns]

@@ -466,7 +466,12 @@ def run_backtest(
         spend_window_days=spec.spend_window_days,
         spend_unconditional=spec.spend_unconditional,
         spend_blend=spend_blend,
-        metadata={"test_cutoff": str(ts.test_cutoff), "trained_cutoffs": [str(c) for c in ts.cutoffs]},
+        metadata={
+            "test_cutoff": str(ts.test_cutoff),
+            "trained_cutoffs": [str(c) for c in ts.cutoffs],
+            # Posted records get the touchpoint columns of training (serving.runtime.history_features).
+            "vocabulary": dict(getattr(ts, "vocabulary", {})),
+        },
         # The rows of the final fit: what the trees have seen.
         profile=FeatureProfile.from_matrix(X, features, cat_idx),
         linear=linear,

@@ -78,6 +78,7 @@ def test_training_set_cutoffs_and_columns(test_cutoff):
     assert ts.train.columns[:2].tolist() == ["customer_id", "as_of"] and ts.train.columns[-1] == "label"
     assert ts.feature_columns == tuple(ts.train.columns[2:-1])
     assert ts.entity == "customer_id" and ts.task == "churn"
+    assert ts.vocabulary == {}  # no events table: no touchpoint columns to keep
     # m's last purchase is 2023-07-01: outside the 365-day lookback of every cut-off from 2024-07 on
     assert set(ts.train.customer_id) == {"w", "m"} and set(ts.test.customer_id) == {"w", "m"}
     assert ts.test.set_index("customer_id").label.to_dict() == {"w": 0, "m": 1}

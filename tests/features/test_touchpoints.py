@@ -2,8 +2,8 @@ import ibis
 import pandas as pd
 import pytest
 
-from features.touchpoints import touchpoint_features
-from tests.features.conftest import AS_OF_FORMS
+from features.touchpoints import touchpoint_features, vocabularies
+from tests.features.conftest import AS_OF_FORMS, ROWS, make_tables, tx
 
 EVENTS = pd.DataFrame(
     {
@@ -60,3 +60,26 @@ def test_touchpoints_ignore_events_after_as_of():
         }
     )
     pd.testing.assert_frame_equal(_features(EVENTS, "2024-03-31"), _features(pd.concat([EVENTS, later]), "2024-03-31"))
+
+
+def test_a_fixed_vocabulary_gives_the_training_columns_to_fewer_events():
+    """Posted records hold a few events: with the model's vocabulary they get its columns (a type
+    the customer never had counts 0, its recency null), and a type outside it makes none."""
+    full = make_tables(tx(ROWS), events=EVENTS)
+    vocabulary = vocabularies(full)
+    assert vocabulary == {"events.event_type": ("Support-Ticket", "email open"), "events.channel": ("email", "phone")}
+    b = EVENTS[EVENTS.customer_id == "b"].assign(event_type=["webinar"])  # b's one event, of a new type
+    few = make_tables(tx(ROWS), events=b)
+    fixed = make_tables(tx(ROWS), events=b)
+    fixed.vocabulary = vocabulary
+    assert vocabularies(fixed) == vocabulary
+    kw = {"as_of": "2024-03-31", "windows": (30, 90)}
+    own = touchpoint_features(few.events, **kw).to_pandas()
+    got = touchpoint_features(
+        fixed.events, event_types=vocabulary["events.event_type"], channels=vocabulary["events.channel"], **kw
+    ).to_pandas()
+    assert "events_webinar_all" in own.columns and "events_email_open_all" not in own.columns
+    assert list(got.columns) == list(_features(EVENTS, "2024-03-31").columns)
+    row = got.iloc[0]
+    assert (row.events_total, row.events_email_open_all, row.events_ch_email_all) == (1, 0, 1)
+    assert pd.isna(row.events_email_open_days_since_last)

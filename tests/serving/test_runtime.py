@@ -7,12 +7,15 @@ churn spec's tiers and reason templates), so the runtime runs the same code as i
 
 from __future__ import annotations
 
+import datetime as dt
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import ModelConfig
+from features.config import ModelConfig, load_config
+from features.pipeline import population_features
 from models.catalog import spec_for
 from models.drift import FeatureProfile
 from models.reasons import ReasonWriter
@@ -25,7 +28,9 @@ from serving.runtime import (
     build_state,
     models_info,
     score_ids,
+    score_posted,
 )
+from tests.conftest import minimal_config_dict
 
 FEATURES = ("recency_days", "monetary_90d")
 
@@ -241,3 +246,82 @@ def test_a_failed_reload_keeps_serving_the_loaded_models(config):
     with pytest.raises(ModelUnavailable, match="reload failed, still serving .*cannot be read from /models/churn"):
         runtime.reload()
     assert runtime.state is before and runtime.state.model("churn").info["version"] == "1"
+
+
+def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_path):
+    """Hand-made: the model's events hold emails and visits; a customer posting emails only still
+    gets its visit columns (0 visits, as in training) and the batch's score, not a 400 asking for
+    ``events_visit_30d`` as a missing attribute."""
+    from features.sources import load_tables
+    from features.touchpoints import vocabularies
+    from models.catalog import model_config_for
+
+    pd.DataFrame(
+        {
+            "cid": ["a", "a", "b", "b"],
+            "ts": pd.to_datetime(["2024-01-05", "2024-02-05", "2024-01-10", "2024-03-01"]),
+            "qty": [1.0, 2.0, 3.0, 4.0],
+            "price": 10.0,
+        }
+    ).to_parquet(tmp_path / "tx.parquet")
+    pd.DataFrame(
+        {
+            "cid": ["a", "a", "b"],
+            "at": pd.to_datetime(["2024-02-01", "2024-02-10", "2024-02-20"]),
+            "kind": ["email", "visit", "email"],
+            "via": ["web", "web", "mail"],
+        }
+    ).to_parquet(tmp_path / "ev.parquet")
+    data = minimal_config_dict()
+    data["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data["tables"]["events"] = {
+        "source": {"path": "ev.parquet"},
+        "columns": {"customer_id": "cid", "timestamp": "at", "event_type": "kind", "channel": "via"},
+    }
+    config = load_config(write_config(data))
+    tables = load_tables(config)
+    as_of = dt.datetime(2024, 3, 31)
+    batch = population_features(tables, "churn", as_of=as_of, model_config=model_config_for(config, "churn"))
+    vocabulary = vocabularies(tables)
+    assert vocabulary == {"events.event_type": ("email", "visit"), "events.channel": ("mail", "web")}
+    names = [c for c in batch.columns if c.startswith("events_")]
+    assert "events_visit_30d" in names and "events_ch_web_all" in names
+
+    # Synthetic: a booster over those columns, only so that there is a model to post to.
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 5, (300, len(names)))
+    y = (X[:, names.index("events_total")] + rng.normal(0, 1, 300) > 2.5).astype(float)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1, "seed": 0}
+    spec = spec_for("churn", ModelConfig())
+
+    def scorer(metadata):
+        return Scorer(
+            task="churn",
+            entity="customer_id",
+            feature_names=names,
+            categories={},
+            booster=lgb.train(params, lgb.Dataset(X, y, feature_name=names), num_boost_round=10),
+            calibrator=Calibrator(),
+            tiers=spec.tiers,
+            tier_key=spec.tier_key,
+            reasons=ReasonWriter(names, spec.reason_templates, spec.reason_direction),
+            model_name="crmscore-churn",
+            horizon_days=90,
+            metadata=metadata,
+        )
+
+    record = {
+        "customer_id": "b",
+        "purchases": [{"timestamp": "2024-01-10", "amount": 30.0}, {"timestamp": "2024-03-01", "amount": 40.0}],
+        "events": [{"timestamp": "2024-02-20", "event_type": "email", "channel": "mail"}],
+    }
+    kept = scorer({"vocabulary": vocabulary})
+    state = build_state(config, loader=lambda c, t: (kept, {"version": "1"}), tasks=("churn",))
+    (item,) = score_posted(state, "churn", ["b"], as_of=as_of, k=0, max_batch=10, customers=[record])["items"]
+    expected = kept.score_frame(batch[batch.customer_id == "b"], explain=False)
+    assert item["probability"] == pytest.approx(expected.probability.iloc[0], abs=1e-12)
+    # A model without its vocabulary (trained before it was kept) reads the posted types only.
+    old = scorer({})
+    state = build_state(config, loader=lambda c, t: (old, {"version": "1"}), tasks=("churn",))
+    with pytest.raises(RequestError, match="events_ch_web_90d"):
+        score_posted(state, "churn", ["b"], as_of=as_of, k=0, max_batch=10, customers=[record])
