@@ -9,7 +9,9 @@ offending values.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,13 @@ class CanonicalTables:
     # (features.touchpoints.vocabularies): a trained model's, for posted records, so that they
     # get its columns. Empty: each feature call reads them from the table's own rows.
     vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def with_vocabulary(self, vocabulary: Mapping[str, Sequence[str]] | None) -> CanonicalTables:
+        """These tables with a trained model's touchpoint vocabulary fixed (``Scorer.vocabulary``),
+        so that its features are computed with the columns it was trained on; unchanged without one."""
+        if not vocabulary:
+            return self
+        return dataclasses.replace(self, vocabulary={k: tuple(v) for k, v in vocabulary.items()})
 
     def last_timestamp(self, table: str) -> str:
         """The latest event time of ``table`` (ISO, second precision): "now" for a nightly job on an export.

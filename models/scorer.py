@@ -397,6 +397,14 @@ class Scorer:
         drift = profile.compare(X)
         return drift if features is None else with_unseen(drift, self.unseen_counts(features, X), len(X))
 
+    @property
+    def vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """The touchpoint event types and channels the model's features were built with
+        (``features.touchpoints.vocabularies``); empty for a model trained without events, or
+        before the vocabulary was kept. Scoring computes features with it
+        (``CanonicalTables.with_vocabulary``)."""
+        return {k: tuple(v) for k, v in (getattr(self, "metadata", {}).get("vocabulary") or {}).items()}
+
     def unseen(self, features: pd.DataFrame, X: np.ndarray) -> dict[str, pd.Series]:
         """The category values no training row had, per categorical feature, by row position
         (:func:`unseen_values`; ``X`` is :meth:`prepare` of ``features``)."""

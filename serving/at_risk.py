@@ -79,7 +79,9 @@ def at_risk_list(
         tables = load_tables(config)
     if as_of is None:
         as_of = tables.last_timestamp("transactions")
-    features = population_features(tables, "churn", as_of=as_of, model_config=model_config).reset_index(drop=True)
+    features = population_features(
+        tables.with_vocabulary(scorer.vocabulary), "churn", as_of=as_of, model_config=model_config
+    ).reset_index(drop=True)
     if not allow_empty:
         check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
     matrix = scorer.prepare(features)

@@ -389,7 +389,7 @@ def history_features(
     The posted records become in-memory canonical tables on a fresh DuckDB connection with the
     columns the config maps (so optional columns absent from a request are nulls, as in training),
     and ``features.pipeline.population_features`` computes the features as of ``as_of``.
-    ``vocabulary`` is the model's touchpoint vocabulary (``Scorer.metadata["vocabulary"]``): the
+    ``vocabulary`` is the model's touchpoint vocabulary (``Scorer.vocabulary``): the
     event types and channels with columns, so that a customer posting emails only gets the visit
     columns too, as in training (without it, the posted events' own types make the columns).
 
@@ -408,7 +408,7 @@ def history_features(
             raise ValueError(f"attributes: {reserved} name columns the feature code computes; rename them")
 
     con = connect(config.model_copy(update={"engine": "duckdb"}))
-    tables = CanonicalTables(con=con, vocabulary={k: tuple(v) for k, v in (vocabulary or {}).items()})
+    tables = CanonicalTables(con=con).with_vocabulary(vocabulary)
     if task in ("churn", "next_purchase"):
         lines, events, people = [], [], []
         for customer in customers:
@@ -714,7 +714,7 @@ def score_posted(
             as_of=as_of,
             customers=customers,
             leads=leads,
-            vocabulary=getattr(model.scorer, "metadata", {}).get("vocabulary"),
+            vocabulary=model.scorer.vocabulary,
         )
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc

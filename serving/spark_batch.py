@@ -370,7 +370,8 @@ def score_spark(
     check_out_dir(spark_session(config), out)
     if tables is None:
         tables = _spark_tables(config)
-    features = spark_features(config, task, as_of=as_of, tables=tables).persist(StorageLevel.MEMORY_AND_DISK)
+    features = spark_features(config, task, as_of=as_of, tables=tables.with_vocabulary(scorer.vocabulary))
+    features = features.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if not allow_empty and features.isEmpty():
             check_population(0, tables, task, as_of=as_of, mc=model_config_for(config, task))

@@ -75,7 +75,9 @@ def explain_ids(
         as_of = until
     as_of = normalize_as_of(as_of)
     k = model_config.top_k_reasons if k is None else k
-    features = population_features(tables, task, as_of=as_of, model_config=model_config).reset_index(drop=True)
+    features = population_features(
+        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
+    ).reset_index(drop=True)
     X = scorer.prepare(features)
     shift = scorer.population_shift(X, as_of=as_of)
     position = {str(key): i for i, key in enumerate(features[scorer.entity].astype(str))}

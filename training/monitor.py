@@ -126,6 +126,7 @@ def monitor_champion(
         dates = monitor_dates(start, end or latest_closed_cutoff(config, task, tables=tables), every)
     trained_auc = info.get("metrics", {}).get("roc_auc")
     observed = observed_until(tables, task)  # one query for every date's check
+    model_tables = tables.with_vocabulary(scorer.vocabulary)  # features as the champion was trained on
     rows: list[dict[str, Any]] = []
     for i, date in enumerate(dates):
         as_of = normalize_as_of(date)
@@ -137,7 +138,7 @@ def monitor_champion(
         }
         try:
             check_window_observed(tables, task, as_of=as_of, horizon_days=mc.horizon_days, observed=observed)
-            features = population_features(tables, task, as_of=as_of, model_config=mc)
+            features = population_features(model_tables, task, as_of=as_of, model_config=mc)
             if features.empty:
                 raise ValueError(f"no {task} population at {as_of:%Y-%m-%d}")
             scores, drift, shift = score_population(scorer, features, as_of=as_of)

@@ -193,7 +193,9 @@ def score_batch(
     model_config = model_config_for(config, task)
     if tables is None:
         tables = load_tables(config)
-    features = population_features(tables, task, as_of=as_of, model_config=model_config)
+    features = population_features(
+        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
+    )
     if not allow_empty:
         check_population(len(features), tables, task, as_of=as_of, mc=model_config)
     k = model_config.top_k_reasons

@@ -2,6 +2,7 @@ import ibis
 import pandas as pd
 import pytest
 
+from features.config import ModelConfig
 from features.touchpoints import touchpoint_features, vocabularies
 from tests.features.conftest import AS_OF_FORMS, ROWS, make_tables, tx
 
@@ -83,3 +84,21 @@ def test_a_fixed_vocabulary_gives_the_training_columns_to_fewer_events():
     row = got.iloc[0]
     assert (row.events_total, row.events_email_open_all, row.events_ch_email_all) == (1, 0, 1)
     assert pd.isna(row.events_email_open_days_since_last)
+
+
+def test_features_for_a_model_use_its_vocabulary_whatever_the_export_holds():
+    """A later export with no 'Support-Ticket' left: the model's columns for it are still there
+    (0 tickets), and a type it never saw makes none; without a vocabulary the export's own rows decide."""
+    from features.pipeline import population_features
+
+    mc = ModelConfig(horizon_days=30)
+    later = EVENTS.assign(event_type=EVENTS.event_type.replace({"Support-Ticket": "chat"}))
+    tables = make_tables(tx(ROWS), events=later)
+    vocabulary = {"events.event_type": ("Support-Ticket", "email open"), "events.channel": ("email", "phone")}
+    assert tables.with_vocabulary({}) is tables and tables.with_vocabulary(None) is tables
+    fixed = population_features(tables.with_vocabulary(vocabulary), "churn", as_of="2024-03-31", model_config=mc)
+    own = population_features(tables, "churn", as_of="2024-03-31", model_config=mc)
+    assert "events_support_ticket_all" in fixed.columns and "events_chat_all" not in fixed.columns
+    assert "events_chat_all" in own.columns and "events_support_ticket_all" not in own.columns
+    assert fixed.set_index("customer_id").events_support_ticket_all.to_dict() == {"a": 0, "b": 0}
+    assert tables.vocabulary == {}  # the caller's tables are left as they were
