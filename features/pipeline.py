@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.attributes import attribute_features
+from features.attributes import attribute_features, transaction_attribute_columns
 from features.breadth import breadth_features
 from features.config import Config, ModelConfig, population_rule
 from features.cycle import cycle_features
@@ -34,7 +34,7 @@ from features.rfm import rfm_features
 from features.seasonality import seasonality_features
 from features.sources import CanonicalTables
 from features.timebase import AsOf, as_of_literal, history, join_on, normalize_as_of
-from features.touchpoints import touchpoint_features, vocabularies, vocabulary_of
+from features.touchpoints import EVENT_TABLES, event_vocabulary, touchpoint_features, vocabulary_of
 
 __all__ = [
     "ENTITY",
@@ -110,9 +110,49 @@ def customer_features(
         seasonality_features(t, as_of=ts, horizon_days=horizon_days),
         breadth_features(t, as_of=ts),
         touchpoint_features(tables.events, as_of=ts, **vocabulary_of(tables, "events")),
-        attribute_features(tables, as_of=ts),
+        attribute_features(tables, as_of=ts, columns=_fixed_attributes(tables)),
     ]
     return join_on(base, families, "customer_id")
+
+
+_ATTRIBUTES = "transactions.attributes"
+
+
+def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
+    """What the feature code reads from the data to choose its columns: what a trained model keeps.
+
+    ``"transactions.attributes"``: the transaction attributes that are categories (at most
+    ``features.attributes.MAX_CARDINALITY`` values; without a customers table); per events table,
+    ``"events.event_type"``, ``"events.channel"`` (``"lead_events..."``): the types and channels
+    that become touchpoint columns. ``tables.vocabulary`` where it is set, else read from the rows
+    as the feature families do. Records posted to the API, and a later export, are then given the
+    model's columns (``CanonicalTables.with_vocabulary``).
+    """
+    fixed = tables.vocabulary
+    out = {}
+    if tables.transactions is not None and tables.customers is None:
+        chosen = fixed.get(_ATTRIBUTES)
+        out[_ATTRIBUTES] = tuple(chosen) if chosen is not None else transaction_attribute_columns(tables.transactions)
+    for table in EVENT_TABLES:
+        events = getattr(tables, table)
+        if events is None:
+            continue
+        for column in ("event_type", "channel"):
+            key = f"{table}.{column}"
+            if key in fixed:
+                out[key] = tuple(fixed[key])
+            elif column in events.columns:
+                out[key] = event_vocabulary(events, column)
+    return out
+
+
+def _fixed_attributes(tables: CanonicalTables) -> tuple[str, ...] | None:
+    """The model's category attributes among the transactions' columns (None: chosen from the rows).
+    One a posted record lacks is left out, so that the caller can name it as missing."""
+    fixed = tables.vocabulary.get(_ATTRIBUTES)
+    if fixed is None or tables.transactions is None:
+        return None
+    return tuple(c for c in fixed if c in tables.transactions.columns)
 
 
 def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> ir.Table:

@@ -2,7 +2,7 @@
 
 The columns are one per value of ``event_type`` (and ``channel``) found in the events
 table: the vocabulary is read from the whole table so that every cut-off of a training set
-has the same columns. A trained model keeps its vocabulary (:func:`vocabularies`), and records
+has the same columns. A trained model keeps its vocabulary (:func:`features.pipeline.vocabularies`), and records
 posted to the API are given it (``CanonicalTables.vocabulary``): a customer who posts emails
 only still gets the model's visit columns, at 0, as in training. Values only ever count events
 at or before ``as_of``.
@@ -20,9 +20,9 @@ from features.timebase import AsOf, column_name, history, normalize_as_of
 if TYPE_CHECKING:
     from features.sources import CanonicalTables
 
-__all__ = ["EVENT_WINDOWS", "event_vocabulary", "touchpoint_features", "vocabularies", "vocabulary_of"]
+__all__ = ["EVENT_WINDOWS", "EVENT_TABLES", "event_vocabulary", "touchpoint_features", "vocabulary_of"]
 
-_EVENT_TABLES = ("events", "lead_events")
+EVENT_TABLES = ("events", "lead_events")
 
 EVENT_WINDOWS = (30, 90, 365)
 # Cap on the number of types / channels turned into columns (the most frequent ones win).
@@ -35,24 +35,6 @@ def event_vocabulary(events: ir.Table, column: str, *, limit: int = MAX_VALUES) 
     counts = present.group_by(column).aggregate(n=present.count())
     top = counts.order_by([ibis.desc("n"), column]).limit(limit).to_pyarrow()
     return tuple(sorted(str(v) for v in top[column].to_pylist()))
-
-
-def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
-    """The event types and channels that become columns, per events table of ``tables``
-    (``{"events.event_type": (...), "events.channel": (...), ...}``): what a trained model keeps.
-    ``tables.vocabulary`` where it is set, else read from the rows as :func:`touchpoint_features` does."""
-    out = {}
-    for table in _EVENT_TABLES:
-        events = getattr(tables, table)
-        if events is None:
-            continue
-        for column in ("event_type", "channel"):
-            key = f"{table}.{column}"
-            if key in tables.vocabulary:
-                out[key] = tuple(tables.vocabulary[key])
-            elif column in events.columns:
-                out[key] = event_vocabulary(events, column)
-    return out
 
 
 def vocabulary_of(tables: CanonicalTables, table: str) -> dict[str, tuple[str, ...] | None]:

@@ -78,7 +78,7 @@ def test_training_set_cutoffs_and_columns(test_cutoff):
     assert ts.train.columns[:2].tolist() == ["customer_id", "as_of"] and ts.train.columns[-1] == "label"
     assert ts.feature_columns == tuple(ts.train.columns[2:-1])
     assert ts.entity == "customer_id" and ts.task == "churn"
-    assert ts.vocabulary == {}  # no events table: no touchpoint columns to keep
+    assert ts.vocabulary == {"transactions.attributes": ()}  # no attribute column, no events table
     # m's last purchase is 2023-07-01: outside the 365-day lookback of every cut-off from 2024-07 on
     assert set(ts.train.customer_id) == {"w", "m"} and set(ts.test.customer_id) == {"w", "m"}
     assert ts.test.set_index("customer_id").label.to_dict() == {"w": 0, "m": 1}
@@ -218,3 +218,22 @@ def test_bundled_features_are_stable_run_to_run():
     a, b = first[numeric].to_numpy(), second[numeric].to_numpy()
     differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
     assert differ.sum() <= a.size * 1e-4
+
+
+def test_a_model_keeps_its_category_attributes_when_an_export_has_more_values():
+    """Trained when ``segment`` had 3 values, it is a category feature; a later export where it
+    has 101 (over MAX_CARDINALITY, so read from the rows it would be dropped as free text) still
+    gives the model its column."""
+    from features.pipeline import vocabularies
+
+    mc = ModelConfig(horizon_days=30)
+    base = _weekly_history()
+    trained = make_tables(base.assign(segment=np.where(base.customer_id == "w", "gold", "silver")))
+    vocabulary = vocabularies(trained)
+    assert vocabulary == {"transactions.attributes": ("segment",)}
+    later = base.assign(segment=[f"s{i % 101}" for i in range(len(base))])
+    export = make_tables(later)
+    own = population_features(export, "churn", as_of="2024-06-01", model_config=mc)
+    fixed = population_features(export.with_vocabulary(vocabulary), "churn", as_of="2024-06-01", model_config=mc)
+    assert "segment" not in own.columns and "segment" in fixed.columns
+    assert fixed.segment.notna().all()

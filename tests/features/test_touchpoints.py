@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig
-from features.touchpoints import touchpoint_features, vocabularies
+from features.pipeline import vocabularies
+from features.touchpoints import touchpoint_features
 from tests.features.conftest import AS_OF_FORMS, ROWS, make_tables, tx
 
 EVENTS = pd.DataFrame(
@@ -68,7 +69,11 @@ def test_a_fixed_vocabulary_gives_the_training_columns_to_fewer_events():
     the customer never had counts 0, its recency null), and a type outside it makes none."""
     full = make_tables(tx(ROWS), events=EVENTS)
     vocabulary = vocabularies(full)
-    assert vocabulary == {"events.event_type": ("Support-Ticket", "email open"), "events.channel": ("email", "phone")}
+    assert vocabulary == {
+        "transactions.attributes": (),  # the hand-made lines have no attribute column
+        "events.event_type": ("Support-Ticket", "email open"),
+        "events.channel": ("email", "phone"),
+    }
     b = EVENTS[EVENTS.customer_id == "b"].assign(event_type=["webinar"])  # b's one event, of a new type
     few = make_tables(tx(ROWS), events=b)
     fixed = make_tables(tx(ROWS), events=b)

@@ -252,8 +252,8 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
     """Hand-made: the model's events hold emails and visits; a customer posting emails only still
     gets its visit columns (0 visits, as in training) and the batch's score, not a 400 asking for
     ``events_visit_30d`` as a missing attribute."""
+    from features.pipeline import vocabularies
     from features.sources import load_tables
-    from features.touchpoints import vocabularies
     from models.catalog import model_config_for
 
     pd.DataFrame(
@@ -283,7 +283,11 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
     as_of = dt.datetime(2024, 3, 31)
     batch = population_features(tables, "churn", as_of=as_of, model_config=model_config_for(config, "churn"))
     vocabulary = vocabularies(tables)
-    assert vocabulary == {"events.event_type": ("email", "visit"), "events.channel": ("mail", "web")}
+    assert vocabulary == {
+        "transactions.attributes": (),
+        "events.event_type": ("email", "visit"),
+        "events.channel": ("mail", "web"),
+    }
     names = [c for c in batch.columns if c.startswith("events_")]
     assert "events_visit_30d" in names and "events_ch_web_all" in names
 
