@@ -8,7 +8,10 @@ asyncio/httpx client in this process (slower: it competes with the server for CP
 name the client used.
 
 Scenarios: one customer by id without reasons, one customer with 3 reasons, 100 ids with 3
-reasons (ours); one feature row and 100 feature rows (MLflow's scoring server, pandas + pyfunc).
+reasons, one posted history with 3 reasons (ours); one feature row and 100 feature rows (MLflow's
+scoring server, pandas + pyfunc). For posted histories, whose features are computed per call, the
+features of one history are also timed in process with the compiled-SQL cache against building
+and compiling them afresh (``posted_features``).
 Also reported: resident memory of the API's processes with all champions and snapshots loaded.
 
 The champions come from ``CRMSCORE_BENCH_CONFIG`` (a config whose registry already holds them and
@@ -188,6 +191,61 @@ def _mlflow_rows(frame: pd.DataFrame, columns: list[str]) -> list[list[Any]]:
     return [[v.item() if hasattr(v, "item") else v for v in row] for row in rows.itertuples(index=False)]
 
 
+def _histories(config: Any, ids: list[str], as_of: str) -> list[dict[str, Any]]:
+    """The whole histories before ``as_of`` of ``ids``, from the canonical transactions, as a client posts them."""
+    from features.sources import load_tables
+
+    t = load_tables(config).transactions
+    lines = t.filter(t.customer_id.isin(ids) & (t.timestamp < pd.Timestamp(as_of))).to_pandas()
+    out = []
+    for cid, rows in lines.groupby("customer_id", sort=False):
+        purchases = [
+            {
+                "timestamp": r.timestamp.isoformat(),
+                "amount": float(r.amount),
+                "order_id": str(r.order_id),
+                "product_id": str(r.product_id),
+                "quantity": float(r.quantity),
+            }
+            for r in rows.itertuples()
+        ]
+        out.append(
+            {"customer_id": str(cid), "attributes": {"country": str(rows.country.mode()[0])}, "purchases": purchases}
+        )
+    return out
+
+
+def _posted_features(config: Any, histories: list[dict[str, Any]], as_of: str) -> dict[str, Any]:
+    """In-process: the features of one posted history from the SQL cache, against building and
+    compiling them afresh (what every posted call did before the cache; the baseline)."""
+    from features.pipeline import CompiledQueries, vocabularies
+    from features.sources import load_tables
+    from serving.runtime import history_features
+
+    vocabulary = vocabularies(load_tables(config))
+    day = pd.Timestamp(as_of).to_pydatetime()
+
+    def seconds(compiled: CompiledQueries | None) -> list[float]:
+        out = []
+        for history in histories:
+            t0 = time.perf_counter()
+            history_features(config, "churn", as_of=day, customers=[history], vocabulary=vocabulary, compiled=compiled)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    cache = CompiledQueries()
+    seconds(cache)  # fills the cache (one query: same cut-off and columns)
+    fresh, cached = np.median(seconds(None)), np.median(seconds(cache))
+    lines = [len(h["purchases"]) for h in histories]
+    return {
+        "histories": len(histories),
+        "median_lines": int(np.median(lines)),
+        "fresh_build_ms": round(1000 * float(fresh), 1),
+        "cached_sql_ms": round(1000 * float(cached), 1),
+        "speedup": round(float(fresh / cached), 2),
+    }
+
+
 def run(quick: bool = False) -> dict:
     """Run the load test; see the module docstring."""
     seconds = 1.0 if quick else 5.0
@@ -226,11 +284,16 @@ def run(quick: bool = False) -> dict:
             single_k3 = [{"ids": [ids[i]], "k": 3} for i in rng.integers(0, len(ids), 500)]
             batch = [{"ids": [ids[i] for i in rng.integers(0, len(ids), 100)], "k": 3} for _ in range(50)]
             scorer, marketer = {"x-api-key": KEYS["scorer"]}, {"x-api-key": KEYS["marketer"]}
+            as_of = str(pd.Timestamp(snapshot.as_of.iloc[0]).date())
+            histories = _histories(config, [ids[i] for i in rng.integers(0, len(ids), 20)], as_of)
+            posted = [{"customers": [h], "as_of": as_of, "k": 3} for h in histories]
             results["crmscore"] = {
                 "single_no_reasons": _scenario(url, single, scorer, seconds),
                 "single_3_reasons": _scenario(url, single_k3, marketer, seconds),
                 "batch_100_3_reasons": _scenario(url, batch, marketer, seconds),
+                "posted_history_3_reasons": _scenario(f"{url}/history", posted, marketer, seconds),
             }
+            results["posted_features"] = _posted_features(config, histories, as_of)
             results["crmscore_rss"] = _rss_mib(ours.pid)
         finally:
             stop_process(ours)

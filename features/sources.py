@@ -131,14 +131,15 @@ class CanonicalTables:
     leads: ir.Table | None = None
     lead_events: ir.Table | None = None
     reports: dict[str, TableReport] = field(default_factory=dict)
-    # The event types and channels that become touchpoint columns, by "events.event_type",
-    # "events.channel", "lead_events.event_type" and "lead_events.channel"
-    # (features.touchpoints.vocabularies): a trained model's, for posted records, so that they
-    # get its columns. Empty: each feature call reads them from the table's own rows.
+    # What the feature code would otherwise read from the rows to choose its columns, by
+    # "transactions.attributes" (the category attributes), "events.event_type", "events.channel",
+    # "lead_events.event_type" and "lead_events.channel" (features.pipeline.vocabularies): a
+    # trained model's, for posted records and later exports, so that they get its columns.
+    # Empty: each feature call reads them from the table's own rows.
     vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def with_vocabulary(self, vocabulary: Mapping[str, Sequence[str]] | None) -> CanonicalTables:
-        """These tables with a trained model's touchpoint vocabulary fixed (``Scorer.vocabulary``),
+        """These tables with a trained model's vocabulary fixed (``Scorer.vocabulary``),
         so that its features are computed with the columns it was trained on; unchanged without one."""
         if not vocabulary:
             return self

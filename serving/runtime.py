@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config, population_rule
+from features.pipeline import CompiledQueries
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
 from serving import lists
@@ -375,6 +376,11 @@ def _configured_columns(config: Config, table: str) -> list[str] | None:
     return [*spec.columns, *attributes]
 
 
+# The feature SQL of posted records, reused across calls with the same cut-off, columns and model
+# vocabulary: building and compiling it is most of the time of a posted call.
+COMPILED = CompiledQueries()
+
+
 def history_features(
     config: Config,
     task: str,
@@ -383,6 +389,7 @@ def history_features(
     customers: Sequence[Mapping[str, Any]] = (),
     leads: Sequence[Mapping[str, Any]] = (),
     vocabulary: Mapping[str, Sequence[str]] | None = None,
+    compiled: CompiledQueries | None = COMPILED,
 ) -> pd.DataFrame:
     """Features of posted customers (churn, next purchase) or leads, by the training feature code.
 
@@ -392,6 +399,7 @@ def history_features(
     ``vocabulary`` is the model's touchpoint vocabulary (``Scorer.vocabulary``): the
     event types and channels with columns, so that a customer posting emails only gets the visit
     columns too, as in training (without it, the posted events' own types make the columns).
+    ``compiled``: where the feature SQL is kept between calls (None: built afresh every call).
 
     Returns
     -------
@@ -446,7 +454,7 @@ def history_features(
             tables.lead_events = con.create_table("lead_events", _frame(events, event_columns, _TYPES), temp=True)
     model_config = getattr(config.models, task)
     try:
-        return population_features(tables, task, as_of=as_of, model_config=model_config)
+        return population_features(tables, task, as_of=as_of, model_config=model_config, compiled=compiled)
     finally:
         con.disconnect()
 

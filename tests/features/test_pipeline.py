@@ -237,3 +237,42 @@ def test_a_model_keeps_its_category_attributes_when_an_export_has_more_values():
     fixed = population_features(export.with_vocabulary(vocabulary), "churn", as_of="2024-06-01", model_config=mc)
     assert "segment" not in own.columns and "segment" in fixed.columns
     assert fixed.segment.notna().all()
+
+
+def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_rows():
+    """Hand-made: the cache keys on the cut-off, the columns and the model's vocabulary; a hit runs
+    the stored SQL on the new rows of the same-named tables and gives what building afresh gives."""
+    import ibis
+
+    from features.pipeline import CompiledQueries
+    from features.sources import CanonicalTables
+
+    con = ibis.duckdb.connect()
+    mc = ModelConfig(horizon_days=30)
+
+    def tables(frame: pd.DataFrame, vocabulary=None) -> CanonicalTables:
+        t = con.create_table("transactions", frame, temp=True, overwrite=True)
+        return CanonicalTables(con=con, transactions=t).with_vocabulary(vocabulary)
+
+    def features(t: CanonicalTables, as_of: str, cache: CompiledQueries | None) -> pd.DataFrame:
+        return population_features(t, "next_purchase", as_of=as_of, model_config=mc, compiled=cache)
+
+    cache = CompiledQueries(maxsize=2)
+    base = _weekly_history()
+    # No vocabulary: the category attributes come from the rows, so there is no key and nothing is kept.
+    assert CompiledQueries.key(tables(base), "next_purchase", dt.datetime(2024, 6, 1), mc) is None
+    features(tables(base), "2024-06-01", cache)
+    assert (cache.hits, cache.misses, len(cache)) == (0, 0, 0)
+
+    vocabulary = {"transactions.attributes": ("category",)}
+    first = features(tables(base, vocabulary), "2024-06-01", cache)
+    assert (cache.hits, cache.misses) == (0, 1)
+    later = base.assign(amount=base.amount * 3, category="z")  # new rows, same columns
+    again = features(tables(later, vocabulary), "2024-06-01", cache)
+    assert (cache.hits, cache.misses) == (1, 1)
+    pd.testing.assert_frame_equal(again, features(tables(later, vocabulary), "2024-06-01", None))
+    assert not again.equals(first) and set(again.category) == {"z"}
+
+    features(tables(later, vocabulary), "2024-07-01", cache)  # another cut-off: another query
+    features(tables(later.assign(segment="s"), vocabulary), "2024-07-01", cache)  # another column
+    assert (cache.hits, cache.misses, len(cache)) == (1, 3, 2)  # the oldest was dropped

@@ -39,6 +39,23 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
+def posted_history(customer_id: str) -> dict:
+    """A bundled Online Retail II customer's whole history, as a client would post it."""
+    data = pd.read_parquet(ROOT / "data" / "online_retail_ii.parquet")
+    data = data[data.CustomerID.astype("Int64").astype(str) == customer_id]
+    purchases = [
+        {
+            "timestamp": row.InvoiceDate.isoformat(),
+            "amount": float(row.Quantity * row.Price),
+            "order_id": str(row.Invoice),
+            "product_id": str(row.StockCode),
+            "quantity": float(row.Quantity),
+        }
+        for row in data.itertuples()
+    ]
+    return {"customer_id": customer_id, "attributes": {"country": str(data.Country.mode()[0])}, "purchases": purchases}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import MAX_BATCH, ROOT, start_server, stop_server, write_configs
+from tests.serving.conftest import MAX_BATCH, ROOT, posted_history, start_server, stop_server, write_configs
 
 pytestmark = pytest.mark.api
 
@@ -140,7 +140,7 @@ def test_whole_number_ids_are_taken_as_their_digits(server):
     with server.client("admin") as c:
         text = c.post("/score/churn", json={"ids": ["12346", "12347"], "k": 0}).json()["items"]
         number = c.post("/score/churn", json={"ids": [12346, 12347], "k": 0}).json()["items"]
-        record = _history("12347")
+        record = posted_history("12347")
         posted = c.post(
             "/score/churn/history",
             json={"customers": [{**record, "customer_id": 12347}], "as_of": "2011-12-09T12:50:00", "k": 0},
@@ -154,22 +154,6 @@ def test_malformed_json_is_400(server):
     with server.client("admin") as c:
         response = c.post("/score/churn", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 400
-
-
-def _history(customer_id: str) -> dict:
-    data = pd.read_parquet(ROOT / "data" / "online_retail_ii.parquet")
-    data = data[data.CustomerID.astype("Int64").astype(str) == customer_id]
-    purchases = [
-        {
-            "timestamp": row.InvoiceDate.isoformat(),
-            "amount": float(row.Quantity * row.Price),
-            "order_id": str(row.Invoice),
-            "product_id": str(row.StockCode),
-            "quantity": float(row.Quantity),
-        }
-        for row in data.itertuples()
-    ]
-    return {"customer_id": customer_id, "attributes": {"country": str(data.Country.mode()[0])}, "purchases": purchases}
 
 
 def _lead_record(server) -> dict:
@@ -194,7 +178,7 @@ def test_posted_history_scores_like_the_snapshot_by_id(server, task):
     key = snapshot_ids(server, task, 1)[0]
     with server.client("marketer") as c:
         by_id = c.post(f"/score/{task}", json={"ids": [key], "k": 0}).json()
-        history = _history(key)
+        history = posted_history(key)
         posted = c.post(
             f"/score/{task}/history",
             json={"customers": [history, {"customer_id": "new", "purchases": []}], "as_of": by_id["as_of"], "k": 2},
@@ -210,7 +194,7 @@ def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(ser
     """The churn model's breadth features come from product_id and quantity: a purchase without
     one would score an unknown breadth as if it were known, so it is refused, by its place."""
     key = snapshot_ids(server, "churn", 1)[0]
-    history = _history(key)
+    history = posted_history(key)
     j = next(j for j, p in enumerate(history["purchases"]) if p["amount"] > 0)
     del history["purchases"][j]["product_id"]
     with server.client("admin") as c:

@@ -329,3 +329,50 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
     state = build_state(config, loader=lambda c, t: (old, {"version": "1"}), tasks=("churn",))
     with pytest.raises(RequestError, match="events_ch_web_90d"):
         score_posted(state, "churn", ["b"], as_of=as_of, k=0, max_batch=10, customers=[record])
+
+
+@pytest.mark.parametrize("task", ["churn", "next_purchase", "lead"])
+def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
+    """Bundled data: a second call with the same cut-off and columns runs the stored SQL on its own
+    records and gets exactly what building and compiling the features afresh gives."""
+    from features.pipeline import CompiledQueries, vocabularies
+    from features.sources import load_tables
+    from serving import runtime
+    from tests.conftest import CONFIGS, DATA
+    from tests.serving.conftest import posted_history
+
+    config = load_config(CONFIGS / ("bank_leads.yaml" if task == "lead" else "online_retail.yaml"))
+    vocabulary = vocabularies(load_tables(config))
+    if task == "lead":
+        as_of = dt.datetime(2010, 6, 1)
+        leads = pd.read_parquet(DATA / "bank_marketing_leads.parquet")
+        month = leads[(leads.created_at > "2010-05-02") & (leads.created_at <= "2010-06-01")]
+        records = [
+            {
+                "lead_id": str(row.lead_id),
+                "created_at": row.created_at.isoformat(),
+                "attributes": {
+                    k: (v.item() if hasattr(v, "item") else v)
+                    for k, v in row.items()
+                    if k not in ("lead_id", "created_at", "converted", "duration")
+                },
+            }
+            for _, row in month.head(6).iterrows()
+        ]
+        calls = [{"leads": records[:3]}, {"leads": records[3:]}]
+    else:
+        as_of = dt.datetime(2011, 9, 10)
+        calls = [
+            {"customers": [posted_history("12347"), posted_history("12348")]},
+            {"customers": [posted_history("12352")]},
+        ]
+    cache = CompiledQueries()
+    cached = [
+        runtime.history_features(config, task, as_of=as_of, vocabulary=vocabulary, compiled=cache, **call)
+        for call in calls
+    ]
+    assert (cache.hits, cache.misses) == (1, 1)
+    for call, frame in zip(calls, cached, strict=True):
+        assert len(frame) == len(next(iter(call.values())))
+        fresh = runtime.history_features(config, task, as_of=as_of, vocabulary=vocabulary, compiled=None, **call)
+        pd.testing.assert_frame_equal(frame, fresh)
