@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,8 +270,7 @@ def population_features(
     """
     _check_task(task)
     ts = normalize_as_of(as_of)
-    key = compiled.key(tables, task, ts, model_config) if compiled is not None else None
-    query = compiled.get(key) if key is not None else None
+    key, query = compiled.lookup(tables, task, ts, model_config) if compiled is not None else (None, None)
     if query is None:
         table = population_table(tables, task, ts, model_config)
         if key is None:
@@ -304,13 +303,18 @@ class CompiledQueries:
     columns of the canonical tables and, where the tables have no fixed vocabulary, on their rows
     (the category attributes and touchpoint types chosen from them): such tables get no key, and
     their features are built afresh each time.
+
+    ``hits``, ``misses`` and ``uncacheable`` count the lookups; ``on_lookup(task, result)``, when
+    set, hears each one (``result``: ``"hit"``, ``"miss"`` or ``"uncacheable"``), e.g. to export
+    them as metrics.
     """
 
-    def __init__(self, maxsize: int = 128) -> None:
+    def __init__(self, maxsize: int = 128, on_lookup: Callable[[str, str], None] | None = None) -> None:
         self.maxsize = maxsize
+        self.on_lookup = on_lookup
         self._queries: OrderedDict[tuple[Any, ...], tuple[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.uncacheable = 0
 
     def __len__(self) -> int:
         return len(self._queries)
@@ -328,15 +332,24 @@ class CompiledQueries:
         vocabulary = tuple(sorted((k, tuple(v)) for k, v in tables.vocabulary.items()))
         return (tables.con.name, task, as_of, mc.model_dump_json(), shapes, vocabulary)
 
-    def get(self, key: tuple[Any, ...]) -> tuple[str, Any] | None:
+    def lookup(
+        self, tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig
+    ) -> tuple[tuple[Any, ...] | None, tuple[str, Any] | None]:
+        """The key (:meth:`key`) and the compiled query kept under it: ``(None, None)`` when the
+        features cannot be cached, ``(key, None)`` when they are not cached yet."""
+        key = self.key(tables, task, as_of, mc)
         with self._lock:
-            query = self._queries.get(key)
-            if query is None:
+            query = self._queries.get(key) if key is not None else None
+            if key is None:
+                self.uncacheable += 1
+            elif query is None:
                 self.misses += 1
-                return None
-            self.hits += 1
-            self._queries.move_to_end(key)
-            return query
+            else:
+                self.hits += 1
+                self._queries.move_to_end(key)
+        if self.on_lookup is not None:
+            self.on_lookup(task, "uncacheable" if key is None else "miss" if query is None else "hit")
+        return key, query
 
     def put(self, key: tuple[Any, ...], query: tuple[str, Any]) -> None:
         with self._lock:

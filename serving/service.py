@@ -115,6 +115,25 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
+def _export_feature_sql_lookups() -> None:
+    """Count the posted records' feature-SQL cache lookups (``runtime.COMPILED``) in ``/metrics`` as
+    ``crmscore_feature_sql_lookups_total{model, result}``, result ``hit``, ``miss`` or
+    ``uncacheable`` (a model trained before its vocabulary was kept builds the SQL every call).
+
+    prometheus_client is imported here, in the worker, once BentoML has set its multiprocess
+    directory: imported earlier it would count in this process only, unseen by ``/metrics``."""
+    if runtime.COMPILED.on_lookup is not None:
+        return
+    from prometheus_client import Counter
+
+    lookups = Counter(
+        "crmscore_feature_sql_lookups",
+        "Feature SQL cache lookups of posted histories and lead records, by model and result",
+        ["model", "result"],
+    )
+    runtime.COMPILED.on_lookup = lambda task, result: lookups.labels(model=task, result=result).inc()
+
+
 def _config() -> Config:
     path = os.environ.get(CONFIG_ENV)
     if not path:
@@ -149,6 +168,7 @@ class CrmScore:
         self.config = _config()
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
         self.runtime = Runtime(self.config)
+        _export_feature_sql_lookups()
         _settle_heap()
 
     def _k(self, task: str, k: int | None, counter_k: int, ctx: bentoml.Context) -> dict[str, int]:

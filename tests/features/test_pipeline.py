@@ -257,12 +257,13 @@ def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_ro
     def features(t: CanonicalTables, as_of: str, cache: CompiledQueries | None) -> pd.DataFrame:
         return population_features(t, "next_purchase", as_of=as_of, model_config=mc, compiled=cache)
 
-    cache = CompiledQueries(maxsize=2)
+    heard: list[tuple[str, str]] = []
+    cache = CompiledQueries(maxsize=2, on_lookup=lambda task, result: heard.append((task, result)))
     base = _weekly_history()
     # No vocabulary: the category attributes come from the rows, so there is no key and nothing is kept.
     assert CompiledQueries.key(tables(base), "next_purchase", dt.datetime(2024, 6, 1), mc) is None
     features(tables(base), "2024-06-01", cache)
-    assert (cache.hits, cache.misses, len(cache)) == (0, 0, 0)
+    assert (cache.hits, cache.misses, cache.uncacheable, len(cache)) == (0, 0, 1, 0)
 
     vocabulary = {"transactions.attributes": ("category",)}
     first = features(tables(base, vocabulary), "2024-06-01", cache)
@@ -276,3 +277,5 @@ def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_ro
     features(tables(later, vocabulary), "2024-07-01", cache)  # another cut-off: another query
     features(tables(later.assign(segment="s"), vocabulary), "2024-07-01", cache)  # another column
     assert (cache.hits, cache.misses, len(cache)) == (1, 3, 2)  # the oldest was dropped
+    assert [result for _, result in heard] == ["uncacheable", "miss", "hit", "miss", "miss"]
+    assert {task for task, _ in heard} == {"next_purchase"}

@@ -190,6 +190,34 @@ def test_posted_history_scores_like_the_snapshot_by_id(server, task):
     assert items[1]["id"] == "new" and items[1]["error"].endswith("; it posts no purchases")
 
 
+def _feature_sql_lookups(c) -> dict[tuple[str, str], float]:
+    """``crmscore_feature_sql_lookups_total`` from ``/metrics``, by (model, result)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = c.get("/metrics").text
+    family = next((f for f in text_string_to_metric_families(text) if f.name == "crmscore_feature_sql_lookups"), None)
+    samples = family.samples if family is not None else []
+    return {(s.labels["model"], s.labels["result"]): s.value for s in samples if s.name.endswith("_total")}
+
+
+def test_posted_histories_reuse_the_feature_sql_and_metrics_count_it(server):
+    """The second posted history at the same cut-off runs the SQL compiled for the first (another
+    customer: nothing in the SQL came from the rows), and ``/metrics`` counts the hit."""
+    first, second = snapshot_ids(server, "churn", 2)
+    body = {"as_of": "2011-12-01T00:00:00", "k": 1}
+    with server.client("admin") as c:
+        before = _feature_sql_lookups(c)
+        responses = [
+            c.post("/score/churn/history", json={**body, "customers": [posted_history(key)]}) for key in (first, second)
+        ]
+        after = _feature_sql_lookups(c)
+    assert [r.status_code for r in responses] == [200, 200], responses[0].text
+    assert [r.json()["items"][0]["id"] for r in responses] == [first, second]
+    gained = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    assert gained.get(("churn", "hit"), 0.0) >= 1, gained
+    assert gained.get(("churn", "uncacheable"), 0.0) == 0, gained
+
+
 def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(server):
     """The churn model's breadth features come from product_id and quantity: a purchase without
     one would score an unknown breadth as if it were known, so it is refused, by its place."""
