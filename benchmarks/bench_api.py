@@ -194,25 +194,11 @@ def _mlflow_rows(frame: pd.DataFrame, columns: list[str]) -> list[list[Any]]:
 def _histories(config: Any, ids: list[str], as_of: str) -> list[dict[str, Any]]:
     """The whole histories before ``as_of`` of ``ids``, from the canonical transactions, as a client posts them."""
     from features.sources import load_tables
+    from serving.runtime import as_posted_histories
 
     t = load_tables(config).transactions
     lines = t.filter(t.customer_id.isin(ids) & (t.timestamp < pd.Timestamp(as_of))).to_pandas()
-    out = []
-    for cid, rows in lines.groupby("customer_id", sort=False):
-        purchases = [
-            {
-                "timestamp": r.timestamp.isoformat(),
-                "amount": float(r.amount),
-                "order_id": str(r.order_id),
-                "product_id": str(r.product_id),
-                "quantity": float(r.quantity),
-            }
-            for r in rows.itertuples()
-        ]
-        out.append(
-            {"customer_id": str(cid), "attributes": {"country": str(rows.country.mode()[0])}, "purchases": purchases}
-        )
-    return out
+    return as_posted_histories(lines, attributes=["country"])
 
 
 def _posted_features(config: Any, histories: list[dict[str, Any]], as_of: str) -> dict[str, Any]:

@@ -341,14 +341,14 @@ class CompiledQueries:
         with self._lock:
             query = self._queries.get(key) if key is not None else None
             if key is None:
-                self.uncacheable += 1
+                result, self.uncacheable = "uncacheable", self.uncacheable + 1
             elif query is None:
-                self.misses += 1
+                result, self.misses = "miss", self.misses + 1
             else:
-                self.hits += 1
+                result, self.hits = "hit", self.hits + 1
                 self._queries.move_to_end(key)
         if self.on_lookup is not None:
-            self.on_lookup(task, "uncacheable" if key is None else "miss" if query is None else "hit")
+            self.on_lookup(task, result)
         return key, query
 
     def put(self, key: tuple[Any, ...], query: tuple[str, Any]) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "State",
     "TaskModel",
     "build_state",
+    "as_posted_histories",
     "at_risk",
     "history_features",
     "load_snapshot",
@@ -346,6 +347,28 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[str], types: Mapping[st
         else:
             data[name] = _column(values)
     return pd.DataFrame(data)
+
+
+def as_posted_histories(lines: pd.DataFrame, attributes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Canonical transaction lines (``customer_id``, ``timestamp``, ``amount``, ``order_id``,
+    ``product_id``, ``quantity``) as the ``customers`` of a posted-history call: one record per
+    customer, in the order of their first line, with each of ``attributes`` the customer's most
+    frequent value of that column (the inverse of what :func:`history_features` builds)."""
+    out = []
+    for cid, rows in lines.groupby("customer_id", sort=False):
+        purchases = [
+            {
+                "timestamp": r.timestamp.isoformat(),
+                "amount": float(r.amount),
+                "order_id": str(r.order_id),
+                "product_id": str(r.product_id),
+                "quantity": float(r.quantity),
+            }
+            for r in rows.itertuples()
+        ]
+        values = {name: str(rows[name].mode()[0]) for name in attributes}
+        out.append({"customer_id": str(cid), "attributes": values, "purchases": purchases})
+    return out
 
 
 _TYPES = {

@@ -40,20 +40,36 @@ class Server:
 
 
 def posted_history(customer_id: str) -> dict:
-    """A bundled Online Retail II customer's whole history, as a client would post it."""
+    """A bundled Online Retail II customer's whole history, as a client would post it (every raw
+    line: the bundled data's filters are not applied)."""
+    from serving.runtime import as_posted_histories
+
     data = pd.read_parquet(ROOT / "data" / "online_retail_ii.parquet")
     data = data[data.CustomerID.astype("Int64").astype(str) == customer_id]
-    purchases = [
+    lines = pd.DataFrame(
         {
-            "timestamp": row.InvoiceDate.isoformat(),
-            "amount": float(row.Quantity * row.Price),
-            "order_id": str(row.Invoice),
-            "product_id": str(row.StockCode),
-            "quantity": float(row.Quantity),
+            "customer_id": customer_id,
+            "timestamp": data.InvoiceDate,
+            "amount": data.Quantity * data.Price,
+            "order_id": data.Invoice,
+            "product_id": data.StockCode,
+            "quantity": data.Quantity,
+            "country": data.Country,
         }
-        for row in data.itertuples()
-    ]
-    return {"customer_id": customer_id, "attributes": {"country": str(data.Country.mode()[0])}, "purchases": purchases}
+    )
+    (history,) = as_posted_histories(lines, attributes=["country"])
+    return history
+
+
+def posted_lead(row: pd.Series) -> dict:
+    """A bundled bank lead's row as a client would post it: its attributes without ``duration``
+    (known only after the call) and the label."""
+    attributes = {
+        k: (v.item() if hasattr(v, "item") else v)
+        for k, v in row.items()
+        if k not in ("lead_id", "created_at", "converted", "duration")
+    }
+    return {"lead_id": str(row.lead_id), "created_at": row.created_at.isoformat(), "attributes": attributes}
 
 
 def free_port() -> int:

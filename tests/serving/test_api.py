@@ -10,7 +10,15 @@ import json
 import pandas as pd
 import pytest
 
-from tests.serving.conftest import MAX_BATCH, ROOT, posted_history, start_server, stop_server, write_configs
+from tests.serving.conftest import (
+    MAX_BATCH,
+    ROOT,
+    posted_history,
+    posted_lead,
+    start_server,
+    stop_server,
+    write_configs,
+)
 
 pytestmark = pytest.mark.api
 
@@ -161,13 +169,7 @@ def _lead_record(server) -> dict:
     snapshot = pd.read_parquet(server.snapshots / "lead.parquet")
     leads = pd.read_parquet(ROOT / "data" / "bank_marketing_leads.parquet")
     key = str(snapshot.lead_id.iloc[0])
-    row = leads[leads.lead_id.astype(str) == key].iloc[0]
-    attributes = {
-        k: (v.item() if hasattr(v, "item") else v)
-        for k, v in row.items()
-        if k not in ("lead_id", "created_at", "converted", "duration")
-    }
-    return {"lead_id": key, "created_at": row.created_at.isoformat(), "attributes": attributes, "events": []}
+    return {**posted_lead(leads[leads.lead_id.astype(str) == key].iloc[0]), "lead_id": key, "events": []}
 
 
 @pytest.mark.parametrize("task", ["churn", "next_purchase"])

@@ -339,7 +339,7 @@ def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
     from features.sources import load_tables
     from serving import runtime
     from tests.conftest import CONFIGS, DATA
-    from tests.serving.conftest import posted_history
+    from tests.serving.conftest import posted_history, posted_lead
 
     config = load_config(CONFIGS / ("bank_leads.yaml" if task == "lead" else "online_retail.yaml"))
     vocabulary = vocabularies(load_tables(config))
@@ -347,18 +347,7 @@ def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
         as_of = dt.datetime(2010, 6, 1)
         leads = pd.read_parquet(DATA / "bank_marketing_leads.parquet")
         month = leads[(leads.created_at > "2010-05-02") & (leads.created_at <= "2010-06-01")]
-        records = [
-            {
-                "lead_id": str(row.lead_id),
-                "created_at": row.created_at.isoformat(),
-                "attributes": {
-                    k: (v.item() if hasattr(v, "item") else v)
-                    for k, v in row.items()
-                    if k not in ("lead_id", "created_at", "converted", "duration")
-                },
-            }
-            for _, row in month.head(6).iterrows()
-        ]
+        records = [posted_lead(row) for _, row in month.head(6).iterrows()]
         calls = [{"leads": records[:3]}, {"leads": records[3:]}]
     else:
         as_of = dt.datetime(2011, 9, 10)
