@@ -8,6 +8,8 @@ the features, one exactly at ``as_of + H`` to the label. A purchase is a line wi
 - next purchase: ``label = 1`` when the customer makes a purchase in the window; ``spend`` is the
   net amount of all transactions in the window (purchases minus refunds, so it can be negative;
   0 without transactions). Same rows as churn.
+- days to the next purchase (the weekly hazard of the churn model): fractional days from ``as_of``
+  to the customer's first purchase after it, null when the data holds none. Same rows as churn.
 - lead: ``label = 1`` when the lead converted within H days of ``created_at``
   (``created_at <= converted_at <= created_at + H``) when ``converted_at`` is known, else the 0/1
   ``converted`` column. One row per lead created at or before ``as_of``.
@@ -25,7 +27,7 @@ import ibis.expr.types as ir
 
 from features.config import CANCELLATION
 from features.sources import CanonicalTables
-from features.timebase import AsOf, as_of_literal, normalize_as_of
+from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, normalize_as_of
 
 __all__ = [
     "CANCELLATION",
@@ -33,6 +35,7 @@ __all__ = [
     "churn_labels",
     "data_span",
     "data_until",
+    "days_to_next_purchase",
     "lead_labels",
     "next_purchase_labels",
     "observed_until",
@@ -87,6 +90,24 @@ def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: 
         label=(out._n.fill_null(0) > 0).cast("int64"),
         spend=out._s.fill_null(0.0),
     )
+
+
+def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf) -> ir.Table:
+    """``customer_id``, ``days_to_next``: fractional days from ``as_of`` to the first purchase after it.
+
+    Null when the data holds no purchase after ``as_of``. A purchase at exactly ``as_of + H`` is
+    ``H`` days away, inside the label window ``(as_of, as_of + H]`` as in :func:`churn_labels`.
+    Whoever reads it must censor at the data's end (or earlier): a null says nothing about the
+    days after the last row.
+    """
+    ts = normalize_as_of(as_of)
+    t = tables.transactions
+    after = t.filter((t.timestamp > as_of_literal(ts)) & (t.amount > 0))
+    first = after.group_by("customer_id").aggregate(_first=after.timestamp.min())
+    out = _customers(tables, ts).left_join(first, "customer_id")
+    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    seconds = out._first.epoch_seconds() - ibis.literal(epoch_seconds(ts))
+    return out.select("customer_id", days_to_next=(seconds / SECONDS_PER_DAY).cast("float64"))
 
 
 def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:

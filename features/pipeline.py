@@ -31,7 +31,14 @@ from features.breadth import breadth_features
 from features.config import Config, ModelConfig, population_rule
 from features.cycle import cycle_features
 from features.files import atomic_output, check_output
-from features.labels import check_window_observed, churn_labels, data_span, lead_labels, next_purchase_labels
+from features.labels import (
+    check_window_observed,
+    churn_labels,
+    data_span,
+    days_to_next_purchase,
+    lead_labels,
+    next_purchase_labels,
+)
 from features.leads import lead_features
 from features.rfm import rfm_features
 from features.seasonality import seasonality_features
@@ -48,6 +55,7 @@ __all__ = [
     "build_training_set",
     "check_population",
     "customer_features",
+    "hazard_cutoffs",
     "labels",
     "lead_features",
     "normalize_as_of",
@@ -374,12 +382,60 @@ class TrainingSet:
     # The touchpoint columns' event types and channels (features.touchpoints.vocabularies): the
     # model keeps them so that posted records get its columns.
     vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Customer tasks with ``hazard_step_days``: the population's features at the cut-offs of
+    # :func:`hazard_cutoffs` (column ``as_of``) and ``days_to_next``, the days to each customer's
+    # next purchase (null: none in the data), for the weekly hazard head (models.hazard).
+    hazard: pd.DataFrame | None = None
 
 
 def training_cutoffs(test_cutoff: AsOf, *, horizon_days: int, step_days: int, n: int) -> tuple[dt.datetime, ...]:
     """Training cut-offs ``T - H, T - H - step, ...`` (``n`` of them), latest first."""
     t = normalize_as_of(test_cutoff)
     return tuple(t - dt.timedelta(days=horizon_days + k * step_days) for k in range(n))
+
+
+# The first hazard cut-off lies this many days after the data's first row: a cut-off needs some
+# history behind it (the same span as a purchase-cycle window) before its features mean anything.
+HAZARD_WARMUP_DAYS = 90
+
+
+def hazard_cutoffs(end: AsOf, *, step_days: int, first: AsOf) -> tuple[dt.datetime, ...]:
+    """Cut-offs of the weekly hazard's training rows: ``end - 7d, end - 7d - step, ...``, latest first.
+
+    Each labels at least its first week by ``end``; they stop :data:`HAZARD_WARMUP_DAYS` after
+    ``first`` (the data's first row).
+    """
+    if step_days <= 0:
+        raise ValueError(f"hazard step_days must be positive, got {step_days}")
+    e, start = normalize_as_of(end), normalize_as_of(first) + dt.timedelta(days=HAZARD_WARMUP_DAYS)
+    out, c = [], e - dt.timedelta(days=7)
+    while c >= start:
+        out.append(c)
+        c -= dt.timedelta(days=step_days)
+    return tuple(out)
+
+
+def _hazard_rows(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> pd.DataFrame:
+    feats = population_table(tables, task, as_of, mc)
+    wait = days_to_next_purchase(tables, as_of=as_of)
+    return _to_pandas(feats.inner_join(wait, "customer_id"), "customer_id", as_of)
+
+
+def _hazard_set(tables: CanonicalTables, task: str, end: dt.datetime, step_days: int, mc: ModelConfig) -> pd.DataFrame:
+    """The hazard rows of ``task`` at :func:`hazard_cutoffs` of ``end`` (see ``TrainingSet.hazard``)."""
+    if task == "lead":
+        raise ValueError("task 'lead': the weekly hazard head is for customer tasks (churn, next_purchase)")
+    table, first, _ = data_span(tables, task)
+    cutoffs = hazard_cutoffs(end, step_days=step_days, first=first) if first is not None else ()
+    if not cutoffs:
+        raise ValueError(
+            f"task '{task}': the weekly hazard head has no training cut-off: the first one, a week before "
+            f"{end:%Y-%m-%d}, must lie {HAZARD_WARMUP_DAYS} days after the first row of table '{table}' "
+            f"({first:%Y-%m-%d} if first else 'none'). Use a later test cut-off (--as-of)"
+        )
+    frames = [_hazard_rows(tables, task, c, mc) for c in cutoffs]
+    # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.
+    return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
 def _check_cutoffs(cutoffs: Sequence[dt.datetime], test_cutoff: dt.datetime, horizon_days: int) -> None:
@@ -419,6 +475,7 @@ def build_training_set(
     model_config: ModelConfig,
     test_cutoff: AsOf | None = None,
     cutoffs: Sequence[AsOf] | None = None,
+    hazard_step_days: int | None = None,
 ) -> TrainingSet:
     """Stack labelled training cut-offs and the labelled test cut-off of ``task``.
 
@@ -434,6 +491,9 @@ def build_training_set(
         The test cut-off T; defaults to ``model_config.test_cutoff``.
     cutoffs
         Explicit training cut-offs instead of ``T - H, T - H - step, ...``.
+    hazard_step_days
+        Customer tasks: also build ``hazard``, the rows of the weekly hazard head at
+        :func:`hazard_cutoffs` of T, this many days apart. None: no hazard rows.
 
     Returns
     -------
@@ -473,7 +533,8 @@ def build_training_set(
         for c in features
         if isinstance(test[c].dtype, pd.CategoricalDtype) or isinstance(train[c].dtype, pd.CategoricalDtype)
     )
-    _align_categories([train, test], categorical)
+    hazard = None if hazard_step_days is None else _hazard_set(tables, task, t, hazard_step_days, model_config)
+    _align_categories([f for f in (train, test, hazard) if f is not None], categorical)
     return TrainingSet(
         train=train,
         test=test,
@@ -484,6 +545,7 @@ def build_training_set(
         entity=entity,
         task=task,
         vocabulary=vocabularies(tables),
+        hazard=hazard,
     )
 
 

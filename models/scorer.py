@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import FeatureDrift, FeatureProfile, listed, with_unseen
+from models.hazard import HazardHead
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
 
@@ -304,6 +305,11 @@ class Scorer:
         the booster's weight: the raw score is ``booster_weight x booster + linear``, and
         :meth:`contributions` sums both parts' SHAP values the same way, so scores and reasons
         stay one decomposition. Without a linear head the weight is 1.
+    hazard, hazard_weight
+        Optional :class:`models.hazard.HazardHead` (churn: the weekly purchase hazard chained over
+        H) and its weight: its ``logit(P(no purchase in H))`` times ``hazard_weight`` is added to
+        the raw score, and its exact per-feature parts to :meth:`contributions`. Its calendar is
+        that of the scoring date, so :meth:`raw_score` and :meth:`contributions` take ``as_of``.
     default_population_shift
         For an :attr:`anchored` model, the anchor of the latest population training saw (the test
         cut-off's, :meth:`population_shift`): the shift for callers that score rows without their
@@ -337,6 +343,8 @@ class Scorer:
         linear: LinearHead | None = None,
         booster_weight: float = 1.0,
         default_population_shift: float = 0.0,
+        hazard: HazardHead | None = None,
+        hazard_weight: float = 0.0,
     ) -> None:
         self.task = task
         self.entity = entity
@@ -361,12 +369,18 @@ class Scorer:
         self.profile = profile
         if not booster_weight >= 0.0:
             raise ValueError(f"booster_weight must be >= 0, got {booster_weight}")
-        if linear is None and booster_weight != 1.0:
-            raise ValueError("booster_weight other than 1 needs a linear head")
+        if linear is None and hazard is None and booster_weight != 1.0:
+            raise ValueError("booster_weight other than 1 needs a linear or hazard head")
         if linear is not None and list(linear.feature_names) != self.feature_names:
             raise ValueError("the linear head's columns differ from the model's feature columns")
+        if hazard is not None and list(hazard.feature_names) != self.feature_names:
+            raise ValueError("the hazard head's columns differ from the model's feature columns")
+        if not hazard_weight >= 0.0 or (hazard is None and hazard_weight):
+            raise ValueError(f"hazard_weight must be >= 0 and needs a hazard head, got {hazard_weight}")
         self.linear = linear
         self.booster_weight = float(booster_weight)
+        self.hazard = hazard
+        self.hazard_weight = float(hazard_weight)
         self.default_population_shift = float(default_population_shift)
         if profile is not None and profile.feature_names != self.feature_names:
             raise ValueError("the feature profile's columns differ from the model's feature columns")
@@ -451,29 +465,41 @@ class Scorer:
         return list(values) if codes is None else [values[int(c)] for c in codes]
 
     # -- scores -----------------------------------------------------------------------------
-    def raw_score(self, X: np.ndarray) -> np.ndarray:
-        """The classifier's raw (log-odds) score (booster, blended with the linear head if any)."""
+    def raw_score(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """The classifier's raw (log-odds) score: the booster, blended with the linear and hazard heads
+        if any (the hazard head's calendar is that of ``as_of``; None: the training test cut-off's)."""
         raw = self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
-        linear = getattr(self, "linear", None)  # scorers pickled before linear heads existed have none
-        if linear is None:
+        # Scorers pickled before the linear or hazard heads existed have neither.
+        linear, hazard = getattr(self, "linear", None), getattr(self, "hazard", None)
+        if linear is None and hazard is None:
             return raw
-        return self.booster_weight * raw + linear.decision(X)
+        raw = self.booster_weight * raw
+        if linear is not None:
+            raw = raw + linear.decision(X)
+        if hazard is not None:
+            raw = raw + self.hazard_weight * hazard.raw(X, as_of)
+        return raw
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
+    def contributions(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """SHAP values on the log-odds scale (LightGBM's ``pred_contrib``, plus the linear head's exact
-        ones when there is one): one column per feature, then the expected value; each row sums to
-        the raw score."""
+        ones and the hazard head's parts when there are such heads): one column per feature, then
+        the expected value; each row sums to :meth:`raw_score` at the same ``as_of``."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
-        linear = getattr(self, "linear", None)
-        if linear is None:
+        linear, hazard = getattr(self, "linear", None), getattr(self, "hazard", None)
+        if linear is None and hazard is None:
             return contrib
-        return self.booster_weight * contrib + linear.contributions(X)
+        contrib = self.booster_weight * contrib
+        if linear is not None:
+            contrib = contrib + linear.contributions(X)
+        if hazard is not None:
+            contrib = contrib + self.hazard_weight * hazard.contributions(X, as_of)
+        return contrib
 
     def probability(self, X: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
         """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`;
         ``population_shift`` from :meth:`population_shift`)."""
-        return self.calibrator(self.raw_score(X), as_of=as_of, population_shift=population_shift)
+        return self.calibrator(self.raw_score(X, as_of), as_of=as_of, population_shift=population_shift)
 
     def population_shift(self, X: np.ndarray, as_of: Any = None, *, raw: np.ndarray | None = None) -> float:
         """The log-odds shift that anchors a whole population's mean probability to the latest known rate.
@@ -490,7 +516,7 @@ class Scorer:
         """
         if not self.anchored or len(X) == 0:
             return 0.0
-        return self.anchor_shift(self.calibrator(self.raw_score(X) if raw is None else raw, as_of=as_of))
+        return self.anchor_shift(self.calibrator(self.raw_score(X, as_of) if raw is None else raw, as_of=as_of))
 
     @property
     def anchored(self) -> bool:
@@ -602,11 +628,11 @@ class Scorer:
         if contrib is not None and contrib.shape != (len(X), len(self.feature_names) + 1):
             raise ValueError(f"contrib must have shape ({len(X)}, {len(self.feature_names) + 1}), got {contrib.shape}")
         if explain and contrib is None:
-            contrib = self.contributions(X)
+            contrib = self.contributions(X, as_of)
         if contrib is not None:
             raw = contrib.sum(axis=1)
         else:
-            raw = self.raw_score(X)
+            raw = self.raw_score(X, as_of)
         reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen) if explain else None
         counter = (
             self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen)

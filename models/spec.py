@@ -203,6 +203,18 @@ class ModelSpec:
         are ``(1 - w) x booster + w x linear head`` (:class:`models.linear.LinearHead`, fitted on the
         early-stopping rows), each part first multiplied by its Platt slope on the calibration fold,
         then calibrated together; the reasons sum both parts' exact SHAP values. None: the booster alone.
+    hazard_blend
+        Weight ``w`` of the weekly hazard head (:mod:`models.hazard`) in the score, churn only: the
+        scorer's log-odds are ``(1 - w) x booster + w x logit(P(no purchase in H))`` from the head,
+        each part first multiplied by its Platt slope on the calibration fold, then calibrated
+        together. None: the booster alone.
+    hazard_step_days
+        Days between the hazard head's training cut-offs (``features.pipeline.hazard_cutoffs``).
+    hazard_rounds
+        Boosting rounds of the hazard head (no early stopping; see ``training.hazard.fit_hazard``).
+    hazard_params
+        LightGBM parameters of the hazard head; its monotone constraints are those of ``monotone``
+        with the sign flipped (the head predicts a purchase, the model its absence).
     top_k
         Default number of reasons per score.
     seed
@@ -239,6 +251,10 @@ class ModelSpec:
     spend_blend: bool = False
     anchor_rate: bool = False
     linear_blend: float | None = None
+    hazard_blend: float | None = None
+    hazard_step_days: int = 28
+    hazard_rounds: int = 150
+    hazard_params: Mapping[str, Any] | None = None
     top_k: int = 3
     seed: int = 42
     metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
@@ -250,6 +266,15 @@ class ModelSpec:
         object.__setattr__(self, "lgbm_params", MappingProxyType(dict(self.lgbm_params)))
         if self.spend_params is not None:
             object.__setattr__(self, "spend_params", MappingProxyType(dict(self.spend_params)))
+        if self.hazard_params is not None:
+            object.__setattr__(self, "hazard_params", MappingProxyType(dict(self.hazard_params)))
+        if self.hazard_blend is not None:
+            if self.linear_blend:
+                raise ValueError(f"task '{self.task}': hazard_blend and linear_blend cannot both be set")
+            if not 0.0 < self.hazard_blend < 1.0:
+                raise ValueError(f"task '{self.task}': hazard_blend must be in (0, 1), got {self.hazard_blend}")
+            if self.entity != "customer_id":
+                raise ValueError(f"task '{self.task}': the hazard head needs customer histories")
 
     def select_features(self, columns: Iterable[str]) -> list[str]:
         """The feature columns this model uses, in the given order."""
@@ -290,4 +315,8 @@ class ModelSpec:
             "spend_unconditional": self.spend_unconditional,
             "anchor_rate": self.anchor_rate,
             "linear_blend": self.linear_blend,
+            "hazard_blend": self.hazard_blend,
+            "hazard_step_days": self.hazard_step_days if self.hazard_blend else None,
+            "hazard_rounds": self.hazard_rounds if self.hazard_blend else None,
+            "hazard_params": dict(self.hazard_params) if self.hazard_blend and self.hazard_params else None,
         }

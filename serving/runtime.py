@@ -171,7 +171,7 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     frame = frame.drop_duplicates(subset=entity, keep="last").reset_index(drop=True)
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))
-    contrib = scorer.contributions(matrix)
+    contrib = scorer.contributions(matrix, as_of)
     warnings = scorer.unseen_warnings(frame, matrix)
     return Snapshot(
         path=str(path),

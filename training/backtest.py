@@ -13,7 +13,10 @@ The layout, never a random split:
 
 A spec with ``linear_blend`` adds the logistic regression of the early-stopping rows (the same
 :class:`models.linear.LinearHead` as the baseline) to the booster's log-odds, both weighted by
-their Platt slopes on the calibration fold, before the calibrator is fitted.
+their Platt slopes on the calibration fold, before the calibrator is fitted. One with
+``hazard_blend`` adds the weekly hazard head (:mod:`models.hazard`) alike: fitted on the
+person-weeks that ended by the calibration cut-off for the calibrator, then refitted on those that
+ended by T, as the booster is.
 
 Baselines (RFM rule, logistic regression, BG/NBD when the transactions are given) are
 fitted and calibrated on the same folds and evaluated on the same test rows. The quality
@@ -52,6 +55,7 @@ from training.calibration import (
     reference_cutoffs,
     seasonal_prior_shift,
 )
+from training.hazard import fit_hazard
 
 __all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", "gain_text", "grade", "run_backtest"]
 
@@ -212,6 +216,36 @@ def _refit(
     return lgb.train(params, data, num_boost_round=rounds)
 
 
+@dataclass(frozen=True)
+class _Seasons:
+    """What a baseline needs to estimate its own seasonal correction as the model does
+    (:func:`training.calibration.model_adjusted`): the base-rate prior shift, and the rows and
+    labels of the two reference cut-offs (one period before the test and the calibration cut-off)."""
+
+    rate_prior: PriorShift
+    rows: dict[str, pd.DataFrame]
+    X: dict[str, np.ndarray]
+    slope: bool
+
+    def correction(self, calibrator: Calibrator, raw_at: Any, p_calibration: np.ndarray) -> tuple[float, float]:
+        """``(shift, scale)`` for scores whose raw values at a reference cut-off are ``raw_at(cutoff)``."""
+        prior = self.rate_prior
+        scored = {
+            c: (calibrator(raw_at(c)), self.rows[c]["label"].to_numpy(dtype=np.float64))
+            for c in (prior.test_season_cutoff, prior.calibration_season_cutoff)
+        }
+        _, slopes, _ = seasonal_fits(scored, slope=self.slope)
+        own = model_adjusted(
+            prior,
+            *scored[prior.test_season_cutoff],
+            *scored[prior.calibration_season_cutoff],
+            calibration_rate_model=float(np.mean(p_calibration)),
+            slope=bool(slopes),
+            p_calibration=p_calibration,
+        )
+        return own.shift, own.scale
+
+
 def _calibrated(
     raw_cal: np.ndarray,
     y_cal: np.ndarray,
@@ -219,8 +253,16 @@ def _calibrated(
     raw_test: np.ndarray,
     shift: float = 0.0,
     scale: float = 1.0,
+    *,
+    seasons: _Seasons | None = None,
+    raw_at: Any = None,
 ) -> tuple[np.ndarray, Calibrator]:
+    """A baseline's test probabilities: calibrated on the calibration fold, then corrected for the
+    season by ``(shift, scale)``, or, with ``seasons`` and ``raw_at`` (its raw scores at a reference
+    cut-off), by its own correction estimated as the model's is."""
     choice = choose_calibrator(raw_cal, y_cal, ids_cal)
+    if seasons is not None and raw_at is not None:
+        shift, scale = seasons.correction(choice.calibrator, raw_at, choice.calibrator(raw_cal))
     choice.calibrator.shift = shift
     choice.calibrator.scale = scale
     return choice.calibrator(raw_test), choice.calibrator
@@ -379,11 +421,48 @@ def run_backtest(
             linear = logistic.scaled(w * slope_linear, 0.0)
             booster_weight = (1.0 - w) * slope_booster
             raw_cal = booster_weight * raw_cal + w * slope_linear * logistic_cal
+    hazard, hazard_weight = None, 0.0
+    if spec.hazard_blend:
+        # The weekly hazard head, fitted on the person-weeks that ended by the calibration cut-off
+        # (out of sample there, like the early-stopped booster); both parts on the calibration
+        # fold's log-odds scale first, as for the linear blend, then one calibrator for the blend.
+        if ts.hazard is None:
+            raise ValueError(f"task '{spec.task}': hazard_blend needs the training set's hazard rows")
+        X_hazard = encode_frame(ts.hazard, features, categories)
+
+        def hazard_fit(end: Any) -> Any:
+            return fit_hazard(
+                X_hazard,
+                ts.hazard["as_of"].to_numpy(),
+                ts.hazard["days_to_next"].to_numpy(dtype=np.float64),
+                end=end,
+                horizon_days=spec.horizon_days,
+                feature_names=features,
+                categorical=cat_idx,
+                params=_hazard_params(spec, features),
+                rounds=spec.hazard_rounds,
+                default_as_of=ts.test_cutoff,
+            )
+
+        hazard = hazard_fit(latest)
+        hazard_cal = hazard.raw(X[cal_mask], as_of=latest)
+        w = float(spec.hazard_blend)
+        slope_booster = max(fit_sigmoid(raw_cal, y[cal_mask]).a, 0.0)
+        slope_hazard = max(fit_sigmoid(hazard_cal, y[cal_mask]).a, 0.0)
+        if slope_booster + slope_hazard > 0:
+            booster_weight, hazard_weight = (1.0 - w) * slope_booster, w * slope_hazard
+            raw_cal = booster_weight * raw_cal + hazard_weight * hazard_cal
+        else:  # neither part ranks the calibration fold: keep the booster alone, as without a blend
+            hazard = None
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
     if spec.refit_all:
-        early = booster
+        early, early_hazard = booster, hazard
         booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
+        if hazard is not None:
+            # The hazard head is refitted too, on every person-week that ended by T: the latest
+            # weeks before T are what it is for.
+            hazard = hazard_fit(ts.test_cutoff)
         if spec.align_refit:
             # The calibrator maps the early-stopped booster's scores; the refit has also learnt the
             # calibration fold's base rate, so its scores sit higher (or lower) when that rate differs
@@ -398,6 +477,12 @@ def run_backtest(
                 # Only the booster's part moves: v (a refit + b) + linear = a (v refit + linear / a) + v b.
                 linear = linear.scaled(1.0 / float(a), 0.0)
                 b = booster_weight * b
+            elif hazard is not None:
+                # Each part gets its own line, the constants go to the calibrator:
+                # v (a refit + b) + u (c head + d) = (v a) refit + (u c) head + (v b + u d).
+                c, d = np.polyfit(hazard.raw(X[cal_mask], as_of=latest), early_hazard.raw(X[cal_mask], as_of=latest), 1)
+                b = booster_weight * b + hazard_weight * d
+                booster_weight, hazard_weight, a = booster_weight * float(a), hazard_weight * float(c), 1.0
             calibrator = calibrator.on_linear(float(a), float(b))
     timings["fit_classifier_s"] = time.perf_counter() - started
 
@@ -476,6 +561,8 @@ def run_backtest(
         profile=FeatureProfile.from_matrix(X, features, cat_idx),
         linear=linear,
         booster_weight=booster_weight,
+        hazard=hazard,
+        hazard_weight=hazard_weight,
     )
 
     # -- the seasonal prior shift, refined with the model's scores on the reference cut-offs ------
@@ -484,26 +571,31 @@ def run_backtest(
     # (``Calibrator.correction_at``); at T it is the one below.
     seasonal_intercepts: dict[str, float] = {}
     seasonal_slopes: dict[str, float] = {}
+    seasons = None
     if prior.applied and spec.model_adjusted_prior:
         ref_when = pd.to_datetime(full_train["as_of"])
-        scored_refs = {}
+        scored_refs, ref_rows, ref_X = {}, {}, {}
         for cutoff in reference_cutoffs(
             full_train["as_of"].to_numpy(),
             test_cutoff=ts.test_cutoff,
             horizon_days=spec.horizon_days,
             history_days=full_train["tenure_days"].to_numpy() if "tenure_days" in full_train.columns else None,
         ):
-            rows = full_train.loc[(ref_when == cutoff).to_numpy()]
-            scored_refs[str(cutoff.date())] = (
-                calibrator(scorer.raw_score(encode_frame(rows, features, categories))),
-                rows["label"].to_numpy(dtype=np.float64),
+            key = str(cutoff.date())
+            ref_rows[key] = full_train.loc[(ref_when == cutoff).to_numpy()]
+            ref_X[key] = encode_frame(ref_rows[key], features, categories)
+            scored_refs[key] = (
+                calibrator(scorer.raw_score(ref_X[key], as_of=cutoff)),
+                ref_rows[key]["label"].to_numpy(dtype=np.float64),
             )
         seasonal_intercepts, seasonal_slopes, slope_warning = seasonal_fits(scored_refs, slope=spec.seasonal_slope)
         use_slope = bool(seasonal_slopes)
         if slope_warning:
             warnings.append(slope_warning)
         refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
-        p_cal_now = calibrator(scorer.raw_score(X[cal_mask]))
+        # The baselines' own corrections start from the same base-rate prior and reference rows.
+        seasons = _Seasons(rate_prior=prior, rows=ref_rows, X=ref_X, slope=spec.seasonal_slope)
+        p_cal_now = calibrator(scorer.raw_score(X[cal_mask], as_of=latest))
         prior = model_adjusted(
             prior,
             *refs,
@@ -522,7 +614,7 @@ def run_backtest(
         calibrator.anchor_rate = prior.calibration_rate
 
     # -- test metrics ---------------------------------------------------------------------------
-    raw_test = scorer.raw_score(X_test)
+    raw_test = scorer.raw_score(X_test, as_of=ts.test_cutoff)
     population_shift = scorer.population_shift(X_test, raw=raw_test)
     scorer.default_population_shift = population_shift
     p_test = scorer.calibrator(raw_test, population_shift=population_shift)
@@ -563,6 +655,8 @@ def run_backtest(
         prior.shift,
         prior.scale,
         calibrator.anchor_rate,
+        seasons=seasons,
+        logistic=logistic,
     )
     for name, scores in baseline_scores.items():
         predictions[f"baseline_{name}"] = scores
@@ -595,6 +689,8 @@ def run_backtest(
             if spend_blend is None
             else f"{spend_blend[0]:.4f} x model + {spend_blend[1]:.4f} x naive",
             "linear_blend": spec.linear_blend,
+            "hazard_blend": spec.hazard_blend,
+            "hazard_weight": hazard_weight,
             "roc_auc_gain_baseline": gain_baseline,
             "booster_weight": booster_weight,
             "n_features": len(features),
@@ -615,6 +711,16 @@ def run_backtest(
         drift=drift,
         warnings=warnings,
     )
+
+
+def _hazard_params(spec: ModelSpec, features: list[str]) -> dict[str, Any]:
+    """The hazard head's LightGBM parameters: the spec's, with ``monotone`` flipped (a purchase, not its absence)."""
+    params = dict(spec.hazard_params or {})
+    params.setdefault("seed", spec.seed)
+    flipped = [-c for c in spec.monotone_constraints(features)]
+    if any(flipped):
+        params["monotone_constraints"] = flipped
+    return params
 
 
 def _no_seasonal_shift(spec: ModelSpec, prior: PriorShift, cutoffs: list[Any]) -> str:
@@ -654,8 +760,17 @@ def _baselines(
     shift: float = 0.0,
     scale: float = 1.0,
     anchor_rate: float | None = None,
+    *,
+    seasons: _Seasons | None = None,
+    logistic: LinearHead | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """The baselines on the model's folds, with the model's seasonal correction and population anchor."""
+    """The baselines on the model's folds, with the model's population anchor and a seasonal correction.
+
+    With ``seasons`` (a model-adjusted seasonal prior), each baseline gets its own correction,
+    estimated from its own scores on the reference cut-offs as the model's is: the model's
+    (``shift``, ``scale``) suits scores that rank and calibrate as its own do, and a model whose
+    hazard head reads the calendar needs less correction than a baseline that does not. Without
+    it every baseline gets ``shift`` and ``scale``."""
     train, test, entity = ts.train, ts.test, ts.entity
 
     def anchored(p: np.ndarray) -> np.ndarray:
@@ -678,6 +793,8 @@ def _baselines(
             rfm_score(test, spec.rfm_columns, task=spec.task),
             shift,
             scale,
+            seasons=seasons,
+            raw_at=None if seasons is None else lambda c: rfm_score(seasons.rows[c], spec.rfm_columns, task=spec.task),
         )
         p = anchored(p)
         out["rfm"] = m.binary_metrics(y_test, p)
@@ -688,7 +805,18 @@ def _baselines(
             out["rfm"].update(m.spend_metrics(predictions["spend"].to_numpy(), np.nan_to_num(naive)))
 
     # Fitted on the purged folds, like the model's early-stopping fit (the run's LinearHead).
-    p = anchored(_calibrated(logistic_cal, y_cal, ids_cal, logistic_test, shift, scale)[0])
+    p = anchored(
+        _calibrated(
+            logistic_cal,
+            y_cal,
+            ids_cal,
+            logistic_test,
+            shift,
+            scale,
+            seasons=seasons,
+            raw_at=None if seasons is None or logistic is None else lambda c: logistic.decision(seasons.X[c]),
+        )[0]
+    )
     out["logistic"] = m.binary_metrics(y_test, p)
     scores["logistic"] = p
 
@@ -699,6 +827,12 @@ def _baselines(
         bg_cal = bgnbd_scores(transactions, cal_ids, as_of=latest, horizon_days=h)
         bg_test = bgnbd_scores(transactions, test[entity].astype(str).to_numpy(), as_of=test_cut, horizon_days=h)
         sign = 1.0 if spec.task == "churn" else -1.0
+
+        def bg_at(c: str) -> np.ndarray:
+            ids = seasons.rows[c][entity].astype(str).to_numpy()
+            at = bgnbd_scores(transactions, ids, as_of=pd.Timestamp(c).to_pydatetime(), horizon_days=h)
+            return sign * _logit(at["p_no_purchase"].to_numpy())
+
         p, _ = _calibrated(
             sign * _logit(bg_cal["p_no_purchase"].to_numpy()),
             y_cal,
@@ -706,6 +840,8 @@ def _baselines(
             sign * _logit(bg_test["p_no_purchase"].to_numpy()),
             shift,
             scale,
+            seasons=seasons,
+            raw_at=None if seasons is None else bg_at,
         )
         p = anchored(p)
         out["bgnbd"] = m.binary_metrics(y_test, p)
@@ -790,7 +926,9 @@ def _backtest_table(
 def _fold_row(
     cutoff: pd.Timestamp, role: str, scorer: Scorer, X: np.ndarray, y: np.ndarray, *, population_shift: float = 0.0
 ) -> dict[str, Any]:
-    p = scorer.probability(X, population_shift=population_shift)
+    # The hazard head reads the fold's own calendar; the calibrator keeps the test cut-off's
+    # seasonal correction for every fold, as it always has in this table.
+    p = scorer.calibrator(scorer.raw_score(X, as_of=cutoff), population_shift=population_shift)
     one_class = len(np.unique(y)) < 2
     return {
         "cutoff": str(pd.Timestamp(cutoff).date()),

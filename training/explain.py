@@ -85,7 +85,7 @@ def explain_ids(
     # By position among ``rows``: category values no training row had, scored as missing.
     chosen = features.iloc[rows].reset_index(drop=True)
     warnings = scorer.unseen_warnings(chosen, X[rows])
-    contrib = scorer.contributions(X[rows]) if rows else np.empty((0, len(scorer.feature_names) + 1))
+    contrib = scorer.contributions(X[rows], as_of) if rows else np.empty((0, len(scorer.feature_names) + 1))
     scored = enumerate(
         scorer.score_matrix(
             X[rows],

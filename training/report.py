@@ -101,7 +101,7 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     plots["gains"] = _png(plt, fig)
 
     scorer = result.scorer
-    contrib = scorer.contributions(result.test_X)[:, :-1]  # the booster's and any linear head's, as scored
+    contrib = scorer.contributions(result.test_X, as_of=result.test_cutoff)[:, :-1]  # every head's, as scored
     mean_abs = np.abs(contrib).mean(axis=0)
     top = np.argsort(-mean_abs)[:15][::-1]
     plt, fig, ax = _figure()

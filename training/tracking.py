@@ -148,8 +148,11 @@ def decide_promotion(
         )
     metric = result.spec.primary_metric
     y = test["label"].to_numpy(dtype=np.float64)
-    # As the champion scores this population (its anchor too), so that the Brier scores compare.
-    champion_p = scorer.probability(X, population_shift=float(getattr(scorer, "default_population_shift", 0.0)))
+    # As the champion scores this population at this date (its anchor and calendar too), so that
+    # the Brier scores compare.
+    champion_p = scorer.probability(
+        X, as_of=result.test_cutoff, population_shift=float(getattr(scorer, "default_population_shift", 0.0))
+    )
     champion_value = float(getattr(m, metric)(y, champion_p))
     new_value = float(result.metrics[metric])
     noise, p_value = "", None

@@ -52,7 +52,13 @@ def backtest_inputs(
     the training set and, for customer models, the transactions of the BG/NBD baseline (else None)."""
     model_config = model_config_for(config, task)
     spec = spec_for(task, model_config)
-    ts = build_training_set(tables, task, model_config=model_config, test_cutoff=test_cutoff)
+    ts = build_training_set(
+        tables,
+        task,
+        model_config=model_config,
+        test_cutoff=test_cutoff,
+        hazard_step_days=spec.hazard_step_days if spec.hazard_blend else None,
+    )
     transactions = None
     if ts.entity == "customer_id" and tables.transactions is not None:
         transactions = tables.transactions.select("customer_id", "timestamp", "amount").to_pandas()

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig
-from features.labels import check_window_observed, data_span, data_until, observed_until
+from features.labels import check_window_observed, data_span, data_until, days_to_next_purchase, observed_until
 from features.pipeline import build_training_set, labels
 from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
 
@@ -149,3 +149,19 @@ def test_data_span_and_the_empty_population_error_name_the_table_and_its_dates()
     assert isinstance(caught.value, ValueError)  # the CLIs report it as a bad input (exit 2)
     with pytest.raises(EmptyPopulationError, match=r"rule: leads created in the 30 days .*table 'leads': it has no"):
         check_population(0, make_tables(tx(ROWS)), "lead", as_of="2024-06-01", mc=ModelConfig(step_days=30))
+
+
+@pytest.mark.parametrize("as_of", AS_OF_FORMS)
+def test_days_to_next_purchase_agrees_with_the_churn_label(as_of):
+    got = sorted_frame(days_to_next_purchase(make_tables(tx(ROWS)), as_of=as_of))
+    expected = pd.DataFrame(
+        {
+            "customer_id": CUSTOMERS,
+            # 1 s past the window; nothing after as_of; exactly as_of + H; two days on; a refund only
+            "days_to_next": [10 + 1 / 86_400, float("nan"), 10.0, 2.0, float("nan")],
+        }
+    )
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    churn = sorted_frame(labels(make_tables(tx(ROWS)), "churn", as_of=as_of, horizon_days=10))
+    bought = (got["days_to_next"] <= 10).astype(int)
+    assert (churn["label"] == 1 - bought).all()

@@ -11,6 +11,7 @@ from features.pipeline import (
     TASKS,
     build_training_set,
     customer_features,
+    hazard_cutoffs,
     lead_features,
     population_features,
     training_cutoffs,
@@ -102,6 +103,44 @@ def test_training_label_window_past_t_is_an_error():
         build_training_set(tables, "churn", model_config=mc, cutoffs=["2024-05-02T00:00:01"])
     with pytest.raises(ValueError, match="no test cut-off"):
         build_training_set(tables, "churn", model_config=ModelConfig())
+
+
+def test_hazard_cutoffs_step_back_from_a_week_before_the_end_to_the_warm_up():
+    got = hazard_cutoffs("2024-06-01", step_days=28, first="2023-01-01 08:30")
+    assert got[:2] == (dt.datetime(2024, 5, 25), dt.datetime(2024, 4, 27))
+    # The last one is the first at least 90 days after the data's first row (2023-04-01 08:30).
+    assert got[-1] == dt.datetime(2023, 4, 29) and len(got) == 15
+    assert all(a - b == dt.timedelta(days=28) for a, b in zip(got, got[1:], strict=False))
+    assert hazard_cutoffs("2023-04-01", step_days=28, first="2023-01-01") == ()
+    with pytest.raises(ValueError, match="step_days must be positive"):
+        hazard_cutoffs("2024-06-01", step_days=0, first="2023-01-01")
+
+
+def test_training_set_hazard_rows():
+    mc = ModelConfig(horizon_days=30, lookback_days=365, step_days=14, n_train_cutoffs=3)
+    tables = make_tables(_weekly_history())
+    ts = build_training_set(tables, "churn", model_config=mc, test_cutoff="2024-06-01", hazard_step_days=28)
+    plain = build_training_set(tables, "churn", model_config=mc, test_cutoff="2024-06-01")
+    assert plain.hazard is None
+    pd.testing.assert_frame_equal(ts.train, plain.train)
+    cutoffs = hazard_cutoffs("2024-06-01", step_days=28, first="2023-01-01")
+    assert sorted(ts.hazard.as_of.unique()) == sorted(pd.Timestamp(c) for c in cutoffs)
+    assert list(ts.hazard.columns) == ["customer_id", "as_of", *ts.feature_columns, "days_to_next"]
+    by = ts.hazard.set_index(["customer_id", "as_of"]).days_to_next
+    # w buys every Monday: from Saturday 2024-05-25 the next is two days on.
+    assert by[("w", pd.Timestamp("2024-05-25"))] == 2.0
+    # m's last purchase (2023-07-01) is 7 days after the 2023-06-24 cut-off; none after the next one.
+    assert by[("m", pd.Timestamp("2023-06-24"))] == 7.0
+    assert np.isnan(by[("m", pd.Timestamp("2023-07-22"))])
+    # The features at a hazard cut-off are those of the pipeline at that date.
+    at = population_features(tables, "churn", as_of="2024-05-25", model_config=mc)
+    got = ts.hazard[ts.hazard.as_of == pd.Timestamp("2024-05-25")].drop(columns="days_to_next").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, at, check_dtype=False)
+    leads = pd.DataFrame({"lead_id": ["l1"], "created_at": pd.to_datetime(["2024-01-01"]), "converted": [1]})
+    with pytest.raises(ValueError, match="customer tasks"):
+        build_training_set(
+            make_tables(leads=leads), "lead", model_config=mc, test_cutoff="2024-03-01", hazard_step_days=28
+        )
 
 
 def test_training_cutoffs():

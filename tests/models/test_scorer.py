@@ -127,7 +127,7 @@ def test_score_matrix_as_of_picks_the_seasonal_shift(churn, test_frame):
     seasonal.calibrator.shift = 0.0
     seasonal.calibrator.seasonal_intercepts = {"2020-01-01": 1.0}
     seasonal.calibrator.seasonal_reference = 0.5
-    raw = churn.raw_score(X)
+    raw = churn.raw_score(X, as_of="2020-12-31")  # the hazard head reads that date's calendar too
     p = seasonal.score_frame(test_frame.head(20), explain=False, as_of="2020-12-31")["probability"].to_numpy()
     assert np.allclose(
         np.log(p / (1 - p)), np.log(churn.calibrator(raw) / (1 - churn.calibrator(raw))) - churn.calibrator.shift + 0.5

@@ -274,6 +274,8 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
     ).to_parquet(tmp_path / "ev.parquet")
     data = minimal_config_dict()
     data["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Not the working directory's outputs/: after `make demo` it holds the retail snapshot.
+    data["output_dir"] = str(tmp_path / "outputs")
     data["tables"]["events"] = {
         "source": {"path": "ev.parquet"},
         "columns": {"customer_id": "cid", "timestamp": "at", "event_type": "kind", "channel": "via"},

@@ -87,7 +87,9 @@ def test_linear_blend_scores_and_explains_as_one_model(result):
     import pickle
 
     ts = training_set(0, n=2500)
-    blended = run_backtest(ts, dataclasses.replace(churn_spec(MODEL_CONFIG), linear_blend=0.5), num_boost_round=300)
+    blended = run_backtest(
+        ts, dataclasses.replace(churn_spec(MODEL_CONFIG), linear_blend=0.5, hazard_blend=None), num_boost_round=300
+    )
     scorer = blended.scorer
     assert scorer.linear is not None and scorer.booster_weight > 0
     X = scorer.prepare(ts.test)
@@ -104,6 +106,32 @@ def test_linear_blend_scores_and_explains_as_one_model(result):
     assert blended.metrics["roc_auc"] > 0.75 and blended.metrics["ece"] < 0.05
     # The logistic baseline is the run's own linear head, unblended: the same whatever the blend.
     assert blended.baselines["logistic"] == result.baselines["logistic"]
+
+
+def test_the_hazard_head_is_half_the_score_and_half_the_reasons(result):
+    import dataclasses
+
+    scorer = result.scorer
+    assert scorer.hazard is not None and scorer.hazard.default_as_of == "2011-06-01"
+    assert result.params["hazard_weight"] == scorer.hazard_weight > 0 and scorer.booster_weight > 0
+    ts = training_set(0, n=2500)
+    X = scorer.prepare(ts.test)
+    booster_raw = scorer.booster.predict(X, raw_score=True, num_iteration=scorer.num_iteration)
+    np.testing.assert_allclose(
+        scorer.raw_score(X), scorer.booster_weight * booster_raw + scorer.hazard_weight * scorer.hazard.raw(X)
+    )
+    for as_of in (None, "2011-12-01"):
+        np.testing.assert_allclose(
+            scorer.contributions(X, as_of).sum(axis=1), scorer.raw_score(X, as_of), rtol=1e-9, atol=1e-9
+        )
+    # The planted hazard falls with recency and rises with orders, the planted churn the other way:
+    # the head's logit(P(no purchase)) and the booster's churn log-odds agree.
+    assert np.corrcoef(scorer.hazard.raw(X), booster_raw)[0, 1] > 0.5
+    alone = run_backtest(ts, dataclasses.replace(churn_spec(MODEL_CONFIG), hazard_blend=None), num_boost_round=300)
+    assert alone.scorer.hazard is None
+    assert not np.allclose(alone.predictions["probability"], result.predictions["probability"])
+    with pytest.raises(ValueError, match="hazard_blend needs the training set's hazard rows"):
+        run_backtest(dataclasses.replace(ts, hazard=None), churn_spec(MODEL_CONFIG), num_boost_round=50)
 
 
 def test_context_features_are_those_constant_or_nearly_so_within_every_cutoff(result):
@@ -159,6 +187,32 @@ def test_a_model_with_its_seasonal_shift_has_no_warning():
     out = run_backtest(full, churn_spec(MODEL_CONFIG), num_boost_round=50)
     assert out.calibration["prior_shift"]["applied"] is True
     assert out.warnings == []
+
+
+def test_each_baseline_gets_its_own_seasonal_correction():
+    """SYNTHETIC (a planted season): the test window and its reference a year earlier churn at +1.5
+    log-odds; every other cut-off, the calibration fold included, does not. Each baseline corrects
+    for it from its own scores at the two reference cut-offs, so its test probabilities follow the
+    season as the model's do."""
+    import dataclasses
+
+    ts = training_set(2, n=1500)
+    rng = np.random.default_rng(5)
+    cutoffs = [ts.test_cutoff - dt.timedelta(days=30 * (k + 1)) for k in range(13)]
+    # k = 11 (360 days before T, the nearest cut-off to T - 365) is the test season's reference.
+    train = pd.concat([frame(1500, c, rng, shift=1.5 if k == 11 else 0.0) for k, c in enumerate(cutoffs)])
+    test = frame(1500, ts.test_cutoff, np.random.default_rng(6), shift=1.5)
+    seasonal = dataclasses.replace(ts, train=train.reset_index(drop=True), test=test, cutoffs=tuple(cutoffs))
+    out = run_backtest(seasonal, churn_spec(MODEL_CONFIG), num_boost_round=100)
+    assert out.calibration["prior_shift"]["applied"] is True
+    assert out.calibration["prior_shift"]["test_season_cutoff"] == str(cutoffs[11])
+    rate = test["label"].mean()
+    assert abs(out.predictions["probability"].mean() - rate) < 0.04
+    for name in ("rfm", "logistic"):
+        p = out.predictions[f"baseline_{name}"]
+        # Calibrated on a fold 1.5 log-odds below the test window: only the correction lifts it there.
+        assert abs(p.mean() - rate) < 0.04, name
+        assert out.baselines[name]["ece"] < 0.06, name
 
 
 def test_a_reference_cutoff_the_model_does_not_rank_drops_the_seasonal_slope():

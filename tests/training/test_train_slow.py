@@ -52,7 +52,12 @@ def test_train_churn_and_score_batch(tmp_path):
     assert out["warnings"] == []  # 13 cut-offs: the seasonal prior shift has its year-old references
     for name, baseline in out["baselines"].items():
         assert out["metrics"]["roc_auc"] > baseline["roc_auc"], name
-    assert out["metrics"]["roc_auc"] > 0.76
+        # Each baseline's own seasonal correction: the model's, which its hazard head's calendar
+        # makes smaller, left them at ECE 0.05-0.08 in the Christmas window.
+        assert baseline["ece"] < 0.04, name
+    assert out["metrics"]["roc_auc"] > 0.77 and out["metrics"]["ece"] < 0.03
+    # The lead over the best baseline is outside one test fold's noise (DeLong's paired test).
+    assert out["metrics"]["roc_auc_gain_low"] > 0
     assert Path(out["report"]).read_text().count("data:image/png;base64,") == 4
 
     # Drift of the test fold, in the JSON and the report: tenure keeps growing past what the

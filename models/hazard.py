@@ -1,0 +1,177 @@
+"""A weekly purchase hazard, chained over the horizon into P(no purchase in H days), with exact reasons.
+
+The churn booster learns from 90-day label windows that close before the test cut-off, one a
+month: it never sees the most recent weeks, and sees the calendar only through the handful of
+windows it was fitted on. The hazard head is a second LightGBM classifier over person-weeks
+(a discrete-time survival model): a row is a customer's features at a cut-off ``c``, the week
+``k`` after it (0, 1, ...) and the day of the year that week starts on, and its label says
+whether the customer's first purchase after ``c`` fell in that week (rows exist only for the
+weeks before that purchase). Any week that has ended by the test cut-off labels a row, so the
+head learns from the last weeks before T and from every week of the year before, the Christmas
+peak included.
+
+For a customer scored as of ``as_of`` the head predicts the hazard ``h_k`` of each week
+``k = 0 .. ceil(H / 7) - 1`` from the same feature row and the calendar of week ``k``, and
+
+    log S = sum_k w_k log(1 - h_k)        (w_k = 1, the last week its share of the horizon)
+
+is the log-probability of no purchase in ``(as_of, as_of + H]``. :meth:`HazardHead.raw` is
+``logit(S)``, the scale the scorer blends it on.
+
+Reasons. LightGBM gives each week's raw score ``r_k`` split into per-feature SHAP values
+``phi_k``. ``logit(S)`` is a non-linear function of the ``r_k``, so the feature parts are its
+integrated gradients along the path that scales every ``phi_k`` from 0 to its value:
+``sum_k (d logit S / d r_k)(t) * phi_kj`` integrated over ``t`` in [0, 1] (Gauss-Legendre). The
+path starts at the week's expected value plus the parts of the week and day-of-year columns
+(the season's hazard for this row), which go, with the quadrature's remainder, to the
+expected-value column, so every row sums exactly to :meth:`HazardHead.raw`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.timebase import normalize_as_of
+
+__all__ = ["DAY_OF_YEAR", "WEEK", "HazardHead", "week_calendar", "week_weights"]
+
+# The two columns the head adds to the model matrix: the week after the cut-off and its calendar.
+WEEK = "hazard_week"
+DAY_OF_YEAR = "hazard_day_of_year"
+
+# Gauss-Legendre nodes on [0, 1] for the integrated gradients: 8 points integrate the path of a
+# smooth function of 13 weekly scores to ~1e-9 of the score; the remainder is kept in the bias.
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(8)
+_NODES, _WEIGHTS = (_NODES + 1.0) / 2.0, _WEIGHTS / 2.0
+
+
+def week_weights(horizon_days: int) -> np.ndarray:
+    """Each week's share of the horizon: 1 for the full weeks, the rest for the last (6/7 for 90 days)."""
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    weeks = math.ceil(horizon_days / 7)
+    weights = np.ones(weeks)
+    weights[-1] = (horizon_days - 7 * (weeks - 1)) / 7
+    return weights
+
+
+def week_calendar(as_of: Any, weeks: int | Sequence[int]) -> np.ndarray:
+    """The day of the year (1-366) on which week ``k`` after ``as_of`` starts, for each ``k``."""
+    start = pd.Timestamp(normalize_as_of(as_of)).normalize()
+    ks = range(weeks) if isinstance(weeks, int) else weeks
+    return np.array([(start + pd.Timedelta(days=7 * int(k))).dayofyear for k in ks], dtype=np.float64)
+
+
+def _log1mexp(log_s: np.ndarray) -> np.ndarray:
+    """``log(1 - exp(x))`` for ``x < 0``, stable at both ends."""
+    x = np.minimum(log_s, -1e-12)
+    return np.where(x > -0.693, np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+
+
+@dataclass
+class HazardHead:
+    """The fitted weekly hazard and how to chain it (see the module docstring).
+
+    Attributes
+    ----------
+    booster
+        LightGBM binary classifier of a purchase in the week; its columns are ``feature_names``
+        followed by :data:`WEEK` and :data:`DAY_OF_YEAR`.
+    feature_names
+        The scorer's matrix columns, in order (the head reads the same matrix as the booster).
+    horizon_days
+        H: the head gives P(no purchase in ``(as_of, as_of + H]``).
+    default_as_of
+        ISO date whose calendar is used when a caller gives no scoring date: the training run's
+        test cut-off, as the calibrator's seasonal correction does.
+    num_iteration
+        Trees used (None: all).
+    """
+
+    booster: Any
+    feature_names: tuple[str, ...]
+    horizon_days: int
+    default_as_of: str
+    num_iteration: int | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        return week_weights(self.horizon_days)
+
+    def _week_matrix(self, X: np.ndarray, k: int, day_of_year: float) -> np.ndarray:
+        out = np.empty((X.shape[0], X.shape[1] + 2), dtype=np.float64)
+        out[:, : X.shape[1]] = X
+        out[:, -2] = k
+        out[:, -1] = day_of_year
+        return out
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"X must have shape (n, {len(self.feature_names)}), got {X.shape}")
+        return X
+
+    def weekly_raw(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """The raw (log-odds) hazard of each week, shape ``(n, weeks)``."""
+        X = self._check(X)
+        calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
+        return np.column_stack(
+            [
+                self.booster.predict(self._week_matrix(X, k, doy), raw_score=True, num_iteration=self.num_iteration)
+                for k, doy in enumerate(calendar)
+            ]
+        )
+
+    def log_survival(self, weekly_raw: np.ndarray) -> np.ndarray:
+        """``log S`` from the weekly raw scores: ``sum_k w_k log(1 - sigmoid(r_k))``."""
+        # log(1 - sigmoid(r)) = -softplus(r), computed without overflow.
+        return -(np.logaddexp(0.0, weekly_raw) * self.weights).sum(axis=1)
+
+    def survival(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """P(no purchase in ``(as_of, as_of + H]``) per row."""
+        return np.exp(self.log_survival(self.weekly_raw(X, as_of)))
+
+    def raw(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """``logit(S)``: the head's score on the log-odds scale."""
+        log_s = self.log_survival(self.weekly_raw(X, as_of))
+        return log_s - _log1mexp(log_s)
+
+    def contributions(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
+        """Per-feature parts of :meth:`raw` and the expected-value column; each row sums to :meth:`raw`.
+
+        Integrated gradients along the SHAP path of each week (module docstring); the week and
+        day-of-year parts, like the bias, belong to the season and go to the last column.
+        """
+        X = self._check(X)
+        n, f = X.shape
+        calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
+        phis, starts = [], []
+        for k, doy in enumerate(calendar):
+            contrib = self.booster.predict(
+                self._week_matrix(X, k, doy), pred_contrib=True, num_iteration=self.num_iteration
+            )
+            phis.append(contrib[:, :f])
+            starts.append(contrib[:, f:].sum(axis=1))  # week, day of year and the expected value
+        phi = np.stack(phis, axis=1)  # (n, weeks, f)
+        start = np.column_stack(starts)  # (n, weeks)
+        total = phi.sum(axis=2)
+        parts = np.zeros((n, f))
+        for t, weight in zip(_NODES, _WEIGHTS, strict=True):
+            r = start + t * total
+            log_s = self.log_survival(r)
+            # d logit(S) / d r_k = -w_k sigmoid(r_k) / (1 - S)
+            hazard = 0.5 * (1.0 + np.tanh(r / 2.0))  # sigmoid(r) without overflow
+            grad = -self.weights * hazard / np.clip(-np.expm1(log_s), 1e-300, None)[:, None]
+            parts += weight * np.einsum("nk,nkf->nf", grad, phi)
+        raw_end = self.log_survival(start + total)
+        raw_end = raw_end - _log1mexp(raw_end)
+        out = np.empty((n, f + 1))
+        out[:, :f] = parts
+        out[:, f] = raw_end - parts.sum(axis=1)
+        return out
