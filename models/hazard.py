@@ -104,11 +104,17 @@ class HazardHead:
     def weights(self) -> np.ndarray:
         return week_weights(self.horizon_days)
 
-    def _week_matrix(self, X: np.ndarray, k: int, day_of_year: float) -> np.ndarray:
-        out = np.empty((X.shape[0], X.shape[1] + 2), dtype=np.float64)
-        out[:, : X.shape[1]] = X
-        out[:, -2] = k
-        out[:, -1] = day_of_year
+    def week_matrices(self, X: np.ndarray, as_of: Any = None) -> list[np.ndarray]:
+        """What the booster reads for each week: ``X`` with the week and its day of the year appended."""
+        X = self._check(X)
+        calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
+        out = []
+        for k, day_of_year in enumerate(calendar):
+            design = np.empty((X.shape[0], X.shape[1] + 2), dtype=np.float64)
+            design[:, : X.shape[1]] = X
+            design[:, -2] = k
+            design[:, -1] = day_of_year
+            out.append(design)
         return out
 
     def _check(self, X: np.ndarray) -> np.ndarray:
@@ -119,12 +125,10 @@ class HazardHead:
 
     def weekly_raw(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """The raw (log-odds) hazard of each week, shape ``(n, weeks)``."""
-        X = self._check(X)
-        calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
         return np.column_stack(
             [
-                self.booster.predict(self._week_matrix(X, k, doy), raw_score=True, num_iteration=self.num_iteration)
-                for k, doy in enumerate(calendar)
+                self.booster.predict(design, raw_score=True, num_iteration=self.num_iteration)
+                for design in self.week_matrices(X, as_of)
             ]
         )
 
@@ -150,12 +154,9 @@ class HazardHead:
         """
         X = self._check(X)
         n, f = X.shape
-        calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
         phis, starts = [], []
-        for k, doy in enumerate(calendar):
-            contrib = self.booster.predict(
-                self._week_matrix(X, k, doy), pred_contrib=True, num_iteration=self.num_iteration
-            )
+        for design in self.week_matrices(X, as_of):
+            contrib = self.booster.predict(design, pred_contrib=True, num_iteration=self.num_iteration)
             phis.append(contrib[:, :f])
             starts.append(contrib[:, f:].sum(axis=1))  # week, day of year and the expected value
         phi = np.stack(phis, axis=1)  # (n, weeks, f)

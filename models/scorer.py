@@ -468,33 +468,36 @@ class Scorer:
     def raw_score(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """The classifier's raw (log-odds) score: the booster, blended with the linear and hazard heads
         if any (the hazard head's calendar is that of ``as_of``; None: the training test cut-off's)."""
-        raw = self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration)
-        # Scorers pickled before the linear or hazard heads existed have neither.
-        linear, hazard = getattr(self, "linear", None), getattr(self, "hazard", None)
-        if linear is None and hazard is None:
-            return raw
-        raw = self.booster_weight * raw
-        if linear is not None:
-            raw = raw + linear.decision(X)
-        if hazard is not None:
-            raw = raw + self.hazard_weight * hazard.raw(X, as_of)
-        return raw
+        return self._blend(
+            self.booster.predict(X, raw_score=True, num_iteration=self.num_iteration),
+            lambda linear: linear.decision(X),
+            lambda hazard: hazard.raw(X, as_of),
+        )
 
     def contributions(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """SHAP values on the log-odds scale (LightGBM's ``pred_contrib``, plus the linear head's exact
         ones and the hazard head's parts when there are such heads): one column per feature, then
         the expected value; each row sums to :meth:`raw_score` at the same ``as_of``."""
         X = np.ascontiguousarray(X, dtype=np.float64)
-        contrib = self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration)
+        return self._blend(
+            self.booster.predict(X, pred_contrib=True, num_iteration=self.num_iteration),
+            lambda linear: linear.contributions(X),
+            lambda hazard: hazard.contributions(X, as_of),
+        )
+
+    def _blend(self, booster_part: np.ndarray, linear_part: Any, hazard_part: Any) -> np.ndarray:
+        """``booster_weight x booster_part + linear_part(linear) + hazard_weight x hazard_part(hazard)``
+        over the heads this scorer has: one rule for the scores and for their SHAP values."""
+        # Scorers pickled before the linear or hazard heads existed have neither.
         linear, hazard = getattr(self, "linear", None), getattr(self, "hazard", None)
         if linear is None and hazard is None:
-            return contrib
-        contrib = self.booster_weight * contrib
+            return booster_part
+        out = self.booster_weight * booster_part
         if linear is not None:
-            contrib = contrib + linear.contributions(X)
+            out = out + linear_part(linear)
         if hazard is not None:
-            contrib = contrib + self.hazard_weight * hazard.contributions(X, as_of)
-        return contrib
+            out = out + self.hazard_weight * hazard_part(hazard)
+        return out
 
     def probability(self, X: np.ndarray, as_of: Any = None, population_shift: float = 0.0) -> np.ndarray:
         """Calibrated probabilities, without reasons (prior shift for ``as_of``, see :meth:`Calibrator.shift_at`;
