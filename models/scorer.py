@@ -3,8 +3,9 @@
 A :class:`Scorer` is plain picklable data (LightGBM boosters pickle as their model text) and
 never imports MLflow: the pyfunc, batch scoring and the HTTP service all call the same
 :meth:`Scorer.prepare` and :meth:`Scorer.score_matrix`, so no caller can build inputs
-differently from training. The hot path is numpy only: one ``booster.predict`` with
-``pred_contrib=True`` returns the SHAP values, whose row sum is the raw score.
+differently from training. The hot path is numpy only: ``booster.predict`` with
+``pred_contrib=True`` returns the SHAP values, whose row sum is the raw score (a model with a
+linear or hazard head adds that head's exact parts, see :meth:`Scorer.contributions`).
 """
 
 from __future__ import annotations
