@@ -16,7 +16,8 @@ For a customer scored as of ``as_of`` the head predicts the hazard ``h_k`` of ea
     log S = sum_k w_k log(1 - h_k)        (w_k = 1, the last week its share of the horizon)
 
 is the log-probability of no purchase in ``(as_of, as_of + H]``. :meth:`HazardHead.raw` is
-``logit(S)``, the scale the scorer blends it on.
+``logit(S)`` for a model of churn (``outcome="no_purchase"``) and ``logit(1 - S) = -logit(S)`` for
+one of the next purchase (``outcome="purchase"``): the scale the scorer blends it on.
 
 Reasons. LightGBM gives each week's raw score ``r_k`` split into per-feature SHAP values
 ``phi_k``. ``logit(S)`` is a non-linear function of the ``r_k``, so the feature parts are its
@@ -39,7 +40,10 @@ import pandas as pd
 
 from features.timebase import normalize_as_of
 
-__all__ = ["DAY_OF_YEAR", "WEEK", "HazardHead", "week_calendar", "week_weights"]
+__all__ = ["DAY_OF_YEAR", "OUTCOMES", "WEEK", "HazardHead", "week_calendar", "week_weights"]
+
+# What the head's score is the log-odds of, and its sign on logit(S).
+OUTCOMES = {"no_purchase": 1.0, "purchase": -1.0}
 
 # The two columns the head adds to the model matrix: the week after the cut-off and its calendar.
 WEEK = "hazard_week"
@@ -92,6 +96,9 @@ class HazardHead:
         test cut-off, as the calibrator's seasonal correction does.
     num_iteration
         Trees used (None: all).
+    outcome
+        ``"no_purchase"`` (churn: the score is ``logit(S)``) or ``"purchase"`` (next purchase:
+        ``-logit(S)``).
     """
 
     booster: Any
@@ -99,6 +106,15 @@ class HazardHead:
     horizon_days: int
     default_as_of: str
     num_iteration: int | None = None
+    outcome: str = "no_purchase"
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
+
+    @property
+    def sign(self) -> float:
+        return OUTCOMES[self.outcome]
 
     @property
     def weights(self) -> np.ndarray:
@@ -142,9 +158,9 @@ class HazardHead:
         return np.exp(self.log_survival(self.weekly_raw(X, as_of)))
 
     def raw(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
-        """``logit(S)``: the head's score on the log-odds scale."""
+        """The head's score on the log-odds scale: ``logit(S)``, or ``-logit(S)`` for ``outcome="purchase"``."""
         log_s = self.log_survival(self.weekly_raw(X, as_of))
-        return log_s - _log1mexp(log_s)
+        return self.sign * (log_s - _log1mexp(log_s))
 
     def contributions(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """Per-feature parts of :meth:`raw` and the expected-value column; each row sums to :meth:`raw`.
@@ -175,4 +191,4 @@ class HazardHead:
         out = np.empty((n, f + 1))
         out[:, :f] = parts
         out[:, f] = raw_end - parts.sum(axis=1)
-        return out
+        return self.sign * out

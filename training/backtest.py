@@ -442,6 +442,7 @@ def run_backtest(
                 params=_hazard_params(spec, features),
                 rounds=spec.hazard_rounds,
                 default_as_of=ts.test_cutoff,
+                outcome=_hazard_outcome(spec),
             )
 
         hazard = hazard_fit(latest)
@@ -713,13 +714,20 @@ def run_backtest(
     )
 
 
+def _hazard_outcome(spec: ModelSpec) -> str:
+    """What the hazard head's score is the log-odds of: churn's absence of a purchase, else a purchase."""
+    return "no_purchase" if spec.task == "churn" else "purchase"
+
+
 def _hazard_params(spec: ModelSpec, features: list[str]) -> dict[str, Any]:
-    """The hazard head's LightGBM parameters: the spec's, with ``monotone`` flipped (a purchase, not its absence)."""
+    """The hazard head's LightGBM parameters: the spec's, with ``monotone`` as the weekly purchase
+    hazard reads it (flipped for churn, whose constraints are on the absence of a purchase)."""
     params = dict(spec.hazard_params or {})
     params.setdefault("seed", spec.seed)
-    flipped = [-c for c in spec.monotone_constraints(features)]
-    if any(flipped):
-        params["monotone_constraints"] = flipped
+    sign = -1 if _hazard_outcome(spec) == "no_purchase" else 1
+    constraints = [sign * c for c in spec.monotone_constraints(features)]
+    if any(constraints):
+        params["monotone_constraints"] = constraints
     return params
 
 

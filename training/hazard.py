@@ -71,12 +71,14 @@ def fit_hazard(
     params: Mapping[str, Any],
     rounds: int,
     default_as_of: Any,
+    outcome: str = "no_purchase",
 ) -> HazardHead:
     """Fit the hazard booster on the person-weeks of the rows of ``X`` censored at ``end``.
 
     ``params`` are LightGBM parameters (monotone constraints over ``feature_names`` only; the week
     and calendar columns get none). ``rounds`` boosting rounds, no early stopping: the weeks
-    closest to ``end`` are the ones the head exists to learn from.
+    closest to ``end`` are the ones the head exists to learn from. ``outcome`` says what the
+    head's score is the log-odds of (:class:`models.hazard.HazardHead`).
 
     Raises
     ------
@@ -106,4 +108,5 @@ def fit_hazard(
         feature_names=tuple(feature_names),
         horizon_days=horizon_days,
         default_as_of=str(pd.Timestamp(default_as_of).date()),
+        outcome=outcome,
     )
