@@ -99,3 +99,14 @@ def test_the_head_checks_its_input_and_pickles(head, rows):
         head.raw(rows[:, :2])
     clone = pickle.loads(pickle.dumps(head))
     np.testing.assert_array_equal(clone.contributions(rows), head.contributions(rows))
+
+
+def test_a_next_purchase_head_scores_the_purchase(head, rows):
+    import dataclasses
+
+    buys = dataclasses.replace(head, outcome="purchase")
+    np.testing.assert_allclose(buys.raw(rows), -head.raw(rows))
+    np.testing.assert_allclose(buys.contributions(rows).sum(axis=1), buys.raw(rows), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(buys.survival(rows), head.survival(rows))  # the same weeks, the other outcome
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        dataclasses.replace(head, outcome="churn")
