@@ -110,3 +110,11 @@ def test_a_next_purchase_head_scores_the_purchase(head, rows):
     np.testing.assert_allclose(buys.survival(rows), head.survival(rows))  # the same weeks, the other outcome
     with pytest.raises(ValueError, match="outcome must be one of"):
         dataclasses.replace(head, outcome="churn")
+
+
+def test_reasons_are_computed_in_blocks_alike(head, rows, monkeypatch):
+    import models.hazard
+
+    whole = head.contributions(rows)
+    monkeypatch.setattr(models.hazard, "CHUNK_ROWS", 7)
+    np.testing.assert_array_equal(head.contributions(rows), whole)
