@@ -85,7 +85,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     booster_only = _best(lambda: explainer.shap_values(X), repeats)
     hazard = getattr(scorer, "hazard", None)
     if hazard is not None:
-        weekly = hazard.week_matrices(X, SCORE_AS_OF)
+        weekly = list(hazard.week_matrices(X, SCORE_AS_OF))
         hazard_explainer = shap.TreeExplainer(hazard.booster)
 
         def every_tree_model() -> None:

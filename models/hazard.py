@@ -31,7 +31,7 @@ expected-value column, so every row sums exactly to :meth:`HazardHead.raw`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ import pandas as pd
 
 from features.timebase import normalize_as_of
 
-__all__ = ["DAY_OF_YEAR", "OUTCOMES", "WEEK", "HazardHead", "week_calendar", "week_weights"]
+__all__ = ["DAY_OF_YEAR", "OUTCOMES", "WEEK", "HazardHead", "design_matrix", "week_calendar", "week_weights"]
 
 # What the head's score is the log-odds of, and its sign on logit(S).
 OUTCOMES = {"no_purchase": 1.0, "purchase": -1.0}
@@ -74,6 +74,16 @@ def week_calendar(as_of: Any, weeks: int | Sequence[int]) -> np.ndarray:
     start = pd.Timestamp(normalize_as_of(as_of)).normalize()
     ks = range(weeks) if isinstance(weeks, int) else weeks
     return np.array([(start + pd.Timedelta(days=7 * int(k))).dayofyear for k in ks], dtype=np.float64)
+
+
+def design_matrix(X: np.ndarray, week: Any, day_of_year: Any) -> np.ndarray:
+    """What the hazard booster reads: ``X`` with :data:`WEEK` and :data:`DAY_OF_YEAR` appended
+    (one value for every row, or one per row)."""
+    design = np.empty((X.shape[0], X.shape[1] + 2), dtype=np.float64)
+    design[:, :-2] = X
+    design[:, -2] = week
+    design[:, -1] = day_of_year
+    return design
 
 
 def _log1mexp(log_s: np.ndarray) -> np.ndarray:
@@ -124,18 +134,13 @@ class HazardHead:
     def weights(self) -> np.ndarray:
         return week_weights(self.horizon_days)
 
-    def week_matrices(self, X: np.ndarray, as_of: Any = None) -> list[np.ndarray]:
-        """What the booster reads for each week: ``X`` with the week and its day of the year appended."""
+    def week_matrices(self, X: np.ndarray, as_of: Any = None) -> Iterator[np.ndarray]:
+        """What the booster reads for each week, one week at a time: ``X`` with the week and its day
+        of the year appended."""
         X = self._check(X)
         calendar = week_calendar(self.default_as_of if as_of is None else as_of, len(self.weights))
-        out = []
         for k, day_of_year in enumerate(calendar):
-            design = np.empty((X.shape[0], X.shape[1] + 2), dtype=np.float64)
-            design[:, : X.shape[1]] = X
-            design[:, -2] = k
-            design[:, -1] = day_of_year
-            out.append(design)
-        return out
+            yield design_matrix(X, k, day_of_year)
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)

@@ -411,16 +411,12 @@ def run_backtest(
     logistic_cal = logistic.decision(X[cal_mask])
     linear, booster_weight = None, 1.0
     if spec.linear_blend:
-        # Each part on the log-odds scale of the calibration fold first (its Platt slope there, out
-        # of sample for both), so ``w`` means the same at every origin and a part that ranks nothing
-        # there gets no weight; then one calibrator for the blend.
-        w = float(spec.linear_blend)
-        slope_booster = max(fit_sigmoid(raw_cal, y[cal_mask]).a, 0.0)
-        slope_linear = max(fit_sigmoid(logistic_cal, y[cal_mask]).a, 0.0)
-        if slope_booster + slope_linear > 0:
-            linear = logistic.scaled(w * slope_linear, 0.0)
-            booster_weight = (1.0 - w) * slope_booster
-            raw_cal = booster_weight * raw_cal + w * slope_linear * logistic_cal
+        # Both parts on the calibration fold's log-odds scale (_blend_weights), then one calibrator.
+        weights = _blend_weights(float(spec.linear_blend), raw_cal, logistic_cal, y[cal_mask])
+        if weights is not None:
+            booster_weight, linear_weight = weights
+            linear = logistic.scaled(linear_weight, 0.0)
+            raw_cal = booster_weight * raw_cal + linear_weight * logistic_cal
     hazard, hazard_weight = None, 0.0
     if spec.hazard_blend:
         # The weekly hazard head, fitted on the person-weeks that ended by the calibration cut-off
@@ -447,18 +443,16 @@ def run_backtest(
 
         hazard = hazard_fit(latest)
         hazard_cal = hazard.raw(X[cal_mask], as_of=latest)
-        w = float(spec.hazard_blend)
-        slope_booster = max(fit_sigmoid(raw_cal, y[cal_mask]).a, 0.0)
-        slope_hazard = max(fit_sigmoid(hazard_cal, y[cal_mask]).a, 0.0)
-        if slope_booster + slope_hazard > 0:
-            booster_weight, hazard_weight = (1.0 - w) * slope_booster, w * slope_hazard
+        weights = _blend_weights(float(spec.hazard_blend), raw_cal, hazard_cal, y[cal_mask])
+        if weights is not None:
+            booster_weight, hazard_weight = weights
             raw_cal = booster_weight * raw_cal + hazard_weight * hazard_cal
         else:  # neither part ranks the calibration fold: keep the booster alone, as without a blend
             hazard = None
     choice = choose_calibrator(raw_cal, y[cal_mask], ids_cal)
     calibrator = choice.calibrator
     if spec.refit_all:
-        early, early_hazard = booster, hazard
+        early = booster
         booster = _refit(params, X, y, all_mask, feature_names=features, categorical=cat_idx, rounds=best)
         if hazard is not None:
             # The hazard head is refitted too, on every person-week that ended by T: the latest
@@ -481,7 +475,7 @@ def run_backtest(
             elif hazard is not None:
                 # Each part gets its own line, the constants go to the calibrator:
                 # v (a refit + b) + u (c head + d) = (v a) refit + (u c) head + (v b + u d).
-                c, d = np.polyfit(hazard.raw(X[cal_mask], as_of=latest), early_hazard.raw(X[cal_mask], as_of=latest), 1)
+                c, d = np.polyfit(hazard.raw(X[cal_mask], as_of=latest), hazard_cal, 1)
                 b = booster_weight * b + hazard_weight * d
                 booster_weight, hazard_weight, a = booster_weight * float(a), hazard_weight * float(c), 1.0
             calibrator = calibrator.on_linear(float(a), float(b))
@@ -712,6 +706,20 @@ def run_backtest(
         drift=drift,
         warnings=warnings,
     )
+
+
+def _blend_weights(
+    w: float, booster_cal: np.ndarray, other_cal: np.ndarray, y_cal: np.ndarray
+) -> tuple[float, float] | None:
+    """The weights of a blend ``(1 - w) x booster + w x other head``, each part first put on the
+    calibration fold's log-odds scale by its Platt slope there (out of sample for both), so ``w``
+    means the same at every origin and a part that ranks nothing there gets no weight. None when
+    neither part ranks the fold."""
+    slope_booster = max(fit_sigmoid(booster_cal, y_cal).a, 0.0)
+    slope_other = max(fit_sigmoid(other_cal, y_cal).a, 0.0)
+    if slope_booster + slope_other <= 0:
+        return None
+    return (1.0 - w) * slope_booster, w * slope_other
 
 
 def _hazard_outcome(spec: ModelSpec) -> str:

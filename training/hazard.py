@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.hazard import DAY_OF_YEAR, WEEK, HazardHead, week_weights
+from models.hazard import DAY_OF_YEAR, WEEK, HazardHead, design_matrix, week_weights
 
 __all__ = ["fit_hazard", "person_weeks"]
 
@@ -92,10 +92,7 @@ def fit_hazard(
             f"the weekly hazard head has {len(row):,} person-weeks observed by {pd.Timestamp(end).date()} "
             f"with {int(label.sum()):,} purchases: it needs both weeks with and without one"
         )
-    design = np.empty((len(row), X.shape[1] + 2), dtype=np.float64)
-    design[:, : X.shape[1]] = X[row]
-    design[:, -2] = week
-    design[:, -1] = day_of_year
+    design = design_matrix(X[row], week, day_of_year)
     params = dict(params)
     if "monotone_constraints" in params:
         params["monotone_constraints"] = [*params["monotone_constraints"], 0, 0]
