@@ -942,9 +942,12 @@ def _backtest_table(
 def _fold_row(
     cutoff: pd.Timestamp, role: str, scorer: Scorer, X: np.ndarray, y: np.ndarray, *, population_shift: float = 0.0
 ) -> dict[str, Any]:
-    # The hazard head reads the fold's own calendar; the calibrator keeps the test cut-off's
-    # seasonal correction for every fold, as it always has in this table.
-    p = scorer.calibrator(scorer.raw_score(X, as_of=cutoff), population_shift=population_shift)
+    # Scored as of the fold's own cut-off, as the scorer would on that date: the hazard head reads
+    # its calendar and the calibrator applies its season's correction (none where no training
+    # cut-off lies a year before it), so a fold's mean probability is comparable to its base rate.
+    # The test fold keeps the training-time correction, as the headline metrics do.
+    season = None if role == "test" else cutoff
+    p = scorer.calibrator(scorer.raw_score(X, as_of=cutoff), as_of=season, population_shift=population_shift)
     one_class = len(np.unique(y)) < 2
     return {
         "cutoff": str(pd.Timestamp(cutoff).date()),
