@@ -27,7 +27,7 @@ import ibis.expr.types as ir
 
 from features.config import CANCELLATION
 from features.sources import CanonicalTables
-from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, normalize_as_of
+from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, join_on, normalize_as_of
 
 __all__ = [
     "CANCELLATION",
@@ -63,16 +63,14 @@ def churn_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> 
     ts = normalize_as_of(as_of)
     future = _window(tables.transactions, ts, horizon_days)
     bought = future.filter(future.amount > 0).select("customer_id").distinct().mutate(_bought=ibis.literal(1))
-    out = _customers(tables, ts).left_join(bought, "customer_id")
-    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    out = join_on(_customers(tables, ts), [bought], "customer_id")
     churned = out._bought.isnull()
     if tables.events is not None:
         ev = _window(tables.events, ts, horizon_days)
         cancelled = (
             ev.filter(ev.event_type == CANCELLATION).select("customer_id").distinct().mutate(_cancel=ibis.literal(1))
         )
-        out = out.left_join(cancelled, "customer_id")
-        out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+        out = join_on(out, [cancelled], "customer_id")
         churned = out._bought.isnull() | out._cancel.notnull()
     return out.select("customer_id", label=churned.cast("int64"))
 
@@ -83,8 +81,7 @@ def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: 
     ts = normalize_as_of(as_of)
     future = _window(tables.transactions, ts, horizon_days)
     agg = future.group_by("customer_id").aggregate(_n=(future.amount > 0).cast("int64").sum(), _s=future.amount.sum())
-    out = _customers(tables, ts).left_join(agg, "customer_id")
-    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    out = join_on(_customers(tables, ts), [agg], "customer_id")
     return out.select(
         "customer_id",
         label=(out._n.fill_null(0) > 0).cast("int64"),
@@ -104,8 +101,7 @@ def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf) -> ir.Table:
     t = tables.transactions
     after = t.filter((t.timestamp > as_of_literal(ts)) & (t.amount > 0))
     first = after.group_by("customer_id").aggregate(_first=after.timestamp.min())
-    out = _customers(tables, ts).left_join(first, "customer_id")
-    out = out.drop("customer_id_right") if "customer_id_right" in out.columns else out
+    out = join_on(_customers(tables, ts), [first], "customer_id")
     seconds = out._first.epoch_seconds() - ibis.literal(epoch_seconds(ts))
     return out.select("customer_id", days_to_next=(seconds / SECONDS_PER_DAY).cast("float64"))
 
