@@ -10,7 +10,7 @@ import ibis.expr.types as ir
 from ibis import _
 from ibis.common.deferred import Deferred
 
-from features.timebase import AsOf, history, normalize_as_of, order_key
+from features.timebase import AsOf, history, join_on, normalize_as_of, order_key
 
 __all__ = ["FEATURES_FROM", "breadth_features"]
 
@@ -55,7 +55,7 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
             distinct_products_365d=prods.count(where=(prods._min_age < 365).fill_null(False)),
         )
         # A customer none of whose lines names its product has unknown breadth (null), not 0.
-        out = out.left_join(n_prods, "customer_id").drop("customer_id_right")
+        out = join_on(out, [n_prods], "customer_id")
         columns["distinct_products"] = _.distinct_products
         columns["distinct_products_365d"] = _.distinct_products_365d
         columns["lines_per_product"] = _._lines / _.distinct_products.nullif(0)
