@@ -40,7 +40,16 @@ import pandas as pd
 
 from features.timebase import normalize_as_of
 
-__all__ = ["DAY_OF_YEAR", "OUTCOMES", "WEEK", "HazardHead", "design_matrix", "week_calendar", "week_weights"]
+__all__ = [
+    "DAY_OF_YEAR",
+    "OUTCOMES",
+    "WEEK",
+    "HazardHead",
+    "design_matrix",
+    "week_calendar",
+    "week_start_day_of_year",
+    "week_weights",
+]
 
 # What the head's score is the log-odds of, and its sign on logit(S).
 OUTCOMES = {"no_purchase": 1.0, "purchase": -1.0}
@@ -71,9 +80,17 @@ def week_weights(horizon_days: int) -> np.ndarray:
 
 def week_calendar(as_of: Any, weeks: int | Sequence[int]) -> np.ndarray:
     """The day of the year (1-366) on which week ``k`` after ``as_of`` starts, for each ``k``."""
-    start = pd.Timestamp(normalize_as_of(as_of)).normalize()
-    ks = range(weeks) if isinstance(weeks, int) else weeks
-    return np.array([(start + pd.Timedelta(days=7 * int(k))).dayofyear for k in ks], dtype=np.float64)
+    ks = np.arange(weeks) if isinstance(weeks, int) else np.asarray(weeks, dtype=np.int64)
+    start = pd.Timestamp(normalize_as_of(as_of)).normalize().to_datetime64()
+    return week_start_day_of_year(np.full(len(ks), start), ks)
+
+
+def week_start_day_of_year(cutoff: np.ndarray, week: np.ndarray) -> np.ndarray:
+    """The day of the year (1-366) of ``cutoff + 7 x week``, element by element (``cutoff``: days,
+    as ``datetime64``): the calendar the head reads for week ``week`` after a cut-off, in scoring
+    (:func:`week_calendar`) and in training (``training.hazard.person_weeks``) alike."""
+    start = np.asarray(cutoff, dtype="datetime64[ns]") + np.asarray(week, dtype=np.int64) * np.timedelta64(7, "D")
+    return pd.DatetimeIndex(start).dayofyear.to_numpy(np.float64)
 
 
 def design_matrix(X: np.ndarray, week: Any, day_of_year: Any) -> np.ndarray:
@@ -86,10 +103,10 @@ def design_matrix(X: np.ndarray, week: Any, day_of_year: Any) -> np.ndarray:
     return design
 
 
-def _log1mexp(log_s: np.ndarray) -> np.ndarray:
-    """``log(1 - exp(x))`` for ``x < 0``, stable at both ends."""
+def _logit_survival(log_s: np.ndarray) -> np.ndarray:
+    """``logit(S) = log S - log(1 - S)`` from ``log S < 0``, stable at both ends."""
     x = np.minimum(log_s, -1e-12)
-    return np.where(x > -0.693, np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+    return log_s - np.where(x > -0.693, np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
 
 
 @dataclass
@@ -168,8 +185,7 @@ class HazardHead:
 
     def raw(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """The head's score on the log-odds scale: ``logit(S)``, or ``-logit(S)`` for ``outcome="purchase"``."""
-        log_s = self.log_survival(self.weekly_raw(X, as_of))
-        return self.sign * (log_s - _log1mexp(log_s))
+        return self.sign * _logit_survival(self.log_survival(self.weekly_raw(X, as_of)))
 
     def contributions(self, X: np.ndarray, as_of: Any = None) -> np.ndarray:
         """Per-feature parts of :meth:`raw` and the expected-value column; each row sums to :meth:`raw`.
@@ -201,8 +217,7 @@ class HazardHead:
             hazard = 0.5 * (1.0 + np.tanh(r / 2.0))  # sigmoid(r) without overflow
             grad = -self.weights * hazard / np.clip(-np.expm1(log_s), 1e-300, None)[:, None]
             parts += weight * np.einsum("nk,nkf->nf", grad, phi)
-        raw_end = self.log_survival(start + total)
-        raw_end = raw_end - _log1mexp(raw_end)
+        raw_end = _logit_survival(self.log_survival(start + total))
         out = np.empty((n, f + 1))
         out[:, :f] = parts
         out[:, f] = raw_end - parts.sum(axis=1)

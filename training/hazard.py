@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.hazard import DAY_OF_YEAR, WEEK, HazardHead, design_matrix, week_weights
+from models.hazard import DAY_OF_YEAR, WEEK, HazardHead, design_matrix, week_start_day_of_year, week_weights
 
 __all__ = ["fit_hazard", "person_weeks"]
 
@@ -54,8 +54,7 @@ def person_weeks(
     row = np.repeat(np.arange(len(wait)), last)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(last) - last, last)
     label = (offset == buy_week[row]).astype(np.float64)
-    # As models.hazard.week_calendar: the day of the year of c + 7k.
-    day_of_year = pd.DatetimeIndex(when[row] + offset * np.timedelta64(7, "D")).dayofyear.to_numpy(np.float64)
+    day_of_year = week_start_day_of_year(when[row], offset)
     return row, offset, day_of_year, label
 
 
