@@ -258,10 +258,10 @@ def _calibrated(
     raw_at: Any = None,
 ) -> tuple[np.ndarray, Calibrator]:
     """A baseline's test probabilities: calibrated on the calibration fold, then corrected for the
-    season by ``(shift, scale)``, or, with ``seasons`` and ``raw_at`` (its raw scores at a reference
-    cut-off), by its own correction estimated as the model's is."""
+    season by ``(shift, scale)``, or, with ``seasons``, by its own correction estimated as the model's
+    is from ``raw_at(cutoff)``, its raw scores at a reference cut-off (read only with ``seasons``)."""
     choice = choose_calibrator(raw_cal, y_cal, ids_cal)
-    if seasons is not None and raw_at is not None:
+    if seasons is not None:
         shift, scale = seasons.correction(choice.calibrator, raw_at, choice.calibrator(raw_cal))
     choice.calibrator.shift = shift
     choice.calibrator.scale = scale
@@ -777,8 +777,8 @@ def _baselines(
     scale: float = 1.0,
     anchor_rate: float | None = None,
     *,
-    seasons: _Seasons | None = None,
-    logistic: LinearHead | None = None,
+    seasons: _Seasons | None,
+    logistic: LinearHead,
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """The baselines on the model's folds, with the model's population anchor and a seasonal correction.
 
@@ -810,7 +810,7 @@ def _baselines(
             shift,
             scale,
             seasons=seasons,
-            raw_at=None if seasons is None else lambda c: rfm_score(seasons.rows[c], spec.rfm_columns, task=spec.task),
+            raw_at=lambda c: rfm_score(seasons.rows[c], spec.rfm_columns, task=spec.task),
         )
         p = anchored(p)
         out["rfm"] = m.binary_metrics(y_test, p)
@@ -830,7 +830,7 @@ def _baselines(
             shift,
             scale,
             seasons=seasons,
-            raw_at=None if seasons is None or logistic is None else lambda c: logistic.decision(seasons.X[c]),
+            raw_at=lambda c: logistic.decision(seasons.X[c]),
         )[0]
     )
     out["logistic"] = m.binary_metrics(y_test, p)
@@ -857,7 +857,7 @@ def _baselines(
             shift,
             scale,
             seasons=seasons,
-            raw_at=None if seasons is None else bg_at,
+            raw_at=bg_at,
         )
         p = anchored(p)
         out["bgnbd"] = m.binary_metrics(y_test, p)
