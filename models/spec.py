@@ -284,7 +284,7 @@ class ModelSpec:
     anchor_rate: bool = False
     linear_blend: float | None = None
     hazard_blend: float | None = None
-    hazard_step_days: int = 28
+    hazard_step_days: int = 56
     hazard_rounds: int = 150
     hazard_params: Mapping[str, Any] | None = None
     top_k: int = 3
