@@ -38,8 +38,16 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "gap_last": ("Last gap between purchases was {gap_last:.0f} days",),
     "purchase_days": ("Bought on {purchase_days:.0f} different days",),
     "tenure_days": ("First purchase {tenure_days:.0f} days ago",),
-    "purchase_rate_30d": ("Buys on {purchase_rate_30d:.1f} days per month on average",),
-    "spend_per_30d": ("Net spend of {spend_per_30d:,.0f} per month on average",),
+    # The rates per 30 days of tenure, said as the counts they divide: "Buys on 10.0 days per month"
+    # of a customer whose one purchase was two days ago reads as a habit; the counts do not.
+    "purchase_rate_30d": (
+        "Bought on {purchase_days:.0f} days since the first purchase {tenure_days:.0f} days ago",
+        "Buys on {purchase_rate_30d:.1f} days per month on average",
+    ),
+    "spend_per_30d": (
+        "Net spend of {monetary_all:,.0f} since the first purchase {tenure_days:.0f} days ago",
+        "Net spend of {spend_per_30d:,.0f} per month on average",
+    ),
     "active_months_365d": ("Bought in {active_months_365d:.0f} of the last 12 months",),
     "active_months_all": ("Bought in {active_months_all:.0f} different months in total",),
     "order_trend": ("Orders in the last 90 days changed by {order_trend:+.0f} against the 90 days before",),

@@ -139,6 +139,24 @@ def test_a_count_of_one_reads_in_the_singular():
     assert reasons[0]["text"] == "Bought on 1 day in the last 90 days (raises churn risk)"
 
 
+def test_rates_per_month_read_as_the_counts_they_divide():
+    features = ["purchase_rate_30d", "spend_per_30d", "purchase_days", "monetary_all", "tenure_days"]
+    writer = ReasonWriter(features, CUSTOMER_TEMPLATES, "raises churn risk")
+    contrib = np.array([[0.4, 0.3, 0.0, 0.0, 0.0]] * 2)
+    # One purchase day two days ago: 10 "per month" by the feature, not a habit.
+    X = np.array([[10.0, 123937.0, 1.0, 12393.7, 2.0], [1.25, 50.0, 30.0, 1200.0, 719.0]])
+    new, old = ([r["text"] for r in row] for row in writer.explain(contrib, X, k=2))
+    assert new == [
+        "Bought on 1 day since the first purchase 2 days ago (raises churn risk)",
+        "Net spend of 12,394 since the first purchase 2 days ago (raises churn risk)",
+    ]
+    assert old[0] == "Bought on 30 days since the first purchase 719 days ago (raises churn risk)"
+    # Without the counts among the model's features, the rate itself.
+    alone = ReasonWriter(["purchase_rate_30d"], CUSTOMER_TEMPLATES, "raises churn risk")
+    (reasons,) = alone.explain(np.array([[0.4]]), np.array([[1.25]]), k=1)
+    assert reasons[0]["text"] == "Buys on 1.2 days per month on average (raises churn risk)"
+
+
 def test_zero_days_ago_reads_today():
     assert tidy("Bought on 10 days in the last 90 days, the latest 0 days ago") == (
         "Bought on 10 days in the last 90 days, the latest today"
