@@ -28,8 +28,7 @@ LEAD_TEMPLATES: dict[str, tuple[str, ...]] = {
     "month": ("Contacted in {month}",),
     "day_of_week": ("Contacted on {day_of_week}",),
     "campaign": ("Contacts in this campaign so far: {campaign:.0f}",),
-    # pdays = 999 codes "never contacted before", so its sentence names no number of days.
-    "pdays": ("Days since a contact in a previous campaign (999 = never): {pdays:.0f}",),
+    "pdays": ("Last contacted in a previous campaign {pdays:.0f} days ago",),
     "previous": ("Contacts before this campaign: {previous:.0f}",),
     "poutcome": ("Outcome of the previous campaign: {poutcome}",),
     "emp_var_rate": ("Employment variation rate {emp_var_rate:.1f}",),
@@ -57,6 +56,8 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         tiers=tiers_from_config(model_config),
         reason_templates=LEAD_TEMPLATES,
         reason_direction="raises conversion odds",
+        # In the Bank Marketing data pdays = 999 codes "never contacted before", not a number of days.
+        reason_codes={"pdays": {999: "Not contacted in a previous campaign"}},
         lgbm_params=params,
         # The conversion rate climbs from 5% to 57% over the data and the economic indicators
         # leave the training range; persisting the latest fold's rate beat the model's own level

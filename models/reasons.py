@@ -55,11 +55,12 @@ def singularize(text: str) -> str:
 # "the latest 0 days ago", "No purchase for 0 days": an event on the scoring day itself.
 _ZERO_AGO = re.compile(r"(?<![\w.,])0 days ago\b")
 _ZERO_FOR = re.compile(r"^No purchase for 0 days\b")
-# "Bought on 0 days in the last 90 days", "Bought in 0 of the last 13 weeks": none at all.
-_ZERO_BOUGHT = re.compile(r"^Bought (?:on 0 days in|in 0 of) the last\b")
+# "Bought on 0 days in the last 90 days", "Bought in 0 of the last 13 weeks", "Bought 0 different
+# products in the last 365 days": none at all.
+_ZERO_BOUGHT = re.compile(r"^Bought (?:on 0 days in|in 0 of|0 different products in) the last\b")
 # "0 orders in the last 30 days", "0 orders with a refund or return": a sentence opening on no count.
 _ZERO_COUNT = re.compile(r"^0 (" + "|".join(_PLURALS) + r")\b")
-_ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ")
+_ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ", "Bought 0 ")
 
 
 def tidy(text: str) -> str:
@@ -123,6 +124,9 @@ class ReasonWriter:
     context
         Features never given as reasons (see the module docstring); their contributions stay in
         the score.
+    codes
+        Per feature, sentences for values that are codes rather than quantities, used instead of its
+        templates (``{"pdays": {999: "Not contacted in a previous campaign"}}``, not "999 days").
     """
 
     def __init__(
@@ -133,8 +137,10 @@ class ReasonWriter:
         categories: Mapping[str, Sequence[Any]] | None = None,
         context: Sequence[str] = (),
         counter_direction: str | None = None,
+        codes: Mapping[str, Mapping[Any, str]] | None = None,
     ) -> None:
         self.feature_names = list(feature_names)
+        self.codes = {k: dict(v) for k, v in (codes or {}).items()}
         unknown = [c for c in context if c not in self.feature_names]
         if unknown:
             raise ValueError(f"context feature '{unknown[0]}' is not a model feature")
@@ -177,6 +183,9 @@ class ReasonWriter:
 
     def sentence(self, feature: str, values: Mapping[str, Any]) -> str:
         """The sentence for one feature given the values its templates need."""
+        coded = getattr(self, "codes", {}).get(feature)  # writers pickled before codes had none
+        if coded and values.get(feature) in coded:
+            return coded[values[feature]]
         for template, fields in self.templates.get(feature, ()):
             if any(_is_missing(values.get(f)) for f in fields):
                 continue

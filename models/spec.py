@@ -176,6 +176,8 @@ class ModelSpec:
         The first template whose fields are all present and not missing is used.
     reason_direction
         What a positive SHAP contribution means, appended to each reason.
+    reason_codes
+        Per feature, sentences for coded values (``models.reasons.ReasonWriter``'s ``codes``).
     excluded_features
         Feature columns that this model never uses (e.g. identifiers or label proxies).
     lgbm_params, num_boost_round, early_stopping_rounds
@@ -267,6 +269,7 @@ class ModelSpec:
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
     excluded_features: frozenset[str] = frozenset()
+    reason_codes: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
     spend_params: Mapping[str, Any] | None = None
     rfm_columns: tuple[str, str, str] | None = None
     spend_feature: str | None = None
@@ -295,6 +298,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         # Frozen mappings: a spec is shared by every run in a process and must not drift.
         object.__setattr__(self, "reason_templates", MappingProxyType(dict(self.reason_templates)))
+        object.__setattr__(
+            self, "reason_codes", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.reason_codes.items()})
+        )
         object.__setattr__(self, "lgbm_params", MappingProxyType(dict(self.lgbm_params)))
         if self.spend_params is not None:
             object.__setattr__(self, "spend_params", MappingProxyType(dict(self.spend_params)))

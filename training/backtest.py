@@ -537,6 +537,7 @@ def run_backtest(
             spec.reason_direction,
             categories,
             context=context_features(X, train["as_of"].to_numpy(), features),
+            codes=spec.reason_codes,
         ),
         model_name=model_name or f"crmscore-{spec.task}",
         horizon_days=spec.horizon_days,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.config import ModelConfig
+from models.lead_qualification import spec as lead_spec
 from models.reasons import ReasonWriter, humanize, singularize, tidy
 from models.texts import CUSTOMER_TEMPLATES, NO_PURCHASE
 
@@ -157,6 +159,15 @@ def test_rates_per_month_read_as_the_counts_they_divide():
     assert reasons[0]["text"] == "Buys on 1.2 days per month on average (raises churn risk)"
 
 
+def test_a_coded_value_gets_its_own_sentence_not_a_number():
+    spec = lead_spec(ModelConfig())
+    writer = ReasonWriter(["pdays", "age"], spec.reason_templates, spec.reason_direction, codes=spec.reason_codes)
+    X = np.array([[999.0, 40.0], [6.0, 40.0]])
+    never, recent = ([r["text"] for r in row] for row in writer.explain(np.array([[0.5, 0.1]] * 2), X, k=1))
+    assert never == ["Not contacted in a previous campaign (raises conversion odds)"]
+    assert recent == ["Last contacted in a previous campaign 6 days ago (raises conversion odds)"]
+
+
 def test_zero_days_ago_reads_today():
     assert tidy("Bought on 10 days in the last 90 days, the latest 0 days ago") == (
         "Bought on 10 days in the last 90 days, the latest today"
@@ -171,6 +182,7 @@ def test_a_count_of_zero_reads_as_none():
         "No purchase in the last 90 days, the latest 235 days ago"
     )
     assert tidy("Bought in 0 of the last 13 weeks") == "No purchase in the last 13 weeks"
+    assert tidy("Bought 0 different products in the last 365 days") == "No purchase in the last 365 days"
     assert tidy("0 orders in the last 30 days, the latest 33 days ago") == (
         "No orders in the last 30 days, the latest 33 days ago"
     )
