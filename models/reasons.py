@@ -43,8 +43,9 @@ _PLURALS = {
     "units": "unit",
     "times": "time",
 }
-# "1 days", "1 different products": a count of exactly one (not 11, 0.1 or 1.5) before a plural noun.
-_ONE_PLURAL = re.compile(r"(?<![\w.,])1 ((?:different )?)(" + "|".join(_PLURALS) + r")\b")
+# "1 days", "1 different products", "1 purchase days": a count of exactly one (not 11, 0.1 or 1.5)
+# before a plural noun.
+_ONE_PLURAL = re.compile(r"(?<![\w.,])1 ((?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b")
 
 
 def singularize(text: str) -> str:

@@ -67,7 +67,11 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "ly_orders": ("{ly_orders:.0f} orders in the same season last year",),
     "ly_spend": ("Spent {ly_spend:,.0f} in the same season last year",),
     "ly_orders_before": ("{ly_orders_before:.0f} orders in the season before that one last year",),
-    "horizon_month_share": ("{horizon_month_share:.0%} of past purchase days fall in the coming months",),
+    # Shares of purchase days name how many days they are shares of: 100% of one day is no pattern.
+    "horizon_month_share": (
+        "The coming months held {horizon_month_share:.0%} of the {purchase_days:.0f} purchase days so far",
+        "{horizon_month_share:.0%} of past purchase days fall in the coming months",
+    ),
     "weekend_share": ("{weekend_share:.0%} of purchase days at weekends",),
     "country": ("Based in {country}",),
     "events_total": ("{events_total:.0f} interactions in total",),
@@ -81,7 +85,10 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "active_weeks_365d": ("Bought in {active_weeks_365d:.0f} of the last 52 weeks",),
     "purchase_days_90d": ("Bought on {purchase_days_90d:.0f} days in the last 90 days",),
     "purchase_days_365d": ("Bought on {purchase_days_365d:.0f} days in the last 365 days",),
-    "q4_share": ("{q4_share:.0%} of past purchase days were in October-December",),
+    "q4_share": (
+        "October-December held {q4_share:.0%} of the {purchase_days:.0f} purchase days so far",
+        "{q4_share:.0%} of past purchase days were in October-December",
+    ),
     "avg_unit_price": ("Average unit price {avg_unit_price:,.2f}",),
     "lines_per_product": ("Bought each product {lines_per_product:.1f} times on average",),
     # The decayed counts weigh each purchase day by its age; the sentence names the counts and the

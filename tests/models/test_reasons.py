@@ -133,6 +133,7 @@ def test_context_features_count_in_the_score_but_are_never_reasons():
 def test_a_count_of_one_reads_in_the_singular():
     assert singularize("Bought on 1 days in the last 90 days") == "Bought on 1 day in the last 90 days"
     assert singularize("Bought 1 different products") == "Bought 1 different product"
+    assert singularize("100% of the 1 purchase days so far") == "100% of the 1 purchase day so far"
     assert singularize("1 categories, 11 days, 0.1 days, 1.5 days, 21 orders") == (
         "1 category, 11 days, 0.1 days, 1.5 days, 21 orders"
     )
@@ -157,6 +158,13 @@ def test_rates_per_month_read_as_the_counts_they_divide():
     alone = ReasonWriter(["purchase_rate_30d"], CUSTOMER_TEMPLATES, "raises churn risk")
     (reasons,) = alone.explain(np.array([[0.4]]), np.array([[1.25]]), k=1)
     assert reasons[0]["text"] == "Buys on 1.2 days per month on average (raises churn risk)"
+
+
+def test_shares_of_purchase_days_name_how_many_days():
+    writer = ReasonWriter(["q4_share", "purchase_days"], CUSTOMER_TEMPLATES, "raises churn risk")
+    one, eight = writer.explain(np.array([[0.3, 0.0]] * 2), np.array([[1.0, 1.0], [0.25, 8.0]]), k=1)
+    assert one[0]["text"] == "October-December held 100% of the 1 purchase day so far (raises churn risk)"
+    assert eight[0]["text"] == "October-December held 25% of the 8 purchase days so far (raises churn risk)"
 
 
 def test_a_coded_value_gets_its_own_sentence_not_a_number():
