@@ -122,6 +122,11 @@ def base_lgbm_params(seed: int) -> dict[str, Any]:
     }
 
 
+# The weekly hazard head's cut-off step and rounds (see weekly_hazard): ModelSpec's defaults too.
+HAZARD_STEP_DAYS = 56
+HAZARD_ROUNDS = 150
+
+
 def weekly_hazard(seed: int) -> dict[str, Any]:
     """The weekly purchase hazard head (:mod:`models.hazard`) of the customer models, as
     :class:`ModelSpec` fields: half the score, cut-offs 56 days apart, 150 rounds.
@@ -134,8 +139,8 @@ def weekly_hazard(seed: int) -> dict[str, Any]:
     """
     return {
         "hazard_blend": 0.5,
-        "hazard_step_days": 56,
-        "hazard_rounds": 150,
+        "hazard_step_days": HAZARD_STEP_DAYS,
+        "hazard_rounds": HAZARD_ROUNDS,
         "hazard_params": {
             **base_lgbm_params(seed),
             "learning_rate": 0.05,
@@ -287,8 +292,8 @@ class ModelSpec:
     anchor_rate: bool = False
     linear_blend: float | None = None
     hazard_blend: float | None = None
-    hazard_step_days: int = 56
-    hazard_rounds: int = 150
+    hazard_step_days: int = HAZARD_STEP_DAYS
+    hazard_rounds: int = HAZARD_ROUNDS
     hazard_params: Mapping[str, Any] | None = None
     top_k: int = 3
     seed: int = 42

@@ -14,6 +14,9 @@ __all__ = ["CUSTOMER_TEMPLATES", "NO_PURCHASE", "RECENCY_FEATURES"]
 RECENCY_FEATURES = ("recency_days", "days_since_last", "recency_over_gap", "recency_over_max_gap")
 
 _WINDOWS = (30, 90, 180, 365)
+# The denominators of the rates and shares below, so that a reader sees what they divide.
+_SINCE_FIRST = "since the first purchase {tenure_days:.0f} days ago"
+_OF_PURCHASE_DAYS = "of the {purchase_days:.0f} purchase days so far"
 
 CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "days_since_last": (
@@ -41,11 +44,11 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     # The rates per 30 days of tenure, said as the counts they divide: "Buys on 10.0 days per month"
     # of a customer whose one purchase was two days ago reads as a habit; the counts do not.
     "purchase_rate_30d": (
-        "Bought on {purchase_days:.0f} days since the first purchase {tenure_days:.0f} days ago",
+        f"Bought on {{purchase_days:.0f}} days {_SINCE_FIRST}",
         "Buys on {purchase_rate_30d:.1f} days per month on average",
     ),
     "spend_per_30d": (
-        "Net spend of {monetary_all:,.0f} since the first purchase {tenure_days:.0f} days ago",
+        f"Net spend of {{monetary_all:,.0f}} {_SINCE_FIRST}",
         "Net spend of {spend_per_30d:,.0f} per month on average",
     ),
     "active_months_365d": ("Bought in {active_months_365d:.0f} of the last 12 months",),
@@ -69,7 +72,7 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "ly_orders_before": ("{ly_orders_before:.0f} orders in the season before that one last year",),
     # Shares of purchase days name how many days they are shares of: 100% of one day is no pattern.
     "horizon_month_share": (
-        "The coming months held {horizon_month_share:.0%} of the {purchase_days:.0f} purchase days so far",
+        f"The coming months held {{horizon_month_share:.0%}} {_OF_PURCHASE_DAYS}",
         "{horizon_month_share:.0%} of past purchase days fall in the coming months",
     ),
     "weekend_share": ("{weekend_share:.0%} of purchase days at weekends",),
@@ -86,7 +89,7 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "purchase_days_90d": ("Bought on {purchase_days_90d:.0f} days in the last 90 days",),
     "purchase_days_365d": ("Bought on {purchase_days_365d:.0f} days in the last 365 days",),
     "q4_share": (
-        "October-December held {q4_share:.0%} of the {purchase_days:.0f} purchase days so far",
+        f"October-December held {{q4_share:.0%}} {_OF_PURCHASE_DAYS}",
         "{q4_share:.0%} of past purchase days were in October-December",
     ),
     "avg_unit_price": ("Average unit price {avg_unit_price:,.2f}",),
