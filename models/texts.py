@@ -68,7 +68,7 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "distinct_categories": ("Bought from {distinct_categories:.0f} categories",),
     "top_category_share": ("{top_category_share:.0%} of spend in one category",),
     "ly_orders": ("{ly_orders:.0f} orders in the same season last year",),
-    "ly_spend": ("Spent {ly_spend:,.0f} in the same season last year",),
+    "ly_spend": ("Net spend of {ly_spend:,.0f} in the same season last year",),
     "ly_orders_before": ("{ly_orders_before:.0f} orders in the season before that one last year",),
     # Shares of purchase days name how many days they are shares of: 100% of one day is no pattern.
     "horizon_month_share": (
