@@ -162,9 +162,15 @@ class ReasonWriter:
             if usable:
                 self.templates[feature] = usable
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Attributes added after writers were first pickled into registered models, as a writer
+        # pickled before each of them means: no coded values, no context features, the opposite
+        # direction for counter-reasons. Filled once here, so no method has to test for them.
+        self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, **state})
+
     def counter_label(self) -> str:
-        """What a counter-reason says (``counter_direction``), also for writers pickled before it existed."""
-        return getattr(self, "counter_direction", None) or _opposite(self.direction)
+        """What a counter-reason says (``counter_direction``)."""
+        return self.counter_direction or _opposite(self.direction)
 
     def value(self, X: np.ndarray, row: int, feature: str, rows: Sequence[Mapping[str, Any]] | None = None) -> Any:
         """The value of ``feature`` for one row: from ``rows`` when given, else decoded from ``X``."""
@@ -184,7 +190,7 @@ class ReasonWriter:
 
     def sentence(self, feature: str, values: Mapping[str, Any]) -> str:
         """The sentence for one feature given the values its templates need."""
-        coded = getattr(self, "codes", {}).get(feature)  # writers pickled before codes had none
+        coded = self.codes.get(feature)
         if coded and values.get(feature) in coded:
             return coded[values[feature]]
         for template, fields in self.templates.get(feature, ()):
@@ -237,7 +243,7 @@ class ReasonWriter:
         k = max(0, min(k, m))
         sign = -1.0 if counter else 1.0
         direction = self.counter_label() if counter else self.direction
-        context = getattr(self, "context", [])  # writers pickled before context features existed have none
+        context = self.context
         if counter or context:
             contributions = sign * np.asarray(contributions, dtype=np.float64)
         if context:

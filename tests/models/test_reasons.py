@@ -176,6 +176,17 @@ def test_a_coded_value_gets_its_own_sentence_not_a_number():
     assert recent == ["Last contacted in a previous campaign 6 days ago (raises conversion odds)"]
 
 
+def test_a_writer_pickled_before_codes_context_and_counter_direction_still_writes():
+    writer = ReasonWriter(["recency_days", "purchase_days"], CUSTOMER_TEMPLATES, "raises churn risk")
+    state = {k: v for k, v in writer.__dict__.items() if k not in ("codes", "context", "counter_direction")}
+    old = ReasonWriter.__new__(ReasonWriter)
+    old.__setstate__(state)  # what unpickling a writer of an older registered model does
+    contrib, X = np.array([[0.5, -0.2]]), np.array([[40.0, 3.0]])
+    assert old.explain(contrib, X, k=1) == writer.explain(contrib, X, k=1)
+    assert old.explain(contrib, X, k=1, counter=True) == writer.explain(contrib, X, k=1, counter=True)
+    assert old.explain(contrib, X, k=1, counter=True)[0][0]["text"].endswith("(lowers churn risk)")
+
+
 def test_zero_days_ago_reads_today():
     assert tidy("Bought on 10 days in the last 90 days, the latest 0 days ago") == (
         "Bought on 10 days in the last 90 days, the latest today"
