@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from features.config import ModelConfig, population_rule
 from models.spec import ModelSpec, base_lgbm_params, tiers_from_config, weekly_hazard
-from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
+from models.texts import RECENCY_FEATURES, customer_templates
 
 __all__ = ["TASK", "spec"]
 
@@ -33,7 +33,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         score_label=f"P(churn in {h} days)",
         tier_key="tier",
         tiers=tiers_from_config(model_config),
-        reason_templates=CUSTOMER_TEMPLATES,
+        reason_templates=customer_templates(h),
         reason_direction="raises churn risk",
         # Small trees, large leaves, half the columns per tree: the settings that held up on the
         # validation cut-off (T - 90) with the stacked, year-long training layout.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from features.config import ModelConfig, population_rule
 from models.spec import ModelSpec, base_lgbm_params, tiers_from_config, weekly_hazard
-from models.texts import CUSTOMER_TEMPLATES, RECENCY_FEATURES
+from models.texts import RECENCY_FEATURES, customer_templates
 
 __all__ = ["TASK", "spec"]
 
@@ -40,7 +40,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         score_label=f"P(purchase in {h} days)",
         tier_key="tier",
         tiers=tiers_from_config(model_config),
-        reason_templates=CUSTOMER_TEMPLATES,
+        reason_templates=customer_templates(h),
         reason_direction="raises purchase likelihood",
         lgbm_params=base_lgbm_params(model_config.seed),
         spend_params=spend,

@@ -7,7 +7,7 @@ so a customer with a single purchase (no gap yet) still gets a sentence.
 
 from __future__ import annotations
 
-__all__ = ["CUSTOMER_TEMPLATES", "NO_PURCHASE", "RECENCY_FEATURES"]
+__all__ = ["NO_PURCHASE", "RECENCY_FEATURES", "customer_templates"]
 
 # Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
 # rise with them, purchase likelihood only fall.
@@ -18,7 +18,22 @@ _WINDOWS = (30, 90, 180, 365)
 _SINCE_FIRST = "since the first purchase {tenure_days:.0f} days ago"
 _OF_PURCHASE_DAYS = "of the {purchase_days:.0f} purchase days so far"
 
-CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
+
+def customer_templates(horizon_days: int) -> dict[str, tuple[str, ...]]:
+    """The reason templates of the customer features for a model of horizon ``horizon_days``.
+
+    The year-ago features (``features.seasonality``) cover the ``horizon_days`` days after (and
+    before) the scoring date one year earlier; their sentences say so with the model's horizon.
+    """
+    templates = dict(_TEMPLATES)
+    year_ago = f"the {horizon_days} days {{}} this date last year"
+    templates["ly_orders"] = (f"{{ly_orders:.0f}} orders in {year_ago.format('after')}",)
+    templates["ly_spend"] = (f"Net spend of {{ly_spend:,.0f}} in {year_ago.format('after')}",)
+    templates["ly_orders_before"] = (f"{{ly_orders_before:.0f}} orders in {year_ago.format('before')}",)
+    return {feature: _with_fallbacks(feature, options) for feature, options in templates.items()}
+
+
+_TEMPLATES: dict[str, tuple[str, ...]] = {
     "days_since_last": (
         "No purchase for {days_since_last:.0f} days; usually buys every {gap_mean:.0f} days",
         "No purchase for {days_since_last:.0f} days",
@@ -67,9 +82,6 @@ CUSTOMER_TEMPLATES: dict[str, tuple[str, ...]] = {
     "quantity_per_order": ("{quantity_per_order:,.0f} units per order",),
     "distinct_categories": ("Bought from {distinct_categories:.0f} categories",),
     "top_category_share": ("{top_category_share:.0%} of spend in one category",),
-    "ly_orders": ("{ly_orders:.0f} orders in the same season last year",),
-    "ly_spend": ("Net spend of {ly_spend:,.0f} in the same season last year",),
-    "ly_orders_before": ("{ly_orders_before:.0f} orders in the season before that one last year",),
     # Shares of purchase days name how many days they are shares of: 100% of one day is no pattern.
     "horizon_month_share": (
         f"The coming months held {{horizon_month_share:.0%}} {_OF_PURCHASE_DAYS}",
@@ -133,10 +145,13 @@ _GAP_FEATURES = (
     "recency_over_max_gap",
 )
 _NOT_FROM_PURCHASES = ("country", "events_total", "events_days_since_last")
-for _feature in _GAP_FEATURES:
-    CUSTOMER_TEMPLATES[_feature] += (_NO_GAP,)
-for _feature in ("gap_std", "days_since_3rd_last"):
-    CUSTOMER_TEMPLATES[_feature] += (_NO_RHYTHM,)
-for _feature in CUSTOMER_TEMPLATES:
-    if _feature not in _NOT_FROM_PURCHASES:
-        CUSTOMER_TEMPLATES[_feature] += (NO_PURCHASE,)
+
+
+def _with_fallbacks(feature: str, options: tuple[str, ...]) -> tuple[str, ...]:
+    if feature in _GAP_FEATURES:
+        options += (_NO_GAP,)
+    if feature in ("gap_std", "days_since_3rd_last"):
+        options += (_NO_RHYTHM,)
+    if feature not in _NOT_FROM_PURCHASES:
+        options += (NO_PURCHASE,)
+    return options

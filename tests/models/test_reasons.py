@@ -8,7 +8,9 @@ import pytest
 from features.config import ModelConfig
 from models.lead_qualification import spec as lead_spec
 from models.reasons import ReasonWriter, humanize, singularize, tidy
-from models.texts import CUSTOMER_TEMPLATES, NO_PURCHASE
+from models.texts import NO_PURCHASE, customer_templates
+
+TEMPLATES_90 = customer_templates(90)
 
 FEATURES = ["days_since_last", "gap_mean", "country", "orders_90d"]
 TEMPLATES = {
@@ -85,7 +87,7 @@ def test_a_category_value_new_to_the_model_is_named_in_its_reason():
 
 def test_missing_purchase_features_say_why_they_are_missing():
     features = ["gap_std", "gap_mean", "purchase_days", "active_weeks_90d", "country"]
-    writer = ReasonWriter(features, CUSTOMER_TEMPLATES, "raises churn risk", {"country": ["UK"]})
+    writer = ReasonWriter(features, TEMPLATES_90, "raises churn risk", {"country": ["UK"]})
     contrib = np.array([[0.4, 0.3, 0.0, 0.2, 0.1]] * 3)
     X = np.array(
         [
@@ -137,14 +139,14 @@ def test_a_count_of_one_reads_in_the_singular():
     assert singularize("1 categories, 11 days, 0.1 days, 1.5 days, 21 orders") == (
         "1 category, 11 days, 0.1 days, 1.5 days, 21 orders"
     )
-    writer = ReasonWriter(["purchase_days_90d"], CUSTOMER_TEMPLATES, "raises churn risk")
+    writer = ReasonWriter(["purchase_days_90d"], TEMPLATES_90, "raises churn risk")
     (reasons,) = writer.explain(np.array([[0.4]]), np.array([[1.0]]), k=1)
     assert reasons[0]["text"] == "Bought on 1 day in the last 90 days (raises churn risk)"
 
 
 def test_rates_per_month_read_as_the_counts_they_divide():
     features = ["purchase_rate_30d", "spend_per_30d", "purchase_days", "monetary_all", "tenure_days"]
-    writer = ReasonWriter(features, CUSTOMER_TEMPLATES, "raises churn risk")
+    writer = ReasonWriter(features, TEMPLATES_90, "raises churn risk")
     contrib = np.array([[0.4, 0.3, 0.0, 0.0, 0.0]] * 2)
     # One purchase day two days ago: 10 "per month" by the feature, not a habit.
     X = np.array([[10.0, 123937.0, 1.0, 12393.7, 2.0], [1.25, 50.0, 30.0, 1200.0, 719.0]])
@@ -155,16 +157,32 @@ def test_rates_per_month_read_as_the_counts_they_divide():
     ]
     assert old[0] == "Bought on 30 days since the first purchase 719 days ago (raises churn risk)"
     # Without the counts among the model's features, the rate itself.
-    alone = ReasonWriter(["purchase_rate_30d"], CUSTOMER_TEMPLATES, "raises churn risk")
+    alone = ReasonWriter(["purchase_rate_30d"], TEMPLATES_90, "raises churn risk")
     (reasons,) = alone.explain(np.array([[0.4]]), np.array([[1.25]]), k=1)
     assert reasons[0]["text"] == "Buys on 1.2 days per month on average (raises churn risk)"
 
 
 def test_shares_of_purchase_days_name_how_many_days():
-    writer = ReasonWriter(["q4_share", "purchase_days"], CUSTOMER_TEMPLATES, "raises churn risk")
+    writer = ReasonWriter(["q4_share", "purchase_days"], TEMPLATES_90, "raises churn risk")
     one, eight = writer.explain(np.array([[0.3, 0.0]] * 2), np.array([[1.0, 1.0], [0.25, 8.0]]), k=1)
     assert one[0]["text"] == "October-December held 100% of the 1 purchase day so far (raises churn risk)"
     assert eight[0]["text"] == "October-December held 25% of the 8 purchase days so far (raises churn risk)"
+
+
+def test_year_ago_sentences_name_the_window_with_the_models_horizon():
+    from models.churn import spec as churn_spec
+    from models.next_purchase import spec as next_purchase_spec
+
+    features = ["ly_spend", "ly_orders", "ly_orders_before"]
+    X, contrib = np.array([[2500.0, 3.0, 0.0]]), np.array([[0.5, 0.3, 0.1]])
+    for spec, h in ((churn_spec(ModelConfig(horizon_days=30)), 30), (next_purchase_spec(ModelConfig()), 90)):
+        writer = ReasonWriter(features, spec.reason_templates, spec.reason_direction)
+        (reasons,) = writer.explain(contrib, X, k=3)
+        assert [r["text"].split(" (")[0] for r in reasons] == [
+            f"Net spend of 2,500 in the {h} days after this date last year",
+            f"3 orders in the {h} days after this date last year",
+            f"No orders in the {h} days before this date last year",
+        ]
 
 
 def test_a_coded_value_gets_its_own_sentence_not_a_number():
@@ -177,7 +195,7 @@ def test_a_coded_value_gets_its_own_sentence_not_a_number():
 
 
 def test_a_writer_pickled_before_codes_context_and_counter_direction_still_writes():
-    writer = ReasonWriter(["recency_days", "purchase_days"], CUSTOMER_TEMPLATES, "raises churn risk")
+    writer = ReasonWriter(["recency_days", "purchase_days"], TEMPLATES_90, "raises churn risk")
     state = {k: v for k, v in writer.__dict__.items() if k not in ("codes", "context", "counter_direction")}
     old = ReasonWriter.__new__(ReasonWriter)
     old.__setstate__(state)  # what unpickling a writer of an older registered model does
