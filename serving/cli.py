@@ -104,7 +104,10 @@ def score_command(
     out: Annotated[str, typer.Option("--out", help="Parquet or CSV file; a Parquet folder with engine: spark.")],
     explain: Annotated[
         bool,
-        typer.Option("--explain", help="Add the top reasons per row, and the counter-reasons (what lowers the score)."),
+        typer.Option(
+            "--explain/--no-explain",
+            help="Add the top reasons per row, and the counter-reasons (what lowers the score).",
+        ),
     ] = False,
     allow_empty: AllowEmptyOption = False,
 ) -> None:

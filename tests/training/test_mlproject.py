@@ -22,7 +22,11 @@ def test_entry_points_render_crmscore_commands(tmp_path):
     assert command.startswith("crmscore train next-purchase --config configs/online_retail.yaml")
     assert "--as-of 2011-09-10" in command and "--metrics-out outputs/metrics.json" in command
     score = project.get_entry_point("score").compute_command({"model": "churn", "out": "s.csv"}, str(tmp_path))
-    assert score == "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv"
+    assert score == (
+        "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv --no-explain"
+    )
+    explained = project.get_entry_point("score").compute_command({"explain": "explain"}, str(tmp_path))
+    assert explained.endswith("--out outputs/scores.parquet --explain")
     assert project.get_entry_point("demo").compute_command({}, str(tmp_path)) == "crmscore demo"
     backtest = project.get_entry_point("backtest").compute_command({"model": "churn", "every": "30D"}, str(tmp_path))
     assert backtest == (
