@@ -69,7 +69,13 @@ def train_command(
     config: ConfigOption,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Test cut-off T (default: from config).")] = None,
     metrics_out: Annotated[Path | None, typer.Option("--metrics-out", help="Write the metrics JSON here.")] = None,
-    force_promote: Annotated[bool, typer.Option("--force-promote", help="Make this version champion.")] = False,
+    force_promote: Annotated[
+        bool,
+        typer.Option(
+            "--force-promote/--no-force-promote",
+            help="Make this version champion, better or not (default: only if it beats the champion).",
+        ),
+    ] = False,
 ) -> None:
     """Backtest with test cut-off T, calibrate, log to MLflow, register; promote to champion only if better."""
     from training.pyfunc import RegistryUnavailable
