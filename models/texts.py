@@ -75,7 +75,7 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "monetary_all": ("Net spend of {monetary_all:,.0f} in total",),
     "avg_order_value": ("Average order value {avg_order_value:,.0f}",),
     "refund_count": ("{refund_count:.0f} orders with a refund or return",),
-    "refund_share": ("Refunds and returns are {refund_share:.0%} of purchases",),
+    "refund_share": ("Refunds and returns worth {refund_share:.0%} of the value bought",),
     "lines_per_order": ("{lines_per_order:.1f} lines per order",),
     "distinct_products": ("Bought {distinct_products:.0f} different products",),
     "distinct_products_365d": ("Bought {distinct_products_365d:.0f} different products in the last 365 days",),
