@@ -194,6 +194,40 @@ def test_a_coded_value_gets_its_own_sentence_not_a_number():
     assert recent == ["Last contacted in a previous campaign 6 days ago (raises conversion odds)"]
 
 
+def test_the_bank_leads_category_codes_read_as_what_they_mean():
+    spec = lead_spec(ModelConfig())
+    features = ["job", "day_of_week", "poutcome", "housing"]
+    categories = {
+        "job": ["admin.", "blue-collar"],
+        "day_of_week": ["mon", "tue"],
+        "poutcome": ["nonexistent", "success"],
+        "housing": ["no", "unknown", "yes"],
+    }
+    writer = ReasonWriter(features, spec.reason_templates, spec.reason_direction, categories, codes=spec.reason_codes)
+    (reasons,) = writer.explain(np.array([[0.4, 0.3, 0.2, 0.1]]), np.array([[0.0, 1.0, 1.0, 2.0]]), k=4)
+    assert [r["text"].removesuffix(" (raises conversion odds)") for r in reasons] == [
+        "Works in administration",
+        "Contacted on a Tuesday",
+        "Converted in the previous campaign",
+        "Has a housing loan",
+    ]
+    # Posted records carry the labels themselves; a label the codes do not list keeps the template.
+    rows = [{"job": "blue-collar", "day_of_week": "sat", "poutcome": "nonexistent", "housing": "maybe"}]
+    (posted,) = writer.explain(np.array([[0.4, 0.3, 0.2, 0.1]]), np.zeros((1, 4)), k=4, rows=rows)
+    assert [r["text"].removesuffix(" (raises conversion odds)") for r in posted] == [
+        "Blue-collar job",
+        "Contacted on a Saturday",
+        "First campaign for this contact",
+        "Housing loan: maybe",
+    ]
+    counts = ReasonWriter(["campaign", "previous"], spec.reason_templates, spec.reason_direction)
+    (said,) = counts.explain(np.array([[0.2, 0.1]]), np.array([[1.0, 3.0]]), k=2)
+    assert [r["text"] for r in said] == [
+        "Contacted 1 time in this campaign so far (raises conversion odds)",
+        "Contacted 3 times before this campaign (raises conversion odds)",
+    ]
+
+
 def test_a_writer_pickled_before_codes_context_and_counter_direction_still_writes():
     writer = ReasonWriter(["recency_days", "purchase_days"], TEMPLATES_90, "raises churn risk")
     state = {k: v for k, v in writer.__dict__.items() if k not in ("codes", "context", "counter_direction")}
