@@ -24,8 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["ReasonWriter", "format_value", "humanize", "singularize", "tidy"]
+__all__ = ["DATE_FIELDS", "ReasonWriter", "dated_values", "format_value", "humanize", "singularize", "tidy"]
+
+# Fields a template may name besides the model's features: facts of the scoring date, given to
+# ReasonWriter.explain(dated=...) by dated_values. Without them (no date) the next template is used.
+DATE_FIELDS = ("coming_months",)
 
 _WORDS = {"days": "days", "avg": "average", "pct": "%", "num": "number of", "n": "number of", "cnt": "count"}
 
@@ -70,6 +75,20 @@ def tidy(text: str) -> str:
     if text.startswith(_ZERO_OPENINGS):  # most sentences open otherwise: skip both substitutions
         text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
+
+
+def dated_values(as_of: Any, horizon_days: int | None) -> dict[str, str]:
+    """The :data:`DATE_FIELDS` of a scoring date: ``coming_months``, the calendar months the
+    ``horizon_days`` days after ``as_of`` touch ("December-March"), as the feature
+    ``horizon_month_share`` counts them; none without a date or when those days cover every month."""
+    if as_of is None or not horizon_days:
+        return {}
+    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    end = start + pd.Timedelta(days=horizon_days - 1)
+    if (end.year - start.year) * 12 + end.month - start.month >= 11:
+        return {}
+    months = f"{start:%B}" if (start.year, start.month) == (end.year, end.month) else f"{start:%B}-{end:%B}"
+    return {"coming_months": months}
 
 
 def humanize(feature: str) -> str:
@@ -157,7 +176,7 @@ class ReasonWriter:
             usable = []
             for template in options:
                 fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
-                if all(f in index for f in fields):
+                if all(f in index or f in DATE_FIELDS for f in fields):
                     usable.append((template, fields))
             if usable:
                 self.templates[feature] = usable
@@ -211,6 +230,7 @@ class ReasonWriter:
         rows: Sequence[Mapping[str, Any]] | None = None,
         counter: bool = False,
         unseen: Mapping[int, Mapping[str, str]] | None = None,
+        dated: Mapping[str, Any] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Top-k reasons per row (with ``counter``, top-k counter-reasons).
 
@@ -231,6 +251,9 @@ class ReasonWriter:
             Row -> ``{feature: value}`` of the category values no training row had, which ``X``
             holds as missing (``Scorer.unseen_rows``): such a reason names the value it was
             given, "Default 'yes': new to the model, scored as missing", not "Default: missing".
+        dated
+            The :data:`DATE_FIELDS` of the scoring date (:func:`dated_values`), for the templates
+            that name them.
 
         Returns
         -------
@@ -264,7 +287,9 @@ class ReasonWriter:
                     break
                 feature = self.feature_names[j]
                 needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
-                values = {f: self.value(X, i, f, rows) for f in needed}
+                values = {f: self.value(X, i, f, rows) for f in needed if f not in DATE_FIELDS}
+                if dated:
+                    values.update({f: dated[f] for f in needed if f in dated})
                 new = unseen.get(i, {}).get(feature) if unseen else None
                 if new is not None:
                     values[feature] = new

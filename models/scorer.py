@@ -22,7 +22,7 @@ import pandas as pd
 from models.drift import FeatureDrift, FeatureProfile, listed, with_unseen
 from models.hazard import HazardHead
 from models.linear import LinearHead
-from models.reasons import ReasonWriter
+from models.reasons import ReasonWriter, dated_values
 
 __all__ = [
     "Calibrator",
@@ -637,9 +637,12 @@ class Scorer:
             raw = contrib.sum(axis=1)
         else:
             raw = self.raw_score(X, as_of)
-        reasons = self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen) if explain else None
+        dated = dated_values(as_of, self.horizon_days)
+        reasons = (
+            self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen, dated=dated) if explain else None
+        )
         counter = (
-            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen)
+            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen, dated=dated)
             if explain and counter_k > 0
             else None
         )

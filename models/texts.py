@@ -84,6 +84,7 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "top_category_share": ("{top_category_share:.0%} of spend in one category",),
     # Shares of purchase days name how many days they are shares of: 100% of one day is no pattern.
     "horizon_month_share": (
+        f"{{coming_months}} held {{horizon_month_share:.0%}} {_OF_PURCHASE_DAYS}",
         f"The coming months held {{horizon_month_share:.0%}} {_OF_PURCHASE_DAYS}",
         "{horizon_month_share:.0%} of past purchase days fall in the coming months",
     ),

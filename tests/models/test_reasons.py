@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.config import ModelConfig
+from features.seasonality import horizon_months
 from models.lead_qualification import spec as lead_spec
-from models.reasons import ReasonWriter, humanize, singularize, tidy
+from models.reasons import ReasonWriter, dated_values, humanize, singularize, tidy
 from models.texts import NO_PURCHASE, customer_templates
 
 TEMPLATES_90 = customer_templates(90)
@@ -183,6 +187,26 @@ def test_year_ago_sentences_name_the_window_with_the_models_horizon():
             f"3 orders in the {h} days after this date last year",
             f"No orders in the {h} days before this date last year",
         ]
+
+
+def test_the_coming_months_are_named_from_the_scoring_date():
+    writer = ReasonWriter(["horizon_month_share", "purchase_days"], TEMPLATES_90, "raises churn risk")
+    contrib, X = np.array([[0.3, 0.0]]), np.array([[0.4, 10.0]])
+    (dated,) = writer.explain(contrib, X, k=1, dated=dated_values("2011-12-09 12:50:00", 90))
+    assert dated[0]["text"] == "December-March held 40% of the 10 purchase days so far (raises churn risk)"
+    assert dated[0]["value"] == 0.4
+    (undated,) = writer.explain(contrib, X, k=1)
+    assert undated[0]["text"] == "The coming months held 40% of the 10 purchase days so far (raises churn risk)"
+    # The months the feature counts (features.seasonality.horizon_months): the H days after the date.
+    assert dated_values("2011-09-10", 90) == {"coming_months": "September-December"}
+    assert dated_values("2011-01-31", 1) == {"coming_months": "February"}
+    assert dated_values("2011-01-01", 334) == {}  # every month: nothing to name
+    names = [dt.date(2011, m, 1).strftime("%B") for m in range(1, 13)]
+    for as_of in pd.date_range("2010-12-01 12:50", periods=25, freq="17D"):
+        for h in (1, 30, 90, 180):
+            first, _, last = dated_values(as_of, h)["coming_months"].partition("-")
+            a, b = names.index(first), names.index(last or first)
+            assert {m % 12 + 1 for m in range(a, a + (b - a) % 12 + 1)} == set(horizon_months(as_of, h)), (as_of, h)
 
 
 def test_a_coded_value_gets_its_own_sentence_not_a_number():
