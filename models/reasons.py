@@ -49,13 +49,13 @@ _PLURALS = {
     "times": "time",
 }
 # "1 days", "1 different products", "1 purchase days": a count of exactly one (not 11, 0.1 or 1.5)
-# before a plural noun.
+# before a plural noun. One product is not "different" from anything: "Bought 1 product".
 _ONE_PLURAL = re.compile(r"(?<![\w.,])1 ((?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b")
 
 
 def singularize(text: str) -> str:
     """``"Bought on 1 days"`` -> ``"Bought on 1 day"``: templates write plurals, one thing is singular."""
-    return _ONE_PLURAL.sub(lambda m: f"1 {m.group(1)}{_PLURALS[m.group(2)]}", text)
+    return _ONE_PLURAL.sub(lambda m: f"1 {m.group(1).replace('different ', '')}{_PLURALS[m.group(2)]}", text)
 
 
 # "the latest 0 days ago", "No purchase for 0 days": an event on the scoring day itself.

@@ -138,7 +138,7 @@ def test_context_features_count_in_the_score_but_are_never_reasons():
 
 def test_a_count_of_one_reads_in_the_singular():
     assert singularize("Bought on 1 days in the last 90 days") == "Bought on 1 day in the last 90 days"
-    assert singularize("Bought 1 different products") == "Bought 1 different product"
+    assert singularize("Bought 1 different products") == "Bought 1 product"
     assert singularize("100% of the 1 purchase days so far") == "100% of the 1 purchase day so far"
     assert singularize("1 categories, 11 days, 0.1 days, 1.5 days, 21 orders") == (
         "1 category, 11 days, 0.1 days, 1.5 days, 21 orders"
