@@ -23,13 +23,17 @@ def customer_templates(horizon_days: int) -> dict[str, tuple[str, ...]]:
     """The reason templates of the customer features for a model of horizon ``horizon_days``.
 
     The year-ago features (``features.seasonality``) cover the ``horizon_days`` days after (and
-    before) the scoring date one year earlier; their sentences say so with the model's horizon.
+    before) the scoring date one year earlier; their sentences say so with the model's horizon
+    (the window after is cut at the scoring date itself: at most 365 days).
     """
     templates = dict(_TEMPLATES)
-    year_ago = f"the {horizon_days} days {{}} this date last year"
-    templates["ly_orders"] = (f"{{ly_orders:.0f}} orders in {year_ago.format('after')}",)
-    templates["ly_spend"] = (f"Net spend of {{ly_spend:,.0f}} in {year_ago.format('after')}",)
-    templates["ly_orders_before"] = (f"{{ly_orders_before:.0f}} orders in {year_ago.format('before')}",)
+    after, before = (
+        f"the {days} days {side} this date last year"
+        for days, side in ((min(horizon_days, 365), "after"), (horizon_days, "before"))
+    )
+    templates["ly_orders"] = (f"{{ly_orders:.0f}} orders in {after}",)
+    templates["ly_spend"] = (f"Net spend of {{ly_spend:,.0f}} in {after}",)
+    templates["ly_orders_before"] = (f"{{ly_orders_before:.0f}} orders in {before}",)
     return {feature: _with_fallbacks(feature, options) for feature, options in templates.items()}
 
 
