@@ -52,7 +52,7 @@ def test_udf_scores_equal_in_process_scores_on_the_same_snapshot(trained, retail
     remote = _sorted(score_spark_frame(config, "churn", features, as_of=AS_OF, explain=True).toPandas())
     scorer, info = load_champion(duck, "churn")
     k = model_config_for(duck, "churn").top_k_reasons
-    local = _sorted(predict_frame(scorer, features.toPandas(), k=k, explain=True, counter_k=k))
+    local = _sorted(predict_frame(scorer, features.toPandas(), k=k, explain=True, counter_k=k, as_of=AS_OF))
 
     assert len(remote) == len(local) > 3_000
     assert remote["customer_id"].tolist() == local["customer_id"].tolist()
