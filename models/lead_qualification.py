@@ -110,6 +110,8 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         reason_templates=LEAD_TEMPLATES,
         reason_direction="raises conversion odds",
         reason_codes=LEAD_CODES,
+        # Test metrics also by the previous campaign's outcome and by the contact channel.
+        segments={"poutcome": "category", "contact": "category"},
         lgbm_params=params,
         # The conversion rate climbs from 5% to 57% over the data and the economic indicators
         # leave the training range; persisting the latest fold's rate beat the model's own level

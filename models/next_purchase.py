@@ -13,7 +13,7 @@ net spend in the window (a hurdle model), the figure CLV and campaign planning u
 from __future__ import annotations
 
 from features.config import ModelConfig, population_rule
-from models.spec import ModelSpec, base_lgbm_params, tiers_from_config, weekly_hazard
+from models.spec import CUSTOMER_SEGMENTS, ModelSpec, base_lgbm_params, tiers_from_config, weekly_hazard
 from models.texts import RECENCY_FEATURES, customer_templates
 
 __all__ = ["TASK", "spec"]
@@ -41,6 +41,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         tier_key="tier",
         tiers=tiers_from_config(model_config),
         reason_templates=customer_templates(h),
+        segments=CUSTOMER_SEGMENTS,
         reason_direction="raises purchase likelihood",
         lgbm_params=base_lgbm_params(model_config.seed),
         spend_params=spend,

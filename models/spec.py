@@ -122,6 +122,11 @@ def base_lgbm_params(seed: int) -> dict[str, Any]:
     }
 
 
+# The segments the customer models' test metrics are also given for: purchase days (where most of
+# the ranking error sits), tenure under or over a year, and country.
+CUSTOMER_SEGMENTS = {"purchase_days": (1, 2, 4, 11), "tenure_days": (0, 365), "country": "category"}
+
+
 # The weekly hazard head's cut-off step and rounds (see weekly_hazard): ModelSpec's defaults too.
 HAZARD_STEP_DAYS = 56
 HAZARD_ROUNDS = 150
@@ -258,6 +263,9 @@ class ModelSpec:
         Default number of reasons per score.
     seed
         Seed of every random choice in training.
+    segments
+        The test fold's metrics are also given per segment (:mod:`training.segments`): per feature,
+        the lower bounds of numeric bins or ``"category"``.
     """
 
     task: str
@@ -298,6 +306,7 @@ class ModelSpec:
     top_k: int = 3
     seed: int = 42
     metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "capture_at_10")
+    segments: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -307,6 +316,7 @@ class ModelSpec:
             self, "reason_codes", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.reason_codes.items()})
         )
         object.__setattr__(self, "lgbm_params", MappingProxyType(dict(self.lgbm_params)))
+        object.__setattr__(self, "segments", MappingProxyType(dict(self.segments)))
         if self.spend_params is not None:
             object.__setattr__(self, "spend_params", MappingProxyType(dict(self.spend_params)))
         if self.hazard_params is not None:
@@ -362,4 +372,5 @@ class ModelSpec:
             "hazard_step_days": self.hazard_step_days if self.hazard_blend else None,
             "hazard_rounds": self.hazard_rounds if self.hazard_blend else None,
             "hazard_params": dict(self.hazard_params) if self.hazard_blend and self.hazard_params else None,
+            "segments": dict(self.segments),
         }

@@ -56,6 +56,7 @@ from training.calibration import (
     seasonal_prior_shift,
 )
 from training.hazard import fit_hazard
+from training.segments import segment_table
 
 __all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", "gain_text", "grade", "run_backtest"]
 
@@ -133,6 +134,7 @@ class BacktestResult:
     timings: dict[str, float] = field(default_factory=dict)
     drift: list[FeatureDrift] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    segments: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def context_features(
@@ -662,6 +664,15 @@ def run_backtest(
     gain_baseline = _gain_against_best(metrics, y_test, p_test, baselines, baseline_scores)
 
     table = _backtest_table(ts, scorer, X, y, fit_mask, cal_mask, X_test, y_test, cutoffs, population_shift)
+    segments = segment_table(
+        y_test,
+        p_test,
+        X_test,
+        features,
+        spec.segments,
+        categories=categories,
+        baseline=baseline_scores.get(gain_baseline) if gain_baseline else None,
+    )
     result_grade = grade(metrics[spec.primary_metric], [b.get(spec.primary_metric) for b in baselines.values()])
     return BacktestResult(
         task=spec.task,
@@ -676,6 +687,7 @@ def run_backtest(
         grade=result_grade,
         table=table,
         predictions=predictions,
+        segments=segments,
         params={
             **params,
             "num_boost_round": rounds,

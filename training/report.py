@@ -204,6 +204,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 <table>{fact_rows}</table>
 <h2>Test metrics against baselines (same run, same rows)</h2>
 {metrics_table}
+{_segment_table(result)}
 <h2>Backtest (final model on each cut-off; "fit" rows are in-sample)</h2>
 {backtest}
 {drift}
@@ -211,6 +212,31 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 {images}
 </body></html>
 """
+
+
+def _segment_table(result: BacktestResult) -> str:
+    """The test metrics per segment (:mod:`training.segments`), with the best baseline's ROC AUC."""
+    table = result.segments
+    if table is None or table.empty:
+        return ""
+    baseline = result.params.get("roc_auc_gain_baseline")
+    rows = "".join(
+        f"<tr><th>{html.escape(str(r.feature))}: {html.escape(str(r.segment))}</th><td>{r.rows:,}</td>"
+        + "".join(
+            f"<td>{_cell(v)}</td>"
+            for v in (r.base_rate, r.mean_probability, r.roc_auc, r.roc_auc_se, r.baseline_roc_auc, r.ece)
+        )
+        + "</tr>"
+        for r in table.itertuples(index=False)
+    )
+    return (
+        "<h2>Test metrics by segment</h2>"
+        "<p>The same test rows split by a feature: where the model ranks and calibrates well and where it "
+        "does not. A segment's ROC AUC is only as sure as its standard error (about twice it either way); "
+        "&ndash; where a segment holds one class.</p>"
+        "<table><tr><th>segment</th><th>rows</th><th>base rate</th><th>mean probability</th><th>ROC AUC</th>"
+        f"<th>ROC AUC se</th><th>ROC AUC {html.escape(baseline or 'baseline')}</th><th>ECE</th></tr>{rows}</table>"
+    )
 
 
 def _drift_table(result: BacktestResult, limit: int = 10) -> str:

@@ -242,6 +242,8 @@ def log_and_register(
             mlflow.log_metrics({f"baseline.{baseline}.{k}": v for k, v in values.items() if v is not None})
         mlflow.log_metrics({f"time.{k}": v for k, v in result.timings.items()})
         mlflow.log_table(result.table, "backtest.json")
+        if not result.segments.empty:
+            mlflow.log_table(result.segments, "segments.json")
         mlflow.log_dict(
             {
                 "metrics": metrics_clean,

@@ -40,6 +40,8 @@ def report_path(config: Config, task: str) -> Path:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
@@ -131,7 +133,8 @@ def train_model(
     "baselines", "grade"}`` as in DESIGN.md, plus ``registered_model``, ``run_id``, ``alias``
     (``champion`` or ``challenger``), ``promotion`` (the reason), ``report`` (HTML path) and
     ``drift``: the test fold's shift from the training rows (``max_psi``, the ``alert`` features
-    and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`), and
+    and a ``warning`` sentence, None when no feature shifted; see :mod:`models.drift`), ``segments``:
+    the test metrics per segment (:mod:`training.segments`), and
     ``warnings``: sentences on what the run could not do as its spec asks (e.g. no seasonal prior
     shift for lack of cut-offs a year back), each with the fix.
     """
@@ -183,6 +186,7 @@ def train_model(
             "promotion": logged["reason"],
             "report": str(report),
             "drift": drift_overview(result.drift),
+            "segments": result.segments.to_dict(orient="records"),
             "warnings": result.warnings,
         }
     )

@@ -27,7 +27,7 @@ def test_train_churn_and_score_batch(tmp_path):
     metrics_out = tmp_path / "churn.json"
     lines: list[str] = []
     out = train_model(config, "churn", tables=tables, metrics_out=metrics_out, progress=lines.append)
-    assert json.loads(metrics_out.read_text()) == out
+    assert json.loads(metrics_out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON")) == out
     # Progress: the four steps after the tables, numbered, then the total.
     assert [line.split("]")[0].split()[0] for line in lines[:-1]] == ["[1/4", "[2/4", "[3/4", "[4/4"]
     # The rows that fit the model (n_train), and the older labelled cut-offs that only set the seasonal shift.
@@ -67,6 +67,20 @@ def test_train_churn_and_score_batch(tmp_path):
     table = pd.DataFrame(logged["data"], columns=logged["columns"])
     folds = table[table["role"] != "test"]
     assert len(folds) == 6 and (folds["mean_probability"] - folds["base_rate"]).abs().max() < 0.03
+
+    # Test metrics by segment, in the JSON, MLflow and the report: each feature's segments
+    # partition the test rows, and their rows add up to the fold's base rate.
+    segments = pd.DataFrame(out["segments"])
+    assert set(segments["feature"]) == {"purchase_days", "tenure_days", "country"}
+    for feature, part in segments.groupby("feature"):
+        assert part["rows"].sum() == out["n_test"], feature
+        rate = (part["rows"] * part["base_rate"]).sum() / out["n_test"]
+        assert rate == pytest.approx(out["metrics"]["base_rate"]), feature
+    assert segments[segments["feature"] == "purchase_days"]["segment"].tolist() == ["1", "2-3", "4-10", "11+"]
+    assert segments["roc_auc"].between(0.5, 1).all() and (segments["roc_auc_se"] > 0).all()
+    path = MlflowClient(tracking_uri=config.tracking_uri).download_artifacts(out["run_id"], "segments.json", tmp_path)
+    assert len(json.loads(Path(path).read_text())["data"]) == len(segments)
+    assert "Test metrics by segment" in Path(out["report"]).read_text()
 
     # Drift of the test fold, in the JSON and the report: tenure keeps growing past what the
     # trees saw (the data starts in Dec 2009), so it leaves the training range at later cut-offs.
