@@ -60,9 +60,12 @@ def _groups(
     missing = np.isnan(values)
     out: list[tuple[str, np.ndarray]] = []
     if rule == "category":
-        codes = np.where(missing, -1, values).astype(int)
+        # Category codes decoded; a numeric feature segmented by value is labelled with the value.
         labels = np.array(
-            [categories[c] if categories is not None and 0 <= c < len(categories) else None for c in codes],
+            [
+                None if miss else categories[int(v)] if categories is not None else f"{v:g}"
+                for v, miss in zip(values, missing, strict=True)
+            ],
             dtype=object,
         )
         present = pd.Series(labels[~missing]).value_counts()

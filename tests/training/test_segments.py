@@ -54,6 +54,9 @@ def test_small_categories_are_pooled_as_other_and_unused_features_skipped():
     assert table["feature"].unique().tolist() == ["country"]
     assert dict(zip(table["segment"], table["rows"], strict=True)) == {"United Kingdom": 8, "other": 3, "missing": 1}
     assert np.isnan(table["baseline_roc_auc"]).all()
+    # A numeric feature segmented by value, without a category list: labelled with the value.
+    by_value = segment_table(y, p, X, ["purchase_days", "country"], {"country": "category"}, min_rows=2)
+    assert dict(zip(by_value["segment"], by_value["rows"], strict=True)) == {"0": 8, "1": 2, "2": 1, "missing": 1}
     # A single small category keeps its name.
     alone = segment_table(
         y, p, X, ["purchase_days", "country"], {"country": "category"}, categories=categories, min_rows=2
