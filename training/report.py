@@ -232,8 +232,8 @@ def _segment_table(result: BacktestResult) -> str:
     return (
         "<h2>Test metrics by segment</h2>"
         "<p>The same test rows split by a feature: where the model ranks and calibrates well and where it "
-        "does not. A segment's ROC AUC is only as sure as its standard error (about twice it either way); "
-        "&ndash; where a segment holds one class.</p>"
+        "does not. A segment's ROC AUC is only as sure as its standard error (a 95% interval reaches about "
+        "two standard errors either way); &ndash; where a segment holds one class.</p>"
         "<table><tr><th>segment</th><th>rows</th><th>base rate</th><th>mean probability</th><th>ROC AUC</th>"
         f"<th>ROC AUC se</th><th>ROC AUC {html.escape(baseline or 'baseline')}</th><th>ECE</th></tr>{rows}</table>"
     )
