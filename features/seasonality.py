@@ -6,6 +6,7 @@ so it never looks past the cut-off. Mixes are shares of the customer's purchase 
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 
 import ibis
@@ -13,7 +14,7 @@ import ibis.expr.types as ir
 
 from features.timebase import AsOf, history, normalize_as_of, order_key
 
-__all__ = ["horizon_months", "seasonality_features"]
+__all__ = ["horizon_months", "horizon_span", "seasonality_features"]
 
 
 def horizon_months(as_of: dt.datetime, horizon_days: int) -> tuple[int, ...]:
@@ -24,6 +25,15 @@ def horizon_months(as_of: dt.datetime, horizon_days: int) -> tuple[int, ...]:
         if month not in months:
             months.append(month)
     return tuple(sorted(months))
+
+
+def horizon_span(as_of: dt.datetime, horizon_days: int) -> str | None:
+    """The months of :func:`horizon_months` by name, in calendar order from ``as_of``
+    ("December-March"); None when the window touches every month."""
+    if len(horizon_months(as_of, horizon_days)) == 12:
+        return None
+    first, last = ((as_of + dt.timedelta(days=d)).month for d in (1, horizon_days))
+    return calendar.month_name[first] if first == last else f"{calendar.month_name[first]}-{calendar.month_name[last]}"
 
 
 def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: int = 90) -> ir.Table:

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.seasonality import horizon_span
+
 __all__ = ["DATE_FIELDS", "ReasonWriter", "dated_values", "format_value", "humanize", "singularize", "tidy"]
 
 # Fields a template may name besides the model's features: facts of the scoring date, given to
@@ -83,12 +85,8 @@ def dated_values(as_of: Any, horizon_days: int | None) -> dict[str, str]:
     ``horizon_month_share`` counts them; none without a date or when those days cover every month."""
     if as_of is None or not horizon_days:
         return {}
-    start = pd.Timestamp(as_of) + pd.Timedelta(days=1)
-    end = start + pd.Timedelta(days=horizon_days - 1)
-    if (end.year - start.year) * 12 + end.month - start.month >= 11:
-        return {}
-    months = f"{start:%B}" if (start.year, start.month) == (end.year, end.month) else f"{start:%B}-{end:%B}"
-    return {"coming_months": months}
+    months = horizon_span(pd.Timestamp(as_of), horizon_days)
+    return {"coming_months": months} if months else {}
 
 
 def humanize(feature: str) -> str:

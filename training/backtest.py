@@ -671,7 +671,7 @@ def run_backtest(
         features,
         spec.segments,
         categories=categories,
-        baseline=baseline_scores.get(gain_baseline) if gain_baseline else None,
+        baseline=baseline_scores.get(gain_baseline),
     )
     result_grade = grade(metrics[spec.primary_metric], [b.get(spec.primary_metric) for b in baselines.values()])
     return BacktestResult(

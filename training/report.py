@@ -217,7 +217,7 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 def _segment_table(result: BacktestResult) -> str:
     """The test metrics per segment (:mod:`training.segments`), with the best baseline's ROC AUC."""
     table = result.segments
-    if table is None or table.empty:
+    if table.empty:
         return ""
     baseline = result.params.get("roc_auc_gain_baseline")
     rows = "".join(
