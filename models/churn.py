@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from features.config import ModelConfig, population_rule
 from models.spec import CUSTOMER_SEGMENTS, ModelSpec, base_lgbm_params, tiers_from_config, weekly_hazard
-from models.texts import RECENCY_FEATURES, customer_templates
+from models.texts import CUSTOMER_REASON_GROUPS, RECENCY_FEATURES, customer_templates
 
 __all__ = ["TASK", "spec"]
 
@@ -34,6 +34,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         tier_key="tier",
         tiers=tiers_from_config(model_config),
         reason_templates=customer_templates(h),
+        reason_groups=CUSTOMER_REASON_GROUPS,
         segments=CUSTOMER_SEGMENTS,
         reason_direction="raises churn risk",
         # Small trees, large leaves, half the columns per tree: the settings that held up on the

@@ -13,6 +13,14 @@ A feature that takes one value, or nearly, across each training cut-off's popula
 leads: the month's economic indicators, and the lead's age, since ``created_at`` has month
 precision) says *when* a row was scored, not what sets it apart from its peers; it is a
 *context* feature and never becomes a reason, though it still counts in the score.
+
+Features that state one fact in several ways (the days since the last purchase, that gap over
+the usual one, the purchase days of the last 30 and 90 days, ...) form a reason *group*: their
+SHAP values are summed, which TreeSHAP's additivity makes the group's joint contribution, and the
+group is one reason, written as the sentence of the member that pushes hardest its way. Without
+groups, one customer could read "Bought on 2 days in the last 90 days (raises churn risk)" and
+"No purchase for 2 days, 0.1x the usual gap (lowers churn risk)": two halves of one fact pulling
+against each other, where the sum says which half wins and by how much.
 """
 
 from __future__ import annotations
@@ -123,6 +131,25 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _present_groups(
+    groups: Mapping[str, Sequence[str]], feature_names: Sequence[str], context: set[str]
+) -> dict[str, list[str]]:
+    """The groups of :class:`ReasonWriter` as the model has them: members in column order, without
+    context features or features the model lacks; groups of fewer than two such members dropped."""
+    owner: dict[str, str] = {}
+    for name, members in groups.items():
+        for feature in members:
+            if owner.setdefault(feature, name) != name:
+                raise ValueError(f"reason groups: feature '{feature}' is in both '{owner[feature]}' and '{name}'")
+    present = {}
+    for name, members in groups.items():
+        wanted = set(members) - context
+        kept = [f for f in feature_names if f in wanted]
+        if len(kept) > 1:
+            present[name] = kept
+    return present
+
+
 class ReasonWriter:
     """Turns SHAP rows into reason dicts; plain data, so it pickles with the scorer.
 
@@ -145,6 +172,10 @@ class ReasonWriter:
     codes
         Per feature, sentences for values that are codes rather than quantities, used instead of its
         templates (``{"pdays": {999: "Not contacted in a previous campaign"}}``, not "999 days").
+    groups
+        Group name -> features that state one fact (see the module docstring); each feature in one
+        group at most. Members the model does not have, and context features, are left out; a
+        group left with one member is that feature alone.
     """
 
     def __init__(
@@ -156,6 +187,7 @@ class ReasonWriter:
         context: Sequence[str] = (),
         counter_direction: str | None = None,
         codes: Mapping[str, Mapping[Any, str]] | None = None,
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.feature_names = list(feature_names)
         self.codes = {k: dict(v) for k, v in (codes or {}).items()}
@@ -164,6 +196,7 @@ class ReasonWriter:
             raise ValueError(f"context feature '{unknown[0]}' is not a model feature")
         context = set(context)
         self.context = [c for c in self.feature_names if c in context]
+        self.groups = _present_groups(groups or {}, self.feature_names, context)
         self.direction = direction
         self.counter_direction = counter_direction or _opposite(direction)
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
@@ -182,8 +215,8 @@ class ReasonWriter:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Attributes added after writers were first pickled into registered models, as a writer
         # pickled before each of them means: no coded values, no context features, the opposite
-        # direction for counter-reasons. Filled once here, so no method has to test for them.
-        self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, **state})
+        # direction for counter-reasons, no groups. Filled once here, so no method tests for them.
+        self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, "groups": {}, **state})
 
     def counter_label(self) -> str:
         """What a counter-reason says (``counter_direction``)."""
@@ -256,7 +289,9 @@ class ReasonWriter:
         Returns
         -------
         Per row, a list of ``{"text", "feature", "value", "impact"}`` dicts, largest ``|impact|``
-        first; ``impact`` keeps its sign (negative for counter-reasons).
+        first; ``impact`` keeps its sign (negative for counter-reasons). A group's reason also has
+        ``"group"``, its name; its ``impact`` is the group's sum, its ``feature``, ``value`` and
+        ``text`` those of the member shown.
         """
         n, m = contributions.shape
         if n == 0:
@@ -264,13 +299,23 @@ class ReasonWriter:
         k = max(0, min(k, m))
         sign = -1.0 if counter else 1.0
         direction = self.counter_label() if counter else self.direction
-        context = self.context
-        if counter or context:
+        context, groups = self.context, self.groups
+        if counter or context or groups:
             contributions = sign * np.asarray(contributions, dtype=np.float64)
         if context:
             contributions[:, [self.feature_names.index(c) for c in context]] = -np.inf
         if k == 0:
             return [[] for _ in range(n)]
+        # A group's sum stands in its first member's column, the other members' columns drop out;
+        # ``members`` keeps each member's own value, to choose the sentence.
+        leads: dict[int, tuple[str, list[int]]] = {}
+        if groups:
+            members = contributions.copy()
+            for name, features in groups.items():
+                columns = [self.feature_names.index(f) for f in features]
+                contributions[:, columns[0]] = members[:, columns].sum(axis=1)
+                contributions[:, columns[1:]] = -np.inf
+                leads[columns[0]] = (name, columns)
         # argpartition picks the k largest per row without sorting all features.
         top = np.argpartition(-contributions, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
         top_values = np.take_along_axis(contributions, top, axis=1)
@@ -283,6 +328,9 @@ class ReasonWriter:
             for j, impact in zip(top[i], top_values[i], strict=True):
                 if not impact > 0:
                     break
+                group = leads.get(j)
+                if group is not None:  # the sentence of the member that pushes hardest the group's way
+                    j = group[1][int(np.argmax(members[i, group[1]]))]
                 feature = self.feature_names[j]
                 needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
                 values = {f: self.value(X, i, f, rows) for f in needed if f not in DATE_FIELDS}
@@ -292,13 +340,14 @@ class ReasonWriter:
                 if new is not None:
                     values[feature] = new
                 text = _unseen_sentence(feature, new) if new is not None else self.sentence(feature, values)
-                reasons.append(
-                    {
-                        "text": f"{text} ({direction})",
-                        "feature": feature,
-                        "value": values[feature],
-                        "impact": round(sign * float(impact), 6),
-                    }
-                )
+                reason = {
+                    "text": f"{text} ({direction})",
+                    "feature": feature,
+                    "value": values[feature],
+                    "impact": round(sign * float(impact), 6),
+                }
+                if group is not None:
+                    reason["group"] = group[0]
+                reasons.append(reason)
             out.append(reasons)
         return out

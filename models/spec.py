@@ -188,6 +188,9 @@ class ModelSpec:
         What a positive SHAP contribution means, appended to each reason.
     reason_codes
         Per feature, sentences for coded values (``models.reasons.ReasonWriter``'s ``codes``).
+    reason_groups
+        Group name -> features that state one fact, each group one reason with the members'
+        summed SHAP values (``models.reasons.ReasonWriter``'s ``groups``).
     excluded_features
         Feature columns that this model never uses (e.g. identifiers or label proxies).
     lgbm_params, num_boost_round, early_stopping_rounds
@@ -283,6 +286,7 @@ class ModelSpec:
     early_stopping_rounds: int = 100
     excluded_features: frozenset[str] = frozenset()
     reason_codes: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
+    reason_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     spend_params: Mapping[str, Any] | None = None
     rfm_columns: tuple[str, str, str] | None = None
     spend_feature: str | None = None
@@ -314,6 +318,9 @@ class ModelSpec:
         object.__setattr__(self, "reason_templates", MappingProxyType(dict(self.reason_templates)))
         object.__setattr__(
             self, "reason_codes", MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.reason_codes.items()})
+        )
+        object.__setattr__(
+            self, "reason_groups", MappingProxyType({k: tuple(v) for k, v in self.reason_groups.items()})
         )
         object.__setattr__(self, "lgbm_params", MappingProxyType(dict(self.lgbm_params)))
         object.__setattr__(self, "segments", MappingProxyType(dict(self.segments)))

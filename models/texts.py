@@ -7,13 +7,50 @@ so a customer with a single purchase (no gap yet) still gets a sentence.
 
 from __future__ import annotations
 
-__all__ = ["NO_PURCHASE", "RECENCY_FEATURES", "customer_templates"]
+__all__ = ["CUSTOMER_REASON_GROUPS", "NO_PURCHASE", "RECENCY_FEATURES", "customer_templates"]
 
 # Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
 # rise with them, purchase likelihood only fall.
 RECENCY_FEATURES = ("recency_days", "days_since_last", "recency_over_gap", "recency_over_max_gap")
 
 _WINDOWS = (30, 90, 180, 365)
+
+# Features that state one fact in several ways, each group one reason (models.reasons): how recently
+# the customer bought, how often over the last year, over their whole history, what they spent lately,
+# their rhythm, the trend, last year's season, this season's share and their refunds. Without them the
+# demo's churn reasons set "Bought on 2 days in the last 90 days" (raises) against "No purchase for 2
+# days, 0.1x the usual gap" (lowers) for 765 of 4,269 customers.
+CUSTOMER_REASON_GROUPS: dict[str, tuple[str, ...]] = {
+    "recency": (
+        *RECENCY_FEATURES,
+        "days_since_2nd_last",
+        "days_since_3rd_last",
+        "decayed_purchase_days_30d",
+        "decayed_purchase_days_90d",
+        "frequency_30d",
+        "frequency_90d",
+        "purchase_days_90d",
+        "active_weeks_90d",
+    ),
+    "frequency": (
+        "decayed_purchase_days_365d",
+        "purchase_days_365d",
+        "frequency_180d",
+        "frequency_365d",
+        "active_weeks_365d",
+        "active_months_180d",
+        "active_months_365d",
+    ),
+    "history": ("tenure_days", "purchase_days", "frequency_all", "active_months_all", "purchase_rate_30d"),
+    "spend": ("monetary_30d", "monetary_90d", "monetary_180d", "monetary_365d"),
+    "lifetime_spend": ("monetary_all", "spend_per_30d"),
+    "rhythm": ("gap_mean", "gap_median", "gap_std", "gap_max", "gap_last", "gap_first", "gap_last_over_mean"),
+    "trend": ("order_trend", "spend_trend", "order_trend_ratio"),
+    "last_year": ("ly_orders", "ly_spend", "ly_orders_before"),
+    "season": ("q4_share", "horizon_month_share"),
+    "refunds": ("refund_count", "refund_share"),
+    "range": ("distinct_products", "distinct_products_365d"),
+}
 # The denominators of the rates and shares below, so that a reader sees what they divide.
 _SINCE_FIRST = "since the first purchase {tenure_days:.0f} days ago"
 _OF_PURCHASE_DAYS = "of the {purchase_days:.0f} purchase days so far"

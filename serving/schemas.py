@@ -85,6 +85,12 @@ class Reason(BaseModel):
     feature: str
     value: float | str | None
     impact: float = Field(description="SHAP contribution on the model's raw (log-odds) scale")
+    group: str | None = Field(
+        None,
+        description="set when the reason stands for a group of features that state one fact: the group's"
+        " name; impact is then the members' summed SHAP value, and feature, value and text those of the"
+        " member that pushes hardest the same way",
+    )
 
 
 class ScoreItem(BaseModel):

@@ -540,6 +540,7 @@ def run_backtest(
             categories,
             context=context_features(X, train["as_of"].to_numpy(), features),
             codes=spec.reason_codes,
+            groups=spec.reason_groups,
         ),
         model_name=model_name or f"crmscore-{spec.task}",
         horizon_days=spec.horizon_days,

@@ -128,6 +128,8 @@ def explain_ids(
         "score_label": spec.score_label,
         "raises": scorer.reasons.direction,
         "lowers": scorer.reasons.counter_label(),
+        # The features each reason group sums, so that a reader of a group's reason sees what it covers.
+        "groups": {name: list(features) for name, features in scorer.reasons.groups.items()},
         "items": items,
     }
 
@@ -202,8 +204,12 @@ def render(result: dict[str, Any]) -> str:
         )
         for title, reasons in ((result["raises"], item["reasons"]), (result["lowers"], item["counter_reasons"])):
             lines.append(f"  {title}:" if reasons else f"  {title}: nothing")
-            # The direction is the heading; the sentence alone under it.
-            lines.extend(f"    {r['impact']:+.3f}  {r['text'].removesuffix(f' ({title})')}" for r in reasons)
+            # The direction is the heading; the sentence alone under it, and the group it speaks for.
+            lines.extend(
+                f"    {r['impact']:+.3f}  {r['text'].removesuffix(f' ({title})')}"
+                + (f"  [{r['group']}: {len(result['groups'][r['group']])} features]" if r.get("group") else "")
+                for r in reasons
+            )
         lines.append(
             f"  log-odds: base {item['base_log_odds']:+.3f} + shown {item['shown_impact']:+.3f}"
             f" + other features {item['other_impact']:+.3f} = {item['raw_log_odds']:+.3f};"

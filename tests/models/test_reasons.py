@@ -10,9 +10,10 @@ import pytest
 
 from features.config import ModelConfig
 from features.seasonality import horizon_months
+from models.lead_qualification import LEAD_TEMPLATES
 from models.lead_qualification import spec as lead_spec
 from models.reasons import ReasonWriter, dated_values, humanize, singularize, tidy
-from models.texts import NO_PURCHASE, customer_templates
+from models.texts import CUSTOMER_REASON_GROUPS, NO_PURCHASE, customer_templates
 
 TEMPLATES_90 = customer_templates(90)
 
@@ -115,6 +116,80 @@ def test_k_limits_and_rows_override_values():
     assert [r["feature"] for r in out[0]] == ["orders_90d", "country"]
     assert out[0][0]["text"].startswith("Orders 90d: 7")
     assert [r["feature"] for r in out[1]] == ["days_since_last", "gap_mean"]
+
+
+GROUPED = ["days_since_last", "recency_over_gap", "purchase_days_90d", "country", "gap_mean"]
+
+
+def grouped_writer(**kwargs):
+    groups = {"recency": ("days_since_last", "recency_over_gap", "purchase_days_90d", "not_a_feature")}
+    return ReasonWriter(
+        GROUPED, TEMPLATES_90, "raises churn risk", {"country": ["France", "UK"]}, groups=groups, **kwargs
+    )
+
+
+def test_a_group_of_features_stating_one_fact_is_one_reason_with_their_summed_impact():
+    X = np.array([[2.0, 0.1, 2.0, 1.0, 20.0], [150.0, 7.5, 0.0, 0.0, 20.0]])
+    contrib = np.array(
+        [
+            # Two days since the last purchase lowers the risk, only 2 purchase days in 90 raises it more.
+            [-0.3, -0.1, 0.7, 0.2, 0.25],
+            # Long silent: every member raises the risk; the group outranks a larger single feature.
+            [0.3, 0.2, 0.1, 0.0, 0.5],
+        ]
+    )
+    first, second = grouped_writer().explain(contrib, X, k=3)
+    assert first[0] == {
+        "text": "Bought on 2 days in the last 90 days (raises churn risk)",  # the member pushing hardest
+        "feature": "purchase_days_90d",
+        "value": 2.0,
+        "impact": 0.3,  # 0.7 - 0.3 - 0.1: the group's net pull
+        "group": "recency",
+    }
+    assert [r["feature"] for r in first[1:]] == ["gap_mean", "country"]  # ungrouped features keep no "group"
+    assert "group" not in first[1] and "group" not in first[2]
+    assert [(r["feature"], r["impact"]) for r in second[:2]] == [("days_since_last", 0.6), ("gap_mean", 0.5)]
+    assert second[0]["text"] == "No purchase for 150 days; usually buys every 20 days (raises churn risk)"
+    # The recency group nets out as a reason, so it is no counter-reason either: one fact, one side.
+    (counter, _) = grouped_writer().explain(contrib, X, k=3, counter=True)
+    assert counter == []
+    pulled_down = grouped_writer().explain(-contrib, X, k=3, counter=True)[0]
+    assert pulled_down[0]["group"] == "recency" and pulled_down[0]["impact"] == -0.3
+    assert contrib[0, 0] == -0.3  # the caller's SHAP values are left as they were
+    # Without groups the same row read as two halves of one fact pulling against each other.
+    plain = ReasonWriter(GROUPED, TEMPLATES_90, "raises churn risk", {"country": ["France", "UK"]})
+    assert plain.explain(contrib[:1], X[:1], k=1)[0][0]["feature"] == "purchase_days_90d"
+    assert plain.explain(contrib[:1], X[:1], k=1, counter=True)[0][0]["feature"] == "days_since_last"
+
+
+def test_reason_groups_keep_the_models_features_and_leave_out_context_ones():
+    assert grouped_writer().groups == {"recency": ["days_since_last", "recency_over_gap", "purchase_days_90d"]}
+    # A context feature is never a reason, so it never joins a group; a group of one is that feature alone.
+    context = grouped_writer(context=["recency_over_gap", "purchase_days_90d"])
+    assert context.groups == {}
+    X = np.array([[2.0, 0.1, 2.0, 1.0, 20.0]])
+    (reasons,) = context.explain(np.array([[0.4, 0.9, 0.9, 0.0, 0.0]]), X, k=3)
+    assert reasons == [
+        {
+            "text": "No purchase for 2 days; usually buys every 20 days (raises churn risk)",
+            "feature": "days_since_last",
+            "value": 2.0,
+            "impact": 0.4,
+        }
+    ]
+    with pytest.raises(ValueError, match="feature 'gap_mean' is in both 'rhythm' and 'cycle'"):
+        ReasonWriter(GROUPED, TEMPLATES_90, "raises", groups={"rhythm": ("gap_mean",), "cycle": ("gap_mean", "x")})
+
+
+def test_every_reason_group_member_is_a_feature_with_a_sentence():
+    # A misspelt member would silently stay out of its group: each must be a feature the templates know.
+    for groups, templates in (
+        (CUSTOMER_REASON_GROUPS, customer_templates(90)),
+        (lead_spec(ModelConfig()).reason_groups, LEAD_TEMPLATES),
+    ):
+        members = [f for features in groups.values() for f in features]
+        assert len(members) == len(set(members))
+        assert set(members) <= set(templates)
 
 
 def test_humanize():
@@ -252,9 +327,9 @@ def test_the_bank_leads_category_codes_read_as_what_they_mean():
     ]
 
 
-def test_a_writer_pickled_before_codes_context_and_counter_direction_still_writes():
+def test_a_writer_pickled_before_codes_context_counter_direction_and_groups_still_writes():
     writer = ReasonWriter(["recency_days", "purchase_days"], TEMPLATES_90, "raises churn risk")
-    state = {k: v for k, v in writer.__dict__.items() if k not in ("codes", "context", "counter_direction")}
+    state = {k: v for k, v in writer.__dict__.items() if k not in ("codes", "context", "counter_direction", "groups")}
     old = ReasonWriter.__new__(ReasonWriter)
     old.__setstate__(state)  # what unpickling a writer of an older registered model does
     contrib, X = np.array([[0.5, -0.2]]), np.array([[40.0, 3.0]])

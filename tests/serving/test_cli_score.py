@@ -279,6 +279,11 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["warnings"] == [] and "warning" not in result.stderr  # the data's last day, years into it
+    # The reason groups the model carries: the features each group's reason sums.
+    if task == "churn":
+        assert {"days_since_last", "recency_over_gap", "decayed_purchase_days_90d"} <= set(body["groups"]["recency"])
+    else:
+        assert body["groups"] == {"previous_campaign": ["pdays", "previous", "poutcome"]}
     for item in body["items"]:
         row = batch[batch[entity].astype(str) == item["id"]].iloc[0]
         # The same score, reasons and counter-reasons as the batch (the lead anchor is the whole date's).
@@ -298,6 +303,9 @@ def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path,
         )
     text = CliRunner().invoke(app, [*args, "--id", "nobody"])
     assert text.exit_code == 1  # one id outside the population; the others are still explained
+    shown = [r for item in body["items"] for r in (*item["reasons"], *item["counter_reasons"]) if r.get("group")]
+    for r in shown:  # a group's reason says which group it speaks for, and how many features that sums
+        assert f"  [{r['group']}: {len(body['groups'][r['group']])} features]" in text.stdout
     assert f"{picked[0]}: P(" in text.stdout and "log-odds: base" in text.stdout
     assert f"nobody: not in the {task} population at" in text.stdout
     table, entity = ("transactions", "customer_id") if task == "churn" else ("leads", "lead_id")

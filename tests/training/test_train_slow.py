@@ -97,9 +97,16 @@ def test_train_churn_and_score_batch(tmp_path):
     assert {"probability", "tier", "value_at_risk", "reasons", "model_version"} <= set(scores.columns)
     assert (scores["model_version"].astype(str) == out["version"]).all()
     first = json.loads(scores["reasons"].iloc[0])
-    assert first and {"text", "feature", "value", "impact"} == set(first[0])
+    keys = {"text", "feature", "value", "impact"}
+    assert first and keys <= set(first[0]) <= keys | {"group"}
     counter = [json.loads(r) for r in scores["counter_reasons"]]
     assert all(len(c) <= 3 and all(r["impact"] < 0 for r in c) for c in counter) and sum(map(len, counter)) > 0
+    # One fact, one reason: a group's features (recency, spend, ...) speak once, on one side of the score.
+    reasons = [json.loads(r) for r in scores["reasons"]]
+    grouped = [
+        [r.get("group") for r in (*up, *down) if r.get("group")] for up, down in zip(reasons, counter, strict=True)
+    ]
+    assert all(len(g) == len(set(g)) for g in grouped) and sum(map(len, grouped)) > len(scores)
 
 
 @pytest.mark.slow
