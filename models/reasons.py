@@ -20,7 +20,8 @@ SHAP values are summed, which TreeSHAP's additivity makes the group's joint cont
 group is one reason, written as the sentence of the member that pushes hardest its way. Without
 groups, one customer could read "Bought on 2 days in the last 90 days (raises churn risk)" and
 "No purchase for 2 days, 0.1x the usual gap (lowers churn risk)": two halves of one fact pulling
-against each other, where the sum says which half wins and by how much.
+against each other, where the sum says which half wins and by how much. A very low score whose every
+feature and group lowers it thus has counter-reasons only.
 """
 
 from __future__ import annotations
