@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import math
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from features.files import write_text_atomic
 from models.drift import PSI_ALERT
 from training.backtest import BacktestResult, gain_text
 
-__all__ = ["make_plots", "render_report", "write_report"]
+__all__ = ["group_strength", "make_plots", "render_report", "write_report"]
 
 
 def _figure():
@@ -52,7 +53,8 @@ def _curves(result: BacktestResult) -> dict[str, np.ndarray]:
 
 
 def make_plots(result: BacktestResult) -> dict[str, bytes]:
-    """PNG bytes of ``roc``, ``calibration``, ``gains`` and ``shap_summary`` on the test fold."""
+    """PNG bytes of ``roc``, ``calibration``, ``gains`` and ``shap_summary`` on the test fold, and
+    ``shap_by_reason_group`` for a model whose reasons group features (``ReasonWriter.groups``)."""
     y = result.predictions["label"].to_numpy()
     curves = _curves(result)
     label = result.spec.score_label
@@ -112,7 +114,30 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     )
     ax.set(xlabel="mean |SHAP value| (log-odds)", title="SHAP summary: what drives the score")
     plots["shap_summary"] = _png(plt, fig)
+    groups = scorer.reasons.groups
+    if groups:
+        strength = group_strength(contrib, scorer.feature_names, groups, context)
+        labels = sorted(strength, key=strength.get)[-15:]
+        plt, fig, ax = _figure()
+        ax.barh(labels, [strength[label] for label in labels])
+        ax.set(xlabel="mean |SHAP value| (log-odds)", title="SHAP summary by reason group")
+        plots["shap_by_reason_group"] = _png(plt, fig)
     return plots
+
+
+def group_strength(
+    contrib: np.ndarray,
+    feature_names: Sequence[str],
+    groups: Mapping[str, Sequence[str]],
+    context: Collection[str] = (),
+) -> dict[str, float]:
+    """Mean |SHAP value| per reason unit: each group's members summed per row first, as its reason sums
+    them (labelled ``"recency (12 features)"``), every other feature alone (``" (context)"`` if so)."""
+    index = {f: i for i, f in enumerate(feature_names)}
+    grouped = {f for features in groups.values() for f in features}
+    units = {f"{name} ({len(features)} features)": [index[f] for f in features] for name, features in groups.items()}
+    units.update({f + (" (context)" if f in context else ""): [i] for f, i in index.items() if f not in grouped})
+    return {label: float(np.abs(contrib[:, cols].sum(axis=1)).mean()) for label, cols in units.items()}
 
 
 def _cell(value: Any) -> str:

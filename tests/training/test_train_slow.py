@@ -59,7 +59,8 @@ def test_train_churn_and_score_batch(tmp_path):
     assert out["metrics"]["roc_auc"] > 0.77 and out["metrics"]["ece"] < 0.03
     # The lead over the best baseline is outside one test fold's noise (DeLong's paired test).
     assert out["metrics"]["roc_auc_gain_low"] > 0
-    assert Path(out["report"]).read_text().count("data:image/png;base64,") == 4
+    report = Path(out["report"]).read_text()
+    assert report.count("data:image/png;base64,") == 5 and "<figcaption>shap_by_reason_group</figcaption>" in report
     # The backtest table scores each training fold as of its own cut-off, with that season's
     # correction (the test cut-off's put every Jan-Jun fold 0.07-0.08 below its base rate).
     path = MlflowClient(tracking_uri=config.tracking_uri).download_artifacts(out["run_id"], "backtest.json", tmp_path)
