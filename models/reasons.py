@@ -219,6 +219,24 @@ class ReasonWriter:
         # direction for counter-reasons, no groups. Filled once here, so no method tests for them.
         self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, "groups": {}, **state})
 
+    def units(self) -> list[tuple[str | None, list[int]]]:
+        """What can be one reason, in column order: ``(name, columns)`` of each group (its members'
+        columns) and ``(None, [column])`` of every feature in no group."""
+        first = {self.feature_names.index(features[0]): name for name, features in self.groups.items()}
+        grouped = {f for features in self.groups.values() for f in features}
+        return [
+            (first[j], [self.feature_names.index(f) for f in self.groups[first[j]]]) if j in first else (None, [j])
+            for j, feature in enumerate(self.feature_names)
+            if j in first or feature not in grouped
+        ]
+
+    def unit_sums(self, contributions: np.ndarray) -> np.ndarray:
+        """SHAP values per unit of :meth:`units`: a group's members summed per row, which TreeSHAP's
+        additivity makes the group's contribution; ``contributions`` itself when there is no group."""
+        if not self.groups:
+            return contributions
+        return np.column_stack([contributions[:, columns].sum(axis=1) for _, columns in self.units()])
+
     def counter_label(self) -> str:
         """What a counter-reason says (``counter_direction``)."""
         return self.counter_direction or _opposite(self.direction)
@@ -294,44 +312,37 @@ class ReasonWriter:
         ``"group"``, its name; its ``impact`` is the group's sum, its ``feature``, ``value`` and
         ``text`` those of the member shown.
         """
-        n, m = contributions.shape
+        n = contributions.shape[0]
         if n == 0:
             return []
-        k = max(0, min(k, m))
         sign = -1.0 if counter else 1.0
         direction = self.counter_label() if counter else self.direction
-        context, groups = self.context, self.groups
-        if counter or context or groups:
+        context = self.context
+        if counter or context:
             contributions = sign * np.asarray(contributions, dtype=np.float64)
-        if context:
+        if context:  # never in a group, so their -inf stays in their own unit
             contributions[:, [self.feature_names.index(c) for c in context]] = -np.inf
+        units = self.units()
+        summed = self.unit_sums(contributions)
+        m = summed.shape[1]
+        k = max(0, min(k, m))
         if k == 0:
             return [[] for _ in range(n)]
-        # A group's sum stands in its first member's column, the other members' columns drop out;
-        # ``members`` keeps each member's own value, to choose the sentence.
-        leads: dict[int, tuple[str, list[int]]] = {}
-        if groups:
-            members = contributions.copy()
-            for name, features in groups.items():
-                columns = [self.feature_names.index(f) for f in features]
-                contributions[:, columns[0]] = members[:, columns].sum(axis=1)
-                contributions[:, columns[1:]] = -np.inf
-                leads[columns[0]] = (name, columns)
-        # argpartition picks the k largest per row without sorting all features.
-        top = np.argpartition(-contributions, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
-        top_values = np.take_along_axis(contributions, top, axis=1)
+        # argpartition picks the k largest per row without sorting all units.
+        top = np.argpartition(-summed, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
+        top_values = np.take_along_axis(summed, top, axis=1)
         order = np.argsort(-top_values, axis=1)
         top = np.take_along_axis(top, order, axis=1)
         top_values = np.take_along_axis(top_values, order, axis=1)
         out: list[list[dict[str, Any]]] = []
         for i in range(n):
             reasons = []
-            for j, impact in zip(top[i], top_values[i], strict=True):
+            for u, impact in zip(top[i], top_values[i], strict=True):
                 if not impact > 0:
                     break
-                group = leads.get(j)
-                if group is not None:  # the sentence of the member that pushes hardest the group's way
-                    j = group[1][int(np.argmax(members[i, group[1]]))]
+                group, columns = units[u]
+                # A group speaks in the sentence of the member that pushes hardest its way.
+                j = columns[int(np.argmax(contributions[i, columns]))] if group else columns[0]
                 feature = self.feature_names[j]
                 needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
                 values = {f: self.value(X, i, f, rows) for f in needed if f not in DATE_FIELDS}
@@ -347,8 +358,8 @@ class ReasonWriter:
                     "value": values[feature],
                     "impact": round(sign * float(impact), 6),
                 }
-                if group is not None:
-                    reason["group"] = group[0]
+                if group:
+                    reason["group"] = group
                 reasons.append(reason)
             out.append(reasons)
         return out

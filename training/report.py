@@ -11,7 +11,6 @@ import base64
 import html
 import io
 import math
-from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from sklearn.metrics import roc_curve
 
 from features.files import write_text_atomic
 from models.drift import PSI_ALERT
+from models.reasons import ReasonWriter
 from training.backtest import BacktestResult, gain_text
 
 __all__ = ["group_strength", "make_plots", "render_report", "write_report"]
@@ -114,9 +114,8 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     )
     ax.set(xlabel="mean |SHAP value| (log-odds)", title="SHAP summary: what drives the score")
     plots["shap_summary"] = _png(plt, fig)
-    groups = scorer.reasons.groups
-    if groups:
-        strength = group_strength(contrib, scorer.feature_names, groups, context)
+    if scorer.reasons.groups:
+        strength = group_strength(contrib, scorer.reasons)
         labels = sorted(strength, key=strength.get)[-15:]
         plt, fig, ax = _figure()
         ax.barh(labels, [strength[label] for label in labels])
@@ -125,19 +124,18 @@ def make_plots(result: BacktestResult) -> dict[str, bytes]:
     return plots
 
 
-def group_strength(
-    contrib: np.ndarray,
-    feature_names: Sequence[str],
-    groups: Mapping[str, Sequence[str]],
-    context: Collection[str] = (),
-) -> dict[str, float]:
-    """Mean |SHAP value| per reason unit: each group's members summed per row first, as its reason sums
-    them (labelled ``"recency (12 features)"``), every other feature alone (``" (context)"`` if so)."""
-    index = {f: i for i, f in enumerate(feature_names)}
-    grouped = {f for features in groups.values() for f in features}
-    units = {f"{name} ({len(features)} features)": [index[f] for f in features] for name, features in groups.items()}
-    units.update({f + (" (context)" if f in context else ""): [i] for f, i in index.items() if f not in grouped})
-    return {label: float(np.abs(contrib[:, cols].sum(axis=1)).mean()) for label, cols in units.items()}
+def group_strength(contrib: np.ndarray, reasons: ReasonWriter) -> dict[str, float]:
+    """Mean |SHAP value| per reason unit (:meth:`ReasonWriter.unit_sums`): each group summed per row
+    first, as its reason sums it (labelled ``"recency (12 features)"``), every other feature alone
+    (``" (context)"`` if it is one)."""
+    names = reasons.feature_names
+    labels = [
+        f"{group} ({len(columns)} features)"
+        if group
+        else names[columns[0]] + (" (context)" if names[columns[0]] in reasons.context else "")
+        for group, columns in reasons.units()
+    ]
+    return dict(zip(labels, np.abs(reasons.unit_sums(contrib)).mean(axis=0).tolist(), strict=True))
 
 
 def _cell(value: Any) -> str:
