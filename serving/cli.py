@@ -1,8 +1,8 @@
 """The ``crmscore`` command line: one Typer app; each package owns the logic of its commands.
 
 ``validate`` (with the models' check of their config sections) and ``features`` come from
-:mod:`features.cli`; ``train``, ``score``, ``backtest`` and
-``monitor`` call :mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
+:mod:`features.cli`; ``train``, ``score``, ``explain``, ``backtest``, ``monitor``, ``models`` and
+``promote`` call :mod:`training`; ``at-risk``, ``serve`` and ``demo`` are the serving ring's own.
 """
 
 from __future__ import annotations
@@ -95,10 +95,12 @@ def train_command(
         )
     except (ConfigError, ValueError, RegistryUnavailable) as exc:
         raise _fail(str(exc)) from exc
-    for warning in (*result["warnings"], result["drift"]["warning"]):
-        if warning:
-            typer.echo(f"warning: {warning}", err=True)
+    # The JSON is the output (pipe it, or use --metrics-out); the summary follows on stderr, so that it is
+    # what a terminal shows last.
     typer.echo(json.dumps(result, indent=2, default=str))
+    from training.train import summary_lines
+
+    typer.echo("\n".join(summary_lines(result)), err=True)
 
 
 @app.command("score")
@@ -303,6 +305,61 @@ def monitor_command(
                 f"at {len(fallen)} of {len(fresh)} out-of-sample dates: {dates}; retrain or look at these dates",
                 code=3,
             )
+
+
+@app.command("models")
+def models_command(
+    config: ConfigOption,
+    model: Annotated[str | None, typer.Argument(help="churn, next-purchase or lead (default: all three)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """The registered versions of each model, newest first: aliases, test cut-off, test metrics, the gate's reason."""
+    from training.pyfunc import ChampionUnavailable
+    from training.registry import list_versions, render_versions
+
+    tasks = [_task(model)] if model else ["churn", "next_purchase", "lead"]
+    try:
+        cfg = load_config(config)
+        listings = list_versions(cfg, tasks)
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(listings if model is None else listings[0], indent=2))
+    else:
+        typer.echo("\n\n".join(render_versions(listing) for listing in listings))
+
+
+@app.command("promote")
+def promote_command(
+    model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
+    config: ConfigOption,
+    version: Annotated[str, typer.Option("--version", help="The registered version to make champion (e.g. 3).")],
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, kept on the version (tag manual_promotion).")
+    ] = None,
+) -> None:
+    """Make a registered version champion by hand: roll back, or overrule the gate. `crmscore models` lists them.
+
+    The version's files are read first; a running `crmscore serve` switches on POST /reload.
+    """
+    from training.pyfunc import ChampionUnavailable
+    from training.registry import promote_version
+
+    task = _task(model)
+    try:
+        done = promote_version(load_config(config), task, version, reason=reason)
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
+        raise _fail(str(exc)) from exc
+    for warning in done["warnings"]:
+        _warn(warning)
+    if not done["changed"]:
+        typer.echo(f"{done['model_name']} v{done['version']} already is champion; nothing changed")
+        return
+    before = f"v{done['previous']}" if done["previous"] else "none"
+    typer.echo(
+        f"{done['model_name']}: champion is now v{done['version']} (was {before}); a running crmscore serve "
+        "keeps the old one until POST /reload"
+    )
 
 
 @app.command("at-risk")

@@ -71,14 +71,13 @@ def run_demo(
         summary.append(f"snapshot {task}: {rows:,} rows as of {as_of} -> {path}")
 
     from serving.at_risk import at_risk_list
-    from training.backtest import gain_text
     from training.monitor import monitor_champion
     from training.score import score_batch, write_atomic
-    from training.train import train_model
+    from training.train import summary_lines, train_model
 
     metrics_dir = out_dir / "metrics"
     for key, task, _ in jobs:
-        t0 = _step(echo, f"train {task} (rolling-origin backtest, calibration, baselines, MLflow)")
+        _step(echo, f"train {task} (rolling-origin backtest, calibration, baselines, MLflow)")
         result = train_model(
             configs[key],
             task,
@@ -86,27 +85,9 @@ def run_demo(
             metrics_out=metrics_dir / f"{task}.json",
             progress=lambda line: echo(f"   {line}"),
         )
+        for line in summary_lines(result):  # the time is in train_model's last progress line
+            echo(f"   {line}")
         metrics = result["metrics"]
-        best = {name: b.get("roc_auc") for name, b in result["baselines"].items() if b.get("roc_auc") is not None}
-        echo(
-            f"   version {result['version']} ({result.get('promotion', '')}); test cut-off {result['test_cutoff']}, "
-            f"n_train {result['n_train']:,}, n_test {result['n_test']:,}"
-        )
-        echo(
-            "   model: "
-            + ", ".join(
-                f"{m} {metrics[m]:.3f}" for m in ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10") if m in metrics
-            )
-        )
-        echo("   baselines (ROC AUC): " + ", ".join(f"{n} {v:.3f}" for n, v in best.items()))
-        sentence = gain_text(metrics, result["baselines"])
-        if sentence:
-            echo(f"   {sentence}")
-        echo(f"   grade {result['grade']}; report {result.get('report')} ({time.monotonic() - t0:.1f}s)")
-        if result["drift"]["warning"]:
-            echo(f"   test fold drift: {result['drift']['warning']}")
-        for warning in result["warnings"]:
-            echo(f"   warning: {warning}")
         summary.append(
             f"{task}: ROC AUC {metrics.get('roc_auc', float('nan')):.3f}, ECE {metrics.get('ece', float('nan')):.3f}, "
             f"grade {result['grade']}, report {result.get('report')}"

@@ -318,10 +318,52 @@ def _artifact_location(client: Any, version: Any) -> str:
     return source
 
 
-def _train_command(config: Config, task: str) -> str:
+def train_command(config: Config, task: str | None) -> str:
+    """The ``crmscore train`` command line that would register a model for ``task`` (``MODEL`` for
+    any), for messages."""
     guess = config.base_dir / f"{config.name}.yaml"
     config_arg = str(guess) if guess.is_file() else "<config.yaml>"
-    return f"crmscore train {cli_model_name(task)} --config {config_arg}"
+    return f"crmscore train {cli_model_name(task) if task else 'MODEL'} --config {config_arg}"
+
+
+def missing_store_message(config: Config, task: str | None, what: str) -> str | None:
+    """Why nothing can be read for ``task`` (None: for any) when the SQLite registry file the config names does not
+    exist (None when it does, or the store is not a file): ``what`` is what is missing, e.g. "no
+    'champion' model". Readers check this first, since opening the store would create an empty one."""
+    missing = _missing_store(config)
+    if missing is None:
+        return None
+    return (
+        f"{what}{f' for {task!r}' if task else ''}: the registry file {missing} does not exist (a relative sqlite "
+        f"path in tracking_uri resolves against the working directory, {Path.cwd()}). Train one with: "
+        f"{train_command(config, task)}, or run from the folder that holds the registry, or give tracking_uri "
+        "an absolute path (sqlite:////path/to/mlflow.db)"
+    )
+
+
+def load_version(config: Config, task: str, client: Any, version: Any, *, label: str) -> Scorer:
+    """The scorer of one registered model version (``version``: MLflow's ``ModelVersion``), with
+    ``version`` set; ``label`` says which one in the error (e.g. "champion").
+
+    Raises
+    ------
+    ChampionFilesError
+        The version is registered but its files cannot be read; the message names where they should be.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = registered_name(task)
+    try:
+        scorer = load_scorer(f"models:/{name}/{version.version}")
+    except (MlflowException, OSError) as exc:
+        raise ChampionFilesError(
+            f"'{name}' version {version.version} ({label}) is in the registry at {config.tracking_uri}, but its "
+            f"files cannot be read from {_artifact_location(client, version)} ({exc}). The registry keeps the "
+            "absolute location each model was logged to: make that path reachable here (mount the artifacts at "
+            "the same path), or track with an MLflow server that serves the artifacts (--artifacts-destination)"
+        ) from exc
+    scorer.version = str(version.version)
+    return scorer
 
 
 def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
@@ -345,14 +387,9 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
     from mlflow.tracking import MlflowClient
 
     name = registered_name(task)
-    missing = _missing_store(config)
-    if missing is not None:  # reading must not leave an empty registry behind in the working directory
-        raise NoChampionError(
-            f"no '{CHAMPION}' model for '{task}': the registry file {missing} does not exist (a relative sqlite "
-            f"path in tracking_uri resolves against the working directory, {Path.cwd()}). Train one with: "
-            f"{_train_command(config, task)}, or run from the folder that holds the registry, or give tracking_uri "
-            "an absolute path (sqlite:////path/to/mlflow.db)"
-        )
+    message = missing_store_message(config, task, f"no '{CHAMPION}' model")
+    if message is not None:  # reading must not leave an empty registry behind in the working directory
+        raise NoChampionError(message)
     set_uris(config)
     client = MlflowClient()
     try:
@@ -364,18 +401,9 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
             ) from exc
         raise NoChampionError(
             f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
-            f"(registered model '{name}'). Train one with: {_train_command(config, task)}"
+            f"(registered model '{name}'). Train one with: {train_command(config, task)}"
         ) from exc
-    try:
-        scorer = load_scorer(f"models:/{name}/{version.version}")
-    except (MlflowException, OSError) as exc:
-        raise ChampionFilesError(
-            f"'{name}' version {version.version} ({CHAMPION}) is in the registry at {config.tracking_uri}, but its "
-            f"files cannot be read from {_artifact_location(client, version)} ({exc}). The registry keeps the "
-            "absolute location each model was logged to: make that path reachable here (mount the artifacts at "
-            "the same path), or track with an MLflow server that serves the artifacts (--artifacts-destination)"
-        ) from exc
-    scorer.version = str(version.version)
+    scorer = load_version(config, task, client, version, label=CHAMPION)
     tags = dict(version.tags or {})
     info = {
         "model_name": name,

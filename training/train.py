@@ -19,7 +19,7 @@ from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
 from models.drift import drift_overview
 from models.spec import ModelSpec
-from training.backtest import fitted_cutoffs, run_backtest
+from training.backtest import fitted_cutoffs, gain_text, run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
 from training.tracking import check_registry, log_and_register
@@ -193,3 +193,44 @@ def train_model(
     if metrics_out is not None:
         write_text_atomic(metrics_out, json.dumps(out, indent=2))
     return out
+
+
+# The test metrics :func:`summary_lines` sets beside the baselines' (those the task has).
+SUMMARY_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_at_10", "rmse", "gini")
+
+
+def _cell(metric: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.0f}" if metric == "rmse" else f"{value:.3f}"
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What a :func:`train_model` run produced, for a person at a terminal: the registered version and
+    the promotion decision, the test metrics beside each baseline's (``-`` where a baseline has no
+    such metric, e.g. logistic regression predicts no spend), the gain over the best baseline with its
+    interval, the grade and report, then the drift and the run's warnings.
+
+    ``crmscore train`` prints these on stderr after the JSON, ``crmscore demo`` indented in its log.
+    """
+    metrics, baselines = result["metrics"], result["baselines"]
+    lines = [
+        f"{result['registered_model']} version {result['version']}, {result['alias']} ({result['promotion']}); "
+        f"test cut-off {result['test_cutoff']}, n_train {result['n_train']:,}, n_test {result['n_test']:,}"
+    ]
+    names = ["model", *baselines]
+    rows = [m for m in SUMMARY_METRICS if m in metrics]
+    cells = [[_cell(m, (metrics if n == "model" else baselines[n]).get(m)) for n in names] for m in rows]
+    label = max(len("metric"), *(len(m) for m in rows))
+    widths = [max(len(n), *(len(row[i]) for row in cells)) for i, n in enumerate(names)]
+    lines.append("  ".join(["metric".ljust(label), *(n.rjust(w) for n, w in zip(names, widths, strict=True))]))
+    for m, row in zip(rows, cells, strict=True):
+        lines.append("  ".join([m.ljust(label), *(c.rjust(w) for c, w in zip(row, widths, strict=True))]))
+    sentence = gain_text(metrics, baselines)
+    if sentence:
+        lines.append(sentence)
+    lines.append(f"grade {result['grade']}; report {result['report']}")
+    if result["drift"]["warning"]:
+        lines.append(f"test fold drift: {result['drift']['warning']}")
+    lines += [f"warning: {warning}" for warning in result["warnings"]]
+    return lines

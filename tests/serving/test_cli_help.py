@@ -14,7 +14,7 @@ COMMANDS = sorted(typer.main.get_command(app).commands)
 
 
 def test_the_documented_commands_are_all_there():
-    assert set(COMMANDS) >= {"validate", "features", "train", "score", "at-risk", "serve", "demo"}
+    assert set(COMMANDS) >= {"validate", "features", "train", "score", "at-risk", "serve", "demo", "models", "promote"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

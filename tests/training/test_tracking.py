@@ -1,4 +1,5 @@
-"""MLflow: the promotion gate against a real SQLite store, and the pyfunc round trip in a fresh process."""
+"""MLflow: the promotion gate against a real SQLite store, the registry listing and the hand promotion
+(``crmscore models``, ``crmscore promote``), and the pyfunc round trip in a fresh process."""
 
 from __future__ import annotations
 
@@ -201,3 +202,101 @@ def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
     model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/crmscore-churn@champion"))
     assert (model_dir / "pyfunc_code.py").read_text().count("set_model(CrmScoreModel())") == 1
     assert not (model_dir / "python_model.pkl").exists() and (model_dir / "artifacts" / "scorer.pkl").exists()
+
+
+def _cli_config(config, tmp_path) -> Path:
+    """The same registry as a config file, for the commands."""
+    import yaml
+
+    from tests.conftest import minimal_config_dict
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({**minimal_config_dict(), "tracking_uri": config.tracking_uri}))
+    return path
+
+
+def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config, good, bad, tmp_path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from training.registry import list_versions
+
+    first, worse = _log(config, good), _log(config, bad)
+    churn, lead = list_versions(config, ["churn", "lead"])
+    assert [(v["version"], v["aliases"]) for v in churn["versions"]] == [
+        (worse["version"], ["challenger"]),
+        (first["version"], ["champion"]),
+    ]
+    assert [v["promotion"] for v in churn["versions"]] == [worse["reason"], "no champion yet"]
+    assert churn["versions"][1]["roc_auc"] == pytest.approx(good.metrics["roc_auc"])
+    assert churn["versions"][1]["test_cutoff"] == "2011-06-01" and churn["versions"][1]["manual_promotion"] is None
+    assert lead == {"model_name": "crmscore-lead", "tracking_uri": config.tracking_uri, "versions": []}
+
+    text = CliRunner().invoke(app, ["models", "--config", str(_cli_config(config, tmp_path))])
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"crmscore-churn (2 versions in {config.tracking_uri})"
+    assert lines[1].startswith(f"  v{worse['version']}    challenger ") and "test cut-off 2011-06-01" in lines[1]
+    assert lines[2] == f"        gate: {worse['reason']}"
+    assert f"roc_auc {good.metrics['roc_auc']:.4f}" in lines[3] and lines[3].split()[1] == "champion"
+    assert lines[-1] == f"crmscore-lead: no registered version in {config.tracking_uri}"
+    listed = CliRunner().invoke(app, ["models", "churn", "--json", "--config", str(_cli_config(config, tmp_path))])
+    assert json.loads(listed.stdout) == churn
+
+
+def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, good, bad, tmp_path):
+    """A forced champion that misbehaves: point champion back at the good version by hand."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from training.registry import MANUAL_TAG
+
+    first = _log(config, good)
+    forced = _log(config, bad, force=True)
+    assert load_champion(config, "churn")[1]["version"] == forced["version"]
+    args = ["promote", "churn", "--config", str(_cli_config(config, tmp_path))]
+
+    back = CliRunner().invoke(app, [*args, "--version", f"v{first['version']}", "--reason", "ranks at random"])
+    assert back.exit_code == 0, back.output
+    assert back.stdout.startswith(
+        f"crmscore-churn: champion is now v{first['version']} (was v{forced['version']}); a running crmscore serve "
+        "keeps the old one until POST /reload"
+    )
+    assert back.stderr == ""  # a better version at the same test cut-off: nothing to warn about
+    scorer, info = load_champion(config, "churn")
+    assert info["version"] == scorer.version == first["version"]
+    assert _aliases(config, forced["version"]) == {"challenger"}
+    tags = MlflowClient(tracking_uri=config.tracking_uri).get_model_version("crmscore-churn", first["version"]).tags
+    assert tags["promotion"] == "no champion yet"  # the gate's own decision stays
+    assert tags[MANUAL_TAG].startswith("made champion by hand on ")
+    assert tags[MANUAL_TAG].endswith(f", replacing v{forced['version']}: ranks at random")
+
+    again = CliRunner().invoke(app, [*args, "--version", first["version"]])
+    assert again.exit_code == 0 and "already is champion; nothing changed" in again.stdout
+
+    worse = CliRunner().invoke(app, [*args, "--version", forced["version"]])
+    assert worse.exit_code == 0, worse.output
+    assert worse.stderr.startswith(
+        f"warning: v{forced['version']} has a lower test roc_auc than champion v{first['version']} at the same test "
+        f"cut-off ({bad.metrics['roc_auc']:.4f} < {good.metrics['roc_auc']:.4f})"
+    )
+
+    unknown = CliRunner().invoke(app, [*args, "--version", "9"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith("error: --version: 'crmscore-churn' has no version '9' (registered: 1, 2)")
+    assert load_champion(config, "churn")[1]["version"] == forced["version"]
+
+
+def test_promote_refuses_a_version_whose_files_are_gone_and_moves_nothing(config, good, tmp_path):
+    import shutil
+
+    from training.registry import promote_version
+
+    first, second = _log(config, good), _log(config, good)
+    assert _aliases(config, first["version"]) == {"champion"}
+    artifacts = tmp_path / "mlruns"  # beside the SQLite file
+    shutil.move(artifacts, tmp_path / "elsewhere")
+    with pytest.raises(ChampionFilesError, match=rf"'crmscore-churn' version {second['version']} \(to promote\)"):
+        promote_version(config, "churn", second["version"])
+    assert _aliases(config, first["version"]) == {"champion"}
+    assert _aliases(config, second["version"]) == {"challenger"}

@@ -1,0 +1,207 @@
+"""What the registry holds, and moving a task's ``champion`` by hand.
+
+``crmscore train`` moves ``champion`` only through the promotion gate (:mod:`training.tracking`).
+These are for the people who run the service: :func:`list_versions` shows every registered version
+of a task with its aliases, test cut-off, test metrics and the gate's decision (``crmscore
+models``); :func:`promote_version` points ``champion`` at a version chosen by hand, to roll back a
+champion that misbehaves in production or to promote a challenger the gate kept out (``crmscore
+promote``). Both read what :func:`training.tracking.log_and_register` tagged on each version, so
+neither downloads a model except the one being promoted, whose files are read first: an alias must
+never point at a version the service cannot load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from features.config import Config
+from training.pyfunc import (
+    CHAMPION,
+    NoChampionError,
+    RegistryUnavailable,
+    load_version,
+    missing_store_message,
+    registered_name,
+    set_uris,
+    train_command,
+)
+
+__all__ = ["list_versions", "promote_version", "render_versions"]
+
+# The tag a hand promotion leaves on the version it promotes (the gate's own decision stays in ``promotion``).
+MANUAL_TAG = "manual_promotion"
+
+
+def _client(config: Config, task: str | None) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    message = missing_store_message(config, task, "no registered model")
+    if message is not None:  # reading must not leave an empty registry behind in the working directory
+        raise NoChampionError(message)
+    set_uris(config)
+    return MlflowClient()
+
+
+def _versions(client: Any, config: Config, name: str) -> dict[str, tuple[Any, list[str]]]:
+    """The registered versions of ``name`` by number, each with its aliases (empty without a registered model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = list(client.search_model_versions(f"name = '{name}'"))
+        # search_model_versions leaves each version's aliases empty; the registered model has them.
+        aliases = client.get_registered_model(name).aliases if versions else {}
+    except MlflowException as exc:
+        raise RegistryUnavailable(
+            f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
+        ) from exc
+    return {
+        str(v.version): (v, sorted(alias for alias, number in aliases.items() if str(number) == str(v.version)))
+        for v in versions
+    }
+
+
+def _row(version: Any, aliases: list[str]) -> dict[str, Any]:
+    tags = dict(version.tags or {})
+    metrics = json.loads(tags["metrics"]) if "metrics" in tags else {}
+    return {
+        "version": str(version.version),
+        "aliases": aliases,
+        "registered_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC).isoformat(),
+        "test_cutoff": tags.get("test_cutoff"),
+        "roc_auc": metrics.get("roc_auc"),
+        "ece": metrics.get("ece"),
+        "grade": tags.get("grade"),
+        "promotion": tags.get("promotion"),
+        MANUAL_TAG: tags.get(MANUAL_TAG),
+        "run_id": version.run_id,
+    }
+
+
+def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
+    """Every registered version of each task's model, newest first.
+
+    Returns
+    -------
+    One ``{"model_name", "tracking_uri", "versions"}`` per task; each version ``{"version",
+    "aliases", "registered_at", "test_cutoff", "roc_auc", "ece", "grade", "promotion"`` (the gate's
+    reason), ``"manual_promotion"`` (set by :func:`promote_version`, else None), ``"run_id"}``. A
+    task without a registered model has an empty list.
+
+    Raises
+    ------
+    NoChampionError
+        The SQLite registry file the config names does not exist (none is created).
+    RegistryUnavailable
+        The registry did not answer.
+    """
+    client = _client(config, tasks[0] if len(tasks) == 1 else None)
+    listings = []
+    for task in tasks:
+        name = registered_name(task)
+        rows = [_row(v, aliases) for v, aliases in _versions(client, config, name).values()]
+        rows.sort(key=lambda row: int(row["version"]), reverse=True)
+        listings.append({"model_name": name, "tracking_uri": config.tracking_uri, "versions": rows})
+    return listings
+
+
+def promote_version(config: Config, task: str, version: str, *, reason: str | None = None) -> dict[str, Any]:
+    """Point ``champion`` at ``version`` of ``task``'s model, after reading its files.
+
+    The version gets tag ``manual_promotion`` saying when, from which version and why; its gate
+    decision (``promotion``) is kept. A running ``crmscore serve`` keeps the old champion until
+    ``POST /reload``.
+
+    Returns
+    -------
+    ``{"model_name", "version", "previous"`` (the champion before, None without one),
+    ``"changed"`` (False when ``version`` already was champion), ``"test_cutoff",
+    "warnings"}``: what differs from the previous champion that a person should know (another test
+    cut-off, so their metrics do not compare; a lower test ROC AUC; grade C).
+
+    Raises
+    ------
+    ValueError
+        No such version; the message lists the registered ones.
+    NoChampionError
+        No registered model (or no registry file) for the task.
+    ChampionFilesError
+        The version's files cannot be read: the alias is not moved.
+    """
+    name = registered_name(task)
+    client = _client(config, task)
+    versions = _versions(client, config, name)
+    if not versions:
+        raise NoChampionError(
+            f"no registered model '{name}' in the registry at {config.tracking_uri}. "
+            f"Train one with: {train_command(config, task)}"
+        )
+    wanted = str(version).strip().removeprefix("v")
+    if wanted not in versions:
+        known = ", ".join(sorted(versions, key=int))
+        raise ValueError(f"--version: '{name}' has no version {version!r} (registered: {known})")
+    target, aliases = versions[wanted]
+    previous = next((number for number, (_, names) in versions.items() if CHAMPION in names), None)
+    row = _row(target, aliases)
+    if previous == wanted:
+        return {
+            "model_name": name,
+            "version": wanted,
+            "previous": previous,
+            "changed": False,
+            "test_cutoff": row["test_cutoff"],
+            "warnings": [],
+        }
+    load_version(config, task, client, target, label="to promote")  # raises ChampionFilesError
+    warnings = []
+    if previous is not None:
+        old = _row(*versions[previous])
+        if old["test_cutoff"] != row["test_cutoff"]:
+            warnings.append(
+                f"v{wanted} was tested at {row['test_cutoff']} and champion v{previous} at {old['test_cutoff']}: "
+                "their test metrics are not on the same rows and do not compare"
+            )
+        elif old["roc_auc"] is not None and row["roc_auc"] is not None and row["roc_auc"] < old["roc_auc"]:
+            warnings.append(
+                f"v{wanted} has a lower test roc_auc than champion v{previous} at the same test cut-off "
+                f"({row['roc_auc']:.4f} < {old['roc_auc']:.4f})"
+            )
+    if row["grade"] == "C":
+        warnings.append(f"v{wanted} is graded C: it ranked below a baseline at its test cut-off")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    note = f"made champion by hand on {now}, replacing {'v' + previous if previous else 'no champion'}"
+    client.set_registered_model_alias(name, CHAMPION, wanted)
+    client.set_model_version_tag(name, wanted, MANUAL_TAG, f"{note}: {reason}" if reason else note)
+    return {
+        "model_name": name,
+        "version": wanted,
+        "previous": previous,
+        "changed": True,
+        "test_cutoff": row["test_cutoff"],
+        "warnings": warnings,
+    }
+
+
+def render_versions(listing: dict[str, Any]) -> str:
+    """:func:`list_versions` as text: one line per version, newest first, then the gate's reason
+    (and a hand promotion's note) beneath it."""
+    name, versions = listing["model_name"], listing["versions"]
+    if not versions:
+        return f"{name}: no registered version in {listing['tracking_uri']}"
+    lines = [f"{name} ({len(versions)} version{'s' if len(versions) > 1 else ''} in {listing['tracking_uri']})"]
+    for row in versions:
+        aliases = ", ".join(row["aliases"]) or "-"
+        metrics = " ".join(
+            f"{key} {row[key]:.4f}" if row[key] is not None else f"{key} -" for key in ("roc_auc", "ece")
+        )
+        lines.append(
+            f"  v{row['version']:<4} {aliases:<22} registered {row['registered_at'][:16].replace('T', ' ')} UTC, "
+            f"test cut-off {row['test_cutoff'] or '-'}, {metrics}, grade {row['grade'] or '-'}"
+        )
+        if row["promotion"]:
+            lines.append(f"        gate: {row['promotion']}")
+        if row[MANUAL_TAG]:
+            lines.append(f"        {row[MANUAL_TAG]}")
+    return "\n".join(lines)
