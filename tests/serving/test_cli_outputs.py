@@ -80,6 +80,8 @@ def _closed_port() -> int:
         ["train", "churn", "--metrics-out", "{tmp}/m.json"],
         ["score", "churn", "--as-of", "2011-12-01", "--out", "{tmp}/s.csv"],
         ["at-risk", "--out", "{tmp}/l.csv"],
+        ["models"],
+        ["promote", "churn", "--version", "1"],
     ],
 )
 def test_a_tracking_server_that_does_not_answer_fails_in_seconds_before_any_work(tmp_path, command):
