@@ -41,7 +41,14 @@ from training.pyfunc import (
     sqlite_file,
 )
 
-__all__ = ["Promotion", "check_registry", "decide_promotion", "ensure_experiment", "log_and_register"]
+__all__ = [
+    "Promotion",
+    "check_registry",
+    "decide_promotion",
+    "describe_version",
+    "ensure_experiment",
+    "log_and_register",
+]
 
 _PACKAGES = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("pyfunc_code.py")
@@ -336,3 +343,21 @@ def log_and_register(
         "alias": CHAMPION if decision.promote else CHALLENGER,
         "reason": decision.reason,
     }
+
+
+def describe_version(config: Config, spec: Any, name: str, version: str, summary: list[str]) -> None:
+    """The descriptions MLflow's UI shows on the registered model's page and on the version's: what the
+    model answers (score, population, label), and the version's run summary (``summary``, the lines of
+    :func:`training.train.summary_lines`: the gate's decision, the test metrics beside the baselines')."""
+    set_uris(config)
+    client = MlflowClient()
+    client.update_registered_model(
+        name,
+        description=(
+            f"{spec.score_label}. Population: {spec.population}. Label 1 = {spec.label}. Registered by "
+            "`crmscore train`; alias `champion` is the version the API and batch scoring use, moved by the "
+            "promotion gate or by `crmscore promote`."
+        ),
+    )
+    # Markdown: a fenced block keeps the metrics table's columns.
+    client.update_model_version(name, version, description="```\n" + "\n".join(summary) + "\n```")

@@ -22,7 +22,7 @@ from models.spec import ModelSpec
 from training.backtest import fitted_cutoffs, gain_text, run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
-from training.tracking import check_registry, log_and_register
+from training.tracking import check_registry, describe_version, log_and_register
 
 __all__ = ["backtest_inputs", "normalize_task", "report_path", "train_model"]
 
@@ -190,6 +190,7 @@ def train_model(
             "warnings": result.warnings,
         }
     )
+    describe_version(config, spec, out["registered_model"], out["version"], summary_lines(out))
     if metrics_out is not None:
         write_text_atomic(metrics_out, json.dumps(out, indent=2))
     return out

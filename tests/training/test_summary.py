@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from serving.cli import app
@@ -71,7 +72,10 @@ def test_the_summary_ends_with_the_gain_the_drift_and_the_warnings():
 @pytest.mark.slow
 def test_train_prints_the_json_on_stdout_and_the_summary_on_stderr(tmp_path):
     """Bundled bank leads, a fresh registry: stdout is the metrics JSON alone (what --metrics-out
-    writes), stderr the progress and then the summary of the same figures."""
+    writes), stderr the progress and then the summary of the same figures, which is also the version's
+    description in the registry (MLflow's UI shows it)."""
+    from mlflow.tracking import MlflowClient
+
     _, leads = write_configs(tmp_path)
     metrics_out = tmp_path / "lead.json"
     result = CliRunner().invoke(app, ["train", "lead", "--config", str(leads), "--metrics-out", str(metrics_out)])
@@ -84,3 +88,7 @@ def test_train_prints_the_json_on_stdout_and_the_summary_on_stderr(tmp_path):
     assert summary[1].split() == ["metric", "model", "logistic"]
     model, logistic = out["metrics"]["roc_auc"], out["baselines"]["logistic"]["roc_auc"]
     assert summary[2].split() == ["roc_auc", f"{model:.3f}", f"{logistic:.3f}"]
+    client = MlflowClient(tracking_uri=yaml.safe_load(leads.read_text())["tracking_uri"])
+    assert client.get_model_version("crmscore-lead", "1").description == "```\n" + "\n".join(summary) + "\n```"
+    described = client.get_registered_model("crmscore-lead").description
+    assert described.startswith("P(convert within 30 days). Population: leads created in the 30 days up to the cut-off")
