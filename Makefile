@@ -12,7 +12,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[spark,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[spark,dev,postgres]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,7 @@ must never silently fall back to a default.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,20 +69,44 @@ class _Frozen(BaseModel):
 
 
 class SourceConfig(_Frozen):
-    """Where a table is read from.
+    """Where a table is read from: a file (``path``) or a table in a database (``url``).
 
-    ``path`` is resolved against the config file's folder when relative.
-    ``format`` is inferred from the suffix when omitted. A DuckDB file needs
-    ``table``; ``database`` sources are reached through an Ibis connection URL.
+    ``path`` is resolved against the config file's folder when relative; ``format`` is inferred from
+    its suffix when omitted. A DuckDB file needs ``table``. ``url`` is a connection URL that
+    ``ibis.connect`` takes (``postgres://crm@db.internal:5432/crm``, ``sqlite:///crm.db``; the
+    backend's driver must be installed: ``pip install crmscore[postgres]`` for PostgreSQL) with the
+    ``table`` to read and, when it is not the default, the ``database`` (for PostgreSQL the schema)
+    it is in. ``${NAME}`` in the URL is read from the environment when the table is read, so that a
+    password stays out of the file; a password written in the URL is masked wherever crmscore shows
+    or logs the config.
     """
 
-    path: str
-    format: Literal["parquet", "csv", "duckdb"] | None = None
+    path: str | None = None
+    url: str | None = None
+    format: Literal["parquet", "csv", "duckdb", "database"] | None = None
     table: str | None = None
+    database: str | None = None
     csv_options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _infer_format(self) -> SourceConfig:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give 'path' (a file) or 'url' (a database table), one of the two")
+        if self.url is not None:
+            if self.format not in (None, "database"):
+                raise ValueError(f"'url' reads a database table: format must be database or unset, not {self.format}")
+            if "://" not in self.url:
+                raise ValueError(
+                    f"'url' must be a connection URL such as postgres://user@host:5432/crm, got {self.url!r}"
+                )
+            if not self.table:
+                raise ValueError("a database source needs 'table': the name of the table to read")
+            object.__setattr__(self, "format", "database")
+            return self
+        if self.format == "database":
+            raise ValueError("format database reads a table through 'url', not 'path'")
+        if self.database is not None:
+            raise ValueError("'database' is for a 'url' source (the schema the table is in)")
         if self.format is None:
             suffix = Path(self.path).suffix.lower()
             inferred = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".duckdb": "duckdb", ".db": "duckdb"}
@@ -91,6 +116,17 @@ class SourceConfig(_Frozen):
         if self.format == "duckdb" and not self.table:
             raise ValueError("a duckdb source needs 'table': the name of the table inside the DuckDB file")
         return self
+
+
+# The password of a connection URL (scheme://user:password@host): masked in what is shown or logged.
+URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)(?P<password>[^@/]*)@")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with the password written in it (not a ``${NAME}`` read from the environment) as ``***``."""
+    return URL_PASSWORD.sub(
+        lambda m: m.group(0) if m.group("password").startswith("${") else f"{m.group('head')}***@", url
+    )
 
 
 class RowFilter(_Frozen):
@@ -267,9 +303,21 @@ class Config(_Frozen):
             return path
         return str((self.base_dir / path).resolve())
 
+    def source_label(self, source: SourceConfig) -> str:
+        """Where a table is read from, for reports and messages: the resolved path, or the masked URL and table."""
+        if source.url is None:
+            return self.resolve(source.path)
+        where = f"{source.database}.{source.table}" if source.database else source.table
+        return f"{masked_url(source.url)} table {where}"
+
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain data, for logging to MLflow and storing with a model."""
-        return self.model_dump(mode="json")
+        """The configuration as plain data, for logging to MLflow and storing with a model (a password
+        written in a source URL masked)."""
+        data = self.model_dump(mode="json")
+        for table in data["tables"].values():
+            if table is not None and table["source"].get("url"):
+                table["source"]["url"] = masked_url(table["source"]["url"])
+        return data
 
 
 def _format_error(error: ValidationError, path: Path) -> str:

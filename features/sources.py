@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,9 @@ from features.config import (
     ID_COLUMNS,
     NUMERIC_COLUMNS,
     TIMESTAMP_COLUMNS,
+    URL_PASSWORD,
     Config,
+    SourceConfig,
     TableConfig,
 )
 
@@ -172,10 +176,48 @@ class CanonicalTables:
         }
 
 
+# ``${NAME}`` in a source URL: read from the environment when the table is read.
+_ENV_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def _read_database(table: str, src: SourceConfig, label: str) -> Any:
+    """The whole table a ``url`` source names, read through the database's Ibis backend, as Arrow.
+
+    The feature engine (DuckDB or Spark) then holds it like any file source, so the feature SQL runs
+    where it always runs and the database only answers one ``SELECT``.
+    """
+    missing = sorted({n for n in _ENV_VARIABLE.findall(src.url) if n not in os.environ})
+    if missing:
+        raise ContractError(
+            table, "<source>", "environment variable not set", f"{', '.join(missing)}, used in url {label}"
+        )
+    url = _ENV_VARIABLE.sub(lambda m: os.environ[m.group(1)], src.url)
+    secrets = [m.group("password") for m in URL_PASSWORD.finditer(url) if m.group("password")]
+
+    def _fail(rule: str, exc: Exception) -> ContractError:
+        text = f"{type(exc).__name__}: {exc}".strip()
+        for secret in secrets:  # a driver may echo the URL back
+            text = text.replace(secret, "***")
+        return ContractError(table, "<source>", rule, f"{label}: {text}")
+
+    try:
+        remote = ibis.connect(url)
+    except Exception as exc:  # a missing driver (ImportError), a refused connection, a bad URL
+        raise _fail("cannot connect to the database", exc) from exc
+    try:
+        return remote.table(src.table, database=src.database).to_pyarrow()
+    except Exception as exc:
+        raise _fail("cannot read the table", exc) from exc
+    finally:
+        remote.disconnect()
+
+
 def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig) -> ir.Table:
     src = spec.source
-    path = config.resolve(src.path)
     name = f"src_{table}"
+    if src.format == "database":
+        return memtable_source(con, _read_database(table, src, config.source_label(src)), name)
+    path = config.resolve(src.path)
     if "://" not in path and not any(ch in path for ch in "*?[") and not Path(path).exists():
         raise ContractError(table, "<source>", "source file not found", f"path {path}")
     if src.format == "parquet":
@@ -305,11 +347,12 @@ def map_table(
         A mapped column is missing, a timestamp column does not parse, or a required column is entirely null.
     """
     spec: TableConfig = getattr(config.tables, table)
-    source = config.resolve(spec.source.path)
+    source = config.source_label(spec.source)
     dialect = "spark" if config.engine == "spark" else "duckdb"
     if raw is None:
         raw = _read_source(con, config, table, spec)
-    raw_name = raw.get_name()
+    # A table the engine holds in a catalog is named catalog.schema.table: quote each part.
+    raw_name = ".".join(_quote(part, dialect) for part in raw.get_name().split("."))
     mapped_sources = {e for e in spec.columns.values() if e in raw.columns}
     attributes = _attributes(spec, raw, mapped_sources, dialect)
     for name in spec.exclude:
@@ -333,7 +376,7 @@ def map_table(
         f"{expr} AS {_quote(name, dialect)}"
         for name, expr in {**columns, **attributes, **keep_flags, **row_identity}.items()
     ]
-    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {_quote(raw_name, dialect)}", dialect=dialect)
+    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {raw_name}", dialect=dialect)
 
     # Types of the contract: ids as strings (a float id 12346.0 becomes "12346"), numbers as float64.
     casts = {}

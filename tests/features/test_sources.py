@@ -31,10 +31,12 @@ RAW = pd.DataFrame(
 )
 
 
-def _config(write_config, path, fmt=None, **table_extra):
-    source = {"path": str(path)}
-    if fmt:
-        source["format"] = fmt
+def _config(write_config, path, fmt=None, source=None, **table_extra):
+    """RAW's mapping, read from the file ``path`` (as ``fmt``) or from ``source`` as given."""
+    if source is None:
+        source = {"path": str(path)}
+        if fmt:
+            source["format"] = fmt
     return load_config(
         write_config(
             {

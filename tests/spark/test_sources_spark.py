@@ -108,3 +108,16 @@ def test_ids_keep_their_leading_zeros_on_spark(tmp_path, write_config, spark):
     got = _both(config, spark)
     assert sorted(got["spark"][0].customer_id) == sorted(ids)
     pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
+
+
+def test_a_database_source_on_spark_matches_duckdb(tmp_path, write_config, spark):
+    """A table read through the database's Ibis backend lands in Spark as it lands in DuckDB."""
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "crm.db") as con:
+        RAW.assign(ts=pd.to_datetime(RAW.ts)).to_sql("sales", con, index=False)
+    config = _config(write_config, None, source={"url": f"sqlite:///{tmp_path / 'crm.db'}", "table": "sales"})
+    got = _both(config, spark)
+    pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
+    assert got["spark"][1].to_dict() == got["duckdb"][1].to_dict()
+    assert got["spark"][1].rows_kept == 5
