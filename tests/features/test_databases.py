@@ -121,6 +121,16 @@ def _pg_binary(name: str) -> str | None:
     return str(versions[-1]) if versions else None
 
 
+def _has_account(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A PostgreSQL server on a free loopback port, user ``crm`` with :data:`PASSWORD` (scram), and its
@@ -128,6 +138,8 @@ def postgres() -> Iterator[str]:
     initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.skip("PostgreSQL's initdb and pg_ctl are not installed")
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or not _has_account("postgres")):
+        pytest.skip("running as root, and no 'postgres' account (or runuser) to run PostgreSQL as")
     # Not under pytest's temporary root: that is private to the user running the tests.
     folder = Path(tempfile.mkdtemp(prefix="crmscore-pg-"))
     run_as: list[str] = []
