@@ -88,6 +88,20 @@ def tidy(text: str) -> str:
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
 
 
+# The clause several sentences end on to date the counts they give (", the latest 235 days ago").
+_LATEST = re.compile(r", the latest ((\d[\d,]*) days? ago|today)$")
+
+
+def _said_already(clause: re.Match[str], earlier: Sequence[str]) -> bool:
+    """Whether an earlier sentence of the row already dates the latest purchase as ``clause`` does:
+    "... the latest 235 days ago", "Last purchase 235 days ago", "No purchase for 235 days"."""
+    when, days = clause.group(1), clause.group(2)
+    said = (when,) if days is None else (when, f"No purchase for {days} day")  # "today" has no count
+    # Not "11 days ago" inside "211 days ago".
+    pattern = re.compile("|".join(rf"(?<![\d,.]){re.escape(phrase)}" for phrase in said))
+    return any(pattern.search(text) for text in earlier)
+
+
 def dated_values(as_of: Any, horizon_days: int | None) -> dict[str, str]:
     """The :data:`DATE_FIELDS` of a scoring date: ``coming_months``, the calendar months the
     ``horizon_days`` days after ``as_of`` touch ("December-March"), as the feature
@@ -352,6 +366,10 @@ class ReasonWriter:
                 if new is not None:
                     values[feature] = new
                 text = _unseen_sentence(feature, new) if new is not None else self.sentence(feature, values)
+                clause = _LATEST.search(text)
+                if clause and _said_already(clause, [r["text"] for r in reasons]):
+                    # Two of a row's reasons would date the same last purchase; the first one says it.
+                    text = text[: clause.start()]
                 reason = {
                     "text": f"{text} ({direction})",
                     "feature": feature,

@@ -362,3 +362,31 @@ def test_a_count_of_zero_reads_as_none():
     assert tidy("10 orders in the last 30 days") == "10 orders in the last 30 days"
     assert tidy("0.5 orders per month") == "0.5 orders per month"
     assert tidy("Net spend of 0 in the last 90 days") == "Net spend of 0 in the last 90 days"
+
+
+def test_a_rows_reasons_date_the_last_purchase_once():
+    """Recency and frequency are separate reasons, but both may end on the latest purchase; the
+    second one drops the clause the first one states (not a count that merely contains its digits)."""
+    features = ["days_since_last", "decayed_purchase_days_365d", "purchase_days_365d", "days_since_last_copy"]
+    templates = {
+        **{f: TEMPLATES_90[f] for f in ("days_since_last", "decayed_purchase_days_365d")},
+        "days_since_last_copy": (
+            "Bought on {purchase_days_365d:.0f} days in the last 365 days, the latest 11 days ago",
+        ),
+    }
+    writer = ReasonWriter(features, templates, "raises churn risk")
+    X = np.array([[235.0, 0.4, 2.0, 0.0], [211.0, 0.4, 1.0, 0.0], [11.0, 0.4, 3.0, 0.0]])
+    contrib = np.array([[0.5, 0.4, 0.0, 0.0], [0.0, 0.4, 0.0, 0.3], [0.0, 0.4, 0.0, 0.3]])
+    first, second, third = (
+        [r["text"].removesuffix(" (raises churn risk)") for r in row] for row in writer.explain(contrib, X, k=3)
+    )
+    assert first == ["No purchase for 235 days", "Bought on 2 days in the last 365 days"]
+    # 211 days ago does not state 11 days ago.
+    assert second == [
+        "Bought on 1 day in the last 365 days, the latest 211 days ago",
+        ("Bought on 1 day in the last 365 days, the latest 11 days ago"),
+    ]
+    assert third == [
+        "Bought on 3 days in the last 365 days, the latest 11 days ago",
+        "Bought on 3 days in the last 365 days",
+    ]
