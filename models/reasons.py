@@ -295,6 +295,7 @@ class ReasonWriter:
         counter: bool = False,
         unseen: Mapping[int, Mapping[str, str]] | None = None,
         dated: Mapping[str, Any] | None = None,
+        said: Sequence[Sequence[Mapping[str, Any]]] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Top-k reasons per row (with ``counter``, top-k counter-reasons).
 
@@ -318,6 +319,10 @@ class ReasonWriter:
         dated
             The :data:`DATE_FIELDS` of the scoring date (:func:`dated_values`), for the templates
             that name them.
+        said
+            Per row, the reasons already given beside these (the counter-reasons are written after
+            the reasons): a sentence's closing ", the latest N days ago" is left out when one of
+            them, or an earlier sentence here, already dates the latest purchase.
 
         Returns
         -------
@@ -351,6 +356,7 @@ class ReasonWriter:
         out: list[list[dict[str, Any]]] = []
         for i in range(n):
             reasons = []
+            before = [r["text"] for r in said[i]] if said is not None else []
             for u, impact in zip(top[i], top_values[i], strict=True):
                 if not impact > 0:
                     break
@@ -367,7 +373,7 @@ class ReasonWriter:
                     values[feature] = new
                 text = _unseen_sentence(feature, new) if new is not None else self.sentence(feature, values)
                 clause = _LATEST.search(text)
-                if clause and _said_already(clause, [r["text"] for r in reasons]):
+                if clause and _said_already(clause, before + [r["text"] for r in reasons]):
                     # Two of a row's reasons would date the same last purchase; the first one says it.
                     text = text[: clause.start()]
                 reason = {

@@ -642,7 +642,9 @@ class Scorer:
             self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen, dated=dated) if explain else None
         )
         counter = (
-            self.reasons.explain(contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen, dated=dated)
+            self.reasons.explain(
+                contrib[:, :-1], X, k=counter_k, rows=rows, counter=True, unseen=unseen, dated=dated, said=reasons
+            )
             if explain and counter_k > 0
             else None
         )

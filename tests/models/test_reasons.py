@@ -390,3 +390,22 @@ def test_a_rows_reasons_date_the_last_purchase_once():
         "Bought on 3 days in the last 365 days, the latest 11 days ago",
         "Bought on 3 days in the last 365 days",
     ]
+
+
+def test_counter_reasons_do_not_date_the_last_purchase_the_reasons_dated():
+    """The at-risk list and explain show both sides of a row: the counter-reasons are written after
+    the reasons and take them as said."""
+    writer = ReasonWriter(
+        ["days_since_last", "decayed_purchase_days_365d", "purchase_days_365d"],
+        {f: TEMPLATES_90[f] for f in ("days_since_last", "decayed_purchase_days_365d")},
+        "raises churn risk",
+    )
+    X = np.array([[275.0, 0.4, 6.0]])
+    contrib = np.array([[0.9, -0.4, 0.0]])
+    (reasons,) = writer.explain(contrib, X, k=1)
+    assert reasons[0]["text"] == "No purchase for 275 days (raises churn risk)"
+    (alone,) = writer.explain(contrib, X, k=1, counter=True)
+    (after,) = writer.explain(contrib, X, k=1, counter=True, said=[reasons])
+    assert alone[0]["text"] == "Bought on 6 days in the last 365 days, the latest 275 days ago (lowers churn risk)"
+    assert after[0]["text"] == "Bought on 6 days in the last 365 days (lowers churn risk)"
+    assert after[0]["impact"] == alone[0]["impact"] == -0.4
