@@ -251,6 +251,10 @@ def monitor_command(
             "--max-auc-drop", min=0.0, help="Exit 3 when an out-of-sample ROC AUC is this far below training."
         ),
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="A registered version instead of the champion (crmscore models lists them)."),
+    ] = None,
 ) -> None:
     """The champion's scores at past dates against what happened next: one row per date, nothing registered.
 
@@ -273,6 +277,7 @@ def monitor_command(
             start=start or None,
             end=end or None,
             every=every,
+            version=version or None,
             progress=lambda i, n, d: typer.echo(f"[{i + 1}/{n}] scoring as of {d}", err=True),
         )
         if out is not None:
@@ -281,7 +286,8 @@ def monitor_command(
         raise _fail(str(exc)) from exc
     trained = info.get("metrics", {})
     typer.echo(
-        f"{info['model_name']} version {info['version']} (champion), test cut-off {info.get('test_cutoff')}: "
+        f"{info['model_name']} version {info['version']} ({info.get('alias') or 'no alias'}), test cut-off "
+        f"{info.get('test_cutoff')}: "
         f"ROC AUC {trained.get('roc_auc', float('nan')):.4f}, ECE {trained.get('ece', float('nan')):.4f} at training"
     )
     _echo_table(table, "as_of")

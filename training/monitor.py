@@ -87,8 +87,11 @@ def monitor_champion(
     every: str = "MS",
     tables: CanonicalTables | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    version: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The champion's metrics on the realised outcomes of each date in ``dates``.
+    """The champion's metrics on the realised outcomes of each date in ``dates`` (or those of a
+    registered ``version``: the same table for a challenger or a former champion, so that two
+    versions tested at different cut-offs can be compared on the same dates).
 
     Without ``dates``: :func:`monitor_dates` from ``start`` (default the champion's test cut-off)
     to ``end`` (default :func:`latest_closed_cutoff`) every ``every``.
@@ -113,7 +116,7 @@ def monitor_champion(
         No dates: the range is empty or reversed (``start`` after the latest closed window).
     """
     task = normalize_task(task)
-    scorer, info = load_champion(config, task)
+    scorer, info = load_champion(config, task, version=version)
     mc = model_config_for(config, task)
     if tables is None:
         tables = load_tables(config)

@@ -366,8 +366,9 @@ def load_version(config: Config, task: str, client: Any, version: Any, *, label:
     return scorer
 
 
-def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
-    """Load the ``champion`` version of a task's registered model.
+def load_champion(config: Config, task: str, *, version: str | None = None) -> tuple[Scorer, dict[str, Any]]:
+    """Load the ``champion`` version of a task's registered model (or ``version``, when given: e.g. to
+    monitor a challenger or a former champion on the same dates as the champion).
 
     Returns
     -------
@@ -382,16 +383,38 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
         The champion is registered but its files cannot be read; the message names where they should be.
     RegistryUnavailable
         The registry did not answer (a tracking server down or unreachable).
+    ValueError
+        ``version`` is not a registered version; the message lists those there are.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     name = registered_name(task)
-    message = missing_store_message(config, task, f"no '{CHAMPION}' model")
+    message = missing_store_message(config, task, f"no '{CHAMPION}' model" if version is None else "no model")
     if message is not None:  # reading must not leave an empty registry behind in the working directory
         raise NoChampionError(message)
     set_uris(config)
     client = MlflowClient()
+    if version is not None:
+        wanted = str(version).strip().removeprefix("v")
+        try:
+            chosen = client.get_model_version(name, wanted)
+        except MlflowException as exc:
+            if exc.error_code not in _NOT_FOUND:
+                raise RegistryUnavailable(
+                    f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
+                ) from exc
+            known = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
+            raise ValueError(
+                f"--version: '{name}' has no version {version!r} (registered: {', '.join(known) or 'none'})"
+            ) from exc
+        aliases = {
+            alias for alias, number in client.get_registered_model(name).aliases.items() if str(number) == wanted
+        }
+        scorer = load_version(config, task, client, chosen, label=f"version {wanted}")
+        return scorer, _version_info(
+            name, chosen, CHAMPION if CHAMPION in aliases else (min(aliases) if aliases else None)
+        )
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
@@ -404,15 +427,19 @@ def load_champion(config: Config, task: str) -> tuple[Scorer, dict[str, Any]]:
             f"(registered model '{name}'). Train one with: {train_command(config, task)}"
         ) from exc
     scorer = load_version(config, task, client, version, label=CHAMPION)
+    return scorer, _version_info(name, version, CHAMPION)
+
+
+def _version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
+    """What :func:`load_champion` returns beside the scorer, from the version's registry tags."""
     tags = dict(version.tags or {})
-    info = {
+    return {
         "model_name": name,
         "version": str(version.version),
-        "alias": CHAMPION,
+        "alias": alias,
         "run_id": version.run_id,
         "trained_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC).isoformat(),
         "test_cutoff": tags.get("test_cutoff"),
         "metrics": json.loads(tags["metrics"]) if "metrics" in tags else {},
         "warnings": json.loads(tags["warnings"]) if "warnings" in tags else [],
     }
-    return scorer, info

@@ -102,6 +102,17 @@ def test_monitor_command_on_the_lead_champion(trained, tmp_path):
         app, ["monitor", "lead", "--config", str(leads_config), "--max-auc-drop", f"{drop + 0.001}"]
     )
     assert calm.exit_code == 0, calm.output
+    # Any registered version on the same dates: the champion's own number gives the champion's table.
+    again = tmp_path / "again.csv"
+    by_number = CliRunner().invoke(
+        app, ["monitor", "lead", "--config", str(leads_config), "--version", "v1", "--out", str(again)]
+    )
+    assert by_number.exit_code == 0, by_number.output
+    assert "crmscore-lead version 1 (champion), test cut-off" in by_number.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(again), table)
+    unknown = CliRunner().invoke(app, ["monitor", "lead", "--config", str(leads_config), "--version", "7"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith("error: --version: 'crmscore-lead' has no version '7' (registered: 1")
 
 
 def test_monitor_without_a_champion_names_the_train_command(tmp_path):

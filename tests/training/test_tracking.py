@@ -300,3 +300,14 @@ def test_promote_refuses_a_version_whose_files_are_gone_and_moves_nothing(config
         promote_version(config, "churn", second["version"])
     assert _aliases(config, first["version"]) == {"champion"}
     assert _aliases(config, second["version"]) == {"challenger"}
+
+
+def test_any_registered_version_loads_by_number(config, good, bad):
+    """What ``crmscore monitor --version`` scores with: a challenger, with its own tags."""
+    first, worse = _log(config, good), _log(config, bad)
+    scorer, info = load_champion(config, "churn", version=worse["version"])
+    assert scorer.version == info["version"] == worse["version"] and info["alias"] == "challenger"
+    assert info["metrics"]["roc_auc"] == pytest.approx(bad.metrics["roc_auc"])
+    assert load_champion(config, "churn", version=f"v{first['version']}")[1]["alias"] == "champion"
+    with pytest.raises(ValueError, match=r"--version: 'crmscore-churn' has no version '5' \(registered: 1, 2\)"):
+        load_champion(config, "churn", version="5")
