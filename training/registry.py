@@ -22,6 +22,7 @@ from training.pyfunc import (
     CHAMPION,
     NoChampionError,
     RegistryUnavailable,
+    cli_model_name,
     load_version,
     missing_store_message,
     registered_name,
@@ -161,7 +162,8 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
         if old["test_cutoff"] != row["test_cutoff"]:
             warnings.append(
                 f"v{wanted} was tested at {row['test_cutoff']} and champion v{previous} at {old['test_cutoff']}: "
-                "their test metrics are not on the same rows and do not compare"
+                "their test metrics are not on the same rows and do not compare (compare them on the same dates "
+                f"with crmscore monitor {cli_model_name(task)} --version {wanted}, and without --version)"
             )
         elif old["roc_auc"] is not None and row["roc_auc"] is not None and row["roc_auc"] < old["roc_auc"]:
             warnings.append(

@@ -311,3 +311,20 @@ def test_any_registered_version_loads_by_number(config, good, bad):
     assert load_champion(config, "churn", version=f"v{first['version']}")[1]["alias"] == "champion"
     with pytest.raises(ValueError, match=r"--version: 'crmscore-churn' has no version '5' \(registered: 1, 2\)"):
         load_champion(config, "churn", version="5")
+
+
+def test_promoting_a_version_tested_at_another_cutoff_says_how_to_compare_them(config, good):
+    from training.registry import promote_version
+
+    first, second = _log(config, good), _log(config, good)
+    # As if the second had been trained with --as-of 2011-03-01 (its tag is what promote reads).
+    MlflowClient(tracking_uri=config.tracking_uri).set_model_version_tag(
+        "crmscore-churn", second["version"], "test_cutoff", "2011-03-01"
+    )
+    done = promote_version(config, "churn", second["version"])
+    assert done["changed"] and done["previous"] == first["version"]
+    assert done["warnings"] == [
+        f"v{second['version']} was tested at 2011-03-01 and champion v{first['version']} at 2011-06-01: their test "
+        "metrics are not on the same rows and do not compare (compare them on the same dates with crmscore monitor "
+        f"churn --version {second['version']}, and without --version)"
+    ]
