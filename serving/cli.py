@@ -33,6 +33,65 @@ app = typer.Typer(
 app.command("features")(features_command)
 
 
+@app.command("init")
+def init_command(
+    out: Annotated[Path, typer.Option("--out", help="The config file to write (YAML).")],
+    transactions: Annotated[
+        Path | None, typer.Option("--transactions", help="Your transactions export (.parquet or .csv).")
+    ] = None,
+    leads: Annotated[Path | None, typer.Option("--leads", help="Your leads export (.parquet or .csv).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The config's name (default: the file's stem).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Draft a config for your own export: the column mapping guessed from names and types, each model's test cut-off the latest complete one; then validated as `crmscore validate` does.
+
+    Read the draft: each guess is a comment in it. Exit 2, writing nothing, when a required column cannot be guessed or the tables do not pass the data contract.
+    """
+    import tempfile
+
+    import yaml
+
+    from features.draft import draft_config
+    from features.files import write_text_atomic
+    from features.sources import ContractError, load_tables
+    from training.monitor import latest_closed_cutoff
+    from training.pyfunc import cli_model_name
+
+    if out.exists() and not force:
+        raise _fail(f"--out {out} exists; pass --force to replace it")
+    try:
+        text, drafts = draft_config(out, transactions=transactions, leads=leads, name=name)
+        tasks = [t for d in drafts for t in (("churn", "next_purchase") if d.table == "transactions" else ("lead",))]
+        # Read once from the folder of --out, where the relative source paths point, to find the cut-offs.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=out.parent, delete=False) as probe:
+            probe.write(text)
+        try:
+            cfg = load_config(probe.name)
+            tables = load_tables(cfg)
+            cutoffs = {task: latest_closed_cutoff(cfg, task, tables=tables) for task in tasks}
+        finally:
+            Path(probe.name).unlink()
+    except (ConfigError, ContractError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    models = {}
+    for task, cutoff in cutoffs.items():
+        section = {"test_cutoff": cutoff.isoformat()}
+        if task != "lead":  # a year of monthly cut-offs: what the seasonal correction needs (README)
+            section.update(step_days=30, n_train_cutoffs=13)
+        models[task] = section
+    text += (
+        "\n# The latest cut-offs whose outcome windows the data has closed; `crmscore train --as-of` overrides.\n"
+        + yaml.safe_dump({"models": models}, sort_keys=False)
+    )
+    write_text_atomic(out, text)
+    for report in tables.reports.values():
+        typer.echo("\n".join(report.lines()))
+    for draft in drafts:
+        typer.echo(f"{draft.table}: " + "; ".join(draft.notes))
+    typer.echo(f"wrote {out}; next: crmscore train {cli_model_name(tasks[0])} --config {out}")
+
+
 @app.command("validate")
 def validate_command(config: ConfigOption, json_out: JsonOption = None) -> None:
     """Print a data-quality summary per table; exit non-zero on a contract error or a bad model section."""

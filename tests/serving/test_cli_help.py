@@ -14,7 +14,18 @@ COMMANDS = sorted(typer.main.get_command(app).commands)
 
 
 def test_the_documented_commands_are_all_there():
-    assert set(COMMANDS) >= {"validate", "features", "train", "score", "at-risk", "serve", "demo", "models", "promote"}
+    assert set(COMMANDS) >= {
+        "validate",
+        "features",
+        "train",
+        "score",
+        "at-risk",
+        "serve",
+        "demo",
+        "models",
+        "promote",
+        "init",
+    }
 
 
 @pytest.mark.parametrize("name", COMMANDS)

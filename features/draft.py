@@ -1,0 +1,285 @@
+"""A first config for one's own export: ``crmscore init`` guesses the mapping from column names and types.
+
+The guess is a draft to read, not a decision: every mapped column is named in a comment with what it
+was taken for, what could not be found is said, and ``crmscore validate`` checks the result as it
+checks any config. Only names and types are read, plus the number of distinct values of the text
+columns (an attribute such as ``country`` has few; a free-text ``description`` has many).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+__all__ = ["Draft", "draft_config", "guess_mapping"]
+
+# Normalised names (lower case, letters and digits only) each canonical column is recognised by, best first.
+_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "transactions": {
+        "customer_id": (
+            "customerid",
+            "custid",
+            "clientid",
+            "customerno",
+            "customernumber",
+            "customerkey",
+            "customer",
+            "client",
+            "userid",
+            "memberid",
+            "accountid",
+            "buyerid",
+            "shopperid",
+        ),
+        "timestamp": (
+            "timestamp",
+            "invoicedate",
+            "orderdate",
+            "transactiondate",
+            "purchasedate",
+            "saledate",
+            "orderedat",
+            "createdat",
+            "datetime",
+            "invoicedatetime",
+            "date",
+            "time",
+            "ts",
+        ),
+        "amount": (
+            "amount",
+            "netamount",
+            "lineamount",
+            "totalamount",
+            "total",
+            "linetotal",
+            "revenue",
+            "sales",
+            "salesamount",
+            "value",
+            "netvalue",
+            "totalprice",
+            "amountpaid",
+        ),
+        "order_id": (
+            "invoice",
+            "invoiceno",
+            "invoiceid",
+            "invoicenumber",
+            "orderid",
+            "orderno",
+            "ordernumber",
+            "order",
+            "transactionid",
+            "receiptid",
+            "receipt",
+            "basketid",
+        ),
+        "product_id": (
+            "stockcode",
+            "productid",
+            "productcode",
+            "sku",
+            "itemid",
+            "itemcode",
+            "product",
+            "item",
+            "article",
+            "articleid",
+        ),
+        "quantity": ("quantity", "qty", "units", "unitssold", "itemcount"),
+        "category": ("category", "productcategory", "categoryname", "department"),
+        "channel": ("channel", "saleschannel", "orderchannel"),
+    },
+    "leads": {
+        "lead_id": ("leadid", "lead", "prospectid", "contactid", "id"),
+        "created_at": ("createdat", "created", "createddate", "createdon", "leaddate", "date", "timestamp"),
+        "converted_at": ("convertedat", "converteddate", "convertedon", "wonat", "wondate", "closedate"),
+        "converted": ("converted", "isconverted", "won", "iswon", "subscribed", "outcome", "y", "target", "label"),
+    },
+}
+_PRICE = ("price", "unitprice", "priceeach", "itemprice", "saleprice")
+_REQUIRED = {"transactions": ("customer_id", "timestamp", "amount"), "leads": ("lead_id", "created_at")}
+# A text column with at most this many distinct values is an attribute (country, segment); more is free text.
+MAX_ATTRIBUTE_VALUES = 100
+_TEXT_TYPES = ("VARCHAR",)
+_TIME_TYPES = ("TIMESTAMP", "DATE", "TIMESTAMP WITH TIME ZONE")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _quoted(name: str) -> str:
+    """A column inside a SQL expression: double-quoted unless it is a plain identifier."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class Draft:
+    """The guessed mapping of one table: canonical column -> source column or SQL expression, the
+    attributes, and one note per guess (and per miss) for the config's comments."""
+
+    table: str
+    source: str
+    columns: dict[str, str]
+    attributes: dict[str, str] | str
+    notes: list[str] = field(default_factory=list)
+
+
+def _describe(path: Path) -> tuple[str, list[tuple[str, str]], dict[str, int]]:
+    """The reader expression, the (column, type) pairs and the distinct counts of the text columns."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        reader = f"read_parquet('{path}')"
+    elif suffix == ".csv":
+        reader = f"read_csv('{path}')"
+    else:
+        raise ValueError(f"{path}: crmscore init reads .parquet or .csv files (write the config by hand for others)")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    con = duckdb.connect()
+    try:
+        schema = [(str(row[0]), str(row[1])) for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+        text = [c for c, t in schema if t in _TEXT_TYPES]
+        counts: dict[str, int] = {}
+        if text:
+            select = ", ".join('approx_count_distinct("' + c.replace('"', '""') + '")' for c in text)
+            counts = dict(zip(text, con.execute(f"SELECT {select} FROM {reader}").fetchone(), strict=True))
+    finally:
+        con.close()
+    return reader, schema, counts
+
+
+def _pick(role: str, wanted: Sequence[str], schema: Sequence[tuple[str, str]], taken: set[str]) -> str | None:
+    by_name = {_normal(c): c for c, _ in schema if c not in taken}
+    candidates = [by_name[w] for w in wanted if w in by_name]
+    if role in ("timestamp", "created_at", "converted_at"):  # a typed time column beats a name alone
+        typed = [c for c in candidates if dict(schema)[c] in _TIME_TYPES]
+        candidates = typed or candidates
+        if not candidates:
+            candidates = [c for c, t in schema if t in _TIME_TYPES and c not in taken][:1]
+    return candidates[0] if candidates else None
+
+
+def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mapping[str, int]) -> Draft:
+    """The canonical columns of ``table`` (``transactions`` or ``leads``) guessed from a schema.
+
+    Raises
+    ------
+    ValueError
+        A required column matches no source column; the message names it and lists the columns.
+    """
+    columns: dict[str, str] = {}
+    notes: list[str] = []
+    taken: set[str] = set()
+    for role, wanted in _NAMES[table].items():
+        found = _pick(role, wanted, schema, taken)
+        if found is not None:
+            columns[role] = found
+            taken.add(found)
+    if table == "transactions" and "amount" not in columns:
+        price = _pick("price", _PRICE, schema, taken)
+        if price is not None and "quantity" in columns:
+            columns["amount"] = f"{_quoted(columns['quantity'])} * {_quoted(price)}"
+            taken.add(price)
+            notes.append(
+                f"amount = {columns['amount']}: no amount column, so quantity times price (a negative quantity is a refund)"
+            )
+    missing = [role for role in _REQUIRED[table] if role not in columns]
+    if table == "leads" and not {"converted", "converted_at"} & set(columns):
+        missing.append("converted or converted_at")
+    if missing:
+        listed = ", ".join(f"{c} ({t.lower()})" for c, t in schema)
+        raise ValueError(
+            f"{table}: no column looks like {' or '.join(missing)} among {listed}; map it in the config by hand "
+            "(README, 'Your own data: the config')"
+        )
+    for role, source in columns.items():
+        if source in dict(schema):
+            notes.append(f"{role} <- {source!r}")
+    if table == "leads":
+        return Draft(table, "", columns, "*", notes)
+    attributes = {
+        _normal(c) or c: c
+        for c, t in schema
+        if c not in taken and t in _TEXT_TYPES and 2 <= distinct.get(c, 0) <= MAX_ATTRIBUTE_VALUES
+    }
+    skipped = [c for c, t in schema if c not in taken and c not in attributes.values()]
+    if attributes:
+        notes.append(
+            f"attributes (text columns with at most {MAX_ATTRIBUTE_VALUES} values): {', '.join(attributes.values())}"
+        )
+    if skipped:
+        notes.append(f"not mapped: {', '.join(skipped)} (free text, numbers or ids: add what you want as features)")
+    return Draft(table, "", columns, attributes, notes)
+
+
+def _yaml_scalar(value: str) -> str:
+    return (
+        value
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .]*", value) and ":" not in value
+        else '"' + value.replace('"', '\\"') + '"'
+    )
+
+
+def draft_config(
+    out: Path, *, transactions: Path | None = None, leads: Path | None = None, name: str | None = None
+) -> tuple[str, list[Draft]]:
+    """The text of a config for these files, to be written at ``out`` (source paths relative to it).
+
+    Models are left at their defaults but ``test_cutoff``, which the caller sets once the tables
+    can be read (:func:`serving.cli`'s ``init`` puts the latest complete cut-off there).
+    """
+    if transactions is None and leads is None:
+        raise ValueError("give --transactions or --leads (or both): the export to map")
+    drafts = []
+    for table, path in (("transactions", transactions), ("leads", leads)):
+        if path is None:
+            continue
+        _, schema, distinct = _describe(Path(path))
+        draft = guess_mapping(table, schema, distinct)
+        # Relative to the config when the export sits beside it (or a folder up), so the two move together.
+        relative = os.path.relpath(Path(path).resolve(), Path(out).resolve().parent)
+        draft.source = str(Path(path).resolve()) if relative.startswith(f"..{os.sep}..") else relative
+        drafts.append(draft)
+    lines = [
+        f"# Drafted by crmscore init from {', '.join(str(p) for p in (transactions, leads) if p)}: read it, then",
+        f"# crmscore validate --config {out}",
+        f"name: {_yaml_scalar(name or Path(out).stem)}",
+        "engine: duckdb",
+        "tracking_uri: sqlite:///mlflow.db",
+        "output_dir: outputs",
+        "",
+        "tables:",
+    ]
+    for draft in drafts:
+        lines += [
+            f"  {draft.table}:",
+            "    # " + "\n    # ".join(draft.notes),
+            "    source:",
+            f"      path: {_yaml_scalar(draft.source)}",
+            "    columns:",
+        ]
+        lines += [f"      {role}: {_yaml_scalar(source)}" for role, source in draft.columns.items()]
+        if draft.attributes == "*":
+            lines += [
+                '    attributes: "*"',
+                "    # Columns known only after the outcome (a call's duration, a closing note) must never be features:",
+                "    exclude: []",
+            ]
+        elif draft.attributes:
+            lines.append("    attributes:")
+            lines += [f"      {key}: {_yaml_scalar(source)}" for key, source in draft.attributes.items()]
+        if draft.table == "transactions":
+            lines += [
+                "    # Rows to leave out, each counted by name: e.g. - {name: price not positive, keep: Price > 0}",
+                "    filters: []",
+                "    drop_duplicates: false",
+            ]
+    return "\n".join(lines) + "\n", drafts
