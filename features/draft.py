@@ -220,12 +220,17 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
     return Draft(table, "", columns, attributes, notes)
 
 
+# Plain words YAML reads as something other than text (a column named "No" would be False).
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
+
+
 def _yaml_scalar(value: str) -> str:
-    return (
-        value
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .]*", value) and ":" not in value
-        else '"' + value.replace('"', '\\"') + '"'
-    )
+    """``value`` as YAML: bare when plain, else single-quoted (double-quoted if it holds a single quote)."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .]*", value) and value.lower() not in _YAML_WORDS:
+        return value
+    if "'" not in value:
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def draft_config(

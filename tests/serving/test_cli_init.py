@@ -79,3 +79,10 @@ def test_an_export_init_cannot_map_writes_nothing(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("error: transactions: no column looks like customer_id or amount among who")
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "x.csv"]
+
+
+@pytest.mark.parametrize("name", ["Customer ID", "No", "it's", 'Qty * "Unit Price"', "a:b", "null"])
+def test_every_column_name_survives_the_yaml_it_is_written_to(name):
+    from features.draft import _yaml_scalar
+
+    assert yaml.safe_load(f"key: {_yaml_scalar(name)}") == {"key": name}
