@@ -883,6 +883,8 @@ def models_info(state: State) -> dict[str, Any]:
                 "test_cutoff": _text(info.get("test_cutoff")),
                 "metrics": {k: _finite(v) for k, v in (info.get("metrics") or {}).items()},
                 "warnings": list(info.get("warnings") or []),
+                "promotion": info.get("promotion"),
+                "manual_promotion": info.get("manual_promotion"),
                 "config_name": model.config.name if model.config is not None else None,
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,

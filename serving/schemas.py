@@ -225,6 +225,12 @@ class ModelInfo(BaseModel):
         description="what the training run could not do as the model's spec asks (e.g. no seasonal prior shift, "
         "for lack of training cut-offs a year back), each with its fix",
     )
+    promotion: str | None = Field(
+        None, description="the promotion gate's decision when this version was trained (why it is champion, or was not)"
+    )
+    manual_promotion: str | None = Field(
+        None, description="when and from which version it was made champion by hand (crmscore promote), and why"
+    )
     config_name: str | None = Field(None, description="name of the configuration the model was trained with")
     snapshot_as_of: str | None
     snapshot_rows: int

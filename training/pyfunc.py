@@ -373,7 +373,8 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
     Returns
     -------
     The scorer (with ``version`` set) and ``{"model_name", "version", "alias", "run_id",
-    "trained_at", "test_cutoff", "metrics", "warnings"}``.
+    "trained_at", "test_cutoff", "metrics", "warnings", "promotion", "manual_promotion"}`` (the
+    promotion gate's decision on the version, and the note of a hand promotion, None without one).
 
     Raises
     ------
@@ -442,4 +443,6 @@ def _version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
         "test_cutoff": tags.get("test_cutoff"),
         "metrics": json.loads(tags["metrics"]) if "metrics" in tags else {},
         "warnings": json.loads(tags["warnings"]) if "warnings" in tags else [],
+        "promotion": tags.get("promotion"),
+        "manual_promotion": tags.get("manual_promotion"),
     }

@@ -488,6 +488,8 @@ def test_models_lists_the_three_champions(server):
     assert set(models) == {"churn", "next_purchase", "lead"}
     for task, m in models.items():
         assert m["model_name"] == f"crmscore-{task}" and m["alias"] == "champion" and m["version"]
+        # Why it is champion: the gate's decision on its training run (the first version of a fresh registry).
+        assert m["promotion"] == "no champion yet" and m["manual_promotion"] is None
         assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
         drift = m["snapshot_drift"]
         assert drift["max_psi"] >= 0 and (drift["warning"] is None) == (drift["alert"] == [])

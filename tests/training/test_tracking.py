@@ -265,6 +265,8 @@ def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, go
     assert back.stderr == ""  # a better version at the same test cut-off: nothing to warn about
     scorer, info = load_champion(config, "churn")
     assert info["version"] == scorer.version == first["version"]
+    # What the API's /models says of the champion: the gate's decision and the hand promotion's note.
+    assert info["promotion"] == "no champion yet" and info["manual_promotion"].endswith(": ranks at random")
     assert _aliases(config, forced["version"]) == {"challenger"}
     tags = MlflowClient(tracking_uri=config.tracking_uri).get_model_version("crmscore-churn", first["version"]).tags
     assert tags["promotion"] == "no champion yet"  # the gate's own decision stays
