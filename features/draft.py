@@ -16,98 +16,76 @@ from pathlib import Path
 
 import duckdb
 
+from features.config import CANONICAL_COLUMNS
+
 __all__ = ["Draft", "draft_config", "guess_mapping"]
 
 # Normalised names (lower case, letters and digits only) each canonical column is recognised by, best first.
+_CUSTOMER = "customerid custid clientid customerno customernumber customerkey customer client userid memberid accountid buyerid shopperid"
+_EVENT_TIME = "timestamp eventtime eventdate occurredat happenedat createdat datetime date time ts"
 _NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "transactions": {
-        "customer_id": (
-            "customerid",
-            "custid",
-            "clientid",
-            "customerno",
-            "customernumber",
-            "customerkey",
-            "customer",
-            "client",
-            "userid",
-            "memberid",
-            "accountid",
-            "buyerid",
-            "shopperid",
-        ),
-        "timestamp": (
-            "timestamp",
-            "invoicedate",
-            "orderdate",
-            "transactiondate",
-            "purchasedate",
-            "saledate",
-            "orderedat",
-            "createdat",
-            "datetime",
-            "invoicedatetime",
-            "date",
-            "time",
-            "ts",
-        ),
-        "amount": (
-            "amount",
-            "netamount",
-            "lineamount",
-            "totalamount",
-            "total",
-            "linetotal",
-            "revenue",
-            "sales",
-            "salesamount",
-            "value",
-            "netvalue",
-            "totalprice",
-            "amountpaid",
-        ),
-        "order_id": (
-            "invoice",
-            "invoiceno",
-            "invoiceid",
-            "invoicenumber",
-            "orderid",
-            "orderno",
-            "ordernumber",
-            "order",
-            "transactionid",
-            "receiptid",
-            "receipt",
-            "basketid",
-        ),
-        "product_id": (
-            "stockcode",
-            "productid",
-            "productcode",
-            "sku",
-            "itemid",
-            "itemcode",
-            "product",
-            "item",
-            "article",
-            "articleid",
-        ),
-        "quantity": ("quantity", "qty", "units", "unitssold", "itemcount"),
-        "category": ("category", "productcategory", "categoryname", "department"),
-        "channel": ("channel", "saleschannel", "orderchannel"),
-    },
-    "leads": {
-        "lead_id": ("leadid", "lead", "prospectid", "contactid", "id"),
-        "created_at": ("createdat", "created", "createddate", "createdon", "leaddate", "date", "timestamp"),
-        "converted_at": ("convertedat", "converteddate", "convertedon", "wonat", "wondate", "closedate"),
-        "converted": ("converted", "isconverted", "won", "iswon", "subscribed", "outcome", "y", "target", "label"),
-    },
+    table: {role: tuple(names.split()) for role, names in roles.items()}
+    for table, roles in {
+        "transactions": {
+            "customer_id": _CUSTOMER,
+            "timestamp": "timestamp invoicedate orderdate transactiondate purchasedate saledate orderedat createdat "
+            "datetime invoicedatetime date time ts",
+            "amount": "amount netamount lineamount totalamount total linetotal revenue sales salesamount value "
+            "netvalue totalprice amountpaid",
+            "order_id": "invoice invoiceno invoiceid invoicenumber orderid orderno ordernumber order transactionid "
+            "receiptid receipt basketid",
+            "product_id": "stockcode productid productcode sku itemid itemcode product item article articleid",
+            "quantity": "quantity qty units unitssold itemcount",
+            "category": "category productcategory categoryname department",
+            "channel": "channel saleschannel orderchannel",
+        },
+        "customers": {
+            "customer_id": _CUSTOMER,
+            "signup_at": "signupat signupdate signedupat registeredat registrationdate joinedat joined customersince "
+            "firstseen createdat",
+        },
+        "events": {
+            "customer_id": _CUSTOMER,
+            "timestamp": _EVENT_TIME,
+            "event_type": "eventtype event type action activity kind touchpoint interaction",
+            "channel": "channel medium source",
+            "value": "value amount score",
+        },
+        "leads": {
+            "lead_id": "leadid lead prospectid contactid id",
+            "created_at": "createdat created createddate createdon leaddate date timestamp",
+            "converted_at": "convertedat converteddate convertedon wonat wondate closedate",
+            "converted": "converted isconverted won iswon subscribed outcome y target label",
+        },
+        "lead_events": {
+            "lead_id": "leadid lead prospectid contactid id",
+            "timestamp": _EVENT_TIME,
+            "event_type": "eventtype event type action activity kind touchpoint interaction",
+            "channel": "channel medium source",
+        },
+    }.items()
 }
 _PRICE = ("price", "unitprice", "priceeach", "itemprice", "saleprice")
-_REQUIRED = {"transactions": ("customer_id", "timestamp", "amount"), "leads": ("lead_id", "created_at")}
+_REQUIRED = {table: spec["required"] for table, spec in CANONICAL_COLUMNS.items()}
+# Which tables' rows become attributes (text columns with few values; the customers' numbers too).
+_ATTRIBUTE_TABLES = ("transactions", "customers")
+# The tables an extra table is read beside.
+_NEEDS = {"customers": "transactions", "events": "transactions", "lead_events": "leads"}
 # A text column with at most this many distinct values is an attribute (country, segment); more is free text.
 MAX_ATTRIBUTE_VALUES = 100
 _TEXT_TYPES = ("VARCHAR",)
+_NUMBER_TYPES = (
+    "BIGINT",
+    "INTEGER",
+    "SMALLINT",
+    "TINYINT",
+    "HUGEINT",
+    "UBIGINT",
+    "UINTEGER",
+    "DOUBLE",
+    "FLOAT",
+    "DECIMAL",
+)
 _TIME_TYPES = ("TIMESTAMP", "DATE", "TIMESTAMP WITH TIME ZONE")
 
 
@@ -168,7 +146,7 @@ def _pick(role: str, wanted: Sequence[str], schema: Sequence[tuple[str, str]], t
 
 
 def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mapping[str, int]) -> Draft:
-    """The canonical columns of ``table`` (``transactions`` or ``leads``) guessed from a schema.
+    """The canonical columns of ``table`` (a canonical table: ``transactions``, ``leads``, ...) guessed from a schema.
 
     Raises
     ------
@@ -205,16 +183,23 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
             notes.append(f"{role} <- {source!r}")
     if table == "leads":
         return Draft(table, "", columns, "*", notes)
-    attributes = {
-        _normal(c) or c: c
-        for c, t in schema
-        if c not in taken and t in _TEXT_TYPES and 2 <= distinct.get(c, 0) <= MAX_ATTRIBUTE_VALUES
-    }
+    attributes: dict[str, str] = {}
+    if table in _ATTRIBUTE_TABLES:
+        attributes = {
+            _normal(c) or c: c
+            for c, t in schema
+            if c not in taken
+            and (
+                (t in _TEXT_TYPES and 2 <= distinct.get(c, 0) <= MAX_ATTRIBUTE_VALUES)
+                or (table == "customers" and t.startswith(_NUMBER_TYPES))  # a static number: age, credit limit
+            )
+        }
     skipped = [c for c, t in schema if c not in taken and c not in attributes.values()]
     if attributes:
-        notes.append(
-            f"attributes (text columns with at most {MAX_ATTRIBUTE_VALUES} values): {', '.join(attributes.values())}"
+        kinds = f"text columns with at most {MAX_ATTRIBUTE_VALUES} values" + (
+            " and numbers" if table == "customers" else ""
         )
+        notes.append(f"attributes ({kinds}): {', '.join(attributes.values())}")
     if skipped:
         notes.append(f"not mapped: {', '.join(skipped)} (free text, numbers or ids: add what you want as features)")
     return Draft(table, "", columns, attributes, notes)
@@ -233,28 +218,38 @@ def _yaml_scalar(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def draft_config(
-    out: Path, *, transactions: Path | None = None, leads: Path | None = None, name: str | None = None
-) -> tuple[str, list[Draft]]:
-    """The text of a config for these files, to be written at ``out`` (source paths relative to it).
+def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = None) -> tuple[str, list[Draft]]:
+    """The text of a config for the exports ``files`` (canonical table -> file), to be written at
+    ``out`` (source paths relative to it when the files are near it).
 
     Models are left at their defaults but ``test_cutoff``, which the caller sets once the tables
     can be read (:func:`serving.cli`'s ``init`` puts the latest complete cut-off there).
+
+    Raises
+    ------
+    ValueError
+        No transactions or leads file, a table without the one it goes with (events without
+        transactions), a file that is not Parquet or CSV, or a required column that matches none.
     """
-    if transactions is None and leads is None:
+    files = {table: Path(path) for table, path in files.items() if path is not None}
+    if not {"transactions", "leads"} & set(files):
         raise ValueError("give --transactions or --leads (or both): the export to map")
+    for table, needed in _NEEDS.items():
+        if table in files and needed not in files:
+            raise ValueError(f"--{table.replace('_', '-')} goes with --{needed}: give both")
     drafts = []
-    for table, path in (("transactions", transactions), ("leads", leads)):
-        if path is None:
+    for table in CANONICAL_COLUMNS:  # the contract's order
+        if table not in files:
             continue
-        _, schema, distinct = _describe(Path(path))
+        path = files[table]
+        _, schema, distinct = _describe(path)
         draft = guess_mapping(table, schema, distinct)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.
-        relative = os.path.relpath(Path(path).resolve(), Path(out).resolve().parent)
-        draft.source = str(Path(path).resolve()) if relative.startswith(f"..{os.sep}..") else relative
+        relative = os.path.relpath(path.resolve(), Path(out).resolve().parent)
+        draft.source = str(path.resolve()) if relative.startswith(f"..{os.sep}..") else relative
         drafts.append(draft)
     lines = [
-        f"# Drafted by crmscore init from {', '.join(str(p) for p in (transactions, leads) if p)}: read it, then",
+        f"# Drafted by crmscore init from {', '.join(str(p) for p in files.values())}: read it, then",
         f"# crmscore validate --config {out}",
         f"name: {_yaml_scalar(name or Path(out).stem)}",
         "engine: duckdb",

@@ -39,7 +39,16 @@ def init_command(
     transactions: Annotated[
         Path | None, typer.Option("--transactions", help="Your transactions export (.parquet or .csv).")
     ] = None,
+    customers: Annotated[
+        Path | None, typer.Option("--customers", help="Customer attributes (with --transactions).")
+    ] = None,
+    events: Annotated[
+        Path | None, typer.Option("--events", help="Touchpoints: emails, visits, calls (with --transactions).")
+    ] = None,
     leads: Annotated[Path | None, typer.Option("--leads", help="Your leads export (.parquet or .csv).")] = None,
+    lead_events: Annotated[
+        Path | None, typer.Option("--lead-events", help="Touchpoints of the leads (with --leads).")
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The config's name (default: the file's stem).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
@@ -60,8 +69,16 @@ def init_command(
     if out.exists() and not force:
         raise _fail(f"--out {out} exists; pass --force to replace it")
     try:
-        text, drafts = draft_config(out, transactions=transactions, leads=leads, name=name)
-        tasks = [t for d in drafts for t in (("churn", "next_purchase") if d.table == "transactions" else ("lead",))]
+        files = {
+            "transactions": transactions,
+            "customers": customers,
+            "events": events,
+            "leads": leads,
+            "lead_events": lead_events,
+        }
+        text, drafts = draft_config(out, files, name=name)
+        tables_of = {"transactions": ("churn", "next_purchase"), "leads": ("lead",)}
+        tasks = [t for d in drafts for t in tables_of.get(d.table, ())]
         # Read once from the folder of --out, where the relative source paths point, to find the cut-offs.
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=out.parent, delete=False) as probe:

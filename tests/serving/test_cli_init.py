@@ -86,3 +86,53 @@ def test_every_column_name_survives_the_yaml_it_is_written_to(name):
     from features.draft import _yaml_scalar
 
     assert yaml.safe_load(f"key: {_yaml_scalar(name)}") == {"key": name}
+
+
+def test_customers_and_touchpoints_are_drafted_beside_the_transactions(tmp_path):
+    """Hand-made exports of each table: the attributes of a customer include its numbers; a touchpoints
+    file maps its event type and channel; each table without the one it goes with is refused."""
+    days = pd.to_datetime(["2024-01-05", "2024-02-10", "2024-03-15", "2024-04-20"])
+    pd.DataFrame(
+        {
+            "client_id": ["a", "a", "b", "c"],
+            "order_date": days,
+            "total": [10.0, 20.0, 5.0, 7.5],
+            "order_id": list("wxyz"),
+        }
+    ).to_parquet(tmp_path / "orders.parquet")
+    pd.DataFrame(
+        {
+            "Client ID": ["a", "b", "c"],
+            "Signup Date": pd.to_datetime(["2023-12-01", "2024-01-20", "2024-02-01"]),
+            "Segment": ["retail", "trade", "retail"],
+            "Age": [34, 51, 28],
+        }
+    ).to_csv(tmp_path / "customers.csv", index=False)
+    pd.DataFrame(
+        {
+            "client_id": ["a", "b"],
+            "occurred_at": days[:2],
+            "action": ["email_open", "visit"],
+            "medium": ["email", "web"],
+        }
+    ).to_parquet(tmp_path / "touchpoints.parquet")
+    out = tmp_path / "shop.yaml"
+    args = ["init", "--transactions", str(tmp_path / "orders.parquet"), "--out", str(out)]
+    extra = ["--customers", str(tmp_path / "customers.csv"), "--events", str(tmp_path / "touchpoints.parquet")]
+    result = CliRunner().invoke(app, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    tables = yaml.safe_load(out.read_text())["tables"]
+    assert list(tables) == ["transactions", "customers", "events"]
+    assert tables["customers"]["columns"] == {"customer_id": "Client ID", "signup_at": "Signup Date"}
+    assert tables["customers"]["attributes"] == {"segment": "Segment", "age": "Age"}
+    assert tables["events"]["columns"] == {
+        "customer_id": "client_id",
+        "timestamp": "occurred_at",
+        "event_type": "action",
+        "channel": "medium",
+    }
+    assert load_tables(load_config(out)).reports["events"].event_types == {"email_open": 1, "visit": 1}
+    alone = CliRunner().invoke(
+        app, ["init", "--leads", str(DATA / "bank_marketing_leads.parquet"), "--out", str(tmp_path / "l.yaml"), *extra]
+    )
+    assert alone.exit_code == 2 and "--customers goes with --transactions: give both" in alone.stderr
