@@ -498,6 +498,49 @@ def at_risk_command(
     typer.echo(f"wrote the top {len(listed.rows):,} customers by value at risk to {out}")
 
 
+@app.command("top")
+def top_command(
+    model: Annotated[str, typer.Argument(help="next-purchase (by expected value) or lead (by P(convert))")],
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="How many customers or leads.")] = 100,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the data's last row.")] = None,
+    tier: Annotated[
+        list[str] | None, typer.Option("--tier", help="Keep this tier or grade (repeat for several): A, B...")
+    ] = None,
+    counter_reasons: Annotated[
+        int, typer.Option("--counter-reasons", min=0, max=10, help="Counter-reasons per row: what lowers the score.")
+    ] = 1,
+    allow_empty: AllowEmptyOption = False,
+) -> None:
+    """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.
+
+    Churn's list, by value at risk, is `crmscore at-risk`. Exit 2, writing nothing, when the population of the date is empty, unless --allow-empty.
+    """
+    from serving.top import top_list
+    from training.pyfunc import ChampionUnavailable
+
+    task = _task(model)
+    try:
+        listed = top_list(
+            load_config(config),
+            task,
+            top=top,
+            out=out,
+            as_of=as_of or None,
+            tiers=tier or None,
+            counter_k=counter_reasons,
+            allow_empty=allow_empty,
+        )
+    except (ConfigError, ValueError, ChampionUnavailable) as exc:
+        raise _fail(str(exc)) from exc
+    for warning in listed.warnings:
+        _warn(warning)
+    typer.echo(
+        f"wrote the top {len(listed.rows):,} of {listed.matched:,} by {listed.ranked_by.replace('_', ' ')} to {out}"
+    )
+
+
 @app.command("serve")
 def serve_command(
     config: ConfigOption,

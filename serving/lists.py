@@ -236,7 +236,7 @@ def _plain(value: Any) -> str | float:
 
 # The CSV is read by people, in a spreadsheet: probabilities to 4 decimals, money to 2 (the JSON
 # list keeps full precision for the systems that compute with it; the order is the same).
-CSV_DECIMALS = {"probability": 4, "expected_spend": 2, "value_at_risk": 2}
+CSV_DECIMALS = {"probability": 4, "expected_spend": 2, "value_at_risk": 2, "expected_value": 2}
 
 
 def _cell(column: str, value: Any) -> Any:
@@ -246,13 +246,16 @@ def _cell(column: str, value: Any) -> Any:
     return f"{float(value):.{decimals}f}" if decimals is not None else value
 
 
-def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0) -> str:
-    """Render at-risk rows as CSV: one line per customer, ``reason_1..k`` and
+def to_csv(
+    rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0, columns: Sequence[str] = SCORE_COLUMNS
+) -> str:
+    """Render list rows as CSV: one line per customer (or lead), ``columns`` (the at-risk list's
+    :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
     ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
     (:data:`CSV_DECIMALS`)."""
     attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
     header = [
-        *SCORE_COLUMNS,
+        *columns,
         *attribute_names,
         *(f"reason_{i}" for i in range(1, k + 1)),
         *(f"counter_reason_{i}" for i in range(1, counter_k + 1)),
@@ -264,7 +267,7 @@ def to_csv(rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0) -> 
         attributes = row.get("attributes") or {}
         writer.writerow(
             [
-                *(_cell(c, row.get(c)) for c in SCORE_COLUMNS),
+                *(_cell(c, row.get(c)) for c in columns),
                 *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
                 *_texts(row.get("reasons"), k),
                 *_texts(row.get("counter_reasons"), counter_k),

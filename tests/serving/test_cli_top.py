@@ -1,0 +1,58 @@
+"""``crmscore top``: the next-purchase and lead lists, with the champions of the API fixtures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.config import load_config
+from serving.cli import app
+from training.score import score_batch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("model", "task", "config_index", "as_of", "entity", "rank", "tier"),
+    [
+        ("next-purchase", "next_purchase", 0, "2011-12-09", "customer_id", "expected_value", "tier"),
+        ("lead", "lead", 1, "2010-11-01", "lead_id", "probability", "grade"),
+    ],
+)
+def test_top_lists_the_batch_scores_highest_first_with_reasons(
+    trained, tmp_path, model, task, config_index, as_of, entity, rank, tier
+):
+    """The listed rows are the batch file's best, with the batch's own probabilities (the lead
+    anchor and the seasonal correction included), and each has its reasons."""
+    config_path = trained[config_index]
+    out = tmp_path / "top.csv"
+    args = ["top", model, "--config", str(config_path), "--as-of", as_of, "--out", str(out), "--top", "20"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    listed = pd.read_csv(out, dtype={entity: str})
+    batch = tmp_path / "batch.parquet"
+    score_batch(load_config(config_path), task, as_of=as_of, out=batch)
+    everyone = pd.read_parquet(batch)
+    assert f"wrote the top 20 of {len(everyone):,} by {rank.replace('_', ' ')} to {out}" in result.stdout
+    assert list(listed.columns[:3]) == [entity, "probability", tier]
+    assert list(listed.columns[-4:]) == ["reason_1", "reason_2", "reason_3", "counter_reason_1"]
+    best = everyone.sort_values([rank, "probability"], ascending=False).head(20)
+    assert listed[entity].tolist() == best[entity].astype(str).tolist()
+    assert listed["probability"].tolist() == pytest.approx(best["probability"].round(4).tolist(), abs=1e-9)
+    assert listed["reason_1"].str.endswith(")").all()
+
+
+def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path):
+    _, leads_config, _ = trained
+    out = tmp_path / "a.csv"
+    args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out)]
+    graded = CliRunner().invoke(app, [*args, "--tier", "A", "--tier", "B"])
+    assert graded.exit_code == 0, graded.output
+    listed = pd.read_csv(out)
+    assert set(listed["grade"]) <= {"A", "B"} and listed["probability"].is_monotonic_decreasing
+    unknown = CliRunner().invoke(app, [*args, "--tier", "high"])
+    assert unknown.exit_code == 2 and "tiers: unknown grade 'high'; the model's: ['A', 'B', 'C', 'D']" in unknown.stderr
+    churn = CliRunner().invoke(app, ["top", "churn", "--config", str(trained[0]), "--out", str(tmp_path / "c.csv")])
+    assert churn.exit_code == 2 and "the churn list is crmscore at-risk" in churn.stderr
+    assert not (tmp_path / "c.csv").exists()
