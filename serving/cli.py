@@ -56,10 +56,10 @@ def init_command(
 
     Read the draft: each guess is a comment in it. Exit 2, writing nothing, when a required column cannot be guessed or the tables do not pass the data contract.
     """
-    import tempfile
-
     import yaml
+    from pydantic import ValidationError
 
+    from features.config import Config
     from features.draft import draft_config
     from features.files import write_text_atomic
     from features.sources import ContractError, load_tables
@@ -79,16 +79,14 @@ def init_command(
         text, drafts = draft_config(out, files, name=name)
         tables_of = {"transactions": ("churn", "next_purchase"), "leads": ("lead",)}
         tasks = [t for d in drafts for t in tables_of.get(d.table, ())]
-        # Read once from the folder of --out, where the relative source paths point, to find the cut-offs.
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=out.parent, delete=False) as probe:
-            probe.write(text)
+        # Read as the file will be, from the folder of --out where the relative source paths point, to find
+        # the cut-offs; nothing is written until the draft passes.
         try:
-            cfg = load_config(probe.name)
-            tables = load_tables(cfg)
-            cutoffs = {task: latest_closed_cutoff(cfg, task, tables=tables) for task in tasks}
-        finally:
-            Path(probe.name).unlink()
+            cfg = Config(**yaml.safe_load(text), base_dir=out.resolve().parent)
+        except ValidationError as exc:
+            raise ConfigError(f"the draft for {out} is not a valid config: {exc}") from exc
+        tables = load_tables(cfg)
+        cutoffs = {task: latest_closed_cutoff(cfg, task, tables=tables) for task in tasks}
     except (ConfigError, ContractError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     models = {}

@@ -136,3 +136,17 @@ def test_customers_and_touchpoints_are_drafted_beside_the_transactions(tmp_path)
         app, ["init", "--leads", str(DATA / "bank_marketing_leads.parquet"), "--out", str(tmp_path / "l.yaml"), *extra]
     )
     assert alone.exit_code == 2 and "--customers goes with --transactions: give both" in alone.stderr
+
+
+def test_a_failed_draft_leaves_no_folder_behind(tmp_path):
+    """The draft is checked before anything is written: a new --out folder is made only for a good one."""
+    pd.DataFrame({"customer_id": ["a"], "ts": ["not a time"], "amount": [1.0]}).to_csv(tmp_path / "x.csv", index=False)
+    out = tmp_path / "new" / "x.yaml"
+    result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "x.csv"), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "new").exists()
+    good = CliRunner().invoke(
+        app, ["init", "--transactions", str(DATA / "online_retail_ii.parquet"), "--out", str(out)]
+    )
+    assert good.exit_code == 0, good.output
+    assert load_config(out).tables.transactions.source.path == str(DATA / "online_retail_ii.parquet")
