@@ -103,7 +103,7 @@ def at_risk_list(
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
     )
-    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k))
+    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, stamp=lists.file_stamp(scorer, as_of)))
     return AtRiskList(
         rows=rows,
         drift=drift,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.timebase import normalize_as_of
 from models.scorer import rows_at
 
 __all__ = [
@@ -247,18 +248,26 @@ def _cell(column: str, value: Any) -> Any:
 
 
 def to_csv(
-    rows: Sequence[Mapping[str, Any]], *, k: int, counter_k: int = 0, columns: Sequence[str] = SCORE_COLUMNS
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    k: int,
+    counter_k: int = 0,
+    columns: Sequence[str] = SCORE_COLUMNS,
+    stamp: Mapping[str, str] | None = None,
 ) -> str:
     """Render list rows as CSV: one line per customer (or lead), ``columns`` (the at-risk list's
     :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
     ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
-    (:data:`CSV_DECIMALS`)."""
+    (:data:`CSV_DECIMALS`). ``stamp`` adds constant columns last, on every row: the date and model
+    of a list that is passed around as a file (the API's CSV has them in its headers instead)."""
+    stamp = dict(stamp or {})
     attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
     header = [
         *columns,
         *attribute_names,
         *(f"reason_{i}" for i in range(1, k + 1)),
         *(f"counter_reason_{i}" for i in range(1, counter_k + 1)),
+        *stamp,
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -271,9 +280,16 @@ def to_csv(
                 *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
                 *_texts(row.get("reasons"), k),
                 *_texts(row.get("counter_reasons"), counter_k),
+                *stamp.values(),
             ]
         )
     return out.getvalue()
+
+
+def file_stamp(scorer: Any, as_of: Any) -> dict[str, str]:
+    """The ``as_of`` and ``model`` columns of a list written to a file: the scoring date and the
+    registered model and version that scored it (``crmscore-churn v3``)."""
+    return {"as_of": str(normalize_as_of(as_of)), "model": f"{scorer.model_name} v{scorer.version}"}
 
 
 def _texts(reasons: Sequence[Mapping[str, Any]] | None, k: int) -> list[str]:

@@ -121,5 +121,6 @@ def top_list(
         }
         for record in explained.to_dict("records")
     ]
-    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns))
+    stamp = lists.file_stamp(scorer, as_of)
+    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
     return TopList(rows=rows, ranked_by=rank, matched=len(positions), drift=drift, **date_warnings(tables, task, as_of))

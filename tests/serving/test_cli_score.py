@@ -238,6 +238,9 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     assert f"wrote the top {len(rows):,} customers" in result.stdout
     assert stat.S_IMODE(out.stat().st_mode) == new_file_mode()  # readable by the team it is for, not 0600
     assert rows["counter_reason_1"].str.endswith("(lowers churn risk)").all()  # one by default
+    # The file says when and by which model it was scored (the data's last row: the default date).
+    assert list(rows.columns[-2:]) == ["as_of", "model"]
+    assert set(rows["as_of"]) == {"2011-12-09 12:50:00"} and set(rows["model"]) == {"crmscore-churn v1"}
     two = CliRunner().invoke(app, [*args, "--counter-reasons", "2"])
     assert two.exit_code == 0, two.output
     assert {"reason_3", "counter_reason_2"} <= set(pd.read_csv(out).columns)
