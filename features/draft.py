@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from features.attributes import MAX_CARDINALITY
 from features.config import CANONICAL_COLUMNS
 
 __all__ = ["Draft", "draft_config", "guess_mapping"]
@@ -71,8 +72,6 @@ _REQUIRED = {table: spec["required"] for table, spec in CANONICAL_COLUMNS.items(
 _ATTRIBUTE_TABLES = ("transactions", "customers")
 # The tables an extra table is read beside.
 _NEEDS = {"customers": "transactions", "events": "transactions", "lead_events": "leads"}
-# A text column with at most this many distinct values is an attribute (country, segment); more is free text.
-MAX_ATTRIBUTE_VALUES = 100
 _TEXT_TYPES = ("VARCHAR",)
 _NUMBER_TYPES = (
     "BIGINT",
@@ -110,8 +109,8 @@ class Draft:
     notes: list[str] = field(default_factory=list)
 
 
-def _describe(path: Path) -> tuple[str, list[tuple[str, str]], dict[str, int]]:
-    """The reader expression, the (column, type) pairs and the distinct counts of the text columns."""
+def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The (column, type) pairs of a file and the distinct counts of its text columns."""
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         reader = f"read_parquet('{path}')"
@@ -131,7 +130,7 @@ def _describe(path: Path) -> tuple[str, list[tuple[str, str]], dict[str, int]]:
             counts = dict(zip(text, con.execute(f"SELECT {select} FROM {reader}").fetchone(), strict=True))
     finally:
         con.close()
-    return reader, schema, counts
+    return schema, counts
 
 
 def _pick(role: str, wanted: Sequence[str], schema: Sequence[tuple[str, str]], taken: set[str]) -> str | None:
@@ -190,15 +189,13 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
             for c, t in schema
             if c not in taken
             and (
-                (t in _TEXT_TYPES and 2 <= distinct.get(c, 0) <= MAX_ATTRIBUTE_VALUES)
+                (t in _TEXT_TYPES and 2 <= distinct.get(c, 0) <= MAX_CARDINALITY)
                 or (table == "customers" and t.startswith(_NUMBER_TYPES))  # a static number: age, credit limit
             )
         }
     skipped = [c for c, t in schema if c not in taken and c not in attributes.values()]
     if attributes:
-        kinds = f"text columns with at most {MAX_ATTRIBUTE_VALUES} values" + (
-            " and numbers" if table == "customers" else ""
-        )
+        kinds = f"text columns with at most {MAX_CARDINALITY} values" + (" and numbers" if table == "customers" else "")
         notes.append(f"attributes ({kinds}): {', '.join(attributes.values())}")
     if skipped:
         notes.append(f"not mapped: {', '.join(skipped)} (free text, numbers or ids: add what you want as features)")
@@ -242,7 +239,7 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         if table not in files:
             continue
         path = files[table]
-        _, schema, distinct = _describe(path)
+        schema, distinct = _describe(path)
         draft = guess_mapping(table, schema, distinct)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.
         relative = os.path.relpath(path.resolve(), Path(out).resolve().parent)

@@ -31,6 +31,7 @@ from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_second
 
 __all__ = [
     "CANCELLATION",
+    "MAIN_TABLE",
     "check_window_observed",
     "churn_labels",
     "data_span",
@@ -40,6 +41,10 @@ __all__ = [
     "next_purchase_labels",
     "observed_until",
 ]
+
+
+# The canonical table each task's population comes from (and its "now": the table's last row).
+MAIN_TABLE = {"churn": "transactions", "next_purchase": "transactions", "lead": "leads"}
 
 
 def _window(table: ir.Table, as_of: dt.datetime, horizon_days: int, time_column: str = "timestamp") -> ir.Table:

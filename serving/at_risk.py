@@ -9,13 +9,10 @@ from typing import Any
 
 from features.config import Config
 from features.files import check_output, write_text_atomic
-from features.pipeline import check_population, population_features
-from features.sources import CanonicalTables, load_tables
-from models.catalog import model_config_for
+from features.sources import CanonicalTables
 from models.drift import FeatureDrift
 from serving import lists
-from training.pyfunc import load_champion
-from training.score import BatchWarnings, date_warnings
+from training.score import BatchWarnings, champion_population, date_warnings
 
 __all__ = ["AtRiskList", "at_risk_list"]
 
@@ -73,17 +70,9 @@ def at_risk_list(
     start of the data (:func:`training.score.date_warnings`) and the population's feature drift.
     """
     check_output(out, suffixes=(".csv",))
-    scorer, _ = load_champion(config, "churn")
-    model_config = model_config_for(config, "churn")
-    if tables is None:
-        tables = load_tables(config)
-    if as_of is None:
-        as_of = tables.last_timestamp("transactions")
-    features = population_features(
-        tables.with_vocabulary(scorer.vocabulary), "churn", as_of=as_of, model_config=model_config
-    ).reset_index(drop=True)
-    if not allow_empty:
-        check_population(len(features), tables, "churn", as_of=as_of, mc=model_config)
+    population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
+    scorer, features, tables, as_of = population.scorer, population.features, population.tables, population.as_of
+    model_config = population.model_config
     matrix = scorer.prepare(features)
     drift = tuple(scorer.drift(matrix, features))
     scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)

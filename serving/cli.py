@@ -32,6 +32,15 @@ app = typer.Typer(
 )
 app.command("features")(features_command)
 
+# The options of the lists written for people (at-risk, top).
+CsvOutOption = Annotated[Path, typer.Option("--out", help="CSV file to write.")]
+CounterReasonsOption = Annotated[
+    int,
+    typer.Option(
+        "--counter-reasons", min=0, max=10, help="Counter-reasons per row: what lowers the score (the risk, for churn)."
+    ),
+]
+
 
 @app.command("init")
 def init_command(
@@ -62,6 +71,7 @@ def init_command(
     from features.config import Config
     from features.draft import draft_config
     from features.files import write_text_atomic
+    from features.labels import MAIN_TABLE
     from features.sources import ContractError, load_tables
     from training.monitor import latest_closed_cutoff
     from training.pyfunc import cli_model_name
@@ -77,8 +87,8 @@ def init_command(
             "lead_events": lead_events,
         }
         text, drafts = draft_config(out, files, name=name)
-        tables_of = {"transactions": ("churn", "next_purchase"), "leads": ("lead",)}
-        tasks = [t for d in drafts for t in tables_of.get(d.table, ())]
+        drafted = {d.table for d in drafts}
+        tasks = [task for task, table in MAIN_TABLE.items() if table in drafted]
         # Read as the file will be, from the folder of --out where the relative source paths point, to find
         # the cut-offs; nothing is written until the draft passes.
         try:
@@ -445,7 +455,7 @@ def promote_command(
 @app.command("at-risk")
 def at_risk_command(
     config: ConfigOption,
-    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    out: CsvOutOption,
     top: Annotated[int, typer.Option("--top", min=1, help="How many customers.")] = 100,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the last transaction date.")] = None,
     tier: Annotated[
@@ -457,10 +467,7 @@ def at_risk_command(
     where: Annotated[
         list[str] | None, typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine).")
     ] = None,
-    counter_reasons: Annotated[
-        int,
-        typer.Option("--counter-reasons", min=0, max=10, help="Counter-reasons per customer: what lowers the risk."),
-    ] = 1,
+    counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
@@ -500,15 +507,13 @@ def at_risk_command(
 def top_command(
     model: Annotated[str, typer.Argument(help="next-purchase (by expected value) or lead (by P(convert))")],
     config: ConfigOption,
-    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+    out: CsvOutOption,
     top: Annotated[int, typer.Option("--top", min=1, help="How many customers or leads.")] = 100,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Default: the data's last row.")] = None,
     tier: Annotated[
         list[str] | None, typer.Option("--tier", help="Keep this tier or grade (repeat for several): A, B...")
     ] = None,
-    counter_reasons: Annotated[
-        int, typer.Option("--counter-reasons", min=0, max=10, help="Counter-reasons per row: what lowers the score.")
-    ] = 1,
+    counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
 ) -> None:
     """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.

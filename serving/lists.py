@@ -24,8 +24,10 @@ __all__ = [
     "FilterError",
     "at_risk_rows",
     "explained_rows",
+    "file_stamp",
     "scored_for_list",
     "select_at_risk",
+    "select_top",
     "to_csv",
     "unmatched_filters",
 ]
@@ -125,22 +127,41 @@ def select_at_risk(
     unknown = [t for t in tiers or () if tier_names is not None and t not in tier_names]
     if unknown:
         raise FilterError("tiers", f"unknown tier {unknown[0]!r}; the model's tiers: {list(tier_names or ())}")
+    for name in where or {}:
+        if name not in scored.columns or name in ("probability", "value_at_risk"):
+            allowed = sorted(c for c in scored.columns if c not in ("probability", "value_at_risk"))
+            raise FilterError(f"where.{name}", f"unknown customer attribute; filterable: {allowed}")
+    return select_top(scored, top=top, rank="value_at_risk", min_value=min_value, tiers=tiers, where=where)
+
+
+def select_top(
+    scored: pd.DataFrame,
+    *,
+    top: int,
+    rank: str,
+    entity: str = "customer_id",
+    tier_column: str = "tier",
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, int]:
+    """The row positions of the ``top`` rows of ``scored`` by ``rank`` (ties by probability, then
+    ``entity``) among those with a ``rank`` value (at least ``min_value``), in ``tiers`` and matching
+    ``where``, and how many passed. The filters are taken as checked (:func:`select_at_risk` checks
+    the at-risk list's)."""
     keep = np.ones(len(scored), dtype=bool)
-    value = scored["value_at_risk"].to_numpy(dtype=float, na_value=np.nan)
+    value = scored[rank].to_numpy(dtype=float, na_value=np.nan)
     keep &= ~np.isnan(value)
     if min_value is not None:
         keep &= value >= min_value
     if tiers:
-        keep &= scored["tier"].isin(list(tiers)).to_numpy()
+        keep &= scored[tier_column].isin(list(tiers)).to_numpy()
     for name, wanted in (where or {}).items():
-        if name not in scored.columns or name in ("probability", "value_at_risk"):
-            allowed = sorted(c for c in scored.columns if c not in ("probability", "value_at_risk"))
-            raise FilterError(f"where.{name}", f"unknown customer attribute; filterable: {allowed}")
         keep &= _matches(scored[name], wanted)
     positions = np.flatnonzero(keep)
     order = np.lexsort(
         (
-            scored["customer_id"].to_numpy()[positions].astype(str),
+            scored[entity].to_numpy()[positions].astype(str),
             -scored["probability"].to_numpy(dtype=float)[positions],
             -value[positions],
         )

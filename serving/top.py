@@ -14,23 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from features.config import Config
 from features.files import check_output, write_text_atomic
-from features.pipeline import check_population, population_features
-from features.sources import CanonicalTables, load_tables
-from models.catalog import model_config_for
+from features.sources import CanonicalTables
 from models.drift import FeatureDrift
 from serving import lists
-from training.pyfunc import load_champion
-from training.score import BatchWarnings, date_warnings, score_population
+from training.score import BatchWarnings, champion_population, date_warnings, score_population
 
 __all__ = ["RANKED_BY", "TopList", "top_list"]
 
 # What each list is ranked by (highest first; ties by probability, then id).
 RANKED_BY = {"next_purchase": "expected_value", "lead": "probability"}
-_TABLE = {"next_purchase": "transactions", "lead": "leads"}
 
 
 @dataclass(frozen=True)
@@ -73,42 +67,22 @@ def top_list(
     """
     if task not in RANKED_BY:
         raise ValueError(f"crmscore top lists next-purchase or lead; the churn list is crmscore at-risk (got {task!r})")
+    if top < 1:
+        raise lists.FilterError("top", f"must be at least 1, got {top}")
     check_output(out, suffixes=(".csv",))
-    scorer, _ = load_champion(config, task)
+    population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
+    scorer, features, tables, as_of = population.scorer, population.features, population.tables, population.as_of
     unknown = [t for t in tiers or () if t not in scorer.tier_names]
-    if top < 1 or unknown:
+    if unknown:
         raise lists.FilterError(
-            "top" if top < 1 else "tiers",
-            f"must be at least 1, got {top}"
-            if top < 1
-            else f"unknown {scorer.tier_key} {unknown[0]!r}; the model's: {list(scorer.tier_names)}",
+            "tiers", f"unknown {scorer.tier_key} {unknown[0]!r}; the model's: {list(scorer.tier_names)}"
         )
-    mc = model_config_for(config, task)
-    if tables is None:
-        tables = load_tables(config)
-    if as_of is None:
-        as_of = tables.last_timestamp(_TABLE[task])
-    features = population_features(
-        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=mc
-    ).reset_index(drop=True)
-    if not allow_empty:
-        check_population(len(features), tables, task, as_of=as_of, mc=mc)
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=0, explain=False)
     rank = RANKED_BY[task]
-    keep = np.ones(len(scores), dtype=bool)
-    if tiers:
-        keep &= scores[scorer.tier_key].isin(list(tiers)).to_numpy()
-    positions = np.flatnonzero(keep)
-    ids = scores[scorer.entity].astype(str).to_numpy()
-    order = np.lexsort(
-        (
-            ids[positions],
-            -scores["probability"].to_numpy(dtype=float)[positions],
-            -scores[rank].to_numpy(dtype=float)[positions],
-        )
+    picked, matched = lists.select_top(
+        scores, top=top, rank=rank, entity=scorer.entity, tier_column=scorer.tier_key, tiers=tiers
     )
-    picked = positions[order][:top]
-    k = mc.top_k_reasons
+    k = population.model_config.top_k_reasons
     explained = scorer.score_frame(
         features.iloc[picked], k=k, explain=True, as_of=as_of, population_shift=shift, counter_k=counter_k
     )
@@ -123,4 +97,4 @@ def top_list(
     ]
     stamp = lists.file_stamp(scorer, as_of)
     write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
-    return TopList(rows=rows, ranked_by=rank, matched=len(positions), drift=drift, **date_warnings(tables, task, as_of))
+    return TopList(rows=rows, ranked_by=rank, matched=matched, drift=drift, **date_warnings(tables, task, as_of))

@@ -341,6 +341,26 @@ def missing_store_message(config: Config, task: str | None, what: str) -> str | 
     )
 
 
+def registry_client(config: Config, task: str | None, what: str) -> Any:
+    """An MLflow client on the config's registry, for reading ``task``'s models (None: any task's).
+
+    Raises
+    ------
+    NoChampionError
+        The SQLite registry file does not exist (:func:`missing_store_message`, ``what`` missing);
+        reading must not leave an empty registry behind in the working directory.
+    RegistryUnavailable
+        An HTTP tracking or registry server does not answer.
+    """
+    from mlflow.tracking import MlflowClient
+
+    message = missing_store_message(config, task, what)
+    if message is not None:
+        raise NoChampionError(message)
+    set_uris(config)
+    return MlflowClient()
+
+
 def load_version(config: Config, task: str, client: Any, version: Any, *, label: str) -> Scorer:
     """The scorer of one registered model version (``version``: MLflow's ``ModelVersion``), with
     ``version`` set; ``label`` says which one in the error (e.g. "champion").
@@ -388,34 +408,14 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
         ``version`` is not a registered version; the message lists those there are.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     name = registered_name(task)
-    message = missing_store_message(config, task, f"no '{CHAMPION}' model" if version is None else "no model")
-    if message is not None:  # reading must not leave an empty registry behind in the working directory
-        raise NoChampionError(message)
-    set_uris(config)
-    client = MlflowClient()
+    client = registry_client(config, task, f"no '{CHAMPION}' model" if version is None else "no model")
     if version is not None:
-        wanted = str(version).strip().removeprefix("v")
-        try:
-            chosen = client.get_model_version(name, wanted)
-        except MlflowException as exc:
-            if exc.error_code not in _NOT_FOUND:
-                raise RegistryUnavailable(
-                    f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
-                ) from exc
-            known = sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int)
-            raise ValueError(
-                f"--version: '{name}' has no version {version!r} (registered: {', '.join(known) or 'none'})"
-            ) from exc
-        aliases = {
-            alias for alias, number in client.get_registered_model(name).aliases.items() if str(number) == wanted
-        }
-        scorer = load_version(config, task, client, chosen, label=f"version {wanted}")
-        return scorer, _version_info(
-            name, chosen, CHAMPION if CHAMPION in aliases else (min(aliases) if aliases else None)
-        )
+        chosen, aliases = pick_version(registered_versions(client, config, name), name, version)
+        scorer = load_version(config, task, client, chosen, label=f"version {chosen.version}")
+        alias = CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else None)
+        return scorer, version_info(name, chosen, alias)
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
@@ -428,10 +428,50 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
             f"(registered model '{name}'). Train one with: {train_command(config, task)}"
         ) from exc
     scorer = load_version(config, task, client, version, label=CHAMPION)
-    return scorer, _version_info(name, version, CHAMPION)
+    return scorer, version_info(name, version, CHAMPION)
 
 
-def _version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
+def registered_versions(client: Any, config: Config, name: str) -> dict[str, tuple[Any, list[str]]]:
+    """The registered versions of model ``name`` by number, each with its aliases, sorted (empty
+    without a registered model).
+
+    Raises
+    ------
+    RegistryUnavailable
+        The registry did not answer.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = list(client.search_model_versions(f"name = '{name}'"))
+        # search_model_versions leaves each version's aliases empty; the registered model has them.
+        aliases = client.get_registered_model(name).aliases if versions else {}
+    except MlflowException as exc:
+        raise RegistryUnavailable(
+            f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
+        ) from exc
+    return {
+        str(v.version): (v, sorted(alias for alias, number in aliases.items() if str(number) == str(v.version)))
+        for v in versions
+    }
+
+
+def pick_version(versions: dict[str, tuple[Any, list[str]]], name: str, version: str) -> tuple[Any, list[str]]:
+    """The entry of :func:`registered_versions` that ``version`` ("3" or "v3") names.
+
+    Raises
+    ------
+    ValueError
+        No such version; the message lists the registered ones.
+    """
+    wanted = str(version).strip().removeprefix("v")
+    if wanted not in versions:
+        known = ", ".join(sorted(versions, key=int)) or "none"
+        raise ValueError(f"--version: '{name}' has no version {version!r} (registered: {known})")
+    return versions[wanted]
+
+
+def version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
     """What :func:`load_champion` returns beside the scorer, from the version's registry tags."""
     tags = dict(version.tags or {})
     return {

@@ -13,7 +13,6 @@ never point at a version the service cannot load.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,13 +20,14 @@ from features.config import Config
 from training.pyfunc import (
     CHAMPION,
     NoChampionError,
-    RegistryUnavailable,
     cli_model_name,
     load_version,
-    missing_store_message,
+    pick_version,
     registered_name,
-    set_uris,
+    registered_versions,
+    registry_client,
     train_command,
+    version_info,
 )
 
 __all__ = ["list_versions", "promote_version", "render_versions"]
@@ -36,48 +36,19 @@ __all__ = ["list_versions", "promote_version", "render_versions"]
 MANUAL_TAG = "manual_promotion"
 
 
-def _client(config: Config, task: str | None) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    message = missing_store_message(config, task, "no registered model")
-    if message is not None:  # reading must not leave an empty registry behind in the working directory
-        raise NoChampionError(message)
-    set_uris(config)
-    return MlflowClient()
-
-
-def _versions(client: Any, config: Config, name: str) -> dict[str, tuple[Any, list[str]]]:
-    """The registered versions of ``name`` by number, each with its aliases (empty without a registered model)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = list(client.search_model_versions(f"name = '{name}'"))
-        # search_model_versions leaves each version's aliases empty; the registered model has them.
-        aliases = client.get_registered_model(name).aliases if versions else {}
-    except MlflowException as exc:
-        raise RegistryUnavailable(
-            f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
-        ) from exc
+def _row(name: str, version: Any, aliases: list[str]) -> dict[str, Any]:
+    info = version_info(name, version, None)
     return {
-        str(v.version): (v, sorted(alias for alias, number in aliases.items() if str(number) == str(v.version)))
-        for v in versions
-    }
-
-
-def _row(version: Any, aliases: list[str]) -> dict[str, Any]:
-    tags = dict(version.tags or {})
-    metrics = json.loads(tags["metrics"]) if "metrics" in tags else {}
-    return {
-        "version": str(version.version),
+        "version": info["version"],
         "aliases": aliases,
-        "registered_at": dt.datetime.fromtimestamp(version.creation_timestamp / 1000, tz=dt.UTC).isoformat(),
-        "test_cutoff": tags.get("test_cutoff"),
-        "roc_auc": metrics.get("roc_auc"),
-        "ece": metrics.get("ece"),
-        "grade": tags.get("grade"),
-        "promotion": tags.get("promotion"),
-        MANUAL_TAG: tags.get(MANUAL_TAG),
-        "run_id": version.run_id,
+        "registered_at": info["trained_at"],
+        "test_cutoff": info["test_cutoff"],
+        "roc_auc": info["metrics"].get("roc_auc"),
+        "ece": info["metrics"].get("ece"),
+        "grade": (version.tags or {}).get("grade"),
+        "promotion": info["promotion"],
+        MANUAL_TAG: info[MANUAL_TAG],
+        "run_id": info["run_id"],
     }
 
 
@@ -98,11 +69,11 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
     RegistryUnavailable
         The registry did not answer.
     """
-    client = _client(config, tasks[0] if len(tasks) == 1 else None)
+    client = registry_client(config, tasks[0] if len(tasks) == 1 else None, "no registered model")
     listings = []
     for task in tasks:
         name = registered_name(task)
-        rows = [_row(v, aliases) for v, aliases in _versions(client, config, name).values()]
+        rows = [_row(name, v, aliases) for v, aliases in registered_versions(client, config, name).values()]
         rows.sort(key=lambda row: int(row["version"]), reverse=True)
         listings.append({"model_name": name, "tracking_uri": config.tracking_uri, "versions": rows})
     return listings
@@ -132,20 +103,17 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
         The version's files cannot be read: the alias is not moved.
     """
     name = registered_name(task)
-    client = _client(config, task)
-    versions = _versions(client, config, name)
+    client = registry_client(config, task, "no registered model")
+    versions = registered_versions(client, config, name)
     if not versions:
         raise NoChampionError(
             f"no registered model '{name}' in the registry at {config.tracking_uri}. "
             f"Train one with: {train_command(config, task)}"
         )
-    wanted = str(version).strip().removeprefix("v")
-    if wanted not in versions:
-        known = ", ".join(sorted(versions, key=int))
-        raise ValueError(f"--version: '{name}' has no version {version!r} (registered: {known})")
-    target, aliases = versions[wanted]
+    target, aliases = pick_version(versions, name, version)
+    wanted = str(target.version)
     previous = next((number for number, (_, names) in versions.items() if CHAMPION in names), None)
-    row = _row(target, aliases)
+    row = _row(name, target, aliases)
     if previous == wanted:
         return {
             "model_name": name,
@@ -158,7 +126,7 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
     load_version(config, task, client, target, label="to promote")  # raises ChampionFilesError
     warnings = []
     if previous is not None:
-        old = _row(*versions[previous])
+        old = _row(name, *versions[previous])
         if old["test_cutoff"] != row["test_cutoff"]:
             warnings.append(
                 f"v{wanted} was tested at {row['test_cutoff']} and champion v{previous} at {old['test_cutoff']}: "

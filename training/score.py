@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.config import Config
+from features.config import Config, ModelConfig
 from features.files import atomic_output, check_output
-from features.labels import data_span, data_until
+from features.labels import MAIN_TABLE, data_span, data_until
 from features.pipeline import check_population, population_features
 from features.rfm import WINDOWS
 from features.sources import CanonicalTables, load_tables
@@ -26,6 +26,8 @@ __all__ = [
     "TABLE_SUFFIXES",
     "BatchScores",
     "BatchWarnings",
+    "ChampionPopulation",
+    "champion_population",
     "date_warnings",
     "history_warning",
     "score_batch",
@@ -160,6 +162,50 @@ def score_population(
     return scores, drift, shift
 
 
+@dataclass(frozen=True)
+class ChampionPopulation:
+    """A task's champion and its population at one date: what the batch and the lists score."""
+
+    scorer: Scorer
+    info: dict[str, Any]  # load_champion's registry facts
+    model_config: ModelConfig
+    tables: CanonicalTables
+    as_of: Any
+    features: pd.DataFrame  # computed with the champion's vocabulary, index 0..n-1
+
+
+def champion_population(
+    config: Config,
+    task: str,
+    *,
+    as_of: Any = None,
+    tables: CanonicalTables | None = None,
+    allow_empty: bool = False,
+) -> ChampionPopulation:
+    """Load ``task``'s champion and compute its population's features at ``as_of`` (default: the last
+    row of the task's main table, "now" for a nightly job), as the model was trained to read them.
+
+    Raises
+    ------
+    training.pyfunc.NoChampionError
+        No champion model is registered for ``task``.
+    features.pipeline.EmptyPopulationError
+        The population at ``as_of`` is empty and ``allow_empty`` is false.
+    """
+    scorer, info = load_champion(config, task)
+    model_config = model_config_for(config, task)
+    if tables is None:
+        tables = load_tables(config)
+    if as_of is None:
+        as_of = tables.last_timestamp(MAIN_TABLE[task])
+    features = population_features(
+        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
+    ).reset_index(drop=True)
+    if not allow_empty:
+        check_population(len(features), tables, task, as_of=as_of, mc=model_config)
+    return ChampionPopulation(scorer, info, model_config, tables, as_of, features)
+
+
 def score_batch(
     config: Config,
     task: str,
@@ -189,16 +235,9 @@ def score_batch(
     """
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
-    scorer, info = load_champion(config, task)
-    model_config = model_config_for(config, task)
-    if tables is None:
-        tables = load_tables(config)
-    features = population_features(
-        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
-    )
-    if not allow_empty:
-        check_population(len(features), tables, task, as_of=as_of, mc=model_config)
-    k = model_config.top_k_reasons
+    population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
+    scorer, info, features, tables = population.scorer, population.info, population.features, population.tables
+    k = population.model_config.top_k_reasons
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=k, explain=explain, counter_k=k)
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     reasons_as_json(scores)
