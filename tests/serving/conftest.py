@@ -7,6 +7,7 @@ subprocess on a free loopback port, and stopped with its whole process group.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -123,36 +124,53 @@ def start_server(config: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
 stop_server = stop_process
 
 
-def _latest_day(path: Path, column: str) -> str:
-    return str(pd.read_parquet(path, columns=[column])[column].max().date())
+@dataclass(frozen=True)
+class DemoRun:
+    """One ``crmscore demo`` on the smallest backtest layout: its output, configs and folders."""
+
+    exit_code: int
+    output: str  # stdout and stderr, for a failure's message
+    stdout: str
+    retail_config: Path
+    leads_config: Path
+    out_dir: Path  # where the demo wrote: the configs' output_dir, which later tests write into too
+    written: Path  # a copy of out_dir taken when the demo finished
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """Champions of the three tasks in a fresh registry, and their snapshots.
+def demo_run(tmp_path_factory) -> DemoRun:
+    """``crmscore demo`` run once per test session, the way users run it (through the CLI).
+
+    It trains the three champions into the configs' fresh registry and writes their snapshots and
+    reports where ``crmscore serve`` and the other commands look for them, which is what the API tests
+    need (``trained``): one run serves both, and ``test_demo`` checks the copy of what it wrote.
+    """
+    from typer.testing import CliRunner
+
+    from features.config import load_config
+    from serving.cli import app
+
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    folder = tmp_path_factory.mktemp("demo")
+    retail, leads = write_configs(folder)
+    out_dir = Path(load_config(retail).output_dir)
+    args = ["demo", "--out-dir", str(out_dir), "--retail-config", str(retail), "--leads-config", str(leads)]
+    result = CliRunner().invoke(app, args)
+    written = folder / "demo_written"
+    if out_dir.exists():
+        shutil.copytree(out_dir, written)
+    return DemoRun(result.exit_code, result.output, result.stdout, retail, leads, out_dir, written)
+
+
+@pytest.fixture(scope="session")
+def trained(demo_run) -> tuple[Path, Path, Path]:
+    """Champions of the three tasks in a fresh registry (the demo's), and their snapshots of the data's
+    last day in the configs' ``<output_dir>/snapshots``.
 
     Returns (retail config, leads config, snapshot folder).
     """
-    from features.config import load_config
-    from features.pipeline import write_snapshot
-    from training.train import train_model
-
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    folder = tmp_path_factory.mktemp("api")
-    retail_path, leads_path = write_configs(folder)
-    retail, leads = load_config(retail_path), load_config(leads_path)
-    snapshots = Path(retail.output_dir) / "snapshots"
-    for config, task in ((retail, "churn"), (retail, "next_purchase"), (leads, "lead")):
-        train_model(config, task)
-    retail_day = _latest_day(ROOT / "data" / "online_retail_ii.parquet", "InvoiceDate")
-    leads_day = _latest_day(ROOT / "data" / "bank_marketing_leads.parquet", "created_at")
-    for config, task, day in (
-        (retail, "churn", retail_day),
-        (retail, "next_purchase", retail_day),
-        (leads, "lead", leads_day),
-    ):
-        write_snapshot(config, as_of=day, out=snapshots / f"{task}.parquet", task=task)
-    return retail_path, leads_path, snapshots
+    assert demo_run.exit_code == 0, demo_run.output
+    return demo_run.retail_config, demo_run.leads_config, demo_run.out_dir / "snapshots"
 
 
 @pytest.fixture(scope="session")
