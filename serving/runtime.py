@@ -12,6 +12,7 @@ no pandas and no tree pass per request.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import tempfile
@@ -55,6 +56,8 @@ TASKS: tuple[str, ...] = ("churn", "next_purchase", "lead")
 _CLI_NAME = {"churn": "churn", "next_purchase": "next-purchase", "lead": "lead"}
 
 Loader = Callable[[Config, str], tuple[Any, dict[str, Any]]]
+# (config, task) -> the champion's registry facts, without loading it: what a reload compares.
+Peek = Callable[[Config, str], dict[str, Any]]
 
 
 class ModelUnavailable(LookupError):
@@ -107,6 +110,10 @@ class TaskModel:
     # The configuration the model was trained with (from the registry); features of posted
     # records are computed with it. The serving config when the registry does not hold one.
     config: Config = field(default=None, repr=False)  # type: ignore[assignment]
+    # When the model and snapshot were loaded (UTC, ISO), and the snapshot file's identity then
+    # (None without one): a reload keeps the task whole while its champion and this file are the same.
+    loaded_at: str = ""
+    snapshot_file: tuple[int, int, int] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,12 @@ def _default_loader(config: Config, task: str) -> tuple[Any, dict[str, Any]]:
     return load_champion(config, task)
 
 
+def _default_peek(config: Config, task: str) -> dict[str, Any]:
+    from training.pyfunc import champion_info
+
+    return champion_info(config, task)
+
+
 def _champion_errors() -> tuple[type[BaseException], ...]:
     try:
         from training.pyfunc import NoChampionError
@@ -246,7 +259,33 @@ def _champion_errors() -> tuple[type[BaseException], ...]:
     return (NoChampionError, ModelUnavailable)
 
 
-def build_state(config: Config, *, loader: Loader | None = None, tasks: Sequence[str] = TASKS) -> State:
+def _missing(task: str, exc: BaseException) -> str:
+    return f"{exc} ({_no_champion(task)})" if "crmscore train" not in str(exc) else str(exc)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, modification time in ns) of a file, None when there is none: a snapshot
+    rewritten in place or replaced by a rename (``write_snapshot``) gets another identity."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _same_version(info: Mapping[str, Any], loaded: Mapping[str, Any]) -> bool:
+    keys = ("model_name", "version", "run_id")
+    return all(str(info.get(key)) == str(loaded.get(key)) for key in keys) and info.get("version") is not None
+
+
+def build_state(
+    config: Config,
+    *,
+    loader: Loader | None = None,
+    tasks: Sequence[str] = TASKS,
+    previous: State | None = None,
+    peek: Peek | None = None,
+) -> State:
     """Load each task's champion and snapshot; a task without a champion is listed in ``missing``.
 
     Parameters
@@ -257,21 +296,40 @@ def build_state(config: Config, *, loader: Loader | None = None, tasks: Sequence
         ``(config, task) -> (scorer, info)``; by default ``training.pyfunc.load_champion``.
     tasks
         The tasks to load.
+    previous, peek
+        The state serving now, and ``(config, task) -> info`` (the champion's registry facts without its
+        files, ``training.pyfunc.champion_info``). A task of ``previous`` whose champion is the same
+        version and whose snapshot file is the same file is kept as it is, with the registry's facts
+        read again (a hand promotion's note may have changed): loading the model and taking the
+        snapshot's SHAP values again would give the same state, seconds later. Without ``peek``
+        every task is loaded again.
     """
     no_champion = _champion_errors()
     loader = loader or _default_loader
     models: dict[str, TaskModel] = {}
     missing: dict[str, str] = {}
     folder = snapshot_dir(config)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     for task in tasks:
+        path = folder / f"{task}.parquet"
+        identity = _file_identity(path)
+        loaded = previous.models.get(task) if previous is not None else None
+        if peek is not None and loaded is not None and identity is not None and loaded.snapshot_file == identity:
+            try:
+                info = peek(config, task)
+            except no_champion as exc:
+                missing[task] = _missing(task, exc)
+                continue
+            if _same_version(info, loaded.info):
+                models[task] = dataclasses.replace(loaded, info=dict(info))
+                continue
         try:
             scorer, info = loader(config, task)
         except no_champion as exc:
-            missing[task] = f"{exc} ({_no_champion(task)})" if "crmscore train" not in str(exc) else str(exc)
+            missing[task] = _missing(task, exc)
             continue
-        path = folder / f"{task}.parquet"
         snapshot, snapshot_error = None, None
-        if path.is_file():
+        if identity is not None:
             snapshot = load_snapshot(path, scorer)
         else:
             snapshot_error = (
@@ -286,9 +344,11 @@ def build_state(config: Config, *, loader: Loader | None = None, tasks: Sequence
             snapshot=snapshot,
             snapshot_error=snapshot_error,
             config=trained_config(config, task, info) or config,
+            loaded_at=now,
+            snapshot_file=identity,
         )
-        models[task] = TaskModel(**{**model.__dict__, "scored": _list_frame(model)})
-    return State(models=models, missing=missing, loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        models[task] = dataclasses.replace(model, scored=_list_frame(model))
+    return State(models=models, missing=missing, loaded_at=now)
 
 
 class Runtime:
@@ -297,14 +357,20 @@ class Runtime:
     Readers take ``runtime.state`` once per request and use only that object.
     """
 
-    def __init__(self, config: Config, *, loader: Loader | None = None) -> None:
+    def __init__(self, config: Config, *, loader: Loader | None = None, peek: Peek | None = None) -> None:
         self.config = config
         self._loader = loader
+        # A reload keeps the tasks whose champion and snapshot file are unchanged; with a loader of
+        # its own (tests) and no peek, it loads everything again.
+        self._peek = peek if peek is not None or loader is not None else _default_peek
         self._reload_lock = threading.Lock()
         self.state: State = build_state(config, loader=loader)
 
     def reload(self) -> State:
         """Build a new state from the registry and snapshots, then swap it in; returns it.
+
+        A task whose champion is the same registered version and whose snapshot is the same file as
+        in the current state is kept (its ``loaded_at`` stays); the others are loaded again.
 
         Raises
         ------
@@ -314,7 +380,7 @@ class Runtime:
         """
         with self._reload_lock:  # two reloads at once would only load everything twice
             try:
-                state = build_state(self.config, loader=self._loader)
+                state = build_state(self.config, loader=self._loader, previous=self.state, peek=self._peek)
             except Exception as exc:
                 raise ModelUnavailable(f"reload failed, still serving the models loaded before: {exc}") from exc
             self.state = state
@@ -886,6 +952,7 @@ def models_info(state: State) -> dict[str, Any]:
                 "promotion": info.get("promotion"),
                 "manual_promotion": info.get("manual_promotion"),
                 "config_name": model.config.name if model.config is not None else None,
+                "loaded_at": model.loaded_at or None,
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
                 "snapshot_drift": drift_overview(model.snapshot.drift) if model.snapshot else None,

@@ -232,6 +232,11 @@ class ModelInfo(BaseModel):
         None, description="when and from which version it was made champion by hand (crmscore promote), and why"
     )
     config_name: str | None = Field(None, description="name of the configuration the model was trained with")
+    loaded_at: str | None = Field(
+        None,
+        description="when this champion and its snapshot were loaded (UTC); a reload keeps a model whose champion "
+        "version and snapshot file are unchanged, so its loaded_at stays",
+    )
     snapshot_as_of: str | None
     snapshot_rows: int
     snapshot_drift: DriftInfo | None = Field(

@@ -313,6 +313,8 @@ class CrmScore:
     @_answers
     def reload(self, *, ctx: bentoml.Context) -> ModelsResponse:
         """Load the current champions and snapshots and swap them in at once (admin).
+        A model whose champion version and snapshot file are unchanged is kept as loaded (its
+        ``loaded_at`` stays), so a reload after nothing changed takes a registry call per model.
         Requests already running finish on the models they started with; if loading fails, the
         previous models keep serving and the answer is 503 with the reason."""
         state = self.runtime.reload()

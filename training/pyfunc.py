@@ -35,6 +35,7 @@ __all__ = [
     "RegistryUnavailable",
     "set_uris",
     "sqlite_file",
+    "champion_info",
     "cli_model_name",
     "load_champion",
     "load_scorer",
@@ -407,8 +408,6 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
     ValueError
         ``version`` is not a registered version; the message lists those there are.
     """
-    from mlflow.exceptions import MlflowException
-
     name = registered_name(task)
     client = registry_client(config, task, f"no '{CHAMPION}' model" if version is None else "no model")
     if version is not None:
@@ -416,8 +415,30 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
         scorer = load_version(config, task, client, chosen, label=f"version {chosen.version}")
         alias = CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else None)
         return scorer, version_info(name, chosen, alias)
+    champion = _champion_version(client, config, task)
+    scorer = load_version(config, task, client, champion, label=CHAMPION)
+    return scorer, version_info(name, champion, CHAMPION)
+
+
+def champion_info(config: Config, task: str) -> dict[str, Any]:
+    """The registry facts :func:`load_champion` returns beside the scorer, without loading the model's
+    files: one registry call, for telling whether the champion changed (the API's reload).
+
+    Raises
+    ------
+    NoChampionError, RegistryUnavailable
+        As :func:`load_champion`.
+    """
+    client = registry_client(config, task, f"no '{CHAMPION}' model")
+    return version_info(registered_name(task), _champion_version(client, config, task), CHAMPION)
+
+
+def _champion_version(client: Any, config: Config, task: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    name = registered_name(task)
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
         if exc.error_code not in _NOT_FOUND:  # a server that does not answer is not a missing model
             raise RegistryUnavailable(
@@ -427,8 +448,6 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
             f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
             f"(registered model '{name}'). Train one with: {train_command(config, task)}"
         ) from exc
-    scorer = load_version(config, task, client, version, label=CHAMPION)
-    return scorer, version_info(name, version, CHAMPION)
 
 
 def registered_versions(client: Any, config: Config, name: str) -> dict[str, tuple[Any, list[str]]]:

@@ -6,6 +6,7 @@ import concurrent.futures
 import csv
 import io
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -522,13 +523,38 @@ def test_reload_is_admin_only_and_requests_in_flight_succeed(server):
         with server.client("scorer") as c:
             return c.post("/score/churn", json={"ids": ids}).status_code
 
+    churn = server.snapshots / "churn.parquet"  # a new file: the reload loads the churn model and snapshot again
+    shutil.copy(churn, churn.with_suffix(".copy"))
+    churn.with_suffix(".copy").replace(churn)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         during = pool.map(score, range(40))
         with server.client("admin") as c:
             reloaded = c.post("/reload", json={})
         statuses = list(during)
     assert reloaded.status_code == 200 and len(reloaded.json()["models"]) == 3
+    churn_model = next(m for m in reloaded.json()["models"] if m["task"] == "churn")
+    assert churn_model["loaded_at"] == reloaded.json()["loaded_at"]
     assert statuses == [200] * 40
+
+
+def test_a_reload_loads_again_only_the_snapshot_that_was_replaced(server):
+    """The real registry and files: after nothing changed a reload keeps every model as loaded; a
+    snapshot written again (same rows, a new file) is loaded again, alone."""
+    with server.client("admin") as c:
+        before = {m["task"]: m for m in c.post("/reload", json={}).json()["models"]}
+        again = c.post("/reload", json={}).json()
+        assert {m["task"]: m["loaded_at"] for m in again["models"]} == {t: m["loaded_at"] for t, m in before.items()}
+        lead = server.snapshots / "lead.parquet"
+        shutil.copy(lead, lead.with_suffix(".copy"))
+        lead.with_suffix(".copy").replace(lead)
+        after = c.post("/reload", json={}).json()
+    loaded = {m["task"]: m["loaded_at"] for m in after["models"]}
+    assert loaded["lead"] == after["loaded_at"] > before["lead"]["loaded_at"]
+    assert (
+        loaded["churn"] == before["churn"]["loaded_at"]
+        and loaded["next_purchase"] == before["next_purchase"]["loaded_at"]
+    )
+    assert {m["task"]: m["version"] for m in after["models"]} == {t: m["version"] for t, m in before.items()}
 
 
 @pytest.fixture(scope="module")

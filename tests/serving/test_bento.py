@@ -11,6 +11,7 @@ installs exactly the Bento's ``requirements.txt``, checked below.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,8 +105,12 @@ def test_the_built_bento_serves_the_champions(bento, trained, tmp_path):
             models = client.post("/models", json={})
             some_id = str(pd.read_parquet(snapshots / "churn.parquet", columns=["customer_id"]).customer_id.iloc[0])
             scored = client.post("/score/churn", json={"ids": [some_id], "k": 2})
-            # The deployment mistake the README warns of: the registry without its model files.
+            # The deployment mistake the README warns of: the registry without its model files, found
+            # at a reload that loads the churn model again (a new snapshot file: nothing to keep).
             artifacts.rename(tmp_path / "mlruns-away")
+            churn = snapshots / "churn.parquet"
+            shutil.copy(churn, tmp_path / "churn.parquet")
+            (tmp_path / "churn.parquet").replace(churn)
             try:
                 failed_reload = client.post("/reload", json={})
                 after = client.post("/score/churn", json={"ids": [some_id], "k": 2})

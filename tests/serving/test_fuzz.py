@@ -29,8 +29,7 @@ ROUTES = (
     "/reload",
 )
 MAX_EXAMPLES = 30
-# /reload takes no body, so its cases differ in headers only, and each reloads every champion and
-# computes its snapshot's SHAP values again (seconds): a few cover it.
+# /reload takes no body, so its cases differ in headers only: a few cover it.
 EXAMPLES = {"/reload": 3}
 
 

@@ -8,6 +8,8 @@ churn spec's tiers and reason templates), so the runtime runs the same code as i
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -228,6 +230,54 @@ def test_reload_swaps_the_whole_state(config):
     assert runtime.state is new and new is not old
     assert old.models["churn"].info["version"] == "1" and "lead" not in old.models
     assert new.models["churn"].info["version"] == "2" and "lead" in new.models
+
+
+def test_reload_keeps_a_task_whose_champion_and_snapshot_file_are_unchanged(config):
+    """With a peek at the registry, a reload loads again only what changed: a new champion version,
+    or a snapshot file replaced (same rows, another file); the kept task's registry facts are read again."""
+    versions, notes, loads = {"churn": "1", "next_purchase": "1"}, {"churn": None}, []
+
+    def load(cfg, task):  # lead has no champion: tried each time, as a missing task has nothing to keep
+        loaded = loader(versions)(cfg, task)
+        loads.append(task)
+        return loaded
+
+    def peek(cfg, task):
+        if task not in versions:
+            raise ModelUnavailable(f"no champion for {task}: run `crmscore train {task}`")
+        return {"model_name": f"crmscore-{task}", "version": versions[task], "manual_promotion": notes.get(task)}
+
+    snapshots = Path(config.serving.snapshot_path)
+    shutil.copy(snapshots / "churn.parquet", snapshots / "next_purchase.parquet")
+    runtime = Runtime(config, loader=load, peek=peek)
+    first = runtime.state
+    assert sorted(loads) == ["churn", "next_purchase"] and first.models["churn"].loaded_at == first.loaded_at
+
+    loads.clear()
+    notes["churn"] = "made champion by hand"
+    second = runtime.reload()
+    assert loads == [] and second is not first
+    for task in ("churn", "next_purchase"):  # the same objects, loaded when they were
+        assert second.models[task].snapshot is first.models[task].snapshot
+        assert second.models[task].loaded_at == first.loaded_at
+    assert second.models["churn"].info["manual_promotion"] == "made champion by hand"
+    assert {m["task"]: m["loaded_at"] for m in models_info(second)["models"]} == dict.fromkeys(
+        ("churn", "next_purchase"), first.loaded_at
+    )
+
+    versions["churn"] = "2"
+    copy = snapshots / "copy.parquet"
+    shutil.copy(snapshots / "next_purchase.parquet", copy)
+    copy.replace(snapshots / "next_purchase.parquet")
+    third = runtime.reload()
+    assert sorted(loads) == ["churn", "next_purchase"]
+    assert third.models["churn"].info["version"] == "2" and third.models["churn"].scorer.version == "2"
+    assert all(third.models[t].loaded_at == third.loaded_at != first.loaded_at for t in ("churn", "next_purchase"))
+    assert third.models["next_purchase"].snapshot is not first.models["next_purchase"].snapshot
+
+    del versions["churn"]  # the champion alias removed: the task is missing, as on a first load
+    fourth = runtime.reload()
+    assert "churn" not in fourth.models and "crmscore train churn" in fourth.missing["churn"]
 
 
 def test_a_failed_reload_keeps_serving_the_loaded_models(config):
