@@ -20,8 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/crmscore demo
 
+# Two workers, the cores CI has; tests/conftest.py hands each worker whole groups of tests (the
+# serving tests, the Spark tests, every other module), so shared fixtures are built once.
 test: $(STAMP)
-	CRMSCORE_REQUIRE_SPARK=1 $(BIN)/python -m pytest
+	CRMSCORE_REQUIRE_SPARK=1 $(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not spark and not api"
