@@ -8,7 +8,7 @@ role      entitled to
 ========  =============================================================
 scorer    scores by id or posted history (probability, tier/grade, values),
           model info; no reasons (they expose the customer's feature values)
-marketer  the above with reasons, and at-risk lists (with reasons)
+marketer  the above with reasons, and the lists (at-risk, campaign, call; with reasons)
 admin     all of the above, and reloading the champions
 ========  =============================================================
 
@@ -53,6 +53,8 @@ ROUTE_ROLES: dict[str, str] = {
     "/score/lead/record": "scorer",
     "/models": "scorer",
     "/at_risk": "marketer",
+    "/top/next_purchase": "marketer",
+    "/top/lead": "marketer",
     "/reload": "admin",
 }
 # Reasons expose feature values of one customer: only these roles may read them.

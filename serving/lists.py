@@ -1,8 +1,11 @@
-"""At-risk lists: customers ranked by value at risk (P(churn) x expected spend), filtered, as rows or CSV.
+"""Ranked lists, filtered, as rows or CSV: the at-risk list (customers by value at risk, P(churn) x
+expected spend), the campaign list (next purchase, by expected value) and the call list (leads, by
+P(convert)): :data:`RANKED_BY`.
 
-Pure functions over a scored frame (one row per customer with ``customer_id``, ``probability``,
-``tier``, ``expected_spend``, ``value_at_risk`` and any customer attribute columns); the service
-and the ``crmscore at-risk`` command both use them.
+Pure functions over a scored frame (one row per customer or lead with the model's
+:func:`list_columns`, e.g. ``customer_id``, ``probability``, ``tier``, ``expected_spend``,
+``value_at_risk``, and any attribute columns); the service and the ``crmscore at-risk`` and
+``crmscore top`` commands all use them.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from models.scorer import rows_at
 __all__ = [
     "SCORE_COLUMNS",
     "FilterError",
+    "RANKED_BY",
     "at_risk_rows",
+    "check_tiers",
     "explained_rows",
     "file_stamp",
+    "list_columns",
     "scored_for_list",
     "select_at_risk",
     "select_top",
@@ -33,6 +39,14 @@ __all__ = [
 ]
 
 SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
+# What each task's list is ranked by, highest first (ties by probability, then id).
+RANKED_BY = {"churn": "value_at_risk", "next_purchase": "expected_value", "lead": "probability"}
+
+
+def list_columns(scorer: Any) -> tuple[str, ...]:
+    """The score columns of the model's lists: its id, probability, tier (grade, for leads) and money
+    fields (:data:`SCORE_COLUMNS` for churn)."""
+    return (scorer.entity, "probability", scorer.tier_key, *scorer.value_names)
 
 
 class FilterError(ValueError):
@@ -58,7 +72,7 @@ def _matches(column: pd.Series, value: Any) -> np.ndarray:
 def scored_for_list(
     scorer: Any, features: pd.DataFrame, matrix: np.ndarray | None = None, *, as_of: Any = None
 ) -> pd.DataFrame:
-    """Score a churn feature table without reasons: the frame at-risk lists select from.
+    """Score a feature table without reasons: the frame lists select from, with :func:`list_columns`.
 
     Keeps every non-score column of ``features`` (e.g. ``country``) so lists can filter on it.
     ``matrix`` is ``scorer.prepare(features)`` when the caller already has it; ``as_of`` (the
@@ -69,17 +83,14 @@ def scored_for_list(
         matrix = scorer.prepare(features)
     shift = scorer.population_shift(matrix, as_of=as_of)
     results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of, population_shift=shift)
-    ids = features[scorer.entity].astype(str).to_numpy()
+    entity, *score_columns = list_columns(scorer)
     scored = pd.DataFrame(
         {
-            "customer_id": ids,
-            "probability": [r["probability"] for r in results],
-            "tier": [r.get("tier") for r in results],
-            "expected_spend": [r.get("expected_spend") for r in results],
-            "value_at_risk": [r.get("value_at_risk") for r in results],
+            entity: features[entity].astype(str).to_numpy(),
+            **{column: [r.get(column) for r in results] for column in score_columns},
         }
     )
-    attributes = [c for c in features.columns if c not in (scorer.entity, "as_of", *scored.columns)]
+    attributes = [c for c in features.columns if c not in ("as_of", *scored.columns)]
     return pd.concat([scored, features[attributes].reset_index(drop=True)], axis=1)
 
 
@@ -91,47 +102,72 @@ def select_at_risk(
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
     tier_names: Sequence[str] | None = None,
+    columns: Sequence[str] = SCORE_COLUMNS,
+    rank: str = "value_at_risk",
 ) -> tuple[np.ndarray, int]:
-    """Pick the top customers by value at risk among those that pass the filters.
+    """Pick the top rows by ``rank`` among those that pass the filters, the filters checked first:
+    the at-risk list by default, any task's list with its :func:`list_columns` and :data:`RANKED_BY`.
 
     Parameters
     ----------
     scored
-        One row per customer with the :data:`SCORE_COLUMNS` and any attribute columns.
+        One row per customer (or lead) with ``columns`` and any attribute columns.
     top
-        How many customers to return at most.
+        How many rows to return at most.
     min_value
-        Keep customers whose value at risk is at least this.
+        Keep rows whose ``rank`` value (value at risk, expected value, P(convert)) is at least this.
     tiers
-        Keep customers in one of these risk tiers.
+        Keep rows in one of these tiers (``columns[2]``: tier, or grade for leads).
     where
-        Attribute name -> value; keep customers whose attribute equals the value
+        Attribute name -> value; keep rows whose attribute equals the value
         (numbers compare as numbers, anything else as text; None matches a missing value).
     tier_names
         The model's tiers: a tier in ``tiers`` that is not one of them is an error rather than
         an empty list.
+    columns, rank
+        The score columns (id, probability, tier, money fields) and the one the list ranks by.
 
     Returns
     -------
-    The row positions of the selected customers in ``scored``, highest value at risk first
-    (ties by probability, then customer id), and how many customers passed the filters.
+    The row positions of the selected rows in ``scored``, highest ``rank`` first (ties by
+    probability, then id), and how many rows passed the filters.
 
     Raises
     ------
     FilterError
         ``top`` is not positive, ``tiers`` names a tier the model does not have, or ``where``
-        names a column that ``scored`` does not have.
+        names a column that ``scored`` does not have or a score column.
     """
+    entity, tier_column = columns[0], columns[2]
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
+    check_tiers(tiers, tier_names, tier_column)
+    scores = set(columns[1:]) - {tier_column}
+    for name in where or {}:
+        if name not in scored.columns or name in scores:
+            allowed = sorted(c for c in scored.columns if c not in scores)
+            what = "lead" if entity == "lead_id" else "customer"
+            raise FilterError(f"where.{name}", f"unknown {what} attribute; filterable: {allowed}")
+    return select_top(
+        scored,
+        top=top,
+        rank=rank,
+        entity=entity,
+        tier_column=tier_column,
+        min_value=min_value,
+        tiers=tiers,
+        where=where,
+    )
+
+
+def check_tiers(tiers: Sequence[str] | None, tier_names: Sequence[str] | None, tier_column: str = "tier") -> None:
+    """Refuse a tier (grade, for leads) in ``tiers`` that is not one of the model's ``tier_names``
+    (None: not checked), rather than list nobody for it."""
     unknown = [t for t in tiers or () if tier_names is not None and t not in tier_names]
     if unknown:
-        raise FilterError("tiers", f"unknown tier {unknown[0]!r}; the model's tiers: {list(tier_names or ())}")
-    for name in where or {}:
-        if name not in scored.columns or name in ("probability", "value_at_risk"):
-            allowed = sorted(c for c in scored.columns if c not in ("probability", "value_at_risk"))
-            raise FilterError(f"where.{name}", f"unknown customer attribute; filterable: {allowed}")
-    return select_top(scored, top=top, rank="value_at_risk", min_value=min_value, tiers=tiers, where=where)
+        raise FilterError(
+            "tiers", f"unknown {tier_column} {unknown[0]!r}; the model's {tier_column}s: {list(tier_names or ())}"
+        )
 
 
 def select_top(
@@ -196,16 +232,17 @@ def at_risk_rows(
     reasons: Sequence[list[dict[str, Any]] | None] | None = None,
     counter_reasons: Sequence[list[dict[str, Any]] | None] | None = None,
     attributes: Sequence[str] = (),
+    columns: Sequence[str] = SCORE_COLUMNS,
 ) -> list[dict[str, Any]]:
-    """Plain rows for the selected customers: scores, reasons and counter-reasons (when given) and the
-    chosen attributes."""
+    """Plain rows for the selected customers (or leads): ``columns`` (the id first), reasons and
+    counter-reasons (when given) and the chosen attributes."""
     rows = []
     picked = scored.iloc[positions]
-    records = picked[list(SCORE_COLUMNS)].to_dict("records")
+    records = picked[list(columns)].to_dict("records")
     attrs = picked[list(attributes)].to_dict("records") if attributes else [{}] * len(picked)
     for i, record in enumerate(records):
         row = {k: (None if _missing(v) else v) for k, v in record.items()}
-        row["customer_id"] = str(row["customer_id"])
+        row[columns[0]] = str(row[columns[0]])
         row["reasons"] = None if reasons is None else reasons[i]
         row["counter_reasons"] = None if counter_reasons is None else counter_reasons[i]
         row["attributes"] = {k: (None if _missing(v) else _plain(v)) for k, v in attrs[i].items()}
@@ -225,6 +262,7 @@ def explained_rows(
     as_of: Any = None,
     contrib: np.ndarray | None = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
+    columns: Sequence[str] = SCORE_COLUMNS,
 ) -> list[dict[str, Any]]:
     """:func:`at_risk_rows` for the selected customers with ``k`` reasons and ``counter_k``
     counter-reasons each (``None`` when 0), explained from ``matrix`` (the rows of ``scored``), or
@@ -243,7 +281,9 @@ def explained_rows(
         )
         reasons = [r["reasons"] for r in explained] if k > 0 else None
         counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None
-    return at_risk_rows(scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes)
+    return at_risk_rows(
+        scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes, columns=columns
+    )
 
 
 def _missing(value: Any) -> bool:

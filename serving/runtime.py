@@ -43,6 +43,7 @@ __all__ = [
     "as_posted_histories",
     "at_risk",
     "history_features",
+    "ranked_list",
     "load_snapshot",
     "models_info",
     "score_ids",
@@ -196,8 +197,8 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
 
 
 def _list_frame(model: TaskModel) -> pd.DataFrame | None:
-    """Churn snapshot pre-scored without reasons: the frame at-risk lists select from."""
-    if model.task != "churn" or model.snapshot is None:
+    """The snapshot pre-scored without reasons: the frame the lists select from (``/at_risk``, ``/top``)."""
+    if model.snapshot is None:
         return None
     return lists.scored_for_list(model.scorer, model.snapshot.frame, model.snapshot.matrix, as_of=model.snapshot.as_of)
 
@@ -870,8 +871,14 @@ def _is_attribute(column: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column))
 
 
-def at_risk(
+def at_risk(state: State, **options: Any) -> dict[str, Any]:
+    """Top customers by value at risk: :func:`ranked_list` of churn."""
+    return ranked_list(state, "churn", **options)
+
+
+def ranked_list(
     state: State,
+    task: str,
     *,
     top: int,
     min_value: float | None = None,
@@ -880,12 +887,15 @@ def at_risk(
     k: int = 3,
     format: str = "json",
     counter_k: int = 1,
+    id_key: str | None = None,
 ) -> dict[str, Any]:
-    """Top customers by value at risk with reasons (and ``counter_k`` counter-reasons), filtered: a
-    JSON-able dict whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV
-    text, beside the same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``."""
-    model, snapshot = state.snapshot("churn")
-    scored = model.scored
+    """The task's list from its snapshot, by :data:`serving.lists.RANKED_BY` (value at risk, expected
+    value, P(convert)), filtered, with reasons (and ``counter_k`` counter-reasons): a JSON-able dict
+    whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV text, beside the
+    same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``. ``id_key`` renames the rows' id
+    field (``customer_id``, ``lead_id``) in the JSON items."""
+    model, snapshot = state.snapshot(task)
+    scored, columns = model.scored, lists.list_columns(model.scorer)
     try:
         positions, matched = lists.select_at_risk(
             scored,
@@ -894,10 +904,12 @@ def at_risk(
             tiers=tiers,
             where=where,
             tier_names=model.scorer.tier_names,
+            columns=columns,
+            rank=lists.RANKED_BY[task],
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
-    attributes = [c for c in scored.columns if c not in lists.SCORE_COLUMNS and _is_attribute(scored[c])]
+    attributes = [c for c in scored.columns if c not in columns and _is_attribute(scored[c])]
     rows = lists.explained_rows(
         model.scorer,
         scored,
@@ -909,13 +921,22 @@ def at_risk(
         as_of=snapshot.as_of,
         contrib=snapshot.contrib,
         unseen=snapshot.unseen,
+        columns=columns,
     )
+    if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
+        rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
     return {
+        "task": task,
+        "ranked_by": lists.RANKED_BY[task],
         "as_of": snapshot.as_of,
         "model_name": model.scorer.model_name,
         "model_version": str(model.scorer.version),
         "n_matched": matched,
-        **({"csv": lists.to_csv(rows, k=k, counter_k=counter_k)} if format == "csv" else {"items": rows}),
+        **(
+            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns)}
+            if format == "csv"
+            else {"items": rows}
+        ),
         "drift": drift_overview(snapshot.drift),
         "warnings": lists.unmatched_filters(scored, where),
     }

@@ -27,7 +27,9 @@ __all__ = [
     "Reason",
     "ScoreItem",
     "ScoreResponse",
+    "TopItem",
     "TopK",
+    "TopResponse",
     "Touchpoint",
 ]
 
@@ -258,3 +260,34 @@ class ModelsResponse(BaseModel):
     loaded_at: str
     models: list[ModelInfo]
     missing: list[MissingModel]
+
+
+class TopItem(BaseModel):
+    """One row of a campaign (next purchase) or call (lead) list."""
+
+    id: str = Field(description="customer_id (next purchase) or lead_id (lead)")
+    probability: float
+    tier: str | None = Field(None, description="tier (next purchase)")
+    grade: str | None = Field(None, description="grade A-D (lead)")
+    expected_spend: float | None = None
+    expected_value: float | None = Field(None, description="P(buy) x expected spend over the horizon (next purchase)")
+    reasons: list[Reason] | None
+    counter_reasons: list[Reason] | None = None
+    attributes: dict[str, str | float | None]
+
+
+class TopResponse(BaseModel):
+    task: Literal["next_purchase", "lead"]
+    ranked_by: Literal["expected_value", "probability"] = Field(
+        description="what the list is ranked by, highest first: expected value (next purchase), P(convert) (lead)"
+    )
+    as_of: str
+    model_name: str
+    model_version: str
+    n_matched: int = Field(description="rows matching the filters, before the top-N cut")
+    items: list[TopItem]
+    drift: DriftInfo = Field(description="how far the snapshot the list ranks has moved from the model's training rows")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="a sentence for each `where` value no row of the snapshot has, with the closest values there are",
+    )

@@ -41,6 +41,7 @@ from serving.schemas import (
     ModelsResponse,
     ScoreResponse,
     TopK,
+    TopResponse,
 )
 
 __all__ = ["CONFIG_ENV", "CrmScore"]
@@ -302,6 +303,71 @@ class CrmScore:
         if format == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
         return AtRiskResponse.model_validate(body)
+
+    @bentoml.api(route="/top/next_purchase")
+    @_answers
+    def top_next_purchase(
+        self,
+        top: Annotated[int, Field(ge=1, le=100_000)] = 100,
+        min_value: Annotated[float | None, Field(allow_inf_nan=False)] = None,
+        tiers: Annotated[list[str] | None, Field(max_length=20)] = None,
+        where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
+        k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
+        format: Literal["json", "csv"] = "json",
+        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
+        *,
+        ctx: bentoml.Context,
+    ) -> TopResponse:
+        """The campaign list: top customers by expected value over the horizon (P(buy) x expected spend),
+        with reasons and counter-reasons; filters on tier, minimum expected value and any customer
+        attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
+        return self._top("next_purchase", top, min_value, tiers, where, k, format, counter_k)
+
+    @bentoml.api(route="/top/lead")
+    @_answers
+    def top_lead(
+        self,
+        top: Annotated[int, Field(ge=1, le=100_000)] = 100,
+        min_value: Annotated[float | None, Field(allow_inf_nan=False, ge=0, le=1)] = None,
+        tiers: Annotated[list[str] | None, Field(max_length=20)] = None,
+        where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
+        k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
+        format: Literal["json", "csv"] = "json",
+        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
+        *,
+        ctx: bentoml.Context,
+    ) -> TopResponse:
+        """The call list: the open leads by P(convert), with reasons and counter-reasons; filters on
+        grade (``tiers``), minimum probability (``min_value``) and any lead attribute; JSON or CSV (the
+        columns of ``crmscore top lead``)."""
+        return self._top("lead", top, min_value, tiers, where, k, format, counter_k)
+
+    def _top(
+        self,
+        task: str,
+        top: int,
+        min_value: float | None,
+        tiers: list[str] | None,
+        where: dict[str, Any] | None,
+        k: int,
+        format: str,
+        counter_k: int,
+    ) -> Any:
+        body = runtime.ranked_list(
+            self.runtime.state,
+            task,
+            top=top,
+            min_value=min_value,
+            tiers=tiers,
+            where=where,
+            k=k,
+            counter_k=counter_k,
+            format=format,
+            id_key="id",
+        )
+        if format == "csv":
+            return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
+        return TopResponse.model_validate(body)
 
     @bentoml.api(route="/models")
     async def models(self) -> ModelsResponse:

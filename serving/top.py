@@ -23,8 +23,8 @@ from training.score import BatchWarnings, champion_population, date_warnings, sc
 
 __all__ = ["RANKED_BY", "TopList", "top_list"]
 
-# What each list is ranked by (highest first; ties by probability, then id).
-RANKED_BY = {"next_purchase": "expected_value", "lead": "probability"}
+# The lists of this command (churn's is crmscore at-risk), by what each is ranked by.
+RANKED_BY = {task: rank for task, rank in lists.RANKED_BY.items() if task != "churn"}
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,7 @@ def top_list(
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     scorer, features, tables, as_of = population.scorer, population.features, population.tables, population.as_of
-    unknown = [t for t in tiers or () if t not in scorer.tier_names]
-    if unknown:
-        raise lists.FilterError(
-            "tiers", f"unknown {scorer.tier_key} {unknown[0]!r}; the model's: {list(scorer.tier_names)}"
-        )
+    lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=0, explain=False)
     rank = RANKED_BY[task]
     picked, matched = lists.select_top(
@@ -86,7 +82,7 @@ def top_list(
     explained = scorer.score_frame(
         features.iloc[picked], k=k, explain=True, as_of=as_of, population_shift=shift, counter_k=counter_k
     )
-    columns = [scorer.entity, "probability", scorer.tier_key, *scorer.value_names]
+    columns = list(lists.list_columns(scorer))
     rows = [
         {
             **{c: (str(record[c]) if c == scorer.entity else record[c]) for c in columns},

@@ -38,7 +38,7 @@ def test_health_and_metrics_need_no_key(server):
             assert c.get(path).status_code == 200, path
 
 
-@pytest.mark.parametrize("route", [*SCORE_ROUTES, "/models", "/at_risk", "/reload"])
+@pytest.mark.parametrize("route", [*SCORE_ROUTES, "/models", "/at_risk", "/top/next_purchase", "/top/lead", "/reload"])
 def test_no_key_or_unknown_key_is_401(server, route):
     with server.client() as c:
         assert c.post(route, json={}).status_code == 401
@@ -479,6 +479,57 @@ def test_at_risk_csv(server):
         "where.country: no customer in the population has country 'france' (closest: 'France')",
         *drift,
     ]
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "config_index", "rank", "tier", "tiers", "min_value"),
+    [
+        ("next_purchase", "next-purchase", 0, "expected_value", "tier", ["high", "medium"], 500.0),
+        ("lead", "lead", 1, "probability", "grade", ["A", "B"], 0.5),
+    ],
+)
+def test_top_lists_are_the_top_commands_lists(
+    server, tmp_path, task, model, config_index, rank, tier, tiers, min_value
+):
+    """The campaign and call lists from the snapshot: the same rows, probabilities and sentences as
+    ``crmscore top`` on the same date (the data's last row, the snapshot's cut-off), filtered like
+    the at-risk list, and for marketers only."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    with server.client("marketer") as c:
+        listed = c.post(f"/top/{task}", json={"top": 20}).json()
+        csv_text = c.post(f"/top/{task}", json={"top": 20, "format": "csv"}).text
+        filtered = c.post(f"/top/{task}", json={"top": 5000, "tiers": tiers, "min_value": min_value, "k": 1}).json()
+        unknown = c.post(f"/top/{task}", json={"tiers": ["urgent"]})
+    with server.client("scorer") as c:
+        refused = c.post(f"/top/{task}", json={})
+    out = tmp_path / "top.csv"
+    config = [server.retail_config, server.leads_config][config_index]
+    result = CliRunner().invoke(app, ["top", model, "--config", str(config), "--top", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    assert listed["task"] == task and listed["ranked_by"] == rank and len(listed["items"]) == 20
+    values = [item[rank] for item in listed["items"]]
+    assert values == sorted(values, reverse=True) and listed["n_matched"] > 20
+    # Up to 3 reasons and 1 counter-reason by default (a row may have fewer facts pushing its way).
+    assert all(1 <= len(i["reasons"]) <= 3 and len(i["counter_reasons"]) <= 1 for i in listed["items"])
+    assert sum(len(i["reasons"]) == 3 for i in listed["items"]) > 10
+    command = pd.read_csv(out, dtype=str, keep_default_na=False)
+    served = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
+    same = ["probability", tier, "reason_1", "reason_2", "reason_3", "counter_reason_1"]
+    entity = command.columns[0]
+    assert served.columns[0] == entity and served[entity].tolist() == [item["id"] for item in listed["items"]]
+    pd.testing.assert_frame_equal(served[[entity, *same]], command[[entity, *same]])
+
+    items = filtered["items"]
+    assert items and all(item[tier] in tiers and item[rank] >= min_value for item in items)
+    assert (
+        all(len(item["reasons"]) == 1 for item in items) and filtered["n_matched"] == len(items) < listed["n_matched"]
+    )
+    assert unknown.status_code == 400 and f"unknown {tier} 'urgent'" in unknown.json()["error"]
+    assert refused.status_code == 403
 
 
 def test_models_lists_the_three_champions(server):

@@ -54,7 +54,10 @@ def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path)
     listed = pd.read_csv(out)
     assert set(listed["grade"]) <= {"A", "B"} and listed["probability"].is_monotonic_decreasing
     unknown = CliRunner().invoke(app, [*args, "--tier", "high"])
-    assert unknown.exit_code == 2 and "tiers: unknown grade 'high'; the model's: ['A', 'B', 'C', 'D']" in unknown.stderr
+    assert (
+        unknown.exit_code == 2
+        and "tiers: unknown grade 'high'; the model's grades: ['A', 'B', 'C', 'D']" in unknown.stderr
+    )
     churn = CliRunner().invoke(app, ["top", "churn", "--config", str(trained[0]), "--out", str(tmp_path / "c.csv")])
     assert churn.exit_code == 2 and "the churn list is crmscore at-risk" in churn.stderr
     assert not (tmp_path / "c.csv").exists()

@@ -25,6 +25,8 @@ ROUTES = (
     "/score/next_purchase/history",
     "/score/lead/record",
     "/at_risk",
+    "/top/next_purchase",
+    "/top/lead",
     "/models",
     "/reload",
 )
