@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import bentoml
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
@@ -149,6 +149,13 @@ def _keys() -> KeyStore:
 Ids = Annotated[list[Id], Field(min_length=1, description="ids to score; at most serving.max_batch per call")]
 AsOf = Annotated[dt.datetime, Field(description="cut-off: features use events at or before it")]
 Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
+# The filters and options of the lists (/at_risk, /top/...).
+ListTop = Annotated[int, Field(ge=1, le=100_000)]
+ListTiers = Annotated[list[str] | None, Field(max_length=20)]
+ListWhere = Annotated[dict[str, str | float | None] | None, Field(max_length=20)]
+ListK = Annotated[int, Field(ge=0, le=MAX_K)]
+ListCounterK = Annotated[int, Field(ge=0, le=MAX_K)]
+ListFormat = Literal["json", "csv"]
 
 
 @bentoml.service(
@@ -277,97 +284,69 @@ class CrmScore:
     @_answers
     def at_risk(
         self,
-        top: Annotated[int, Field(ge=1, le=100_000)] = 100,
+        top: ListTop = 100,
         min_value: Annotated[float | None, Field(allow_inf_nan=False)] = None,
-        tiers: Annotated[list[str] | None, Field(max_length=20)] = None,
-        where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
-        k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
-        format: Literal["json", "csv"] = "json",
-        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
+        tiers: ListTiers = None,
+        where: ListWhere = None,
+        k: ListK = 3,
+        format: ListFormat = "json",
+        counter_k: ListCounterK = 1,
         *,
         ctx: bentoml.Context,
     ) -> AtRiskResponse:
         """Top customers by value at risk (P(churn) x expected spend) with reasons (what raises the risk)
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
         (e.g. ``where: {"country": "France"}``); JSON or CSV."""
-        body = runtime.at_risk(
-            self.runtime.state,
-            top=top,
-            min_value=min_value,
-            tiers=tiers,
-            where=where,
-            k=k,
-            counter_k=counter_k,
-            format=format,
-        )
-        if format == "csv":
-            return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
-        return AtRiskResponse.model_validate(body)
+        options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
 
     @bentoml.api(route="/top/next_purchase")
     @_answers
     def top_next_purchase(
         self,
-        top: Annotated[int, Field(ge=1, le=100_000)] = 100,
+        top: ListTop = 100,
         min_value: Annotated[float | None, Field(allow_inf_nan=False)] = None,
-        tiers: Annotated[list[str] | None, Field(max_length=20)] = None,
-        where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
-        k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
-        format: Literal["json", "csv"] = "json",
-        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
+        tiers: ListTiers = None,
+        where: ListWhere = None,
+        k: ListK = 3,
+        format: ListFormat = "json",
+        counter_k: ListCounterK = 1,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
         """The campaign list: top customers by expected value over the horizon (P(buy) x expected spend),
         with reasons and counter-reasons; filters on tier, minimum expected value and any customer
         attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
-        return self._top("next_purchase", top, min_value, tiers, where, k, format, counter_k)
+        options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        return self._list("next_purchase", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     @bentoml.api(route="/top/lead")
     @_answers
     def top_lead(
         self,
-        top: Annotated[int, Field(ge=1, le=100_000)] = 100,
+        top: ListTop = 100,
         min_value: Annotated[float | None, Field(allow_inf_nan=False, ge=0, le=1)] = None,
-        tiers: Annotated[list[str] | None, Field(max_length=20)] = None,
-        where: Annotated[dict[str, str | float | None] | None, Field(max_length=20)] = None,
-        k: Annotated[int, Field(ge=0, le=MAX_K)] = 3,
-        format: Literal["json", "csv"] = "json",
-        counter_k: Annotated[int, Field(ge=0, le=MAX_K)] = 1,
+        tiers: ListTiers = None,
+        where: ListWhere = None,
+        k: ListK = 3,
+        format: ListFormat = "json",
+        counter_k: ListCounterK = 1,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
         """The call list: the open leads by P(convert), with reasons and counter-reasons; filters on
         grade (``tiers``), minimum probability (``min_value``) and any lead attribute; JSON or CSV (the
         columns of ``crmscore top lead``)."""
-        return self._top("lead", top, min_value, tiers, where, k, format, counter_k)
+        options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        return self._list("lead", TopResponse, counter_k=counter_k, id_key="id", **options)
 
-    def _top(
-        self,
-        task: str,
-        top: int,
-        min_value: float | None,
-        tiers: list[str] | None,
-        where: dict[str, Any] | None,
-        k: int,
-        format: str,
-        counter_k: int,
-    ) -> Any:
-        body = runtime.ranked_list(
-            self.runtime.state,
-            task,
-            top=top,
-            min_value=min_value,
-            tiers=tiers,
-            where=where,
-            k=k,
-            counter_k=counter_k,
-            format=format,
-            id_key="id",
-        )
-        if format == "csv":
+    def _list(self, task: str, response: type[BaseModel], **options: Any) -> Any:
+        """A ranked list (:func:`serving.runtime.ranked_list`) as JSON, or as CSV with what the JSON
+        says beside its rows in headers."""
+        body = runtime.ranked_list(self.runtime.state, task, **options)
+        if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
-        return TopResponse.model_validate(body)
+        return response.model_validate(body)
 
     @bentoml.api(route="/models")
     async def models(self) -> ModelsResponse:
