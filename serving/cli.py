@@ -10,8 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -564,6 +567,13 @@ def serve_command(
         # have descheduled: measured 18 ms per single-row score on 2 busy cores.
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
+    # BentoML empties its Prometheus folder (<BENTOML_HOME>/prometheus_multiproc_dir) at every start, so
+    # a second server on the host wiped the first one's /metrics counters: each server gets a BentoML
+    # home of its own (it serves from the MLflow registry and uses nothing of BentoML's store), unless
+    # BENTOML_HOME says where BentoML's home is.
+    home = None if os.environ.get("BENTOML_HOME") else Path(tempfile.mkdtemp(prefix="crmscore-serve-"))
+    if home is not None:
+        env["BENTOML_HOME"] = str(home)
     bentoml = Path(sys.executable).with_name("bentoml")
     command = [
         str(bentoml),
@@ -578,7 +588,15 @@ def serve_command(
         "--working-dir",
         os.getcwd(),
     ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    # Stopped by a signal (a process manager's SIGTERM), still remove the home: the server gets the
+    # signal with its process group, or is killed by subprocess.call on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        code = subprocess.call(command, env=env)
+    finally:
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+    raise typer.Exit(code)
 
 
 @app.command("demo")

@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -219,6 +221,28 @@ def test_posted_histories_reuse_the_feature_sql_and_metrics_count_it(server):
     gained = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     assert gained.get(("churn", "hit"), 0.0) >= 1, gained
     assert gained.get(("churn", "uncacheable"), 0.0) == 0, gained
+
+
+def test_a_second_server_on_the_host_leaves_the_first_ones_metrics(server, tmp_path):
+    """BentoML empties its Prometheus folder at every start: ``crmscore serve`` gives each server a
+    BentoML home of its own, so a second one (another config, a blue-green switch) keeps the first's
+    counters, and the home is removed when the server stops."""
+    first = snapshot_ids(server, "churn", 1)[0]
+    with server.client("admin") as c:
+        c.post("/score/churn/history", json={"as_of": "2011-12-01", "customers": [posted_history(first)], "k": 0})
+        before = _feature_sql_lookups(c)
+    assert sum(before.values()) >= 1
+    homes = set(Path(tempfile.gettempdir()).glob("crmscore-serve-*"))
+    retail, _ = write_configs(tmp_path / "second")
+    proc, url = start_server(retail, retail.parent)
+    try:
+        assert set(Path(tempfile.gettempdir()).glob("crmscore-serve-*")) - homes  # its own home, while it runs
+        with server.client("admin") as c:
+            after = _feature_sql_lookups(c)
+    finally:
+        stop_server(proc)
+    assert after == before
+    assert set(Path(tempfile.gettempdir()).glob("crmscore-serve-*")) <= homes  # removed on stop
 
 
 def test_posted_purchase_without_a_column_the_features_need_is_400_naming_it(server):
