@@ -71,31 +71,22 @@ def at_risk_list(
     """
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
-    scorer, features, tables, as_of = population.scorer, population.features, population.tables, population.as_of
-    model_config = population.model_config
-    matrix = scorer.prepare(features)
-    drift = tuple(scorer.drift(matrix, features))
-    scored = lists.scored_for_list(scorer, features, matrix, as_of=as_of)
-    positions, _ = lists.select_at_risk(
-        scored, top=top, min_value=min_value, tiers=tiers, where=where, tier_names=scorer.tier_names
-    )
-    k = model_config.top_k_reasons
-    attributes = [c for c in ("country",) if c in scored.columns]
-    rows = lists.explained_rows(
-        scorer,
-        scored,
-        matrix,
-        positions,
-        k=k,
+    listed = lists.rank_population(
+        population,
+        "churn",
+        top=top,
         counter_k=counter_k,
-        attributes=attributes,
-        as_of=as_of,
-        unseen=scorer.unseen_rows(features, matrix),
+        min_value=min_value,
+        tiers=tiers,
+        where=where,
+        attributes=["country"],
     )
-    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, stamp=lists.file_stamp(scorer, as_of)))
+    scorer, k = population.scorer, population.model_config.top_k_reasons
+    stamp = lists.file_stamp(scorer, population.as_of)
+    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, stamp=stamp))
     return AtRiskList(
-        rows=rows,
-        drift=drift,
-        **date_warnings(tables, "churn", as_of),
-        filter_warnings=tuple(lists.unmatched_filters(scored, where)),
+        rows=listed.rows,
+        drift=listed.drift,
+        **date_warnings(population.tables, "churn", population.as_of),
+        filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
     )

@@ -14,6 +14,7 @@ import csv
 import difflib
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "explained_rows",
     "file_stamp",
     "list_columns",
+    "rank_population",
     "scored_for_list",
     "select_at_risk",
     "select_top",
@@ -284,6 +286,60 @@ def explained_rows(
     return at_risk_rows(
         scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes, columns=columns
     )
+
+
+@dataclass(frozen=True)
+class RankedPopulation:
+    """What :func:`rank_population` gives a command: the listed rows and what it says beside them."""
+
+    rows: list[dict[str, Any]]
+    matched: int  # rows of the population that passed the filters
+    drift: tuple[Any, ...]  # the population's feature drift (models.drift.FeatureDrift)
+    scored: pd.DataFrame  # the whole population scored, for the filters' warnings
+
+
+def rank_population(
+    population: Any,
+    task: str,
+    *,
+    top: int,
+    counter_k: int,
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+    attributes: Sequence[str] = (),
+) -> RankedPopulation:
+    """A command's list from a champion's population at one date (``training.score.champion_population``):
+    scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
+    among the rows that pass the filters (:func:`select_at_risk` checks them), the listed rows
+    explained with the model's ``top_k_reasons`` reasons and ``counter_k`` counter-reasons."""
+    scorer, features, as_of = population.scorer, population.features, population.as_of
+    matrix = scorer.prepare(features)
+    scored = scored_for_list(scorer, features, matrix, as_of=as_of)
+    columns = list_columns(scorer)
+    positions, matched = select_at_risk(
+        scored,
+        top=top,
+        min_value=min_value,
+        tiers=tiers,
+        where=where,
+        tier_names=scorer.tier_names,
+        columns=columns,
+        rank=RANKED_BY[task],
+    )
+    rows = explained_rows(
+        scorer,
+        scored,
+        matrix,
+        positions,
+        k=population.model_config.top_k_reasons,
+        counter_k=counter_k,
+        attributes=[c for c in attributes if c in scored.columns],
+        as_of=as_of,
+        unseen=scorer.unseen_rows(features, matrix),
+        columns=columns,
+    )
+    return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
 
 
 def _missing(value: Any) -> bool:

@@ -19,7 +19,7 @@ from features.files import check_output, write_text_atomic
 from features.sources import CanonicalTables
 from models.drift import FeatureDrift
 from serving import lists
-from training.score import BatchWarnings, champion_population, date_warnings, score_population
+from training.score import BatchWarnings, champion_population, date_warnings
 
 __all__ = ["RANKED_BY", "TopList", "top_list"]
 
@@ -71,26 +71,16 @@ def top_list(
         raise lists.FilterError("top", f"must be at least 1, got {top}")
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
-    scorer, features, tables, as_of = population.scorer, population.features, population.tables, population.as_of
-    lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)
-    scores, drift, shift = score_population(scorer, features, as_of=as_of, k=0, explain=False)
-    rank = RANKED_BY[task]
-    picked, matched = lists.select_top(
-        scores, top=top, rank=rank, entity=scorer.entity, tier_column=scorer.tier_key, tiers=tiers
+    scorer = population.scorer
+    lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
+    listed = lists.rank_population(population, task, top=top, counter_k=counter_k, tiers=tiers)
+    k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
+    columns = lists.list_columns(scorer)
+    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
+    return TopList(
+        rows=listed.rows,
+        ranked_by=RANKED_BY[task],
+        matched=listed.matched,
+        drift=listed.drift,
+        **date_warnings(population.tables, task, population.as_of),
     )
-    k = population.model_config.top_k_reasons
-    explained = scorer.score_frame(
-        features.iloc[picked], k=k, explain=True, as_of=as_of, population_shift=shift, counter_k=counter_k
-    )
-    columns = list(lists.list_columns(scorer))
-    rows = [
-        {
-            **{c: (str(record[c]) if c == scorer.entity else record[c]) for c in columns},
-            "reasons": record["reasons"],
-            "counter_reasons": record.get("counter_reasons"),
-        }
-        for record in explained.to_dict("records")
-    ]
-    stamp = lists.file_stamp(scorer, as_of)
-    write_text_atomic(out, lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
-    return TopList(rows=rows, ranked_by=rank, matched=matched, drift=drift, **date_warnings(tables, task, as_of))
