@@ -408,7 +408,7 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[str], types: Mapping[st
             data[name] = pd.to_datetime(pd.Series(values, dtype="object"), utc=True).dt.tz_localize(None)
             data[name] = data[name].astype("datetime64[us]")
         elif kind == "float64":
-            data[name] = pd.Series(values, dtype="float64")
+            data[name] = pd.to_numeric(pd.Series(values, dtype="object")).astype("float64")
         elif kind == "string":
             data[name] = pd.Series([None if v is None else str(v) for v in values], dtype="string")
         else:
@@ -466,6 +466,13 @@ def _configured_columns(config: Config, table: str) -> list[str] | None:
     return [*spec.columns, *attributes]
 
 
+def attribute_types(scorer: Any) -> dict[str, str]:
+    """The column type of each attribute a model reads, for :func:`history_features`: text for its
+    categorical features, numbers for the others (a posted column has the type the model was
+    trained on, and the feature SQL compiled for one call serves the next)."""
+    return {name: "string" if name in scorer.categories else "float64" for name in scorer.feature_names}
+
+
 # The feature SQL of posted records, reused across calls with the same cut-off, columns and model
 # vocabulary: building and compiling it is most of the time of a posted call.
 COMPILED = CompiledQueries()
@@ -479,6 +486,7 @@ def history_features(
     customers: Sequence[Mapping[str, Any]] = (),
     leads: Sequence[Mapping[str, Any]] = (),
     vocabulary: Mapping[str, Sequence[str]] | None = None,
+    attribute_types: Mapping[str, str] | None = None,
     compiled: CompiledQueries | None = COMPILED,
 ) -> pd.DataFrame:
     """Features of posted customers (churn, next purchase) or leads, by the training feature code.
@@ -489,6 +497,9 @@ def history_features(
     ``vocabulary`` is the model's touchpoint vocabulary (``Scorer.vocabulary``): the
     event types and channels with columns, so that a customer posting emails only gets the visit
     columns too, as in training (without it, the posted events' own types make the columns).
+    ``attribute_types``: ``"float64"`` or ``"string"`` per attribute name (:func:`attribute_types`),
+    so that an attribute's column has the model's type whatever a call posts (``35`` or ``"35"``,
+    or nulls only); other attributes are numbers when every posted value is one, else text.
     ``compiled``: where the feature SQL is kept between calls (None: built afresh every call).
 
     Returns
@@ -505,6 +516,7 @@ def history_features(
         if reserved:
             raise ValueError(f"attributes: {reserved} name columns the feature code computes; rename them")
 
+    types = {**(attribute_types or {}), **_TYPES}
     con = connect(config.model_copy(update={"engine": "duckdb"}))
     tables = CanonicalTables(con=con).with_vocabulary(vocabulary)
     if task in ("churn", "next_purchase"):
@@ -522,11 +534,11 @@ def history_features(
             events.extend({**event, "customer_id": cid} for event in customer.get("events") or ())
         columns = _configured_columns(config, "transactions") or ["customer_id", "timestamp", "amount"]
         columns += sorted({k for line in lines for k in line} - set(columns))
-        tables.transactions = con.create_table("transactions", _frame(lines, columns, _TYPES), temp=True)
+        tables.transactions = con.create_table("transactions", _frame(lines, columns, types), temp=True)
         if config.tables.customers is not None:
             people_columns = [c for c in _configured_columns(config, "customers") or [] if c != "signup_at"]
             people_columns += sorted({k for p in people for k in p} - set(people_columns))
-            tables.customers = con.create_table("customers", _frame(people, people_columns, _TYPES), temp=True)
+            tables.customers = con.create_table("customers", _frame(people, people_columns, types), temp=True)
         if config.tables.events is not None:
             event_columns = _configured_columns(config, "events") or ["customer_id", "timestamp", "event_type"]
             tables.events = con.create_table("events", _frame(events, event_columns, _TYPES), temp=True)
@@ -538,7 +550,7 @@ def history_features(
             )
             events.extend({**event, "lead_id": lead["lead_id"]} for event in lead.get("events") or ())
         columns = ["lead_id", "created_at", *sorted({k for r in records for k in r} - {"lead_id", "created_at"})]
-        tables.leads = con.create_table("leads", _frame(records, columns, _TYPES), temp=True)
+        tables.leads = con.create_table("leads", _frame(records, columns, types), temp=True)
         if config.tables.lead_events is not None or events:
             event_columns = ["lead_id", "timestamp", "event_type", "channel"]
             tables.lead_events = con.create_table("lead_events", _frame(events, event_columns, _TYPES), temp=True)
@@ -813,6 +825,7 @@ def score_posted(
             customers=customers,
             leads=leads,
             vocabulary=model.scorer.vocabulary,
+            attribute_types=attribute_types(model.scorer),
         )
     except ValueError as exc:
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc

@@ -223,6 +223,25 @@ def test_posted_histories_reuse_the_feature_sql_and_metrics_count_it(server):
     assert gained.get(("churn", "uncacheable"), 0.0) == 0, gained
 
 
+def test_a_lead_posted_with_numbers_as_text_scores_alike_and_reuses_the_feature_sql(server):
+    """A client that posts ``"age": "41"`` where another posts ``41`` gets the same score: posted
+    attributes take the model's column types, so the second call also runs the SQL compiled for
+    the first (before, each spelling compiled its own)."""
+    record = _lead_record(server)
+    as_text = {**record, "attributes": {k: str(v) for k, v in record["attributes"].items()}}
+    assert as_text["attributes"] != record["attributes"]  # some attribute is a number
+    body = {"as_of": "2010-11-01T00:00:00", "k": 2}
+    with server.client("admin") as c:
+        before = _feature_sql_lookups(c)
+        responses = [c.post("/score/lead/record", json={**body, "leads": [r]}) for r in (record, as_text)]
+        after = _feature_sql_lookups(c)
+    assert [r.status_code for r in responses] == [200, 200], responses[1].text
+    numbers, text = (r.json()["items"][0] for r in responses)
+    assert text["probability"] == numbers["probability"] and text["reasons"] == numbers["reasons"]
+    gained = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    assert gained.get(("lead", "hit"), 0.0) >= 1, gained
+
+
 def test_a_second_server_on_the_host_leaves_the_first_ones_metrics(server, tmp_path):
     """BentoML empties its Prometheus folder at every start: ``crmscore serve`` gives each server a
     BentoML home of its own, so a second one (another config, a blue-green switch) keeps the first's
