@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -187,9 +188,13 @@ def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
         model = mlflow.pyfunc.load_model("models:/crmscore-churn@champion")
         frame = pd.read_parquet({str(features_path)!r})
         model.predict(frame, params={{"counter_k": 2}}).to_parquet({str(out)!r})
+        import sys
+        print(*[m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)])
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=300, capture_output=True, text=True
+    ).stdout.split()
     fresh = pd.read_parquet(out)
     expected = good.scorer.score_frame(test, counter_k=2)
     assert logged["version"] == "1"
@@ -202,6 +207,35 @@ def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
     model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/crmscore-churn@champion"))
     assert (model_dir / "pyfunc_code.py").read_text().count("set_model(CrmScoreModel())") == 1
     assert not (model_dir / "python_model.pkl").exists() and (model_dir / "artifacts" / "scorer.pkl").exists()
+    # Its requirements.txt pins LightGBM (the pickled booster) and what loading and scoring it imported
+    # from crmscore's code (the project's, and the models package the model carries in code/).
+    pinned = dict(line.split("==") for line in (model_dir / "requirements.txt").read_text().split())
+    assert pinned["lightgbm"] == importlib.metadata.version("lightgbm") and "crmscore" in pinned
+    needed = _third_party_imports(
+        f for f in loaded if f.endswith(".py") and not f.startswith((sys.prefix, sys.base_prefix))
+    )
+    assert {"numpy", "pandas", "scikit-learn"} <= needed <= {*pinned, "mlflow-skinny", "mlflow-tracing"}
+
+
+def _third_party_imports(files) -> set[str]:
+    """The distributions the given Python files import (absolute imports outside the standard
+    library and this project)."""
+    import ast
+
+    distributions = importlib.metadata.packages_distributions()
+    out = set()
+    for path in files:
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names} - set(sys.stdlib_module_names):
+                if not (ROOT / top).is_dir():
+                    out.update(distributions.get(top, [top]))
+    return out
 
 
 def _cli_config(config, tmp_path) -> Path:
