@@ -26,7 +26,7 @@ test: $(STAMP)
 	CRMSCORE_REQUIRE_SPARK=1 $(BIN)/python -m pytest -n 2
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not spark and not api"
+	$(BIN)/python -m pytest -n 2 -m "not slow and not spark and not api"
 
 # The API load test drives the servers with wrk (C) when it is on PATH; as root, install it from
 # the distribution's packages, else the test falls back to its slower Python client.
