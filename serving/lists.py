@@ -376,7 +376,7 @@ def to_csv(
     :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
     ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
     (:data:`CSV_DECIMALS`). ``stamp`` adds constant columns last, on every row: the date and model
-    of a list that is passed around as a file (the API's CSV has them in its headers instead)."""
+    of a list that is passed around as a file (:func:`file_stamp`)."""
     stamp = dict(stamp or {})
     attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
     header = [

@@ -936,6 +936,9 @@ def ranked_list(
         unseen=snapshot.unseen,
         columns=columns,
     )
+    # The CSV is a file that travels: every row says its scoring date (the snapshot's, as the JSON and
+    # the header give it) and model, as the commands' lists do.
+    stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
     if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
         rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
     return {
@@ -946,7 +949,7 @@ def ranked_list(
         "model_version": str(model.scorer.version),
         "n_matched": matched,
         **(
-            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns)}
+            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp)}
             if format == "csv"
             else {"items": rows}
         ),

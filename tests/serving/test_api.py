@@ -514,6 +514,8 @@ def test_at_risk_csv(server):
         typo = c.post("/at_risk", json={"top": 10, "format": "csv", "where": {"country": "france"}})
     assert response.headers["x-crmscore-as-of"] == listed["as_of"]
     assert response.headers["x-crmscore-model"] == f"{listed['model_name']} v{listed['model_version']}"
+    # ... and so does every row, as in the commands' lists: a saved file keeps its date and model.
+    assert {(r["as_of"], r["model"]) for r in rows} == {(listed["as_of"], response.headers["x-crmscore-model"])}
     assert int(response.headers["x-crmscore-n-matched"]) == listed["n_matched"] >= 10
     drift = [listed["drift"]["warning"]] if listed["drift"]["warning"] else []
     assert json.loads(response.headers["x-crmscore-warnings"]) == drift
@@ -561,7 +563,9 @@ def test_top_lists_are_the_top_commands_lists(
     assert sum(len(i["reasons"]) == 3 for i in listed["items"]) > 10
     command = pd.read_csv(out, dtype=str, keep_default_na=False)
     served = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
-    same = ["probability", tier, "reason_1", "reason_2", "reason_3", "counter_reason_1"]
+    same = ["probability", tier, "reason_1", "reason_2", "reason_3", "counter_reason_1", "model"]
+    # The command stamps the data's last row; the API its snapshot's date, the same day.
+    assert set(served["as_of"]) == {listed["as_of"]} and set(command["as_of"].str[:10]) == {listed["as_of"]}
     entity = command.columns[0]
     assert served.columns[0] == entity and served[entity].tolist() == [item["id"] for item in listed["items"]]
     pd.testing.assert_frame_equal(served[[entity, *same]], command[[entity, *same]])
