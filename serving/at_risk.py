@@ -14,24 +14,26 @@ from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, champion_population, date_warnings
 
-__all__ = ["AtRiskList", "at_risk_list"]
+__all__ = ["ListFile", "at_risk_list"]
 
 
 @dataclass(frozen=True)
-class AtRiskList(BatchWarnings):
-    """What ``crmscore at-risk`` wrote: the listed rows and the warnings of the date.
+class ListFile(BatchWarnings):
+    """What ``crmscore at-risk`` or ``crmscore top`` wrote: the listed rows and the warnings of the date.
 
-    ``drift`` is that of the whole churn population at the date, not only of the listed rows:
-    the same figure ``crmscore score churn`` reports for it.
+    ``drift`` is that of the whole population at the date, not only of the listed rows: the same
+    figure ``crmscore score`` reports for it.
     """
 
     rows: list[dict[str, Any]]
+    ranked_by: str  # serving.lists.RANKED_BY of the task
+    matched: int  # rows of the population that passed the filters
     drift: tuple[FeatureDrift, ...]
     # A sentence when the date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
     # A sentence when the features' look-back reaches before the data's first row.
     history_warning: str | None = None
-    # A sentence per --where value no customer of the population has (serving.lists.unmatched_filters).
+    # A sentence per --where value no row of the population has (serving.lists.unmatched_filters).
     filter_warnings: tuple[str, ...] = ()
 
     @property
@@ -52,7 +54,7 @@ def at_risk_list(
     tables: CanonicalTables | None = None,
     counter_k: int = 1,
     allow_empty: bool = False,
-) -> AtRiskList:
+) -> ListFile:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
     Each row has the model's ``top_k_reasons`` reasons (what raises the churn risk) and
@@ -79,13 +81,14 @@ def at_risk_list(
         min_value=min_value,
         tiers=tiers,
         where=where,
-        attributes=["country"],
     )
     scorer, k = population.scorer, population.model_config.top_k_reasons
     stamp = lists.file_stamp(scorer, population.as_of)
     write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, stamp=stamp))
-    return AtRiskList(
+    return ListFile(
         rows=listed.rows,
+        ranked_by=lists.RANKED_BY["churn"],
+        matched=listed.matched,
         drift=listed.drift,
         **date_warnings(population.tables, "churn", population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -455,6 +456,23 @@ def promote_command(
     )
 
 
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine)."),
+]
+
+
+def _where_filters(where: Sequence[str] | None) -> dict[str, str]:
+    """``--where`` options as the lists' ``where`` mapping (attribute -> value)."""
+    filters: dict[str, str] = {}
+    for item in where or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"expected ATTRIBUTE=VALUE, got {item!r}", param_hint="--where")
+        filters[name.strip()] = value
+    return filters
+
+
 @app.command("at-risk")
 def at_risk_command(
     config: ConfigOption,
@@ -467,9 +485,7 @@ def at_risk_command(
     min_value: Annotated[
         float | None, typer.Option("--min-value", help="Keep a value at risk of at least this.")
     ] = None,
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine).")
-    ] = None,
+    where: WhereOption = None,
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
 ) -> None:
@@ -480,12 +496,7 @@ def at_risk_command(
     from serving.at_risk import at_risk_list
     from training.pyfunc import ChampionUnavailable
 
-    filters: dict[str, str] = {}
-    for item in where or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise typer.BadParameter(f"expected ATTRIBUTE=VALUE, got {item!r}", param_hint="--where")
-        filters[name.strip()] = value
+    filters = _where_filters(where)
     try:
         cfg = load_config(config)
         listed = at_risk_list(
@@ -503,7 +514,7 @@ def at_risk_command(
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)
-    typer.echo(f"wrote the top {len(listed.rows):,} customers by value at risk to {out}")
+    typer.echo(f"wrote the top {len(listed.rows):,} of {listed.matched:,} customers by value at risk to {out}")
 
 
 @app.command("top")
@@ -516,6 +527,13 @@ def top_command(
     tier: Annotated[
         list[str] | None, typer.Option("--tier", help="Keep this tier or grade (repeat for several): A, B...")
     ] = None,
+    min_value: Annotated[
+        float | None,
+        typer.Option(
+            "--min-value", help="Keep an expected value (next-purchase) or P(convert) (lead) of at least this."
+        ),
+    ] = None,
+    where: WhereOption = None,
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
 ) -> None:
@@ -527,6 +545,7 @@ def top_command(
     from training.pyfunc import ChampionUnavailable
 
     task = _task(model)
+    filters = _where_filters(where)
     try:
         listed = top_list(
             load_config(config),
@@ -535,6 +554,8 @@ def top_command(
             out=out,
             as_of=as_of or None,
             tiers=tier or None,
+            min_value=min_value,
+            where=filters or None,
             counter_k=counter_reasons,
             allow_empty=allow_empty,
         )

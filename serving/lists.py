@@ -28,6 +28,7 @@ __all__ = [
     "FilterError",
     "RANKED_BY",
     "at_risk_rows",
+    "attribute_columns",
     "check_tiers",
     "explained_rows",
     "file_stamp",
@@ -148,8 +149,17 @@ def select_at_risk(
     for name in where or {}:
         if name not in scored.columns or name in scores:
             allowed = sorted(c for c in scored.columns if c not in scores)
-            what = "lead" if entity == "lead_id" else "customer"
-            raise FilterError(f"where.{name}", f"unknown {what} attribute; filterable: {allowed}")
+            # The attributes (country, job...) first: a list of every feature would bury them.
+            text = attribute_columns(scored[allowed], ())
+            numbers = [c for c in allowed if c not in text]
+            what = _noun(entity)
+            raise FilterError(
+                f"where.{name}",
+                f"unknown {what} attribute; filterable: {', '.join(text)}"
+                + (
+                    f"; or one of the {len(numbers)} numeric columns ({', '.join(numbers[:4])}, ...)" if numbers else ""
+                ),
+            )
     return select_top(
         scored,
         top=top,
@@ -160,6 +170,11 @@ def select_at_risk(
         tiers=tiers,
         where=where,
     )
+
+
+def _noun(entity: str) -> str:
+    """What a list's rows are, by their id column."""
+    return "lead" if entity == "lead_id" else "customer"
 
 
 def check_tiers(tiers: Sequence[str] | None, tier_names: Sequence[str] | None, tier_column: str = "tier") -> None:
@@ -208,10 +223,10 @@ def select_top(
 
 
 def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
-    """A sentence for each ``where`` value that no customer of ``scored`` (the whole population,
+    """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
     before any filter) has: a typo (``Netherland``) or a value absent at this date. The list is still
     made (empty for such a filter); this says why, with the closest values there are."""
-    out = []
+    out, what = [], _noun("lead_id" if "lead_id" in scored.columns else "customer_id")
     for name, wanted in (where or {}).items():
         if wanted is None or name not in scored.columns or _matches(scored[name], wanted).any():
             continue
@@ -223,7 +238,7 @@ def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> 
             if close
             else f"{len(values)} values, e.g. {', '.join(map(repr, values[:5]))}"
         )
-        out.append(f"where.{name}: no customer in the population has {name} {wanted!r} ({hint})")
+        out.append(f"where.{name}: no {what} in the population has {name} {wanted!r} ({hint})")
     return out
 
 
@@ -307,12 +322,12 @@ def rank_population(
     min_value: float | None = None,
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
-    attributes: Sequence[str] = (),
 ) -> RankedPopulation:
     """A command's list from a champion's population at one date (``training.score.champion_population``):
     scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
     among the rows that pass the filters (:func:`select_at_risk` checks them), the listed rows
-    explained with the model's ``top_k_reasons`` reasons and ``counter_k`` counter-reasons."""
+    explained with the model's ``top_k_reasons`` reasons and ``counter_k`` counter-reasons and
+    carrying the population's :func:`attribute_columns`."""
     scorer, features, as_of = population.scorer, population.features, population.as_of
     matrix = scorer.prepare(features)
     scored = scored_for_list(scorer, features, matrix, as_of=as_of)
@@ -334,12 +349,23 @@ def rank_population(
         positions,
         k=population.model_config.top_k_reasons,
         counter_k=counter_k,
-        attributes=[c for c in attributes if c in scored.columns],
+        attributes=attribute_columns(scored, columns),
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
         columns=columns,
     )
     return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
+
+
+def attribute_columns(scored: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns a list's rows carry besides ``columns`` (the score columns, :func:`list_columns`):
+    the population's non-numeric ones, its attributes (country; a lead's job, contact...), in
+    ``scored``'s order. The commands' CSVs and the API's lists carry the same."""
+    return [
+        c
+        for c in scored.columns
+        if c not in columns and (pd.api.types.is_bool_dtype(scored[c]) or not pd.api.types.is_numeric_dtype(scored[c]))
+    ]
 
 
 def _missing(value: Any) -> bool:

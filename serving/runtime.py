@@ -879,11 +879,6 @@ def score_posted(
     return {"task": task, "as_of": str(as_of.date()), "items": items}
 
 
-def _is_attribute(column: pd.Series) -> bool:
-    """Attribute columns of the at-risk rows: the snapshot's non-numeric columns (country...)."""
-    return not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column))
-
-
 def at_risk(state: State, **options: Any) -> dict[str, Any]:
     """Top customers by value at risk: :func:`ranked_list` of churn."""
     return ranked_list(state, "churn", **options)
@@ -922,7 +917,6 @@ def ranked_list(
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
-    attributes = [c for c in scored.columns if c not in columns and _is_attribute(scored[c])]
     rows = lists.explained_rows(
         model.scorer,
         scored,
@@ -930,7 +924,7 @@ def ranked_list(
         positions,
         k=k,
         counter_k=counter_k,
-        attributes=attributes,
+        attributes=lists.attribute_columns(scored, columns),
         as_of=snapshot.as_of,
         contrib=snapshot.contrib,
         unseen=snapshot.unseen,

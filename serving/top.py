@@ -9,34 +9,21 @@ rows are explained.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from features.config import Config
 from features.files import check_output, write_text_atomic
 from features.sources import CanonicalTables
-from models.drift import FeatureDrift
 from serving import lists
-from training.score import BatchWarnings, champion_population, date_warnings
+from serving.at_risk import ListFile
+from training.score import champion_population, date_warnings
 
-__all__ = ["RANKED_BY", "TopList", "top_list"]
+__all__ = ["RANKED_BY", "top_list"]
 
 # The lists of this command (churn's is crmscore at-risk), by what each is ranked by.
 RANKED_BY = {task: rank for task, rank in lists.RANKED_BY.items() if task != "churn"}
-
-
-@dataclass(frozen=True)
-class TopList(BatchWarnings):
-    """What ``crmscore top`` wrote: the listed rows (the population's drift and date warnings beside)."""
-
-    rows: list[dict[str, Any]]
-    ranked_by: str
-    matched: int  # rows of the population that passed the filters
-    drift: tuple[FeatureDrift, ...]
-    stale_warning: str | None = None
-    history_warning: str | None = None
 
 
 def top_list(
@@ -47,14 +34,18 @@ def top_list(
     out: str | Path,
     as_of: str | None = None,
     tiers: Sequence[str] | None = None,
+    min_value: float | None = None,
+    where: Mapping[str, Any] | None = None,
     counter_k: int = 1,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
-) -> TopList:
+) -> ListFile:
     """Write the top ``top`` of ``task``'s population by :data:`RANKED_BY`, with reasons, as CSV.
 
     ``as_of`` defaults to the data's last row ("now" for a nightly job); ``tiers`` keeps the rows
-    of these tiers (grades, for leads). The CSV is written whole or not at all; an ``out`` that
+    of these tiers (grades, for leads), ``min_value`` those whose expected value (P(convert), for
+    leads) is at least this, ``where`` those with these attribute values (the filters of the API's
+    lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
     cannot be written is refused before any scoring.
 
     Raises
@@ -73,14 +64,17 @@ def top_list(
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
-    listed = lists.rank_population(population, task, top=top, counter_k=counter_k, tiers=tiers)
+    listed = lists.rank_population(
+        population, task, top=top, counter_k=counter_k, tiers=tiers, min_value=min_value, where=where
+    )
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
     columns = lists.list_columns(scorer)
     write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
-    return TopList(
+    return ListFile(
         rows=listed.rows,
         ranked_by=RANKED_BY[task],
         matched=listed.matched,
         drift=listed.drift,
         **date_warnings(population.tables, task, population.as_of),
+        filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
     )

@@ -235,7 +235,7 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     rows = pd.read_csv(out)
     assert 0 < len(rows) <= 5 and (rows["tier"] == "high").all() and (rows["country"] == "France").all()
     assert (rows["value_at_risk"] >= 1).all() and rows["value_at_risk"].is_monotonic_decreasing
-    assert f"wrote the top {len(rows):,} customers" in result.stdout
+    assert f"wrote the top {len(rows):,} of " in result.stdout and "customers by value at risk" in result.stdout
     assert stat.S_IMODE(out.stat().st_mode) == new_file_mode()  # readable by the team it is for, not 0600
     assert rows["counter_reason_1"].str.endswith("(lowers churn risk)").all()  # one by default
     # The file says when and by which model it was scored (the data's last row: the default date).
@@ -255,7 +255,11 @@ def test_at_risk_command_filters_like_the_api(trained, tmp_path):
     )
     for extra, message in (
         (["--tier", "urgent"], "unknown tier 'urgent'"),
-        (["--where", "planet=Mars"], "where.planet: unknown customer attribute"),
+        # The attributes first, not buried among the 55 features.
+        (
+            ["--where", "planet=Mars"],
+            "where.planet: unknown customer attribute; filterable: country, customer_id, tier;",
+        ),
         (["--where", "France"], "expected ATTRIBUTE=VALUE"),
     ):
         failed = CliRunner().invoke(app, [*args, *extra])

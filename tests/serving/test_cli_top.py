@@ -45,6 +45,29 @@ def test_top_lists_the_batch_scores_highest_first_with_reasons(
     assert listed["reason_1"].str.endswith(")").all()
 
 
+def test_top_filters_like_the_api_and_carries_the_attributes(trained, tmp_path):
+    """--min-value and --where are the API lists' filters; each row carries the population's
+    attributes (a lead's job, contact...), as the API's rows do."""
+    _, leads_config, _ = trained
+    out = tmp_path / "calls.csv"
+    args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out)]
+    everyone = CliRunner().invoke(app, [*args, "--top", "1000"])
+    assert everyone.exit_code == 0, everyone.output
+    listed = pd.read_csv(out)
+    assert {"job", "contact", "poutcome"} <= set(listed.columns) and listed["job"].notna().all()
+    assert list(listed.columns[:3]) == ["lead_id", "probability", "grade"]
+    filtered = CliRunner().invoke(app, [*args, "--top", "1000", "--where", "contact=cellular", "--min-value", "0.5"])
+    assert filtered.exit_code == 0, filtered.output
+    kept = pd.read_csv(out)
+    expected = listed[(listed.contact == "cellular") & (listed.probability >= 0.5)]
+    assert 0 < len(kept) < len(listed) and kept["lead_id"].tolist() == expected["lead_id"].tolist()
+    assert f"wrote the top {len(kept)} of {len(kept)} by probability" in filtered.stdout
+    typo = CliRunner().invoke(app, [*args, "--where", "contact=cell"])
+    assert typo.exit_code == 0 and "where.contact: no lead in the population has contact 'cell'" in typo.stderr
+    bad = CliRunner().invoke(app, [*args, "--where", "cellular"])
+    assert bad.exit_code == 2 and "expected ATTRIBUTE=VALUE" in bad.stderr
+
+
 def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path):
     _, leads_config, _ = trained
     out = tmp_path / "a.csv"
