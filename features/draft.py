@@ -2,8 +2,10 @@
 
 The guess is a draft to read, not a decision: every mapped column is named in a comment with what it
 was taken for, what could not be found is said, and ``crmscore validate`` checks the result as it
-checks any config. Only names and types are read, plus the number of distinct values of the text
-columns (an attribute such as ``country`` has few; a free-text ``description`` has many).
+checks any config. Names and types are read, the number of distinct values of the text columns (an
+attribute such as ``country`` has few; a free-text ``description`` has many) and, for transactions,
+two counts that suggest row rules: lines with a price not above 0 (a filter, written with its count)
+and rows that are exact copies of another (a comment beside ``drop_duplicates``).
 """
 
 from __future__ import annotations
@@ -107,17 +109,24 @@ class Draft:
     columns: dict[str, str]
     attributes: dict[str, str] | str
     notes: list[str] = field(default_factory=list)
+    # Transactions: the filters suggested by the rows (name, keep, why) and the count of exact copies.
+    filters: list[tuple[str, str, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def _reader(path: Path) -> str:
+    """The DuckDB table function that reads ``path``."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return f"read_parquet('{path}')"
+    if suffix == ".csv":
+        return f"read_csv('{path}')"
+    raise ValueError(f"{path}: crmscore init reads .parquet or .csv files (write the config by hand for others)")
 
 
 def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """The (column, type) pairs of a file and the distinct counts of its text columns."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        reader = f"read_parquet('{path}')"
-    elif suffix == ".csv":
-        reader = f"read_csv('{path}')"
-    else:
-        raise ValueError(f"{path}: crmscore init reads .parquet or .csv files (write the config by hand for others)")
+    reader = _reader(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     con = duckdb.connect()
@@ -131,6 +140,26 @@ def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
     finally:
         con.close()
     return schema, counts
+
+
+def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
+    """What the transactions' rows suggest: a filter for lines whose unit price is not positive (not
+    a sale: free lines, adjustments, written-off debt), when a price column has such rows, and the
+    count of rows that are exact copies of another (``drop_duplicates`` is for a person to decide)."""
+    reader = _reader(path)
+    price = next((c for c, t in schema if _normal(c) in _PRICE and t.startswith(_NUMBER_TYPES)), None)
+    con = duckdb.connect()
+    try:
+        if price is not None:
+            (n,) = con.execute(f"SELECT count(*) FROM {reader} WHERE {_quoted(price)} <= 0").fetchone()
+            if n:
+                why = f"{n:,} rows of the file have {price} <= 0 (free lines, adjustments, written-off debt: not sales)"
+                draft.filters.append(("price not positive", f"{_quoted(price)} > 0", why))
+        (total,) = con.execute(f"SELECT count(*) FROM {reader}").fetchone()
+        (distinct,) = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM {reader})").fetchone()
+        draft.duplicates = total - distinct
+    finally:
+        con.close()
 
 
 def _pick(role: str, wanted: Sequence[str], schema: Sequence[tuple[str, str]], taken: set[str]) -> str | None:
@@ -241,6 +270,8 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         path = files[table]
         schema, distinct = _describe(path)
         draft = guess_mapping(table, schema, distinct)
+        if table == "transactions":
+            _check_rows(draft, path, schema)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.
         relative = os.path.relpath(path.resolve(), Path(out).resolve().parent)
         draft.source = str(path.resolve()) if relative.startswith(f"..{os.sep}..") else relative
@@ -274,9 +305,15 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
             lines.append("    attributes:")
             lines += [f"      {key}: {_yaml_scalar(source)}" for key, source in draft.attributes.items()]
         if draft.table == "transactions":
-            lines += [
-                "    # Rows to leave out, each counted by name: e.g. - {name: price not positive, keep: Price > 0}",
-                "    filters: []",
-                "    drop_duplicates: false",
-            ]
+            lines.append("    # Rows to leave out, each counted by name (delete a filter to keep its rows):")
+            lines += [f"    # {why}" for _, _, why in draft.filters]
+            lines.append("    filters:" if draft.filters else "    filters: []")
+            for filter_name, keep, _ in draft.filters:
+                lines += [f"      - name: {_yaml_scalar(filter_name)}", f"        keep: {_yaml_scalar(keep)}"]
+            if draft.duplicates:
+                lines.append(
+                    f"    # {draft.duplicates:,} rows of the file are exact copies of another: true drops the copies (an export"
+                    " that repeats lines); false keeps them (a product entered twice in one order)"
+                )
+            lines.append("    drop_duplicates: false")
     return "\n".join(lines) + "\n", drafts

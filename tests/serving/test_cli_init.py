@@ -64,8 +64,15 @@ def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
         == bundled["online_retail"]["models"]["churn"]["test_cutoff"].isoformat()
     )
     assert drafted["models"]["lead"] == {"test_cutoff": "2010-11-01"}
+    # Of the bundled filters, the one the rows suggest: lines priced at 0 or less, counted in a comment.
+    transactions = bundled["online_retail"]["tables"]["transactions"]
+    assert drafted["tables"]["transactions"]["filters"] == transactions["filters"][:1]
+    assert "# 6,029 rows of the file have Price <= 0 (free lines" in out.read_text()
+    assert "# 11,812 rows of the file are exact copies of another" in out.read_text()
+    assert drafted["tables"]["transactions"]["drop_duplicates"] is False  # for a person to decide
     config = load_config(out)
-    assert load_tables(config).reports["transactions"].rows_kept == 809_560  # without the bundled filters
+    report = load_tables(config).reports["transactions"]
+    assert report.rows_kept == 809_490 and report.dropped["price not positive"] == 70
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "exists; pass --force to replace it" in again.stderr
 
