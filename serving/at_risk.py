@@ -9,7 +9,9 @@ from typing import Any
 
 from features.config import Config
 from features.files import check_output, write_text_atomic
+from features.pipeline import population_features
 from features.sources import CanonicalTables
+from features.timebase import normalize_as_of
 from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, champion_population, date_warnings
@@ -35,6 +37,8 @@ class ListFile(BatchWarnings):
     history_warning: str | None = None
     # A sentence per --where value no row of the population has (serving.lists.unmatched_filters).
     filter_warnings: tuple[str, ...] = ()
+    # With ``since``: how the listed rows moved since that date (serving.lists.with_scores_then).
+    since_note: str | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -54,6 +58,7 @@ def at_risk_list(
     tables: CanonicalTables | None = None,
     counter_k: int = 1,
     allow_empty: bool = False,
+    since: str | None = None,
 ) -> ListFile:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
@@ -70,9 +75,21 @@ def at_risk_list(
     no one still write a CSV of just the header. The result carries the rows and the warnings
     ``crmscore score`` would give for the date: a stale export or a history cut short by the
     start of the data (:func:`training.score.date_warnings`) and the population's feature drift.
+
+    ``since``: an earlier date; each listed customer also gets the same champion's probability and
+    tier then (``probability_then``, ``tier_then``; empty for a customer outside that date's
+    population), so a change in the list is the customers' doing, not the model's
+    (:func:`serving.lists.with_scores_then`).
+
+    Raises
+    ------
+    ValueError
+        ``since`` is not before the list's date.
     """
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
+    if since is not None and normalize_as_of(since) >= normalize_as_of(population.as_of):
+        raise ValueError(f"--since {since} must be before the list's date, {population.as_of}")
     listed = lists.rank_population(
         population,
         "churn",
@@ -83,8 +100,19 @@ def at_risk_list(
         where=where,
     )
     scorer, k = population.scorer, population.model_config.top_k_reasons
+    columns, since_note = lists.SCORE_COLUMNS, None
+    if since is not None:
+        earlier = population_features(
+            population.tables.with_vocabulary(scorer.vocabulary),
+            "churn",
+            as_of=since,
+            model_config=population.model_config,
+        )
+        then = lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None
+        since_note = lists.with_scores_then(listed.rows, then, tier_names=scorer.tier_names, since=since)
+        columns = (*columns, *lists.THEN_COLUMNS)
     stamp = lists.file_stamp(scorer, population.as_of)
-    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, stamp=stamp))
+    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
     return ListFile(
         rows=listed.rows,
         ranked_by=lists.RANKED_BY["churn"],
@@ -92,4 +120,5 @@ def at_risk_list(
         drift=listed.drift,
         **date_warnings(population.tables, "churn", population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
+        since_note=since_note,
     )

@@ -488,6 +488,14 @@ def at_risk_command(
     where: WhereOption = None,
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="An earlier date (last week's list): each row also gets the same model's probability_then and "
+            "tier_then, empty for a customer not in that date's population.",
+        ),
+    ] = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
 
@@ -509,12 +517,15 @@ def at_risk_command(
             where=filters or None,
             counter_k=counter_reasons,
             allow_empty=allow_empty,
+            since=since or None,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)
     typer.echo(f"wrote the top {len(listed.rows):,} of {listed.matched:,} customers by value at risk to {out}")
+    if listed.since_note:
+        typer.echo(listed.since_note)
 
 
 @app.command("top")

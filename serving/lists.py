@@ -25,6 +25,7 @@ from models.scorer import rows_at
 
 __all__ = [
     "SCORE_COLUMNS",
+    "THEN_COLUMNS",
     "FilterError",
     "RANKED_BY",
     "at_risk_rows",
@@ -39,6 +40,7 @@ __all__ = [
     "select_top",
     "to_csv",
     "unmatched_filters",
+    "with_scores_then",
 ]
 
 SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
@@ -378,9 +380,38 @@ def _plain(value: Any) -> str | float:
     return str(value)
 
 
+# The columns with_scores_then adds to listed rows: the same model's score at an earlier date.
+THEN_COLUMNS = ("probability_then", "tier_then")
+
+
+def with_scores_then(
+    rows: Sequence[dict[str, Any]], then: pd.DataFrame | None, *, tier_names: Sequence[str], since: Any
+) -> str:
+    """Add :data:`THEN_COLUMNS` to at-risk rows (in place) from ``then``, the same model's
+    :func:`scored_for_list` at the earlier date ``since`` (None: its population was empty); a row
+    outside that population gets None. Returns a sentence of how the listed rows moved: how many
+    are in a higher tier than then, and how many were not in the population then."""
+    entity, _, tier = SCORE_COLUMNS[:3]
+    earlier = (
+        {} if then is None else dict(zip(then[entity], zip(then["probability"], then[tier], strict=True), strict=True))
+    )
+    rank = {name: i for i, name in enumerate(tier_names)}  # 0: the highest tier
+    new = up = 0
+    for row in rows:
+        probability, tier_then = earlier.get(str(row[entity]), (None, None))
+        row["probability_then"] = None if probability is None else float(probability)
+        row["tier_then"] = tier_then
+        new += tier_then is None
+        up += tier_then is not None and rank[row[tier]] < rank[tier_then]
+    return (
+        f"since {normalize_as_of(since).date()}: {up:,} of the {len(rows):,} listed moved up a tier, "
+        f"{new:,} were not in the population then (no purchase in its look-back window)"
+    )
+
+
 # The CSV is read by people, in a spreadsheet: probabilities to 4 decimals, money to 2 (the JSON
 # list keeps full precision for the systems that compute with it; the order is the same).
-CSV_DECIMALS = {"probability": 4, "expected_spend": 2, "value_at_risk": 2, "expected_value": 2}
+CSV_DECIMALS = {"probability": 4, "probability_then": 4, "expected_spend": 2, "value_at_risk": 2, "expected_value": 2}
 
 
 def _cell(column: str, value: Any) -> Any:
