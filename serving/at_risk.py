@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.config import Config
+from features.config import Config, population_rule
 from features.files import check_output, write_text_atomic
 from features.pipeline import population_features
 from features.sources import CanonicalTables
 from features.timebase import normalize_as_of
 from models.drift import FeatureDrift
 from serving import lists
-from training.score import BatchWarnings, champion_population, date_warnings
+from training.score import BatchWarnings, ChampionPopulation, champion_population, date_warnings
 
 __all__ = ["ListFile", "at_risk_list"]
 
@@ -88,8 +88,7 @@ def at_risk_list(
     """
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
-    if since is not None and normalize_as_of(since) >= normalize_as_of(population.as_of):
-        raise ValueError(f"--since {since} must be before the list's date, {population.as_of}")
+    check_since(since, population.as_of)
     listed = lists.rank_population(
         population,
         "churn",
@@ -102,14 +101,7 @@ def at_risk_list(
     scorer, k = population.scorer, population.model_config.top_k_reasons
     columns, since_note = lists.SCORE_COLUMNS, None
     if since is not None:
-        earlier = population_features(
-            population.tables.with_vocabulary(scorer.vocabulary),
-            "churn",
-            as_of=since,
-            model_config=population.model_config,
-        )
-        then = lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None
-        since_note = lists.with_scores_then(listed.rows, then, tier_names=scorer.tier_names, since=since)
+        since_note = scores_then(population, "churn", listed.rows, since)
         columns = (*columns, *lists.THEN_COLUMNS)
     stamp = lists.file_stamp(scorer, population.as_of)
     write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
@@ -121,4 +113,29 @@ def at_risk_list(
         **date_warnings(population.tables, "churn", population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
         since_note=since_note,
+    )
+
+
+def check_since(since: str | None, as_of: Any) -> None:
+    """Refuse a ``since`` date that is not before the list's date ``as_of``."""
+    if since is not None and normalize_as_of(since) >= normalize_as_of(as_of):
+        raise ValueError(f"--since {since} must be before the list's date, {as_of}")
+
+
+def scores_then(population: ChampionPopulation, task: str, rows: Sequence[dict[str, Any]], since: str) -> str:
+    """Score ``task``'s population at ``since`` with the same champion, as the list's own date is
+    scored (:func:`serving.lists.scored_for_list`), and give each listed row its probability and tier
+    then (:func:`serving.lists.with_scores_then`, whose sentence this returns)."""
+    scorer = population.scorer
+    earlier = population_features(
+        population.tables.with_vocabulary(scorer.vocabulary), task, as_of=since, model_config=population.model_config
+    )
+    then = lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None
+    return lists.with_scores_then(
+        rows,
+        then,
+        tier_names=scorer.tier_names,
+        since=since,
+        columns=lists.list_columns(scorer),
+        rule=population_rule(task, population.model_config),
     )

@@ -456,6 +456,14 @@ def promote_command(
     )
 
 
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="An earlier date (last week's list): each row also gets the same model's probability_then and "
+        "tier_then, empty for a customer not in that date's population.",
+    ),
+]
 WhereOption = Annotated[
     list[str] | None,
     typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine)."),
@@ -488,14 +496,7 @@ def at_risk_command(
     where: WhereOption = None,
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="An earlier date (last week's list): each row also gets the same model's probability_then and "
-            "tier_then, empty for a customer not in that date's population.",
-        ),
-    ] = None,
+    since: SinceOption = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
 
@@ -547,6 +548,7 @@ def top_command(
     where: WhereOption = None,
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
+    since: SinceOption = None,
 ) -> None:
     """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.
 
@@ -569,6 +571,7 @@ def top_command(
             where=filters or None,
             counter_k=counter_reasons,
             allow_empty=allow_empty,
+            since=since or None,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
@@ -577,6 +580,8 @@ def top_command(
     typer.echo(
         f"wrote the top {len(listed.rows):,} of {listed.matched:,} by {listed.ranked_by.replace('_', ' ')} to {out}"
     )
+    if listed.since_note:
+        typer.echo(listed.since_note)
 
 
 @app.command("serve")

@@ -385,13 +385,19 @@ THEN_COLUMNS = ("probability_then", "tier_then")
 
 
 def with_scores_then(
-    rows: Sequence[dict[str, Any]], then: pd.DataFrame | None, *, tier_names: Sequence[str], since: Any
+    rows: Sequence[dict[str, Any]],
+    then: pd.DataFrame | None,
+    *,
+    tier_names: Sequence[str],
+    since: Any,
+    columns: Sequence[str] = SCORE_COLUMNS,
+    rule: str = "",
 ) -> str:
-    """Add :data:`THEN_COLUMNS` to at-risk rows (in place) from ``then``, the same model's
+    """Add :data:`THEN_COLUMNS` to listed rows (in place) from ``then``, the same model's
     :func:`scored_for_list` at the earlier date ``since`` (None: its population was empty); a row
     outside that population gets None. Returns a sentence of how the listed rows moved: how many
-    are in a higher tier than then, and how many were not in the population then."""
-    entity, _, tier = SCORE_COLUMNS[:3]
+    are in a higher tier than then, and how many were not in the population then (``rule``: who is)."""
+    entity, _, tier = columns[:3]
     earlier = (
         {} if then is None else dict(zip(then[entity], zip(then["probability"], then[tier], strict=True), strict=True))
     )
@@ -405,7 +411,7 @@ def with_scores_then(
         up += tier_then is not None and rank[row[tier]] < rank[tier_then]
     return (
         f"since {normalize_as_of(since).date()}: {up:,} of the {len(rows):,} listed moved up a tier, "
-        f"{new:,} were not in the population then (no purchase in its look-back window)"
+        f"{new:,} were not in the population then" + (f" ({rule})" if rule else "")
     )
 
 

@@ -17,7 +17,7 @@ from features.config import Config
 from features.files import check_output, write_text_atomic
 from features.sources import CanonicalTables
 from serving import lists
-from serving.at_risk import ListFile
+from serving.at_risk import ListFile, check_since, scores_then
 from training.score import champion_population, date_warnings
 
 __all__ = ["RANKED_BY", "top_list"]
@@ -39,6 +39,7 @@ def top_list(
     counter_k: int = 1,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
+    since: str | None = None,
 ) -> ListFile:
     """Write the top ``top`` of ``task``'s population by :data:`RANKED_BY`, with reasons, as CSV.
 
@@ -46,7 +47,9 @@ def top_list(
     of these tiers (grades, for leads), ``min_value`` those whose expected value (P(convert), for
     leads) is at least this, ``where`` those with these attribute values (the filters of the API's
     lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
-    cannot be written is refused before any scoring.
+    cannot be written is refused before any scoring. ``since`` (next purchase): an earlier date whose
+    scores each row also gets, as ``crmscore at-risk --since`` gives them
+    (:func:`serving.at_risk.scores_then`).
 
     Raises
     ------
@@ -60,15 +63,24 @@ def top_list(
         raise ValueError(f"crmscore top lists next-purchase or lead; the churn list is crmscore at-risk (got {task!r})")
     if top < 1:
         raise lists.FilterError("top", f"must be at least 1, got {top}")
+    if since is not None and task == "lead":
+        raise ValueError(
+            "--since compares customers over time; a lead's population is the leads created in the last "
+            "step_days, so the open leads of two dates are mostly different leads"
+        )
     check_output(out, suffixes=(".csv",))
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
+    check_since(since, population.as_of)
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
     listed = lists.rank_population(
         population, task, top=top, counter_k=counter_k, tiers=tiers, min_value=min_value, where=where
     )
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
-    columns = lists.list_columns(scorer)
+    columns, since_note = lists.list_columns(scorer), None
+    if since is not None:
+        since_note = scores_then(population, task, listed.rows, since)
+        columns = [*columns, *lists.THEN_COLUMNS]
     write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
     return ListFile(
         rows=listed.rows,
@@ -77,4 +89,5 @@ def top_list(
         drift=listed.drift,
         **date_warnings(population.tables, task, population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
+        since_note=since_note,
     )

@@ -68,6 +68,34 @@ def test_top_filters_like_the_api_and_carries_the_attributes(trained, tmp_path):
     assert bad.exit_code == 2 and "expected ATTRIBUTE=VALUE" in bad.stderr
 
 
+def test_top_next_purchase_since_gives_the_scores_then_and_leads_refuse_it(trained, tmp_path):
+    """As at-risk --since: each row's probability and tier at the earlier date are those of the list
+    made at that date. Leads refuse it: the open leads of two dates are different leads."""
+    retail_config, leads_config, _ = trained
+    now, then = tmp_path / "now.csv", tmp_path / "then.csv"
+    args = ["top", "next-purchase", "--config", str(retail_config)]
+    result = CliRunner().invoke(app, [*args, "--out", str(now), "--top", "200", "--since", "2011-11-09"])
+    assert result.exit_code == 0, result.output
+    earlier = CliRunner().invoke(app, [*args, "--out", str(then), "--top", "100000", "--as-of", "2011-11-09"])
+    assert earlier.exit_code == 0, earlier.output
+    listed = pd.read_csv(now, dtype={"customer_id": str})
+    everyone_then = pd.read_csv(then, dtype={"customer_id": str}).set_index("customer_id")
+    assert list(listed.columns[5:7]) == ["probability_then", "tier_then"]
+    known = listed[listed["tier_then"].notna()]
+    assert len(known) > 150  # most of the best customers were customers a month before
+    assert known["probability_then"].tolist() == everyone_then.loc[known.customer_id, "probability"].tolist()
+    assert known["tier_then"].tolist() == everyone_then.loc[known.customer_id, "tier"].tolist()
+    assert (
+        "since 2011-11-09: " in result.stdout
+        and f"{len(listed) - len(known)} were not in the population" in result.stdout
+    )
+    lead = CliRunner().invoke(
+        app, ["top", "lead", "--config", str(leads_config), "--out", str(tmp_path / "l.csv"), "--since", "2010-10-01"]
+    )
+    assert lead.exit_code == 2 and "the open leads of two dates are mostly different leads" in lead.stderr
+    assert not (tmp_path / "l.csv").exists()
+
+
 def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path):
     _, leads_config, _ = trained
     out = tmp_path / "a.csv"
