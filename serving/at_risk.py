@@ -87,6 +87,7 @@ def at_risk_list(
         ``since`` is not before the list's date.
     """
     check_output(out, suffixes=(".csv",))
+    check_since(since)  # before any scoring
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
     check_since(since, population.as_of)
     listed = lists.rank_population(
@@ -116,9 +117,15 @@ def at_risk_list(
     )
 
 
-def check_since(since: str | None, as_of: Any) -> None:
-    """Refuse a ``since`` date that is not before the list's date ``as_of``."""
-    if since is not None and normalize_as_of(since) >= normalize_as_of(as_of):
+def check_since(since: str | None, as_of: Any = None) -> None:
+    """Refuse a ``since`` that is not a date, or (given the list's date ``as_of``) not before it."""
+    if since is None:
+        return
+    try:
+        then = normalize_as_of(since)
+    except ValueError:
+        raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
+    if as_of is not None and then >= normalize_as_of(as_of):
         raise ValueError(f"--since {since} must be before the list's date, {as_of}")
 
 

@@ -69,6 +69,7 @@ def top_list(
             "step_days, so the open leads of two dates are mostly different leads"
         )
     check_output(out, suffixes=(".csv",))
+    check_since(since)  # before any scoring
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     check_since(since, population.as_of)
     scorer = population.scorer

@@ -181,3 +181,25 @@ def server(trained) -> Iterator[Server]:
         yield Server(url=url, keys=KEYS, retail_config=retail, leads_config=leads, snapshots=snapshots)
     finally:
         stop_server(proc)
+
+
+def list_since(args: list[str], folder: Path, *, top: int, since: str):
+    """Run a list command (``args``: command, model, --config) with ``--since``, and the same command
+    at ``since`` for the whole population; check that each listed row's ``probability_then`` and
+    ``tier_then`` are that list's. Returns the run's result, its rows and those with a score then."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    now, then = folder / "now.csv", folder / "then.csv"
+    result = CliRunner().invoke(app, [*args, "--out", str(now), "--top", str(top), "--since", since])
+    assert result.exit_code == 0, result.output
+    earlier = CliRunner().invoke(app, [*args, "--out", str(then), "--top", "100000", "--as-of", since])
+    assert earlier.exit_code == 0, earlier.output
+    listed = pd.read_csv(now, dtype={"customer_id": str})
+    everyone_then = pd.read_csv(then, dtype={"customer_id": str}).set_index("customer_id")
+    known = listed[listed["tier_then"].notna()]
+    assert known["probability_then"].tolist() == everyone_then.loc[known.customer_id, "probability"].tolist()
+    assert known["tier_then"].tolist() == everyone_then.loc[known.customer_id, "tier"].tolist()
+    assert not listed.loc[listed["tier_then"].isna(), "customer_id"].isin(everyone_then.index).any()
+    return result, listed, known

@@ -14,6 +14,7 @@ from features.config import load_config
 from features.files import new_file_mode
 from serving.at_risk import at_risk_list
 from serving.cli import app
+from tests.serving.conftest import list_since
 from training.score import score_batch
 
 
@@ -272,29 +273,10 @@ def test_at_risk_since_gives_each_row_the_same_models_score_then(trained, tmp_pa
     """--since: each listed customer's probability and tier at the earlier date are those of the
     at-risk list made at that date (the same champion, the same population scoring); a customer
     outside that date's population has none, and the summary counts what the file shows."""
-    retail_config, _, _ = trained
-    now, then = tmp_path / "now.csv", tmp_path / "then.csv"
-    args = ["at-risk", "--config", str(retail_config)]
-    result = CliRunner().invoke(app, [*args, "--out", str(now), "--top", "300", "--since", "2011-11-09"])
-    assert result.exit_code == 0, result.output
-    earlier = CliRunner().invoke(app, [*args, "--out", str(then), "--top", "100000", "--as-of", "2011-11-09"])
-    assert earlier.exit_code == 0, earlier.output
-    listed = pd.read_csv(now, dtype={"customer_id": str})
-    everyone_then = pd.read_csv(then, dtype={"customer_id": str}).set_index("customer_id")
-    assert list(listed.columns[:7]) == [
-        "customer_id",
-        "probability",
-        "tier",
-        "expected_spend",
-        "value_at_risk",
-        "probability_then",
-        "tier_then",
-    ]
-    known = listed[listed["tier_then"].notna()]
+    args = ["at-risk", "--config", str(trained[0])]
+    result, listed, known = list_since(args, tmp_path, top=300, since="2011-11-09")
+    assert list(listed.columns[5:7]) == ["probability_then", "tier_then"]
     assert 0 < len(known) < len(listed)  # some customers were not in the population a month before
-    assert known["probability_then"].tolist() == everyone_then.loc[known.customer_id, "probability"].tolist()
-    assert known["tier_then"].tolist() == everyone_then.loc[known.customer_id, "tier"].tolist()
-    assert not listed.loc[listed["tier_then"].isna(), "customer_id"].isin(everyone_then.index).any()
     rank = {"high": 0, "medium": 1, "low": 2}
     up = sum(rank[a] < rank[b] for a, b in zip(known["tier"], known["tier_then"], strict=True))
     new = len(listed) - len(known)
@@ -302,8 +284,10 @@ def test_at_risk_since_gives_each_row_the_same_models_score_then(trained, tmp_pa
         f"since 2011-11-09: {up:,} of the 300 listed moved up a tier, {new:,} were not in the population then"
         in result.stdout
     )
-    later = CliRunner().invoke(app, [*args, "--out", str(now), "--since", "2011-12-10"])
+    later = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x.csv"), "--since", "2011-12-10"])
     assert later.exit_code == 2 and "--since 2011-12-10 must be before the list's date" in later.stderr
+    words = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x.csv"), "--since", "last-week"])
+    assert words.exit_code == 2 and "--since 'last-week' is not an ISO date" in words.stderr
 
 
 @pytest.mark.slow
