@@ -246,6 +246,13 @@ def explain_command(
         int | None, typer.Option("--k", min=0, max=20, help="Reasons each way (default: the model's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="An earlier date: the customer's score then, and what raised and lowered it since (customers).",
+        ),
+    ] = None,
 ) -> None:
     """Why the champion gives these customers (or leads) their scores: reasons each way and the log-odds account.
 
@@ -256,7 +263,7 @@ def explain_command(
 
     task = _task(model)
     try:
-        result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k)
+        result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k, since=since or None)
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in result["warnings"]:

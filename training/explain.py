@@ -46,8 +46,12 @@ def explain_ids(
     as_of: Any = None,
     k: int | None = None,
     tables: CanonicalTables | None = None,
+    since: Any = None,
 ) -> dict[str, Any]:
     """The champion's score of each id at ``as_of`` with ``k`` reasons each way and its log-odds account.
+
+    ``since`` (customers): an earlier date; each id in both populations also gets ``since``, the same
+    champion's score then and what moved it most (:func:`_moves`).
 
     ``as_of`` defaults to the last row the task reads ("now" for an export); ``k`` to the model's
     ``top_k_reasons``. An id outside the population of the date gets an ``error`` naming the rule;
@@ -58,11 +62,19 @@ def explain_ids(
     training.pyfunc.NoChampionError
         No champion model is registered for ``task``.
     ValueError
-        No id given, or no data to take a default date from.
+        No id given, no data to take a default date from, or a ``since`` that is not a date
+        before ``as_of`` (or is given for leads).
     """
     task = normalize_task(task)
     if not ids:
         raise ValueError("give at least one --id")
+    if since is not None:
+        if task == "lead":
+            raise ValueError("--since compares a customer over time; a lead is scored once, in its first days")
+        try:
+            since = normalize_as_of(since)
+        except ValueError:
+            raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
     scorer, info = load_champion(config, task)
     model_config = model_config_for(config, task)
     spec = spec_for(task, model_config)
@@ -74,6 +86,8 @@ def explain_ids(
             raise ValueError(f"table '{table}' has no rows: nothing to take the scoring date from; pass --as-of")
         as_of = until
     as_of = normalize_as_of(as_of)
+    if since is not None and since >= as_of:
+        raise ValueError(f"--since {since} must be before the date explained, {as_of}")
     k = model_config.top_k_reasons if k is None else k
     features = population_features(
         tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
@@ -97,6 +111,22 @@ def explain_ids(
             unseen=scorer.unseen_rows(chosen, X[rows]),
         )
     )
+    moves = (
+        _moves(
+            scorer,
+            tables,
+            task,
+            model_config,
+            [ids_ for ids_ in ids if ids_ in position],
+            X[rows],
+            contrib,
+            as_of,
+            since,
+            k,
+        )
+        if since is not None
+        else {}
+    )
     items = []
     for key in ids:
         if key not in position:
@@ -116,6 +146,7 @@ def explain_ids(
                 "shown_impact": float(shown),
                 "other_impact": float(row[:-1].sum() - shown),
                 "raw_log_odds": float(row.sum()),
+                **({"since": moves[key]} if key in moves else {}),
             }
         )
     return {
@@ -132,6 +163,78 @@ def explain_ids(
         "groups": {name: list(features) for name, features in scorer.reasons.groups.items()},
         "items": items,
     }
+
+
+def _moves(
+    scorer: Any,
+    tables: CanonicalTables,
+    task: str,
+    model_config: Any,
+    keys: Sequence[str],
+    X: np.ndarray,
+    contrib: np.ndarray,
+    as_of: Any,
+    since: Any,
+    k: int,
+) -> dict[str, dict[str, Any]]:
+    """What changed each customer's score since ``since``: the same champion scores the population
+    of that date as the batch would, and the change of each reason's SHAP value (its group's sum)
+    from then to ``as_of`` is written as reasons are, with today's values and the change as impact:
+    ``raised`` the score most, ``lowered`` it most. By TreeSHAP's additivity the changes of all
+    features sum to the change of the raw log-odds; the rest of the change of the probability is the
+    calibration of the two dates (seasonal correction, anchor).
+
+    ``keys``, ``X`` and ``contrib`` are the explained ids in the population at ``as_of``, their
+    matrix and contributions; a key outside the population at ``since`` gets ``error``."""
+    from models.reasons import dated_values
+
+    features = population_features(
+        tables.with_vocabulary(scorer.vocabulary), task, as_of=since, model_config=model_config
+    ).reset_index(drop=True)
+    position = {str(key): i for i, key in enumerate(features[scorer.entity].astype(str))}
+    out = {
+        key: {"as_of": since.isoformat(sep=" "), "error": f"not in the {task} population at {since}"}
+        for key in keys
+        if key not in position
+    }
+    both = [n for n, key in enumerate(keys) if key in position]
+    if not both:
+        return out
+    X_all = scorer.prepare(features)
+    then_rows = [position[keys[n]] for n in both]
+    then_contrib = scorer.contributions(X_all[then_rows], since)
+    scored = scorer.score_matrix(
+        X_all[then_rows],
+        k=0,
+        explain=False,
+        as_of=since,
+        contrib=then_contrib,
+        population_shift=scorer.population_shift(X_all, as_of=since),
+    )
+    change = contrib[both, :-1] - then_contrib[:, :-1]
+    dated = dated_values(as_of, scorer.horizon_days)
+    raised = scorer.reasons.explain(change, X[both], k=k, dated=dated)
+    lowered = scorer.reasons.explain(change, X[both], k=k, counter=True, dated=dated)
+    for j, n in enumerate(both):
+        then = scored[j]
+        shown = sum(r["impact"] for r in (*raised[j], *lowered[j]))
+        out[keys[n]] = {
+            "as_of": since.isoformat(sep=" "),
+            "probability": then["probability"],
+            **{
+                name: then[name]
+                for name in ("tier", "value_at_risk", "expected_spend", "expected_value")
+                if name in then
+            },
+            "raw_log_odds": float(then_contrib[j].sum()),
+            "raised": raised[j],
+            "lowered": lowered[j],
+            # The account of the raw log-odds' change: the base value's, the shown reasons', the rest.
+            "base_change": float(contrib[n, -1] - then_contrib[j, -1]),
+            "shown_change": float(shown),
+            "other_change": float(change[j].sum() - shown),
+        }
+    return out
 
 
 def _where_it_stands(tables: CanonicalTables, task: str, key: str, as_of: Any, mc: Any) -> str:
@@ -215,5 +318,30 @@ def render(result: dict[str, Any]) -> str:
             f" + other features {item['other_impact']:+.3f} = {item['raw_log_odds']:+.3f};"
             f" calibrated for the date: {item['probability']:.3f}"
         )
+        lines.extend(_render_since(item, result))
         lines.extend(f"  warning: {w}" for w in item.get("warnings", ()))
     return "\n".join(lines)
+
+
+def _render_since(item: Mapping[str, Any], result: Mapping[str, Any]) -> list[str]:
+    """The ``since`` block of an item: the score then, and what raised and lowered it since."""
+    then = item.get("since")
+    if then is None:
+        return []
+    if "error" in then:
+        return [f"  since {then['as_of']}: {then['error']}"]
+    lines = [
+        f"  since {then['as_of']}: {then['probability']:.3f}, {then.get('tier')} -> {item['probability']:.3f}, "
+        f"{item.get('tier')}; raw log-odds {then['raw_log_odds']:+.3f} -> {item['raw_log_odds']:+.3f}: the date's base"
+        f" {then['base_change']:+.3f}, shown {then['shown_change']:+.3f}, other features {then['other_change']:+.3f}"
+        " (the rest of the probability's change is the calibration of the two dates)"
+    ]
+    # The heading says the direction; the sentences drop their own "(raises churn risk)".
+    suffixes = (f" ({result['raises']})", f" ({result['lowers']})")
+    for title, reasons in (("raised it", then["raised"]), ("lowered it", then["lowered"])):
+        lines.append(f"    {title}:" if reasons else f"    {title}: nothing")
+        lines.extend(
+            f"      {r['impact']:+.3f}  {r['text'].removesuffix(suffixes[0]).removesuffix(suffixes[1])}"
+            for r in reasons
+        )
+    return lines

@@ -291,6 +291,38 @@ def test_at_risk_since_gives_each_row_the_same_models_score_then(trained, tmp_pa
 
 
 @pytest.mark.slow
+def test_explain_since_says_what_moved_a_customers_score(trained):
+    """--since: the score then is explain's at that date; the changes of the reasons are signed and
+    ordered, and with the date's base and the rest they account for the raw log-odds' change; a
+    customer new since then says so, and leads refuse it."""
+    retail_config, leads_config, _ = trained
+    args = ["explain", "churn", "--config", str(retail_config), "--id", "12753", "--id", "16000"]
+    result = CliRunner().invoke(app, [*args, "--since", "2011-11-09", "--json"])
+    assert result.exit_code == 0, result.output
+    then = CliRunner().invoke(app, [*args[:4], "--id", "12753", "--as-of", "2011-11-09", "--json"])
+    assert then.exit_code == 0, then.output
+    moved, new = json.loads(result.stdout)["items"]
+    earlier = json.loads(then.stdout)["items"][0]
+    since = moved["since"]
+    assert since["probability"] == pytest.approx(earlier["probability"], abs=1e-12)
+    assert since["tier"] == earlier["tier"] and since["raw_log_odds"] == pytest.approx(
+        earlier["raw_log_odds"], abs=1e-9
+    )
+    account = since["base_change"] + since["shown_change"] + since["other_change"]
+    assert account == pytest.approx(moved["raw_log_odds"] - since["raw_log_odds"], abs=1e-9)
+    up, down = [r["impact"] for r in since["raised"]], [r["impact"] for r in since["lowered"]]
+    assert up and down and all(i > 0 for i in up) and all(i < 0 for i in down)
+    assert up == sorted(up, reverse=True) and down == sorted(down)
+    assert new["since"]["error"] == "not in the churn population at 2011-11-09 00:00:00"
+    text = CliRunner().invoke(app, [*args, "--since", "2011-11-09"])
+    assert "  since 2011-11-09 00:00:00: " in text.stdout and "    raised it:" in text.stdout
+    lead = CliRunner().invoke(
+        app, ["explain", "lead", "--config", str(leads_config), "--id", "1", "--since", "2010-10-01"]
+    )
+    assert lead.exit_code == 2 and "--since compares a customer over time" in lead.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["churn", "lead"])
 def test_explain_takes_one_score_apart_as_the_batch_scores_it(trained, tmp_path, task):
 
