@@ -148,18 +148,17 @@ def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> 
     count of rows that are exact copies of another (``drop_duplicates`` is for a person to decide)."""
     reader = _reader(path)
     price = next((c for c, t in schema if _normal(c) in _PRICE and t.startswith(_NUMBER_TYPES)), None)
+    not_positive = f"count(*) FILTER (WHERE {_quoted(price)} <= 0)" if price is not None else "0"
     con = duckdb.connect()
     try:
-        if price is not None:
-            (n,) = con.execute(f"SELECT count(*) FROM {reader} WHERE {_quoted(price)} <= 0").fetchone()
-            if n:
-                why = f"{n:,} rows of the file have {price} <= 0 (free lines, adjustments, written-off debt: not sales)"
-                draft.filters.append(("price not positive", f"{_quoted(price)} > 0", why))
-        (total,) = con.execute(f"SELECT count(*) FROM {reader}").fetchone()
+        total, n = con.execute(f"SELECT count(*), {not_positive} FROM {reader}").fetchone()
         (distinct,) = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT * FROM {reader})").fetchone()
-        draft.duplicates = total - distinct
     finally:
         con.close()
+    if n:
+        why = f"{n:,} rows of the file have {price} <= 0 (free lines, adjustments, written-off debt: not sales)"
+        draft.filters.append(("price not positive", f"{_quoted(price)} > 0", why))
+    draft.duplicates = total - distinct
 
 
 def _pick(role: str, wanted: Sequence[str], schema: Sequence[tuple[str, str]], taken: set[str]) -> str | None:

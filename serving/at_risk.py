@@ -14,7 +14,7 @@ from features.sources import CanonicalTables
 from features.timebase import normalize_as_of
 from models.drift import FeatureDrift
 from serving import lists
-from training.score import BatchWarnings, ChampionPopulation, champion_population, date_warnings
+from training.score import BatchWarnings, ChampionPopulation, champion_population, check_since, date_warnings
 
 __all__ = ["ListFile", "at_risk_list"]
 
@@ -115,18 +115,6 @@ def at_risk_list(
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
         since_note=since_note,
     )
-
-
-def check_since(since: str | None, as_of: Any = None) -> None:
-    """Refuse a ``since`` that is not a date, or (given the list's date ``as_of``) not before it."""
-    if since is None:
-        return
-    try:
-        then = normalize_as_of(since)
-    except ValueError:
-        raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
-    if as_of is not None and then >= normalize_as_of(as_of):
-        raise ValueError(f"--since {since} must be before the list's date, {as_of}")
 
 
 def scores_then(population: ChampionPopulation, task: str, rows: Sequence[dict[str, Any]], since: str) -> str:

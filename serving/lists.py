@@ -35,6 +35,7 @@ __all__ = [
     "file_stamp",
     "list_columns",
     "rank_population",
+    "ranked_rows",
     "scored_for_list",
     "select_at_risk",
     "select_top",
@@ -333,6 +334,44 @@ def rank_population(
     scorer, features, as_of = population.scorer, population.features, population.as_of
     matrix = scorer.prepare(features)
     scored = scored_for_list(scorer, features, matrix, as_of=as_of)
+    rows, matched = ranked_rows(
+        scorer,
+        scored,
+        matrix,
+        task,
+        top=top,
+        k=population.model_config.top_k_reasons,
+        counter_k=counter_k,
+        min_value=min_value,
+        tiers=tiers,
+        where=where,
+        as_of=as_of,
+        unseen=scorer.unseen_rows(features, matrix),
+    )
+    return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
+
+
+def ranked_rows(
+    scorer: Any,
+    scored: pd.DataFrame,
+    matrix: np.ndarray,
+    task: str,
+    *,
+    top: int,
+    k: int,
+    counter_k: int,
+    min_value: float | None = None,
+    tiers: Sequence[str] | None = None,
+    where: Mapping[str, Any] | None = None,
+    as_of: Any = None,
+    contrib: np.ndarray | None = None,
+    unseen: Mapping[int, Mapping[str, str]] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows of ``task``'s list from a scored population (:func:`scored_for_list` of ``matrix``):
+    the top ``top`` by :data:`RANKED_BY` among those that pass the filters (:func:`select_at_risk`),
+    explained (:func:`explained_rows`, from ``contrib`` when the caller has the SHAP values) and
+    carrying the :func:`attribute_columns`; and how many rows passed the filters. The commands
+    (:func:`rank_population`) and the service (its snapshots) make their lists with it."""
     columns = list_columns(scorer)
     positions, matched = select_at_risk(
         scored,
@@ -349,14 +388,15 @@ def rank_population(
         scored,
         matrix,
         positions,
-        k=population.model_config.top_k_reasons,
+        k=k,
         counter_k=counter_k,
         attributes=attribute_columns(scored, columns),
         as_of=as_of,
-        unseen=scorer.unseen_rows(features, matrix),
+        contrib=contrib,
+        unseen=unseen,
         columns=columns,
     )
-    return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
+    return rows, matched
 
 
 def attribute_columns(scored: pd.DataFrame, columns: Sequence[str]) -> list[str]:

@@ -905,31 +905,23 @@ def ranked_list(
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
     try:
-        positions, matched = lists.select_at_risk(
+        rows, matched = lists.ranked_rows(
+            model.scorer,
             scored,
+            snapshot.matrix,
+            task,
             top=top,
+            k=k,
+            counter_k=counter_k,
             min_value=min_value,
             tiers=tiers,
             where=where,
-            tier_names=model.scorer.tier_names,
-            columns=columns,
-            rank=lists.RANKED_BY[task],
+            as_of=snapshot.as_of,
+            contrib=snapshot.contrib,
+            unseen=snapshot.unseen,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
-    rows = lists.explained_rows(
-        model.scorer,
-        scored,
-        snapshot.matrix,
-        positions,
-        k=k,
-        counter_k=counter_k,
-        attributes=lists.attribute_columns(scored, columns),
-        as_of=snapshot.as_of,
-        contrib=snapshot.contrib,
-        unseen=snapshot.unseen,
-        columns=columns,
-    )
     # The CSV is a file that travels: every row says its scoring date (the snapshot's, as the JSON and
     # the header give it) and model, as the commands' lists do.
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}

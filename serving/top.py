@@ -17,8 +17,8 @@ from features.config import Config
 from features.files import check_output, write_text_atomic
 from features.sources import CanonicalTables
 from serving import lists
-from serving.at_risk import ListFile, check_since, scores_then
-from training.score import champion_population, date_warnings
+from serving.at_risk import ListFile, scores_then
+from training.score import champion_population, check_since, date_warnings
 
 __all__ = ["RANKED_BY", "top_list"]
 

@@ -23,7 +23,7 @@ from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
 from models.catalog import model_config_for, spec_for
 from training.pyfunc import load_champion
-from training.score import date_warnings
+from training.score import check_since, date_warnings
 from training.train import normalize_task
 
 __all__ = ["explain_ids", "id_hint", "render"]
@@ -68,13 +68,9 @@ def explain_ids(
     task = normalize_task(task)
     if not ids:
         raise ValueError("give at least one --id")
-    if since is not None:
-        if task == "lead":
-            raise ValueError("--since compares a customer over time; a lead is scored once, in its first days")
-        try:
-            since = normalize_as_of(since)
-        except ValueError:
-            raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
+    if since is not None and task == "lead":
+        raise ValueError("--since compares a customer over time; a lead is scored once, in its first days")
+    since = check_since(since)  # before the model is loaded
     scorer, info = load_champion(config, task)
     model_config = model_config_for(config, task)
     spec = spec_for(task, model_config)
@@ -86,8 +82,7 @@ def explain_ids(
             raise ValueError(f"table '{table}' has no rows: nothing to take the scoring date from; pass --as-of")
         as_of = until
     as_of = normalize_as_of(as_of)
-    if since is not None and since >= as_of:
-        raise ValueError(f"--since {since} must be before the date explained, {as_of}")
+    check_since(since, as_of, what="the date explained")
     k = model_config.top_k_reasons if k is None else k
     features = population_features(
         tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
@@ -117,7 +112,7 @@ def explain_ids(
             tables,
             task,
             model_config,
-            [ids_ for ids_ in ids if ids_ in position],
+            [key for key in ids if key in position],
             X[rows],
             contrib,
             as_of,

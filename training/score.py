@@ -28,6 +28,7 @@ __all__ = [
     "BatchWarnings",
     "ChampionPopulation",
     "champion_population",
+    "check_since",
     "date_warnings",
     "history_warning",
     "score_batch",
@@ -135,6 +136,20 @@ def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | Non
         f"({since:%Y-%m-%d %H:%M}), less than the {reach.days} days the {task} features look back: histories "
         "are cut short where the data starts, so customers look newer and less active than they are"
     )
+
+
+def check_since(since: Any, as_of: Any = None, *, what: str = "the list's date") -> dt.datetime | None:
+    """``--since`` as a cut-off (None stays None), refused when it is not a date or, given the scoring
+    date ``as_of`` (``what`` names it in the message), not before it."""
+    if since is None:
+        return None
+    try:
+        then = normalize_as_of(since)
+    except ValueError:
+        raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
+    if as_of is not None and then >= normalize_as_of(as_of):
+        raise ValueError(f"--since {since} must be before {what}, {as_of}")
+    return then
 
 
 def date_warnings(tables: CanonicalTables, task: str, as_of: Any) -> dict[str, str | None]:
