@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -473,18 +474,37 @@ SinceOption = Annotated[
 ]
 WhereOption = Annotated[
     list[str] | None,
-    typer.Option("--where", help="ATTRIBUTE=VALUE, e.g. country=France (repeat to combine)."),
+    typer.Option(
+        "--where",
+        help="ATTRIBUTE=VALUE (country=France), ATTRIBUTE!=VALUE, or a number compared with >, >=, <, <= "
+        "(age>=40); repeat to combine: values of one attribute are alternatives (country=France "
+        "--where country=Germany), everything else must hold.",
+    ),
 ]
+# ATTRIBUTE, then the first operator: a value may hold any character ("a=b" is attribute a, value "b").
+_WHERE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
 
 
-def _where_filters(where: Sequence[str] | None) -> dict[str, str]:
-    """``--where`` options as the lists' ``where`` mapping (attribute -> value)."""
-    filters: dict[str, str] = {}
+def _where_filters(where: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``--where`` options as the lists' ``where`` mapping (attribute -> {operator: operand}, as
+    ``serving.lists.conditions`` reads it): the values of ``=`` (and of ``!=``) of one attribute
+    are a list; a comparison given twice for one attribute is refused."""
+    filters: dict[str, dict[str, Any]] = {}
     for item in where or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise typer.BadParameter(f"expected ATTRIBUTE=VALUE, got {item!r}", param_hint="--where")
-        filters[name.strip()] = value
+        match = _WHERE.match(item)
+        if match is None:
+            raise typer.BadParameter(
+                f"expected ATTRIBUTE=VALUE, ATTRIBUTE!=VALUE or ATTRIBUTE>=NUMBER (>, <, <=), got {item!r}",
+                param_hint="--where",
+            )
+        name, op, value = match.groups()
+        wanted = filters.setdefault(name, {})
+        if op in ("=", "!="):
+            wanted.setdefault(op, []).append(value)
+        elif op in wanted:
+            raise typer.BadParameter(f"{name}{op} given twice ({item!r})", param_hint="--where")
+        else:
+            wanted[op] = value
     return filters
 
 

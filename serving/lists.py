@@ -66,13 +66,89 @@ class FilterError(ValueError):
 def _matches(column: pd.Series, value: Any) -> np.ndarray:
     if value is None:
         return column.isna().to_numpy()
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+    if _numeric(column):
         try:
             number = float(value)
         except (TypeError, ValueError):
             return np.zeros(len(column), dtype=bool)
         return column.to_numpy(dtype=float, na_value=np.nan) == number
     return (column.astype("string") == str(value)).fillna(False).to_numpy(dtype=bool)
+
+
+def _numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+# A ``where`` entry is a value (equal to it; None: missing), a list (any of them) or a mapping of
+# operators to operands: {"=": [...]}, {"!=": [...]} (none of them; a missing value passes unless
+# None is one of them), and comparisons of numbers ({">=": 40, "<": 60}; a missing value fails).
+COMPARISONS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+OPERATORS = ("=", "!=", *COMPARISONS)
+
+
+def conditions(name: str, spec: Any, column: pd.Series | None = None) -> list[tuple[str, Any]]:
+    """The ``(operator, operand)`` pairs of the ``where`` entry of attribute ``name``: a list of
+    values for ``=`` and ``!=``, a number for a comparison.
+
+    Raises
+    ------
+    FilterError
+        An operator not in :data:`OPERATORS`, a comparison of ``column`` (when given) that is not
+        numeric, or a comparison with anything but one number.
+    """
+    field = f"where.{name}"
+    items = list(spec.items()) if isinstance(spec, Mapping) else [("=", spec)]
+    if not items:
+        raise FilterError(field, f"no condition; give a value, a list of values or operators ({', '.join(OPERATORS)})")
+    out: list[tuple[str, Any]] = []
+    for op, operand in items:
+        if op not in OPERATORS:
+            raise FilterError(field, f"unknown operator {op!r}; one of {', '.join(OPERATORS)}")
+        if op in COMPARISONS and column is not None and not _numeric(column):
+            raise FilterError(field, f"{op!r} compares numbers and {name} is text; use a value, a list or '!='")
+        if op in COMPARISONS:
+            number = None if isinstance(operand, (bool, list, tuple, Mapping)) or operand is None else operand
+            try:
+                number = float(number)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                number = None
+            if number is None or np.isnan(number):
+                raise FilterError(field, f"{op!r} compares with one number, got {operand!r}")
+            out.append((op, number))
+        else:
+            out.append((op, list(operand) if isinstance(operand, (list, tuple)) else [operand]))
+    return out
+
+
+def _condition_mask(column: pd.Series, op: str, operand: Any) -> np.ndarray:
+    if op in COMPARISONS:
+        with np.errstate(invalid="ignore"):
+            return COMPARISONS[op](column.to_numpy(dtype=float, na_value=np.nan), operand)
+    hit = np.zeros(len(column), dtype=bool)
+    for value in operand:
+        hit |= _matches(column, value)
+    return hit if op == "=" else ~hit
+
+
+def where_mask(column: pd.Series, pairs: Sequence[tuple[str, Any]]) -> np.ndarray:
+    """Rows of ``column`` that pass every condition of :func:`conditions`."""
+    keep = np.ones(len(column), dtype=bool)
+    for op, operand in pairs:
+        keep &= _condition_mask(column, op, operand)
+    return keep
+
+
+def describe(name: str, pairs: Sequence[tuple[str, Any]]) -> str:
+    """The conditions in words, as the messages name them: ``country 'France'``, ``age >= 40 and
+    age < 60``, ``country not 'UK'``."""
+
+    def one(op: str, operand: Any) -> str:
+        if op in COMPARISONS:
+            return f"{name} {op} {operand:g}"
+        values = " or ".join(repr(v) for v in operand)
+        return f"{name} {values}" if op == "=" else f"{name} not {values}"
+
+    return " and ".join(one(op, operand) for op, operand in pairs)
 
 
 def scored_for_list(
@@ -125,8 +201,10 @@ def select_at_risk(
     tiers
         Keep rows in one of these tiers (``columns[2]``: tier, or grade for leads).
     where
-        Attribute name -> value; keep rows whose attribute equals the value
-        (numbers compare as numbers, anything else as text; None matches a missing value).
+        Attribute name -> condition (:func:`conditions`): a value (numbers compare as numbers,
+        anything else as text; None matches a missing value), a list of values (any of them), or
+        operators to operands (``{">=": 40, "<": 60}``, ``{"!=": "UK"}``); every attribute's
+        condition must hold.
     tier_names
         The model's tiers: a tier in ``tiers`` that is not one of them is an error rather than
         an empty list.
@@ -142,14 +220,15 @@ def select_at_risk(
     ------
     FilterError
         ``top`` is not positive, ``tiers`` names a tier the model does not have, or ``where``
-        names a column that ``scored`` does not have or a score column.
+        names a column that ``scored`` does not have or a score column, an unknown operator, or
+        compares a text column or with something other than a number.
     """
     entity, tier_column = columns[0], columns[2]
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
     check_tiers(tiers, tier_names, tier_column)
     scores = set(columns[1:]) - {tier_column}
-    for name in where or {}:
+    for name, spec in (where or {}).items():
         if name not in scored.columns or name in scores:
             allowed = sorted(c for c in scored.columns if c not in scores)
             # The attributes (country, job...) first: a list of every feature would bury them.
@@ -163,6 +242,7 @@ def select_at_risk(
                     f"; or one of the {len(numbers)} numeric columns ({', '.join(numbers[:4])}, ...)" if numbers else ""
                 ),
             )
+        conditions(name, spec, scored[name])
     return select_top(
         scored,
         top=top,
@@ -212,8 +292,8 @@ def select_top(
         keep &= value >= min_value
     if tiers:
         keep &= scored[tier_column].isin(list(tiers)).to_numpy()
-    for name, wanted in (where or {}).items():
-        keep &= _matches(scored[name], wanted)
+    for name, spec in (where or {}).items():
+        keep &= where_mask(scored[name], conditions(name, spec))
     positions = np.flatnonzero(keep)
     order = np.lexsort(
         (
@@ -227,22 +307,39 @@ def select_top(
 
 def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
     """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
-    before any filter) has: a typo (``Netherland``) or a value absent at this date. The list is still
-    made (empty for such a filter); this says why, with the closest values there are."""
+    before any filter) has: a typo (``Netherland``) or a value absent at this date, with the closest
+    values there are; and for an attribute whose conditions together match no one (``age > 200``),
+    the range of values there is. The list is still made (empty for such a filter); this says why."""
     out, what = [], _noun("lead_id" if "lead_id" in scored.columns else "customer_id")
-    for name, wanted in (where or {}).items():
-        if wanted is None or name not in scored.columns or _matches(scored[name], wanted).any():
+    for name, spec in (where or {}).items():
+        if name not in scored.columns:
             continue
-        values = sorted({str(v) for v in scored[name].dropna().unique()})
-        by_case = {v.casefold(): v for v in values}  # "Uk" is close to "UK"
-        close = [by_case[c] for c in difflib.get_close_matches(str(wanted).casefold(), list(by_case), n=3)]
-        hint = (
-            f"closest: {', '.join(map(repr, close))}"
-            if close
-            else f"{len(values)} values, e.g. {', '.join(map(repr, values[:5]))}"
-        )
-        out.append(f"where.{name}: no {what} in the population has {name} {wanted!r} ({hint})")
+        column, pairs, said = scored[name], conditions(name, spec), len(out)
+        values = sorted({str(v) for v in column.dropna().unique()})
+        for op, operand in pairs:
+            for wanted in operand if op == "=" else ():
+                if wanted is None or _matches(column, wanted).any():
+                    continue
+                by_case = {v.casefold(): v for v in values}  # "Uk" is close to "UK"
+                close = [by_case[c] for c in difflib.get_close_matches(str(wanted).casefold(), list(by_case), n=3)]
+                out.append(
+                    f"where.{name}: no {what} in the population has {name} {wanted!r} ({_values_hint(values, close)})"
+                )
+        if len(out) == said and not where_mask(column, pairs).any():
+            if not values:
+                there = f"no {what} has a value"
+            elif _numeric(column):
+                there = f"{name} runs from {column.min():g} to {column.max():g}"
+            else:
+                there = _values_hint(values, [])
+            out.append(f"where.{name}: no {what} in the population has {describe(name, pairs)} ({there})")
     return out
+
+
+def _values_hint(values: Sequence[str], close: Sequence[str]) -> str:
+    if close:
+        return f"closest: {', '.join(map(repr, close))}"
+    return f"{len(values)} values, e.g. {', '.join(map(repr, values[:5]))}"
 
 
 def at_risk_rows(
@@ -390,7 +487,7 @@ def ranked_rows(
         positions,
         k=k,
         counter_k=counter_k,
-        attributes=attribute_columns(scored, columns),
+        attributes=attribute_columns(scored, columns, where),
         as_of=as_of,
         contrib=contrib,
         unseen=unseen,
@@ -399,14 +496,20 @@ def ranked_rows(
     return rows, matched
 
 
-def attribute_columns(scored: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+def attribute_columns(
+    scored: pd.DataFrame, columns: Sequence[str], where: Mapping[str, Any] | None = None
+) -> list[str]:
     """The columns a list's rows carry besides ``columns`` (the score columns, :func:`list_columns`):
-    the population's non-numeric ones, its attributes (country; a lead's job, contact...), in
-    ``scored``'s order. The commands' CSVs and the API's lists carry the same."""
+    the population's non-numeric ones, its attributes (country; a lead's job, contact...), and the
+    numeric ones a ``where`` filters on (``age >= 40``: the rows show the age), in ``scored``'s
+    order. The commands' CSVs and the API's lists carry the same."""
     return [
         c
         for c in scored.columns
-        if c not in columns and (pd.api.types.is_bool_dtype(scored[c]) or not pd.api.types.is_numeric_dtype(scored[c]))
+        if c not in columns
+        and (
+            c in (where or {}) or pd.api.types.is_bool_dtype(scored[c]) or not pd.api.types.is_numeric_dtype(scored[c])
+        )
     ]
 
 

@@ -152,7 +152,14 @@ Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
 # The filters and options of the lists (/at_risk, /top/...).
 ListTop = Annotated[int, Field(ge=1, le=100_000)]
 ListTiers = Annotated[list[str] | None, Field(max_length=20)]
-ListWhere = Annotated[dict[str, str | float | None] | None, Field(max_length=20)]
+# An attribute's condition (serving.lists.conditions): a value, any of a list of values, or
+# operators to operands ({">=": 40, "<": 60}, {"!=": ["UK"]}).
+WhereValue = str | float | None
+WhereOperator = Literal["=", "!=", ">", ">=", "<", "<="]
+ListWhere = Annotated[
+    dict[str, WhereValue | list[WhereValue] | dict[WhereOperator, WhereValue | list[WhereValue]]] | None,
+    Field(max_length=20),
+]
 ListK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListCounterK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListFormat = Literal["json", "csv"]
@@ -296,7 +303,7 @@ class CrmScore:
     ) -> AtRiskResponse:
         """Top customers by value at risk (P(churn) x expected spend) with reasons (what raises the risk)
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
-        (e.g. ``where: {"country": "France"}``); JSON or CSV."""
+        (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
         return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
 

@@ -498,6 +498,28 @@ def test_at_risk_json_sorted_and_filtered(server):
     assert "'urgent'" in bad_tier.json()["detail"][0]["msg"] and "high" in bad_tier.json()["detail"][0]["msg"]
 
 
+def test_at_risk_where_takes_alternatives_and_ranges(server):
+    """``where``: a list is any of its values, operators bound a number; the rows carry the numeric
+    attribute filtered on. A comparison of text is refused naming the field, an unknown operator
+    by the schema."""
+    where = {"country": ["France", "Germany"], "frequency_365d": {">=": 3, "<": 10}}
+    with server.client("marketer") as c:
+        listed = c.post("/at_risk", json={"top": 50, "where": where, "k": 0}).json()
+        text = c.post("/at_risk", json={"where": {"country": {">": "France"}}})
+        operator = c.post("/at_risk", json={"where": {"frequency_365d": {"~": 3}}})
+        nobody = c.post("/at_risk", json={"where": {"frequency_365d": {">": 1e9}}}).json()
+    items = listed["items"]
+    assert 0 < len(items) == min(50, listed["n_matched"]) and listed["warnings"] == []
+    assert {i["attributes"]["country"] for i in items} <= {"France", "Germany"}
+    assert all(3 <= i["attributes"]["frequency_365d"] < 10 for i in items)
+    assert text.status_code == 400 and text.json()["detail"][0]["loc"] == ["where", "country"]
+    assert "'>' compares numbers and country is text" in text.json()["detail"][0]["msg"]
+    assert operator.status_code == 400 and "where" in operator.json()["detail"][0]["loc"]
+    assert nobody["items"] == [] and nobody["warnings"][0].startswith(
+        "where.frequency_365d: no customer in the population has frequency_365d > 1e+09 (frequency_365d runs from"
+    )
+
+
 def test_at_risk_csv(server):
     with server.client("admin") as c:
         response = c.post("/at_risk", json={"top": 10, "format": "csv", "min_value": 1.0})

@@ -69,6 +69,37 @@ def test_top_filters_like_the_api_and_carries_the_attributes(trained, tmp_path):
     assert bad.exit_code == 2 and "expected ATTRIBUTE=VALUE" in bad.stderr
 
 
+def test_top_where_takes_alternatives_ranges_and_exclusions(trained, tmp_path):
+    """One attribute's values are alternatives, comparisons of a number bound it and every condition
+    must hold; the rows then carry the numeric attribute filtered on (age), which lists leave out."""
+    _, leads_config, _ = trained
+    out = tmp_path / "calls.csv"
+    args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out), "--top", "1000"]
+    assert CliRunner().invoke(app, [*args, "--where", "age>=0"]).exit_code == 0
+    everyone = pd.read_csv(out)
+    assert "age" in everyone.columns and everyone["age"].notna().all()
+    where = ["job=admin.", "job=technician", "age>=30", "age < 50", "contact!=telephone"]
+    filtered = CliRunner().invoke(app, [*args, *(x for w in where for x in ("--where", w))])
+    assert filtered.exit_code == 0, filtered.output
+    kept = pd.read_csv(out)
+    expected = everyone[
+        everyone.job.isin(["admin.", "technician"])
+        & everyone.age.between(30, 50, inclusive="left")
+        & (everyone.contact != "telephone")
+    ]
+    assert 0 < len(kept) < len(everyone) and kept["lead_id"].tolist() == expected["lead_id"].tolist()
+    assert kept["age"].tolist() == expected["age"].tolist()
+    for extra, message in (
+        (["--where", "job>=3"], "where.job: '>=' compares numbers and job is text"),
+        (["--where", "age>=forty"], "where.age: '>=' compares with one number, got 'forty'"),
+        (["--where", "age>=30", "--where", "age>=40"], "age>= given twice"),
+    ):
+        failed = CliRunner().invoke(app, [*args, *extra])
+        assert failed.exit_code == 2 and message in failed.stderr, failed.output
+    empty = CliRunner().invoke(app, [*args, "--where", "age>200"])
+    assert empty.exit_code == 0 and "where.age: no lead in the population has age > 200 (age runs from" in empty.stderr
+
+
 def test_top_next_purchase_since_gives_the_scores_then_and_leads_refuse_it(trained, tmp_path):
     """As at-risk --since: each row's probability and tier at the earlier date are those of the list
     made at that date. Leads refuse it: the open leads of two dates are different leads."""

@@ -45,6 +45,15 @@ def test_top_cuts_after_counting(scored):
         ({"where": {"frequency": 3}}, ["c"]),
         ({"where": {"frequency": "x"}}, []),
         ({"where": {"country": "UK"}, "min_value": 50, "tiers": ["high"]}, ["c", "e"]),
+        # a list is any of its values; operators compare; every attribute's condition must hold
+        ({"where": {"country": ["France", None]}}, ["b", "d"]),
+        ({"where": {"country": {"!=": "UK"}}}, ["b", "d"]),  # a missing value is not 'UK'
+        ({"where": {"country": {"!=": ["UK", None]}}}, ["b"]),
+        ({"where": {"frequency": {">=": 2, "<": 5}}}, ["b", "c", "d"]),
+        ({"where": {"frequency": {">": "3"}}}, ["e", "d"]),  # a number sent as text, as the CLI does
+        ({"where": {"frequency": {"<=": 1.5}, "country": "UK"}}, ["a"]),
+        ({"where": {"frequency": {"=": [1, 5], "!=": 5}}}, ["a"]),
+        ({"where": {"tier": ["high", "low"], "frequency": {"<": 4}}}, ["c", "a"]),
     ],
 )
 def test_filters(scored, kwargs, expected):
@@ -57,6 +66,32 @@ def test_unknown_attribute_names_the_field(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=1, where={"segment": "x"})
     assert err.value.field == "where.segment" and "country" in str(err.value)
+
+
+def test_missing_values_fail_every_comparison(scored):
+    scored.loc[0, "frequency"] = np.nan
+    for op in (">", ">=", "<", "<="):
+        positions, _ = select_at_risk(scored, top=10, where={"frequency": {op: 3}})
+        assert 0 not in positions.tolist()
+    positions, _ = select_at_risk(scored, top=10, where={"frequency": {"!=": 3}})
+    assert 0 in positions.tolist()  # "not 3" keeps the missing value, as "= None" finds it
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"country": {">=": 3}}, "where.country: '>=' compares numbers and country is text"),
+        ({"frequency": {">=": "many"}}, "where.frequency: '>=' compares with one number, got 'many'"),
+        ({"frequency": {"<": [1, 2]}}, "where.frequency: '<' compares with one number, got [1, 2]"),
+        ({"frequency": {"<": None}}, "where.frequency: '<' compares with one number, got None"),
+        ({"frequency": {"~": 3}}, "where.frequency: unknown operator '~'; one of =, !=, >, >=, <, <="),
+        ({"frequency": {}}, "where.frequency: no condition"),
+    ],
+)
+def test_a_condition_that_cannot_be_applied_names_the_attribute_and_the_rule(scored, where, message):
+    with pytest.raises(FilterError) as err:
+        select_at_risk(scored, top=1, where=where)
+    assert err.value.field == f"where.{next(iter(where))}" and str(err.value).startswith(message)
 
 
 def test_unknown_tier_is_an_error_not_an_empty_list(scored):
@@ -80,6 +115,16 @@ def test_a_filter_value_no_customer_has_is_named_with_the_closest_values(scored)
         "'4.0', '5.0')",
     ]
     assert unmatched_filters(scored, {"country": "France", "frequency": 2, "tier": "low", "nothing": None}) == []
+    # each value of a list is checked; a condition that matches no one gives the values there are
+    assert unmatched_filters(
+        scored, {"country": ["France", "Uk"], "frequency": {">": 5}, "tier": {"!=": ["high", "medium", "low"]}}
+    ) == [
+        "where.country: no customer in the population has country 'Uk' (closest: 'UK')",
+        "where.frequency: no customer in the population has frequency > 5 (frequency runs from 1 to 5)",
+        "where.tier: no customer in the population has tier not 'high' or 'medium' or 'low' (3 values, e.g. "
+        "'high', 'low', 'medium')",
+    ]
+    assert unmatched_filters(scored, {"frequency": {">=": 2, "<": 3}}) == []
     assert unmatched_filters(scored, None) == []
 
 
