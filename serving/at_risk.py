@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ class ListFile(BatchWarnings):
     filter_warnings: tuple[str, ...] = ()
     # With ``since``: how the listed rows moved since that date (serving.lists.with_scores_then).
     since_note: str | None = None
+    # With ``exclude``: how many of its ids the population held (serving.lists.excluded_note).
+    exclude_note: str | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -59,6 +61,7 @@ def at_risk_list(
     counter_k: int = 1,
     allow_empty: bool = False,
     since: str | None = None,
+    exclude: Collection[str] | None = None,
 ) -> ListFile:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
@@ -79,7 +82,8 @@ def at_risk_list(
     ``since``: an earlier date; each listed customer also gets the same champion's probability and
     tier then (``probability_then``, ``tier_then``; empty for a customer outside that date's
     population), so a change in the list is the customers' doing, not the model's
-    (:func:`serving.lists.with_scores_then`).
+    (:func:`serving.lists.with_scores_then`). ``exclude``: ids never to list (a suppression list,
+    :func:`serving.lists.read_ids`); the result says how many of them the population held.
 
     Raises
     ------
@@ -98,6 +102,7 @@ def at_risk_list(
         min_value=min_value,
         tiers=tiers,
         where=where,
+        exclude=exclude,
     )
     scorer, k = population.scorer, population.model_config.top_k_reasons
     columns, since_note = lists.SCORE_COLUMNS, None
@@ -114,6 +119,7 @@ def at_risk_list(
         **date_warnings(population.tables, "churn", population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
         since_note=since_note,
+        exclude_note=lists.excluded_note(listed.scored, population.scorer.entity, exclude),
     )
 
 

@@ -481,6 +481,29 @@ WhereOption = Annotated[
         "--where country=Germany), everything else must hold.",
     ),
 ]
+ExcludeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--exclude",
+        help="A suppression list never to list (opted out, already in a campaign): a CSV with a customer_id "
+        "(lead_id) column, or one id per line.",
+    ),
+]
+
+
+def _exclude_ids(path: Path | None, task: str) -> frozenset[str] | None:
+    """The ids of ``--exclude`` for ``task``'s list, read before any scoring."""
+    from features.pipeline import ENTITY
+    from serving.lists import read_ids
+
+    if path is None:
+        return None
+    try:
+        return read_ids(path, ENTITY[task])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--exclude "), param_hint="--exclude") from exc
+
+
 # ATTRIBUTE, then the first operator: a value may hold any character ("a=b" is attribute a, value "b").
 _WHERE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
 
@@ -524,6 +547,7 @@ def at_risk_command(
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
     since: SinceOption = None,
+    exclude: ExcludeOption = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
 
@@ -532,7 +556,7 @@ def at_risk_command(
     from serving.at_risk import at_risk_list
     from training.pyfunc import ChampionUnavailable
 
-    filters = _where_filters(where)
+    filters, excluded = _where_filters(where), _exclude_ids(exclude, "churn")
     try:
         cfg = load_config(config)
         listed = at_risk_list(
@@ -546,14 +570,21 @@ def at_risk_command(
             counter_k=counter_reasons,
             allow_empty=allow_empty,
             since=since or None,
+            exclude=excluded,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)
     typer.echo(f"wrote the top {len(listed.rows):,} of {listed.matched:,} customers by value at risk to {out}")
-    if listed.since_note:
-        typer.echo(listed.since_note)
+    _list_notes(listed)
+
+
+def _list_notes(listed: Any) -> None:
+    """What a list command says after its summary line: the suppression list's and --since's notes."""
+    for note in (listed.exclude_note, listed.since_note):
+        if note:
+            typer.echo(note)
 
 
 @app.command("top")
@@ -576,6 +607,7 @@ def top_command(
     counter_reasons: CounterReasonsOption = 1,
     allow_empty: AllowEmptyOption = False,
     since: SinceOption = None,
+    exclude: ExcludeOption = None,
 ) -> None:
     """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.
 
@@ -586,6 +618,7 @@ def top_command(
 
     task = _task(model)
     filters = _where_filters(where)
+    excluded = _exclude_ids(exclude, task)
     try:
         listed = top_list(
             load_config(config),
@@ -599,6 +632,7 @@ def top_command(
             counter_k=counter_reasons,
             allow_empty=allow_empty,
             since=since or None,
+            exclude=excluded,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
@@ -607,8 +641,7 @@ def top_command(
     typer.echo(
         f"wrote the top {len(listed.rows):,} of {listed.matched:,} by {listed.ranked_by.replace('_', ' ')} to {out}"
     )
-    if listed.since_note:
-        typer.echo(listed.since_note)
+    _list_notes(listed)
 
 
 @app.command("serve")

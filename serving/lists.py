@@ -13,8 +13,10 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +33,13 @@ __all__ = [
     "at_risk_rows",
     "attribute_columns",
     "check_tiers",
+    "excluded_note",
     "explained_rows",
     "file_stamp",
     "list_columns",
+    "n_excluded",
     "rank_population",
+    "read_ids",
     "ranked_rows",
     "scored_for_list",
     "select_at_risk",
@@ -186,6 +191,7 @@ def select_at_risk(
     tier_names: Sequence[str] | None = None,
     columns: Sequence[str] = SCORE_COLUMNS,
     rank: str = "value_at_risk",
+    exclude: Collection[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Pick the top rows by ``rank`` among those that pass the filters, the filters checked first:
     the at-risk list by default, any task's list with its :func:`list_columns` and :data:`RANKED_BY`.
@@ -208,6 +214,9 @@ def select_at_risk(
     tier_names
         The model's tiers: a tier in ``tiers`` that is not one of them is an error rather than
         an empty list.
+    exclude
+        Ids never to list (a suppression list: opted out, already in a campaign); they do not
+        count as matched.
     columns, rank
         The score columns (id, probability, tier, money fields) and the one the list ranks by.
 
@@ -252,7 +261,55 @@ def select_at_risk(
         min_value=min_value,
         tiers=tiers,
         where=where,
+        exclude=exclude,
     )
+
+
+def read_ids(path: str | Path, entity: str) -> frozenset[str]:
+    """The ids of a suppression file (``--exclude``): a CSV with an ``entity`` column (``customer_id``,
+    ``lead_id``; other columns are ignored), or one id per line with no header. Ids are text, as
+    the data contract makes them (``12346.0``, a number written by a spreadsheet, is ``12346``).
+
+    Raises
+    ------
+    ValueError
+        The file is missing or unreadable, or has several columns and none named ``entity``.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"--exclude {path}: cannot read it ({exc})") from exc
+    header = [cell.strip() for cell in table[0]] if table else []
+    if entity in header:
+        column, table = header.index(entity), table[1:]
+    elif len(header) <= 1:
+        column = 0
+    else:
+        raise ValueError(
+            f"--exclude {path}: a file with several columns needs one named {entity!r} (the ids); "
+            f"it has {', '.join(map(repr, header[:8]))}"
+        )
+    ids = (row[column].strip() if column < len(row) else "" for row in table)
+    return frozenset(re.sub(r"^(-?\d+)\.0+$", r"\1", i) for i in ids if i)
+
+
+def n_excluded(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> int:
+    """Rows of ``scored`` whose id is in ``exclude``."""
+    return int(scored[entity].astype(str).isin(list(exclude)).sum())
+
+
+def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> str | None:
+    """What a suppression list did: how many of its ids the population holds (left off the list)
+    and how many it does not (an old export, ids of another system: worth knowing)."""
+    if exclude is None:
+        return None
+    found = n_excluded(scored, entity, exclude)
+    missing = len(exclude) - found
+    note = f"excluded {found:,} {_noun(entity)}{'' if found == 1 else 's'} of the population"
+    if missing:
+        note += f"; {missing:,} of the {len(exclude):,} ids to exclude {'is' if missing == 1 else 'are'} not in it"
+    return note
 
 
 def _noun(entity: str) -> str:
@@ -280,10 +337,11 @@ def select_top(
     min_value: float | None = None,
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
+    exclude: Collection[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """The row positions of the ``top`` rows of ``scored`` by ``rank`` (ties by probability, then
-    ``entity``) among those with a ``rank`` value (at least ``min_value``), in ``tiers`` and matching
-    ``where``, and how many passed. The filters are taken as checked (:func:`select_at_risk` checks
+    ``entity``) among those with a ``rank`` value (at least ``min_value``), in ``tiers``, matching
+    ``where`` and not in ``exclude``, and how many passed. The filters are taken as checked (:func:`select_at_risk` checks
     the at-risk list's)."""
     keep = np.ones(len(scored), dtype=bool)
     value = scored[rank].to_numpy(dtype=float, na_value=np.nan)
@@ -294,6 +352,8 @@ def select_top(
         keep &= scored[tier_column].isin(list(tiers)).to_numpy()
     for name, spec in (where or {}).items():
         keep &= where_mask(scored[name], conditions(name, spec))
+    if exclude:
+        keep &= ~scored[entity].astype(str).isin(list(exclude)).to_numpy()
     positions = np.flatnonzero(keep)
     order = np.lexsort(
         (
@@ -422,6 +482,7 @@ def rank_population(
     min_value: float | None = None,
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
+    exclude: Collection[str] | None = None,
 ) -> RankedPopulation:
     """A command's list from a champion's population at one date (``training.score.champion_population``):
     scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
@@ -444,6 +505,7 @@ def rank_population(
         where=where,
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
+        exclude=exclude,
     )
     return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
 
@@ -463,6 +525,7 @@ def ranked_rows(
     as_of: Any = None,
     contrib: np.ndarray | None = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
+    exclude: Collection[str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows of ``task``'s list from a scored population (:func:`scored_for_list` of ``matrix``):
     the top ``top`` by :data:`RANKED_BY` among those that pass the filters (:func:`select_at_risk`),
@@ -479,6 +542,7 @@ def ranked_rows(
         tier_names=scorer.tier_names,
         columns=columns,
         rank=RANKED_BY[task],
+        exclude=exclude,
     )
     rows = explained_rows(
         scorer,

@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -896,12 +896,14 @@ def ranked_list(
     format: str = "json",
     counter_k: int = 1,
     id_key: str | None = None,
+    exclude: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The task's list from its snapshot, by :data:`serving.lists.RANKED_BY` (value at risk, expected
     value, P(convert)), filtered, with reasons (and ``counter_k`` counter-reasons): a JSON-able dict
     whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV text, beside the
     same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``. ``id_key`` renames the rows' id
-    field (``customer_id``, ``lead_id``) in the JSON items."""
+    field (``customer_id``, ``lead_id``) in the JSON items. ``exclude``: ids never to list;
+    ``n_excluded`` counts the snapshot's rows among them (None without it)."""
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
     try:
@@ -919,6 +921,7 @@ def ranked_list(
             as_of=snapshot.as_of,
             contrib=snapshot.contrib,
             unseen=snapshot.unseen,
+            exclude=exclude,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
@@ -934,6 +937,7 @@ def ranked_list(
         "model_name": model.scorer.model_name,
         "model_version": str(model.scorer.version),
         "n_matched": matched,
+        "n_excluded": None if exclude is None else lists.n_excluded(scored, columns[0], exclude),
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp)}
             if format == "csv"

@@ -100,6 +100,7 @@ def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
         "X-Crmscore-Model": f"{body['model_name']} v{body['model_version']}",
         "X-Crmscore-N-Matched": str(body["n_matched"]),
         "X-Crmscore-Warnings": json.dumps(warnings),
+        **({"X-Crmscore-N-Excluded": str(body["n_excluded"])} if body["n_excluded"] is not None else {}),
     }
 
 
@@ -163,6 +164,10 @@ ListWhere = Annotated[
 ListK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListCounterK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListFormat = Literal["json", "csv"]
+ListExclude = Annotated[
+    list[Id] | None,
+    Field(max_length=100_000, description="ids never to list (a suppression list: opted out, already contacted)"),
+]
 
 
 @bentoml.service(
@@ -298,6 +303,7 @@ class CrmScore:
         k: ListK = 3,
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
+        exclude_ids: ListExclude = None,
         *,
         ctx: bentoml.Context,
     ) -> AtRiskResponse:
@@ -305,6 +311,7 @@ class CrmScore:
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
         (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        options["exclude"] = exclude_ids
         return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
 
     @bentoml.api(route="/top/next_purchase")
@@ -318,6 +325,7 @@ class CrmScore:
         k: ListK = 3,
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
+        exclude_ids: ListExclude = None,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -325,6 +333,7 @@ class CrmScore:
         with reasons and counter-reasons; filters on tier, minimum expected value and any customer
         attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        options["exclude"] = exclude_ids
         return self._list("next_purchase", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     @bentoml.api(route="/top/lead")
@@ -338,6 +347,7 @@ class CrmScore:
         k: ListK = 3,
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
+        exclude_ids: ListExclude = None,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -345,6 +355,7 @@ class CrmScore:
         grade (``tiers``), minimum probability (``min_value``) and any lead attribute; JSON or CSV (the
         columns of ``crmscore top lead``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
+        options["exclude"] = exclude_ids
         return self._list("lead", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     def _list(self, task: str, response: type[BaseModel], **options: Any) -> Any:

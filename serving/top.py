@@ -9,7 +9,7 @@ rows are explained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ def top_list(
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
     since: str | None = None,
+    exclude: Collection[str] | None = None,
 ) -> ListFile:
     """Write the top ``top`` of ``task``'s population by :data:`RANKED_BY`, with reasons, as CSV.
 
@@ -49,7 +50,7 @@ def top_list(
     lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
     cannot be written is refused before any scoring. ``since`` (next purchase): an earlier date whose
     scores each row also gets, as ``crmscore at-risk --since`` gives them
-    (:func:`serving.at_risk.scores_then`).
+    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, as ``crmscore at-risk``'s.
 
     Raises
     ------
@@ -75,7 +76,14 @@ def top_list(
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
     listed = lists.rank_population(
-        population, task, top=top, counter_k=counter_k, tiers=tiers, min_value=min_value, where=where
+        population,
+        task,
+        top=top,
+        counter_k=counter_k,
+        tiers=tiers,
+        min_value=min_value,
+        where=where,
+        exclude=exclude,
     )
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
     columns, since_note = lists.list_columns(scorer), None
@@ -91,4 +99,5 @@ def top_list(
         **date_warnings(population.tables, task, population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
         since_note=since_note,
+        exclude_note=lists.excluded_note(listed.scored, population.scorer.entity, exclude),
     )

@@ -515,9 +515,26 @@ def test_at_risk_where_takes_alternatives_and_ranges(server):
     assert text.status_code == 400 and text.json()["detail"][0]["loc"] == ["where", "country"]
     assert "'>' compares numbers and country is text" in text.json()["detail"][0]["msg"]
     assert operator.status_code == 400 and "where" in operator.json()["detail"][0]["loc"]
+    assert listed["n_excluded"] is None
     assert nobody["items"] == [] and nobody["warnings"][0].startswith(
         "where.frequency_365d: no customer in the population has frequency_365d > 1e+09 (frequency_365d runs from"
     )
+
+
+def test_at_risk_exclude_ids_is_a_suppression_list(server):
+    """``exclude_ids``: never listed nor counted; ``n_excluded`` (and the CSV's header) says how many
+    of them the snapshot held."""
+    with server.client("marketer") as c:
+        top = c.post("/at_risk", json={"top": 10, "k": 0}).json()
+        ids = [item["customer_id"] for item in top["items"][:2]]
+        rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": [*ids, "nobody"]}).json()
+        csv_rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": ids, "format": "csv"})
+    assert [item["customer_id"] for item in rest["items"]] == [item["customer_id"] for item in top["items"][2:]]
+    assert rest["n_excluded"] == 2 and rest["n_matched"] == top["n_matched"] - 2
+    assert csv_rest.headers["x-crmscore-n-excluded"] == "2"
+    assert [r["customer_id"] for r in csv.DictReader(io.StringIO(csv_rest.text))] == [
+        item["customer_id"] for item in rest["items"]
+    ]
 
 
 def test_at_risk_csv(server):

@@ -100,6 +100,28 @@ def test_top_where_takes_alternatives_ranges_and_exclusions(trained, tmp_path):
     assert empty.exit_code == 0 and "where.age: no lead in the population has age > 200 (age runs from" in empty.stderr
 
 
+def test_top_exclude_leaves_a_suppression_list_out(trained, tmp_path):
+    """--exclude FILE: the ids of a CSV (its lead_id column) never listed nor counted; the command says
+    how many the population held; a file without the id column is refused before any scoring."""
+    _, leads_config, _ = trained
+    out = tmp_path / "calls.csv"
+    args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out), "--top", "1000"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    everyone = pd.read_csv(out, dtype={"lead_id": str})
+    called = tmp_path / "called.csv"
+    pd.DataFrame({"note": "called", "lead_id": [*everyone.lead_id[:3], "no-such-lead"]}).to_csv(called, index=False)
+    result = CliRunner().invoke(app, [*args, "--exclude", str(called)])
+    assert result.exit_code == 0, result.output
+    kept = pd.read_csv(out, dtype={"lead_id": str})
+    assert kept["lead_id"].tolist() == everyone["lead_id"][3:].tolist()
+    assert f"wrote the top {len(kept)} of {len(kept)} by probability" in result.stdout
+    assert "excluded 3 leads of the population; 1 of the 4 ids to exclude is not in it" in result.stdout
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("id,note\n1,x\n")
+    failed = CliRunner().invoke(app, [*args, "--exclude", str(unnamed)])
+    assert failed.exit_code == 2 and "needs one named 'lead_id'" in failed.stderr, failed.output
+
+
 def test_top_next_purchase_since_gives_the_scores_then_and_leads_refuse_it(trained, tmp_path):
     """As at-risk --since: each row's probability and tier at the earlier date are those of the list
     made at that date. Leads refuse it: the open leads of two dates are different leads."""

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.lists import FilterError, at_risk_rows, select_at_risk, to_csv, unmatched_filters
+from serving.lists import (
+    FilterError,
+    at_risk_rows,
+    excluded_note,
+    read_ids,
+    select_at_risk,
+    to_csv,
+    unmatched_filters,
+)
 
 
 @pytest.fixture
@@ -60,6 +68,43 @@ def test_filters(scored, kwargs, expected):
     positions, matched = select_at_risk(scored, top=10, **kwargs)
     assert scored.customer_id.to_numpy()[positions].tolist() == expected
     assert matched == len(expected)
+
+
+def test_excluded_ids_are_never_listed_nor_counted(scored):
+    positions, matched = select_at_risk(scored, top=2, exclude={"b", "zz"}, where={"country": "UK"})
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["c", "e"] and matched == 3
+    positions, matched = select_at_risk(scored, top=10, exclude={"b", "c"})
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["e", "d", "a"] and matched == 3
+    assert excluded_note(scored, "customer_id", {"b", "c", "zz"}) == (
+        "excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it"
+    )
+    assert excluded_note(scored, "customer_id", {"a"}) == "excluded 1 customer of the population"
+    assert excluded_note(scored, "customer_id", None) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [
+        ("customer_id,reason\n12346,opted out\n 13047 ,\n\n", {"12346", "13047"}),
+        ("email,customer_id\nx@y.z,12346.0\n", {"12346"}),  # a spreadsheet's number is the contract's id
+        ("12346\n007\n", {"12346", "007"}),  # one id per line, no header; leading zeros kept
+        ("\ufeffcustomer_id\n1\n", {"1"}),  # Excel's UTF-8 byte order mark
+        ("", set()),
+    ],
+)
+def test_read_ids(tmp_path, text, ids):
+    path = tmp_path / "exclude.csv"
+    path.write_text(text, encoding="utf-8")
+    assert read_ids(path, "customer_id") == ids
+
+
+def test_read_ids_refuses_a_file_it_cannot_read_as_ids(tmp_path):
+    path = tmp_path / "exclude.csv"
+    path.write_text("email,name\nx@y.z,X\n")
+    with pytest.raises(ValueError, match="needs one named 'customer_id' \\(the ids\\); it has 'email', 'name'"):
+        read_ids(path, "customer_id")
+    with pytest.raises(ValueError, match="cannot read it"):
+        read_ids(tmp_path / "missing.csv", "customer_id")
 
 
 def test_unknown_attribute_names_the_field(scored):
