@@ -12,7 +12,7 @@ import ibis
 import ibis.expr.types as ir
 
 from features.sources import CanonicalTables
-from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, history, normalize_as_of
+from features.timebase import SECONDS_PER_DAY, AsOf, Cutoff, cutoff, history
 
 __all__ = ["MAX_CARDINALITY", "attribute_features", "transaction_attribute_columns"]
 
@@ -31,7 +31,7 @@ def transaction_attribute_columns(transactions: ir.Table, *, max_cardinality: in
 
 
 def attribute_features(
-    tables: CanonicalTables, *, as_of: AsOf, columns: tuple[str, ...] | None = None
+    tables: CanonicalTables, *, as_of: AsOf | Cutoff, columns: tuple[str, ...] | None = None
 ) -> ir.Table | None:
     """Attribute features keyed by ``customer_id``, or None when there are none.
 
@@ -39,13 +39,13 @@ def attribute_features(
     ``days_since_signup`` (null when the signup is after ``as_of``). Otherwise the most frequent
     value of each transaction attribute in ``columns`` (default: :func:`transaction_attribute_columns`).
     """
-    ts = normalize_as_of(as_of)
+    cut = cutoff(as_of)
     if tables.customers is not None:
         c = tables.customers
         keep = [col for col in c.columns if col not in ("customer_id", "signup_at")]
         if "signup_at" in c.columns:
-            signed = c.signup_at <= as_of_literal(ts)
-            age = (ibis.literal(epoch_seconds(ts)) - c.signup_at.epoch_seconds()) / SECONDS_PER_DAY
+            signed = c.signup_at <= cut.at()
+            age = (cut.epoch() - c.signup_at.epoch_seconds()) / SECONDS_PER_DAY
             c = c.mutate(days_since_signup=ibis.ifelse(signed, age, ibis.null("float64")))
             keep.append("days_since_signup")
         out = c.select("customer_id", *keep)
@@ -55,7 +55,7 @@ def attribute_features(
         columns = transaction_attribute_columns(t)
     if not columns:
         return None
-    h = history(t, as_of=ts)
+    h = history(t, as_of=cut)
     out = None
     for col in columns:
         f = h.filter(h[col].notnull())

@@ -10,7 +10,7 @@ import ibis.expr.types as ir
 from ibis import _
 from ibis.common.deferred import Deferred
 
-from features.timebase import AsOf, history, join_on, normalize_as_of, order_key
+from features.timebase import AsOf, Cutoff, history, join_on, order_key
 
 __all__ = ["FEATURES_FROM", "breadth_features"]
 
@@ -23,7 +23,7 @@ FEATURES_FROM: dict[str, tuple[str, ...]] = {
 }
 
 
-def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
+def breadth_features(transactions: ir.Table, *, as_of: AsOf | Cutoff) -> ir.Table:
     """Breadth features of every customer with a purchase at or before ``as_of``.
 
     Columns (key ``customer_id``):
@@ -35,7 +35,7 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
     - ``distinct_categories``, ``top_category_share`` (with ``category``): the top category's
       share of the customer's gross purchase value.
     """
-    t = history(transactions, as_of=normalize_as_of(as_of))
+    t = history(transactions, as_of=as_of)
     p = t.filter(t.amount > 0)
     per_order = p.mutate(_order=order_key(p)).group_by("customer_id", "_order").aggregate()
     n_orders = per_order.group_by("customer_id").aggregate(_orders=per_order.count())

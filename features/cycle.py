@@ -10,7 +10,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
-from features.timebase import AsOf, as_of_day, history, normalize_as_of, order_key
+from features.timebase import AsOf, Cutoff, cutoff, history, order_key
 
 __all__ = ["DECAY_DAYS", "cycle_features"]
 
@@ -18,7 +18,7 @@ __all__ = ["DECAY_DAYS", "cycle_features"]
 DECAY_DAYS = (30, 90, 365)
 
 
-def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
+def cycle_features(transactions: ir.Table, *, as_of: AsOf | Cutoff) -> ir.Table:
     """Purchase-cycle features of every customer with a purchase at or before ``as_of``.
 
     Columns (key ``customer_id``):
@@ -35,9 +35,9 @@ def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
     - ``order_trend``, ``spend_trend``: orders / net spend in the last 90 days minus the 90 before;
     - ``order_trend_ratio``: ``(orders last 90 + 1) / (orders the 90 before + 1)``.
     """
-    ts = normalize_as_of(as_of)
-    today = as_of_day(ts)
-    t = history(transactions, as_of=ts)
+    cut = cutoff(as_of)
+    today = cut.day()
+    t = history(transactions, as_of=cut)
     buy = t.amount > 0
 
     p = t.filter(buy)
@@ -71,21 +71,18 @@ def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
         active_months_180d=days._month.nunique(where=days._min_age < 180),
         active_months_365d=days._month.nunique(where=days._min_age < 365),
         active_months_all=days._month.nunique(),
-        **{
-            f"decayed_purchase_days_{tau}d": (-(ibis.literal(today) - days.day) / float(tau)).exp().sum()
-            for tau in DECAY_DAYS
-        },
+        **{f"decayed_purchase_days_{tau}d": (-(today - days.day) / float(tau)).exp().sum() for tau in DECAY_DAYS},
     )
-    days_since_last = ibis.literal(today) - cyc.last_day
-    tenure = ibis.literal(today) - cyc.first_day
+    days_since_last = today - cyc.last_day
+    tenure = today - cyc.first_day
     cyc = cyc.mutate(
         gap_mean=cyc.gap_mean.cast("float64"),
         gap_median=cyc.gap_median.cast("float64"),
         gap_max=cyc.gap_max.cast("float64"),
         gap_last=cyc.gap_last.cast("float64"),
         gap_first=cyc.gap_first.cast("float64"),
-        days_since_2nd_last=(ibis.literal(today) - cyc._day_2nd_last).cast("float64"),
-        days_since_3rd_last=(ibis.literal(today) - cyc._day_3rd_last).cast("float64"),
+        days_since_2nd_last=(today - cyc._day_2nd_last).cast("float64"),
+        days_since_3rd_last=(today - cyc._day_3rd_last).cast("float64"),
         gap_last_over_mean=cyc.gap_last / cyc.gap_mean.nullif(0),
         days_since_last=days_since_last.cast("float64"),
         tenure_days=tenure.cast("float64"),
@@ -110,7 +107,7 @@ def cycle_features(transactions: ir.Table, *, as_of: AsOf) -> ir.Table:
     )
     out = cyc.inner_join(sums, "customer_id").inner_join(counts, "customer_id")
     out = out.mutate(
-        spend_per_30d=out._net * 30.0 / (ibis.literal(today) - out.first_day + 1),
+        spend_per_30d=out._net * 30.0 / (today - out.first_day + 1),
         order_trend=out._o90 - out._oprev,
         spend_trend=out._s90 - out._sprev,
         order_trend_ratio=(out._o90 + 1.0) / (out._oprev + 1.0),

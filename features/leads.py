@@ -9,13 +9,10 @@ attributes stay strings here and become pandas categoricals at the hand-off.
 
 from __future__ import annotations
 
-import datetime as dt
-
-import ibis
 import ibis.expr.types as ir
 
 from features.sources import CanonicalTables
-from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, join_on, normalize_as_of
+from features.timebase import SECONDS_PER_DAY, AsOf, Cutoff, cutoff, join_on
 from features.touchpoints import touchpoint_features, vocabulary_of
 
 __all__ = ["OUTCOME_COLUMNS", "lead_attribute_columns", "lead_features"]
@@ -28,7 +25,7 @@ def lead_attribute_columns(leads: ir.Table) -> tuple[str, ...]:
     return tuple(c for c in leads.columns if c not in ("lead_id", "created_at", *OUTCOME_COLUMNS))
 
 
-def lead_features(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int, step_days: int) -> ir.Table:
+def lead_features(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int, step_days: int) -> ir.Table:
     """Features of the open leads created in ``(as_of - step_days, as_of]``, keyed by ``lead_id``.
 
     Columns: the attributes, ``days_since_created`` (fractional days) and, with a
@@ -48,19 +45,18 @@ def lead_features(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int, st
         raise ValueError("table 'leads' is not configured: lead features need tables.leads in the config")
     if horizon_days <= 0 or step_days <= 0:
         raise ValueError("horizon_days and step_days must be positive")
-    ts = normalize_as_of(as_of)
+    cut = cutoff(as_of)
     leads = tables.leads
-    lit = as_of_literal(ts)
-    start = ibis.literal(ts - dt.timedelta(days=step_days), type="timestamp")
+    lit, start = cut.at(), cut.shifted(-step_days)
     pop = leads.filter((leads.created_at > start) & (leads.created_at <= lit))
     if "converted_at" in pop.columns:
         pop = pop.filter(pop.converted_at.isnull() | (pop.converted_at > lit))
-    age = (ibis.literal(epoch_seconds(ts)) - pop.created_at.epoch_seconds()) / SECONDS_PER_DAY
+    age = (cut.epoch() - pop.created_at.epoch_seconds()) / SECONDS_PER_DAY
     out = pop.select("lead_id", *lead_attribute_columns(leads), days_since_created=age)
     engagement = None
     if tables.lead_events is not None:
         engagement = touchpoint_features(
-            tables.lead_events, as_of=ts, prefix="lead_events", key="lead_id", **vocabulary_of(tables, "lead_events")
+            tables.lead_events, as_of=cut, prefix="lead_events", key="lead_id", **vocabulary_of(tables, "lead_events")
         )
     out = join_on(out, [engagement], "lead_id")
     if engagement is not None:

@@ -43,7 +43,8 @@ from features.leads import lead_features
 from features.rfm import rfm_features
 from features.seasonality import seasonality_features
 from features.sources import CanonicalTables
-from features.timebase import AsOf, as_of_literal, history, join_on, normalize_as_of
+from features.timebase import AsOf, Cutoff, history, join_on, normalize_as_of
+from features.timebase import cutoff as as_cutoff
 from features.touchpoints import EVENT_TABLES, event_vocabulary, touchpoint_features, vocabulary_of
 
 __all__ = [
@@ -87,7 +88,7 @@ def _require(tables: CanonicalTables, name: str, task: str) -> None:
 def customer_features(
     tables: CanonicalTables,
     *,
-    as_of: AsOf,
+    as_of: AsOf | Cutoff,
     lookback_days: int | None = None,
     horizon_days: int = DEFAULT_HORIZON_DAYS,
 ) -> ir.Table:
@@ -98,7 +99,8 @@ def customer_features(
     tables
         Canonical tables; ``transactions`` is required, ``customers`` and ``events`` are used when set.
     as_of
-        The cut-off (date, datetime or ISO string; a date is midnight at the start of the day).
+        The cut-off (date, datetime or ISO string; a date is midnight at the start of the day), or
+        a :class:`features.timebase.Cutoff` (the SQL reads it from variables).
     lookback_days
         When given, only customers with a purchase in ``(as_of - lookback_days, as_of]``; otherwise
         every customer with a transaction at or before ``as_of``. Features always use the whole history.
@@ -107,22 +109,22 @@ def customer_features(
         of the seasonality family.
     """
     _require(tables, "transactions", "customer features")
-    ts = normalize_as_of(as_of)
+    cut = as_cutoff(as_of)
     t = tables.transactions
     if lookback_days is None:
-        base = t.filter(t.timestamp <= as_of_literal(ts)).select("customer_id").distinct()
+        base = t.filter(t.timestamp <= cut.at()).select("customer_id").distinct()
     else:
         if lookback_days <= 0:
             raise ValueError(f"lookback_days must be positive, got {lookback_days}")
-        h = history(t, as_of=ts)
+        h = history(t, as_of=cut)
         base = h.filter((h.amount > 0) & (h.age_days < lookback_days)).select("customer_id").distinct()
     families = [
-        rfm_features(t, as_of=ts),
-        cycle_features(t, as_of=ts),
-        seasonality_features(t, as_of=ts, horizon_days=horizon_days),
-        breadth_features(t, as_of=ts),
-        touchpoint_features(tables.events, as_of=ts, **vocabulary_of(tables, "events")),
-        attribute_features(tables, as_of=ts, columns=_fixed_attributes(tables)),
+        rfm_features(t, as_of=cut),
+        cycle_features(t, as_of=cut),
+        seasonality_features(t, as_of=cut, horizon_days=horizon_days),
+        breadth_features(t, as_of=cut),
+        touchpoint_features(tables.events, as_of=cut, **vocabulary_of(tables, "events")),
+        attribute_features(tables, as_of=cut, columns=_fixed_attributes(tables)),
     ]
     return join_on(base, families, "customer_id")
 
@@ -214,7 +216,7 @@ def check_population(rows: int, tables: CanonicalTables, task: str, *, as_of: As
     )
 
 
-def population_table(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> ir.Table:
+def population_table(tables: CanonicalTables, task: str, as_of: dt.datetime | Cutoff, mc: ModelConfig) -> ir.Table:
     """The features of ``task``'s population at ``as_of`` as an Ibis table, on the tables' engine
     (the populations of :func:`population_features`, before its hand-off to pandas)."""
     if task == "lead":
@@ -274,17 +276,20 @@ def population_features(
     ``compiled``: a cache of the feature SQL, for callers that compute features again and again on
     tables of the same names and columns (the API's posted records). Building and compiling the
     expression takes about ten times as long as running it on a few customers; a query is reused
-    only when nothing in it came from the rows (:meth:`CompiledQueries.key`).
+    only when nothing in it came from the rows (:meth:`CompiledQueries.key`), at any cut-off: its
+    SQL reads the cut-off from variables of the connection (:class:`features.timebase.Cutoff`).
     """
     _check_task(task)
     ts = normalize_as_of(as_of)
-    key, query = compiled.lookup(tables, task, ts, model_config) if compiled is not None else (None, None)
+    key, query = compiled.lookup(tables, task, model_config) if compiled is not None else (None, None)
+    if key is None:
+        return _to_pandas(population_table(tables, task, ts, model_config), ENTITY[task], ts)
+    cut = Cutoff(ts, variables=True)
     if query is None:
-        table = population_table(tables, task, ts, model_config)
-        if key is None:
-            return _to_pandas(table, ENTITY[task], ts)
+        table = population_table(tables, task, cut, model_config)
         query = (tables.con.compile(table), table.schema())
         compiled.put(key, query)
+    cut.bind(tables.con, horizon_days=(model_config.horizon_days,))
     return _to_pandas(_run_compiled(tables.con, *query), ENTITY[task], ts)
 
 
@@ -307,10 +312,11 @@ def _run_compiled(con: Any, sql: str, schema: Any) -> pd.DataFrame:
 class CompiledQueries:
     """A bounded, thread-safe cache of compiled feature SQL, keyed by everything the SQL depends on.
 
-    The feature expression of a task depends on the cut-off, the model config, the names and
-    columns of the canonical tables and, where the tables have no fixed vocabulary, on their rows
-    (the category attributes and touchpoint types chosen from them): such tables get no key, and
-    their features are built afresh each time.
+    The feature expression of a task depends on the model config, the names and columns of the
+    canonical tables and, where the tables have no fixed vocabulary, on their rows (the category
+    attributes and touchpoint types chosen from them): such tables get no key, and their features
+    are built afresh each time. The cut-off is not in the SQL (it reads it from variables), so a
+    query serves every ``as_of``.
 
     ``hits``, ``misses`` and ``uncacheable`` count the lookups; ``on_lookup(task, result)``, when
     set, hears each one (``result``: ``"hit"``, ``"miss"`` or ``"uncacheable"``), e.g. to export
@@ -328,7 +334,7 @@ class CompiledQueries:
         return len(self._queries)
 
     @staticmethod
-    def key(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> tuple[Any, ...] | None:
+    def key(tables: CanonicalTables, task: str, mc: ModelConfig) -> tuple[Any, ...] | None:
         """The cache key, or None when building the features reads the tables' rows."""
         if tables.con.name != "duckdb" or any(k not in tables.vocabulary for k in _vocabulary_keys(tables)):
             return None
@@ -338,14 +344,14 @@ class CompiledQueries:
             if (table := getattr(tables, name)) is not None
         )
         vocabulary = tuple(sorted((k, tuple(v)) for k, v in tables.vocabulary.items()))
-        return (tables.con.name, task, as_of, mc.model_dump_json(), shapes, vocabulary)
+        return (tables.con.name, task, mc.model_dump_json(), shapes, vocabulary)
 
     def lookup(
-        self, tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig
+        self, tables: CanonicalTables, task: str, mc: ModelConfig
     ) -> tuple[tuple[Any, ...] | None, tuple[str, Any] | None]:
         """The key (:meth:`key`) and the compiled query kept under it: ``(None, None)`` when the
         features cannot be cached, ``(key, None)`` when they are not cached yet."""
-        key = self.key(tables, task, as_of, mc)
+        key = self.key(tables, task, mc)
         with self._lock:
             query = self._queries.get(key) if key is not None else None
             if key is None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
-from features.timebase import AsOf, history, normalize_as_of, order_key
+from features.timebase import AsOf, Cutoff, history, order_key
 
 __all__ = ["WINDOWS", "rfm_features"]
 
 WINDOWS = (30, 90, 180, 365)
 
 
-def rfm_features(transactions: ir.Table, *, as_of: AsOf, windows: tuple[int, ...] = WINDOWS) -> ir.Table:
+def rfm_features(transactions: ir.Table, *, as_of: AsOf | Cutoff, windows: tuple[int, ...] = WINDOWS) -> ir.Table:
     """RFM features of every customer with a transaction at or before ``as_of``.
 
     Columns (key ``customer_id``):
@@ -29,7 +29,7 @@ def rfm_features(transactions: ir.Table, *, as_of: AsOf, windows: tuple[int, ...
     - ``refund_count``: distinct orders (or days) with a refund line;
     - ``refund_share``: refunded value over gross purchase value (null without purchases).
     """
-    t = history(transactions, as_of=normalize_as_of(as_of))
+    t = history(transactions, as_of=as_of)
     t = t.mutate(_order=order_key(t))
     buy = t.amount > 0
     refund = t.amount < 0

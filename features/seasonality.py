@@ -12,19 +12,9 @@ import datetime as dt
 import ibis
 import ibis.expr.types as ir
 
-from features.timebase import AsOf, history, normalize_as_of, order_key
+from features.timebase import AsOf, Cutoff, cutoff, history, horizon_months, order_key
 
 __all__ = ["horizon_months", "horizon_span", "seasonality_features"]
-
-
-def horizon_months(as_of: dt.datetime, horizon_days: int) -> tuple[int, ...]:
-    """Calendar months (1-12) that the window ``(as_of, as_of + H]`` touches."""
-    months = []
-    for offset in range(1, horizon_days + 1):
-        month = (as_of + dt.timedelta(days=offset)).month
-        if month not in months:
-            months.append(month)
-    return tuple(sorted(months))
 
 
 def horizon_span(as_of: dt.datetime, horizon_days: int) -> str | None:
@@ -36,7 +26,7 @@ def horizon_span(as_of: dt.datetime, horizon_days: int) -> str | None:
     return calendar.month_name[first] if first == last else f"{calendar.month_name[first]}-{calendar.month_name[last]}"
 
 
-def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: int = 90) -> ir.Table:
+def seasonality_features(transactions: ir.Table, *, as_of: AsOf | Cutoff, horizon_days: int = 90) -> ir.Table:
     """Seasonality features of every customer with a purchase at or before ``as_of``.
 
     Columns (key ``customer_id``):
@@ -47,8 +37,8 @@ def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: i
     - ``weekend_share``: share of purchase days on Saturday or Sunday;
     - ``q4_share``: share of purchase days in October to December.
     """
-    ts = normalize_as_of(as_of)
-    t = history(transactions, as_of=ts)
+    cut = cutoff(as_of)
+    t = history(transactions, as_of=cut)
     key = order_key(t)
     buy = t.amount > 0
     lo = 365 - horizon_days
@@ -70,7 +60,7 @@ def seasonality_features(transactions: ir.Table, *, as_of: AsOf, horizon_days: i
     month = days.ts.month()
     n = days.day.count()
     mix = days.group_by("customer_id").aggregate(
-        horizon_month_share=month.isin(horizon_months(ts, horizon_days)).cast("int64").sum() / n,
+        horizon_month_share=cut.in_horizon_months(month, horizon_days).cast("int64").sum() / n,
         weekend_share=(dow >= 5).cast("int64").sum() / n,
         q4_share=(month >= 10).cast("int64").sum() / n,
     )

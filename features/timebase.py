@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -24,11 +27,13 @@ import ibis.expr.types as ir
 __all__ = [
     "AsOf",
     "SECONDS_PER_DAY",
+    "Cutoff",
     "as_of_literal",
-    "as_of_day",
     "column_name",
+    "cutoff",
     "epoch_seconds",
     "history",
+    "horizon_months",
     "join_on",
     "normalize_as_of",
     "order_key",
@@ -73,22 +78,99 @@ def epoch_seconds(as_of: dt.datetime) -> float:
     return (as_of - _EPOCH).total_seconds()
 
 
-def history(table: ir.Table, *, as_of: dt.datetime, time_column: str = "timestamp") -> ir.Table:
+def horizon_months(as_of: dt.datetime, horizon_days: int) -> tuple[int, ...]:
+    """Calendar months (1-12) that the window ``(as_of, as_of + H]`` touches."""
+    return tuple(sorted({(as_of + dt.timedelta(days=offset)).month for offset in range(1, horizon_days + 1)}))
+
+
+def _variable(dtype: str) -> Callable[[str], ir.Scalar]:
+    """DuckDB's ``getvariable(name)`` typed as ``dtype`` for Ibis."""
+
+    @ibis.udf.scalar.builtin(name="getvariable", signature=(("string",), dtype))
+    def getvariable(variable):  # type: ignore[no-untyped-def]  # the argument's name: Ibis ops own ``name``
+        """The value of a DuckDB variable (``SET VARIABLE``) of this connection."""
+
+    return getvariable
+
+
+_VARIABLES = {"timestamp": _variable("timestamp"), "float64": _variable("float64"), "array": _variable("array<int64>")}
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """``as_of`` as the feature SQL reads it: the cut-off and the values derived from it.
+
+    By default they are literals, so the SQL holds the date. With ``variables`` (DuckDB only) the
+    SQL reads them from variables of the connection instead (``getvariable``), which
+    :meth:`bind` sets: one compiled query then serves every cut-off (the API's posted histories,
+    each call at its own ``as_of``). The two give the same values (tested).
+    """
+
+    ts: dt.datetime
+    variables: bool = False
+
+    def at(self) -> ir.TimestampScalar:
+        """The cut-off itself."""
+        return _VARIABLES["timestamp"](f"{_PREFIX}at") if self.variables else as_of_literal(self.ts)
+
+    def shifted(self, days: int) -> ir.TimestampScalar:
+        """The cut-off plus ``days`` (negative: before it)."""
+        if self.variables:
+            return self.at() + ibis.interval(days=days)
+        return ibis.literal(self.ts + dt.timedelta(days=days), type="timestamp")
+
+    def epoch(self) -> ir.FloatingScalar:
+        """Seconds from 1970-01-01 to the cut-off (fractional)."""
+        return _VARIABLES["float64"](f"{_PREFIX}epoch") if self.variables else ibis.literal(epoch_seconds(self.ts))
+
+    def day(self) -> ir.IntegerScalar:
+        """The calendar day number of the cut-off (days since 1970-01-01), as ``history``'s ``day``."""
+        if self.variables:
+            return (self.epoch() // SECONDS_PER_DAY).cast("int64")
+        return ibis.literal(int(epoch_seconds(self.ts) // SECONDS_PER_DAY), type="int64")
+
+    def in_horizon_months(self, month: ir.IntegerValue, horizon_days: int) -> ir.BooleanValue:
+        """Whether ``month`` (1-12) is one that ``(as_of, as_of + horizon_days]`` touches."""
+        if self.variables:
+            return _VARIABLES["array"](f"{_PREFIX}months_{horizon_days}").contains(month.cast("int64"))
+        return month.isin(horizon_months(self.ts, horizon_days))
+
+    def bind(self, con: Any, horizon_days: Iterable[int] = ()) -> None:
+        """Set this cut-off's variables on the DuckDB connection ``con`` (an Ibis backend), with
+        the horizon months of each of ``horizon_days``."""
+        months = {h: list(horizon_months(self.ts, h)) for h in horizon_days}
+        con.raw_sql(
+            "; ".join(
+                [
+                    f"SET VARIABLE {_PREFIX}at = TIMESTAMP '{self.ts.isoformat(sep=' ')}'",
+                    f"SET VARIABLE {_PREFIX}epoch = {epoch_seconds(self.ts)!r}::DOUBLE",
+                    *(f"SET VARIABLE {_PREFIX}months_{h} = {m!r}::BIGINT[]" for h, m in months.items()),
+                ]
+            )
+        )
+
+
+_PREFIX = "crmscore_as_of_"
+
+
+def cutoff(as_of: AsOf | Cutoff) -> Cutoff:
+    """``as_of`` as a :class:`Cutoff` (literals), or the one given."""
+    return as_of if isinstance(as_of, Cutoff) else Cutoff(normalize_as_of(as_of))
+
+
+def history(table: ir.Table, *, as_of: AsOf | Cutoff, time_column: str = "timestamp") -> ir.Table:
     """Rows at or before ``as_of``, with ``age_days`` (fractional days before ``as_of``) and ``day``.
 
-    ``day`` is the calendar day number (days since 1970-01-01) of the row; ``as_of_day`` is
-    the calendar day number of ``as_of``, so ``as_of_day - day`` counts whole calendar days.
+    ``day`` is the calendar day number (days since 1970-01-01) of the row; ``Cutoff.day`` is
+    the calendar day number of ``as_of``, so ``Cutoff.day - day`` counts whole calendar days.
     """
-    t = table.filter(table[time_column] <= as_of_literal(as_of))
+    cut = cutoff(as_of)
+    t = table.filter(table[time_column] <= cut.at())
     seconds = t[time_column].epoch_seconds()
     return t.mutate(
-        age_days=(ibis.literal(epoch_seconds(as_of)) - seconds) / SECONDS_PER_DAY,
+        age_days=(cut.epoch() - seconds) / SECONDS_PER_DAY,
         day=(seconds // SECONDS_PER_DAY).cast("int64"),
     )
-
-
-def as_of_day(as_of: dt.datetime) -> int:
-    return int(epoch_seconds(as_of) // SECONDS_PER_DAY)
 
 
 def order_key(t: ir.Table) -> ir.Value:

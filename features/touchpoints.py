@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import ibis
 import ibis.expr.types as ir
 
-from features.timebase import AsOf, column_name, history, normalize_as_of
+from features.timebase import AsOf, Cutoff, column_name, history
 
 if TYPE_CHECKING:
     from features.sources import CanonicalTables
@@ -47,7 +47,7 @@ def vocabulary_of(tables: CanonicalTables, table: str) -> dict[str, tuple[str, .
 def touchpoint_features(
     events: ir.Table | None,
     *,
-    as_of: AsOf,
+    as_of: AsOf | Cutoff,
     windows: tuple[int, ...] = EVENT_WINDOWS,
     event_types: tuple[str, ...] | None = None,
     channels: tuple[str, ...] | None = None,
@@ -66,7 +66,7 @@ def touchpoint_features(
         event_types = event_vocabulary(events, "event_type")
     if channels is None:
         channels = event_vocabulary(events, "channel") if "channel" in events.columns else ()
-    t = history(events, as_of=normalize_as_of(as_of))
+    t = history(events, as_of=as_of)
     aggs: dict[str, ir.Value] = {
         f"{prefix}_total": t.count(),
         f"{prefix}_days_since_last": t.age_days.min(),

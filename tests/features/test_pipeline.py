@@ -279,8 +279,9 @@ def test_a_model_keeps_its_category_attributes_when_an_export_has_more_values():
 
 
 def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_rows():
-    """Hand-made: the cache keys on the cut-off, the columns and the model's vocabulary; a hit runs
-    the stored SQL on the new rows of the same-named tables and gives what building afresh gives."""
+    """Hand-made: the cache keys on the columns and the model's vocabulary, not the cut-off; a hit
+    runs the stored SQL on the new rows of the same-named tables, at its own cut-off, and gives what
+    building afresh gives."""
     import ibis
 
     from features.pipeline import CompiledQueries
@@ -300,7 +301,7 @@ def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_ro
     cache = CompiledQueries(maxsize=2, on_lookup=lambda task, result: heard.append((task, result)))
     base = _weekly_history()
     # No vocabulary: the category attributes come from the rows, so there is no key and nothing is kept.
-    assert CompiledQueries.key(tables(base), "next_purchase", dt.datetime(2024, 6, 1), mc) is None
+    assert CompiledQueries.key(tables(base), "next_purchase", mc) is None
     features(tables(base), "2024-06-01", cache)
     assert (cache.hits, cache.misses, cache.uncacheable, len(cache)) == (0, 0, 1, 0)
 
@@ -313,8 +314,89 @@ def test_compiled_feature_sql_is_reused_only_when_nothing_in_it_came_from_the_ro
     pd.testing.assert_frame_equal(again, features(tables(later, vocabulary), "2024-06-01", None))
     assert not again.equals(first) and set(again.category) == {"z"}
 
-    features(tables(later, vocabulary), "2024-07-01", cache)  # another cut-off: another query
+    # Another cut-off, a time of day: the same query (the SQL reads the cut-off from variables).
+    other = features(tables(later, vocabulary), "2024-07-01 13:45:10.5", cache)
+    assert (cache.hits, cache.misses) == (2, 1)
+    pd.testing.assert_frame_equal(other, features(tables(later, vocabulary), "2024-07-01 13:45:10.5", None))
+    assert not other.equals(again)
     features(tables(later.assign(segment="s"), vocabulary), "2024-07-01", cache)  # another column
-    assert (cache.hits, cache.misses, len(cache)) == (1, 3, 2)  # the oldest was dropped
-    assert [result for _, result in heard] == ["uncacheable", "miss", "hit", "miss", "miss"]
+    features(tables(later.assign(channel="c"), vocabulary), "2024-07-01", cache)  # and another
+    assert (cache.hits, cache.misses, len(cache)) == (2, 3, 2)  # the oldest was dropped
+    assert [result for _, result in heard] == ["uncacheable", "miss", "hit", "hit", "miss", "miss"]
     assert {task for task, _ in heard} == {"next_purchase"}
+
+
+def _cached_and_literal(tables, task: str, as_of: str, mc: ModelConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The features of the compiled-SQL cache (the cut-off in variables, the query compiled by the
+    first call and run by the second) and of an expression built with the cut-off as literals."""
+    from features.pipeline import CompiledQueries
+
+    cache = CompiledQueries()
+    population_features(tables, task, as_of="2000-01-01", model_config=mc, compiled=cache)  # compiles the query
+    cached = population_features(tables, task, as_of=as_of, model_config=mc, compiled=cache)
+    assert (cache.misses, cache.hits) == (1, 1)
+    ((sql, _),) = cache._queries.values()
+    assert "GETVARIABLE('crmscore_as_of_at')" in sql and "2000-01-01" not in sql and as_of[:10] not in sql
+    return cached, population_features(tables, task, as_of=as_of, model_config=mc)
+
+
+@pytest.mark.parametrize("as_of", ["2024-03-31", "2024-03-31 00:00:00.000001", "2023-12-31 18:30:15.25"])
+def test_cached_sql_with_the_cutoff_in_variables_gives_the_literal_features_hand_made(as_of):
+    """Every family that reads the cut-off (history windows, calendar days, horizon months, signup
+    age, touchpoint recency) on hand-made tables with a customers table and events."""
+    from features.pipeline import vocabularies
+
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "signup_at": pd.to_datetime(["2023-01-05 08:00", "2024-01-01 00:00"]),
+            "segment": ["x", None],
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "timestamp": pd.to_datetime(["2024-03-30 10:00", "2023-12-31 18:30:15.25", "2024-02-01"], format="ISO8601"),
+            "event_type": ["email", "visit", "email"],
+            "channel": ["web", "web", "phone"],
+        }
+    )
+    import ibis
+
+    from features.sources import CanonicalTables
+
+    con = ibis.duckdb.connect()  # named tables: compiled SQL names them (memtables are registered on execution)
+    frames = {"transactions": tx(ROWS + FUTURE_ROWS), "customers": customers, "events": events}
+    tables = CanonicalTables(con=con, **{name: con.create_table(name, f, temp=True) for name, f in frames.items()})
+    tables = tables.with_vocabulary(vocabularies(tables))
+    for task, horizon in (("churn", 90), ("next_purchase", 45), ("next_purchase", 400)):
+        cached, literal = _cached_and_literal(tables, task, as_of, ModelConfig(horizon_days=horizon))
+        assert len(literal) > 0 and {"days_since_signup", "horizon_month_share"} <= set(literal.columns)
+        pd.testing.assert_frame_equal(cached, literal)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config_name", "tasks", "dates"),
+    [
+        (
+            "online_retail.yaml",
+            ("churn", "next_purchase"),
+            ("2011-09-10", "2011-11-30 17:45:12.5", "2010-12-31 23:59:59"),
+        ),
+        ("bank_leads.yaml", ("lead",), ("2009-06-01", "2010-03-01 09:15:00")),
+    ],
+)
+def test_cached_sql_with_the_cutoff_in_variables_gives_the_literal_features_bundled(config_name, tasks, dates):
+    """On the bundled data, at dates with a time of day and a horizon across the new year: the API's
+    posted histories get, from one compiled query, the features the snapshot and training compute."""
+    from features.pipeline import vocabularies
+
+    config = load_config(CONFIGS / config_name)
+    tables = load_tables(config)
+    tables = tables.with_vocabulary(vocabularies(tables))
+    for task in tasks:
+        for as_of in dates:
+            cached, literal = _cached_and_literal(tables, task, as_of, getattr(config.models, task))
+            assert len(literal) > 100, (task, as_of)
+            pd.testing.assert_frame_equal(cached, literal)

@@ -206,21 +206,22 @@ def _feature_sql_lookups(c) -> dict[tuple[str, str], float]:
 
 
 def test_posted_histories_reuse_the_feature_sql_and_metrics_count_it(server):
-    """The second posted history at the same cut-off runs the SQL compiled for the first (another
-    customer: nothing in the SQL came from the rows), and ``/metrics`` counts the hit."""
+    """The second posted history runs the SQL compiled for the first (another customer, another
+    cut-off, "now" with its time of day: nothing in the SQL came from the rows or the date), and
+    ``/metrics`` counts the hit."""
     first, second = snapshot_ids(server, "churn", 2)
-    body = {"as_of": "2011-12-01T00:00:00", "k": 1}
+    responses, gained = [], {}
     with server.client("admin") as c:
-        before = _feature_sql_lookups(c)
-        responses = [
-            c.post("/score/churn/history", json={**body, "customers": [posted_history(key)]}) for key in (first, second)
-        ]
-        after = _feature_sql_lookups(c)
+        for key, as_of in ((first, "2011-12-01T00:00:00"), (second, "2011-12-01T14:22:05.5")):
+            before = _feature_sql_lookups(c)
+            body = {"as_of": as_of, "k": 1, "customers": [posted_history(key)]}
+            responses.append(c.post("/score/churn/history", json=body))
+            after = _feature_sql_lookups(c)
+            gained = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     assert [r.status_code for r in responses] == [200, 200], responses[0].text
     assert [r.json()["items"][0]["id"] for r in responses] == [first, second]
-    gained = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-    assert gained.get(("churn", "hit"), 0.0) >= 1, gained
-    assert gained.get(("churn", "uncacheable"), 0.0) == 0, gained
+    assert responses[1].json()["as_of"] == "2011-12-01"
+    assert gained == {**dict.fromkeys(gained, 0.0), ("churn", "hit"): 1.0}, gained  # the second call
 
 
 def test_a_lead_posted_with_numbers_as_text_scores_alike_and_reuses_the_feature_sql(server):

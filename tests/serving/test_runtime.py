@@ -385,8 +385,9 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
 
 @pytest.mark.parametrize("task", ["churn", "next_purchase", "lead"])
 def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
-    """Bundled data: a second call with the same cut-off and columns runs the stored SQL on its own
-    records and gets exactly what building and compiling the features afresh gives."""
+    """Bundled data: a second call with the same columns, at another cut-off (a time of day, as a
+    client posting "now" sends), runs the stored SQL on its own records and gets exactly what
+    building and compiling the features afresh gives."""
     from features.pipeline import CompiledQueries, vocabularies
     from features.sources import load_tables
     from serving import runtime
@@ -396,13 +397,13 @@ def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
     config = load_config(CONFIGS / ("bank_leads.yaml" if task == "lead" else "online_retail.yaml"))
     vocabulary = vocabularies(load_tables(config))
     if task == "lead":
-        as_of = dt.datetime(2010, 6, 1)
+        dates = [dt.datetime(2010, 6, 1), dt.datetime(2010, 6, 1, 13, 5, 42, 250000)]
         leads = pd.read_parquet(DATA / "bank_marketing_leads.parquet")
-        month = leads[(leads.created_at > "2010-05-02") & (leads.created_at <= "2010-06-01")]
+        month = leads[(leads.created_at > "2010-05-03") & (leads.created_at <= "2010-06-01")]
         records = [posted_lead(row) for _, row in month.head(6).iterrows()]
         calls = [{"leads": records[:3]}, {"leads": records[3:]}]
     else:
-        as_of = dt.datetime(2011, 9, 10)
+        dates = [dt.datetime(2011, 9, 10), dt.datetime(2011, 9, 10, 13, 5, 42, 250000)]
         calls = [
             {"customers": [posted_history("12347"), posted_history("12348")]},
             {"customers": [posted_history("12352")]},
@@ -410,10 +411,10 @@ def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
     cache = CompiledQueries()
     cached = [
         runtime.history_features(config, task, as_of=as_of, vocabulary=vocabulary, compiled=cache, **call)
-        for call in calls
+        for as_of, call in zip(dates, calls, strict=True)
     ]
     assert (cache.hits, cache.misses) == (1, 1)
-    for call, frame in zip(calls, cached, strict=True):
+    for as_of, call, frame in zip(dates, calls, cached, strict=True):
         assert len(frame) == len(next(iter(call.values())))
         fresh = runtime.history_features(config, task, as_of=as_of, vocabulary=vocabulary, compiled=None, **call)
         pd.testing.assert_frame_equal(frame, fresh)
