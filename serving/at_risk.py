@@ -62,6 +62,7 @@ def at_risk_list(
     allow_empty: bool = False,
     since: str | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> ListFile:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
@@ -84,6 +85,7 @@ def at_risk_list(
     population), so a change in the list is the customers' doing, not the model's
     (:func:`serving.lists.with_scores_then`). ``exclude``: ids never to list (a suppression list,
     :func:`serving.lists.read_ids`); the result says how many of them the population held.
+    ``per``: an attribute; the ``top`` customers of each of its values.
 
     Raises
     ------
@@ -103,6 +105,7 @@ def at_risk_list(
         tiers=tiers,
         where=where,
         exclude=exclude,
+        per=per,
     )
     scorer, k = population.scorer, population.model_config.top_k_reasons
     columns, since_note = lists.SCORE_COLUMNS, None

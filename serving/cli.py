@@ -504,6 +504,23 @@ def _exclude_ids(path: Path | None, task: str) -> frozenset[str] | None:
         raise typer.BadParameter(str(exc).removeprefix("--exclude "), param_hint="--exclude") from exc
 
 
+PerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--per", help="An attribute (country, job...; or tier): the top N of each of its values, e.g. per sales region."
+    ),
+]
+
+
+def _wrote(listed: Any, out: Path, per: str | None, what: str) -> str:
+    """The summary line of a list command."""
+    top = f"the top {len(listed.rows):,}"
+    if per is not None:
+        groups = {row.get(per, (row.get("attributes") or {}).get(per)) for row in listed.rows}
+        top = f"{len(listed.rows):,} rows, the top of each of {len(groups):,} {per} values,"
+    return f"wrote {top} of {listed.matched:,} {what} to {out}"
+
+
 # ATTRIBUTE, then the first operator: a value may hold any character ("a=b" is attribute a, value "b").
 _WHERE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
 
@@ -548,6 +565,7 @@ def at_risk_command(
     allow_empty: AllowEmptyOption = False,
     since: SinceOption = None,
     exclude: ExcludeOption = None,
+    per: PerOption = None,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
 
@@ -571,12 +589,13 @@ def at_risk_command(
             allow_empty=allow_empty,
             since=since or None,
             exclude=excluded,
+            per=per,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)
-    typer.echo(f"wrote the top {len(listed.rows):,} of {listed.matched:,} customers by value at risk to {out}")
+    typer.echo(_wrote(listed, out, per, "customers by value at risk"))
     _list_notes(listed)
 
 
@@ -608,6 +627,7 @@ def top_command(
     allow_empty: AllowEmptyOption = False,
     since: SinceOption = None,
     exclude: ExcludeOption = None,
+    per: PerOption = None,
 ) -> None:
     """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.
 
@@ -633,14 +653,13 @@ def top_command(
             allow_empty=allow_empty,
             since=since or None,
             exclude=excluded,
+            per=per,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in listed.warnings:
         _warn(warning)
-    typer.echo(
-        f"wrote the top {len(listed.rows):,} of {listed.matched:,} by {listed.ranked_by.replace('_', ' ')} to {out}"
-    )
+    typer.echo(_wrote(listed, out, per, f"by {listed.ranked_by.replace('_', ' ')}"))
     _list_notes(listed)
 
 

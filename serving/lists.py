@@ -192,6 +192,7 @@ def select_at_risk(
     columns: Sequence[str] = SCORE_COLUMNS,
     rank: str = "value_at_risk",
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Pick the top rows by ``rank`` among those that pass the filters, the filters checked first:
     the at-risk list by default, any task's list with its :func:`list_columns` and :data:`RANKED_BY`.
@@ -217,6 +218,10 @@ def select_at_risk(
     exclude
         Ids never to list (a suppression list: opted out, already in a campaign); they do not
         count as matched.
+    per
+        An attribute (or the tier): ``top`` rows for each of its values (a missing value is a
+        group of its own), in the order of the whole list; e.g. each country's or each sales
+        region's best.
     columns, rank
         The score columns (id, probability, tier, money fields) and the one the list ranks by.
 
@@ -228,9 +233,9 @@ def select_at_risk(
     Raises
     ------
     FilterError
-        ``top`` is not positive, ``tiers`` names a tier the model does not have, or ``where``
-        names a column that ``scored`` does not have or a score column, an unknown operator, or
-        compares a text column or with something other than a number.
+        ``top`` is not positive, ``tiers`` names a tier the model does not have, ``where`` or
+        ``per`` names a column that ``scored`` does not have or a score column, or ``where`` has
+        an unknown operator or compares a text column or with something other than a number.
     """
     entity, tier_column = columns[0], columns[2]
     if top < 1:
@@ -238,20 +243,10 @@ def select_at_risk(
     check_tiers(tiers, tier_names, tier_column)
     scores = set(columns[1:]) - {tier_column}
     for name, spec in (where or {}).items():
-        if name not in scored.columns or name in scores:
-            allowed = sorted(c for c in scored.columns if c not in scores)
-            # The attributes (country, job...) first: a list of every feature would bury them.
-            text = attribute_columns(scored[allowed], ())
-            numbers = [c for c in allowed if c not in text]
-            what = _noun(entity)
-            raise FilterError(
-                f"where.{name}",
-                f"unknown {what} attribute; filterable: {', '.join(text)}"
-                + (
-                    f"; or one of the {len(numbers)} numeric columns ({', '.join(numbers[:4])}, ...)" if numbers else ""
-                ),
-            )
+        _check_attribute(scored, name, f"where.{name}", scores, entity)
         conditions(name, spec, scored[name])
+    if per is not None:
+        _check_attribute(scored, per, "per", scores, entity)
     return select_top(
         scored,
         top=top,
@@ -262,6 +257,23 @@ def select_at_risk(
         tiers=tiers,
         where=where,
         exclude=exclude,
+        per=per,
+    )
+
+
+def _check_attribute(scored: pd.DataFrame, name: str, field: str, scores: Collection[str], entity: str) -> None:
+    """Refuse a ``where`` or ``per`` attribute that ``scored`` does not have (or a score column),
+    naming the attributes there are."""
+    if name in scored.columns and name not in scores:
+        return
+    allowed = sorted(c for c in scored.columns if c not in scores)
+    # The attributes (country, job...) first: a list of every feature would bury them.
+    text = attribute_columns(scored[allowed], ())
+    numbers = [c for c in allowed if c not in text]
+    raise FilterError(
+        field,
+        f"unknown {_noun(entity)} attribute; filterable: {', '.join(text)}"
+        + (f"; or one of the {len(numbers)} numeric columns ({', '.join(numbers[:4])}, ...)" if numbers else ""),
     )
 
 
@@ -338,10 +350,12 @@ def select_top(
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """The row positions of the ``top`` rows of ``scored`` by ``rank`` (ties by probability, then
-    ``entity``) among those with a ``rank`` value (at least ``min_value``), in ``tiers``, matching
-    ``where`` and not in ``exclude``, and how many passed. The filters are taken as checked (:func:`select_at_risk` checks
+    ``entity``; with ``per``, the ``top`` of each of its values) among those with a ``rank`` value
+    (at least ``min_value``), in ``tiers``, matching ``where`` and not in ``exclude``, and how many
+    passed. The filters are taken as checked (:func:`select_at_risk` checks
     the at-risk list's)."""
     keep = np.ones(len(scored), dtype=bool)
     value = scored[rank].to_numpy(dtype=float, na_value=np.nan)
@@ -362,7 +376,12 @@ def select_top(
             -value[positions],
         )
     )
-    return positions[order][:top], int(len(positions))
+    ranked = positions[order]
+    if per is None:
+        return ranked[:top], int(len(positions))
+    groups = scored[per].iloc[ranked].astype("string").fillna("\0missing")
+    place = groups.groupby(groups.to_numpy(), sort=False).cumcount().to_numpy()
+    return ranked[place < top], int(len(positions))
 
 
 def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
@@ -483,6 +502,7 @@ def rank_population(
     tiers: Sequence[str] | None = None,
     where: Mapping[str, Any] | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> RankedPopulation:
     """A command's list from a champion's population at one date (``training.score.champion_population``):
     scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
@@ -506,6 +526,7 @@ def rank_population(
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
         exclude=exclude,
+        per=per,
     )
     return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
 
@@ -526,6 +547,7 @@ def ranked_rows(
     contrib: np.ndarray | None = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows of ``task``'s list from a scored population (:func:`scored_for_list` of ``matrix``):
     the top ``top`` by :data:`RANKED_BY` among those that pass the filters (:func:`select_at_risk`),
@@ -543,6 +565,7 @@ def ranked_rows(
         columns=columns,
         rank=RANKED_BY[task],
         exclude=exclude,
+        per=per,
     )
     rows = explained_rows(
         scorer,
@@ -551,7 +574,7 @@ def ranked_rows(
         positions,
         k=k,
         counter_k=counter_k,
-        attributes=attribute_columns(scored, columns, where),
+        attributes=attribute_columns(scored, columns, [*(where or {}), *([per] if per else [])]),
         as_of=as_of,
         contrib=contrib,
         unseen=unseen,
@@ -560,20 +583,16 @@ def ranked_rows(
     return rows, matched
 
 
-def attribute_columns(
-    scored: pd.DataFrame, columns: Sequence[str], where: Mapping[str, Any] | None = None
-) -> list[str]:
+def attribute_columns(scored: pd.DataFrame, columns: Sequence[str], named: Collection[str] = ()) -> list[str]:
     """The columns a list's rows carry besides ``columns`` (the score columns, :func:`list_columns`):
     the population's non-numeric ones, its attributes (country; a lead's job, contact...), and the
-    numeric ones a ``where`` filters on (``age >= 40``: the rows show the age), in ``scored``'s
-    order. The commands' CSVs and the API's lists carry the same."""
+    numeric ones ``named`` (those a ``where`` filters on or ``per`` groups by: ``age >= 40``, the
+    rows show the age), in ``scored``'s order. The commands' CSVs and the API's lists carry the same."""
     return [
         c
         for c in scored.columns
         if c not in columns
-        and (
-            c in (where or {}) or pd.api.types.is_bool_dtype(scored[c]) or not pd.api.types.is_numeric_dtype(scored[c])
-        )
+        and (c in named or pd.api.types.is_bool_dtype(scored[c]) or not pd.api.types.is_numeric_dtype(scored[c]))
     ]
 
 

@@ -897,13 +897,15 @@ def ranked_list(
     counter_k: int = 1,
     id_key: str | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> dict[str, Any]:
     """The task's list from its snapshot, by :data:`serving.lists.RANKED_BY` (value at risk, expected
     value, P(convert)), filtered, with reasons (and ``counter_k`` counter-reasons): a JSON-able dict
     whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV text, beside the
     same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``. ``id_key`` renames the rows' id
     field (``customer_id``, ``lead_id``) in the JSON items. ``exclude``: ids never to list;
-    ``n_excluded`` counts the snapshot's rows among them (None without it)."""
+    ``n_excluded`` counts the snapshot's rows among them (None without it). ``per``: the ``top``
+    rows of each value of this attribute."""
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
     try:
@@ -922,6 +924,7 @@ def ranked_list(
             contrib=snapshot.contrib,
             unseen=snapshot.unseen,
             exclude=exclude,
+            per=per,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc

@@ -164,6 +164,10 @@ ListWhere = Annotated[
 ListK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListCounterK = Annotated[int, Field(ge=0, le=MAX_K)]
 ListFormat = Literal["json", "csv"]
+ListPer = Annotated[
+    str | None,
+    Field(max_length=200, description="an attribute (or tier): the `top` rows of each of its values"),
+]
 ListExclude = Annotated[
     list[Id] | None,
     Field(max_length=100_000, description="ids never to list (a suppression list: opted out, already contacted)"),
@@ -304,6 +308,7 @@ class CrmScore:
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
+        per: ListPer = None,
         *,
         ctx: bentoml.Context,
     ) -> AtRiskResponse:
@@ -311,7 +316,7 @@ class CrmScore:
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
         (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options["exclude"] = exclude_ids
+        options.update(exclude=exclude_ids, per=per)
         return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
 
     @bentoml.api(route="/top/next_purchase")
@@ -326,6 +331,7 @@ class CrmScore:
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
+        per: ListPer = None,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -333,7 +339,7 @@ class CrmScore:
         with reasons and counter-reasons; filters on tier, minimum expected value and any customer
         attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options["exclude"] = exclude_ids
+        options.update(exclude=exclude_ids, per=per)
         return self._list("next_purchase", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     @bentoml.api(route="/top/lead")
@@ -348,6 +354,7 @@ class CrmScore:
         format: ListFormat = "json",
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
+        per: ListPer = None,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -355,7 +362,7 @@ class CrmScore:
         grade (``tiers``), minimum probability (``min_value``) and any lead attribute; JSON or CSV (the
         columns of ``crmscore top lead``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options["exclude"] = exclude_ids
+        options.update(exclude=exclude_ids, per=per)
         return self._list("lead", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     def _list(self, task: str, response: type[BaseModel], **options: Any) -> Any:

@@ -41,6 +41,7 @@ def top_list(
     allow_empty: bool = False,
     since: str | None = None,
     exclude: Collection[str] | None = None,
+    per: str | None = None,
 ) -> ListFile:
     """Write the top ``top`` of ``task``'s population by :data:`RANKED_BY`, with reasons, as CSV.
 
@@ -50,7 +51,8 @@ def top_list(
     lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
     cannot be written is refused before any scoring. ``since`` (next purchase): an earlier date whose
     scores each row also gets, as ``crmscore at-risk --since`` gives them
-    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, as ``crmscore at-risk``'s.
+    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, and ``per``, the
+    ``top`` of each value of an attribute, as ``crmscore at-risk``'s.
 
     Raises
     ------
@@ -84,6 +86,7 @@ def top_list(
         min_value=min_value,
         where=where,
         exclude=exclude,
+        per=per,
     )
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
     columns, since_note = lists.list_columns(scorer), None

@@ -538,6 +538,19 @@ def test_at_risk_exclude_ids_is_a_suppression_list(server):
     ]
 
 
+def test_top_lead_per_gives_the_best_of_each_value(server):
+    with server.client("marketer") as c:
+        everyone = c.post("/top/lead", json={"top": 1000, "k": 0}).json()
+        per = c.post("/top/lead", json={"top": 1, "k": 0, "per": "job"}).json()
+        unknown = c.post("/top/lead", json={"per": "planet"})
+    best: dict[str, str] = {}
+    for item in everyone["items"]:
+        best.setdefault(item["attributes"]["job"], item["id"])
+    assert [item["id"] for item in per["items"]] == list(best.values()) and len(best) > 3
+    assert per["n_matched"] == everyone["n_matched"]
+    assert unknown.status_code == 400 and unknown.json()["detail"][0]["loc"] == ["per"]
+
+
 def test_at_risk_csv(server):
     with server.client("admin") as c:
         response = c.post("/at_risk", json={"top": 10, "format": "csv", "min_value": 1.0})

@@ -100,6 +100,30 @@ def test_top_where_takes_alternatives_ranges_and_exclusions(trained, tmp_path):
     assert empty.exit_code == 0 and "where.age: no lead in the population has age > 200 (age runs from" in empty.stderr
 
 
+def test_top_per_lists_the_best_of_each_value(trained, tmp_path):
+    """--per job --top 2: the two best open leads of each job, in the order of the whole list; a
+    numeric attribute grouped by is carried; an unknown one is refused naming the field."""
+    _, leads_config, _ = trained
+    out = tmp_path / "calls.csv"
+    args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out)]
+    assert CliRunner().invoke(app, [*args, "--top", "1000"]).exit_code == 0
+    everyone = pd.read_csv(out, dtype={"lead_id": str})
+    result = CliRunner().invoke(app, [*args, "--top", "2", "--per", "job"])
+    assert result.exit_code == 0, result.output
+    per_job = pd.read_csv(out, dtype={"lead_id": str})
+    expected = everyone[everyone.groupby("job").cumcount() < 2]
+    assert per_job["lead_id"].tolist() == expected["lead_id"].tolist()
+    assert per_job["job"].value_counts().max() == 2 and per_job["job"].nunique() == everyone["job"].nunique() > 3
+    jobs = per_job["job"].nunique()
+    assert f"wrote {len(per_job)} rows, the top of each of {jobs} job values, of {len(everyone)} by probability" in (
+        result.stdout
+    )
+    assert CliRunner().invoke(app, [*args, "--top", "1", "--per", "age"]).exit_code == 0
+    assert "age" in pd.read_csv(out).columns
+    failed = CliRunner().invoke(app, [*args, "--per", "planet"])
+    assert failed.exit_code == 2 and "per: unknown lead attribute; filterable:" in failed.stderr, failed.output
+
+
 def test_top_exclude_leaves_a_suppression_list_out(trained, tmp_path):
     """--exclude FILE: the ids of a CSV (its lead_id column) never listed nor counted; the command says
     how many the population held; a file without the id column is refused before any scoring."""

@@ -107,6 +107,17 @@ def test_read_ids_refuses_a_file_it_cannot_read_as_ids(tmp_path):
         read_ids(tmp_path / "missing.csv", "customer_id")
 
 
+def test_per_keeps_the_top_of_each_value_in_the_order_of_the_whole_list(scored):
+    # by value at risk: b (France), c, e, a (UK), d (missing: a group of its own)
+    positions, matched = select_at_risk(scored, top=1, per="country")
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["b", "c", "d"] and matched == 5
+    positions, _ = select_at_risk(scored, top=2, per="tier", where={"country": "UK"})
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["c", "e"]
+    with pytest.raises(FilterError) as err:
+        select_at_risk(scored, top=1, per="value_at_risk")
+    assert err.value.field == "per" and "filterable: country" in str(err.value)
+
+
 def test_unknown_attribute_names_the_field(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=1, where={"segment": "x"})
