@@ -653,6 +653,16 @@ def _cell(column: str, value: Any) -> Any:
     return f"{float(value):.{decimals}f}" if decimals is not None else value
 
 
+def _attribute_cell(value: Any) -> Any:
+    """An attribute as a spreadsheet shows it: a number to at most 4 decimals, without trailing
+    zeros (age 41, recency_days 1.0264), anything else as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return np.format_float_positional(round(value, 4), trim="-")
+    return value
+
+
 def to_csv(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -683,7 +693,7 @@ def to_csv(
         writer.writerow(
             [
                 *(_cell(c, row.get(c)) for c in columns),
-                *("" if attributes.get(a) is None else attributes[a] for a in attribute_names),
+                *(_attribute_cell(attributes.get(a)) for a in attribute_names),
                 *_texts(row.get("reasons"), k),
                 *_texts(row.get("counter_reasons"), counter_k),
                 *stamp.values(),

@@ -244,3 +244,11 @@ def test_csv_rounds_for_reading_and_keeps_the_order():
         "15749,0.8664,high,5310.22,4758.88",
         "x,0.5000,medium,,",
     ]
+    # Numeric attributes (a where or per on them) to at most 4 decimals, without trailing zeros.
+    rows[0]["attributes"] = {"age": 41.0, "recency_days": 1.0263888888, "country": "UK"}
+    rows[1]["attributes"] = {"age": None, "recency_days": 123456.5}
+    assert to_csv(rows[:2], k=0).splitlines() == [
+        "customer_id,probability,tier,expected_spend,value_at_risk,age,country,recency_days",
+        "14646,0.0691,low,68915.10,4758.89,41,UK,1.0264",
+        "15749,0.8664,high,5310.22,4758.88,,,123456.5",
+    ]
