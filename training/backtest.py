@@ -56,6 +56,7 @@ from training.calibration import (
     seasonal_prior_shift,
 )
 from training.hazard import fit_hazard
+from training.leakage import leakage_warnings
 from training.segments import segment_table
 
 __all__ = ["GRADE_A_GAIN", "BacktestResult", "best_baseline", "fitted_cutoffs", "gain_text", "grade", "run_backtest"]
@@ -380,6 +381,9 @@ def run_backtest(
             f"{int(y[cal_mask].sum()):,} positive: early stopping and the calibration rest on them. More rows per "
             f"cut-off (a longer models.{spec.task}.step_days, or more history) make both steadier"
         )
+
+    # A feature that alone all but separates the labels is most likely recorded after the outcome.
+    warnings += leakage_warnings(X, y, features, cat_idx, fit_mask=fit_mask, check_mask=cal_mask, task=spec.task)
 
     # -- the classifier -----------------------------------------------------------------------
     rounds = num_boost_round or spec.num_boost_round
