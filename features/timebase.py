@@ -93,6 +93,8 @@ def _variable(dtype: str) -> Callable[[str], ir.Scalar]:
     return getvariable
 
 
+# The DuckDB variables of a Cutoff: crmscore_as_of_at, _epoch, _months_<H>.
+_PREFIX = "crmscore_as_of_"
 _VARIABLES = {"timestamp": _variable("timestamp"), "float64": _variable("float64"), "array": _variable("array<int64>")}
 
 
@@ -148,9 +150,6 @@ class Cutoff:
                 ]
             )
         )
-
-
-_PREFIX = "crmscore_as_of_"
 
 
 def cutoff(as_of: AsOf | Cutoff) -> Cutoff:
