@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from features.config import Config, population_rule
 from features.files import check_output, write_text_atomic
 from features.pipeline import population_features
@@ -16,7 +18,7 @@ from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, ChampionPopulation, champion_population, check_since, date_warnings
 
-__all__ = ["ListFile", "at_risk_list"]
+__all__ = ["ListFile", "at_risk_list", "scored_then", "write_list"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def at_risk_list(
     since: str | None = None,
     exclude: Collection[str] | None = None,
     per: str | None = None,
+    moved_up: bool = False,
 ) -> ListFile:
     """Write the top ``top`` customers by value at risk, with reasons, as CSV.
 
@@ -85,7 +88,8 @@ def at_risk_list(
     population), so a change in the list is the customers' doing, not the model's
     (:func:`serving.lists.with_scores_then`). ``exclude``: ids never to list (a suppression list,
     :func:`serving.lists.read_ids`); the result says how many of them the population held.
-    ``per``: an attribute; the ``top`` customers of each of its values.
+    ``per``: an attribute; the ``top`` customers of each of its values. ``moved_up`` (with
+    ``since``): list only the customers in a higher risk tier than at ``since`` (the newly at risk).
 
     Raises
     ------
@@ -93,12 +97,12 @@ def at_risk_list(
         ``since`` is not before the list's date.
     """
     check_output(out, suffixes=(".csv",))
-    check_since(since)  # before any scoring
+    check_since(since, moved_up=moved_up)  # before any scoring
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
-    check_since(since, population.as_of)
-    listed = lists.rank_population(
+    return write_list(
         population,
         "churn",
+        out=out,
         top=top,
         counter_k=counter_k,
         min_value=min_value,
@@ -106,40 +110,62 @@ def at_risk_list(
         where=where,
         exclude=exclude,
         per=per,
+        since=since,
+        moved_up=moved_up,
     )
-    scorer, k = population.scorer, population.model_config.top_k_reasons
-    columns, since_note = lists.SCORE_COLUMNS, None
+
+
+def write_list(
+    population: ChampionPopulation,
+    task: str,
+    *,
+    out: str | Path,
+    top: int,
+    counter_k: int,
+    since: str | None = None,
+    moved_up: bool = False,
+    **filters: Any,
+) -> ListFile:
+    """What ``crmscore at-risk`` and ``crmscore top`` do once the champion's population is loaded:
+    rank it (:func:`serving.lists.rank_population` with ``filters``), give the listed rows their
+    scores at ``since`` (and with ``moved_up`` keep only those in a higher tier than then), write
+    the CSV atomically and say what the list and the date warrant."""
+    scorer = population.scorer
+    check_since(since, population.as_of)
+    then = scored_then(population, task, since) if since is not None else None
+    listed = lists.rank_population(
+        population, task, top=top, counter_k=counter_k, moved_up_from=then, only_moved_up=moved_up, **filters
+    )
+    columns, since_note = lists.list_columns(scorer), None
     if since is not None:
-        since_note = scores_then(population, "churn", listed.rows, since)
+        since_note = lists.with_scores_then(
+            listed.rows,
+            then,
+            tier_names=scorer.tier_names,
+            since=since,
+            columns=columns,
+            rule=population_rule(task, population.model_config),
+        )
         columns = (*columns, *lists.THEN_COLUMNS)
-    stamp = lists.file_stamp(scorer, population.as_of)
+    k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
     write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
     return ListFile(
         rows=listed.rows,
-        ranked_by=lists.RANKED_BY["churn"],
+        ranked_by=lists.RANKED_BY[task],
         matched=listed.matched,
         drift=listed.drift,
-        **date_warnings(population.tables, "churn", population.as_of),
-        filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
+        **date_warnings(population.tables, task, population.as_of),
+        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.get("where"))),
         since_note=since_note,
-        exclude_note=lists.excluded_note(listed.scored, population.scorer.entity, exclude),
+        exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.get("exclude")),
     )
 
 
-def scores_then(population: ChampionPopulation, task: str, rows: Sequence[dict[str, Any]], since: str) -> str:
-    """Score ``task``'s population at ``since`` with the same champion, as the list's own date is
-    scored (:func:`serving.lists.scored_for_list`), and give each listed row its probability and tier
-    then (:func:`serving.lists.with_scores_then`, whose sentence this returns)."""
+def scored_then(population: ChampionPopulation, task: str, since: str) -> pd.DataFrame | None:
+    """``task``'s population at ``since`` scored by the same champion, as the list's own date is
+    (:func:`serving.lists.scored_for_list`); None when it was empty then."""
     scorer = population.scorer
     earlier = population_features(
         population.tables.with_vocabulary(scorer.vocabulary), task, as_of=since, model_config=population.model_config
     )
-    then = lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None
-    return lists.with_scores_then(
-        rows,
-        then,
-        tier_names=scorer.tier_names,
-        since=since,
-        columns=lists.list_columns(scorer),
-        rule=population_rule(task, population.model_config),
-    )
+    return lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None

@@ -504,6 +504,13 @@ def _exclude_ids(path: Path | None, task: str) -> frozenset[str] | None:
         raise typer.BadParameter(str(exc).removeprefix("--exclude "), param_hint="--exclude") from exc
 
 
+MovedUpOption = Annotated[
+    bool,
+    typer.Option(
+        "--moved-up",
+        help="With --since: only those in a higher tier than at that date (the newly at risk, the newly promising).",
+    ),
+]
 PerOption = Annotated[
     str | None,
     typer.Option(
@@ -566,6 +573,7 @@ def at_risk_command(
     since: SinceOption = None,
     exclude: ExcludeOption = None,
     per: PerOption = None,
+    moved_up: MovedUpOption = False,
 ) -> None:
     """Top N customers by value at risk (P(churn) x expected spend), with reasons; no server needed.
 
@@ -590,6 +598,7 @@ def at_risk_command(
             since=since or None,
             exclude=excluded,
             per=per,
+            moved_up=moved_up,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
@@ -628,6 +637,7 @@ def top_command(
     since: SinceOption = None,
     exclude: ExcludeOption = None,
     per: PerOption = None,
+    moved_up: MovedUpOption = False,
 ) -> None:
     """The best prospects with their reasons, for a campaign or a sales team: customers by expected value over the horizon (next purchase), or open leads by P(convert); no server needed.
 
@@ -654,6 +664,7 @@ def top_command(
             since=since or None,
             exclude=excluded,
             per=per,
+            moved_up=moved_up,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc

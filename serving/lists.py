@@ -37,6 +37,7 @@ __all__ = [
     "explained_rows",
     "file_stamp",
     "list_columns",
+    "moved_up",
     "n_excluded",
     "rank_population",
     "read_ids",
@@ -503,15 +504,23 @@ def rank_population(
     where: Mapping[str, Any] | None = None,
     exclude: Collection[str] | None = None,
     per: str | None = None,
+    moved_up_from: pd.DataFrame | None = None,
+    only_moved_up: bool = False,
 ) -> RankedPopulation:
     """A command's list from a champion's population at one date (``training.score.champion_population``):
     scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
     among the rows that pass the filters (:func:`select_at_risk` checks them), the listed rows
     explained with the model's ``top_k_reasons`` reasons and ``counter_k`` counter-reasons and
-    carrying the population's :func:`attribute_columns`."""
+    carrying the population's :func:`attribute_columns`. ``only_moved_up``: list only the rows in a
+    higher tier than in ``moved_up_from``, the same model's :func:`scored_for_list` at an earlier
+    date (None: nobody was in the population then; :func:`moved_up`)."""
     scorer, features, as_of = population.scorer, population.features, population.as_of
     matrix = scorer.prepare(features)
     scored = scored_for_list(scorer, features, matrix, as_of=as_of)
+    if only_moved_up:
+        columns = list_columns(scorer)
+        stayed = scored[columns[0]][~moved_up(scored, moved_up_from, scorer.tier_names, columns)]
+        exclude = {*(exclude or ()), *stayed.astype(str)}
     rows, matched = ranked_rows(
         scorer,
         scored,
@@ -610,6 +619,25 @@ def _plain(value: Any) -> str | float:
 THEN_COLUMNS = ("probability_then", "tier_then")
 
 
+def _rose(tier: Any, tier_then: Any, rank: Mapping[str, int]) -> bool:
+    """Whether ``tier`` is higher than ``tier_then`` (None: not in the population then)."""
+    return tier_then is not None and tier in rank and tier_then in rank and rank[tier] < rank[tier_then]
+
+
+def moved_up(
+    scored: pd.DataFrame, then: pd.DataFrame | None, tier_names: Sequence[str], columns: Sequence[str] = SCORE_COLUMNS
+) -> np.ndarray:
+    """Rows of ``scored`` in a higher tier than in ``then`` (the same model's :func:`scored_for_list`
+    at an earlier date; None: an empty population); a row not in ``then`` did not move up."""
+    entity, _, tier = columns[:3]
+    before = {} if then is None else dict(zip(then[entity].astype(str), then[tier], strict=True))
+    rank = {name: i for i, name in enumerate(tier_names)}  # 0: the highest tier
+    return np.array(
+        [_rose(now, before.get(key), rank) for key, now in zip(scored[entity].astype(str), scored[tier], strict=True)],
+        dtype=bool,
+    )
+
+
 def with_scores_then(
     rows: Sequence[dict[str, Any]],
     then: pd.DataFrame | None,
@@ -634,7 +662,7 @@ def with_scores_then(
         row["probability_then"] = None if probability is None else float(probability)
         row["tier_then"] = tier_then
         new += tier_then is None
-        up += tier_then is not None and rank[row[tier]] < rank[tier_then]
+        up += _rose(row[tier], tier_then, rank)
     return (
         f"since {normalize_as_of(since).date()}: {up:,} of the {len(rows):,} listed moved up a tier, "
         f"{new:,} were not in the population then" + (f" ({rule})" if rule else "")

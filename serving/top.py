@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from features.config import Config
-from features.files import check_output, write_text_atomic
+from features.files import check_output
 from features.sources import CanonicalTables
 from serving import lists
-from serving.at_risk import ListFile, scores_then
-from training.score import champion_population, check_since, date_warnings
+from serving.at_risk import ListFile, write_list
+from training.score import champion_population, check_since
 
 __all__ = ["RANKED_BY", "top_list"]
 
@@ -42,6 +42,7 @@ def top_list(
     since: str | None = None,
     exclude: Collection[str] | None = None,
     per: str | None = None,
+    moved_up: bool = False,
 ) -> ListFile:
     """Write the top ``top`` of ``task``'s population by :data:`RANKED_BY`, with reasons, as CSV.
 
@@ -51,8 +52,8 @@ def top_list(
     lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
     cannot be written is refused before any scoring. ``since`` (next purchase): an earlier date whose
     scores each row also gets, as ``crmscore at-risk --since`` gives them
-    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, and ``per``, the
-    ``top`` of each value of an attribute, as ``crmscore at-risk``'s.
+    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, ``per``, the
+    ``top`` of each value of an attribute, and ``moved_up``, as ``crmscore at-risk``'s.
 
     Raises
     ------
@@ -72,14 +73,14 @@ def top_list(
             "step_days, so the open leads of two dates are mostly different leads"
         )
     check_output(out, suffixes=(".csv",))
-    check_since(since)  # before any scoring
+    check_since(since, moved_up=moved_up)  # before any scoring
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
-    check_since(since, population.as_of)
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
-    listed = lists.rank_population(
+    return write_list(
         population,
         task,
+        out=out,
         top=top,
         counter_k=counter_k,
         tiers=tiers,
@@ -87,20 +88,6 @@ def top_list(
         where=where,
         exclude=exclude,
         per=per,
-    )
-    k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
-    columns, since_note = lists.list_columns(scorer), None
-    if since is not None:
-        since_note = scores_then(population, task, listed.rows, since)
-        columns = [*columns, *lists.THEN_COLUMNS]
-    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
-    return ListFile(
-        rows=listed.rows,
-        ranked_by=RANKED_BY[task],
-        matched=listed.matched,
-        drift=listed.drift,
-        **date_warnings(population.tables, task, population.as_of),
-        filter_warnings=tuple(lists.unmatched_filters(listed.scored, where)),
-        since_note=since_note,
-        exclude_note=lists.excluded_note(listed.scored, population.scorer.entity, exclude),
+        since=since,
+        moved_up=moved_up,
     )

@@ -162,6 +162,26 @@ def test_top_next_purchase_since_gives_the_scores_then_and_leads_refuse_it(train
     assert not (tmp_path / "l.csv").exists()
 
 
+def test_moved_up_lists_only_those_in_a_higher_tier_than_then(trained, tmp_path):
+    """--since D --moved-up: the rows of the whole --since list whose tier rose since D, in its order
+    (before the top-N cut, so the top N of the newly promising); refused without --since."""
+    retail_config, _, _ = trained
+    args = ["top", "next-purchase", "--config", str(retail_config)]
+    _, listed, _ = list_since(args, tmp_path, top=100000, since="2011-11-09")
+    rank = {"high": 0, "medium": 1, "low": 2}
+    rose = listed[listed["tier_then"].notna() & (listed["tier"].map(rank) < listed["tier_then"].map(rank))]
+    out = tmp_path / "moved.csv"
+    moved = CliRunner().invoke(app, [*args, "--out", str(out), "--since", "2011-11-09", "--moved-up", "--top", "5"])
+    assert moved.exit_code == 0, moved.output
+    kept = pd.read_csv(out, dtype={"customer_id": str})
+    assert 0 < len(kept) == min(5, len(rose)) and kept["customer_id"].tolist() == rose["customer_id"][:5].tolist()
+    assert f"wrote the top {len(kept)} of {len(rose):,} by expected value" in moved.stdout
+    assert f"{len(kept)} of the {len(kept)} listed moved up a tier, 0 were not in the population then" in moved.stdout
+    alone = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x.csv"), "--moved-up"])
+    assert alone.exit_code == 2 and "give it with --since D" in alone.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path):
     _, leads_config, _ = trained
     out = tmp_path / "a.csv"
