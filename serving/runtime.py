@@ -904,7 +904,7 @@ def ranked_list(
     whose ``items`` are the rows, or with ``format="csv"`` whose ``csv`` is their CSV text, beside the
     same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``. ``id_key`` renames the rows' id
     field (``customer_id``, ``lead_id``) in the JSON items. ``exclude``: ids never to list;
-    ``n_excluded`` counts the snapshot's rows among them (None without it). ``per``: the ``top``
+    ``n_excluded`` counts the snapshot's rows among them. ``per``: the ``top``
     rows of each value of this attribute."""
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
@@ -940,7 +940,7 @@ def ranked_list(
         "model_name": model.scorer.model_name,
         "model_version": str(model.scorer.version),
         "n_matched": matched,
-        "n_excluded": None if exclude is None else lists.n_excluded(scored, columns[0], exclude),
+        "n_excluded": lists.n_excluded(scored, columns[0], exclude or ()),
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp)}
             if format == "csv"

@@ -201,9 +201,7 @@ class AtRiskResponse(BaseModel):
     model_name: str
     model_version: str
     n_matched: int = Field(description="customers matching the filters, before the top-N cut")
-    n_excluded: int | None = Field(
-        default=None, description="rows of the snapshot left off for `exclude_ids` (null: none given)"
-    )
+    n_excluded: int = Field(default=0, description="rows of the snapshot left off for `exclude_ids` (0: none given)")
     items: list[AtRiskItem]
     drift: DriftInfo = Field(
         description="how far the churn snapshot the list ranks has moved from the model's training rows "
@@ -288,9 +286,7 @@ class TopResponse(BaseModel):
     model_name: str
     model_version: str
     n_matched: int = Field(description="rows matching the filters, before the top-N cut")
-    n_excluded: int | None = Field(
-        default=None, description="rows of the snapshot left off for `exclude_ids` (null: none given)"
-    )
+    n_excluded: int = Field(default=0, description="rows of the snapshot left off for `exclude_ids` (0: none given)")
     items: list[TopItem]
     drift: DriftInfo = Field(description="how far the snapshot the list ranks has moved from the model's training rows")
     warnings: list[str] = Field(

@@ -100,7 +100,7 @@ def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
         "X-Crmscore-Model": f"{body['model_name']} v{body['model_version']}",
         "X-Crmscore-N-Matched": str(body["n_matched"]),
         "X-Crmscore-Warnings": json.dumps(warnings),
-        **({"X-Crmscore-N-Excluded": str(body["n_excluded"])} if body["n_excluded"] is not None else {}),
+        "X-Crmscore-N-Excluded": str(body["n_excluded"]),
     }
 
 
