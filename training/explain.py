@@ -176,8 +176,9 @@ def _moves(
     of that date as the batch would, and the change of each reason's SHAP value (its group's sum)
     from then to ``as_of`` is written as reasons are, with today's values and the change as impact:
     ``raised`` the score most, ``lowered`` it most. By TreeSHAP's additivity the changes of all
-    features sum to the change of the raw log-odds; the rest of the change of the probability is the
-    calibration of the two dates (seasonal correction, anchor).
+    features sum to the change of the raw log-odds. ``probability_at_then_calibration`` is today's raw
+    score calibrated as at ``since`` (its seasonal correction and anchor): from the probability then
+    to it is the customer's doing, from it to today's the calibration of the two dates.
 
     ``keys``, ``X`` and ``contrib`` are the explained ids in the population at ``as_of``, their
     matrix and contributions; a key outside the population at ``since`` gets ``error``."""
@@ -198,13 +199,13 @@ def _moves(
     X_all = scorer.prepare(features)
     then_rows = [position[keys[n]] for n in both]
     then_contrib = scorer.contributions(X_all[then_rows], since)
+    shift_then = scorer.population_shift(X_all, as_of=since)
     scored = scorer.score_matrix(
-        X_all[then_rows],
-        k=0,
-        explain=False,
-        as_of=since,
-        contrib=then_contrib,
-        population_shift=scorer.population_shift(X_all, as_of=since),
+        X_all[then_rows], k=0, explain=False, as_of=since, contrib=then_contrib, population_shift=shift_then
+    )
+    # Today's raw log-odds through the calibration of ``since``: splits the probability's change.
+    recalibrated = scorer.score_matrix(
+        X[both], k=0, explain=False, as_of=since, contrib=contrib[both], population_shift=shift_then
     )
     change = contrib[both, :-1] - then_contrib[:, :-1]
     dated = dated_values(as_of, scorer.horizon_days)
@@ -222,6 +223,7 @@ def _moves(
                 if name in then
             },
             "raw_log_odds": float(then_contrib[j].sum()),
+            "probability_at_then_calibration": float(recalibrated[j]["probability"]),
             "raised": raised[j],
             "lowered": lowered[j],
             # The account of the raw log-odds' change: the base value's, the shown reasons', the rest.
@@ -328,8 +330,11 @@ def _render_since(item: Mapping[str, Any], result: Mapping[str, Any]) -> list[st
     lines = [
         f"  since {then['as_of']}: {then['probability']:.3f}, {then.get('tier')} -> {item['probability']:.3f}, "
         f"{item.get('tier')}; raw log-odds {then['raw_log_odds']:+.3f} -> {item['raw_log_odds']:+.3f}: the date's base"
-        f" {then['base_change']:+.3f}, shown {then['shown_change']:+.3f}, other features {then['other_change']:+.3f}"
-        " (the rest of the probability's change is the calibration of the two dates)"
+        f" {then['base_change']:+.3f}, shown {then['shown_change']:+.3f}, other features {then['other_change']:+.3f}",
+        f"    of the probability's {item['probability'] - then['probability']:+.3f}: "
+        f"{then['probability_at_then_calibration'] - then['probability']:+.3f} from the raw score (at "
+        f"{then['as_of']}'s calibration), {item['probability'] - then['probability_at_then_calibration']:+.3f} "
+        "from the calibration of the two dates (seasonal correction, anchor)",
     ]
     # The heading says the direction; the sentences drop their own "(raises churn risk)".
     suffixes = (f" ({result['raises']})", f" ({result['lowers']})")

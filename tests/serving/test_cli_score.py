@@ -310,12 +310,20 @@ def test_explain_since_says_what_moved_a_customers_score(trained):
     )
     account = since["base_change"] + since["shown_change"] + since["other_change"]
     assert account == pytest.approx(moved["raw_log_odds"] - since["raw_log_odds"], abs=1e-9)
+    # Today's raw score through the calibration then splits the probability's change in two: one
+    # calibration is monotone, so the first part has the sign of the raw log-odds' change.
+    mixed = since["probability_at_then_calibration"]
+    assert 0 < mixed < 1 and (mixed - since["probability"]) * account >= 0
     up, down = [r["impact"] for r in since["raised"]], [r["impact"] for r in since["lowered"]]
     assert up and down and all(i > 0 for i in up) and all(i < 0 for i in down)
     assert up == sorted(up, reverse=True) and down == sorted(down)
     assert new["since"]["error"] == "not in the churn population at 2011-11-09 00:00:00"
     text = CliRunner().invoke(app, [*args, "--since", "2011-11-09"])
     assert "  since 2011-11-09 00:00:00: " in text.stdout and "    raised it:" in text.stdout
+    change = moved["probability"] - since["probability"]
+    assert (
+        f"    of the probability's {change:+.3f}: {mixed - since['probability']:+.3f} from the raw score" in text.stdout
+    )
     lead = CliRunner().invoke(
         app, ["explain", "lead", "--config", str(leads_config), "--id", "1", "--since", "2010-10-01"]
     )
