@@ -34,6 +34,7 @@ __all__ = [
     "attribute_columns",
     "check_tiers",
     "excluded_note",
+    "filterable",
     "explained_rows",
     "file_stamp",
     "list_columns",
@@ -260,6 +261,22 @@ def select_at_risk(
         exclude=exclude,
         per=per,
     )
+
+
+def filterable(
+    scored: pd.DataFrame, columns: Sequence[str], tier_names: Sequence[str], *, max_values: int = 50
+) -> dict[str, Any]:
+    """What a list of ``scored`` can filter on, for a tool that builds the filters: ``tiers``, the
+    text ``attributes`` (``where``, ``per``) with their values, commonest first (at most
+    ``max_values``), and the numeric columns (``numbers``) that ``where`` compares."""
+    text = attribute_columns(scored, columns)
+    return {
+        "tiers": list(tier_names),
+        "attributes": {
+            name: [str(v) for v in scored[name].dropna().astype(str).value_counts().index[:max_values]] for name in text
+        },
+        "numbers": [c for c in scored.columns if c not in columns and c not in text],
+    }
 
 
 def _check_attribute(scored: pd.DataFrame, name: str, field: str, scores: Collection[str], entity: str) -> None:

@@ -987,6 +987,11 @@ def models_info(state: State) -> dict[str, Any]:
                 "snapshot_rows": len(model.snapshot.ids) if model.snapshot else 0,
                 "snapshot_drift": drift_overview(model.snapshot.drift) if model.snapshot else None,
                 "snapshot_anchor": model.snapshot.population_shift if model.snapshot else None,
+                "list_filters": (
+                    lists.filterable(model.scored, lists.list_columns(model.scorer), model.scorer.tier_names)
+                    if model.scored is not None
+                    else None
+                ),
             }
         )
     missing = [{"task": task, "error": error} for task, error in state.missing.items()]

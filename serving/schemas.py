@@ -214,6 +214,15 @@ class AtRiskResponse(BaseModel):
     )
 
 
+class ListFilterInfo(BaseModel):
+    tiers: list[str] = Field(description="the values `tiers` takes (grades, for leads), highest first")
+    attributes: dict[str, list[str]] = Field(
+        description="text attributes `where` and `per` take, each with its values in the snapshot, commonest first "
+        "(at most 50)"
+    )
+    numbers: list[str] = Field(description='numeric columns `where` compares with operators ({">=": 3})')
+
+
 class ModelInfo(BaseModel):
     task: str
     model_name: str
@@ -244,6 +253,9 @@ class ModelInfo(BaseModel):
     snapshot_rows: int
     snapshot_drift: DriftInfo | None = Field(
         None, description="how far the snapshot's features have moved from the model's training rows"
+    )
+    list_filters: ListFilterInfo | None = Field(
+        None, description="what the lists (/at_risk, /top/...) of this snapshot filter on: for a tool building filters"
     )
     snapshot_anchor: float | None = Field(
         None,

@@ -668,6 +668,23 @@ def test_models_lists_the_three_champions(server):
     assert models["churn"]["config_name"] == models["next_purchase"]["config_name"] == "online_retail"
 
 
+def test_models_say_what_each_list_filters_on_and_the_values_work(server):
+    """``list_filters``: the tiers, the text attributes with their values (commonest first) and the
+    numeric columns, for a tool building the filters; each value offered filters the list to it."""
+    with server.client("marketer") as c:
+        models = {m["task"]: m for m in c.post("/models", json={}).json()["models"]}
+        churn, lead = models["churn"]["list_filters"], models["lead"]["list_filters"]
+        uk = c.post("/at_risk", json={"top": 5, "k": 0, "where": {"country": churn["attributes"]["country"][0]}})
+        job = c.post("/top/lead", json={"top": 5, "k": 0, "where": {"job": lead["attributes"]["job"][-1]}})
+    assert churn["tiers"] == ["high", "medium", "low"] and lead["tiers"] == ["A", "B", "C", "D"]
+    assert churn["attributes"]["country"][0] == "United Kingdom" and "frequency_365d" in churn["numbers"]
+    assert {"job", "contact"} <= set(lead["attributes"]) and "age" in lead["numbers"]
+    assert "customer_id" not in churn["attributes"] and "probability" not in churn["numbers"]
+    assert uk.status_code == job.status_code == 200
+    assert uk.json()["items"] and {i["attributes"]["country"] for i in uk.json()["items"]} == {"United Kingdom"}
+    assert job.json()["items"] and uk.json()["warnings"] == job.json()["warnings"] == []
+
+
 def test_reload_is_admin_only_and_requests_in_flight_succeed(server):
     ids = snapshot_ids(server, "churn", 50)
 

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from serving.lists import (
+    SCORE_COLUMNS,
     FilterError,
     at_risk_rows,
     excluded_note,
+    filterable,
     read_ids,
     select_at_risk,
     to_csv,
@@ -116,6 +118,16 @@ def test_per_keeps_the_top_of_each_value_in_the_order_of_the_whole_list(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=1, per="value_at_risk")
     assert err.value.field == "per" and "filterable: country" in str(err.value)
+
+
+def test_filterable_names_the_tiers_the_text_attributes_with_their_values_and_the_numbers(scored):
+    scored = scored.assign(segment=["x", "y", "y", None, "y"])
+    assert filterable(scored, SCORE_COLUMNS, ["high", "medium", "low"]) == {
+        "tiers": ["high", "medium", "low"],
+        "attributes": {"country": ["UK", "France"], "segment": ["y", "x"]},  # commonest first
+        "numbers": ["frequency"],
+    }
+    assert filterable(scored, SCORE_COLUMNS, ["high"], max_values=1)["attributes"]["segment"] == ["y"]
 
 
 def test_unknown_attribute_names_the_field(scored):
