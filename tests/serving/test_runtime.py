@@ -383,6 +383,38 @@ def test_posted_events_get_the_touchpoint_columns_of_training(write_config, tmp_
         score_posted(state, "churn", ["b"], as_of=as_of, k=0, max_batch=10, customers=[record])
 
 
+def test_posted_features_from_threads_at_once_equal_one_by_one():
+    """Each thread keeps its own DuckDB connection for posted records and replaces its tables per
+    call: calls from four threads at once (other customers, other cut-offs) get what each call
+    gets alone on a fresh build."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features.pipeline import CompiledQueries, vocabularies
+    from features.sources import load_tables
+    from serving import runtime
+    from tests.conftest import CONFIGS
+    from tests.serving.conftest import posted_history
+
+    config = load_config(CONFIGS / "online_retail.yaml")
+    vocabulary = vocabularies(load_tables(config))
+    keys = ["12347", "12348", "12352", "12356", "12362", "12370", "12371", "12372"]
+    calls = [(dt.datetime(2011, 9, 10, 9 + i), [posted_history(key)]) for i, key in enumerate(keys)]
+    cache = CompiledQueries()
+
+    def features(call, compiled):
+        as_of, customers = call
+        return runtime.history_features(
+            config, "churn", as_of=as_of, customers=customers, vocabulary=vocabulary, compiled=compiled
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda call: features(call, cache), calls * 2))
+    assert cache.misses <= 4 and cache.hits >= 12  # one query per thread at most, before the others saw it
+    for call, frame in zip(calls * 2, together, strict=True):
+        assert frame["customer_id"].tolist() == [call[1][0]["customer_id"]]
+        pd.testing.assert_frame_equal(frame, features(call, None))
+
+
 @pytest.mark.parametrize("task", ["churn", "next_purchase", "lead"])
 def test_posted_features_from_the_cached_sql_equal_a_fresh_build(task):
     """Bundled data: a second call with the same columns, at another cut-off (a time of day, as a
