@@ -18,7 +18,7 @@ from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, ChampionPopulation, champion_population, check_since, date_warnings
 
-__all__ = ["ListFile", "at_risk_list", "scored_then", "write_list"]
+__all__ = ["ListFile", "at_risk_list", "check_list_since", "scored_then", "write_list"]
 
 
 @dataclass(frozen=True)
@@ -97,22 +97,20 @@ def at_risk_list(
         ``since`` is not before the list's date.
     """
     check_output(out, suffixes=(".csv",))
-    check_since(since, moved_up=moved_up)  # before any scoring
+    check_list_since(since, moved_up)  # before any scoring
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
+    filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
     return write_list(
-        population,
-        "churn",
-        out=out,
-        top=top,
-        counter_k=counter_k,
-        min_value=min_value,
-        tiers=tiers,
-        where=where,
-        exclude=exclude,
-        per=per,
-        since=since,
-        moved_up=moved_up,
+        population, "churn", out=out, top=top, counter_k=counter_k, filters=filters, since=since, moved_up=moved_up
     )
+
+
+def check_list_since(since: str | None, moved_up: bool) -> None:
+    """A list command's ``--since`` (:func:`training.score.check_since`) and ``--moved-up``, which
+    needs it, checked before any scoring."""
+    if moved_up and since is None:
+        raise ValueError("--moved-up lists those in a higher tier than at an earlier date: give it with --since D")
+    check_since(since)
 
 
 def write_list(
@@ -122,9 +120,9 @@ def write_list(
     out: str | Path,
     top: int,
     counter_k: int,
+    filters: lists.ListFilters,
     since: str | None = None,
     moved_up: bool = False,
-    **filters: Any,
 ) -> ListFile:
     """What ``crmscore at-risk`` and ``crmscore top`` do once the champion's population is loaded:
     rank it (:func:`serving.lists.rank_population` with ``filters``), give the listed rows their
@@ -134,7 +132,7 @@ def write_list(
     check_since(since, population.as_of)
     then = scored_then(population, task, since) if since is not None else None
     listed = lists.rank_population(
-        population, task, top=top, counter_k=counter_k, moved_up_from=then, only_moved_up=moved_up, **filters
+        population, task, top=top, counter_k=counter_k, filters=filters, moved_up_from=then, only_moved_up=moved_up
     )
     columns, since_note = lists.list_columns(scorer), None
     if since is not None:
@@ -155,9 +153,9 @@ def write_list(
         matched=listed.matched,
         drift=listed.drift,
         **date_warnings(population.tables, task, population.as_of),
-        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.get("where"))),
+        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where)),
         since_note=since_note,
-        exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.get("exclude")),
+        exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.exclude),
     )
 
 

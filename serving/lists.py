@@ -15,7 +15,7 @@ import difflib
 import io
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "THEN_COLUMNS",
     "FilterError",
+    "ListFilters",
     "RANKED_BY",
     "at_risk_rows",
     "attribute_columns",
@@ -68,6 +69,27 @@ class FilterError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """The filters of a list, as the commands' options and the API's fields give them (each one is
+    described at :func:`select_at_risk`): they travel together from there to the selection."""
+
+    min_value: float | None = None
+    tiers: Sequence[str] | None = None
+    where: Mapping[str, Any] | None = None
+    exclude: Collection[str] | None = None
+    per: str | None = None
+
+    @property
+    def named(self) -> list[str]:
+        """The attributes the filters name (``where``'s and ``per``): the rows carry them."""
+        return [*(self.where or {}), *([self.per] if self.per else [])]
+
+    def selection(self) -> dict[str, Any]:
+        """The filters as :func:`select_at_risk`'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _matches(column: pd.Series, value: Any) -> np.ndarray:
@@ -324,9 +346,14 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
     return frozenset(re.sub(r"^(-?\d+)\.0+$", r"\1", i) for i in ids if i)
 
 
+def _ids_in(scored: pd.DataFrame, entity: str, ids: Collection[str]) -> np.ndarray:
+    """Rows of ``scored`` whose id (as text) is one of ``ids``."""
+    return scored[entity].astype(str).isin(list(ids)).to_numpy()
+
+
 def n_excluded(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> int:
     """Rows of ``scored`` whose id is in ``exclude``."""
-    return int(scored[entity].astype(str).isin(list(exclude)).sum())
+    return int(_ids_in(scored, entity, exclude).sum())
 
 
 def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> str | None:
@@ -385,7 +412,7 @@ def select_top(
     for name, spec in (where or {}).items():
         keep &= where_mask(scored[name], conditions(name, spec))
     if exclude:
-        keep &= ~scored[entity].astype(str).isin(list(exclude)).to_numpy()
+        keep &= ~_ids_in(scored, entity, exclude)
     positions = np.flatnonzero(keep)
     order = np.lexsort(
         (
@@ -516,17 +543,13 @@ def rank_population(
     *,
     top: int,
     counter_k: int,
-    min_value: float | None = None,
-    tiers: Sequence[str] | None = None,
-    where: Mapping[str, Any] | None = None,
-    exclude: Collection[str] | None = None,
-    per: str | None = None,
+    filters: ListFilters = ListFilters(),
     moved_up_from: pd.DataFrame | None = None,
     only_moved_up: bool = False,
 ) -> RankedPopulation:
     """A command's list from a champion's population at one date (``training.score.champion_population``):
     scored as the service scores its snapshot (:func:`scored_for_list`), ranked by :data:`RANKED_BY`
-    among the rows that pass the filters (:func:`select_at_risk` checks them), the listed rows
+    among the rows that pass ``filters`` (:func:`select_at_risk` checks them), the listed rows
     explained with the model's ``top_k_reasons`` reasons and ``counter_k`` counter-reasons and
     carrying the population's :func:`attribute_columns`. ``only_moved_up``: list only the rows in a
     higher tier than in ``moved_up_from``, the same model's :func:`scored_for_list` at an earlier
@@ -537,7 +560,8 @@ def rank_population(
     if only_moved_up:
         columns = list_columns(scorer)
         stayed = scored[columns[0]][~moved_up(scored, moved_up_from, scorer.tier_names, columns)]
-        exclude = {*(exclude or ()), *stayed.astype(str)}
+        # Those who did not move up are left out as a suppression list's ids are: not listed, not matched.
+        filters = replace(filters, exclude={*(filters.exclude or ()), *stayed.astype(str)})
     rows, matched = ranked_rows(
         scorer,
         scored,
@@ -546,13 +570,9 @@ def rank_population(
         top=top,
         k=population.model_config.top_k_reasons,
         counter_k=counter_k,
-        min_value=min_value,
-        tiers=tiers,
-        where=where,
+        filters=filters,
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
-        exclude=exclude,
-        per=per,
     )
     return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
 
@@ -566,32 +586,19 @@ def ranked_rows(
     top: int,
     k: int,
     counter_k: int,
-    min_value: float | None = None,
-    tiers: Sequence[str] | None = None,
-    where: Mapping[str, Any] | None = None,
+    filters: ListFilters = ListFilters(),
     as_of: Any = None,
     contrib: np.ndarray | None = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
-    exclude: Collection[str] | None = None,
-    per: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows of ``task``'s list from a scored population (:func:`scored_for_list` of ``matrix``):
-    the top ``top`` by :data:`RANKED_BY` among those that pass the filters (:func:`select_at_risk`),
+    the top ``top`` by :data:`RANKED_BY` among those that pass ``filters`` (:func:`select_at_risk`),
     explained (:func:`explained_rows`, from ``contrib`` when the caller has the SHAP values) and
     carrying the :func:`attribute_columns`; and how many rows passed the filters. The commands
     (:func:`rank_population`) and the service (its snapshots) make their lists with it."""
     columns = list_columns(scorer)
     positions, matched = select_at_risk(
-        scored,
-        top=top,
-        min_value=min_value,
-        tiers=tiers,
-        where=where,
-        tier_names=scorer.tier_names,
-        columns=columns,
-        rank=RANKED_BY[task],
-        exclude=exclude,
-        per=per,
+        scored, top=top, tier_names=scorer.tier_names, columns=columns, rank=RANKED_BY[task], **filters.selection()
     )
     rows = explained_rows(
         scorer,
@@ -600,7 +607,7 @@ def ranked_rows(
         positions,
         k=k,
         counter_k=counter_k,
-        attributes=attribute_columns(scored, columns, [*(where or {}), *([per] if per else [])]),
+        attributes=attribute_columns(scored, columns, filters.named),
         as_of=as_of,
         contrib=contrib,
         unseen=unseen,

@@ -932,14 +932,10 @@ def ranked_list(
             top=top,
             k=k,
             counter_k=counter_k,
-            min_value=min_value,
-            tiers=tiers,
-            where=where,
+            filters=lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per),
             as_of=snapshot.as_of,
             contrib=snapshot.contrib,
             unseen=snapshot.unseen,
-            exclude=exclude,
-            per=per,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc

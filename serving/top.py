@@ -17,8 +17,8 @@ from features.config import Config
 from features.files import check_output
 from features.sources import CanonicalTables
 from serving import lists
-from serving.at_risk import ListFile, write_list
-from training.score import champion_population, check_since
+from serving.at_risk import ListFile, check_list_since, write_list
+from training.score import champion_population
 
 __all__ = ["RANKED_BY", "top_list"]
 
@@ -52,7 +52,7 @@ def top_list(
     lists, :func:`serving.lists.select_at_risk`; a value no row has is a warning). The CSV is written whole or not at all; an ``out`` that
     cannot be written is refused before any scoring. ``since`` (next purchase): an earlier date whose
     scores each row also gets, as ``crmscore at-risk --since`` gives them
-    (:func:`serving.at_risk.scores_then`). ``exclude``: ids never to list, ``per``, the
+    (:func:`serving.at_risk.write_list`). ``exclude``: ids never to list, ``per``, the
     ``top`` of each value of an attribute, and ``moved_up``, as ``crmscore at-risk``'s.
 
     Raises
@@ -73,21 +73,11 @@ def top_list(
             "step_days, so the open leads of two dates are mostly different leads"
         )
     check_output(out, suffixes=(".csv",))
-    check_since(since, moved_up=moved_up)  # before any scoring
+    check_list_since(since, moved_up)  # before any scoring
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored
+    filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
     return write_list(
-        population,
-        task,
-        out=out,
-        top=top,
-        counter_k=counter_k,
-        tiers=tiers,
-        min_value=min_value,
-        where=where,
-        exclude=exclude,
-        per=per,
-        since=since,
-        moved_up=moved_up,
+        population, task, out=out, top=top, counter_k=counter_k, filters=filters, since=since, moved_up=moved_up
     )

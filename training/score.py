@@ -138,15 +138,10 @@ def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | Non
     )
 
 
-def check_since(
-    since: Any, as_of: Any = None, *, what: str = "the list's date", moved_up: bool = False
-) -> dt.datetime | None:
+def check_since(since: Any, as_of: Any = None, *, what: str = "the list's date") -> dt.datetime | None:
     """``--since`` as a cut-off (None stays None), refused when it is not a date or, given the scoring
-    date ``as_of`` (``what`` names it in the message), not before it; ``moved_up`` (a list of those
-    in a higher tier than at ``since``) needs one."""
+    date ``as_of`` (``what`` names it in the message), not before it."""
     if since is None:
-        if moved_up:
-            raise ValueError("--moved-up lists those in a higher tier than at an earlier date: give it with --since D")
         return None
     try:
         then = normalize_as_of(since)
