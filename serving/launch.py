@@ -6,6 +6,7 @@ load benchmark (ours and the MLflow baseline).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,15 +20,30 @@ __all__ = ["start_process", "stop_process"]
 
 
 def stop_process(proc: subprocess.Popen) -> None:
-    """Stop ``proc`` and every process of its session (BentoML and MLflow fork workers)."""
+    """Stop ``proc``, every process of its session and every process it started (BentoML and MLflow
+    fork workers; BentoML's start sessions of their own, which the session's signal missed: they
+    outlived the server and kept a core busy)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     except ProcessLookupError:
-        return
+        pass
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def start_process(

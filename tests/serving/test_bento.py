@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -117,7 +118,10 @@ def test_the_built_bento_serves_the_champions(bento, trained, tmp_path):
             finally:
                 (tmp_path / "mlruns-away").rename(artifacts)
     finally:
+        workers = psutil.Process(proc.pid).children(recursive=True)
         stop_process(proc)
+    # BentoML's workers start sessions of their own: stopping the server stops them too.
+    assert workers and not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
     assert f'BentoServer from "{tag}"' in log.read_text()  # the Bento from the store
     assert models.status_code == 200, models.text
     assert {m["task"]: m["alias"] for m in models.json()["models"]} == dict.fromkeys(
