@@ -26,6 +26,7 @@ feature and group lowers it thus has counter-reasons only.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -108,8 +109,13 @@ def dated_values(as_of: Any, horizon_days: int | None) -> dict[str, str]:
     ``horizon_month_share`` counts them; none without a date or when those days cover every month."""
     if as_of is None or not horizon_days:
         return {}
-    months = horizon_span(pd.Timestamp(as_of), horizon_days)
+    months = _coming_months(pd.Timestamp(as_of), horizon_days)
     return {"coming_months": months} if months else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _coming_months(as_of: pd.Timestamp, horizon_days: int) -> str | None:
+    return horizon_span(as_of, horizon_days)  # the API asks on every request, for one date or a few
 
 
 def humanize(feature: str) -> str:
@@ -233,23 +239,34 @@ class ReasonWriter:
         # direction for counter-reasons, no groups. Filled once here, so no method tests for them.
         self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, "groups": {}, **state})
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name != "_units"}
+
     def units(self) -> list[tuple[str | None, list[int]]]:
         """What can be one reason, in column order: ``(name, columns)`` of each group (its members'
-        columns) and ``(None, [column])`` of every feature in no group."""
-        first = {self.feature_names.index(features[0]): name for name, features in self.groups.items()}
-        grouped = {f for features in self.groups.values() for f in features}
-        return [
-            (first[j], [self.feature_names.index(f) for f in self.groups[first[j]]]) if j in first else (None, [j])
-            for j, feature in enumerate(self.feature_names)
-            if j in first or feature not in grouped
-        ]
+        columns) and ``(None, [column])`` of every feature in no group. Worked out once per writer
+        (a writer's features and groups do not change once built): the API explains every request."""
+        if "_units" not in self.__dict__:
+            first = {self.feature_names.index(features[0]): name for name, features in self.groups.items()}
+            grouped = {f for features in self.groups.values() for f in features}
+            self._units = [
+                (first[j], [self.feature_names.index(f) for f in self.groups[first[j]]]) if j in first else (None, [j])
+                for j, feature in enumerate(self.feature_names)
+                if j in first or feature not in grouped
+            ]
+        return self._units
 
     def unit_sums(self, contributions: np.ndarray) -> np.ndarray:
         """SHAP values per unit of :meth:`units`: a group's members summed per row, which TreeSHAP's
         additivity makes the group's contribution; ``contributions`` itself when there is no group."""
         if not self.groups:
             return contributions
-        return np.column_stack([contributions[:, columns].sum(axis=1) for _, columns in self.units()])
+        units = self.units()
+        summed = contributions[:, [columns[0] for _, columns in units]]  # a copy: a feature in no group is its own unit
+        for u, (group, columns) in enumerate(units):
+            if group:
+                summed[:, u] = contributions[:, columns].sum(axis=1)
+        return summed
 
     def counter_label(self) -> str:
         """What a counter-reason says (``counter_direction``)."""

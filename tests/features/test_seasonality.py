@@ -37,3 +37,15 @@ def test_seasonality_ignores_rows_after_as_of():
 def test_horizon_months():
     assert horizon_months(dt.datetime(2011, 9, 10), 90) == (9, 10, 11, 12)
     assert horizon_months(dt.datetime(2011, 12, 1), 45) == (1, 12)
+
+
+@pytest.mark.parametrize("horizon", [0, 1, 27, 28, 29, 30, 31, 59, 89, 90, 91, 334, 335, 365, 366, 800])
+def test_horizon_months_are_the_months_of_the_days_after_the_date(horizon):
+    # Counted from the first and last day, not stepped day by day; the same months as each day's,
+    # at every day of a leap year and the next, at midnight and later, as a datetime or a Timestamp.
+    start = dt.datetime(2011, 12, 31, 13, 5)
+    for offset in range(0, 400, 1 if horizon in (28, 90, 335) else 7):
+        as_of = start + dt.timedelta(days=offset)
+        days = {(as_of + dt.timedelta(days=d)).month for d in range(1, horizon + 1)}
+        assert horizon_months(as_of, horizon) == tuple(sorted(days)), (as_of, horizon)
+        assert horizon_months(pd.Timestamp(as_of), horizon) == tuple(sorted(days))

@@ -162,6 +162,21 @@ def test_a_group_of_features_stating_one_fact_is_one_reason_with_their_summed_im
     assert plain.explain(contrib[:1], X[:1], k=1, counter=True)[0][0]["feature"] == "days_since_last"
 
 
+def test_a_writers_units_are_worked_out_once_and_not_pickled_with_it():
+    import pickle
+
+    writer = grouped_writer()
+    units = writer.units()
+    assert units == [("recency", [0, 1, 2]), (None, [3]), (None, [4])]
+    assert writer.units() is units  # kept: the API explains every request with them
+    # A pickle (a registered model's scorer) carries the features and groups, not the worked-out units.
+    copy = pickle.loads(pickle.dumps(writer))
+    assert "_units" not in copy.__dict__ and copy.units() == units
+    contrib = np.array([[-0.3, -0.1, 0.7, 0.2, 0.25]])
+    summed = writer.unit_sums(contrib)
+    assert summed.tolist() == [[contrib[0, :3].sum(), 0.2, 0.25]] and contrib[0, 0] == -0.3
+
+
 def test_reason_groups_keep_the_models_features_and_leave_out_context_ones():
     assert grouped_writer().groups == {"recency": ["days_since_last", "recency_over_gap", "purchase_days_90d"]}
     # A context feature is never a reason, so it never joins a group; a group of one is that feature alone.
