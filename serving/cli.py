@@ -688,6 +688,9 @@ def serve_command(
     env = {
         **os.environ,
         "CRMSCORE_CONFIG": str(Path(config).resolve()),
+        # The service works in the caller's folder: a relative tracking_uri, output_dir and snapshot
+        # paths resolve against it, as they do for every other command.
+        "CRMSCORE_WORKDIR": os.getcwd(),
         "BENTOML_DO_NOT_TRACK": "true",
         # One OpenMP thread per LightGBM predict: a single-row score takes 0.08 ms with one thread, but
         # with OpenMP's default (all cores) each predict waits at a barrier for threads the kernel may
@@ -710,10 +713,11 @@ def serve_command(
         host or cfg.serving.host,
         "--port",
         str(port or cfg.serving.port),
-        # The caller's folder: relative tracking_uri, output_dir and snapshot paths resolve against it,
-        # as they do for every other command (serving.service is importable from the installed package).
+        # BentoML imports the service from its working directory, ahead of the installed packages: from
+        # the caller's folder, a folder there named serving, models, features or training (a user's
+        # project, an older checkout of crmscore) was imported in place of crmscore's own code.
         "--working-dir",
-        os.getcwd(),
+        str(REPO_ROOT),
     ]
     # Stopped by a signal (a process manager's SIGTERM), still remove the home: the server gets the
     # signal with its process group, or is killed by subprocess.call on the way out.

@@ -5,7 +5,10 @@ Start it from the repository root with the config in ``CRMSCORE_CONFIG``::
     CRMSCORE_CONFIG=configs/online_retail.yaml BENTOML_DO_NOT_TRACK=true \\
         bentoml serve serving.service:CrmScore --host 127.0.0.1 --port 3000
 
-(``crmscore serve --config C [--port P]`` does exactly this.) Every route but the health checks
+(``crmscore serve --config C [--port P]`` does this from crmscore's own folder, so that packages of
+the caller's folder named like ours, ``serving``, ``models``, ``features``, ``training``, are not
+imported in their place, and sets ``CRMSCORE_WORKDIR`` to the caller's folder, which the service
+then works in: relative paths of the config resolve there.) Every route but the health checks
 (``/livez``, ``/readyz``), ``/metrics`` and the OpenAPI docs needs an API key; see
 :mod:`serving.auth` for the roles. Errors are JSON ``{"error": ..., "detail": [...]}`` with a 4xx
 status naming the field, or 503 when a model or snapshot is missing.
@@ -44,9 +47,13 @@ from serving.schemas import (
     TopResponse,
 )
 
-__all__ = ["CONFIG_ENV", "CrmScore"]
+__all__ = ["CONFIG_ENV", "WORKDIR_ENV", "CrmScore"]
 
 CONFIG_ENV = "CRMSCORE_CONFIG"
+WORKDIR_ENV = "CRMSCORE_WORKDIR"
+
+if os.environ.get(WORKDIR_ENV):  # crmscore serve's caller's folder; see the module docstring
+    os.chdir(os.environ[WORKDIR_ENV])
 
 bentoml_fixes.apply()  # before BentoML builds the app: a request timeout that does not pile up timers
 

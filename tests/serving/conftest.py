@@ -173,10 +173,33 @@ def trained(demo_run) -> tuple[Path, Path, Path]:
     return demo_run.retail_config, demo_run.leads_config, demo_run.out_dir / "snapshots"
 
 
+DECOYS = ("serving", "models", "features", "training")
+
+
+def users_project(folder: Path, config: Path) -> Path:
+    """A user's project folder to start ``crmscore serve`` from: the config's copy with a relative
+    ``tracking_uri`` and ``output_dir`` (the registry and outputs linked into the folder), and packages
+    named like crmscore's whose import fails, as a project's own ``models`` package or an older
+    checkout of crmscore would be. Returns the copy's path."""
+    folder.mkdir()
+    data = yaml.safe_load(config.read_text())
+    (folder / "mlflow.db").symlink_to(data["tracking_uri"].removeprefix("sqlite:///"))
+    (folder / "outputs").symlink_to(data["output_dir"])
+    data.update(tracking_uri="sqlite:///mlflow.db", output_dir="outputs")
+    for name in DECOYS:
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(f"raise ImportError('{name} of the project folder imported')\n")
+    copy = folder / config.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
 @pytest.fixture(scope="session")
 def server(trained) -> Iterator[Server]:
     retail, leads, snapshots = trained
-    proc, url = start_server(retail, retail.parent)
+    # Started from a user's folder (relative paths, look-alike packages), which every API test then uses.
+    project = users_project(retail.parent / "project", retail)
+    proc, url = start_server(project, project.parent)
     try:
         yield Server(url=url, keys=KEYS, retail_config=retail, leads_config=leads, snapshots=snapshots)
     finally:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.serving.conftest import (
+    DECOYS,
     MAX_BATCH,
     ROOT,
     posted_history,
@@ -38,6 +39,19 @@ def test_health_and_metrics_need_no_key(server):
     with server.client() as c:
         for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
             assert c.get(path).status_code == 200, path
+
+
+def test_the_server_runs_its_own_code_from_a_users_folder_and_reads_its_relative_paths_there(server):
+    # The session's server was started from a folder holding packages named serving, models, features
+    # and training whose import fails; BentoML imports from its working directory first, so until
+    # 2026-12-06 such a folder's code (an older checkout's: the benchmarks measured it) replaced crmscore's.
+    project = server.retail_config.parent / "project"
+    assert all((project / name / "__init__.py").exists() for name in DECOYS)
+    with server.client("scorer") as c:
+        info = c.post("/models", json={}).json()
+    # The champions and snapshots came through the relative tracking_uri and output_dir of its config.
+    assert info["missing"] == []
+    assert {m["task"] for m in info["models"] if m["snapshot_rows"] > 0} == {"churn", "next_purchase", "lead"}
 
 
 @pytest.mark.parametrize("route", [*SCORE_ROUTES, "/models", "/at_risk", "/top/next_purchase", "/top/lead", "/reload"])
