@@ -370,18 +370,24 @@ class ReasonWriter:
         order = np.argsort(-top_values, axis=1)
         top = np.take_along_axis(top, order, axis=1)
         top_values = np.take_along_axis(top_values, order, axis=1)
+        # A group speaks in the sentence of the member that pushes hardest its way: worked out for all
+        # rows at once, for the groups some row gives as a reason. (Python lists: the loop reads items.)
+        speaker: dict[int, list[int]] = {}
+        needs: dict[str, set[str]] = {}
         out: list[list[dict[str, Any]]] = []
-        for i in range(n):
+        for i, (row_top, row_values) in enumerate(zip(top.tolist(), top_values.tolist(), strict=True)):
             reasons = []
             before = [r["text"] for r in said[i]] if said is not None else []
-            for u, impact in zip(top[i], top_values[i], strict=True):
+            for u, impact in zip(row_top, row_values, strict=True):
                 if not impact > 0:
                     break
                 group, columns = units[u]
-                # A group speaks in the sentence of the member that pushes hardest its way.
-                j = columns[int(np.argmax(contributions[i, columns]))] if group else columns[0]
-                feature = self.feature_names[j]
-                needed = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
+                if group and u not in speaker:
+                    speaker[u] = np.asarray(columns)[np.argmax(contributions[:, columns], axis=1)].tolist()
+                feature = self.feature_names[speaker[u][i] if group else columns[0]]
+                if feature not in needs:
+                    needs[feature] = {feature} | {f for _, fields in self.templates.get(feature, ()) for f in fields}
+                needed = needs[feature]
                 values = {f: self.value(X, i, f, rows) for f in needed if f not in DATE_FIELDS}
                 if dated:
                     values.update({f: dated[f] for f in needed if f in dated})
@@ -397,7 +403,7 @@ class ReasonWriter:
                     "text": f"{text} ({direction})",
                     "feature": feature,
                     "value": values[feature],
-                    "impact": round(sign * float(impact), 6),
+                    "impact": round(sign * impact, 6),
                 }
                 if group:
                     reason["group"] = group
