@@ -281,6 +281,9 @@ class ServingConfig(_Frozen):
     api_keys_env: str = "CRMSCORE_API_KEYS"
     api_keys_file: str | None = None
     snapshot_path: str | None = None
+    # Seconds between the server's own reloads (a new champion or snapshot file is served without a
+    # call to /reload); None: only /reload and a restart load new ones.
+    reload_every_s: float | None = Field(None, gt=0)
 
 
 class Config(_Frozen):

@@ -40,6 +40,7 @@ __all__ = [
     "State",
     "TaskModel",
     "build_state",
+    "changed_tasks",
     "as_posted_histories",
     "at_risk",
     "history_features",
@@ -386,6 +387,58 @@ class Runtime:
                 raise ModelUnavailable(f"reload failed, still serving the models loaded before: {exc}") from exc
             self.state = state
         return state
+
+    def watch(
+        self,
+        every_s: float,
+        *,
+        on_change: Callable[[list[str], State], None],
+        on_error: Callable[[str], None],
+        stop: threading.Event,
+    ) -> threading.Thread:
+        """Reload every ``every_s`` seconds in a daemon thread until ``stop`` is set: a new champion
+        (``crmscore train``'s gate, ``crmscore promote``) or snapshot file (the nightly ``crmscore
+        features``) is served without a call to ``/reload``.
+
+        ``on_change(tasks, state)`` is called after a reload that loaded a task again, or found one
+        new or gone (:func:`changed_tasks`), not after one that kept everything; ``on_error(message)``
+        when a reload fails (the loaded models keep serving), once until the message changes.
+        """
+
+        def loop() -> None:
+            failed = None
+            while not stop.wait(every_s):
+                before = self.state
+                try:
+                    after = self.reload()
+                except ModelUnavailable as exc:
+                    if str(exc) != failed:
+                        failed = str(exc)
+                        on_error(failed)
+                    continue
+                failed = None
+                changed = changed_tasks(before, after)
+                if changed:
+                    on_change(changed, after)
+
+        thread = threading.Thread(target=loop, name="crmscore-reload-watch", daemon=True)
+        thread.start()
+        return thread
+
+
+def changed_tasks(before: State, after: State) -> list[str]:
+    """Tasks whose model ``after`` loaded again (a new champion version or snapshot file), or that
+    one state serves and the other does not; a task kept as loaded (the same scorer and snapshot
+    objects, :func:`build_state`) is unchanged."""
+    served = set(before.models) | set(after.models)
+    return sorted(
+        task
+        for task in served
+        if task not in before.models
+        or task not in after.models
+        or after.models[task].scorer is not before.models[task].scorer
+        or after.models[task].snapshot is not before.models[task].snapshot
+    )
 
 
 # -- posted histories -> the same feature code as training ------------------------------------

@@ -21,7 +21,9 @@ import functools
 import gc
 import inspect
 import json
+import logging
 import os
+import threading
 import types
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -50,6 +52,8 @@ from serving.schemas import (
 __all__ = ["CONFIG_ENV", "WORKDIR_ENV", "CrmScore"]
 
 CONFIG_ENV = "CRMSCORE_CONFIG"
+# A child of BentoML's logger, which its server logging prints at INFO (the root logger is at WARNING).
+LOG = logging.getLogger("bentoml.crmscore")
 WORKDIR_ENV = "CRMSCORE_WORKDIR"
 
 if os.environ.get(WORKDIR_ENV):  # crmscore serve's caller's folder; see the module docstring
@@ -122,6 +126,19 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def _reloaded(tasks: list[str], state: runtime.State) -> None:
+    """What the server's own reload (``serving.reload_every_s``) loaded, in its log; then the heap
+    settles as after ``/reload`` (a pause of a full collection, so only when something changed)."""
+    _settle_heap()
+    for task in tasks:
+        model = state.models.get(task)
+        if model is None:
+            LOG.warning("reload: no %s model served any more: %s", task, state.missing.get(task, ""))
+        else:
+            as_of = model.snapshot.as_of if model.snapshot is not None else "none"
+            LOG.info("reload: %s v%s, snapshot as of %s", task, model.scorer.version, as_of)
 
 
 def _export_feature_sql_lookups() -> None:
@@ -201,6 +218,10 @@ class CrmScore:
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
         _settle_heap()
+        if self.config.serving.reload_every_s:
+            self.runtime.watch(
+                self.config.serving.reload_every_s, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event()
+            )
 
     def _k(self, task: str, k: int | None, counter_k: int, ctx: bentoml.Context) -> dict[str, int]:
         """The reasons and counter-reasons per item this caller gets (403 for a role not entitled)."""

@@ -17,6 +17,7 @@ from tests.serving.conftest import (
     DECOYS,
     MAX_BATCH,
     ROOT,
+    Server,
     posted_history,
     posted_lead,
     start_server,
@@ -738,6 +739,40 @@ def test_a_reload_loads_again_only_the_snapshot_that_was_replaced(server):
         and loaded["next_purchase"] == before["next_purchase"]["loaded_at"]
     )
     assert {m["task"]: m["version"] for m in after["models"]} == {t: m["version"] for t, m in before.items()}
+
+
+def test_with_reload_every_s_the_server_serves_a_new_snapshot_without_a_reload_call(server, tmp_path):
+    """The nightly job writes snapshots; a server with serving.reload_every_s loads a replaced one on
+    its own, that task alone, and says so in its log."""
+    import time
+
+    import yaml
+
+    snapshots = tmp_path / "snapshots"
+    shutil.copytree(server.snapshots, snapshots)
+    data = yaml.safe_load(server.retail_config.read_text())
+    data["serving"].update(snapshot_path=str(snapshots), reload_every_s=0.5)
+    config = tmp_path / "watching.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc, url = start_server(config, tmp_path)
+    try:
+        watching = Server(url=url, keys=server.keys, retail_config=config, leads_config=config, snapshots=snapshots)
+        with watching.client("scorer") as c:
+            before = {m["task"]: m["loaded_at"] for m in c.post("/models", json={}).json()["models"]}
+            lead = snapshots / "lead.parquet"
+            shutil.copy(lead, tmp_path / "lead.parquet")
+            (tmp_path / "lead.parquet").replace(lead)  # a new file, as crmscore features writes it
+            for _ in range(120):
+                after = {m["task"]: m["loaded_at"] for m in c.post("/models", json={}).json()["models"]}
+                if after["lead"] != before["lead"]:
+                    break
+                time.sleep(0.25)
+    finally:
+        stop_server(proc)
+    assert after["lead"] > before["lead"]
+    assert after["churn"] == before["churn"] and after["next_purchase"] == before["next_purchase"]
+    log = "".join(path.read_text() for path in tmp_path.glob("server-*.log"))
+    assert "reload: lead v" in log and "snapshot as of" in log, log[-2000:]
 
 
 @pytest.fixture(scope="module")

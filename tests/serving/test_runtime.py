@@ -28,6 +28,7 @@ from serving.runtime import (
     Runtime,
     at_risk,
     build_state,
+    changed_tasks,
     models_info,
     score_ids,
     score_posted,
@@ -278,6 +279,73 @@ def test_reload_keeps_a_task_whose_champion_and_snapshot_file_are_unchanged(conf
     del versions["churn"]  # the champion alias removed: the task is missing, as on a first load
     fourth = runtime.reload()
     assert "churn" not in fourth.models and "crmscore train churn" in fourth.missing["churn"]
+
+
+def test_the_watch_reloads_on_its_own_and_reports_only_what_changed(config):
+    """serving.reload_every_s: the server's own reloads. One that keeps everything reports nothing; a
+    new champion version and a replaced snapshot file are reported with the tasks they touch; a
+    failing reload is reported once, keeps the loaded models, and the watch goes on."""
+    import queue
+    import threading
+
+    versions, broken = {"churn": "1", "next_purchase": "1"}, {"now": False}
+
+    def load(cfg, task):
+        if broken["now"]:
+            raise OSError(f"model files of {task} cannot be read")
+        return loader(versions)(cfg, task)
+
+    def peek(cfg, task):
+        if task not in versions:
+            raise ModelUnavailable(f"no champion for {task}")
+        return {"model_name": f"crmscore-{task}", "version": versions[task]}
+
+    snapshots = Path(config.serving.snapshot_path)
+    shutil.copy(snapshots / "churn.parquet", snapshots / "next_purchase.parquet")
+    runtime = Runtime(config, loader=load, peek=peek)
+    changes, errors, stop = queue.Queue(), queue.Queue(), threading.Event()
+    thread = runtime.watch(0.02, on_change=lambda t, s: changes.put((t, s)), on_error=errors.put, stop=stop)
+    try:
+        first = runtime.state
+        for _ in range(100):  # rounds that keep everything report nothing
+            if runtime.state is not first:
+                break
+            threading.Event().wait(0.01)
+        assert runtime.state is not first and changes.empty()
+
+        versions["churn"] = "2"
+        tasks, state = changes.get(timeout=10)
+        assert tasks == ["churn"] and state.models["churn"].info["version"] == "2"
+
+        copy = snapshots / "copy.parquet"
+        shutil.copy(snapshots / "next_purchase.parquet", copy)
+        copy.replace(snapshots / "next_purchase.parquet")
+        assert changes.get(timeout=10)[0] == ["next_purchase"]
+
+        broken["now"] = True
+        versions["churn"] = "3"  # a reload to do, which fails
+        assert "reload failed, still serving" in errors.get(timeout=10)
+        threading.Event().wait(0.2)  # more failing rounds, the same message: not reported again
+        assert errors.empty() and runtime.state.models["churn"].info["version"] == "2"
+        broken["now"] = False
+        tasks, state = changes.get(timeout=10)
+        assert tasks == ["churn"] and state.models["churn"].info["version"] == "3"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_changed_tasks_are_those_loaded_again_new_or_gone(config):
+    versions = {"churn": "1"}
+    runtime = Runtime(config, loader=loader(versions))  # no peek: every reload loads every task again
+    first = runtime.state
+    assert changed_tasks(first, first) == []
+    versions["lead"] = "1"
+    second = runtime.reload()
+    assert changed_tasks(first, second) == ["churn", "lead"]
+    del versions["churn"]
+    assert changed_tasks(second, runtime.reload()) == ["churn", "lead"]  # churn gone, lead loaded again
 
 
 def test_a_failed_reload_keeps_serving_the_loaded_models(config):
