@@ -56,9 +56,6 @@ CONFIG_ENV = "CRMSCORE_CONFIG"
 LOG = logging.getLogger("bentoml.crmscore")
 WORKDIR_ENV = "CRMSCORE_WORKDIR"
 
-if os.environ.get(WORKDIR_ENV):  # crmscore serve's caller's folder; see the module docstring
-    os.chdir(os.environ[WORKDIR_ENV])
-
 bentoml_fixes.apply()  # before BentoML builds the app: a request timeout that does not pile up timers
 
 
@@ -213,6 +210,8 @@ class CrmScore:
     """Churn, next-purchase and lead scores with reasons, and at-risk lists, from the champion models."""
 
     def __init__(self) -> None:
+        if os.environ.get(WORKDIR_ENV):  # crmscore serve's caller's folder; see the module docstring
+            os.chdir(os.environ[WORKDIR_ENV])
         self.config = _config()
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
         self.runtime = Runtime(self.config)
