@@ -63,22 +63,37 @@ def validate_command(config: ConfigOption, json_out: JsonOption = None) -> None:
 def features_command(
     config: ConfigOption,
     as_of: Annotated[str, typer.Option("--as-of", help="Cut-off date (YYYY-MM-DD): only events up to it are used.")],
-    out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Parquet file to write.")] = None,
     task: Annotated[
         str | None, typer.Option("--task", help="churn, next_purchase or lead: that model's population.")
     ] = None,
+    snapshots: Annotated[
+        bool,
+        typer.Option(
+            "--snapshots",
+            help="Instead of --out: the API's snapshots, <task>.parquet in its snapshot folder (serving.snapshot_path, "
+            "else <output_dir>/snapshots), of --task or of every task the tables serve; all written or none.",
+        ),
+    ] = False,
     allow_empty: AllowEmptyOption = False,
 ) -> None:
     """Write the feature table for one cut-off (the snapshot the API looks customers up in).
 
     Exit 2, writing nothing, when the population of the date is empty, unless --allow-empty.
     """
-    from features.pipeline import write_snapshot
+    from features.pipeline import write_snapshot, write_snapshots
 
+    if (out is None) == (not snapshots):
+        typer.secho("error: give --out FILE or --snapshots (not both)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
     try:
         cfg = load_config(config)
-        rows = write_snapshot(cfg, as_of=as_of, out=out, task=task, allow_empty=allow_empty)
+        if snapshots:
+            written = write_snapshots(cfg, as_of=as_of, tasks=[task] if task else None, allow_empty=allow_empty)
+        else:
+            written = {task: (out, write_snapshot(cfg, as_of=as_of, out=out, task=task, allow_empty=allow_empty))}
     except (ConfigError, ContractError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
-    typer.echo(f"wrote {rows:,} rows as of {as_of} to {out}")
+    for name, (path, rows) in written.items():
+        typer.echo(f"wrote {rows:,} rows as of {as_of} to {path}" + (f" ({name})" if snapshots else ""))

@@ -12,6 +12,7 @@ joined expression once per cut-off, and pandas appears only at the hand-off
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 from collections import OrderedDict
@@ -65,7 +66,9 @@ __all__ = [
     "population_table",
     "stable_floats",
     "training_cutoffs",
+    "snapshot_dir",
     "write_snapshot",
+    "write_snapshots",
 ]
 
 TASKS = ("churn", "next_purchase", "lead")
@@ -580,3 +583,49 @@ def write_snapshot(
     with atomic_output(out) as tmp:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
     return len(frame)
+
+
+def snapshot_dir(config: Config) -> Path:
+    """Folder of the ``<task>.parquet`` snapshots the API serves: ``serving.snapshot_path``, else
+    ``<output_dir>/snapshots``.
+
+    Relative paths are taken from the working directory, like ``output_dir`` and the tracking URI.
+    """
+    if config.serving.snapshot_path:
+        return Path(config.serving.snapshot_path)
+    return Path(config.output_dir) / "snapshots"
+
+
+def write_snapshots(
+    config: Config, *, as_of: AsOf, tasks: Sequence[str] | None = None, allow_empty: bool = False
+) -> dict[str, tuple[Path, int]]:
+    """Write the API's snapshots of one cut-off, ``<task>.parquet`` in :func:`snapshot_dir`, all or none.
+
+    ``tasks`` default to every task the configured tables serve (churn and next purchase with
+    transactions, lead with leads). Every population is built and checked before any file is
+    written, and the files are moved into place together, so a failure (an empty population, a
+    folder that cannot be written) leaves the snapshots the server has as they were: never some of
+    today's beside some of yesterday's. Returns each task's path and row count.
+    """
+    from features.sources import load_tables
+
+    tables = load_tables(config)
+    if tasks is None:
+        tasks = [t for t in TASKS if getattr(tables, "leads" if t == "lead" else "transactions") is not None]
+    folder = snapshot_dir(config)
+    paths = {task: folder / f"{task}.parquet" for task in tasks}
+    for task, path in paths.items():
+        _check_task(task)
+        check_output(path, suffixes=(".parquet",))
+    frames = {}
+    for task in tasks:
+        mc = getattr(config.models, task)
+        frames[task] = population_features(tables, task, as_of=as_of, model_config=mc)
+        if not allow_empty:
+            check_population(len(frames[task]), tables, task, as_of=as_of, mc=mc)
+    with contextlib.ExitStack() as files:  # each moved into place as the stack closes, none if a write fails
+        for task, path in paths.items():
+            pq.write_table(
+                pa.Table.from_pandas(frames[task], preserve_index=False), files.enter_context(atomic_output(path))
+            )
+    return {task: (paths[task], len(frames[task])) for task in tasks}

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config, population_rule
-from features.pipeline import CompiledQueries
+from features.pipeline import CompiledQueries, snapshot_dir
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
 from serving import lists
@@ -145,16 +145,6 @@ def _no_champion(task: str) -> str:
         f"no champion model for {task}: train one with "
         f"`crmscore train {_CLI_NAME[task]} --config <config.yaml>` (or `crmscore demo`)"
     )
-
-
-def snapshot_dir(config: Config) -> Path:
-    """Folder of the ``<task>.parquet`` snapshots: ``serving.snapshot_path``, else ``<output_dir>/snapshots``.
-
-    Relative paths are taken from the working directory, like ``output_dir`` and the tracking URI.
-    """
-    if config.serving.snapshot_path:
-        return Path(config.serving.snapshot_path)
-    return Path(config.output_dir) / "snapshots"
 
 
 def load_snapshot(path: Path, scorer: Any) -> Snapshot:

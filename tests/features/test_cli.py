@@ -9,6 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from features.config import load_config
+from features.pipeline import EmptyPopulationError, population_features, write_snapshots
+from features.sources import load_tables
 from serving.cli import app
 from tests.conftest import CONFIGS, DATA
 
@@ -91,3 +94,43 @@ def test_features_of_an_empty_population_fail_unless_allowed(tmp_path):
     allowed = runner.invoke(app, [*args, "--allow-empty"])
     assert allowed.exit_code == 0, allowed.output
     assert "wrote 0 rows as of 2012-01-01" in allowed.stdout and len(pd.read_parquet(out)) == 0
+
+
+def test_features_snapshots_writes_every_served_task_or_none(tmp_path):
+    """``features --snapshots``: the nightly refresh of what the API serves, into its snapshot folder,
+    each file as ``--out`` writes it; a date where one population is empty writes none of them."""
+    config = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
+    config["tables"]["transactions"]["source"]["path"] = str(DATA / "online_retail_ii.parquet")
+    config["serving"]["snapshot_path"] = str(tmp_path / "snaps")
+    path = tmp_path / "retail.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    base = ["features", "--config", str(path)]
+
+    written = runner.invoke(app, [*base, "--as-of", "2011-12-01", "--snapshots"])
+    assert written.exit_code == 0, written.output
+    snaps = tmp_path / "snaps"
+    assert sorted(p.name for p in snaps.iterdir()) == ["churn.parquet", "next_purchase.parquet"]  # no leads table
+    churn = pd.read_parquet(snaps / "churn.parquet")
+    assert f"wrote {len(churn):,} rows as of 2011-12-01 to {snaps / 'churn.parquet'} (churn)" in written.stdout
+    one = runner.invoke(app, [*base, "--as-of", "2011-12-01", "--task", "churn", "--out", str(tmp_path / "c.parquet")])
+    assert one.exit_code == 0, one.output
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "c.parquet"), churn)
+
+    # 2012-12-20: no purchase in the churn lookback (365 days), next purchase's (730) still has customers.
+    before = {p.name: p.read_bytes() for p in snaps.iterdir()}
+    refused = runner.invoke(app, [*base, "--as-of", "2012-12-20", "--snapshots"])
+    assert refused.exit_code == 2 and "the churn population as of 2012-12-20 00:00 is empty" in refused.stderr
+    assert {p.name: p.read_bytes() for p in snaps.iterdir()} == before  # yesterday's files, none replaced
+    # Built and checked before any is written: next purchase first, fine on its own, is not written either.
+    with pytest.raises(EmptyPopulationError, match="churn population"):
+        write_snapshots(load_config(path), as_of="2012-12-20", tasks=["next_purchase", "churn"])
+    assert {p.name: p.read_bytes() for p in snaps.iterdir()} == before
+    cfg = load_config(path)
+    next_purchase = population_features(
+        load_tables(cfg), "next_purchase", as_of="2012-12-20", model_config=cfg.models.next_purchase
+    )
+    assert len(next_purchase) > 0
+
+    for args in (["--snapshots", "--out", str(tmp_path / "x.parquet")], []):
+        wrong = runner.invoke(app, [*base, "--as-of", "2011-12-01", *args])
+        assert wrong.exit_code == 2 and "give --out FILE or --snapshots (not both)" in wrong.stderr
