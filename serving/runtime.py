@@ -326,7 +326,8 @@ def build_state(
         else:
             snapshot_error = (
                 f"no feature snapshot for {task} at {path.resolve()}: write one with "
-                f"`crmscore features --config <config.yaml> --as-of <date> --out {path}` (or `crmscore demo`), "
+                f"`crmscore features --config <config.yaml> --as-of <date> --snapshots` (every task's, into "
+                f"{path.parent}; or `--task {task} --out {path}`, or `crmscore demo`), "
                 "then reload"
             )
         model = TaskModel(

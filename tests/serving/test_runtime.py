@@ -217,7 +217,7 @@ def test_missing_champion_and_snapshot_say_what_to_run(config):
     state = build_state(config, loader=loader({"churn": "1", "lead": "2"}))
     with pytest.raises(ModelUnavailable, match="crmscore train next_purchase"):
         state.model("next_purchase")
-    with pytest.raises(ModelUnavailable, match="crmscore features"):
+    with pytest.raises(ModelUnavailable, match="crmscore features .*--snapshots.*; or `--task lead --out "):
         state.snapshot("lead")
 
 
