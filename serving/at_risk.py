@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.config import Config, population_rule
+from features.config import Config, ModelConfig, population_rule
 from features.files import check_output, write_text_atomic
 from features.pipeline import population_features
 from features.sources import CanonicalTables
@@ -18,7 +18,7 @@ from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, ChampionPopulation, champion_population, check_since, date_warnings
 
-__all__ = ["ListFile", "at_risk_list", "check_list_since", "scored_then", "write_list"]
+__all__ = ["LEAD_SINCE", "ListFile", "at_risk_list", "check_list_since", "scored_at", "scored_then", "write_list"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,13 @@ def at_risk_list(
     )
 
 
+# Why the lead lists refuse --since (the API's since).
+LEAD_SINCE = (
+    "compares customers over time; a lead's population is the leads created in the last "
+    "step_days, so the open leads of two dates are mostly different leads"
+)
+
+
 def check_list_since(since: str | None, moved_up: bool) -> None:
     """A list command's ``--since`` (:func:`training.score.check_since`) and ``--moved-up``, which
     needs it, checked before any scoring."""
@@ -162,8 +169,16 @@ def write_list(
 def scored_then(population: ChampionPopulation, task: str, since: str) -> pd.DataFrame | None:
     """``task``'s population at ``since`` scored by the same champion, as the list's own date is
     (:func:`serving.lists.scored_for_list`); None when it was empty then."""
-    scorer = population.scorer
+    return scored_at(population.scorer, population.tables, population.model_config, task, since)
+
+
+def scored_at(
+    scorer: Any, tables: CanonicalTables, model_config: ModelConfig, task: str, as_of: Any
+) -> pd.DataFrame | None:
+    """``task``'s population at ``as_of`` computed from ``tables`` and scored by ``scorer`` as a list
+    scores it (:func:`serving.lists.scored_for_list`); None when it is empty. The commands' and the
+    API's ``since`` both use it."""
     earlier = population_features(
-        population.tables.with_vocabulary(scorer.vocabulary), task, as_of=since, model_config=population.model_config
+        tables.with_vocabulary(scorer.vocabulary), task, as_of=as_of, model_config=model_config
     )
-    return lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(since)) if len(earlier) else None
+    return lists.scored_for_list(scorer, earlier, as_of=normalize_as_of(as_of)) if len(earlier) else None

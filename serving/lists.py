@@ -558,10 +558,7 @@ def rank_population(
     matrix = scorer.prepare(features)
     scored = scored_for_list(scorer, features, matrix, as_of=as_of)
     if only_moved_up:
-        columns = list_columns(scorer)
-        stayed = scored[columns[0]][~moved_up(scored, moved_up_from, scorer.tier_names, columns)]
-        # Those who did not move up are left out as a suppression list's ids are: not listed, not matched.
-        filters = replace(filters, exclude={*(filters.exclude or ()), *stayed.astype(str)})
+        filters = moved_up_only(filters, scorer, scored, moved_up_from)
     rows, matched = ranked_rows(
         scorer,
         scored,
@@ -660,6 +657,15 @@ def moved_up(
         [_rose(now, before.get(key), rank) for key, now in zip(scored[entity].astype(str), scored[tier], strict=True)],
         dtype=bool,
     )
+
+
+def moved_up_only(filters: ListFilters, scorer: Any, scored: pd.DataFrame, then: pd.DataFrame | None) -> ListFilters:
+    """``filters`` that also leave out every row of ``scored`` not in a higher tier than in ``then``
+    (:func:`moved_up`): the newly at risk. They are left out as a suppression list's ids are, not
+    listed and not matched (``n_excluded`` still counts the caller's ``exclude`` alone)."""
+    columns = list_columns(scorer)
+    stayed = scored[columns[0]][~moved_up(scored, then, scorer.tier_names, columns)]
+    return replace(filters, exclude={*(filters.exclude or ()), *stayed.astype(str)})
 
 
 def with_scores_then(

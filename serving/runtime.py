@@ -41,6 +41,7 @@ __all__ = [
     "TaskModel",
     "build_state",
     "changed_tasks",
+    "scores_then",
     "as_posted_histories",
     "at_risk",
     "history_features",
@@ -116,6 +117,9 @@ class TaskModel:
     # (None without one): a reload keeps the task whole while its champion and this file are the same.
     loaded_at: str = ""
     snapshot_file: tuple[int, int, int] | None = field(default=None, repr=False)
+    # The lists' ``since``: the population at an earlier date scored by this champion, by date (a
+    # reload that keeps the task keeps them; one that loads it again starts empty).
+    scored_then: dict[str, pd.DataFrame | None] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -957,6 +961,9 @@ def ranked_list(
     id_key: str | None = None,
     exclude: Collection[str] | None = None,
     per: str | None = None,
+    since: str | None = None,
+    moved_up: bool = False,
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """The task's list from its snapshot, by :data:`serving.lists.RANKED_BY` (value at risk, expected
     value, P(convert)), filtered, with reasons (and ``counter_k`` counter-reasons): a JSON-able dict
@@ -964,9 +971,16 @@ def ranked_list(
     same ``as_of``, model, ``n_matched``, ``drift`` and ``warnings``. ``id_key`` renames the rows' id
     field (``customer_id``, ``lead_id``) in the JSON items. ``exclude``: ids never to list;
     ``n_excluded`` counts the snapshot's rows among them. ``per``: the ``top``
-    rows of each value of this attribute."""
+    rows of each value of this attribute. ``since``: an earlier date; each row also gets the same
+    champion's ``probability_then`` and ``tier_then`` there (:func:`scores_then`, from ``config``'s
+    sources), ``since_note`` says how many moved up a tier, and with ``moved_up`` only those in a
+    higher tier than then are listed, as ``crmscore at-risk --since D --moved-up`` lists them."""
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
+    then = scores_then(config or model.config, model, since, moved_up=moved_up)
+    filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
+    if moved_up:
+        filters = lists.moved_up_only(filters, model.scorer, scored, then)
     try:
         rows, matched = lists.ranked_rows(
             model.scorer,
@@ -976,13 +990,24 @@ def ranked_list(
             top=top,
             k=k,
             counter_k=counter_k,
-            filters=lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per),
+            filters=filters,
             as_of=snapshot.as_of,
             contrib=snapshot.contrib,
             unseen=snapshot.unseen,
         )
     except lists.FilterError as exc:
         raise RequestError(str(exc), field=exc.field) from exc
+    since_note = ""
+    if since is not None:
+        since_note = lists.with_scores_then(
+            rows,
+            then,
+            tier_names=model.scorer.tier_names,
+            since=since,
+            columns=columns,
+            rule=population_rule(task, getattr((config or model.config).models, task)),
+        )
+        columns = (*columns, *lists.THEN_COLUMNS)
     # The CSV is a file that travels: every row says its scoring date (the snapshot's, as the JSON and
     # the header give it) and model, as the commands' lists do.
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
@@ -1003,7 +1028,54 @@ def ranked_list(
         ),
         "drift": drift_overview(snapshot.drift),
         "warnings": lists.unmatched_filters(scored, where),
+        "since_note": since_note,
     }
+
+
+def scores_then(config: Config, model: TaskModel, since: str | None, *, moved_up: bool = False) -> pd.DataFrame | None:
+    """A list's ``since``: the task's population at ``since``, an earlier date than the snapshot's,
+    computed from ``config``'s sources and scored by the same champion (:func:`serving.at_risk.scored_at`,
+    as the commands' ``--since`` scores it), kept per date on ``model``; None without ``since`` or
+    when the population was empty then.
+
+    Raises
+    ------
+    RequestError
+        ``moved_up`` without ``since`` (field ``moved_up``); a lead list (its open leads of two dates
+        are different leads), or a ``since`` that is not a date before the snapshot's (field ``since``).
+    ModelUnavailable
+        The sources of ``config`` cannot be read from the server (503).
+    """
+    from features.sources import load_tables
+    from models.catalog import model_config_for
+    from serving.at_risk import LEAD_SINCE, scored_at
+    from training.score import check_since
+
+    if since is None:
+        if moved_up:
+            raise RequestError(
+                "lists those in a higher tier than at an earlier date: give it with since", field="moved_up"
+            )
+        return None
+    if model.task == "lead":
+        raise RequestError(f"since {LEAD_SINCE}", field="since")
+    try:
+        key = str(check_since(since, model.snapshot.as_of if model.snapshot else None, what="the snapshot's date"))
+    except ValueError as exc:
+        raise RequestError(str(exc).replace("--since", "since", 1), field="since") from exc
+    if key not in model.scored_then:
+        try:
+            tables = load_tables(config)
+        except Exception as exc:  # noqa: BLE001 - a server without access to the sources: said, not hidden
+            raise ModelUnavailable(
+                f"since needs the population at {key}, computed from the sources of config {config.name!r}, "
+                f"which this server cannot read: {exc}"
+            ) from exc
+        scored = scored_at(model.scorer, tables, model_config_for(config, model.task), model.task, key)
+        if len(model.scored_then) >= 8:  # a few dates (last week's, last month's): the oldest goes
+            model.scored_then.pop(next(iter(model.scored_then)))
+        model.scored_then[key] = scored
+    return model.scored_then[key]
 
 
 def _text(value: Any) -> str | None:

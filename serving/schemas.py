@@ -194,6 +194,10 @@ class AtRiskItem(BaseModel):
     reasons: list[Reason] | None
     counter_reasons: list[Reason] | None = None
     attributes: dict[str, str | float | None]
+    probability_then: float | None = Field(
+        None, description="with `since`: P(churn) at that date (null: not in the population then)"
+    )
+    tier_then: str | None = Field(None, description="with `since`: the tier at that date")
 
 
 class AtRiskResponse(BaseModel):
@@ -211,6 +215,11 @@ class AtRiskResponse(BaseModel):
         default_factory=list,
         description="a sentence for each `where` value no customer of the snapshot has (a typo, or a value absent "
         "at this date), with the closest values there are",
+    )
+    since_note: str = Field(
+        default="",
+        description="with `since`: how many listed rows moved up a tier since then, and how many were not in the "
+        "population then (empty without `since`)",
     )
 
 
@@ -287,6 +296,8 @@ class TopItem(BaseModel):
     reasons: list[Reason] | None
     counter_reasons: list[Reason] | None = None
     attributes: dict[str, str | float | None]
+    probability_then: float | None = Field(None, description="with `since` (next purchase): P(buy) at that date")
+    tier_then: str | None = Field(None, description="with `since` (next purchase): the tier at that date")
 
 
 class TopResponse(BaseModel):
@@ -304,4 +315,9 @@ class TopResponse(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="a sentence for each `where` value no row of the snapshot has, with the closest values there are",
+    )
+    since_note: str = Field(
+        default="",
+        description="with `since`: how many listed rows moved up a tier since then, and how many were not in the "
+        "population then (empty without `since`)",
     )

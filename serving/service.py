@@ -109,6 +109,7 @@ def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
         "X-Crmscore-N-Matched": str(body["n_matched"]),
         "X-Crmscore-Warnings": json.dumps(warnings),
         "X-Crmscore-N-Excluded": str(body["n_excluded"]),
+        **({"X-Crmscore-Since": body["since_note"]} if body["since_note"] else {}),
     }
 
 
@@ -192,6 +193,16 @@ ListPer = Annotated[
 ListExclude = Annotated[
     list[Id] | None,
     Field(max_length=100_000, description="ids never to list (a suppression list: opted out, already contacted)"),
+]
+ListSince = Annotated[
+    dt.date | None,
+    Field(
+        description="an earlier date (last week's): each row also gets the same champion's probability_then and "
+        "tier_then there, computed from the config's sources (not for leads)"
+    ),
+]
+ListMovedUp = Annotated[
+    bool, Field(description="with `since`: list only those in a higher tier than then (the newly at risk)")
 ]
 
 
@@ -336,14 +347,17 @@ class CrmScore:
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
+        since: ListSince = None,
+        moved_up: ListMovedUp = False,
         *,
         ctx: bentoml.Context,
     ) -> AtRiskResponse:
         """Top customers by value at risk (P(churn) x expected spend) with reasons (what raises the risk)
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
-        (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); JSON or CSV."""
+        (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); with ``since``, each
+        row's scores at that date too, and with ``moved_up`` only the newly at risk; JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options.update(exclude=exclude_ids, per=per)
+        options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
         return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
 
     @bentoml.api(route="/top/next_purchase")
@@ -359,6 +373,8 @@ class CrmScore:
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
+        since: ListSince = None,
+        moved_up: ListMovedUp = False,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -366,7 +382,7 @@ class CrmScore:
         with reasons and counter-reasons; filters on tier, minimum expected value and any customer
         attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options.update(exclude=exclude_ids, per=per)
+        options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
         return self._list("next_purchase", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     @bentoml.api(route="/top/lead")
@@ -382,6 +398,8 @@ class CrmScore:
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
+        since: ListSince = None,
+        moved_up: ListMovedUp = False,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:
@@ -389,12 +407,14 @@ class CrmScore:
         grade (``tiers``), minimum probability (``min_value``) and any lead attribute; JSON or CSV (the
         columns of ``crmscore top lead``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
-        options.update(exclude=exclude_ids, per=per)
+        options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
         return self._list("lead", TopResponse, counter_k=counter_k, id_key="id", **options)
 
     def _list(self, task: str, response: type[BaseModel], **options: Any) -> Any:
         """A ranked list (:func:`serving.runtime.ranked_list`) as JSON, or as CSV with what the JSON
         says beside its rows in headers."""
+        since = options.pop("since")
+        options.update(since=None if since is None else since.isoformat(), config=self.config)
         body = runtime.ranked_list(self.runtime.state, task, **options)
         if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))

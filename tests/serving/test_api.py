@@ -648,6 +648,60 @@ def test_top_lists_are_the_top_commands_lists(
     assert refused.status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("route", "command", "moved_up"),
+    [
+        ("/at_risk", ["at-risk"], False),
+        ("/at_risk", ["at-risk"], True),
+        ("/top/next_purchase", ["top", "next-purchase"], False),
+    ],
+)
+def test_lists_since_an_earlier_date_are_the_commands_since_lists(server, tmp_path, route, command, moved_up):
+    """``since`` (and ``moved_up``): the same champion's scores at an earlier date, computed from the
+    config's sources, beside each row; the file the command writes with --since (--moved-up), column
+    for column, and the same sentence of who moved."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    body = {"top": 20, "since": "2011-11-09", "moved_up": moved_up}
+    with server.client("marketer") as c:
+        listed = c.post(route, json=body).json()
+        csv_response = c.post(route, json={**body, "format": "csv"})
+    out = tmp_path / "list.csv"
+    args = [*command, "--config", str(server.retail_config), "--top", "20", "--since", "2011-11-09", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, *(["--moved-up"] if moved_up else [])])
+    assert result.exit_code == 0, result.output
+
+    assert listed["since_note"].startswith("since 2011-11-09: ")
+    assert listed["since_note"] in result.stdout + result.stderr
+    assert csv_response.headers["x-crmscore-since"] == listed["since_note"]
+    assert all("probability_then" in item and "tier_then" in item for item in listed["items"])
+    assert any(i["probability_then"] is not None for i in listed["items"])  # most were in the population then
+    if moved_up:
+        assert all(i["tier_then"] not in (None, i["tier"]) for i in listed["items"])
+    served = pd.read_csv(io.StringIO(csv_response.text), dtype=str, keep_default_na=False)
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert {"probability_then", "tier_then"} <= set(written.columns)
+    pd.testing.assert_frame_equal(served.drop(columns="as_of"), written.drop(columns="as_of"))
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field", "message"),
+    [
+        ("/at_risk", {"moved_up": True}, "moved_up", "give it with since"),
+        ("/at_risk", {"since": "2012-01-01"}, "since", "must be before the snapshot's date"),
+        ("/at_risk", {"since": "last week"}, "since", ""),
+        ("/top/lead", {"since": "2010-06-01"}, "since", "open leads of two dates are mostly different leads"),
+    ],
+)
+def test_lists_since_is_refused_naming_the_field(server, route, body, field, message):
+    with server.client("marketer") as c:
+        response = c.post(route, json=body)
+    assert response.status_code == 400, response.text
+    assert [d["loc"][-1] for d in response.json()["detail"]] == [field] and message in response.text
+
+
 def test_models_lists_the_three_champions(server):
     with server.client("scorer") as c:
         body = c.post("/models", json={}).json()
