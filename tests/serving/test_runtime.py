@@ -213,6 +213,18 @@ def test_at_risk_ranks_and_filters(config):
     assert excinfo.value.field == "where.planet"
 
 
+def test_a_list_since_a_date_the_server_cannot_compute_says_why(config):
+    """``since`` needs the population at that date from the config's sources: a server without
+    them (this config's tx.parquet does not exist) answers 503 saying so; a bad date is a 400 first."""
+    state = build_state(config, loader=loader({"churn": "1"}))
+    with pytest.raises(ModelUnavailable, match="since needs the population at 2010-12-01 00:00:00, .* cannot read"):
+        at_risk(state, top=2, since="2010-12-01", config=config)
+    with pytest.raises(RequestError, match="must be before the snapshot's date") as excinfo:
+        at_risk(state, top=2, since="2011-01-01", config=config)
+    assert excinfo.value.field == "since"
+    assert at_risk(state, top=2)["since_note"] == ""
+
+
 def test_missing_champion_and_snapshot_say_what_to_run(config):
     state = build_state(config, loader=loader({"churn": "1", "lead": "2"}))
     with pytest.raises(ModelUnavailable, match="crmscore train next_purchase"):
