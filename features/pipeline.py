@@ -576,13 +576,21 @@ def write_snapshot(
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"
     _check_task(task)
+    frame = _snapshot_frame(config, tables, task, as_of=as_of, allow_empty=allow_empty)
+    with atomic_output(out) as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    return len(frame)
+
+
+def _snapshot_frame(
+    config: Config, tables: CanonicalTables, task: str, *, as_of: AsOf, allow_empty: bool
+) -> pd.DataFrame:
+    """The population features of one snapshot, refused when empty unless ``allow_empty``."""
     mc = getattr(config.models, task)
     frame = population_features(tables, task, as_of=as_of, model_config=mc)
     if not allow_empty:
         check_population(len(frame), tables, task, as_of=as_of, mc=mc)
-    with atomic_output(out) as tmp:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    return len(frame)
+    return frame
 
 
 def snapshot_dir(config: Config) -> Path:
@@ -617,12 +625,7 @@ def write_snapshots(
     for task, path in paths.items():
         _check_task(task)
         check_output(path, suffixes=(".parquet",))
-    frames = {}
-    for task in tasks:
-        mc = getattr(config.models, task)
-        frames[task] = population_features(tables, task, as_of=as_of, model_config=mc)
-        if not allow_empty:
-            check_population(len(frames[task]), tables, task, as_of=as_of, mc=mc)
+    frames = {task: _snapshot_frame(config, tables, task, as_of=as_of, allow_empty=allow_empty) for task in tasks}
     with contextlib.ExitStack() as files:  # each moved into place as the stack closes, none if a write fails
         for task, path in paths.items():
             pq.write_table(

@@ -18,7 +18,16 @@ from models.drift import FeatureDrift
 from serving import lists
 from training.score import BatchWarnings, ChampionPopulation, champion_population, check_since, date_warnings
 
-__all__ = ["LEAD_SINCE", "ListFile", "at_risk_list", "check_list_since", "scored_at", "scored_then", "write_list"]
+__all__ = [
+    "LEAD_SINCE",
+    "ListFile",
+    "SinceError",
+    "at_risk_list",
+    "check_list_since",
+    "scored_at",
+    "scored_then",
+    "write_list",
+]
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ def at_risk_list(
         ``since`` is not before the list's date.
     """
     check_output(out, suffixes=(".csv",))
-    check_list_since(since, moved_up)  # before any scoring
+    check_list_since(since, moved_up, task="churn")  # before any scoring
     population = champion_population(config, "churn", as_of=as_of, tables=tables, allow_empty=allow_empty)
     filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
     return write_list(
@@ -112,12 +121,44 @@ LEAD_SINCE = (
 )
 
 
-def check_list_since(since: str | None, moved_up: bool) -> None:
-    """A list command's ``--since`` (:func:`training.score.check_since`) and ``--moved-up``, which
-    needs it, checked before any scoring."""
+class SinceError(ValueError):
+    """A list's ``since`` or ``moved_up`` refused; ``field`` is the one named (``since``, ``moved_up``)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_list_since(
+    since: str | None,
+    moved_up: bool,
+    *,
+    task: str,
+    as_of: Any = None,
+    what: str = "the list's date",
+    options: tuple[str, str] = ("--since", "--moved-up"),
+) -> Any:
+    """A list's ``since`` (:func:`training.score.check_since`, against ``as_of`` when given) and
+    ``moved_up``, which needs it, checked before any scoring; lead lists refuse ``since``. The commands
+    name their options, the API its fields (``options``). Returns ``since`` as a cut-off (or None).
+
+    Raises
+    ------
+    SinceError
+        Naming the field: ``moved_up`` without ``since``, ``since`` for leads or not a date before ``as_of``.
+    """
+    since_name, moved_up_name = options
     if moved_up and since is None:
-        raise ValueError("--moved-up lists those in a higher tier than at an earlier date: give it with --since D")
-    check_since(since)
+        raise SinceError(
+            f"{moved_up_name} lists those in a higher tier than at an earlier date: give it with {since_name} D",
+            field="moved_up",
+        )
+    if since is not None and task == "lead":
+        raise SinceError(f"{since_name} {LEAD_SINCE}", field="since")
+    try:
+        return check_since(since, as_of, what=what, name=since_name)
+    except ValueError as exc:
+        raise SinceError(str(exc), field="since") from exc
 
 
 def write_list(

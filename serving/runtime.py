@@ -1047,22 +1047,18 @@ def scores_then(config: Config, model: TaskModel, since: str | None, *, moved_up
         The sources of ``config`` cannot be read from the server (503).
     """
     from features.sources import load_tables
-    from models.catalog import model_config_for
-    from serving.at_risk import LEAD_SINCE, scored_at
-    from training.score import check_since
+    from serving.at_risk import SinceError, check_list_since, scored_at
 
-    if since is None:
-        if moved_up:
-            raise RequestError(
-                "lists those in a higher tier than at an earlier date: give it with since", field="moved_up"
-            )
-        return None
-    if model.task == "lead":
-        raise RequestError(f"since {LEAD_SINCE}", field="since")
+    as_of = model.snapshot.as_of if model.snapshot else None
     try:
-        key = str(check_since(since, model.snapshot.as_of if model.snapshot else None, what="the snapshot's date"))
-    except ValueError as exc:
-        raise RequestError(str(exc).replace("--since", "since", 1), field="since") from exc
+        then = check_list_since(
+            since, moved_up, task=model.task, as_of=as_of, what="the snapshot's date", options=("since", "moved_up")
+        )
+    except SinceError as exc:
+        raise RequestError(str(exc), field=exc.field) from exc
+    if then is None:
+        return None
+    key = str(then)
     if key not in model.scored_then:
         try:
             tables = load_tables(config)
@@ -1071,7 +1067,7 @@ def scores_then(config: Config, model: TaskModel, since: str | None, *, moved_up
                 f"since needs the population at {key}, computed from the sources of config {config.name!r}, "
                 f"which this server cannot read: {exc}"
             ) from exc
-        scored = scored_at(model.scorer, tables, model_config_for(config, model.task), model.task, key)
+        scored = scored_at(model.scorer, tables, getattr(config.models, model.task), model.task, key)
         if len(model.scored_then) >= 8:  # a few dates (last week's, last month's): the oldest goes
             model.scored_then.pop(next(iter(model.scored_then)))
         model.scored_then[key] = scored

@@ -17,7 +17,7 @@ from features.config import Config
 from features.files import check_output
 from features.sources import CanonicalTables
 from serving import lists
-from serving.at_risk import LEAD_SINCE, ListFile, check_list_since, write_list
+from serving.at_risk import ListFile, check_list_since, write_list
 from training.score import champion_population
 
 __all__ = ["RANKED_BY", "top_list"]
@@ -67,10 +67,8 @@ def top_list(
         raise ValueError(f"crmscore top lists next-purchase or lead; the churn list is crmscore at-risk (got {task!r})")
     if top < 1:
         raise lists.FilterError("top", f"must be at least 1, got {top}")
-    if since is not None and task == "lead":
-        raise ValueError(f"--since {LEAD_SINCE}")
+    check_list_since(since, moved_up, task=task)  # before any scoring (leads refuse --since)
     check_output(out, suffixes=(".csv",))
-    check_list_since(since, moved_up)  # before any scoring
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     scorer = population.scorer
     lists.check_tiers(tiers, scorer.tier_names, scorer.tier_key)  # before the population is scored

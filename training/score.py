@@ -138,17 +138,20 @@ def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | Non
     )
 
 
-def check_since(since: Any, as_of: Any = None, *, what: str = "the list's date") -> dt.datetime | None:
+def check_since(
+    since: Any, as_of: Any = None, *, what: str = "the list's date", name: str = "--since"
+) -> dt.datetime | None:
     """``--since`` as a cut-off (None stays None), refused when it is not a date or, given the scoring
-    date ``as_of`` (``what`` names it in the message), not before it."""
+    date ``as_of`` (``what`` names it in the message), not before it; ``name`` is the option or
+    field the messages name."""
     if since is None:
         return None
     try:
         then = normalize_as_of(since)
     except ValueError:
-        raise ValueError(f"--since {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
+        raise ValueError(f"{name} {since!r} is not an ISO date or datetime (e.g. '2011-11-09')") from None
     if as_of is not None and then >= normalize_as_of(as_of):
-        raise ValueError(f"--since {since} must be before {what}, {as_of}")
+        raise ValueError(f"{name} {since} must be before {what}, {as_of}")
     return then
 
 
