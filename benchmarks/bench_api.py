@@ -12,7 +12,10 @@ reasons, one posted history with 3 reasons (ours); one feature row and 100 featu
 scoring server, pandas + pyfunc). For posted histories, whose features are computed per call, the
 features of one history are also timed in process with the compiled-SQL cache against building
 and compiling them afresh (``posted_features``).
-Also reported: resident memory of the API's processes with all champions and snapshots loaded.
+Also reported: resident memory of the API's processes with all champions and snapshots loaded,
+and each server's start (``startup``: seconds until ``/readyz`` or MLflow's ``/ping`` answers; for
+ours also until every snapshot's SHAP values are computed, which the service does in the
+background after it is ready; the load points start after that, the steady state).
 
 The champions come from ``CRMSCORE_BENCH_CONFIG`` (a config whose registry already holds them and
 whose snapshots exist, e.g. after ``crmscore demo``), or are trained into a temporary folder
@@ -237,6 +240,19 @@ def _posted_features(config: Any, histories: list[dict[str, Any]], as_of: str) -
     }
 
 
+def _explained(models_url: str, key: str, timeout_s: float = 600.0) -> float:
+    """When (``time.perf_counter()``) ``/models`` first shows every snapshot row's SHAP values computed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.post(models_url, json={}, headers={"x-api-key": key}, timeout=10)
+        response.raise_for_status()
+        models = response.json()["models"]
+        if all(m["snapshot_rows_explained"] == m["snapshot_rows"] for m in models):
+            return time.perf_counter()
+        time.sleep(0.05)
+    raise RuntimeError(f"the snapshots' SHAP values were not all computed after {timeout_s:.0f} s: {models}")
+
+
 def run(quick: bool = False) -> dict:
     """Run the load test; see the module docstring."""
     seconds = 1.0 if quick else 5.0
@@ -257,6 +273,7 @@ def run(quick: bool = False) -> dict:
 
         ours_port, mlflow_port = _free_port(), _free_port()
         env = _env(tracking_uri)
+        started = time.perf_counter()
         ours = start_process(
             [str(BIN / "crmscore"), "serve", "--config", str(config_path), "--port", str(ours_port)],
             env=env,
@@ -268,8 +285,12 @@ def run(quick: bool = False) -> dict:
             "duration_s_per_point": seconds,
             "concurrency": list(CONCURRENCY),
             "client": "wrk -t1" if WRK else "asyncio/httpx (wrk not found)",
+            "startup": {"crmscore_ready_s": round(time.perf_counter() - started, 2)},
         }
         try:
+            results["startup"]["crmscore_explained_s"] = round(
+                _explained(f"http://127.0.0.1:{ours_port}/models", KEYS["scorer"]) - started, 2
+            )
             url = f"http://127.0.0.1:{ours_port}/score/churn"
             single = [{"ids": [ids[i]], "k": 0} for i in rng.integers(0, len(ids), 500)]
             single_k3 = [{"ids": [ids[i]], "k": 3} for i in rng.integers(0, len(ids), 500)]
@@ -289,6 +310,7 @@ def run(quick: bool = False) -> dict:
         finally:
             stop_process(ours)
 
+        started = time.perf_counter()
         mlflow = start_process(
             [
                 str(BIN / "mlflow"),
@@ -308,6 +330,7 @@ def run(quick: bool = False) -> dict:
             ready_url=f"http://127.0.0.1:{mlflow_port}/ping",
             log=folder / "mlflow.log",
         )
+        results["startup"]["mlflow_ready_s"] = round(time.perf_counter() - started, 2)
         try:
             url = f"http://127.0.0.1:{mlflow_port}/invocations"
             columns = [c for c in snapshot.columns if c != "as_of"]

@@ -590,6 +590,7 @@ class Scorer:
         population_shift: float = 0.0,
         counter_k: int = 0,
         unseen: Mapping[int, Mapping[str, str]] | None = None,
+        raw: np.ndarray | None = None,
     ) -> list[dict]:
         """Score a prepared matrix (see :meth:`prepare`).
 
@@ -616,6 +617,9 @@ class Scorer:
         unseen
             :meth:`unseen_rows` of the rows of ``X``: a reason on such a feature names the value
             posted, which ``X`` holds as missing.
+        raw
+            :meth:`raw_score` of ``X`` computed before (the API keeps a snapshot's): the score, in place
+            of the sum of ``contrib`` (equal to ~1e-14), so a row scores the same with and without reasons.
 
         Returns
         -------
@@ -631,12 +635,12 @@ class Scorer:
             return []
         if contrib is not None and contrib.shape != (len(X), len(self.feature_names) + 1):
             raise ValueError(f"contrib must have shape ({len(X)}, {len(self.feature_names) + 1}), got {contrib.shape}")
+        if raw is not None and np.shape(raw) != (len(X),):
+            raise ValueError(f"raw must have shape ({len(X)},), got {np.shape(raw)}")
         if explain and contrib is None:
             contrib = self.contributions(X, as_of)
-        if contrib is not None:
-            raw = contrib.sum(axis=1)
-        else:
-            raw = self.raw_score(X, as_of)
+        if raw is None:
+            raw = contrib.sum(axis=1) if contrib is not None else self.raw_score(X, as_of)
         dated = dated_values(as_of, self.horizon_days)
         reasons = (
             self.reasons.explain(contrib[:, :-1], X, k=k, rows=rows, unseen=unseen, dated=dated) if explain else None

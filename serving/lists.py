@@ -181,19 +181,27 @@ def describe(name: str, pairs: Sequence[tuple[str, Any]]) -> str:
 
 
 def scored_for_list(
-    scorer: Any, features: pd.DataFrame, matrix: np.ndarray | None = None, *, as_of: Any = None
+    scorer: Any,
+    features: pd.DataFrame,
+    matrix: np.ndarray | None = None,
+    *,
+    as_of: Any = None,
+    raw: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score a feature table without reasons: the frame lists select from, with :func:`list_columns`.
 
     Keeps every non-score column of ``features`` (e.g. ``country``) so lists can filter on it.
-    ``matrix`` is ``scorer.prepare(features)`` when the caller already has it; ``as_of`` (the
-    features' cut-off) picks the seasonal prior shift, ``None`` the training-time one. The table is
-    the population, so it gets its own anchor (``Scorer.population_shift``).
+    ``matrix`` is ``scorer.prepare(features)`` and ``raw`` ``scorer.raw_score(matrix, as_of)`` when
+    the caller already has them; ``as_of`` (the features' cut-off) picks the seasonal prior shift,
+    ``None`` the training-time one. The table is the population, so it gets its own anchor
+    (``Scorer.population_shift``).
     """
     if matrix is None:
         matrix = scorer.prepare(features)
-    shift = scorer.population_shift(matrix, as_of=as_of)
-    results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of, population_shift=shift)
+    if raw is None:
+        raw = scorer.raw_score(matrix, as_of)
+    shift = scorer.population_shift(matrix, as_of=as_of, raw=raw)
+    results = scorer.score_matrix(matrix, k=0, explain=False, as_of=as_of, population_shift=shift, raw=raw)
     entity, *score_columns = list_columns(scorer)
     scored = pd.DataFrame(
         {
@@ -501,13 +509,14 @@ def explained_rows(
     counter_k: int,
     attributes: Sequence[str] = (),
     as_of: Any = None,
-    contrib: np.ndarray | None = None,
+    contrib: Any = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
     columns: Sequence[str] = SCORE_COLUMNS,
 ) -> list[dict[str, Any]]:
     """:func:`at_risk_rows` for the selected customers with ``k`` reasons and ``counter_k``
     counter-reasons each (``None`` when 0), explained from ``matrix`` (the rows of ``scored``), or
-    from ``contrib`` when the caller has their SHAP values already (the service's snapshot).
+    from ``contrib`` when the caller has their SHAP values already (an array, or the service's
+    ``runtime.SnapshotContributions``: anything indexed by the rows of ``matrix``).
     ``unseen`` is ``Scorer.unseen_rows`` of ``matrix``: the category values its reasons name."""
     reasons = counter = None
     if (k > 0 or counter_k > 0) and len(positions):
@@ -585,7 +594,7 @@ def ranked_rows(
     counter_k: int,
     filters: ListFilters = ListFilters(),
     as_of: Any = None,
-    contrib: np.ndarray | None = None,
+    contrib: Any = None,
     unseen: Mapping[int, Mapping[str, str]] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The rows of ``task``'s list from a scored population (:func:`scored_for_list` of ``matrix``):

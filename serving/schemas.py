@@ -260,6 +260,11 @@ class ModelInfo(BaseModel):
     )
     snapshot_as_of: str | None
     snapshot_rows: int
+    snapshot_rows_explained: int = Field(
+        0,
+        description="rows of the snapshot whose SHAP values are computed: the service computes them after a load, in "
+        "the background, and a request with reasons for a row not reached yet computes its own (about 1 ms a row)",
+    )
     snapshot_drift: DriftInfo | None = Field(
         None, description="how far the snapshot's features have moved from the model's training rows"
     )

@@ -21,7 +21,6 @@ import functools
 import gc
 import inspect
 import json
-import logging
 import os
 import threading
 import types
@@ -52,8 +51,7 @@ from serving.schemas import (
 __all__ = ["CONFIG_ENV", "WORKDIR_ENV", "CrmScore"]
 
 CONFIG_ENV = "CRMSCORE_CONFIG"
-# A child of BentoML's logger, which its server logging prints at INFO (the root logger is at WARNING).
-LOG = logging.getLogger("bentoml.crmscore")
+LOG = runtime.LOG
 WORKDIR_ENV = "CRMSCORE_WORKDIR"
 
 bentoml_fixes.apply()  # before BentoML builds the app: a request timeout that does not pile up timers

@@ -737,6 +737,21 @@ def test_models_lists_the_three_champions(server):
     assert models["churn"]["config_name"] == models["next_purchase"]["config_name"] == "online_retail"
 
 
+def test_the_server_computes_every_snapshot_rows_shap_values_after_it_is_ready(server):
+    """The load computes the first rows' SHAP values, a background pass the rest (``snapshot_rows_explained``)."""
+    import time
+
+    deadline = time.monotonic() + 180
+    with server.client("scorer") as c:
+        while True:
+            models = c.post("/models", json={}).json()["models"]
+            assert all(0 < m["snapshot_rows_explained"] <= m["snapshot_rows"] for m in models)
+            if all(m["snapshot_rows_explained"] == m["snapshot_rows"] for m in models) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert [m["snapshot_rows_explained"] for m in models] == [m["snapshot_rows"] for m in models]
+
+
 def test_models_say_what_each_list_filters_on_and_the_values_work(server):
     """``list_filters``: the tiers, the text attributes with their values (commonest first) and the
     numeric columns, for a tool building the filters; each value offered filters the list to it."""

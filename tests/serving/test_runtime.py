@@ -191,6 +191,46 @@ def test_counter_reasons_are_the_negative_shap_values_reasons_leave_out(config):
     assert len(only["counter_reasons"]) <= 1 and only["reasons"] == []
 
 
+def test_a_snapshot_rows_shap_values_are_computed_once_when_first_needed(config, monkeypatch):
+    import serving.runtime
+
+    monkeypatch.setattr(serving.runtime, "EAGER_ROWS", 1)  # the load computes the first row only
+    state = build_state(config, loader=loader({"churn": "1"}))
+    model, snapshot = state.snapshot("churn")
+    everyone = model.scorer.contributions(snapshot.matrix, snapshot.as_of)
+    assert snapshot.contrib.computed == 1
+    plain = score_ids(state, "churn", ["3"], k=0, max_batch=10)["items"][0]
+    assert snapshot.contrib.computed == 1  # a score without reasons reads the raw scores of the load
+    explained = score_ids(state, "churn", ["3"], k=2, counter_k=1, max_batch=10)["items"][0]
+    assert snapshot.contrib.computed == 2 and explained["probability"] == plain["probability"]
+    np.testing.assert_array_equal(snapshot.contrib[snapshot.index["3"]], everyone[2])
+    assert snapshot.contrib.fill(keep_going=lambda: False) is False and snapshot.contrib.computed == 2
+    assert snapshot.contrib.fill(rows=1) is True and snapshot.contrib.computed == 3
+    np.testing.assert_array_equal(snapshot.contrib[np.arange(3)], everyone)  # whoever computed each row
+    # The list's probability is the one /score gives, to the last bit (until 2026-12-06 one of them
+    # summed the SHAP values, the other read the trees: equal to ~1e-14).
+    listed = {i["customer_id"]: i["probability"] for i in at_risk(state, top=3, k=1)["items"]}
+    assert listed["3"] == plain["probability"]
+    assert models_info(state)["models"][0]["snapshot_rows_explained"] == 3
+
+
+def test_the_runtime_computes_the_served_snapshots_shap_values_in_the_background(config, monkeypatch):
+    import serving.runtime
+
+    monkeypatch.setattr(serving.runtime, "EAGER_ROWS", 1)
+    runtime = Runtime(config, loader=loader({"churn": "1"}))
+    runtime.explaining.join(timeout=60)
+    assert not runtime.explaining.is_alive()
+    snapshot = runtime.state.models["churn"].snapshot
+    assert snapshot.contrib.computed == len(snapshot.ids) == 3
+    runtime.reload()  # the new snapshot gets its own pass
+    assert runtime.state.models["churn"].snapshot is not snapshot
+    runtime.explaining.join(timeout=60)
+    assert runtime.state.models["churn"].snapshot.contrib.computed == 3
+    lazy = Runtime(config, loader=loader({"churn": "1"}), background=False)
+    assert lazy.explaining is None and lazy.state.models["churn"].snapshot.contrib.computed == 1
+
+
 def test_at_risk_ranks_and_filters(config):
     state = build_state(config, loader=loader({"churn": "1"}))
     body = at_risk(state, top=2, k=1)
