@@ -440,7 +440,8 @@ class Runtime:
         self._peek = peek if peek is not None or loader is not None else _default_peek
         self._reload_lock = threading.Lock()
         self._background = background
-        self.explaining: threading.Thread | None = None
+        self.explaining: threading.Thread | None = None  # the background pass, and the snapshots it was given
+        self._explaining: list[Snapshot] = []
         self.state: State = build_state(config, loader=loader)
         self._explain_snapshots()
 
@@ -453,13 +454,13 @@ class Runtime:
             return
         pending = [m.snapshot for m in self.state.models.values() if m.snapshot is not None]
         pending = [s for s in pending if s.contrib.computed < len(s.ids)]
-        if not pending:
-            return
+        previous = self.explaining
+        running = previous is not None and previous.is_alive()
+        if not pending or (running and all(any(s is p for p in self._explaining) for s in pending)):
+            return  # nothing left, or a pass running through these already (a reload that kept them)
 
         def served(snapshot: Snapshot) -> bool:
             return any(m.snapshot is snapshot for m in self.state.models.values())
-
-        previous = self.explaining
 
         def run() -> None:
             if previous is not None:  # one pass at a time: it stops at a snapshot no longer served
@@ -470,6 +471,7 @@ class Runtime:
                 except Exception as exc:  # a request for such a row computes it, and gets the error
                     LOG.warning("SHAP values of the %s snapshot: %s: %s", snapshot.path, type(exc).__name__, exc)
 
+        self._explaining = pending
         self.explaining = threading.Thread(target=run, name="crmscore-snapshot-shap", daemon=True)
         self.explaining.start()
 

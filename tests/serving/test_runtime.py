@@ -231,6 +231,32 @@ def test_the_runtime_computes_the_served_snapshots_shap_values_in_the_background
     assert lazy.explaining is None and lazy.state.models["churn"].snapshot.contrib.computed == 1
 
 
+def test_a_reload_that_keeps_a_snapshot_leaves_its_background_pass_running(config, monkeypatch):
+    import threading
+
+    import serving.runtime
+
+    monkeypatch.setattr(serving.runtime, "EAGER_ROWS", 1)
+    release, compute = threading.Event(), serving.runtime.SnapshotContributions._compute
+
+    def held(self, rows):  # the background pass waits for the test; a request computes at once
+        if threading.current_thread().name == "crmscore-snapshot-shap":
+            release.wait(30)
+        compute(self, rows)
+
+    monkeypatch.setattr(serving.runtime.SnapshotContributions, "_compute", held)
+    runtime = Runtime(
+        config, loader=loader({"churn": "1"}), peek=lambda cfg, task: {"model_name": "crmscore-churn", "version": "1"}
+    )
+    first = runtime.explaining
+    kept = runtime.reload()  # same champion, same file: the task and its snapshot are kept
+    assert kept.models["churn"].snapshot is not None and runtime.explaining is first and first.is_alive()
+    assert score_ids(kept, "churn", ["3"], k=1, max_batch=10)["items"][0]["reasons"] is not None
+    release.set()
+    first.join(30)
+    assert kept.models["churn"].snapshot.contrib.computed == 3
+
+
 def test_at_risk_ranks_and_filters(config):
     state = build_state(config, loader=loader({"churn": "1"}))
     body = at_risk(state, top=2, k=1)
