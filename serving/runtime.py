@@ -1219,6 +1219,7 @@ def models_info(state: State) -> dict[str, Any]:
                 "warnings": list(info.get("warnings") or []),
                 "promotion": info.get("promotion"),
                 "manual_promotion": info.get("manual_promotion"),
+                "code": info.get("code"),
                 "config_name": model.config.name if model.config is not None else None,
                 "loaded_at": model.loaded_at or None,
                 "snapshot_as_of": model.snapshot.as_of if model.snapshot else None,

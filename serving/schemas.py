@@ -252,6 +252,11 @@ class ModelInfo(BaseModel):
     manual_promotion: str | None = Field(
         None, description="when and from which version it was made champion by hand (crmscore promote), and why"
     )
+    code: str | None = Field(
+        None,
+        description="the crmscore code that trained it: the package version and git commit, and whether that "
+        "commit's code had uncommitted changes (None for versions trained before this was recorded)",
+    )
     config_name: str | None = Field(None, description="name of the configuration the model was trained with")
     loaded_at: str | None = Field(
         None,

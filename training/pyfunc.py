@@ -504,4 +504,6 @@ def version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
         "warnings": json.loads(tags["warnings"]) if "warnings" in tags else [],
         "promotion": tags.get("promotion"),
         "manual_promotion": tags.get("manual_promotion"),
+        # The crmscore code that trained it (training.tracking.code_version); None before 2026-12-06.
+        "code": tags.get("code"),
     }

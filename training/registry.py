@@ -49,6 +49,7 @@ def _row(name: str, version: Any, aliases: list[str]) -> dict[str, Any]:
         "promotion": info["promotion"],
         MANUAL_TAG: info[MANUAL_TAG],
         "run_id": info["run_id"],
+        "code": info["code"],
     }
 
 
@@ -59,7 +60,8 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
     -------
     One ``{"model_name", "tracking_uri", "versions"}`` per task; each version ``{"version",
     "aliases", "registered_at", "test_cutoff", "roc_auc", "ece", "grade", "promotion"`` (the gate's
-    reason), ``"manual_promotion"`` (set by :func:`promote_version`, else None), ``"run_id"}``. A
+    reason), ``"manual_promotion"`` (set by :func:`promote_version`, else None), ``"run_id"``, ``"code"``
+    (the crmscore version and git commit that trained it, ``training.tracking.code_version``)``}``. A
     task without a registered model has an empty list.
 
     Raises
@@ -174,4 +176,6 @@ def render_versions(listing: dict[str, Any]) -> str:
             lines.append(f"        gate: {row['promotion']}")
         if row[MANUAL_TAG]:
             lines.append(f"        {row[MANUAL_TAG]}")
+        if row["code"]:
+            lines.append(f"        trained by {row['code']}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import math
 import pickle
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from training.pyfunc import (
 __all__ = [
     "Promotion",
     "check_registry",
+    "code_version",
     "decide_promotion",
     "describe_version",
     "ensure_experiment",
@@ -72,6 +74,44 @@ MODEL_REQUIREMENTS = (
     "pyyaml",
     "requests",
 )
+
+
+# The folders whose files are crmscore's code: a change to one of them, not yet committed, makes a run's
+# code differ from its commit.
+CODE_FOLDERS = ("features", "models", "training", "serving")
+
+
+def code_version() -> dict[str, Any]:
+    """The crmscore code a run trains with, for whoever audits the model later.
+
+    ``{"crmscore": package version, "commit": git commit, "dirty": bool, "text": one line}``. The
+    commit is that of the checkout crmscore's own packages are in, and ``dirty`` says whether their
+    tracked files differ from it (code not committed trained the model); both are None when
+    crmscore does not run from a git checkout (a wheel, a Bento), or inside another project's
+    repository (a virtualenv there), whose commit would say nothing about crmscore's code.
+    """
+    try:
+        package = importlib.metadata.version("crmscore")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    commit = dirty = None
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(_PACKAGES), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() == _PACKAGES:
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_FOLDERS)
+        dirty = None if commit is None or status is None else bool(status)
+    text = f"crmscore {package or '(not installed)'}"
+    if commit:
+        text += f", git {commit}" + (" with uncommitted changes to its code" if dirty else "")
+    return {"crmscore": package, "commit": commit, "dirty": dirty, "text": text}
 
 
 def model_requirements() -> list[str]:
@@ -243,6 +283,7 @@ def log_and_register(
     experiment_id = ensure_experiment(config, task)
     metrics_clean = _clean(result.metrics)
     baselines_clean = _clean(result.baselines)
+    code = code_version()
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{task}-T{result.test_cutoff}") as run:
         mlflow.set_tags(
             {
@@ -251,6 +292,9 @@ def log_and_register(
                 "grade": result.grade,
                 "calibration": result.calibration["kind"],
                 "config_name": config.name,
+                "code": code["text"],
+                # MLflow's own tag: the UI shows the commit beside the run's source.
+                **({"mlflow.source.git.commit": code["commit"]} if code["commit"] else {}),
             }
         )
         if result.warnings:
@@ -308,6 +352,7 @@ def log_and_register(
                 "top_k": result.spec.top_k,
                 "run_id": run.info.run_id,
                 "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+                "code": code["text"],
             }
         )
         # The output example holds every column the model can return (counter-reasons are opt-in).
@@ -353,6 +398,7 @@ def log_and_register(
         "config": json.dumps(config.to_dict())[:4900],
         # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
         "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),
+        "code": code["text"],
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

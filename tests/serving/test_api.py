@@ -703,6 +703,8 @@ def test_lists_since_is_refused_naming_the_field(server, route, body, field, mes
 
 
 def test_models_lists_the_three_champions(server):
+    from training.tracking import code_version
+
     with server.client("scorer") as c:
         body = c.post("/models", json={}).json()
     assert body["missing"] == []
@@ -713,6 +715,7 @@ def test_models_lists_the_three_champions(server):
         # Why it is champion: the gate's decision on its training run (the first version of a fresh registry).
         assert m["promotion"] == "no champion yet" and m["manual_promotion"] is None
         assert m["snapshot_as_of"] and m["snapshot_rows"] > 0 and "roc_auc" in m["metrics"]
+        assert m["code"] == code_version()["text"]  # the code that trained it: this checkout's
         drift = m["snapshot_drift"]
         assert drift["max_psi"] >= 0 and (drift["warning"] is None) == (drift["alert"] == [])
     # The test layout has two training cut-offs: churn and next purchase say they have no seasonal

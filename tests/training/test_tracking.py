@@ -22,7 +22,7 @@ from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
 from training.pyfunc import ChampionFilesError, ChampionUnavailable, NoChampionError, load_champion
 from training.report import make_plots
-from training.tracking import log_and_register
+from training.tracking import code_version, log_and_register
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -266,13 +266,21 @@ def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config
     assert churn["versions"][1]["test_cutoff"] == "2011-06-01" and churn["versions"][1]["manual_promotion"] is None
     assert lead == {"model_name": "crmscore-lead", "tracking_uri": config.tracking_uri, "versions": []}
 
+    # Which code trained each version, for an audit: on the version, its run (MLflow's own commit tag too).
+    code = code_version()
+    assert [v["code"] for v in churn["versions"]] == [code["text"]] * 2
+    run = MlflowClient(tracking_uri=config.tracking_uri).get_run(first["run_id"])
+    assert run.data.tags["code"] == code["text"]
+    assert run.data.tags.get("mlflow.source.git.commit") == code["commit"]
+
     text = CliRunner().invoke(app, ["models", "--config", str(_cli_config(config, tmp_path))])
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()
     assert lines[0] == f"crmscore-churn (2 versions in {config.tracking_uri})"
     assert lines[1].startswith(f"  v{worse['version']}    challenger ") and "test cut-off 2011-06-01" in lines[1]
     assert lines[2] == f"        gate: {worse['reason']}"
-    assert f"roc_auc {good.metrics['roc_auc']:.4f}" in lines[3] and lines[3].split()[1] == "champion"
+    assert lines[3] == f"        trained by {code['text']}"
+    assert f"roc_auc {good.metrics['roc_auc']:.4f}" in lines[4] and lines[4].split()[1] == "champion"
     assert lines[-1] == f"crmscore-lead: no registered version in {config.tracking_uri}"
     listed = CliRunner().invoke(app, ["models", "churn", "--json", "--config", str(_cli_config(config, tmp_path))])
     assert json.loads(listed.stdout) == churn
@@ -364,3 +372,47 @@ def test_promoting_a_version_tested_at_another_cutoff_says_how_to_compare_them(c
         "metrics are not on the same rows and do not compare (compare them on the same dates with crmscore monitor "
         f"churn --version {second['version']}, and without --version)"
     ]
+
+
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_code_version_names_crmscores_own_commit_and_uncommitted_code(monkeypatch, tmp_path):
+    """A run records the commit of the checkout crmscore's packages are in, and whether their code
+    differs from it; not the commit of another project's repository that holds an installed copy."""
+    import training.tracking
+
+    here = code_version()
+    assert here["crmscore"] == importlib.metadata.version("crmscore")
+    if (ROOT / ".git").exists():  # the checkout the tests run in
+        assert here["commit"] == _git(ROOT, "rev-parse", "HEAD")
+        changed = _git(ROOT, "status", "--porcelain", "--untracked-files=no", "--", *training.tracking.CODE_FOLDERS)
+        assert here["dirty"] is bool(changed)
+
+    checkout = tmp_path / "crmscore"
+    (checkout / "models").mkdir(parents=True)
+    (checkout / "models" / "churn.py").write_text("HORIZON = 90\n")
+    (checkout / "README.md").write_text("docs\n")
+    _git(checkout, "init", "-q")
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@example.org", "add", ".")
+    _git(checkout, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+    monkeypatch.setattr(training.tracking, "_PACKAGES", checkout.resolve())
+    clean = code_version()
+    assert clean["commit"] == _git(checkout, "rev-parse", "HEAD") and clean["dirty"] is False
+    assert clean["text"] == f"crmscore {here['crmscore']}, git {clean['commit']}"
+    (checkout / "README.md").write_text("more docs\n")  # not code
+    assert code_version()["dirty"] is False
+    (checkout / "models" / "churn.py").write_text("HORIZON = 60\n")
+    assert code_version()["text"] == f"{clean['text']} with uncommitted changes to its code"
+
+    # An installed copy inside another project's repository: that repository's commit says nothing.
+    monkeypatch.setattr(training.tracking, "_PACKAGES", (checkout / "models").resolve())
+    assert code_version()["commit"] is None and code_version()["dirty"] is None
+    monkeypatch.setattr(training.tracking, "_PACKAGES", (tmp_path / "nowhere").resolve())
+    assert code_version() == {
+        "crmscore": here["crmscore"],
+        "commit": None,
+        "dirty": None,
+        "text": clean["text"].split(",")[0],
+    }
