@@ -49,6 +49,7 @@ __all__ = [
     "as_posted_histories",
     "at_risk",
     "history_features",
+    "ids_explained",
     "ranked_list",
     "load_snapshot",
     "models_info",
@@ -115,6 +116,10 @@ class SnapshotContributions:
     def computed(self) -> int:
         """Rows whose values are there."""
         return int(np.count_nonzero(self._done))
+
+    def ready(self, rows: Sequence[int]) -> bool:
+        """Whether every one of ``rows`` has its values (reading them then runs no tree pass)."""
+        return bool(self._done[np.asarray(rows, dtype=np.intp)].all()) if len(rows) else True
 
     def __getitem__(self, rows: Any) -> np.ndarray:
         positions = np.asarray(rows, dtype=np.intp)
@@ -770,6 +775,18 @@ def _item(model: TaskModel, key: str, result: dict[str, Any], warnings: Sequence
 def _check_batch(n: int, max_batch: int, field: str, what: str) -> None:
     if n > max_batch:
         raise RequestError(f"{n} {what} is over the maximum of {max_batch} per call", field=field)
+
+
+def ids_explained(state: State, task: str, ids: Sequence[str], *, k: int, counter_k: int = 0) -> bool:
+    """Whether :func:`score_ids` of ``ids`` would find every SHAP value it needs computed: false when it
+    would run tree passes first (~1 ms a row), which an event loop should not wait on."""
+    if k <= 0 and counter_k <= 0:
+        return True
+    model = state.models.get(task)
+    if model is None or model.snapshot is None:
+        return True  # an error answer, at once
+    index = model.snapshot.index
+    return model.snapshot.contrib.ready([row for row in map(index.get, ids) if row is not None])
 
 
 def score_ids(

@@ -29,6 +29,7 @@ from serving.runtime import (
     at_risk,
     build_state,
     changed_tasks,
+    ids_explained,
     models_info,
     score_ids,
     score_posted,
@@ -199,10 +200,16 @@ def test_a_snapshot_rows_shap_values_are_computed_once_when_first_needed(config,
     model, snapshot = state.snapshot("churn")
     everyone = model.scorer.contributions(snapshot.matrix, snapshot.as_of)
     assert snapshot.contrib.computed == 1
+    # What the API's event loop asks before it scores by id (else it scores in a worker thread).
+    assert ids_explained(state, "churn", ["1", "nope"], k=2) and ids_explained(state, "churn", ["3"], k=0)
+    assert not ids_explained(state, "churn", ["1", "3"], k=2) and not ids_explained(
+        state, "churn", ["3"], k=0, counter_k=1
+    )
     plain = score_ids(state, "churn", ["3"], k=0, max_batch=10)["items"][0]
     assert snapshot.contrib.computed == 1  # a score without reasons reads the raw scores of the load
     explained = score_ids(state, "churn", ["3"], k=2, counter_k=1, max_batch=10)["items"][0]
     assert snapshot.contrib.computed == 2 and explained["probability"] == plain["probability"]
+    assert ids_explained(state, "churn", ["1", "3"], k=2)
     np.testing.assert_array_equal(snapshot.contrib[snapshot.index["3"]], everyone[2])
     assert snapshot.contrib.fill(keep_going=lambda: False) is False and snapshot.contrib.computed == 2
     assert snapshot.contrib.fill(rows=1) is True and snapshot.contrib.computed == 3
