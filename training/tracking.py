@@ -1,6 +1,7 @@
 """MLflow tracking and the registry gate.
 
-One experiment per model (``crmscore-<task>``). A run logs the config, the data fingerprint,
+One experiment per model (``crmscore-<task>``). A run logs the config, the data fingerprint, the
+training rows and test fold as MLflow datasets (with a digest of every value), the code version,
 parameters, test metrics of the model and of each baseline, the backtest table, the plots and
 the pyfunc model with its signature and an input example. Every run registers a version and
 moves alias ``challenger`` to it; alias ``champion`` moves only when the new version beats the
@@ -12,12 +13,14 @@ when ``force_promote`` is set. The tracking URI is set here, inside functions, f
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import math
 import pickle
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ __all__ = [
     "decide_promotion",
     "describe_version",
     "ensure_experiment",
+    "frame_digest",
     "log_and_register",
 ]
 
@@ -112,6 +116,37 @@ def code_version() -> dict[str, Any]:
     if commit:
         text += f", git {commit}" + (" with uncommitted changes to its code" if dirty else "")
     return {"crmscore": package, "commit": commit, "dirty": dirty, "text": text}
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 (first 16 hex digits) of a frame's column names, types and every value, row by row: two
+    training sets with one value apart differ (MLflow's own digest reads a sample of the rows)."""
+    digest = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint: dict[str, Any]) -> None:
+    """The run's inputs as MLflow datasets (the UI's "Datasets used" and ``run.inputs``): the training
+    rows and the test fold, each with :func:`frame_digest`, schema, row count, the label as target and
+    the task's main source table (a database URL, which MLflow cannot resolve, leaves the source out)."""
+    table = "leads" if "leads" in fingerprint else "transactions"
+    source = (fingerprint.get(table) or {}).get("source")
+    for context, frame in frames.items():
+        if frame is None:
+            continue
+        options = {
+            "targets": "label" if "label" in frame.columns else None,
+            "name": f"{task}-{context}",
+            "digest": frame_digest(frame),
+        }
+        with warnings.catch_warnings():  # MLflow's hints on integer columns and on a local path's two readings
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                dataset = mlflow.data.from_pandas(frame, source=source, **options)
+            except mlflow.exceptions.MlflowException:
+                dataset = mlflow.data.from_pandas(frame, **options)
+            mlflow.log_input(dataset, context=context)
 
 
 def model_requirements() -> list[str]:
@@ -266,6 +301,7 @@ def log_and_register(
     test: pd.DataFrame,
     fingerprint: dict[str, Any],
     plots: dict[str, bytes],
+    train: pd.DataFrame | None = None,
     report: Path | None = None,
     force_promote: bool = False,
 ) -> dict[str, Any]:
@@ -302,6 +338,7 @@ def log_and_register(
             mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
         mlflow.log_dict(config.to_dict(), "config.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
+        _log_datasets(task, {"training": train, "test": test}, fingerprint)
         mlflow.log_dict(result.spec.describe(), "model_spec.json")
         params = {k: v for k, v in result.params.items() if v is not None}
         params.update(

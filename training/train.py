@@ -161,6 +161,7 @@ def train_model(
         config,
         result,
         test=ts.test,
+        train=ts.train,
         fingerprint=tables.fingerprint(),
         plots=plots,
         report=report,

@@ -22,7 +22,7 @@ from tests.training.synthetic import MODEL_CONFIG, training_set
 from training.backtest import run_backtest
 from training.pyfunc import ChampionFilesError, ChampionUnavailable, NoChampionError, load_champion
 from training.report import make_plots
-from training.tracking import code_version, log_and_register
+from training.tracking import code_version, frame_digest, log_and_register
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,6 +50,7 @@ def _log(config, result, *, force=False):
         config,
         result,
         test=training_set(0).test,
+        train=training_set(0).train,
         fingerprint={"transactions": {"rows_kept": 1}},
         plots=make_plots(result),
         force_promote=force,
@@ -272,6 +273,16 @@ def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config
     run = MlflowClient(tracking_uri=config.tracking_uri).get_run(first["run_id"])
     assert run.data.tags["code"] == code["text"]
     assert run.data.tags.get("mlflow.source.git.commit") == code["commit"]
+    # ...and which rows: the training rows and the test fold as the run's datasets, digested value by value.
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"churn-training", "churn-test"}
+    assert inputs["churn-training"].dataset.digest == frame_digest(training_set(0).train)
+    assert inputs["churn-test"].dataset.digest == frame_digest(training_set(0).test)
+    assert {t.key: t.value for t in inputs["churn-test"].tags}["mlflow.data.context"] == "test"
+    assert json.loads(inputs["churn-test"].dataset.profile)["num_rows"] == len(training_set(0).test)
+    one_value = training_set(0).train.copy()
+    one_value.iloc[-1, one_value.columns.get_loc("recency_days")] += 1
+    assert frame_digest(one_value) != frame_digest(training_set(0).train)
 
     text = CliRunner().invoke(app, ["models", "--config", str(_cli_config(config, tmp_path))])
     assert text.exit_code == 0, text.output
