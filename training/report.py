@@ -175,6 +175,8 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         "version": run.get("version"),
         "alias": run.get("alias"),
         "run id": run.get("run_id"),
+        "code": run.get("code"),
+        "data digests (training / test rows)": " / ".join((run.get("data_digests") or {}).values()) or None,
         "grade": result.grade,
         "test cut-off": result.test_cutoff,
         "horizon (days)": spec.horizon_days,

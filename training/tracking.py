@@ -126,12 +126,14 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint: dict[str, Any]) -> None:
+def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint: dict[str, Any]) -> dict[str, str]:
     """The run's inputs as MLflow datasets (the UI's "Datasets used" and ``run.inputs``): the training
     rows and the test fold, each with :func:`frame_digest`, schema, row count, the label as target and
-    the task's main source table (a database URL, which MLflow cannot resolve, leaves the source out)."""
+    the task's main source table (a database URL, which MLflow cannot resolve, leaves the source out).
+    Returns each logged frame's digest by context."""
     table = "leads" if "leads" in fingerprint else "transactions"
     source = (fingerprint.get(table) or {}).get("source")
+    digests = {}
     for context, frame in frames.items():
         if frame is None:
             continue
@@ -140,6 +142,7 @@ def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint
             "name": f"{task}-{context}",
             "digest": frame_digest(frame),
         }
+        digests[context] = options["digest"]
         with warnings.catch_warnings():  # MLflow's hints on integer columns and on a local path's two readings
             warnings.simplefilter("ignore", UserWarning)
             try:
@@ -147,6 +150,7 @@ def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint
             except mlflow.exceptions.MlflowException:
                 dataset = mlflow.data.from_pandas(frame, **options)
             mlflow.log_input(dataset, context=context)
+    return digests
 
 
 def model_requirements() -> list[str]:
@@ -309,8 +313,9 @@ def log_and_register(
 
     Returns
     -------
-    ``{"run_id", "model_name", "version", "promoted", "alias", "reason"}``; ``alias`` is
-    ``champion`` when promoted, else ``challenger``.
+    ``{"run_id", "model_name", "version", "promoted", "alias", "reason", "code", "data_digests"}``;
+    ``alias`` is ``champion`` when promoted, else ``challenger``; ``code`` is :func:`code_version`'s
+    text and ``data_digests`` the :func:`frame_digest` of the training rows and test fold by context.
     """
     set_uris(config)
     task = result.task
@@ -338,7 +343,7 @@ def log_and_register(
             mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
         mlflow.log_dict(config.to_dict(), "config.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
-        _log_datasets(task, {"training": train, "test": test}, fingerprint)
+        digests = _log_datasets(task, {"training": train, "test": test}, fingerprint)
         mlflow.log_dict(result.spec.describe(), "model_spec.json")
         params = {k: v for k, v in result.params.items() if v is not None}
         params.update(
@@ -452,6 +457,8 @@ def log_and_register(
         "promoted": decision.promote,
         "alias": CHAMPION if decision.promote else CHALLENGER,
         "reason": decision.reason,
+        "code": code["text"],
+        "data_digests": digests,
     }
 
 

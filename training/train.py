@@ -185,6 +185,8 @@ def train_model(
             "run_id": logged["run_id"],
             "alias": logged["alias"],
             "promotion": logged["reason"],
+            "code": logged["code"],
+            "data_digests": logged["data_digests"],
             "report": str(report),
             "drift": drift_overview(result.drift),
             "segments": result.segments.to_dict(orient="records"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from tests.serving.conftest import write_configs
+from training.tracking import code_version
 from training.train import summary_lines
 
 
@@ -92,3 +95,12 @@ def test_train_prints_the_json_on_stdout_and_the_summary_on_stderr(tmp_path):
     assert client.get_model_version("crmscore-lead", "1").description == "```\n" + "\n".join(summary) + "\n```"
     described = client.get_registered_model("crmscore-lead").description
     assert described.startswith("P(convert within 30 days). Population: leads created in the 30 days up to the cut-off")
+    # What an audit needs to redo the run: the code, and the digests of the rows it learnt and was tested on,
+    # the same in the JSON, on the run's MLflow datasets and in the HTML report.
+    assert out["code"] == code_version()["text"] and set(out["data_digests"]) == {"training", "test"}
+    inputs = client.get_run(out["run_id"]).inputs.dataset_inputs
+    assert {i.dataset.name: i.dataset.digest for i in inputs} == {
+        f"lead-{context}": digest for context, digest in out["data_digests"].items()
+    }
+    report = Path(out["report"]).read_text()
+    assert out["data_digests"]["training"] in report and html.escape(out["code"]) in report
