@@ -22,6 +22,7 @@ import functools
 import gc
 import inspect
 import json
+import math
 import os
 import threading
 import types
@@ -29,10 +30,12 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import bentoml
+import pandas as pd
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
+from models.drift import drift_overview
 from serving import bentoml_fixes, runtime
 from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
@@ -128,6 +131,7 @@ def _settle_heap() -> None:
 def _reloaded(tasks: list[str], state: runtime.State) -> None:
     """What the server's own reload (``serving.reload_every_s``) loaded, in its log; then the heap
     settles as after ``/reload`` (a pause of a full collection, so only when something changed)."""
+    _export_served(state)
     _settle_heap()
     for task in tasks:
         model = state.models.get(task)
@@ -155,6 +159,64 @@ def _export_feature_sql_lookups() -> None:
         ["model", "result"],
     )
     runtime.COMPILED.on_lookup = lambda task, result: lookups.labels(model=task, result=result).inc()
+
+
+# Gauges of what the server serves (_export_served), made in the worker once BentoML has set its
+# multiprocess directory, as the feature-SQL counter is.
+_SERVED: dict[str, Any] = {}
+
+
+def _export_served(state: runtime.State) -> None:
+    """What is served, per model, as ``/metrics`` gauges, set at start and after each reload, for an
+    alert on the serving itself: ``crmscore_model_served`` (1, or 0 for a model with no champion),
+    ``crmscore_model_version``, ``crmscore_model_loaded_timestamp_seconds``,
+    ``crmscore_snapshot_as_of_timestamp_seconds`` (``time() - it`` is the snapshot's age: a nightly
+    ``crmscore features --snapshots`` that stopped shows as a growing age, where the service answers
+    with yesterday's features without a word), ``crmscore_snapshot_rows`` and the snapshot's feature
+    drift, ``crmscore_snapshot_drift_max_psi`` and ``crmscore_snapshot_drift_features_alert``.
+    A value the state lacks (no snapshot, a version that is not a number) is NaN."""
+    if not _SERVED:
+        from prometheus_client import Gauge
+
+        about = {
+            "model_served": "1 when the model has a champion loaded, else 0",
+            "model_version": "registered version of the champion served",
+            "model_loaded_timestamp_seconds": "when the champion and its snapshot were loaded (Unix time)",
+            "snapshot_as_of_timestamp_seconds": "the snapshot's cut-off (Unix time): time() minus it is its age",
+            "snapshot_rows": "rows (customers or leads) of the snapshot served",
+            "snapshot_drift_max_psi": "largest population stability index of a snapshot feature against training",
+            "snapshot_drift_features_alert": "snapshot features with PSI >= 0.25 against training",
+        }
+        for name, text in about.items():
+            _SERVED[name] = Gauge(f"crmscore_{name}", text, ["model"], multiprocess_mode="mostrecent")
+
+    def seconds(value: Any) -> float:
+        try:
+            return pd.Timestamp(value).tz_localize(None).timestamp() if value else math.nan
+        except (TypeError, ValueError):
+            return math.nan
+
+    def number(value: Any) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return math.nan
+
+    for task in runtime.TASKS:
+        model = state.models.get(task)
+        snapshot = model.snapshot if model is not None else None
+        drift = drift_overview(snapshot.drift) if snapshot is not None else None
+        values = {
+            "model_served": 1.0 if model is not None else 0.0,
+            "model_version": number(model.info.get("version")) if model is not None else math.nan,
+            "model_loaded_timestamp_seconds": seconds(model.loaded_at) if model is not None else math.nan,
+            "snapshot_as_of_timestamp_seconds": seconds(snapshot.as_of) if snapshot is not None else math.nan,
+            "snapshot_rows": float(len(snapshot.ids)) if snapshot is not None else math.nan,
+            "snapshot_drift_max_psi": float(drift["max_psi"]) if drift is not None else math.nan,
+            "snapshot_drift_features_alert": float(len(drift["alert"])) if drift is not None else math.nan,
+        }
+        for name, value in values.items():
+            _SERVED[name].labels(model=task).set(value)
 
 
 def _config() -> Config:
@@ -226,6 +288,7 @@ class CrmScore:
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
+        _export_served(self.runtime.state)
         _settle_heap()
         if self.config.serving.reload_every_s:
             self.runtime.watch(
@@ -443,6 +506,7 @@ class CrmScore:
         Requests already running finish on the models they started with; if loading fails, the
         previous models keep serving and the answer is 503 with the reason."""
         state = self.runtime.reload()
+        _export_served(state)
         _settle_heap()
         return ModelsResponse.model_validate(runtime.models_info(state))
 

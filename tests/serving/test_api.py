@@ -813,6 +813,42 @@ def test_a_reload_loads_again_only_the_snapshot_that_was_replaced(server):
     assert {m["task"]: m["version"] for m in after["models"]} == {t: m["version"] for t, m in before.items()}
 
 
+def _served_gauges(c) -> dict[str, dict[str, float]]:
+    """The ``crmscore_model_*`` and ``crmscore_snapshot_*`` gauges of ``/metrics``, by name and model."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(c.get("/metrics").text):
+        if family.name.startswith(("crmscore_model_", "crmscore_snapshot_")):
+            out[family.name.removeprefix("crmscore_")] = {s.labels["model"]: s.value for s in family.samples}
+    return out
+
+
+def test_metrics_gauge_what_is_served_and_a_reload_moves_them(server):
+    """Ops alert on the serving itself: the snapshot's age (its cut-off as a timestamp), the version, when
+    it was loaded, rows and drift, per model, equal to ``/models``; a reload that loads a task again moves its gauges."""
+    import math
+
+    with server.client("admin") as c:
+        models = {m["task"]: m for m in c.post("/reload", json={}).json()["models"]}
+        gauges = _served_gauges(c)
+        for task, m in models.items():
+            assert gauges["model_served"][task] == 1 and gauges["model_version"][task] == int(m["version"])
+            assert gauges["snapshot_as_of_timestamp_seconds"][task] == pd.Timestamp(m["snapshot_as_of"]).timestamp()
+            assert gauges["snapshot_rows"][task] == m["snapshot_rows"]
+            assert gauges["snapshot_drift_max_psi"][task] == pytest.approx(m["snapshot_drift"]["max_psi"])
+            assert gauges["snapshot_drift_features_alert"][task] == len(m["snapshot_drift"]["alert"])
+            loaded = pd.Timestamp(m["loaded_at"]).timestamp()
+            assert math.isclose(gauges["model_loaded_timestamp_seconds"][task], loaded, abs_tol=1e-3)
+        lead = server.snapshots / "lead.parquet"
+        shutil.copy(lead, lead.with_suffix(".copy"))
+        lead.with_suffix(".copy").replace(lead)
+        c.post("/reload", json={})
+        after = _served_gauges(c)["model_loaded_timestamp_seconds"]
+    assert after["lead"] > gauges["model_loaded_timestamp_seconds"]["lead"]
+    assert after["churn"] == gauges["model_loaded_timestamp_seconds"]["churn"]
+
+
 def test_with_reload_every_s_the_server_serves_a_new_snapshot_without_a_reload_call(server, tmp_path):
     """The nightly job writes snapshots; a server with serving.reload_every_s loads a replaced one on
     its own, that task alone, and says so in its log."""
