@@ -97,7 +97,7 @@ class SnapshotContributions:
     computed are computed then and kept. :meth:`fill` computes the rest, a block at a time, which
     the service runs in a background thread after each load. A load used to compute every row
     before serving: ~1 ms a customer on one thread for the models with a weekly hazard head (its 13
-    tree passes), 4 s for the bundled churn snapshot and 17 minutes for a million customers, where
+    tree passes), 4 s for the bundled churn snapshot and 17 minutes for a million churn customers, where
     the raw scores a request without reasons needs take ~0.04 ms a customer. Values do not depend
     on which rows are computed together, so a row's reasons are the same whoever computed it.
     """
