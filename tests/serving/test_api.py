@@ -849,6 +849,39 @@ def test_metrics_gauge_what_is_served_and_a_reload_moves_them(server):
     assert after["churn"] == gauges["model_loaded_timestamp_seconds"]["churn"]
 
 
+def test_the_shipped_alert_rules_name_only_metrics_and_labels_the_server_exports(server):
+    """docs/prometheus-alerts.yml: each rule well formed, every metric it reads exported by the server
+    (BentoML's request metrics once a request was answered) and every label matcher matching some sample,
+    so a renamed gauge or label cannot leave an alert silent."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "prometheus-alerts.yml"
+    rules = yaml.safe_load(path.read_text())["groups"][0]["rules"]
+    with server.client("scorer") as c:
+        assert c.post("/score/churn", json={"ids": snapshot_ids(server, "churn", 1)}).status_code == 200
+        samples = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
+    exported = {s.name for s in samples}
+    assert len(rules) >= 5 and len({r["alert"] for r in rules}) == len(rules)
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"} and rule["annotations"]["summary"]
+        names = set(re.findall(r"\b(?:crmscore|bentoml)_[a-z_]+", rule["expr"]))
+        assert names and names <= exported, (rule["alert"], names - exported)
+        read = [s for s in samples if s.name in names]
+        for label, op, value in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]+)"', rule["expr"]):
+            if label == "http_response_code":  # its values are whatever the traffic was: the label is enough
+                assert any(label in s.labels for s in read), rule["alert"]
+                continue
+            match = (
+                (lambda v, value=value: v == value) if op == "=" else (lambda v, value=value: re.fullmatch(value, v))
+            )
+            assert any(match(s.labels.get(label, "")) for s in read), (rule["alert"], label, value)
+
+
 def test_with_reload_every_s_the_server_serves_a_new_snapshot_without_a_reload_call(server, tmp_path):
     """The nightly job writes snapshots; a server with serving.reload_every_s loads a replaced one on
     its own, that task alone, and says so in its log."""
