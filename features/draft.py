@@ -99,6 +99,32 @@ def _quoted(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
+# Words in a lead column's name that say it is recorded during or after the outcome (post-outcome
+# leakage: the model would learn the answer), with why; ``init`` lists such columns under ``exclude``.
+# Whole words of the name only ("poutcome", the previous campaign's outcome, is one word and stays).
+_POST_OUTCOME = {
+    "duration": "a call's or contact's length is known once it ended",
+    "disposition": "a call's disposition is recorded at its end",
+    "status": "a lead's status moves with its outcome",
+    "outcome": "an outcome is what the model predicts",
+    "result": "a result is what the model predicts",
+    "won": "won or lost is the outcome",
+    "lost": "won or lost is the outcome",
+    "closed": "a lead is closed at its outcome",
+    "close": "a lead is closed at its outcome",
+    "converted": "conversion is the outcome",
+    "conversion": "conversion is the outcome",
+    "revenue": "revenue follows the conversion",
+}
+
+
+def post_outcome(name: str) -> str | None:
+    """Why a column named ``name`` is likely known only after a lead's outcome, or None: a word of the
+    name (split at underscores, spaces, dashes and camelCase) in :data:`_POST_OUTCOME`."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return next((_POST_OUTCOME[w] for w in words if w in _POST_OUTCOME), None)
+
+
 @dataclass
 class Draft:
     """The guessed mapping of one table: canonical column -> source column or SQL expression, the
@@ -112,6 +138,8 @@ class Draft:
     # Transactions: the filters suggested by the rows (name, keep, why) and the count of exact copies.
     filters: list[tuple[str, str, str]] = field(default_factory=list)
     duplicates: int = 0
+    # Leads: the columns left out of ``attributes: "*"`` because their names say post-outcome, with why.
+    exclude: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _reader(path: Path) -> str:
@@ -209,7 +237,14 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
         if source in dict(schema):
             notes.append(f"{role} <- {source!r}")
     if table == "leads":
-        return Draft(table, "", columns, "*", notes)
+        taken = set(columns.values())
+        exclude = [(c, why) for c, _ in schema if c not in taken and (why := post_outcome(c)) is not None]
+        if exclude:
+            notes.append(
+                "exclude (the name says post-outcome; delete from exclude a column known before the outcome): "
+                + ", ".join(c for c, _ in exclude)
+            )
+        return Draft(table, "", columns, "*", notes, exclude=exclude)
     attributes: dict[str, str] = {}
     if table in _ATTRIBUTE_TABLES:
         attributes = {
@@ -297,9 +332,12 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         if draft.attributes == "*":
             lines += [
                 '    attributes: "*"',
-                "    # Columns known only after the outcome (a call's duration, a closing note) must never be features:",
-                "    exclude: []",
+                "    # Columns known only after the outcome (a call's duration, a closing note) must never be features;",
+                "    # those whose names say so are listed (delete one known before the outcome, add any other):",
             ]
+            lines += [f"    # {column}: {why}" for column, why in draft.exclude]
+            lines.append("    exclude:" if draft.exclude else "    exclude: []")
+            lines += [f"      - {_yaml_scalar(column)}" for column, _ in draft.exclude]
         elif draft.attributes:
             lines.append("    attributes:")
             lines += [f"      {key}: {_yaml_scalar(source)}" for key, source in draft.attributes.items()]

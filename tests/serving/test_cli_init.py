@@ -39,6 +39,27 @@ def test_the_mapping_is_guessed_from_names_and_types():
     assert "not mapped: Created, Notes (free text, numbers or ids: add what you want as features)" in draft.notes
 
 
+def test_lead_columns_whose_names_say_post_outcome_are_drafted_under_exclude():
+    schema = [
+        ("Lead Id", "VARCHAR"),
+        ("Created", "TIMESTAMP"),
+        ("Won", "BOOLEAN"),  # the label: mapped, not excluded
+        ("callDuration", "DOUBLE"),
+        ("Lead Status", "VARCHAR"),
+        ("closed_at", "TIMESTAMP"),  # mapped as converted_at
+        ("Close Reason", "VARCHAR"),
+        ("Expected Revenue", "DOUBLE"),
+        ("poutcome", "VARCHAR"),  # the previous campaign's outcome: one word, known before
+        ("Statistics Region", "VARCHAR"),  # "statistics" is not "status"
+        ("job", "VARCHAR"),
+    ]
+    draft = guess_mapping("leads", schema, {})
+    assert draft.columns["converted"] == "Won" and draft.columns["converted_at"] == "closed_at"
+    assert [c for c, _ in draft.exclude] == ["callDuration", "Lead Status", "Close Reason", "Expected Revenue"]
+    assert dict(draft.exclude)["Lead Status"] == "a lead's status moves with its outcome"
+    assert any(n.startswith("exclude (the name says post-outcome") and "callDuration" in n for n in draft.notes)
+
+
 def test_a_required_column_that_cannot_be_guessed_is_named_with_the_columns_there_are():
     with pytest.raises(ValueError) as info:
         guess_mapping("transactions", [("who", "VARCHAR"), ("when", "TIMESTAMP"), ("paid", "DOUBLE")], {"who": 10})
@@ -59,6 +80,10 @@ def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
     assert drafted["tables"]["transactions"]["columns"] == bundled["online_retail"]["tables"]["transactions"]["columns"]
     assert drafted["tables"]["transactions"]["attributes"] == {"country": "Country"}
     assert drafted["tables"]["leads"]["columns"] == bundled["bank_leads"]["tables"]["leads"]["columns"]
+    # ...and the post-outcome column the bundled config leaves out, from its name, with why (poutcome, the
+    # previous campaign's outcome, is known before and stays a feature).
+    assert drafted["tables"]["leads"]["exclude"] == bundled["bank_leads"]["tables"]["leads"]["exclude"] == ["duration"]
+    assert "# duration: a call's or contact's length is known once it ended" in out.read_text()
     assert (
         drafted["models"]["churn"]["test_cutoff"]
         == bundled["online_retail"]["models"]["churn"]["test_cutoff"].isoformat()
