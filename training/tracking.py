@@ -119,10 +119,27 @@ def code_version() -> dict[str, Any]:
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
-    """SHA-256 (first 16 hex digits) of a frame's column names, types and every value, row by row: two
-    training sets with one value apart differ (MLflow's own digest reads a sample of the rows)."""
-    digest = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    """SHA-256 (first 16 hex digits) of a frame's column names and every value, column by column: two
+    training sets with one value apart differ (MLflow's own digest reads a sample of the rows).
+
+    Defined on the values alone, not on a library's hashing or storage types, so the same rows give the
+    same digest across pandas versions and dtypes: numbers as float64 (an int 3 and a float 3.0 alike;
+    missing as NaN), times as nanoseconds since the epoch (missing as a marker), anything else as its
+    text (missing as a marker). The index is not part of it; the column order is.
+    """
+    digest = hashlib.sha256()
+    for name in frame.columns:
+        column = frame[name]
+        digest.update(b"\x00column\x00" + str(name).encode())
+        if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            digest.update(b"number" + np.ascontiguousarray(values).tobytes())
+        elif pd.api.types.is_datetime64_any_dtype(column):
+            stamps = pd.to_datetime(column).dt.tz_localize(None) if getattr(column.dt, "tz", None) else column
+            text = "\x1f".join("\x00" if pd.isna(v) else str(pd.Timestamp(v).value) for v in stamps)
+            digest.update(b"time" + text.encode())
+        else:
+            digest.update(b"text" + "\x1f".join("\x00" if pd.isna(v) else str(v) for v in column).encode())
     return digest.hexdigest()[:16]
 
 

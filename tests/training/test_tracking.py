@@ -385,6 +385,27 @@ def test_promoting_a_version_tested_at_another_cutoff_says_how_to_compare_them(c
     ]
 
 
+def test_the_data_digest_reads_values_not_storage():
+    """The same rows give the same digest whatever their dtypes and index (so across pandas versions and
+    readers); another column order, a missing value or one value apart give another."""
+    rows = pd.DataFrame(
+        {
+            "id": ["a", "b", None],
+            "n": [1, 2, 3],
+            "t": pd.to_datetime(["2011-01-01", None, "2011-01-03 10:00"], format="ISO8601"),
+            "c": pd.Categorical(["x", "y", None]),
+        }
+    )
+    stored_otherwise = rows.astype({"n": "float64", "t": "datetime64[s]", "c": "object"}).set_axis([7, 8, 9])
+    assert frame_digest(stored_otherwise) == frame_digest(rows)
+    # Pinned: a change of this value is a change of the digest's definition, which makes the digests of
+    # runs logged before it incomparable with later ones; say so in the README if it is ever intended.
+    assert frame_digest(rows) == "9add4a46cfd5430d"
+    assert frame_digest(rows[["n", "id", "t", "c"]]) != frame_digest(rows)
+    assert frame_digest(rows.assign(id=["a", "b", "None"])) != frame_digest(rows)
+    assert frame_digest(rows.assign(n=[1, 2, 4])) != frame_digest(rows)
+
+
 def _git(folder: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True).stdout.strip()
 
