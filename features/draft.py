@@ -237,7 +237,6 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
         if source in dict(schema):
             notes.append(f"{role} <- {source!r}")
     if table == "leads":
-        taken = set(columns.values())
         exclude = [(c, why) for c, _ in schema if c not in taken and (why := post_outcome(c)) is not None]
         if exclude:
             notes.append(

@@ -109,10 +109,6 @@ class SnapshotContributions:
         self._done = np.zeros(len(matrix), dtype=bool)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self._values.shape
-
-    @property
     def computed(self) -> int:
         """Rows whose values are there."""
         return int(np.count_nonzero(self._done))
@@ -477,7 +473,7 @@ class Runtime:
                 previous.join()
             for snapshot in pending:
                 try:
-                    snapshot.contrib.fill(keep_going=lambda: served(snapshot))  # noqa: B023 (called in this turn)
+                    snapshot.contrib.fill(keep_going=lambda snapshot=snapshot: served(snapshot))
                 except Exception as exc:  # a request for such a row computes it, and gets the error
                     LOG.warning("SHAP values of the %s snapshot: %s: %s", snapshot.path, type(exc).__name__, exc)
 

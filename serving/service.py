@@ -128,11 +128,16 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
+def _serving(state: runtime.State) -> None:
+    """After a start or a reload: the gauges of what is served (:func:`_export_served`), then the heap settles."""
+    _export_served(state)
+    _settle_heap()
+
+
 def _reloaded(tasks: list[str], state: runtime.State) -> None:
     """What the server's own reload (``serving.reload_every_s``) loaded, in its log; then the heap
     settles as after ``/reload`` (a pause of a full collection, so only when something changed)."""
-    _export_served(state)
-    _settle_heap()
+    _serving(state)
     for task in tasks:
         model = state.models.get(task)
         if model is None:
@@ -288,8 +293,7 @@ class CrmScore:
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
-        _export_served(self.runtime.state)
-        _settle_heap()
+        _serving(self.runtime.state)
         if self.config.serving.reload_every_s:
             self.runtime.watch(
                 self.config.serving.reload_every_s, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event()
@@ -506,8 +510,7 @@ class CrmScore:
         Requests already running finish on the models they started with; if loading fails, the
         previous models keep serving and the answer is 503 with the reason."""
         state = self.runtime.reload()
-        _export_served(state)
-        _settle_heap()
+        _serving(state)
         return ModelsResponse.model_validate(runtime.models_info(state))
 
 

@@ -135,7 +135,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
             digest.update(b"number" + np.ascontiguousarray(values).tobytes())
         elif pd.api.types.is_datetime64_any_dtype(column):
-            stamps = pd.to_datetime(column).dt.tz_localize(None) if getattr(column.dt, "tz", None) else column
+            stamps = column.dt.tz_localize(None) if column.dt.tz is not None else column
             text = "\x1f".join("\x00" if pd.isna(v) else str(pd.Timestamp(v).value) for v in stamps)
             digest.update(b"time" + text.encode())
         else:
@@ -143,7 +143,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint: dict[str, Any]) -> dict[str, str]:
+def _log_datasets(task: str, frames: dict[str, pd.DataFrame], fingerprint: dict[str, Any]) -> dict[str, str]:
     """The run's inputs as MLflow datasets (the UI's "Datasets used" and ``run.inputs``): the training
     rows and the test fold, each with :func:`frame_digest`, schema, row count, the label as target and
     the task's main source table (a database URL, which MLflow cannot resolve, leaves the source out).
@@ -152,8 +152,6 @@ def _log_datasets(task: str, frames: dict[str, pd.DataFrame | None], fingerprint
     source = (fingerprint.get(table) or {}).get("source")
     digests = {}
     for context, frame in frames.items():
-        if frame is None:
-            continue
         options = {
             "targets": "label" if "label" in frame.columns else None,
             "name": f"{task}-{context}",
@@ -322,7 +320,7 @@ def log_and_register(
     test: pd.DataFrame,
     fingerprint: dict[str, Any],
     plots: dict[str, bytes],
-    train: pd.DataFrame | None = None,
+    train: pd.DataFrame,
     report: Path | None = None,
     force_promote: bool = False,
 ) -> dict[str, Any]:
