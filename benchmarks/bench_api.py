@@ -12,6 +12,8 @@ reasons, one posted history with 3 reasons (ours); one feature row and 100 featu
 scoring server, pandas + pyfunc). For posted histories, whose features are computed per call, the
 features of one history are also timed in process with the compiled-SQL cache against building
 and compiling them afresh (``posted_features``).
+The single-id scenarios run again on a server with two workers (``serving.workers: 2``), for
+the ratio of two workers to one on the same machine in the same run (``crmscore_2_workers``).
 Also reported: resident memory of the API's processes with all champions and snapshots loaded,
 and each server's start (``startup``: seconds until ``/readyz`` or MLflow's ``/ping`` answers; for
 ours also until every snapshot's SHAP values are computed, which the service does in the
@@ -253,6 +255,51 @@ def _explained(models_url: str, key: str, timeout_s: float = 600.0) -> float:
     raise RuntimeError(f"the snapshots' SHAP values were not all computed after {timeout_s:.0f} s: {models}")
 
 
+def _two_workers(
+    config_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    folder: Path,
+    single: list[Any],
+    single_k3: list[Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """The single-id scenarios again on a server with two workers (``crmscore serve --workers 2``, as
+    ``serving.workers: 2`` would), and its memory."""
+    port = _free_port()
+    server = start_process(
+        [str(BIN / "crmscore"), "serve", "--config", str(config_path), "--port", str(port), "--workers", "2"],
+        env=env,
+        cwd=cwd,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+        log=folder / "ours_2_workers.log",
+    )
+    try:
+        models = f"http://127.0.0.1:{port}/models"
+        deadline = time.perf_counter() + 120
+        while httpx.post(models, json={}, headers={"x-api-key": KEYS["scorer"]}).json()["workers"] < 2:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("the second worker did not load within 120 s")
+            time.sleep(0.5)
+        # Each call a new connection, taken by either worker: 20 in a row answered "all explained"
+        # means both workers' background SHAP passes are done (a miss would be 1 in 2**20).
+        in_a_row = 0
+        while in_a_row < 20:
+            answer = httpx.post(models, json={}, headers={"x-api-key": KEYS["scorer"]}, timeout=10).json()["models"]
+            in_a_row = in_a_row + 1 if all(m["snapshot_rows_explained"] == m["snapshot_rows"] for m in answer) else 0
+            if time.perf_counter() > deadline + 600:
+                raise RuntimeError(f"the workers' SHAP values were not all computed after 10 min: {answer}")
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/score/churn"
+        return {
+            "single_no_reasons": _scenario(url, single, {"x-api-key": KEYS["scorer"]}, seconds),
+            "single_3_reasons": _scenario(url, single_k3, {"x-api-key": KEYS["marketer"]}, seconds),
+            "rss": _rss_mib(server.pid),
+        }
+    finally:
+        stop_process(server)
+
+
 def run(quick: bool = False) -> dict:
     """Run the load test; see the module docstring."""
     seconds = 1.0 if quick else 5.0
@@ -309,6 +356,7 @@ def run(quick: bool = False) -> dict:
             results["crmscore_rss"] = _rss_mib(ours.pid)
         finally:
             stop_process(ours)
+        results["crmscore_2_workers"] = _two_workers(config_path, env, cwd, folder, single, single_k3, seconds)
 
         started = time.perf_counter()
         mlflow = start_process(
@@ -361,6 +409,10 @@ def run(quick: bool = False) -> dict:
             at8["single_no_reasons"]["rps"] / ml8["single"]["rps"], 2
         ),
         "throughput_ratio_batch_vs_mlflow_at_8": round(at8["batch_100_3_reasons"]["rps"] / ml8["batch_100"]["rps"], 2),
+        "throughput_ratio_2_workers_vs_1_at_8": {
+            name: round(results["crmscore_2_workers"][name][1]["rps"] / at8[name]["rps"], 2)
+            for name in ("single_no_reasons", "single_3_reasons")
+        },
         "goals": {
             "p99_le_10ms": at8["single_3_reasons"]["p99_ms"] <= 10,
             "throughput_ge_3x": at8["single_3_reasons"]["rps"] >= 3 * ml8["single"]["rps"],

@@ -284,6 +284,17 @@ class ServingConfig(_Frozen):
     # Seconds between the server's own reloads (a new champion or snapshot file is served without a
     # call to /reload); None: only /reload and a restart load new ones.
     reload_every_s: float | None = Field(None, gt=0)
+    # Worker processes serving the API behind its one port (BentoML's ``workers``), each with its own
+    # copy of the models and snapshots (~420 MiB each on the bundled data); "cpu_count": one per core.
+    # /reload reaches every worker (serving.workers module).
+    workers: int | Literal["cpu_count"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if value == "cpu_count" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64):
+            return value
+        raise ValueError('a whole number of processes from 1 to 64, or "cpu_count" (one per core)')
 
 
 class Config(_Frozen):

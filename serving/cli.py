@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from features.cli import AllowEmptyOption, ConfigOption, JsonOption, features_command, validate_config
-from features.config import ConfigError, load_config
+from features.config import ConfigError, ServingConfig, load_config
 
 __all__ = ["app"]
 
@@ -71,7 +72,6 @@ def init_command(
     Read the draft: each guess is a comment in it. Exit 2, writing nothing, when a required column cannot be guessed or the tables do not pass the data contract.
     """
     import yaml
-    from pydantic import ValidationError
 
     from features.config import Config
     from features.draft import draft_config
@@ -674,17 +674,37 @@ def top_command(
     _list_notes(listed)
 
 
+def with_workers(overrides: str | None, workers: int | str) -> str:
+    """BentoML's ``BENTOML_CONFIG_OVERRIDES`` (JSON, or None) with the service's worker count set,
+    and whatever else it overrides kept."""
+    merged = json.loads(overrides or "{}")
+    merged.setdefault("services", {}).setdefault("crmscore", {})["workers"] = workers
+    return json.dumps(merged)
+
+
 @app.command("serve")
 def serve_command(
     config: ConfigOption,
     port: Annotated[int | None, typer.Option("--port", help="Default: serving.port of the config.")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Default: serving.host (loopback).")] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            help="Worker processes, each with its own models: a number, or cpu_count. Default: serving.workers.",
+        ),
+    ] = None,
 ) -> None:
     """Run the BentoML scoring API on the champion models."""
     try:
         cfg = load_config(config)
+        if workers is not None:  # checked by the config's own rule
+            count = int(workers) if workers.strip().isdigit() else workers
+            ServingConfig.model_validate({**cfg.serving.model_dump(), "workers": count})
     except ConfigError as exc:
         raise _fail(str(exc)) from exc
+    except ValidationError as exc:
+        raise _fail(f"--workers {workers}: {exc.errors()[0]['msg']}") from exc
     env = {
         **os.environ,
         "CRMSCORE_CONFIG": str(Path(config).resolve()),
@@ -701,6 +721,8 @@ def serve_command(
     # a second server on the host wiped the first one's /metrics counters: each server gets a BentoML
     # home of its own (it serves from the MLflow registry and uses nothing of BentoML's store), unless
     # BENTOML_HOME says where BentoML's home is.
+    if workers is not None:
+        env["BENTOML_CONFIG_OVERRIDES"] = with_workers(os.environ.get("BENTOML_CONFIG_OVERRIDES"), count)
     home = None if os.environ.get("BENTOML_HOME") else Path(tempfile.mkdtemp(prefix="crmscore-serve-"))
     if home is not None:
         env["BENTOML_HOME"] = str(home)

@@ -292,6 +292,10 @@ class ModelsResponse(BaseModel):
     loaded_at: str
     models: list[ModelInfo]
     missing: list[MissingModel]
+    workers: int = Field(
+        description="worker processes of the server that have loaded their models (serving.workers; right after a "
+        "start some may still be loading); /reload answers once every one has reloaded, and gives how many did"
+    )
 
 
 class TopItem(BaseModel):

@@ -27,6 +27,7 @@ import os
 import threading
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import bentoml
@@ -36,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
 from models.drift import drift_overview
-from serving import bentoml_fixes, runtime
+from serving import bentoml_fixes, runtime, workers
 from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
@@ -55,6 +56,8 @@ from serving.schemas import (
 __all__ = ["CONFIG_ENV", "WORKDIR_ENV", "CrmScore"]
 
 CONFIG_ENV = "CRMSCORE_CONFIG"
+# How long /reload waits for every worker to have reloaded (within BentoML's request timeout, 120 s).
+RELOAD_TIMEOUT_S = 100.0
 LOG = runtime.LOG
 WORKDIR_ENV = "CRMSCORE_WORKDIR"
 
@@ -135,8 +138,9 @@ def _serving(state: runtime.State) -> None:
 
 
 def _reloaded(tasks: list[str], state: runtime.State) -> None:
-    """What the server's own reload (``serving.reload_every_s``) loaded, in its log; then the heap
-    settles as after ``/reload`` (a pause of a full collection, so only when something changed)."""
+    """What a worker's reload (``/reload``, or the server's own every ``serving.reload_every_s``)
+    loaded, in its log, and in its gauges; then the heap settles (a pause of a full collection, so
+    only when something changed)."""
     _serving(state)
     for task in tasks:
         model = state.models.get(task)
@@ -272,9 +276,21 @@ ListMovedUp = Annotated[
 ]
 
 
+def _workers() -> int | str:
+    """``serving.workers`` of the config ``CRMSCORE_CONFIG`` names; 1 without one (``bentoml build``).
+
+    Read when the module is imported, which is the one thing done then: BentoML takes the worker
+    count from the service's decorator, in every way the service is started (``crmscore serve``,
+    ``bentoml serve``, the Bento's image). ``BENTOML_CONFIG_OVERRIDES`` still overrides it."""
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        return 1
+    return load_config(Path(os.environ.get(WORKDIR_ENV, ""), path)).serving.workers
+
+
 @bentoml.service(
     name="crmscore",
-    workers=1,
+    workers=_workers(),
     traffic={"timeout": 120},
     metrics={"enabled": True},
     # One log line per request costs more than a score; errors and startup are still logged.
@@ -291,9 +307,13 @@ class CrmScore:
             os.chdir(os.environ[WORKDIR_ENV])
         self.config = _config()
         load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
+        # Read before the load: a /reload asked for while this worker loads is then seen and done.
+        self.reloads = workers.ReloadChannel.of_server()
+        loaded = self.reloads.generation()
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
         _serving(self.runtime.state)
+        workers.follow(self.runtime, self.reloads, loaded, on_change=_reloaded, stop=threading.Event())
         if self.config.serving.reload_every_s:
             self.runtime.watch(
                 self.config.serving.reload_every_s, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event()
@@ -499,7 +519,8 @@ class CrmScore:
     async def models(self) -> ModelsResponse:
         """The champion serving each task (registry name, version, alias, training date, test metrics)
         and its snapshot date; tasks without a champion are listed with the command that trains one."""
-        return ModelsResponse.model_validate(runtime.models_info(self.runtime.state))
+        body = runtime.models_info(self.runtime.state)
+        return ModelsResponse.model_validate({**body, "workers": len(self.reloads.acks())})
 
     @bentoml.api(route="/reload")
     @_answers
@@ -508,10 +529,11 @@ class CrmScore:
         A model whose champion version and snapshot file are unchanged is kept as loaded (its
         ``loaded_at`` stays), so a reload after nothing changed takes a registry call per model.
         Requests already running finish on the models they started with; if loading fails, the
-        previous models keep serving and the answer is 503 with the reason."""
-        state = self.runtime.reload()
-        _serving(state)
-        return ModelsResponse.model_validate(runtime.models_info(state))
+        previous models keep serving and the answer is 503 with the reason. With several workers
+        (``serving.workers``) every one reloads, and the answer comes once each has."""
+        reloaded = workers.reload_all(self.reloads, timeout_s=RELOAD_TIMEOUT_S)
+        body = runtime.models_info(self.runtime.state)
+        return ModelsResponse.model_validate({**body, "workers": reloaded})
 
 
 CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)

@@ -39,6 +39,14 @@ def test_a_model_section_that_sets_some_fields_keeps_the_models_other_defaults(w
     assert load_config(write_config(data)).models.churn.n_train_cutoffs == 5
 
 
+@pytest.mark.parametrize("workers", [1, 4, "cpu_count"])
+def test_serving_workers_is_a_count_or_one_per_core(write_config, workers):
+    assert load_config(write_config(minimal_config_dict())).serving.workers == 1
+    assert (
+        load_config(write_config({**minimal_config_dict(), "serving": {"workers": workers}})).serving.workers == workers
+    )
+
+
 def test_config_is_frozen(write_config):
     config = load_config(write_config(minimal_config_dict()))
     with pytest.raises(Exception, match="frozen"):
@@ -57,6 +65,9 @@ def test_config_is_frozen(write_config):
         (lambda d: d["tables"]["transactions"]["columns"].update(colour="c"), "unknown canonical column(s) ['colour']"),
         (lambda d: d["tables"]["transactions"]["source"].update(path="tx.xlsx"), "cannot infer the format"),
         (lambda d: d.update(models={"churn": {"tiers": {"low": 0.1, "high": 0.9}}}), "highest tier down"),
+        (lambda d: d.update(serving={"workers": 0}), "serving.workers: Value error, a whole number of processes"),
+        (lambda d: d.update(serving={"workers": "all"}), "\"cpu_count\" (one per core) (got 'all')"),
+        (lambda d: d.update(serving={"workers": True}), "serving.workers"),
     ],
 )
 def test_bad_config_names_the_key(write_config, mutate, expected):

@@ -916,6 +916,59 @@ def test_with_reload_every_s_the_server_serves_a_new_snapshot_without_a_reload_c
     assert "reload: lead v" in log and "snapshot as of" in log, log[-2000:]
 
 
+def test_with_two_workers_a_reload_reaches_both(server, tmp_path):
+    """serving.workers: 2 starts two worker processes behind the port, each with its own models;
+    /reload answers once both have reloaded, so that every call after it, whichever worker takes
+    it, is served from the new snapshot."""
+    import time
+
+    import psutil
+    import yaml
+
+    snapshots = tmp_path / "snapshots"
+    shutil.copytree(server.snapshots, snapshots)
+    data = yaml.safe_load(server.retail_config.read_text())
+    data["serving"].update(snapshot_path=str(snapshots), workers=2)
+    config = tmp_path / "two_workers.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    churn = pd.read_parquet(snapshots / "churn.parquet")
+    ids = churn.customer_id.astype(str).unique().tolist()
+    proc, url = start_server(config, tmp_path)
+    try:
+        two = Server(url=url, keys=server.keys, retail_config=config, leads_config=config, snapshots=snapshots)
+        workers = [
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if "_bentoml_impl.worker" in " ".join(p.cmdline())
+        ]
+        with two.client("admin") as c:
+            for _ in range(240):  # /readyz answers once one worker is ready; the other may still be loading
+                before = c.post("/models", json={}).json()
+                if before["workers"] == 2:
+                    break
+                time.sleep(0.25)
+        # The nightly job writes a snapshot without the first customer (a new file, written whole).
+        churn[churn.customer_id.astype(str) != ids[0]].to_parquet(tmp_path / "churn.parquet")
+        (tmp_path / "churn.parquet").replace(snapshots / "churn.parquet")
+        with two.client("admin") as c:
+            reloaded = c.post("/reload", json={})
+        after = []
+        for _ in range(40):  # a new connection each: the kernel hands them to either worker
+            with two.client("scorer") as c:
+                models = {m["task"]: m for m in c.post("/models", json={}).json()["models"]}
+                scored = c.post("/score/churn", json={"ids": [ids[0], ids[1]]}).json()
+            after.append(
+                (models["churn"]["snapshot_rows"], tuple(item.get("error") is None for item in scored["items"]))
+            )
+    finally:
+        stop_server(proc)
+    assert len(workers) == 2
+    assert before["workers"] == 2
+    before_rows = next(m["snapshot_rows"] for m in before["models"] if m["task"] == "churn")
+    assert reloaded.status_code == 200 and reloaded.json()["workers"] == 2
+    assert set(after) == {(before_rows - 1, (False, True))}
+
+
 @pytest.fixture(scope="module")
 def empty_server(tmp_path_factory):
     """A server on a registry without champions."""
