@@ -288,6 +288,11 @@ class ServingConfig(_Frozen):
     # copy of the models and snapshots (~420 MiB each on the bundled data); "cpu_count": one per core.
     # /reload reaches every worker (serving.workers module).
     workers: int | Literal["cpu_count"] = 1
+    # When the snapshot rows' SHAP values (what reasons are written from) are computed: "background",
+    # all of them by a pass after each load (one core busy ~1 ms a row per worker; answers with reasons
+    # never wait for it); "on_request", only the rows a request with reasons or a list asks for, each
+    # then kept (for servers whose callers rarely ask for reasons: ~1 ms a row on first need).
+    explain_snapshots: Literal["background", "on_request"] = "background"
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ new lines (``#`` starts a comment line in the file). Keys are compared with
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -35,8 +36,10 @@ __all__ = [
     "ApiKeyMiddleware",
     "AuthConfigError",
     "KeyStore",
+    "KEY_ID_SCOPE_KEY",
     "ROLE_SCOPE_KEY",
     "entitled",
+    "key_id",
     "load_keys",
 ]
 
@@ -59,8 +62,9 @@ ROUTE_ROLES: dict[str, str] = {
 }
 # Reasons expose feature values of one customer: only these roles may read them.
 REASONS_ROLE = "marketer"
-# Where the middleware leaves the caller's role for the endpoint (ASGI scope key).
+# Where the middleware leaves the caller's role, and its key's id (key_id), for the endpoint (ASGI scope keys).
 ROLE_SCOPE_KEY = "crmscore.role"
+KEY_ID_SCOPE_KEY = "crmscore.key_id"
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -69,6 +73,12 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 class AuthConfigError(ValueError):
     """An API key source that cannot be used; the message names the source and entry, never a key."""
+
+
+def key_id(key: str) -> str:
+    """How a key is named in the log: the first 12 hex digits of its SHA-256, never the key itself.
+    ``printf %s "$KEY" | sha256sum | cut -c1-12`` gives a key's id to match the log against."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def entitled(role: str | None, needed: str) -> bool:
@@ -215,4 +225,5 @@ class ApiKeyMiddleware:
             await _deny(send, 403, f"role {role!r} may not call {scope['path']}: it needs role {needed!r} or above")
             return
         scope[ROLE_SCOPE_KEY] = role
+        scope[KEY_ID_SCOPE_KEY] = key_id(key)
         await self.app(scope, receive, send)

@@ -437,7 +437,7 @@ class Runtime:
         *,
         loader: Loader | None = None,
         peek: Peek | None = None,
-        background: bool = True,
+        background: bool | None = None,
     ) -> None:
         self.config = config
         self._loader = loader
@@ -445,7 +445,8 @@ class Runtime:
         # its own (tests) and no peek, it loads everything again.
         self._peek = peek if peek is not None or loader is not None else _default_peek
         self._reload_lock = threading.Lock()
-        self._background = background
+        # The background pass of the snapshots' SHAP values: serving.explain_snapshots unless given.
+        self._background = config.serving.explain_snapshots == "background" if background is None else background
         self.explaining: threading.Thread | None = None  # the background pass, and the snapshots it was given
         self._explaining: list[Snapshot] = []
         self.state: State = build_state(config, loader=loader)
@@ -1153,6 +1154,7 @@ def ranked_list(
         "model_name": model.scorer.model_name,
         "model_version": str(model.scorer.version),
         "n_matched": matched,
+        "n_listed": len(rows),
         "n_excluded": lists.n_excluded(scored, columns[0], exclude or ()),
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp)}

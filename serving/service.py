@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from features.config import Config, load_config
 from models.drift import drift_overview
 from serving import bentoml_fixes, runtime, workers
-from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
+from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
@@ -129,6 +129,15 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def _audit(ctx: bentoml.Context, what: str) -> None:
+    """One log line for a call that hands out customer data in bulk (a list) or changes what is served
+    (``/reload``): the route, the caller's key by its id (:func:`serving.auth.key_id`) and role, and
+    ``what``. Per-customer scores are not logged (access logging is off: a line cost more than a score)."""
+    scope = ctx.request.scope
+    path = scope.get("path", "")
+    LOG.info("audit: %s by key %s (%s): %s", path, scope.get(KEY_ID_SCOPE_KEY), scope.get(ROLE_SCOPE_KEY), what)
 
 
 def _serving(state: runtime.State) -> None:
@@ -453,7 +462,7 @@ class CrmScore:
         row's scores at that date too, and with ``moved_up`` only the newly at risk; JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
         options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
-        return self._list("churn", AtRiskResponse, counter_k=counter_k, **options)
+        return self._list("churn", AtRiskResponse, ctx, counter_k=counter_k, **options)
 
     @bentoml.api(route="/top/next_purchase")
     @_answers
@@ -478,7 +487,7 @@ class CrmScore:
         attribute; JSON or CSV (the columns of ``crmscore top next-purchase``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
         options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
-        return self._list("next_purchase", TopResponse, counter_k=counter_k, id_key="id", **options)
+        return self._list("next_purchase", TopResponse, ctx, counter_k=counter_k, id_key="id", **options)
 
     @bentoml.api(route="/top/lead")
     @_answers
@@ -503,14 +512,25 @@ class CrmScore:
         columns of ``crmscore top lead``)."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
         options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)
-        return self._list("lead", TopResponse, counter_k=counter_k, id_key="id", **options)
+        return self._list("lead", TopResponse, ctx, counter_k=counter_k, id_key="id", **options)
 
-    def _list(self, task: str, response: type[BaseModel], **options: Any) -> Any:
+    def _list(self, task: str, response: type[BaseModel], ctx: bentoml.Context, **options: Any) -> Any:
         """A ranked list (:func:`serving.runtime.ranked_list`) as JSON, or as CSV with what the JSON
-        says beside its rows in headers."""
+        says beside its rows in headers; who took it, and what, in the audit log."""
         since = options.pop("since")
         options.update(since=None if since is None else since.isoformat(), config=self.config)
         body = runtime.ranked_list(self.runtime.state, task, **options)
+        asked = {
+            name: value
+            for name, value in options.items()
+            if name not in ("config", "exclude", "id_key") and value is not None and value is not False
+        }
+        _audit(
+            ctx,
+            f"{body['n_listed']} of {body['n_matched']} matching rows of the {task} snapshot as of {body['as_of']} "
+            f"({body['model_name']} v{body['model_version']}), {len(options['exclude'] or ())} ids excluded, "
+            + json.dumps(asked, sort_keys=True, default=str),
+        )
         if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
         return response.model_validate(body)
@@ -531,8 +551,14 @@ class CrmScore:
         Requests already running finish on the models they started with; if loading fails, the
         previous models keep serving and the answer is 503 with the reason. With several workers
         (``serving.workers``) every one reloads, and the answer comes once each has."""
-        reloaded = workers.reload_all(self.reloads, timeout_s=RELOAD_TIMEOUT_S)
+        try:
+            reloaded = workers.reload_all(self.reloads, timeout_s=RELOAD_TIMEOUT_S)
+        except ModelUnavailable as exc:
+            _audit(ctx, f"failed: {exc}")
+            raise
         body = runtime.models_info(self.runtime.state)
+        served = ", ".join(f"{m['task']} v{m['version']}" for m in body["models"])
+        _audit(ctx, f"now serving {served or 'no model'} ({reloaded} worker{'s' * (reloaded != 1)})")
         return ModelsResponse.model_validate({**body, "workers": reloaded})
 
 

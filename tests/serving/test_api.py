@@ -813,6 +813,38 @@ def test_a_reload_loads_again_only_the_snapshot_that_was_replaced(server):
     assert {m["task"]: m["version"] for m in after["models"]} == {t: m["version"] for t, m in before.items()}
 
 
+def test_lists_and_reloads_are_in_the_audit_log_by_key_id_never_the_key(server):
+    """Who took which list (a marketer's bulk export of customers with reasons), and who reloaded: one
+    log line each, naming the key by its id (the first 12 hex digits of its SHA-256), not the key."""
+    import hashlib
+    import time
+
+    ids = snapshot_ids(server, "churn", 2)
+    with server.client("marketer") as c:
+        listed = c.post("/at_risk", json={"top": 3, "tiers": ["high"], "exclude_ids": ids, "format": "csv"})
+    with server.client("admin") as c:
+        reloaded = c.post("/reload", json={})
+    assert listed.status_code == 200 and reloaded.status_code == 200
+    port = server.url.rsplit(":", 1)[1]
+    log_file = next(server.retail_config.parent.rglob(f"server-{port}.log"))
+    marketer = hashlib.sha256(server.keys["marketer"].encode()).hexdigest()[:12]
+    admin = hashlib.sha256(server.keys["admin"].encode()).hexdigest()[:12]
+    n_listed = len(listed.text.splitlines()) - 1
+    for _ in range(40):  # the server's output reaches its file on its own clock
+        log = log_file.read_text()
+        if f"audit: /reload by key {admin}" in log:
+            break
+        time.sleep(0.25)
+    lines = [line for line in log.splitlines() if "audit: /at_risk" in line]
+    expected = (
+        f"audit: /at_risk by key {marketer} (marketer): {n_listed} of {listed.headers['x-crmscore-n-matched']} "
+        f"matching rows of the churn snapshot as of {listed.headers['x-crmscore-as-of']}"
+    )
+    assert any(expected in line and "2 ids excluded" in line and '"tiers": ["high"]' in line for line in lines), lines
+    assert any(f"audit: /reload by key {admin} (admin): now serving churn v" in line for line in log.splitlines())
+    assert not any(key in log for key in server.keys.values())
+
+
 def _served_gauges(c) -> dict[str, dict[str, float]]:
     """The ``crmscore_model_*`` and ``crmscore_snapshot_*`` gauges of ``/metrics``, by name and model."""
     from prometheus_client.parser import text_string_to_metric_families

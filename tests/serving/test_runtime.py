@@ -238,6 +238,20 @@ def test_the_runtime_computes_the_served_snapshots_shap_values_in_the_background
     assert lazy.explaining is None and lazy.state.models["churn"].snapshot.contrib.computed == 1
 
 
+def test_with_explain_snapshots_on_request_rows_are_explained_when_asked_for(minimal_config, config, monkeypatch):
+    import serving.runtime
+
+    monkeypatch.setattr(serving.runtime, "EAGER_ROWS", 1)
+    on_request = minimal_config(serving={**config.serving.model_dump(), "explain_snapshots": "on_request"})
+    runtime = Runtime(on_request, loader=loader({"churn": "1"}))
+    snapshot = runtime.state.models["churn"].snapshot
+    assert runtime.explaining is None and snapshot.contrib.computed == 1
+    body = score_ids(runtime.state, "churn", ["3"], k=1, max_batch=10)
+    assert body["items"][0]["reasons"] and snapshot.contrib.computed == 2  # the row asked for, and kept
+    runtime.reload()
+    assert runtime.explaining is None  # nor after a reload
+
+
 def test_a_reload_that_keeps_a_snapshot_leaves_its_background_pass_running(config, monkeypatch):
     import threading
 
