@@ -15,7 +15,8 @@ admin     all of the above, and reloading the champions
 Keys come from an environment variable (``serving.api_keys_env``, default ``CRMSCORE_API_KEYS``)
 and/or a file (``serving.api_keys_file``), both in the form ``key:role`` separated by commas or
 new lines (``#`` starts a comment line in the file). Keys are compared with
-:func:`hmac.compare_digest` against every known key, and never logged or echoed in errors.
+:func:`hmac.compare_digest` against every known key, and never logged or echoed in errors: the
+audit log names a key by :func:`key_id`, a prefix of its SHA-256.
 """
 
 from __future__ import annotations
