@@ -193,16 +193,16 @@ class ApiKeyMiddleware:
     app
         The wrapped ASGI app.
     keys
-        A callable returning the :class:`KeyStore`, called once on the first request, so that
-        nothing is read when the service module is imported.
+        A callable returning the :class:`KeyStore` in force, called on every request (cheaply: the
+        service keeps the store, and replaces it when ``/reload`` reads the keys again), so that
+        nothing is read when the service module is imported and a revoked key stops working.
     route_roles
         Route path (without the service's path prefix) -> the least role it needs.
     """
 
     def __init__(self, app: Any, *, keys: Callable[[], KeyStore], route_roles: dict[str, str] | None = None) -> None:
         self.app = app
-        self._load_keys = keys
-        self._keys: KeyStore | None = None
+        self._keys = keys
         self._route_roles = ROUTE_ROLES if route_roles is None else route_roles
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -210,15 +210,13 @@ class ApiKeyMiddleware:
         if needed is None:
             await self.app(scope, receive, send)
             return
-        if self._keys is None:
-            self._keys = self._load_keys()
         key = _key_from_headers(scope.get("headers", []))
         if key is None:
             await _deny(
                 send, 401, "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'"
             )
             return
-        role = self._keys.role(key)
+        role = self._keys().role(key)
         if role is None:
             await _deny(send, 401, "unknown API key")
             return

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from features.config import Config, load_config
 from models.drift import drift_overview
 from serving import bentoml_fixes, runtime, workers
-from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, ApiKeyMiddleware, KeyStore, load_keys
+from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
@@ -244,8 +244,29 @@ def _config() -> Config:
     return load_config(path)
 
 
+# The API keys in force in this worker (key "current"): read at start and again at each /reload, so that a
+# key taken out of serving.api_keys_file stops working without a restart. The middleware asks on every request.
+_KEYS: dict[str, KeyStore] = {}
+
+
 def _keys() -> KeyStore:
-    return load_keys(_config())
+    if "current" not in _KEYS:  # a worker's service reads them at start; this is for an app without one
+        _KEYS["current"] = load_keys(_config())
+    return _KEYS["current"]
+
+
+def _read_keys(config: Config) -> None:
+    """Read the API keys again (at each /reload). A malformed source keeps the keys in force.
+
+    Raises
+    ------
+    ModelUnavailable
+        The keys could not be read; the message names the source and says the old keys still apply.
+    """
+    try:
+        _KEYS["current"] = load_keys(config)
+    except AuthConfigError as exc:
+        raise ModelUnavailable(f"API keys not read again, the ones read before still apply: {exc}") from exc
 
 
 Ids = Annotated[list[Id], Field(min_length=1, description="ids to score; at most serving.max_batch per call")]
@@ -315,14 +336,21 @@ class CrmScore:
         if os.environ.get(WORKDIR_ENV):  # crmscore serve's caller's folder; see the module docstring
             os.chdir(os.environ[WORKDIR_ENV])
         self.config = _config()
-        load_keys(self.config)  # a malformed key source stops the server at start, not at the first call
+        _KEYS["current"] = load_keys(self.config)  # a malformed key source stops the server at start
         # Read before the load: a /reload asked for while this worker loads is then seen and done.
         self.reloads = workers.ReloadChannel.of_server()
         loaded = self.reloads.generation()
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
         _serving(self.runtime.state)
-        workers.follow(self.runtime, self.reloads, loaded, on_change=_reloaded, stop=threading.Event())
+        workers.follow(
+            self.runtime,
+            self.reloads,
+            loaded,
+            on_change=_reloaded,
+            stop=threading.Event(),
+            first=functools.partial(_read_keys, self.config),
+        )
         if self.config.serving.reload_every_s:
             self.runtime.watch(
                 self.config.serving.reload_every_s, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event()

@@ -140,12 +140,15 @@ def follow(
     *,
     on_change: Callable[[list[str], State], None],
     stop: threading.Event,
+    first: Callable[[], None] | None = None,
     poll_s: float = POLL_S,
 ) -> threading.Thread:
     """Reload ``runtime`` whenever ``channel``'s generation passes ``loaded`` (the generation read
     before the runtime was built), in a daemon thread until ``stop`` is set, and acknowledge it.
 
-    ``on_change(tasks, state)`` runs after a reload that loaded a task again (as
+    ``first()`` runs before each reload (the service reads its API keys again); when it raises
+    :class:`ModelUnavailable`, the reload still goes on and its message is acknowledged as the
+    error. ``on_change(tasks, state)`` runs after a reload that loaded a task again (as
     :meth:`Runtime.watch`'s does), before the acknowledgement, so that what a worker reports (its
     ``/metrics`` gauges) has moved when ``/reload`` answers."""
 
@@ -156,16 +159,22 @@ def follow(
             if target <= seen:
                 continue
             seen = target
+            errors = []
+            if first is not None:
+                try:
+                    first()
+                except ModelUnavailable as exc:
+                    errors.append(str(exc))
             before = runtime.state
             try:
                 after = runtime.reload()
             except ModelUnavailable as exc:
-                channel.acknowledge(target, str(exc))
+                channel.acknowledge(target, "; ".join([*errors, str(exc)]))
                 continue
             changed = changed_tasks(before, after)
             if changed:
                 on_change(changed, after)
-            channel.acknowledge(target)
+            channel.acknowledge(target, "; ".join(errors) or None)
 
     channel.acknowledge(loaded)
     thread = threading.Thread(target=loop, name="crmscore-reload-follow", daemon=True)

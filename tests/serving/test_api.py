@@ -8,8 +8,11 @@ import io
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -948,57 +951,110 @@ def test_with_reload_every_s_the_server_serves_a_new_snapshot_without_a_reload_c
     assert "reload: lead v" in log and "snapshot as of" in log, log[-2000:]
 
 
-def test_with_two_workers_a_reload_reaches_both(server, tmp_path):
-    """serving.workers: 2 starts two worker processes behind the port, each with its own models;
-    /reload answers once both have reloaded, so that every call after it, whichever worker takes
-    it, is served from the new snapshot."""
+@dataclass(frozen=True)
+class TwoWorkers:
+    server: Server
+    pids: list[int]  # the worker processes
+    folder: Path  # where its config, snapshots and key file are
+    first_models: dict  # /models once both workers had loaded
+
+
+@pytest.fixture(scope="module")
+def two_workers(server, tmp_path_factory) -> Iterator[TwoWorkers]:
+    """A server with ``serving.workers: 2`` on copies of the snapshots, with keys from the environment
+    (admin among them) and from a file, ``keys.txt``, which the tests rewrite."""
     import time
 
     import psutil
     import yaml
 
-    snapshots = tmp_path / "snapshots"
+    folder = tmp_path_factory.mktemp("two_workers")
+    snapshots = folder / "snapshots"
     shutil.copytree(server.snapshots, snapshots)
+    (folder / "keys.txt").write_text("rotate-me:scorer\n")
     data = yaml.safe_load(server.retail_config.read_text())
-    data["serving"].update(snapshot_path=str(snapshots), workers=2)
-    config = tmp_path / "two_workers.yaml"
+    data["serving"].update(snapshot_path=str(snapshots), workers=2, api_keys_file="keys.txt")
+    config = folder / "two_workers.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
-    churn = pd.read_parquet(snapshots / "churn.parquet")
-    ids = churn.customer_id.astype(str).unique().tolist()
-    proc, url = start_server(config, tmp_path)
+    proc, url = start_server(config, folder)
     try:
         two = Server(url=url, keys=server.keys, retail_config=config, leads_config=config, snapshots=snapshots)
-        workers = [
-            p
+        pids = [
+            p.pid
             for p in psutil.Process(proc.pid).children(recursive=True)
             if "_bentoml_impl.worker" in " ".join(p.cmdline())
         ]
         with two.client("admin") as c:
             for _ in range(240):  # /readyz answers once one worker is ready; the other may still be loading
-                before = c.post("/models", json={}).json()
-                if before["workers"] == 2:
+                first = c.post("/models", json={}).json()
+                if first["workers"] == 2:
                     break
                 time.sleep(0.25)
-        # The nightly job writes a snapshot without the first customer (a new file, written whole).
-        churn[churn.customer_id.astype(str) != ids[0]].to_parquet(tmp_path / "churn.parquet")
-        (tmp_path / "churn.parquet").replace(snapshots / "churn.parquet")
-        with two.client("admin") as c:
-            reloaded = c.post("/reload", json={})
-        after = []
-        for _ in range(40):  # a new connection each: the kernel hands them to either worker
-            with two.client("scorer") as c:
-                models = {m["task"]: m for m in c.post("/models", json={}).json()["models"]}
-                scored = c.post("/score/churn", json={"ids": [ids[0], ids[1]]}).json()
-            after.append(
-                (models["churn"]["snapshot_rows"], tuple(item.get("error") is None for item in scored["items"]))
-            )
+        yield TwoWorkers(two, pids, folder, first)
     finally:
         stop_server(proc)
-    assert len(workers) == 2
-    assert before["workers"] == 2
-    before_rows = next(m["snapshot_rows"] for m in before["models"] if m["task"] == "churn")
+
+
+def each_worker(two: TwoWorkers, call) -> list:
+    """``call(client)`` 40 times, each on a new connection, which the kernel hands to either worker."""
+    out = []
+    for _ in range(40):
+        with httpx.Client(base_url=two.server.url, timeout=120) as c:
+            out.append(call(c))
+    return out
+
+
+def test_with_two_workers_a_reload_reaches_both(two_workers):
+    """serving.workers: 2 starts two worker processes behind the port, each with its own models;
+    /reload answers once both have reloaded, so that every call after it, whichever worker takes
+    it, is served from the new snapshot."""
+    two = two_workers
+    snapshots = two.server.snapshots
+    churn = pd.read_parquet(snapshots / "churn.parquet")
+    ids = churn.customer_id.astype(str).unique().tolist()
+    # The nightly job writes a snapshot without the first customer (a new file, written whole).
+    churn[churn.customer_id.astype(str) != ids[0]].to_parquet(two.folder / "churn.parquet")
+    (two.folder / "churn.parquet").replace(snapshots / "churn.parquet")
+    with two.server.client("admin") as c:
+        reloaded = c.post("/reload", json={})
+    scorer = {"x-api-key": two.server.keys["scorer"]}
+
+    def served(c):
+        models = {m["task"]: m for m in c.post("/models", json={}, headers=scorer).json()["models"]}
+        scored = c.post("/score/churn", json={"ids": [ids[0], ids[1]]}, headers=scorer).json()
+        return models["churn"]["snapshot_rows"], tuple(item.get("error") is None for item in scored["items"])
+
+    after = each_worker(two, served)
+    assert len(two.pids) == 2 and two.first_models["workers"] == 2
+    before_rows = next(m["snapshot_rows"] for m in two.first_models["models"] if m["task"] == "churn")
     assert reloaded.status_code == 200 and reloaded.json()["workers"] == 2
     assert set(after) == {(before_rows - 1, (False, True))}
+
+
+def test_a_reload_reads_the_api_keys_again_in_every_worker(two_workers):
+    """A key taken out of serving.api_keys_file stops working at the next /reload, without a restart,
+    whichever worker a call reaches; a malformed file is a 503 naming it, and the keys in force stay."""
+    two = two_workers
+    keys_file = two.folder / "keys.txt"
+
+    def status(key):
+        return lambda c: c.post("/models", json={}, headers={"x-api-key": key}).status_code
+
+    def reload():
+        with two.server.client("admin") as c:
+            return c.post("/reload", json={})
+
+    assert set(each_worker(two, status("rotate-me"))) == {200}
+    keys_file.write_text("rotated:scorer\n")
+    assert reload().status_code == 200
+    assert set(each_worker(two, status("rotate-me"))) == {401}
+    assert set(each_worker(two, status("rotated"))) == {200}
+    keys_file.write_text("rotated\n")  # no role: malformed
+    refused = reload()
+    assert refused.status_code == 503
+    assert "API keys not read again, the ones read before still apply" in refused.json()["error"]
+    assert "serving.api_keys_file" in refused.json()["error"] and "entry 1" in refused.json()["error"]
+    assert set(each_worker(two, status("rotated"))) == {200}
 
 
 @pytest.fixture(scope="module")
@@ -1025,8 +1081,6 @@ def empty_server(tmp_path_factory):
     ],
 )
 def test_no_champion_is_503_naming_the_command(empty_server, route, body, command):
-    import httpx
-
     response = httpx.post(f"{empty_server}{route}", json=body, headers={"x-api-key": "test-admin-key"}, timeout=60)
     assert response.status_code == 503
     assert command in response.json()["error"]
