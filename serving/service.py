@@ -265,7 +265,7 @@ def _read_keys(config: Config) -> None:
     """
     try:
         _KEYS["current"] = load_keys(config)
-    except AuthConfigError as exc:
+    except (AuthConfigError, OSError) as exc:  # a file gone or unreadable as well as a malformed one
         raise ModelUnavailable(f"API keys not read again, the ones read before still apply: {exc}") from exc
 
 
