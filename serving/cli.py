@@ -741,14 +741,21 @@ def serve_command(
         "--working-dir",
         str(REPO_ROOT),
     ]
+    from serving.workers import ReloadChannel
+
     # Stopped by a signal (a process manager's SIGTERM), still remove the home: the server gets the
-    # signal with its process group, or is killed by subprocess.call on the way out.
+    # signal with its process group, or is killed here on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    server = subprocess.Popen(command, env=env)
     try:
-        code = subprocess.call(command, env=env)
+        code = server.wait()
     finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
         if home is not None:
             shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(ReloadChannel.folder_of(server.pid), ignore_errors=True)  # its workers' reload channel
     raise typer.Exit(code)
 
 

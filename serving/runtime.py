@@ -503,6 +503,23 @@ class Runtime:
             self._explain_snapshots()
         return state
 
+    def refresh(self, first: Callable[[], None] | None = None) -> tuple[State | None, str | None]:
+        """``first()`` (the service reads its API keys again), then :meth:`reload`, whichever fails:
+        returns the new state (None when the reload failed) and the :class:`ModelUnavailable`
+        messages of what failed, joined (None when nothing did)."""
+        errors = []
+        if first is not None:
+            try:
+                first()
+            except ModelUnavailable as exc:
+                errors.append(str(exc))
+        try:
+            state = self.reload()
+        except ModelUnavailable as exc:
+            state = None
+            errors.append(str(exc))
+        return state, "; ".join(errors) or None
+
     def watch(
         self,
         every_s: float,
@@ -510,28 +527,28 @@ class Runtime:
         on_change: Callable[[list[str], State], None],
         on_error: Callable[[str], None],
         stop: threading.Event,
+        first: Callable[[], None] | None = None,
     ) -> threading.Thread:
         """Reload every ``every_s`` seconds in a daemon thread until ``stop`` is set: a new champion
         (``crmscore train``'s gate, ``crmscore promote``) or snapshot file (the nightly ``crmscore
         features``) is served without a call to ``/reload``.
 
-        ``on_change(tasks, state)`` is called after a reload that loaded a task again, or found one
-        new or gone (:func:`changed_tasks`), not after one that kept everything; ``on_error(message)``
-        when a reload fails (the loaded models keep serving), once until the message changes.
+        Each round is a :meth:`refresh` with ``first``; ``on_change(tasks, state)`` is called after a
+        reload that loaded a task again, or found one new or gone (:func:`changed_tasks`), not after one
+        that kept everything; ``on_error(message)`` when ``first`` or the reload failed (what was loaded
+        keeps serving), once until the message changes.
         """
 
         def loop() -> None:
             failed = None
             while not stop.wait(every_s):
                 before = self.state
-                try:
-                    after = self.reload()
-                except ModelUnavailable as exc:
-                    if str(exc) != failed:
-                        failed = str(exc)
-                        on_error(failed)
+                after, error = self.refresh(first)
+                if error != failed and error is not None:
+                    on_error(error)
+                failed = error
+                if after is None:
                     continue
-                failed = None
                 changed = changed_tasks(before, after)
                 if changed:
                     on_change(changed, after)

@@ -133,11 +133,13 @@ def _settle_heap() -> None:
 
 def _audit(ctx: bentoml.Context, what: str) -> None:
     """One log line for a call that hands out customer data in bulk (a list) or changes what is served
-    (``/reload``): the route, the caller's key by its id (:func:`serving.auth.key_id`) and role, and
-    ``what``. Per-customer scores are not logged (access logging is off: a line cost more than a score)."""
+    (``/reload``): the route, the caller's key by its id (:func:`serving.auth.key_id`), role and
+    address (a proxy's, behind one), and ``what``. Per-customer scores are not logged (access logging
+    is off: a line cost more than a score)."""
     scope = ctx.request.scope
-    path = scope.get("path", "")
-    LOG.info("audit: %s by key %s (%s): %s", path, scope.get(KEY_ID_SCOPE_KEY), scope.get(ROLE_SCOPE_KEY), what)
+    path, client = scope.get("path", ""), (scope.get("client") or ("unknown",))[0]
+    key, role = scope.get(KEY_ID_SCOPE_KEY), scope.get(ROLE_SCOPE_KEY)
+    LOG.info("audit: %s by key %s (%s) from %s: %s", path, key, role, client, what)
 
 
 def _serving(state: runtime.State) -> None:
@@ -343,17 +345,12 @@ class CrmScore:
         self.runtime = Runtime(self.config)
         _export_feature_sql_lookups()
         _serving(self.runtime.state)
-        workers.follow(
-            self.runtime,
-            self.reloads,
-            loaded,
-            on_change=_reloaded,
-            stop=threading.Event(),
-            first=functools.partial(_read_keys, self.config),
-        )
+        read_keys = functools.partial(_read_keys, self.config)
+        workers.follow(self.runtime, self.reloads, loaded, on_change=_reloaded, stop=threading.Event(), first=read_keys)
         if self.config.serving.reload_every_s:
+            every = self.config.serving.reload_every_s
             self.runtime.watch(
-                self.config.serving.reload_every_s, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event()
+                every, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event(), first=read_keys
             )
 
     def _k(self, task: str, k: int | None, counter_k: int, ctx: bentoml.Context) -> dict[str, int]:

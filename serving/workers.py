@@ -78,16 +78,22 @@ class ReloadChannel:
         self.pid = os.getpid() if pid is None else pid
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def folder_of(server_pid: int, root: Path | None = None) -> Path:
+        """Where the channel of the server process ``server_pid`` is: ``<temp>/crmscore-workers-<pid>``
+        (``crmscore serve`` removes it when the server stops)."""
+        return (Path(tempfile.gettempdir()) if root is None else root) / f"{PREFIX}{server_pid}"
+
     @classmethod
     def of_server(cls, root: Path | None = None) -> ReloadChannel:
-        """The channel of this worker's server: ``<temp>/crmscore-workers-<server pid>``. Folders of
-        servers no longer running are removed first."""
+        """The channel of this worker's server, its parent process. Folders of servers no longer
+        running (started otherwise than by ``crmscore serve``, or killed) are removed first."""
         root = Path(tempfile.gettempdir()) if root is None else root
         for folder in root.glob(f"{PREFIX}*"):
             pid = folder.name.removeprefix(PREFIX)
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
-        return cls(root / f"{PREFIX}{os.getppid()}")
+        return cls(cls.folder_of(os.getppid(), root))
 
     def generation(self) -> int:
         """The latest reload asked for (0 before any)."""
@@ -146,9 +152,8 @@ def follow(
     """Reload ``runtime`` whenever ``channel``'s generation passes ``loaded`` (the generation read
     before the runtime was built), in a daemon thread until ``stop`` is set, and acknowledge it.
 
-    ``first()`` runs before each reload (the service reads its API keys again); when it raises
-    :class:`ModelUnavailable`, the reload still goes on and its message is acknowledged as the
-    error. ``on_change(tasks, state)`` runs after a reload that loaded a task again (as
+    Each reload is a :meth:`Runtime.refresh` with ``first`` (the service reads its API keys again),
+    whose failures are acknowledged as the error. ``on_change(tasks, state)`` runs after a reload that loaded a task again (as
     :meth:`Runtime.watch`'s does), before the acknowledgement, so that what a worker reports (its
     ``/metrics`` gauges) has moved when ``/reload`` answers."""
 
@@ -159,22 +164,12 @@ def follow(
             if target <= seen:
                 continue
             seen = target
-            errors = []
-            if first is not None:
-                try:
-                    first()
-                except ModelUnavailable as exc:
-                    errors.append(str(exc))
             before = runtime.state
-            try:
-                after = runtime.reload()
-            except ModelUnavailable as exc:
-                channel.acknowledge(target, "; ".join([*errors, str(exc)]))
-                continue
-            changed = changed_tasks(before, after)
+            after, error = runtime.refresh(first)
+            changed = changed_tasks(before, after) if after is not None else []
             if changed:
                 on_change(changed, after)
-            channel.acknowledge(target, "; ".join(errors) or None)
+            channel.acknowledge(target, error)
 
     channel.acknowledge(loaded)
     thread = threading.Thread(target=loop, name="crmscore-reload-follow", daemon=True)

@@ -16,6 +16,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from serving.workers import ReloadChannel
 from tests.serving.conftest import (
     DECOYS,
     MAX_BATCH,
@@ -840,11 +841,15 @@ def test_lists_and_reloads_are_in_the_audit_log_by_key_id_never_the_key(server):
         time.sleep(0.25)
     lines = [line for line in log.splitlines() if "audit: /at_risk" in line]
     expected = (
-        f"audit: /at_risk by key {marketer} (marketer): {n_listed} of {listed.headers['x-crmscore-n-matched']} "
+        f"audit: /at_risk by key {marketer} (marketer) from 127.0.0.1: {n_listed} of "
+        f"{listed.headers['x-crmscore-n-matched']} "
         f"matching rows of the churn snapshot as of {listed.headers['x-crmscore-as-of']}"
     )
     assert any(expected in line and "2 ids excluded" in line and '"tiers": ["high"]' in line for line in lines), lines
-    assert any(f"audit: /reload by key {admin} (admin): now serving churn v" in line for line in log.splitlines())
+    assert any(
+        f"audit: /reload by key {admin} (admin) from 127.0.0.1: now serving churn v" in line
+        for line in log.splitlines()
+    )
     assert not any(key in log for key in server.keys.values())
 
 
@@ -992,7 +997,9 @@ def two_workers(server, tmp_path_factory) -> Iterator[TwoWorkers]:
                 time.sleep(0.25)
         yield TwoWorkers(two, pids, folder, first)
     finally:
+        (bentoml,) = psutil.Process(proc.pid).children()  # the workers' parent, which names their channel
         stop_server(proc)
+    assert not ReloadChannel.folder_of(bentoml.pid).exists()  # crmscore serve removed it on the way out
 
 
 def each_worker(two: TwoWorkers, call) -> list:

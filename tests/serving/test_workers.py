@@ -160,3 +160,30 @@ def test_the_worker_count_joins_bentoml_overrides_already_set():
         "services": {"crmscore": {"workers": "cpu_count", "traffic": {"timeout": 5}}},
         "api_server": {"x": 1},
     }
+
+
+def test_a_failing_first_step_is_reported_and_the_reload_still_goes_on(config, tmp_path):  # noqa: F811
+    """The service reads its API keys before each reload: a malformed key file must not stop a new
+    champion from being served, and must not pass unsaid either (a 503 with its message)."""
+    versions = {"churn": "1"}
+    runtime = Runtime(config, loader=loader(versions), background=False)
+
+    def keys() -> None:
+        raise ModelUnavailable("API keys not read again, the ones read before still apply: entry 1")
+
+    versions["churn"] = "2"
+    state, error = runtime.refresh(keys)
+    assert state is runtime.state and state.models["churn"].scorer.version == "2"
+    assert error == "API keys not read again, the ones read before still apply: entry 1"
+    again, nothing = runtime.refresh()
+    assert again is runtime.state and nothing is None
+
+    channel, stop = ReloadChannel(tmp_path), threading.Event()
+    follow(runtime, channel, channel.generation(), on_change=lambda *_: None, stop=stop, first=keys)
+    versions["churn"] = "3"
+    try:
+        with pytest.raises(ModelUnavailable, match=r"^API keys not read again, the ones read before still apply"):
+            reload_all(channel, timeout_s=30)
+    finally:
+        stop.set()
+    assert runtime.state.models["churn"].scorer.version == "3"
