@@ -293,6 +293,9 @@ class ServingConfig(_Frozen):
     # never wait for it); "on_request", only the rows a request with reasons or a list asks for, each
     # then kept (for servers whose callers rarely ask for reasons: ~1 ms a row on first need).
     explain_snapshots: Literal["background", "on_request"] = "background"
+    # A file (JSON lines, appended; relative to this file's folder) getting the audit record of every
+    # list call and /reload, besides the server log's line; None: the log line only.
+    audit_log: str | None = None
 
     @field_validator("workers", mode="before")
     @classmethod

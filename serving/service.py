@@ -131,15 +131,35 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-def _audit(ctx: bentoml.Context, what: str) -> None:
-    """One log line for a call that hands out customer data in bulk (a list) or changes what is served
-    (``/reload``): the route, the caller's key by its id (:func:`serving.auth.key_id`), role and
-    address (a proxy's, behind one), and ``what``. Per-customer scores are not logged (access logging
-    is off: a line cost more than a score)."""
+def _audit(ctx: bentoml.Context, what: str, record: dict[str, Any], file: str | None) -> None:
+    """Account for a call that hands out customer data in bulk (a list) or changes what is served
+    (``/reload``): one line in the server log, with the route, the caller's key by its id
+    (:func:`serving.auth.key_id`), role and address (a proxy's, behind one), and ``what``; and with
+    ``serving.audit_log`` (``file``), the same with ``record`` as one JSON line appended to that
+    file, which the server's workers share (each line is one write to a file opened for appending).
+    Per-customer scores are not audited (access logging is off: a line cost more than a score).
+
+    Raises
+    ------
+    ModelUnavailable
+        ``file`` cannot be written; the message names it. A list is then refused: one that nobody
+        can account for is not handed out.
+    """
     scope = ctx.request.scope
     path, client = scope.get("path", ""), (scope.get("client") or ("unknown",))[0]
     key, role = scope.get(KEY_ID_SCOPE_KEY), scope.get(ROLE_SCOPE_KEY)
     LOG.info("audit: %s by key %s (%s) from %s: %s", path, key, role, client, what)
+    if file is None:
+        return
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    entry = {"time": now, "route": path, "key_id": key, "role": role, "client": client, **record}
+    try:
+        with open(file, "a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, default=str) + "\n")
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"serving.audit_log {file} cannot be written ({exc}): lists are refused until it can"
+        ) from exc
 
 
 def _serving(state: runtime.State) -> None:
@@ -339,6 +359,8 @@ class CrmScore:
             os.chdir(os.environ[WORKDIR_ENV])
         self.config = _config()
         _KEYS["current"] = load_keys(self.config)  # a malformed key source stops the server at start
+        audit_log = self.config.serving.audit_log
+        self._audit_file = self.config.resolve(audit_log) if audit_log else None
         # Read before the load: a /reload asked for while this worker loads is then seen and done.
         self.reloads = workers.ReloadChannel.of_server()
         loaded = self.reloads.generation()
@@ -550,11 +572,23 @@ class CrmScore:
             for name, value in options.items()
             if name not in ("config", "exclude", "id_key") and value is not None and value is not False
         }
+        excluded = len(options["exclude"] or ())
         _audit(
             ctx,
             f"{body['n_listed']} of {body['n_matched']} matching rows of the {task} snapshot as of {body['as_of']} "
-            f"({body['model_name']} v{body['model_version']}), {len(options['exclude'] or ())} ids excluded, "
+            f"({body['model_name']} v{body['model_version']}), {excluded} ids excluded, "
             + json.dumps(asked, sort_keys=True, default=str),
+            {
+                "task": task,
+                "as_of": body["as_of"],
+                "model_name": body["model_name"],
+                "model_version": body["model_version"],
+                "rows_listed": body["n_listed"],
+                "rows_matched": body["n_matched"],
+                "ids_excluded": excluded,
+                "options": asked,
+            },
+            self._audit_file,
         )
         if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
@@ -579,12 +613,21 @@ class CrmScore:
         try:
             reloaded = workers.reload_all(self.reloads, timeout_s=RELOAD_TIMEOUT_S)
         except ModelUnavailable as exc:
-            _audit(ctx, f"failed: {exc}")
+            self._audit_reload(ctx, f"failed: {exc}", {"error": str(exc)})
             raise
         body = runtime.models_info(self.runtime.state)
-        served = ", ".join(f"{m['task']} v{m['version']}" for m in body["models"])
-        _audit(ctx, f"now serving {served or 'no model'} ({reloaded} worker{'s' * (reloaded != 1)})")
+        served = {m["task"]: m["version"] for m in body["models"]}
+        text = ", ".join(f"{task} v{version}" for task, version in served.items()) or "no model"
+        self._audit_reload(ctx, f"now serving {text} ({reloaded} worker{'s' * (reloaded != 1)})", {"served": served})
         return ModelsResponse.model_validate({**body, "workers": reloaded})
+
+    def _audit_reload(self, ctx: bentoml.Context, what: str, record: dict[str, Any]) -> None:
+        """A reload's audit: done whatever the audit file says (a reload cannot be undone), so an
+        audit file that cannot be written is an error in the log rather than the answer."""
+        try:
+            _audit(ctx, what, {**record, "workers": len(self.reloads.acks())}, self._audit_file)
+        except ModelUnavailable as exc:
+            LOG.error("%s", exc)
 
 
 CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)

@@ -967,7 +967,7 @@ class TwoWorkers:
 @pytest.fixture(scope="module")
 def two_workers(server, tmp_path_factory) -> Iterator[TwoWorkers]:
     """A server with ``serving.workers: 2`` on copies of the snapshots, with keys from the environment
-    (admin among them) and from a file, ``keys.txt``, which the tests rewrite."""
+    (admin among them) and from a file, ``keys.txt``, which the tests rewrite, and an audit file."""
     import time
 
     import psutil
@@ -978,7 +978,7 @@ def two_workers(server, tmp_path_factory) -> Iterator[TwoWorkers]:
     shutil.copytree(server.snapshots, snapshots)
     (folder / "keys.txt").write_text("rotate-me:scorer\n")
     data = yaml.safe_load(server.retail_config.read_text())
-    data["serving"].update(snapshot_path=str(snapshots), workers=2, api_keys_file="keys.txt")
+    data["serving"].update(snapshot_path=str(snapshots), workers=2, api_keys_file="keys.txt", audit_log="audit.jsonl")
     config = folder / "two_workers.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     proc, url = start_server(config, folder)
@@ -1062,6 +1062,45 @@ def test_a_reload_reads_the_api_keys_again_in_every_worker(two_workers):
     assert "API keys not read again, the ones read before still apply" in refused.json()["error"]
     assert "serving.api_keys_file" in refused.json()["error"] and "entry 1" in refused.json()["error"]
     assert set(each_worker(two, status("rotated"))) == {200}
+    keys_file.write_text("rotated:scorer\n")  # fixed: the next reload reads it
+    assert reload().status_code == 200
+
+
+def test_the_audit_file_gets_every_list_call_of_both_workers_or_the_list_is_refused(two_workers):
+    """serving.audit_log: one JSON record per list call and /reload, from whichever worker took it, in
+    one file; a list whose record cannot be written is refused (503 naming the file), not handed out."""
+    import hashlib
+
+    two = two_workers
+    audit = two.folder / "audit.jsonl"
+    marketer = {"x-api-key": two.server.keys["marketer"]}
+    statuses = each_worker(two, lambda c: c.post("/top/lead", json={"top": 2}, headers=marketer).status_code)
+    with two.server.client("admin") as c:
+        reloaded = c.post("/reload", json={})
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    lists = [r for r in records if r["route"] == "/top/lead"]
+    assert set(statuses) == {200} and reloaded.status_code == 200 and len(lists) == 40
+    key_id = hashlib.sha256(two.server.keys["marketer"].encode()).hexdigest()[:12]
+    assert {(r["key_id"], r["role"], r["client"], r["task"], r["rows_listed"]) for r in lists} == {
+        (key_id, "marketer", "127.0.0.1", "lead", 2)
+    }
+    assert lists[0]["options"] == {"top": 2, "k": 3, "counter_k": 1, "format": "json"}
+    assert lists[0]["rows_matched"] >= 2 and lists[0]["ids_excluded"] == 0 and lists[0]["model_version"]
+    last = records[-1]
+    assert (
+        last["route"] == "/reload"
+        and last["role"] == "admin"
+        and set(last["served"]) == {"churn", "next_purchase", "lead"}
+    )
+    audit.rename(two.folder / "audit.kept")
+    audit.mkdir()  # the audit file cannot be written now
+    try:
+        with two.server.client("marketer") as c:
+            refused = c.post("/top/lead", json={"top": 2})
+    finally:
+        audit.rmdir()
+    assert refused.status_code == 503
+    assert f"serving.audit_log {audit} cannot be written" in refused.json()["error"]
 
 
 @pytest.fixture(scope="module")
