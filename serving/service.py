@@ -37,8 +37,8 @@ from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
 from models.drift import drift_overview
-from serving import bentoml_fixes, runtime, workers
-from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, KeyStore, load_keys
+from serving import audit, bentoml_fixes, runtime, workers
+from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, KeyStore, load_keys
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
@@ -129,37 +129,6 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _audit(ctx: bentoml.Context, what: str, record: dict[str, Any], file: str | None) -> None:
-    """Account for a call that hands out customer data in bulk (a list) or changes what is served
-    (``/reload``): one line in the server log, with the route, the caller's key by its id
-    (:func:`serving.auth.key_id`), role and address (a proxy's, behind one), and ``what``; and with
-    ``serving.audit_log`` (``file``), the same with ``record`` as one JSON line appended to that
-    file, which the server's workers share (each line is one write to a file opened for appending).
-    Per-customer scores are not audited (access logging is off: a line cost more than a score).
-
-    Raises
-    ------
-    ModelUnavailable
-        ``file`` cannot be written; the message names it. A list is then refused: one that nobody
-        can account for is not handed out.
-    """
-    scope = ctx.request.scope
-    path, client = scope.get("path", ""), (scope.get("client") or ("unknown",))[0]
-    key, role = scope.get(KEY_ID_SCOPE_KEY), scope.get(ROLE_SCOPE_KEY)
-    LOG.info("audit: %s by key %s (%s) from %s: %s", path, key, role, client, what)
-    if file is None:
-        return
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    entry = {"time": now, "route": path, "key_id": key, "role": role, "client": client, **record}
-    try:
-        with open(file, "a", encoding="utf-8") as out:
-            out.write(json.dumps(entry, default=str) + "\n")
-    except OSError as exc:
-        raise ModelUnavailable(
-            f"serving.audit_log {file} cannot be written ({exc}): lists are refused until it can"
-        ) from exc
 
 
 def _serving(state: runtime.State) -> None:
@@ -567,29 +536,7 @@ class CrmScore:
         since = options.pop("since")
         options.update(since=None if since is None else since.isoformat(), config=self.config)
         body = runtime.ranked_list(self.runtime.state, task, **options)
-        asked = {
-            name: value
-            for name, value in options.items()
-            if name not in ("config", "exclude", "id_key") and value is not None and value is not False
-        }
-        excluded = len(options["exclude"] or ())
-        _audit(
-            ctx,
-            f"{body['n_listed']} of {body['n_matched']} matching rows of the {task} snapshot as of {body['as_of']} "
-            f"({body['model_name']} v{body['model_version']}), {excluded} ids excluded, "
-            + json.dumps(asked, sort_keys=True, default=str),
-            {
-                "task": task,
-                "as_of": body["as_of"],
-                "model_name": body["model_name"],
-                "model_version": body["model_version"],
-                "rows_listed": body["n_listed"],
-                "rows_matched": body["n_matched"],
-                "ids_excluded": excluded,
-                "options": asked,
-            },
-            self._audit_file,
-        )
+        audit.record(ctx.request.scope, *audit.of_list(task, body, options), self._audit_file)
         if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
         return response.model_validate(body)
@@ -625,8 +572,8 @@ class CrmScore:
         """A reload's audit: done whatever the audit file says (a reload cannot be undone), so an
         audit file that cannot be written is an error in the log rather than the answer."""
         try:
-            _audit(ctx, what, {**record, "workers": len(self.reloads.acks())}, self._audit_file)
-        except ModelUnavailable as exc:
+            audit.record(ctx.request.scope, what, {**record, "workers": len(self.reloads.acks())}, self._audit_file)
+        except audit.AuditUnwritable as exc:
             LOG.error("%s", exc)
 
 

@@ -1,0 +1,64 @@
+"""The audit trail's records, on hand-made answers and request scopes; the server's own in test_api.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from serving.audit import AuditUnwritable, of_list, record
+from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, key_id
+
+BODY = {"n_listed": 2, "n_matched": 40, "as_of": "2011-12-09", "model_name": "crmscore-churn", "model_version": "3"}
+SCOPE = {
+    "path": "/at_risk",
+    "client": ("10.0.0.7", 51234),
+    KEY_ID_SCOPE_KEY: key_id("s3cret"),
+    ROLE_SCOPE_KEY: "marketer",
+}
+
+
+def test_a_list_is_described_by_what_was_asked_and_what_came_back():
+    options = {"top": 2, "k": 0, "tiers": ["high"], "where": None, "moved_up": False, "exclude": ["1", "2", "3"]}
+    options.update(config=object(), id_key="id", format="csv")
+    text, fields = of_list("churn", BODY, options)
+    # k=0 was asked for (it is not "not given"); None and False are the defaults, left out.
+    assert fields == {
+        "task": "churn",
+        "as_of": "2011-12-09",
+        "model_name": "crmscore-churn",
+        "model_version": "3",
+        "rows_listed": 2,
+        "rows_matched": 40,
+        "ids_excluded": 3,
+        "options": {"top": 2, "k": 0, "tiers": ["high"], "format": "csv"},
+    }
+    assert text == (
+        "2 of 40 matching rows of the churn snapshot as of 2011-12-09 (crmscore-churn v3), 3 ids excluded, "
+        '{"format": "csv", "k": 0, "tiers": ["high"], "top": 2}'
+    )
+
+
+def test_a_record_goes_to_the_log_and_as_one_json_line_to_the_file(tmp_path, caplog):
+    audit = tmp_path / "audit.jsonl"
+    with caplog.at_level(logging.INFO, logger="bentoml.crmscore"):
+        record(SCOPE, "2 of 40", {"task": "churn"}, str(audit))
+        record(SCOPE, "again", {"task": "lead"}, str(audit))
+        record(SCOPE, "log only", {}, None)
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in lines] == [
+        {"route": "/at_risk", "key_id": key_id("s3cret"), "role": "marketer", "client": "10.0.0.7", "task": t}
+        for t in ("churn", "lead")
+    ]
+    assert lines[0]["time"].endswith("+00:00")
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged[0] == f"audit: /at_risk by key {key_id('s3cret')} (marketer) from 10.0.0.7: 2 of 40"
+    assert len(logged) == 3 and not any("s3cret" in m for m in logged) and "s3cret" not in audit.read_text()
+
+
+def test_an_audit_file_that_cannot_be_written_names_itself(tmp_path):
+    folder = tmp_path / "audit.jsonl"
+    folder.mkdir()
+    with pytest.raises(AuditUnwritable, match=f"serving.audit_log {folder} cannot be written"):
+        record(SCOPE, "x", {}, str(folder))
