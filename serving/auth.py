@@ -94,7 +94,8 @@ class KeyStore:
         for role in keys.values():
             if role not in _RANK:
                 raise AuthConfigError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-        self._keys = [(key.encode(), role) for key, role in keys.items()]
+        # Each key's id (key_id) is worked out here, once, not on every request that names the key.
+        self._keys = [(key.encode(), role, key_id(key)) for key, role in keys.items()]
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -127,17 +128,22 @@ class KeyStore:
         return cls(keys)
 
     def _as_dict(self) -> dict[str, str]:
-        return {key.decode(): role for key, role in self._keys}
+        return {key.decode(): role for key, role, _ in self._keys}
 
     def role(self, key: str | None) -> str | None:
         """Return the role of ``key``, or None when it is unknown; every known key is compared."""
+        found = self.identify(key)
+        return found[0] if found is not None else None
+
+    def identify(self, key: str | None) -> tuple[str, str] | None:
+        """Return ``(role, key_id(key))`` of ``key``, or None when it is unknown; every known key is compared."""
         if not key:
             return None
         given = key.encode()
         found = None
-        for known, role in self._keys:
+        for known, role, known_id in self._keys:
             if hmac.compare_digest(given, known):
-                found = role
+                found = role, known_id
         return found
 
 
@@ -216,13 +222,14 @@ class ApiKeyMiddleware:
                 send, 401, "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'"
             )
             return
-        role = self._keys().role(key)
-        if role is None:
+        found = self._keys().identify(key)
+        if found is None:
             await _deny(send, 401, "unknown API key")
             return
+        role, known_id = found
         if not entitled(role, needed):
             await _deny(send, 403, f"role {role!r} may not call {scope['path']}: it needs role {needed!r} or above")
             return
         scope[ROLE_SCOPE_KEY] = role
-        scope[KEY_ID_SCOPE_KEY] = key_id(key)
+        scope[KEY_ID_SCOPE_KEY] = known_id
         await self.app(scope, receive, send)

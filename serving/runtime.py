@@ -503,22 +503,31 @@ class Runtime:
             self._explain_snapshots()
         return state
 
-    def refresh(self, first: Callable[[], None] | None = None) -> tuple[State | None, str | None]:
-        """``first()`` (the service reads its API keys again), then :meth:`reload`, whichever fails:
-        returns the new state (None when the reload failed) and the :class:`ModelUnavailable`
-        messages of what failed, joined (None when nothing did)."""
+    def refresh(
+        self,
+        first: Callable[[], None] | None = None,
+        on_change: Callable[[list[str], State], None] | None = None,
+    ) -> str | None:
+        """``first()`` (the service reads its API keys again), then :meth:`reload`, whichever fails;
+        ``on_change(tasks, state)`` after a reload that loaded a task again, or found one new or gone
+        (:func:`changed_tasks`), not after one that kept everything. Returns the
+        :class:`ModelUnavailable` messages of what failed, joined (None when nothing did)."""
         errors = []
         if first is not None:
             try:
                 first()
             except ModelUnavailable as exc:
                 errors.append(str(exc))
+        before = self.state
         try:
-            state = self.reload()
+            after = self.reload()
         except ModelUnavailable as exc:
-            state = None
             errors.append(str(exc))
-        return state, "; ".join(errors) or None
+        else:
+            changed = changed_tasks(before, after)
+            if changed and on_change is not None:
+                on_change(changed, after)
+        return "; ".join(errors) or None
 
     def watch(
         self,
@@ -533,25 +542,17 @@ class Runtime:
         (``crmscore train``'s gate, ``crmscore promote``) or snapshot file (the nightly ``crmscore
         features``) is served without a call to ``/reload``.
 
-        Each round is a :meth:`refresh` with ``first``; ``on_change(tasks, state)`` is called after a
-        reload that loaded a task again, or found one new or gone (:func:`changed_tasks`), not after one
-        that kept everything; ``on_error(message)`` when ``first`` or the reload failed (what was loaded
-        keeps serving), once until the message changes.
+        Each round is a :meth:`refresh` with ``first`` and ``on_change``; ``on_error(message)`` when
+        ``first`` or the reload failed (what was loaded keeps serving), once until the message changes.
         """
 
         def loop() -> None:
             failed = None
             while not stop.wait(every_s):
-                before = self.state
-                after, error = self.refresh(first)
+                error = self.refresh(first, on_change)
                 if error != failed and error is not None:
                     on_error(error)
                 failed = error
-                if after is None:
-                    continue
-                changed = changed_tasks(before, after)
-                if changed:
-                    on_change(changed, after)
 
         thread = threading.Thread(target=loop, name="crmscore-reload-watch", daemon=True)
         thread.start()

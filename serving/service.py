@@ -229,10 +229,11 @@ def _export_served(state: runtime.State) -> None:
 
 
 def _config() -> Config:
+    """The config ``CRMSCORE_CONFIG`` names, a relative path read from ``CRMSCORE_WORKDIR`` when set."""
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise RuntimeError(f"set {CONFIG_ENV} to the config file, e.g. {CONFIG_ENV}=configs/online_retail.yaml")
-    return load_config(path)
+    return load_config(Path(os.environ.get(WORKDIR_ENV, ""), path))
 
 
 # The API keys in force in this worker (key "current"): read at start and again at each /reload, so that a
@@ -303,10 +304,7 @@ def _workers() -> int | str:
     Read when the module is imported, which is the one thing done then: BentoML takes the worker
     count from the service's decorator, in every way the service is started (``crmscore serve``,
     ``bentoml serve``, the Bento's image). ``BENTOML_CONFIG_OVERRIDES`` still overrides it."""
-    path = os.environ.get(CONFIG_ENV)
-    if not path:
-        return 1
-    return load_config(Path(os.environ.get(WORKDIR_ENV, ""), path)).serving.workers
+    return _config().serving.workers if os.environ.get(CONFIG_ENV) else 1
 
 
 @bentoml.service(

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.runtime import LOG, ModelUnavailable, Runtime, State, changed_tasks
+from serving.runtime import LOG, ModelUnavailable, Runtime, State
 
 __all__ = ["POLL_S", "Ack", "ReloadChannel", "follow", "reload_all"]
 
@@ -152,10 +152,10 @@ def follow(
     """Reload ``runtime`` whenever ``channel``'s generation passes ``loaded`` (the generation read
     before the runtime was built), in a daemon thread until ``stop`` is set, and acknowledge it.
 
-    Each reload is a :meth:`Runtime.refresh` with ``first`` (the service reads its API keys again),
-    whose failures are acknowledged as the error. ``on_change(tasks, state)`` runs after a reload that loaded a task again (as
-    :meth:`Runtime.watch`'s does), before the acknowledgement, so that what a worker reports (its
-    ``/metrics`` gauges) has moved when ``/reload`` answers."""
+    Each reload is a :meth:`Runtime.refresh` with ``first`` (the service reads its API keys again)
+    and ``on_change``, whose failures are acknowledged as the error; ``on_change`` runs before the
+    acknowledgement, so that what a worker reports (its ``/metrics`` gauges) has moved when
+    ``/reload`` answers."""
 
     def loop() -> None:
         seen = loaded
@@ -164,12 +164,7 @@ def follow(
             if target <= seen:
                 continue
             seen = target
-            before = runtime.state
-            after, error = runtime.refresh(first)
-            changed = changed_tasks(before, after) if after is not None else []
-            if changed:
-                on_change(changed, after)
-            channel.acknowledge(target, error)
+            channel.acknowledge(target, runtime.refresh(first, on_change))
 
     channel.acknowledge(loaded)
     thread = threading.Thread(target=loop, name="crmscore-reload-follow", daemon=True)

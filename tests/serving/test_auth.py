@@ -98,3 +98,11 @@ def _call(middleware, path, headers):
 )
 def test_middleware_statuses(path, headers, status, role):
     assert _call(KeyStore({"s": "scorer", "a": "admin"}), path, headers) == (status, role)
+
+
+def test_identify_gives_the_role_and_the_key_id_the_audit_names():
+    from serving.auth import key_id
+
+    keys = KeyStore.parse("k1:scorer, k2:admin", source="test")
+    assert keys.identify("k2") == ("admin", key_id("k2")) and keys.identify("k3") is None
+    assert len(key_id("k2")) == 12 and "k2" not in repr(keys)
