@@ -676,8 +676,19 @@ def top_command(
 
 def with_workers(overrides: str | None, workers: int | str) -> str:
     """BentoML's ``BENTOML_CONFIG_OVERRIDES`` (JSON, or None) with the service's worker count set,
-    and whatever else it overrides kept."""
-    merged = json.loads(overrides or "{}")
+    and whatever else it overrides kept.
+
+    Raises
+    ------
+    ValueError
+        ``overrides`` is not a JSON object; the message names the variable.
+    """
+    try:
+        merged = json.loads(overrides or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"BENTOML_CONFIG_OVERRIDES is not JSON ({exc}), so --workers cannot be added to it") from exc
+    if not isinstance(merged, dict):
+        raise ValueError("BENTOML_CONFIG_OVERRIDES is not a JSON object, so --workers cannot be added to it")
     merged.setdefault("services", {}).setdefault("crmscore", {})["workers"] = workers
     return json.dumps(merged)
 
@@ -722,7 +733,10 @@ def serve_command(
     # home of its own (it serves from the MLflow registry and uses nothing of BentoML's store), unless
     # BENTOML_HOME says where BentoML's home is.
     if workers is not None:
-        env["BENTOML_CONFIG_OVERRIDES"] = with_workers(os.environ.get("BENTOML_CONFIG_OVERRIDES"), count)
+        try:
+            env["BENTOML_CONFIG_OVERRIDES"] = with_workers(os.environ.get("BENTOML_CONFIG_OVERRIDES"), count)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
     home = None if os.environ.get("BENTOML_HOME") else Path(tempfile.mkdtemp(prefix="crmscore-serve-"))
     if home is not None:
         env["BENTOML_HOME"] = str(home)

@@ -189,3 +189,16 @@ def test_a_failing_first_step_is_reported_and_the_reload_still_goes_on(config, t
     finally:
         stop.set()
     assert runtime.state.models["churn"].scorer.version == "3"
+
+
+@pytest.mark.parametrize("given", ["{not json", "[1, 2]"])
+def test_serve_names_bentoml_overrides_it_cannot_add_the_worker_count_to(given):
+    from typer.testing import CliRunner
+
+    from serving.cli import REPO_ROOT, app
+
+    bundled = REPO_ROOT / "configs" / "online_retail.yaml"
+    result = CliRunner().invoke(
+        app, ["serve", "--config", str(bundled), "--workers", "2"], env={"BENTOML_CONFIG_OVERRIDES": given}
+    )
+    assert result.exit_code == 2 and "BENTOML_CONFIG_OVERRIDES is not" in result.output
