@@ -41,7 +41,13 @@ LEAD_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_YES_NO_UNKNOWN = {"yes": "Has {}", "no": "No {}", "unknown": "Not known whether there is {}"}
+
+
+def _yes_no_unknown(loan: str) -> dict[object, str]:
+    """The three codes of a yes/no column of the data, for a loan: "Has a housing loan", "No housing
+    loan" (not "No a housing loan"), "Not known whether there is a housing loan"."""
+    return {"yes": f"Has a {loan}", "no": f"No {loan}", "unknown": f"Not known whether there is a {loan}"}
+
 
 # The Bank Marketing data codes its categories ("admin.", "basic.4y", "tue", "nonexistent"); a reason
 # says what the code means (the data's documentation: "divorced" means divorced or widowed). pdays
@@ -82,8 +88,8 @@ LEAD_CODES: dict[str, dict[object, str]] = {
         "no": "No credit in default",
         "unknown": "Not known whether any credit is in default",
     },
-    "housing": {k: v.format("a housing loan") for k, v in _YES_NO_UNKNOWN.items()},
-    "loan": {k: v.format("a personal loan") for k, v in _YES_NO_UNKNOWN.items()},
+    "housing": _yes_no_unknown("housing loan"),
+    "loan": _yes_no_unknown("personal loan"),
     "contact": {"cellular": "Reached by mobile phone", "telephone": "Reached by landline"},
     "day_of_week": {day[:3].lower(): f"Contacted on a {day}" for day in _WEEKDAYS},
     "poutcome": {

@@ -334,6 +334,20 @@ def test_the_bank_leads_category_codes_read_as_what_they_mean():
         "First campaign for this contact",
         "Housing loan: maybe",
     ]
+    # Every code of the yes/no loan columns is a sentence ("No a housing loan" until 2026-12-06).
+    loans = ReasonWriter(["housing", "loan"], spec.reason_templates, spec.reason_direction, codes=spec.reason_codes)
+    said_loans = [
+        [r["text"].split(" (")[0] for r in reasons]
+        for value in ("yes", "no", "unknown")
+        for reasons in loans.explain(
+            np.array([[0.2, 0.1]]), np.zeros((1, 2)), k=2, rows=[{"housing": value, "loan": value}]
+        )
+    ]
+    assert said_loans == [
+        ["Has a housing loan", "Has a personal loan"],
+        ["No housing loan", "No personal loan"],
+        ["Not known whether there is a housing loan", "Not known whether there is a personal loan"],
+    ]
     counts = ReasonWriter(["campaign", "previous"], spec.reason_templates, spec.reason_direction)
     (said,) = counts.explain(np.array([[0.2, 0.1]]), np.array([[1.0, 3.0]]), k=2)
     assert [r["text"] for r in said] == [
