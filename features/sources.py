@@ -236,11 +236,13 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
             ) from exc
     if src.format == "csv":
         raw = con.read_csv(path, table_name=name, **src.csv_options)
-        ids = _integer_id_columns(spec, raw)
+        ids = _integer_id_columns(spec, raw) + _formatted_timestamp_columns(spec, raw)
         if not ids or {"types", "columns", "schema"} & set(src.csv_options):  # the user typed the columns
             return raw
         # An id read as an integer loses its leading zeros ("007" and "7" become one customer): read it as
         # the text it is. DuckDB infers from a sample of rows, Spark from all, so they can differ otherwise.
+        # A timestamp with a timestamp_format is read as text too, and parsed by that format: the reader's
+        # own guess took 05/01/2008 for 5 January where the format said 1 May.
         if config.engine == "duckdb":
             return con.read_csv(path, table_name=name, **{**src.csv_options, "types": dict.fromkeys(ids, "VARCHAR")})
         from pyspark.sql.types import StringType, StructField, StructType
@@ -263,6 +265,18 @@ def _integer_id_columns(spec: TableConfig, raw: ir.Table) -> list[str]:
         expr
         for canonical, expr in spec.columns.items()
         if canonical in ID_COLUMNS and expr in raw.columns and raw[expr].type().is_integer()
+    ]
+
+
+def _formatted_timestamp_columns(spec: TableConfig, raw: ir.Table) -> list[str]:
+    """Source columns mapped as they are onto a timestamp column that the reader typed as a date or
+    timestamp by its own guess, when the config gives the format."""
+    if not spec.timestamp_format:
+        return []
+    return [
+        expr
+        for canonical, expr in spec.columns.items()
+        if canonical in TIMESTAMP_COLUMNS and expr in raw.columns and raw[expr].type().is_temporal()
     ]
 
 
@@ -319,6 +333,28 @@ def _attributes(spec: TableConfig, raw: ir.Table, mapped_sources: set[str], dial
 
 def _examples(expr: ir.Table, column: str, n: int = 5) -> list[Any]:
     return expr.select(column).distinct().limit(n).to_pandas()[column].tolist()
+
+
+def _timestamp_hint(spec: TableConfig, column: str, dialect: str) -> str:
+    """What to do about timestamps that do not parse: set the format, or with one set, say so and how
+    to drop such rows by rule instead (DuckDB: ``try_strptime`` in the mapping gives them a null
+    timestamp, a counted drop)."""
+    fmt = spec.timestamp_format
+    if not fmt:
+        return " (set timestamp_format in the config)"
+    source = spec.columns[column]
+    drop = (
+        f"; to drop such rows instead, map {column}: try_strptime({_quote(source, dialect)}, '{fmt}')"
+        f" (dropped rows are counted under 'no {column}')"
+        if dialect == "duckdb" and source in spec.columns.values()
+        else ""
+    )
+    return f" (they do not match timestamp_format {fmt!r}{drop})"
+
+
+@ibis.udf.scalar.builtin(name="try_strptime")
+def _try_strptime(value: str, format: str) -> dt.datetime:  # noqa: A002 - DuckDB's own argument name
+    """DuckDB's ``try_strptime``: the timestamp ``value`` is in ``format``, or null when it is not."""
 
 
 def map_table(
@@ -398,7 +434,9 @@ def map_table(
                 casts[column] = value.cast("timestamp")
             elif spec.timestamp_format and value.type().is_string():
                 # Ibis labels strptime UTC; the value is the naive wall-clock time, like every other branch.
-                casts[column] = value.as_timestamp(spec.timestamp_format).cast("timestamp")
+                # DuckDB's try_strptime gives a value the format does not parse as null, counted below.
+                parse = _try_strptime if dialect == "duckdb" else ir.StringValue.as_timestamp
+                casts[column] = parse(value, spec.timestamp_format).cast("timestamp")
             else:
                 casts[column] = value.try_cast("timestamp")
         elif column in ("event_type", "channel", "category"):
@@ -420,7 +458,7 @@ def map_table(
                 column,
                 f"values must parse as a {kind}",
                 f"{n_bad:,} row(s) do not, e.g. {_examples(bad, f'__raw_{column}')}"
-                + (" (set timestamp_format in the config)" if kind == "timestamp" else "")
+                + (_timestamp_hint(spec, column, dialect) if kind == "timestamp" else "")
                 + (
                     f" (map a condition instead, e.g. converted: {spec.columns[column]} = 'yes')"
                     if column == "converted"

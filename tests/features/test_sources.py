@@ -231,6 +231,38 @@ def test_timestamp_format_gives_wall_clock_times(tmp_path, write_config):
     assert frame.timestamp.min() == pd.Timestamp("2024-01-01 10:00")
 
 
+def test_timestamp_format_wins_over_the_csv_readers_own_guess(tmp_path, write_config):
+    """Month-first dates whose days are all 12 or less look day-first to DuckDB's CSV sniffer, which
+    typed the column as dates before the format was read: 05/01/2024 became 5 January, not 1 May."""
+    dates = ["05/01/2024", "06/01/2024", "07/01/2024", "08/01/2024", "09/01/2024", "10/01/2024"]
+    RAW.assign(ts=dates).to_csv(tmp_path / "tx.csv", index=False)
+    frame, _ = _canonical(_config(write_config, tmp_path / "tx.csv", timestamp_format="%m/%d/%Y"))
+    assert frame.timestamp.min() == pd.Timestamp("2024-05-01") and frame.timestamp.max() == pd.Timestamp("2024-10-01")
+
+
+def test_a_value_the_timestamp_format_does_not_parse_is_a_contract_error(tmp_path, write_config):
+    """Was DuckDB's own exception, naming no table or column; now the contract error with a count and
+    examples, and how to drop such rows by rule instead."""
+    times = [
+        "01/01/2024 10:00",
+        "12/31/2024 10:00",
+        "01/02/2024 09:00",
+        "02/02/2024 09:00",
+        "yesterday",
+        "01/03/2024 00:00",
+    ]
+    RAW.assign(ts=times).to_csv(tmp_path / "tx.csv", index=False)
+    with pytest.raises(ContractError) as excinfo:
+        load_tables(_config(write_config, tmp_path / "tx.csv", timestamp_format="%d/%m/%Y %H:%M"))
+    message = str(excinfo.value)
+    assert "table 'transactions', column 'timestamp': values must parse as a timestamp. 2 row(s) do not" in message
+    assert "'12/31/2024 10:00'" in message and "'yesterday'" in message
+    assert (
+        "do not match timestamp_format '%d/%m/%Y %H:%M'; to drop such rows instead, map timestamp: try_strptime("
+        in message
+    )
+
+
 def test_required_column_entirely_null(tmp_path, write_config):
     RAW.assign(cid=[None] * 6).astype({"cid": "float64"}).to_parquet(tmp_path / "tx.parquet")
     with pytest.raises(ContractError, match="column 'customer_id': required column is entirely null"):
