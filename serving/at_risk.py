@@ -194,7 +194,9 @@ def write_list(
         )
         columns = (*columns, *lists.THEN_COLUMNS)
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
-    write_text_atomic(out, lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp))
+    attributes = lists.attribute_columns(listed.scored, lists.list_columns(scorer), filters.named)
+    text = lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)
+    write_text_atomic(out, text)
     return ListFile(
         rows=listed.rows,
         ranked_by=lists.RANKED_BY[task],

@@ -337,12 +337,19 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+            text = handle.read()
+        try:  # a spreadsheet's export may separate by ";" or tabs
+            dialect: Any = csv.Sniffer().sniff(text[:65_536], delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+        table = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"--exclude {path}: cannot read it ({exc})") from exc
     header = [cell.strip() for cell in table[0]] if table else []
-    if entity in header:
-        column, table = header.index(entity), table[1:]
+    # "Customer ID", "customerId", "LEAD_ID": the entity's column, however the export spells it.
+    names = [re.sub(r"[^a-z0-9]", "", cell.lower()) for cell in header]
+    if re.sub(r"[^a-z0-9]", "", entity) in names:
+        column, table = names.index(re.sub(r"[^a-z0-9]", "", entity)), table[1:]
     elif len(header) <= 1:
         column = 0
     else:
@@ -372,7 +379,11 @@ def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | 
     found = n_excluded(scored, entity, exclude)
     missing = len(exclude) - found
     note = f"excluded {found:,} {_noun(entity)}{'' if found == 1 else 's'} of the population"
-    if missing:
+    if not exclude:
+        note += "; the suppression list holds no ids"
+    elif not found:
+        note += f"; none of its {len(exclude):,} ids is in it: check that the file holds {entity} values of this data"
+    elif missing:
         note += f"; {missing:,} of the {len(exclude):,} ids to exclude {'is' if missing == 1 else 'are'} not in it"
     return note
 
@@ -437,6 +448,12 @@ def select_top(
     return ranked[place < top], int(len(positions))
 
 
+def closest(wanted: str, values: Sequence[str], n: int = 3) -> list[str]:
+    """The values most like ``wanted``, ignoring case ("Uk" is close to "UK"), likest first."""
+    by_case = {v.casefold(): v for v in values}
+    return [by_case[c] for c in difflib.get_close_matches(wanted.casefold(), list(by_case), n=n)]
+
+
 def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
     """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
     before any filter) has: a typo (``Netherland``) or a value absent at this date, with the closest
@@ -452,8 +469,7 @@ def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> 
             for wanted in operand if op == "=" else ():
                 if wanted is None or _matches(column, wanted).any():
                     continue
-                by_case = {v.casefold(): v for v in values}  # "Uk" is close to "UK"
-                close = [by_case[c] for c in difflib.get_close_matches(str(wanted).casefold(), list(by_case), n=3)]
+                close = closest(str(wanted), values)
                 out.append(
                     f"where.{name}: no {what} in the population has {name} {wanted!r} ({_values_hint(values, close)})"
                 )
@@ -737,14 +753,19 @@ def to_csv(
     counter_k: int = 0,
     columns: Sequence[str] = SCORE_COLUMNS,
     stamp: Mapping[str, str] | None = None,
+    attributes: Collection[str] | None = None,
 ) -> str:
     """Render list rows as CSV: one line per customer (or lead), ``columns`` (the at-risk list's
     :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
     ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
     (:data:`CSV_DECIMALS`). ``stamp`` adds constant columns last, on every row: the date and model
-    of a list that is passed around as a file (:func:`file_stamp`)."""
+    of a list that is passed around as a file (:func:`file_stamp`). ``attributes``: the attribute
+    columns (:func:`attribute_columns`), so that a list with no row has the header of one with rows
+    (default: those the rows carry)."""
     stamp = dict(stamp or {})
-    attribute_names = sorted({name for row in rows for name in (row.get("attributes") or {})})
+    attribute_names = sorted(
+        {name for row in rows for name in (row.get("attributes") or {})} if attributes is None else attributes
+    )
     header = [
         *columns,
         *attribute_names,

@@ -98,6 +98,10 @@ def test_top_where_takes_alternatives_ranges_and_exclusions(trained, tmp_path):
         assert failed.exit_code == 2 and message in failed.stderr, failed.output
     empty = CliRunner().invoke(app, [*args, "--where", "age>200"])
     assert empty.exit_code == 0 and "where.age: no lead in the population has age > 200 (age runs from" in empty.stderr
+    # A list no one passes has the header of one with rows (until 2026-12-07 the attributes were left out):
+    # a scheduled import that reads fixed columns does not break on an empty day.
+    none = pd.read_csv(out)
+    assert none.empty and list(none.columns) == list(everyone.columns)
 
 
 def test_top_per_lists_the_best_of_each_value(trained, tmp_path):

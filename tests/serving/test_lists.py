@@ -82,6 +82,11 @@ def test_excluded_ids_are_never_listed_nor_counted(scored):
     )
     assert excluded_note(scored, "customer_id", {"a"}) == "excluded 1 customer of the population"
     assert excluded_note(scored, "customer_id", None) is None
+    assert excluded_note(scored, "customer_id", {"zz", "yy"}) == (
+        "excluded 0 customers of the population; none of its 2 ids is in it: "
+        "check that the file holds customer_id values of this data"
+    )
+    assert excluded_note(scored, "customer_id", set()).endswith("; the suppression list holds no ids")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +97,10 @@ def test_excluded_ids_are_never_listed_nor_counted(scored):
         ("12346\n007\n", {"12346", "007"}),  # one id per line, no header; leading zeros kept
         ("\ufeffcustomer_id\n1\n", {"1"}),  # Excel's UTF-8 byte order mark
         ("", set()),
+        # A spreadsheet's own exports (until 2026-12-07 the first two listed no one, silently).
+        ("email;customer_id\nx@y.z;15749\nw@y.z;16000\n", {"15749", "16000"}),
+        ("Customer ID\n15749\n16000\n", {"15749", "16000"}),
+        ("CustomerID\tname\n15749\tX\n", {"15749"}),
     ],
 )
 def test_read_ids(tmp_path, text, ids):
