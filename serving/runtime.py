@@ -925,6 +925,97 @@ def _check_attributes(scorer: Any, task: str, field_name: str, records: Sequence
                     ) from None
 
 
+def _table_columns(config: Config, task: str) -> tuple[set[str], set[str], dict[str, str]]:
+    """The canonical columns, the configured attribute names and the excluded attributes (each with
+    its config key) of the tables a task's posted records fill (leads; or transactions and
+    customers). ``attributes: "*"`` names none: every posted attribute of such a table is a column."""
+    columns, attributes, excluded = set(_RESERVED), set(), {}
+    for table in ("leads",) if task == "lead" else ("transactions", "customers"):
+        spec = getattr(config.tables, table)
+        if spec is not None:
+            columns |= set(spec.columns)
+            excluded |= {a: f"tables.{table}.exclude" for a in spec.exclude}
+            if spec.attributes != "*":
+                attributes |= {a for a in spec.attributes if a not in spec.exclude}
+    return columns, attributes, excluded
+
+
+def _not_posted(task: str, field_name: str, absent: Sequence[str], unread: Collection[str]) -> RequestError:
+    """The error for model attributes ``absent`` from every posted record, naming the first (and a
+    posted name ``unread`` by the model that is close to it: ``contry`` for ``country``)."""
+    close = lists.closest(absent[0], sorted(unread), n=1)
+    return RequestError(
+        f"{field_name}[0].attributes has no {absent[0]}: the {task} model's features include it"
+        + (f" (and {', '.join(absent[1:6])})" if len(absent) > 1 else "")
+        + "; post it in the attributes of every record"
+        + (f" ({close[0]!r} was posted)" if close else ""),
+        field=f"{field_name}.0.attributes.{absent[0]}",
+    )
+
+
+def _check_attribute_names(
+    model: TaskModel, task: str, field_name: str, key: str, records: Sequence[Mapping[str, Any]]
+) -> dict[str, list[str]]:
+    """Check posted attribute names against the model's before any feature is computed.
+
+    Column names are not case-sensitive in the feature engine, so ``Country`` beside the column
+    ``country`` (or beside another record's ``country``) would be one column twice; an attribute
+    named like a column the feature code computes would replace it. A model attribute that no
+    record posts would be scored as missing for every record: the request is refused naming it,
+    as when a table maps no such column. The rest is said per item, by id: an attribute the
+    model does not read (a typo, or a column left out of the features) was not used, and a model
+    attribute a record leaves out or posts as null was scored as missing.
+
+    Raises
+    ------
+    RequestError
+        Naming ``<field_name>.i.attributes.<name>``.
+    """
+    columns, configured, excluded = _table_columns(model.config, task)
+    features = set(model.scorer.feature_names)
+    seen: dict[str, tuple[str, int]] = {c.lower(): (c, -1) for c in columns | configured}
+    for i, record in enumerate(records):
+        for name in record.get("attributes") or {}:
+            other, j = seen.setdefault(name.lower(), (name, i))
+            if other == name and (j >= 0 or other not in _RESERVED):
+                continue
+            if j < 0 and other in _RESERVED:
+                why = f"{other!r} is a column the feature code fills itself; rename it"
+            else:
+                where = f"{field_name}[{j}].attributes.{other}" if j >= 0 else f"the column {other!r}"
+                why = f"{name!r} is {where}; post it as {other!r} in every record"
+            case = "names are not case-sensitive, and " if other != name else ""
+            raise RequestError(
+                f"{field_name}[{i}].attributes.{name}: {case}{why}",
+                field=f"{field_name}.{i}.attributes.{name}",
+            )
+    posted = {name for record in records for name in record.get("attributes") or {}}
+    absent = sorted(features & configured - posted)
+    if absent:
+        raise _not_posted(task, field_name, absent, posted - features)
+    read = sorted(features & (configured | posted))
+    out: dict[str, list[str]] = {}
+    for record in records:
+        attributes = record.get("attributes") or {}
+        said = out.setdefault(str(record[key]), [])
+        for name in sorted(set(attributes) - features - columns):
+            if name in excluded:
+                said.append(f"attributes.{name} is excluded from the features ({excluded[name]}), so it was not used")
+                continue
+            close = lists.closest(name, read, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            said.append(
+                f"attributes.{name} is not a feature of the {task} model, so it was not used "
+                f"({hint}its attributes: {', '.join(read) or 'none'})"
+            )
+        said.extend(
+            f"attributes.{name} is null or not posted for this record, so it was scored as missing"
+            for name in read
+            if name in posted and attributes.get(name) is None
+        )
+    return {k: v for k, v in out.items() if v}
+
+
 def _unused_events(
     config: Config, task: str, field_name: str, key: str, records: Sequence[Mapping[str, Any]]
 ) -> dict[str, str]:
@@ -1032,6 +1123,7 @@ def score_posted(
     _check_unique(field_name, entity, posted)
     _check_purchases(model, task, customers)
     _check_attributes(model.scorer, task, field_name, posted)
+    named = _check_attribute_names(model, task, field_name, entity, posted)
     try:
         frame = history_features(
             model.config,
@@ -1046,12 +1138,8 @@ def score_posted(
         raise RequestError(f"cannot compute the {task} features: {exc}", field=f"{field_name}.attributes") from exc
     absent = [f for f in model.scorer.feature_names if f not in frame.columns]
     if absent:  # every computed feature is a column: what is absent is an attribute no record posted
-        raise RequestError(
-            f"{field_name}[0].attributes has no {absent[0]}: the {task} model's features include it"
-            + (f" (and {', '.join(absent[1:6])})" if len(absent) > 1 else "")
-            + "; post it in the attributes of every record",
-            field=f"{field_name}.0.attributes.{absent[0]}",
-        )
+        posted_names = {name for record in posted for name in record.get("attributes") or {}}
+        raise _not_posted(task, field_name, absent, posted_names - set(model.scorer.feature_names))
     matrix = model.scorer.prepare(frame)
     found = frame[entity].astype(str).tolist()
     records = {str(r[entity]): r for r in posted}
@@ -1059,6 +1147,8 @@ def score_posted(
     attribute_names = frozenset(name for r in records.values() for name in (r.get("attributes") or {}))
     warnings = {found[row]: w for row, w in model.scorer.unseen_warnings(frame, matrix, attribute_names).items()}
     unseen = model.scorer.unseen_rows(frame, matrix)
+    for key, sentences in named.items():
+        warnings.setdefault(key, []).extend(sentences)
     for key, sentence in _unused_events(model.config, task, field_name, entity, posted).items():
         warnings.setdefault(key, []).append(sentence)
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
@@ -1163,6 +1253,7 @@ def ranked_list(
     # The CSV is a file that travels: every row says its scoring date (the snapshot's, as the JSON and
     # the header give it) and model, as the commands' lists do.
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
+    attributes = lists.attribute_columns(scored, lists.list_columns(model.scorer), filters.named)
     if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
         rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
     return {
@@ -1175,7 +1266,7 @@ def ranked_list(
         "n_listed": len(rows),
         "n_excluded": lists.n_excluded(scored, columns[0], exclude or ()),
         **(
-            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp)}
+            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)}
             if format == "csv"
             else {"items": rows}
         ),
@@ -1213,6 +1304,11 @@ def scores_then(config: Config, model: TaskModel, since: str | None, *, moved_up
         return None
     key = str(then)
     if key not in model.scored_then:
+        if config.tables.transactions is None:  # a server for leads that also serves a customer model
+            raise ModelUnavailable(
+                f"since needs the {model.task} population at {key}, computed from table 'transactions' of "
+                f"config {config.name!r}, which maps none; serve this list from a config that does"
+            )
         try:
             tables = load_tables(config)
         except Exception as exc:  # noqa: BLE001 - a server without access to the sources: said, not hidden

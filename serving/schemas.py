@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "AtRiskItem",
+    "Day",
+    "Moment",
     "AtRiskResponse",
     "CounterK",
     "CustomerHistory",
@@ -42,6 +44,39 @@ def _id_text(value: object) -> object:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+# Dates the feature code can compute with: pandas' nanosecond timestamps end in April 2262, and an
+# as_of needs its horizon after it. A number is refused rather than read as Unix seconds.
+EARLIEST, LATEST = dt.datetime(1900, 1, 1), dt.datetime(2199, 12, 31, 23, 59, 59)
+
+
+def _iso_text(value: object) -> object:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(
+            f"{value!r} is a number: post the date as ISO 8601 text, e.g. '2011-12-09' or '2011-12-09T14:30:00Z'"
+        )
+    return value
+
+
+def _in_range(value: dt.date) -> dt.date:
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(
+            f"{value.isoformat()} is outside the dates scores are computed for ({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})"
+        )
+    return value
+
+
+Moment = Annotated[
+    dt.datetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(_in_range),
+    Field(description="ISO 8601 date or date-time; without a UTC offset it is UTC"),
+]
+Day = Annotated[dt.date, BeforeValidator(_iso_text), AfterValidator(_in_range), Field(description="ISO 8601 date")]
+
+
 Id = Annotated[
     str,
     BeforeValidator(_id_text),
@@ -66,7 +101,9 @@ CounterK = Annotated[
     ),
 ]
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
-Attribute = str | Finite | None
+# A whole number stays one: a numeric code posted for a text attribute is "42", not "42.0".
+Whole = Annotated[int, Field(ge=-(10**12), le=10**12)]
+Attribute = str | Whole | Finite | None
 # Attribute names become table columns: plain identifiers that are not canonical or feature-table columns.
 AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 Attributes = Annotated[
@@ -133,7 +170,7 @@ class ScoreResponse(BaseModel):
 class Purchase(_Body):
     """One transaction line; a negative amount is a refund or return."""
 
-    timestamp: dt.datetime
+    timestamp: Moment
     amount: Finite
     order_id: Text | None = None
     product_id: Text | None = None
@@ -145,7 +182,7 @@ class Purchase(_Body):
 class Touchpoint(_Body):
     """One interaction: email, web visit, call, ticket, complaint..."""
 
-    timestamp: dt.datetime
+    timestamp: Moment
     event_type: Text
     channel: Text | None = None
     value: Finite | None = None
@@ -159,14 +196,14 @@ class CustomerHistory(_Body):
 
 
 class LeadEvent(_Body):
-    timestamp: dt.datetime
+    timestamp: Moment
     event_type: Text
     channel: Text | None = None
 
 
 class LeadRecord(_Body):
     lead_id: Id
-    created_at: dt.datetime
+    created_at: Moment
     attributes: Attributes = Field(default_factory=dict)
     events: Annotated[list[LeadEvent], Field(max_length=10_000)] = Field(default_factory=list)
 

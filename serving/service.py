@@ -45,9 +45,11 @@ from serving.schemas import (
     AtRiskResponse,
     CounterK,
     CustomerHistory,
+    Day,
     Id,
     LeadRecord,
     ModelsResponse,
+    Moment,
     ScoreResponse,
     TopK,
     TopResponse,
@@ -262,14 +264,16 @@ def _read_keys(config: Config) -> None:
 
 
 Ids = Annotated[list[Id], Field(min_length=1, description="ids to score; at most serving.max_batch per call")]
-AsOf = Annotated[dt.datetime, Field(description="cut-off: features use events at or before it")]
+AsOf = Annotated[
+    Moment, Field(description="cut-off: features use events at or before it (ISO 8601; without a UTC offset, UTC)")
+]
 Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
 # The filters and options of the lists (/at_risk, /top/...).
 ListTop = Annotated[int, Field(ge=1, le=100_000)]
 ListTiers = Annotated[list[str] | None, Field(max_length=20)]
 # An attribute's condition (serving.lists.conditions): a value, any of a list of values, or
 # operators to operands ({">=": 40, "<": 60}, {"!=": ["UK"]}).
-WhereValue = str | float | None
+WhereValue = str | int | float | None  # int first: 15749 matches the text "15749", not "15749.0"
 WhereOperator = Literal["=", "!=", ">", ">=", "<", "<="]
 ListWhere = Annotated[
     dict[str, WhereValue | list[WhereValue] | dict[WhereOperator, WhereValue | list[WhereValue]]] | None,
@@ -287,7 +291,7 @@ ListExclude = Annotated[
     Field(max_length=100_000, description="ids never to list (a suppression list: opted out, already contacted)"),
 ]
 ListSince = Annotated[
-    dt.date | None,
+    Day | None,
     Field(
         description="an earlier date (last week's): each row also gets the same champion's probability_then and "
         "tier_then there, computed from the config's sources (not for leads)"

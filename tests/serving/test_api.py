@@ -6,7 +6,9 @@ import concurrent.futures
 import csv
 import io
 import json
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,6 +188,10 @@ def test_malformed_json_is_400(server):
     assert response.status_code == 400
 
 
+# The bundled customer models read the country: every posted customer carries it.
+UK = {"country": "United Kingdom"}
+
+
 def _lead_record(server) -> dict:
     """The first snapshot lead's record, as a client would post it (without ``duration``)."""
     snapshot = pd.read_parquet(server.snapshots / "lead.parquet")
@@ -308,8 +314,8 @@ def test_posted_events_a_model_cannot_read_are_named_in_a_warning(server):
         {"timestamp": "2011-11-02T10:00:00", "event_type": "email_open", "channel": "email"},
     ]
     customers = [
-        {"customer_id": "quiet", "purchases": [purchase]},
-        {"customer_id": "talkative", "purchases": [purchase], "events": events},
+        {"customer_id": "quiet", "attributes": UK, "purchases": [purchase]},
+        {"customer_id": "talkative", "attributes": UK, "purchases": [purchase], "events": events},
     ]
     with server.client("admin") as c:
         response = c.post("/score/churn/history", json={"customers": customers, "as_of": "2011-12-01", "k": 0})
@@ -326,9 +332,13 @@ def test_one_id_posted_twice_is_400_naming_the_second(server):
     """Two records of one id would be merged into one history and both scored on the union."""
     purchase = {"timestamp": "2011-10-01T10:00:00", "amount": 50.0, "product_id": "85123A", "quantity": 1}
     customers = [
-        {"customer_id": "c1", "purchases": [purchase]},
-        {"customer_id": "c2", "purchases": [purchase]},
-        {"customer_id": "c1", "purchases": [{**purchase, "timestamp": "2011-11-20T10:00:00", "amount": 500.0}]},
+        {"customer_id": "c1", "attributes": UK, "purchases": [purchase]},
+        {"customer_id": "c2", "attributes": UK, "purchases": [purchase]},
+        {
+            "customer_id": "c1",
+            "attributes": UK,
+            "purchases": [{**purchase, "timestamp": "2011-11-20T10:00:00", "amount": 500.0}],
+        },
     ]
     record = _lead_record(server)
     with server.client("admin") as c:
@@ -350,6 +360,7 @@ def test_a_posted_record_outside_the_population_is_told_why(server):
     where the record stands against the rule, not only which rule."""
     late = {
         "customer_id": "late",
+        "attributes": UK,
         "purchases": [
             {"timestamp": "2011-11-02T10:00:00", "amount": 12.5, "product_id": "85123A", "quantity": 5},
             {"timestamp": "2011-11-03T10:00:00+01:00", "amount": 7.0, "product_id": "22423", "quantity": 1},
@@ -370,9 +381,14 @@ def test_a_posted_record_outside_the_population_is_told_why(server):
     line = {"timestamp": "2010-03-02T10:00:00", "amount": 12.5, "product_id": "85123A", "quantity": 5}
     lapsed = {
         "customer_id": "lapsed",
+        "attributes": UK,
         "purchases": [line, {**line, "timestamp": "2011-10-05T10:00:00", "amount": -3.0}],
     }
-    refunds = {"customer_id": "refunds", "purchases": [{**line, "timestamp": "2011-10-05T10:00:00", "amount": -3.0}]}
+    refunds = {
+        "customer_id": "refunds",
+        "attributes": UK,
+        "purchases": [{**line, "timestamp": "2011-10-05T10:00:00", "amount": -3.0}],
+    }
     with server.client("admin") as c:
         lead = c.post("/score/lead/record", json={"leads": [old_lead], "as_of": "2010-05-01"}).json()
         churn = c.post("/score/churn/history", json={"customers": [lapsed, refunds], "as_of": "2011-11-01"}).json()
@@ -428,7 +444,8 @@ def test_posted_lead_with_a_category_the_model_never_saw_is_scored_with_a_warnin
         posted = c.post("/score/lead/record", json={"leads": [record, typo, blank], "as_of": as_of, "k": 0})
     assert posted.status_code == 200, posted.text
     scored, warned, missing = posted.json()["items"]
-    assert scored.get("warnings") is None and missing.get("warnings") is None
+    assert scored.get("warnings") is None
+    assert missing["warnings"] == ["attributes.job is null or not posted for this record, so it was scored as missing"]
     assert warned["probability"] == pytest.approx(missing["probability"], abs=1e-12)
     (warning,) = warned["warnings"]
     assert warning.startswith(
@@ -476,6 +493,90 @@ def test_a_posted_attribute_the_model_cannot_read_is_400_naming_it(server, chang
     assert response.status_code == 400, response.text
     assert response.json()["detail"][0]["loc"] == loc
     assert response.json()["error"] == message
+
+
+def test_posted_attribute_names_are_checked_against_the_models(server):
+    """Names are not case-sensitive in the feature tables: ``Country`` beside the model's ``country``
+    is a 400 naming it (was a 500); a model attribute no record posts is a 400 (a close posted name
+    is named); a name the model does not read, or a record without the model's attribute, is scored
+    with a warning saying so."""
+    history = posted_history(snapshot_ids(server, "churn", 1)[0])
+
+    def post(*records):
+        with server.client("admin") as c:
+            return c.post("/score/churn/history", json={"customers": list(records), "as_of": "2011-12-09", "k": 0})
+
+    for attributes in ({**UK, "Country": "France"}, {"COUNTRY": "France"}):
+        response = post({**history, "attributes": attributes})
+        assert response.status_code == 400, response.text
+        name = next(n for n in attributes if n != "country")
+        assert response.json()["detail"][0]["loc"] == ["customers", 0, "attributes", name]
+        assert f"names are not case-sensitive, and '{name}' is the column 'country'" in response.json()["error"]
+    amount = post({**history, "attributes": {**UK, "Amount": 3}})
+    assert amount.status_code == 400 and "'amount' is a column the feature code fills itself" in amount.text
+    typo = post({**history, "attributes": {"contry": "France"}})
+    assert typo.status_code == 400, typo.text
+    assert typo.json()["error"] == (
+        "customers[0].attributes has no country: the churn model's features include it; "
+        "post it in the attributes of every record ('contry' was posted)"
+    )
+    extra = {**history, "customer_id": "other", "attributes": {**UK, "segment": "vip"}}
+    bare = {**history, "customer_id": "bare", "attributes": {}}
+    response = post({**history, "attributes": UK}, extra, bare)
+    assert response.status_code == 200, response.text
+    plain, with_extra, without = response.json()["items"]
+    assert with_extra["probability"] == plain["probability"]
+    assert with_extra["warnings"] == [
+        "attributes.segment is not a feature of the churn model, so it was not used (its attributes: country)"
+    ]
+    assert (
+        without["warnings"][0]
+        == "attributes.country is null or not posted for this record, so it was scored as missing"
+    )
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "loc", "message"),
+    [
+        ("/score/churn/history", {"as_of": "2300-01-01"}, ["as_of"], "outside the dates scores are computed for"),
+        ("/score/churn/history", {"as_of": 20111209}, ["as_of"], "is a number: post the date as ISO 8601 text"),
+        (
+            "/score/churn/history",
+            {"timestamp": "0001-01-01T00:00:00"},
+            ["customers", 0, "purchases", 0, "timestamp"],
+            "outside",
+        ),
+        ("/at_risk", {"since": "9999-12-31"}, ["since"], "outside the dates scores are computed for"),
+    ],
+)
+def test_dates_a_score_cannot_be_computed_for_are_400_naming_the_field(server, route, body, loc, message):
+    """Pandas' timestamps end in 2262 and numbers would be read as Unix seconds: until 2026-12-07 a
+    posted as_of in 2300 was a 500 (an overflow in the feature code)."""
+    if route == "/at_risk":
+        request = {"top": 2, **body}
+    else:
+        purchase = {
+            "timestamp": body.get("timestamp", "2011-10-01T10:00:00"),
+            "amount": 5.0,
+            "product_id": "p",
+            "quantity": 1,
+        }
+        customer = {"customer_id": "c", "attributes": UK, "purchases": [purchase]}
+        request = {"customers": [customer], "as_of": body.get("as_of", "2011-12-09")}
+    with server.client("admin") as c:
+        response = c.post(route, json=request)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == loc and message in detail["msg"]
+
+
+def test_a_whole_number_in_where_matches_the_text_of_its_digits(server):
+    """``where: {"customer_id": 15749}`` is the customer "15749", as ``ids`` takes it (was "15749.0")."""
+    key = snapshot_ids(server, "churn", 1)[0]
+    with server.client("marketer") as c:
+        as_text = c.post("/at_risk", json={"top": 5, "where": {"customer_id": key}}).json()
+        as_number = c.post("/at_risk", json={"top": 5, "where": {"customer_id": int(key)}}).json()
+    assert as_text["n_matched"] == as_number["n_matched"] == 1 and as_number["warnings"] == []
 
 
 def test_posted_history_with_a_bad_field_is_400(server):
@@ -591,7 +692,8 @@ def test_at_risk_csv(server):
     assert int(response.headers["x-crmscore-n-matched"]) == listed["n_matched"] >= 10
     drift = [listed["drift"]["warning"]] if listed["drift"]["warning"] else []
     assert json.loads(response.headers["x-crmscore-warnings"]) == drift
-    assert typo.status_code == 200 and typo.text.count("\n") == 1  # the header row alone
+    assert typo.status_code == 200 and typo.text.count("\n") == 1  # the header row alone: the same columns
+    assert typo.text.splitlines()[0].split(",") == list(rows[0])
     assert json.loads(typo.headers["x-crmscore-warnings"]) == [
         "where.country: no customer in the population has country 'france' (closest: 'France')",
         *drift,
@@ -998,7 +1100,14 @@ def two_workers(server, tmp_path_factory) -> Iterator[TwoWorkers]:
         yield TwoWorkers(two, pids, folder, first)
     finally:
         (bentoml,) = psutil.Process(proc.pid).children()  # the workers' parent, which names their channel
+        # As a process manager stops it: SIGTERM to the whole process group. The workers run in sessions
+        # of their own, so the group's signal does not reach them: crmscore serve must stop them (until
+        # 2026-12-07 they outlived it, still answering on the port).
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=90)
+        left = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
         stop_server(proc)
+    assert not left, f"workers {left} outlived crmscore serve"
     assert not ReloadChannel.folder_of(bentoml.pid).exists()  # crmscore serve removed it on the way out
 
 

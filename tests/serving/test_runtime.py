@@ -310,6 +310,10 @@ def test_a_list_since_a_date_the_server_cannot_compute_says_why(config):
         at_risk(state, top=2, since="2011-01-01", config=config)
     assert excinfo.value.field == "since"
     assert at_risk(state, top=2)["since_note"] == ""
+    # A server whose config maps leads only but serves a churn champion of a shared registry: 503, not 500.
+    leads_only = config.model_copy(update={"tables": config.tables.model_copy(update={"transactions": None})})
+    with pytest.raises(ModelUnavailable, match="from table 'transactions' of config .*, which maps none"):
+        at_risk(state, top=2, since="2010-12-01", config=leads_only)
 
 
 def test_missing_champion_and_snapshot_say_what_to_run(config):
