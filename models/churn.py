@@ -37,6 +37,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         reason_groups=CUSTOMER_REASON_GROUPS,
         segments=CUSTOMER_SEGMENTS,
         reason_direction="raises churn risk",
+        reason_activity=-1,
         # Small trees, large leaves, half the columns per tree: the settings that held up on the
         # validation cut-off (T - 90) with the stacked, year-long training layout.
         lgbm_params={

@@ -44,6 +44,7 @@ def spec(model_config: ModelConfig) -> ModelSpec:
         reason_groups=CUSTOMER_REASON_GROUPS,
         segments=CUSTOMER_SEGMENTS,
         reason_direction="raises purchase likelihood",
+        reason_activity=1,
         lgbm_params=base_lgbm_params(model_config.seed),
         spend_params=spend,
         rfm_columns=("recency_days", "frequency_365d", "monetary_365d"),

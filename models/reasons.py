@@ -43,6 +43,8 @@ __all__ = ["DATE_FIELDS", "ReasonWriter", "dated_values", "format_value", "human
 # Fields a template may name besides the model's features: facts of the scoring date, given to
 # ReasonWriter.explain(dated=...) by dated_values. Without them (no date) the next template is used.
 DATE_FIELDS = ("coming_months",)
+# Reasons weighed beyond k per row, to take the place of one that states a fact the row already gave.
+SPARE_REASONS = 4
 
 _WORDS = {"days": "days", "avg": "average", "pct": "%", "num": "number of", "n": "number of", "cnt": "count"}
 
@@ -87,6 +89,58 @@ def tidy(text: str) -> str:
     if text.startswith(_ZERO_OPENINGS):  # most sentences open otherwise: skip both substitutions
         text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
+
+
+# Counts that weigh every purchase by its age (models.texts): above 0 whenever there was a purchase,
+# so their sentence never opens on a window without one.
+_WEIGHTED = ("decayed_",)
+_NONE_IN_WINDOW = ("No purchase in the last", "No orders in the last")
+
+# A sentence's fact, for telling two sentences of one row that state the same one: its first number
+# outside the windows it is counted in, and the unit after it ("1 day" in "Bought on 1 day in the last
+# 365 days" and in "Bought on 1 day since the first purchase 4 days ago"; "6,069" in "Net spend of
+# 6,069 in the last 180 days" and in "Spend in the last 90 days changed by +6,069 ...").
+_WINDOWS = re.compile(
+    r"\b(?:in|of) the (?:last|first) \d[\d,]* (?:days?|weeks?|months?)\b|\b\d+-day\b"
+    r"|\bin the \d[\d,]* days after this date last year\b"
+)
+_FIRST_NUMBER = re.compile(
+    r"[+-]?(\d[\d,]*(?:\.\d+)?)(%?)(?:\s+(days?|orders?|products?|weeks?|months?|times?|units?|lines?)\b)?"
+)
+_DIRECTION = re.compile(r" \((?:raises|lowers) [^()]*\)$")
+
+
+def _fact(text: str) -> tuple[float, str | None] | None:
+    """The first number of ``text`` outside its windows and the unit after it; None for none, a
+    zero, a percentage or a small number without a unit (too common to tell one fact)."""
+    match = _FIRST_NUMBER.search(_WINDOWS.sub("", text))
+    if match is None:
+        return None
+    number, unit = float(match.group(1).replace(",", "")), (match.group(3) or "").removesuffix("s") or None
+    if match.group(2) or number == 0 or (unit is None and number < 10):
+        return None
+    return number, unit
+
+
+def _states_again(text: str, earlier: Sequence[str]) -> bool:
+    """Whether an earlier sentence of the row says ``text`` again, or states its fact: the same
+    sentence, or the same count of the same unit, or the same amount of 10 or more. Groups
+    (:data:`models.texts.CUSTOMER_REASON_GROUPS`) keep each fact's features together; across groups
+    a new customer's one purchase day is "in the last 365 days" and "since the first purchase" at
+    once, which read as one fact pulling both ways (775 of the demo's 4,269 churn rows did)."""
+    fact = _fact(text)
+    for other in earlier:
+        other = _DIRECTION.sub("", other)
+        if other == text:
+            return True
+        said = _fact(other) if fact is not None else None
+        if (
+            said is not None
+            and said[0] == fact[0]
+            and (said[1] == fact[1] or fact[0] >= 10 and None in (said[1], fact[1]))
+        ):
+            return True
+    return False
 
 
 # The clause several sentences end on to date the counts they give (", the latest 235 days ago").
@@ -197,6 +251,9 @@ class ReasonWriter:
         Group name -> features that state one fact (see the module docstring); each feature in one
         group at most. Members the model does not have, and context features, are left out; a
         group left with one member is that feature alone.
+    activity
+        The sign of a contribution that means a more active customer: -1 for churn (lowers the
+        risk), +1 for next purchase, 0 for none (leads; writers pickled before it existed).
     """
 
     def __init__(
@@ -209,8 +266,10 @@ class ReasonWriter:
         counter_direction: str | None = None,
         codes: Mapping[str, Mapping[Any, str]] | None = None,
         groups: Mapping[str, Sequence[str]] | None = None,
+        activity: int = 0,
     ) -> None:
         self.feature_names = list(feature_names)
+        self.activity = int(np.sign(activity))
         self.codes = {k: dict(v) for k, v in (codes or {}).items()}
         unknown = [c for c in context if c not in self.feature_names]
         if unknown:
@@ -237,7 +296,9 @@ class ReasonWriter:
         # Attributes added after writers were first pickled into registered models, as a writer
         # pickled before each of them means: no coded values, no context features, the opposite
         # direction for counter-reasons, no groups. Filled once here, so no method tests for them.
-        self.__dict__.update({"codes": {}, "context": [], "counter_direction": None, "groups": {}, **state})
+        self.__dict__.update(
+            {"codes": {}, "context": [], "counter_direction": None, "groups": {}, "activity": 0, **state}
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in self.__dict__.items() if name != "_units"}
@@ -288,18 +349,24 @@ class ReasonWriter:
             return cats[code] if 0 <= code < len(cats) else None
         return value
 
-    def sentence(self, feature: str, values: Mapping[str, Any]) -> str:
-        """The sentence for one feature given the values its templates need."""
+    def sentence(self, feature: str, values: Mapping[str, Any], *, active: bool = False) -> str:
+        """The sentence for one feature given the values its templates need. ``active``: the feature
+        pushes the way of a more active customer (:attr:`activity`), where a decayed count never
+        reads "No purchase in the last 90 days": the older purchases it weighs are what push so."""
         coded = self.codes.get(feature)
         if coded and values.get(feature) in coded:
             return coded[values[feature]]
-        for template, fields in self.templates.get(feature, ()):
+        templates = self.templates.get(feature, ())
+        for n, (template, fields) in enumerate(templates, start=1):
             if any(_is_missing(values.get(f)) for f in fields):
                 continue
             try:
-                return tidy(template.format(**{f: values[f] for f in fields}))
+                text = tidy(template.format(**{f: values[f] for f in fields}))
             except (ValueError, TypeError):  # a numeric format applied to a category label
                 continue
+            if active and n < len(templates) and feature.startswith(_WEIGHTED) and text.startswith(_NONE_IN_WINDOW):
+                continue  # a weighted count of older purchases is not "none in the last 90 days": a longer window
+            return text
         return f"{humanize(feature)}: {format_value(values.get(feature))}"
 
     def explain(
@@ -364,8 +431,10 @@ class ReasonWriter:
         k = max(0, min(k, m))
         if k == 0:
             return [[] for _ in range(n)]
-        # argpartition picks the k largest per row without sorting all units.
-        top = np.argpartition(-summed, k - 1, axis=1)[:, :k] if k < m else np.tile(np.arange(m), (n, 1))
+        # argpartition picks the largest per row without sorting all units: k, and a few more to take
+        # the place of one that states a fact the row has already given.
+        fetch = min(k + SPARE_REASONS, m)
+        top = np.argpartition(-summed, fetch - 1, axis=1)[:, :fetch] if fetch < m else np.tile(np.arange(m), (n, 1))
         top_values = np.take_along_axis(summed, top, axis=1)
         order = np.argsort(-top_values, axis=1)
         top = np.take_along_axis(top, order, axis=1)
@@ -379,7 +448,7 @@ class ReasonWriter:
             reasons = []
             before = [r["text"] for r in said[i]] if said is not None else []
             for u, impact in zip(row_top, row_values, strict=True):
-                if not impact > 0:
+                if not impact > 0 or len(reasons) == k:
                     break
                 group, columns = units[u]
                 if group and u not in speaker:
@@ -394,9 +463,15 @@ class ReasonWriter:
                 new = unseen.get(i, {}).get(feature) if unseen else None
                 if new is not None:
                     values[feature] = new
-                text = _unseen_sentence(feature, new) if new is not None else self.sentence(feature, values)
+                if new is not None:
+                    text = _unseen_sentence(feature, new)
+                else:
+                    text = self.sentence(feature, values, active=sign * self.activity > 0)
+                earlier = before + [r["text"] for r in reasons]
+                if _states_again(text, earlier):
+                    continue  # the next reason takes its place
                 clause = _LATEST.search(text)
-                if clause and _said_already(clause, before + [r["text"] for r in reasons]):
+                if clause and _said_already(clause, earlier):
                     # Two of a row's reasons would date the same last purchase; the first one says it.
                     text = text[: clause.start()]
                 reason = {

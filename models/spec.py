@@ -191,6 +191,8 @@ class ModelSpec:
     reason_groups
         Group name -> features that state one fact, each group one reason with the members'
         summed SHAP values (``models.reasons.ReasonWriter``'s ``groups``).
+    reason_activity
+        The sign of a SHAP value that means a more active customer (``ReasonWriter``'s ``activity``).
     excluded_features
         Feature columns that this model never uses (e.g. identifiers or label proxies).
     lgbm_params, num_boost_round, early_stopping_rounds
@@ -287,6 +289,7 @@ class ModelSpec:
     excluded_features: frozenset[str] = frozenset()
     reason_codes: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
     reason_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reason_activity: int = 0
     spend_params: Mapping[str, Any] | None = None
     rfm_columns: tuple[str, str, str] | None = None
     spend_feature: str | None = None

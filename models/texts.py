@@ -56,6 +56,14 @@ _SINCE_FIRST = "since the first purchase {tenure_days:.0f} days ago"
 _OF_PURCHASE_DAYS = "of the {purchase_days:.0f} purchase days so far"
 
 
+# The purchase-day counts of ever longer windows, for the decayed counts' sentences.
+_DAYS_BOUGHT = (
+    "Bought on {purchase_days_90d:.0f} days in the last 90 days",
+    "Bought on {purchase_days_365d:.0f} days in the last 365 days",
+    "Bought on {purchase_days:.0f} days " + _SINCE_FIRST,
+)
+
+
 def customer_templates(horizon_days: int) -> dict[str, tuple[str, ...]]:
     """The reason templates of the customer features for a model of horizon ``horizon_days``.
 
@@ -150,16 +158,19 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     "lines_per_product": ("Bought each product {lines_per_product:.1f} times on average",),
     # The decayed counts weigh each purchase day by its age; the sentence names the counts and the
     # latest purchase they summarise, and the weighted count itself only when those are missing.
+    # A decayed count still weighs purchases older than its window, so a window with none is not what
+    # it measures: models.reasons skips such a count for the next, longer one ("Bought on 3 days in the
+    # last 365 days, ..."), not "No purchase in the last 90 days" as what lowers the churn risk.
     **{
         f"decayed_purchase_days_{tau}d": (
-            f"{counts}, the latest {{days_since_last:.0f}} days ago",
+            *(f"{count}, the latest {{days_since_last:.0f}} days ago" for count in counts),
             f"Recent buying activity of {{decayed_purchase_days_{tau}d:.2f}} "
             f"(purchase days, each counted less the older it is; {tau}-day decay)",
         )
         for tau, counts in (
-            (30, "{frequency_30d:.0f} orders in the last 30 days"),
-            (90, "Bought on {purchase_days_90d:.0f} days in the last 90 days"),
-            (365, "Bought on {purchase_days_365d:.0f} days in the last 365 days"),
+            (30, ("{frequency_30d:.0f} orders in the last 30 days", *_DAYS_BOUGHT)),
+            (90, _DAYS_BOUGHT),
+            (365, _DAYS_BOUGHT[1:]),
         )
     },
     **{f"frequency_{w}d": (f"{{frequency_{w}d:.0f}} orders in the last {w} days",) for w in _WINDOWS},

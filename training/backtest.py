@@ -545,6 +545,7 @@ def run_backtest(
             context=context_features(X, train["as_of"].to_numpy(), features),
             codes=spec.reason_codes,
             groups=spec.reason_groups,
+            activity=spec.reason_activity,
         ),
         model_name=model_name or f"crmscore-{spec.task}",
         horizon_days=spec.horizon_days,

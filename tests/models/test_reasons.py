@@ -105,8 +105,8 @@ def test_missing_purchase_features_say_why_they_are_missing():
     assert two[0] == "Purchase days so far: 2, too few to show a buying rhythm (raises churn risk)"
     assert two[1] == "Usually buys every 30 days (raises churn risk)"
     assert one[1] == "Bought on 1 day so far: no gap between purchases yet (raises churn risk)"
-    assert refunds_only[:3] == [f"{NO_PURCHASE} (raises churn risk)"] * 3
-    assert refunds_only[3] == "Country: missing (raises churn risk)"  # not a purchase feature: no such claim
+    # Said once (it was three times: one fact, three reasons), then the next reason, which makes no such claim.
+    assert refunds_only == [f"{NO_PURCHASE} (raises churn risk)", "Country: missing (raises churn risk)"]
 
 
 def test_k_limits_and_rows_override_values():
@@ -399,9 +399,7 @@ def test_a_rows_reasons_date_the_last_purchase_once():
     features = ["days_since_last", "decayed_purchase_days_365d", "purchase_days_365d", "days_since_last_copy"]
     templates = {
         **{f: TEMPLATES_90[f] for f in ("days_since_last", "decayed_purchase_days_365d")},
-        "days_since_last_copy": (
-            "Bought on {purchase_days_365d:.0f} days in the last 365 days, the latest 11 days ago",
-        ),
+        "days_since_last_copy": ("{days_since_last_copy:.0f} orders in the last 30 days, the latest 11 days ago",),
     }
     writer = ReasonWriter(features, templates, "raises churn risk")
     X = np.array([[235.0, 0.4, 2.0, 0.0], [211.0, 0.4, 1.0, 0.0], [11.0, 0.4, 3.0, 0.0]])
@@ -413,12 +411,71 @@ def test_a_rows_reasons_date_the_last_purchase_once():
     # 211 days ago does not state 11 days ago.
     assert second == [
         "Bought on 1 day in the last 365 days, the latest 211 days ago",
-        ("Bought on 1 day in the last 365 days, the latest 11 days ago"),
+        "No orders in the last 30 days, the latest 11 days ago",
     ]
-    assert third == [
-        "Bought on 3 days in the last 365 days, the latest 11 days ago",
-        "Bought on 3 days in the last 365 days",
+    assert third == ["Bought on 3 days in the last 365 days, the latest 11 days ago", "No orders in the last 30 days"]
+
+
+def _writer(features, shown, **kwargs):
+    """A writer of the customer templates whose model has ``features``; ``shown`` are the features
+    given contributions, the rest (what the templates read) none."""
+    return ReasonWriter([*shown, *features], TEMPLATES_90, "raises churn risk", **kwargs)
+
+
+def test_a_fact_the_row_has_given_is_not_given_again():
+    """Groups keep the features of one fact together, but across groups a new customer's one purchase
+    day is "in the last 365 days" and "since the first purchase" at once: the second sentence (a
+    reason or a counter-reason) is left out and the next takes its place."""
+    shown = ["purchase_days_365d", "purchase_rate_30d", "monetary_180d", "monetary_all", "country"]
+    writer = _writer(["purchase_days", "tenure_days"], shown, categories={"country": ["UK"]})
+    X = np.array([[1.0, 7.5, 169.0, 169.0, 0.0, 1.0, 4.0]])
+    contrib = np.array([[0.5, -0.4, 0.3, -0.2, 0.1, 0.0, 0.0]])
+    (reasons,) = writer.explain(contrib, X, k=3)
+    (counter,) = writer.explain(contrib, X, k=3, counter=True, said=[reasons])
+    texts = [r["text"] for r in (*reasons, *counter)]
+    # "Bought on 1 day since the first purchase 4 days ago (lowers ...)" and "Net spend of 169 since ..." left out.
+    assert texts == [
+        "Bought on 1 day in the last 365 days (raises churn risk)",
+        "Net spend of 169 in the last 180 days (raises churn risk)",
+        "Based in UK (raises churn risk)",
+    ], texts
+    # Without the reasons beside them, the counter-reasons are given.
+    (alone,) = writer.explain(contrib, X, k=3, counter=True)
+    assert [r["feature"] for r in alone] == ["purchase_rate_30d", "monetary_all"]
+
+
+def test_a_decayed_count_never_reads_as_no_purchase_in_its_window():
+    """The decayed 90-day count of a customer whose latest purchase is 120 days old is above 0 (older
+    purchases still weigh); "No purchase in the last 90 days (lowers churn risk)" read as good news
+    for lapsing. The sentence takes the next window that holds the purchases it weighs."""
+    shown = ["decayed_purchase_days_90d", "decayed_purchase_days_30d"]
+    counts = [
+        "purchase_days_90d",
+        "purchase_days_365d",
+        "purchase_days",
+        "tenure_days",
+        "frequency_30d",
+        "days_since_last",
     ]
+    writer = _writer(counts, shown, activity=-1)  # churn's: lowering the risk is the active way
+    X = np.array([[1.76, 0.2, 0.0, 3.0, 5.0, 700.0, 0.0, 120.0]])
+    (counter,) = writer.explain(np.array([[-0.3, -0.1, *[0.0] * 6]]), X, k=2, counter=True)
+    # The 30-day count reaches the same window: the same fact, given once.
+    assert [r["text"] for r in counter] == [
+        "Bought on 3 days in the last 365 days, the latest 120 days ago (lowers churn risk)"
+    ]
+    X[0, 3] = 0.0  # nothing in the last 365 days either
+    (older,) = writer.explain(np.array([[-0.3, *[0.0] * 7]]), X, k=1, counter=True)
+    assert older[0]["text"] == (
+        "Bought on 5 days since the first purchase 700 days ago, the latest 120 days ago (lowers churn risk)"
+    )
+    # Raising the risk, the empty window is the point; and a writer pickled before `activity` keeps its sentences.
+    (raised,) = writer.explain(np.array([[0.3, *[0.0] * 7]]), X, k=1)
+    assert raised[0]["text"] == "No purchase in the last 90 days, the latest 120 days ago (raises churn risk)"
+    old = ReasonWriter.__new__(ReasonWriter)
+    old.__setstate__({k: v for k, v in writer.__getstate__().items() if k != "activity"})
+    (kept,) = old.explain(np.array([[-0.3, *[0.0] * 7]]), X, k=1, counter=True)
+    assert kept[0]["text"] == "No purchase in the last 90 days, the latest 120 days ago (lowers churn risk)"
 
 
 def test_counter_reasons_do_not_date_the_last_purchase_the_reasons_dated():
