@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 SCORE_COLUMNS = ("customer_id", "probability", "tier", "expected_spend", "value_at_risk")
+# A numeric attribute with more values than this is a measure, not a group for `per`.
+MAX_PER_VALUES = 100
 # What each task's list is ranked by, highest first (ties by probability, then id).
 RANKED_BY = {"churn": "value_at_risk", "next_purchase": "expected_value", "lead": "probability"}
 
@@ -279,6 +281,15 @@ def select_at_risk(
         conditions(name, spec, scored[name])
     if per is not None:
         _check_attribute(scored, per, "per", scores, entity)
+        n_values = scored[per].nunique()
+        if _numeric(scored[per]) and n_values > MAX_PER_VALUES:
+            raise FilterError(
+                "per",
+                f"{per} is a number with {n_values:,} values, which would list the top of each: per groups by "
+                f"a category (at most {MAX_PER_VALUES} values); for a range of {per}, use where",
+            )
+    if min_value is not None and rank == "probability" and min_value > 1:
+        raise FilterError("min_value", f"the list ranks by a probability, at most 1; {min_value:g} would list no one")
     return select_top(
         scored,
         top=top,

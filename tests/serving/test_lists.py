@@ -127,6 +127,21 @@ def test_per_keeps_the_top_of_each_value_in_the_order_of_the_whole_list(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=1, per="value_at_risk")
     assert err.value.field == "per" and "filterable: country" in str(err.value)
+    # A measure is not a group: one list entry per value of recency_days was 4,130 groups of one.
+    spread = scored.assign(frequency=np.arange(5) + 0.5)
+    assert len(select_at_risk(spread, top=1, per="frequency")[0]) == 5  # few values: groups still
+    with pytest.raises(FilterError, match="per: days is a number with 101 values") as err:
+        many = pd.concat([scored] * 21, ignore_index=True).iloc[:101].assign(days=np.arange(101.0))
+        select_at_risk(many.assign(customer_id=[str(i) for i in range(101)]), top=1, per="days")
+
+
+def test_min_value_above_one_for_a_list_ranked_by_probability_is_refused(scored):
+    """`top lead --min-value 50` listed no one without a word: a probability is at most 1."""
+    with pytest.raises(
+        FilterError, match="min_value: the list ranks by a probability, at most 1; 50 would list no one"
+    ):
+        select_at_risk(scored, top=1, min_value=50, rank="probability")
+    assert select_at_risk(scored, top=1, min_value=50)[1] == 3  # values at risk of 50 or more: b, c, e
 
 
 def test_filterable_names_the_tiers_the_text_attributes_with_their_values_and_the_numbers(scored):
