@@ -1,9 +1,9 @@
-"""Customer attributes: static columns of the customers table, or attributes derived from transactions.
+"""Customer attributes: static columns of the customers table, and attributes derived from transactions.
 
-Without a customers table, each low-cardinality string attribute of the transactions
-(``country``, ``channel``...) becomes the customer's most frequent value at or before
-``as_of`` (ties: the most recent, then the smallest value). Free text such as
-``description`` is left out by the cardinality cap.
+Each low-cardinality string attribute of the transactions (``country``, ``channel``...) becomes
+the customer's most frequent value at or before ``as_of`` (ties: the most recent, then the
+smallest value); the customers table's columns come as they are, and win a name both have. Free
+text such as ``description`` is left out by the cardinality cap.
 """
 
 from __future__ import annotations
@@ -36,25 +36,41 @@ def attribute_features(
     """Attribute features keyed by ``customer_id``, or None when there are none.
 
     From the customers table: every column but ``customer_id`` and ``signup_at``, plus
-    ``days_since_signup`` (null when the signup is after ``as_of``). Otherwise the most frequent
-    value of each transaction attribute in ``columns`` (default: :func:`transaction_attribute_columns`).
+    ``days_since_signup`` (null when the signup is after ``as_of``). From the transactions: the most
+    frequent value of each transaction attribute in ``columns`` (default:
+    :func:`transaction_attribute_columns`) at or before ``as_of``; a name the customers table also
+    has is the customers table's. Until 2026-12-07 a customers table took the place of every
+    transaction attribute, which were dropped without a word.
     """
     cut = cutoff(as_of)
-    if tables.customers is not None:
-        c = tables.customers
-        keep = [col for col in c.columns if col not in ("customer_id", "signup_at")]
-        if "signup_at" in c.columns:
-            signed = c.signup_at <= cut.at()
-            age = (cut.epoch() - c.signup_at.epoch_seconds()) / SECONDS_PER_DAY
-            c = c.mutate(days_since_signup=ibis.ifelse(signed, age, ibis.null("float64")))
-            keep.append("days_since_signup")
-        out = c.select("customer_id", *keep)
-        return out.distinct(on="customer_id", keep="first") if keep else None
+    static = _customer_columns(tables.customers, cut) if tables.customers is not None else None
     t = tables.transactions
     if columns is None:
         columns = transaction_attribute_columns(t)
-    if not columns:
-        return None
+    if static is not None:
+        columns = tuple(c for c in columns if c not in static.columns)
+    derived = _most_frequent(t, columns, cut) if columns else None
+    if static is None or derived is None:
+        return static if derived is None else derived
+    out = static.outer_join(derived, "customer_id")
+    return out.mutate(customer_id=ibis.coalesce(out.customer_id, out.customer_id_right)).drop("customer_id_right")
+
+
+def _customer_columns(c: ir.Table, cut: Cutoff) -> ir.Table | None:
+    """The customers table's columns, one row per customer, with ``days_since_signup``."""
+    keep = [col for col in c.columns if col not in ("customer_id", "signup_at")]
+    if "signup_at" in c.columns:
+        signed = c.signup_at <= cut.at()
+        age = (cut.epoch() - c.signup_at.epoch_seconds()) / SECONDS_PER_DAY
+        c = c.mutate(days_since_signup=ibis.ifelse(signed, age, ibis.null("float64")))
+        keep.append("days_since_signup")
+    out = c.select("customer_id", *keep)
+    return out.distinct(on="customer_id", keep="first") if keep else None
+
+
+def _most_frequent(t: ir.Table, columns: tuple[str, ...], cut: Cutoff) -> ir.Table:
+    """Each customer's most frequent value of each of ``columns`` at or before the cut-off (ties: the
+    most recent, then the smallest value)."""
     h = history(t, as_of=cut)
     out = None
     for col in columns:

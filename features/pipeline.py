@@ -49,6 +49,7 @@ from features.timebase import cutoff as as_cutoff
 from features.touchpoints import EVENT_TABLES, event_vocabulary, touchpoint_features, vocabulary_of
 
 __all__ = [
+    "ATTRIBUTES_VOCABULARY",
     "ENTITY",
     "CompiledQueries",
     "TASKS",
@@ -132,14 +133,15 @@ def customer_features(
     return join_on(base, families, "customer_id")
 
 
-_ATTRIBUTES = "transactions.attributes"
+# The vocabulary key of the transaction attributes a model reads (its category columns).
+ATTRIBUTES_VOCABULARY = "transactions.attributes"
 
 
 def _vocabulary_keys(tables: CanonicalTables) -> list[str]:
     """The keys of :func:`vocabularies` for these tables: the choices the feature code makes from rows."""
     keys = []
-    if tables.transactions is not None and tables.customers is None:
-        keys.append(_ATTRIBUTES)
+    if tables.transactions is not None:
+        keys.append(ATTRIBUTES_VOCABULARY)
     for table in EVENT_TABLES:
         events = getattr(tables, table)
         if events is not None:
@@ -151,7 +153,7 @@ def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
     """What the feature code reads from the data to choose its columns: what a trained model keeps.
 
     ``"transactions.attributes"``: the transaction attributes that are categories (at most
-    ``features.attributes.MAX_CARDINALITY`` values; without a customers table); per events table,
+    ``features.attributes.MAX_CARDINALITY`` values); per events table,
     ``"events.event_type"``, ``"events.channel"`` (``"lead_events..."``): the types and channels
     that become touchpoint columns. ``tables.vocabulary`` where it is set, else read from the rows
     as the feature families do. Records posted to the API, and a later export, are then given the
@@ -161,7 +163,7 @@ def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
     for key in _vocabulary_keys(tables):
         if key in tables.vocabulary:
             out[key] = tuple(tables.vocabulary[key])
-        elif key == _ATTRIBUTES:
+        elif key == ATTRIBUTES_VOCABULARY:
             out[key] = transaction_attribute_columns(tables.transactions)
         else:
             table, column = key.split(".")
@@ -172,7 +174,7 @@ def vocabularies(tables: CanonicalTables) -> dict[str, tuple[str, ...]]:
 def _fixed_attributes(tables: CanonicalTables) -> tuple[str, ...] | None:
     """The model's category attributes among the transactions' columns (None: chosen from the rows).
     One a posted record lacks is left out, so that the caller can name it as missing."""
-    fixed = tables.vocabulary.get(_ATTRIBUTES)
+    fixed = tables.vocabulary.get(ATTRIBUTES_VOCABULARY)
     if fixed is None or tables.transactions is None:
         return None
     return tuple(c for c in fixed if c in tables.transactions.columns)

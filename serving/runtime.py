@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config, population_rule
-from features.pipeline import CompiledQueries, snapshot_dir
+from features.pipeline import ATTRIBUTES_VOCABULARY, CompiledQueries, snapshot_dir
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
 from serving import lists
@@ -706,12 +706,20 @@ def history_features(
     tables = CanonicalTables(con=con).with_vocabulary(vocabulary)
     if task in ("churn", "next_purchase"):
         lines, events, people = [], [], []
+        tx_attributes = set(_configured_columns(config, "transactions") or ()) - set(_TYPES) - _RESERVED
+        if vocabulary is not None and ATTRIBUTES_VOCABULARY in vocabulary:
+            tx_attributes |= set(vocabulary[ATTRIBUTES_VOCABULARY])
         for customer in customers:
             cid, attributes = customer["customer_id"], dict(customer.get("attributes") or {})
             people.append({"customer_id": cid, **attributes})
             for purchase in customer["purchases"]:
-                # Without a customers table, attributes (country...) are columns of the transactions, as in training.
-                extra = attributes if config.tables.customers is None else {}
+                # Transaction attributes (country...) are columns of the transactions, as in training; with a
+                # customers table, its own columns are the customers' (a name in both: both, the same value).
+                extra = (
+                    attributes
+                    if config.tables.customers is None
+                    else {k: attributes[k] for k in tx_attributes if k in attributes}
+                )
                 line = {**extra, **purchase, "customer_id": cid}
                 if line.get("order_id") is None:  # a line without an order id is an order of its own
                     line["order_id"] = f"{cid}@{pd.Timestamp(line['timestamp']).isoformat()}"

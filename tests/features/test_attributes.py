@@ -51,3 +51,20 @@ def test_customers_table_attributes_and_signup():
         {"customer_id": ["a", "b"], "segment": ["gold", "silver"], "days_since_signup": [30.0, float("nan")]}
     )
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_customers_table_keeps_the_transaction_attributes_beside_its_own():
+    """Until 2026-12-07 a customers table took the place of the transactions' attributes, which were
+    dropped without a word (a `country` mapped on the orders vanished once a customers table was
+    mapped). Now both; a name in both is the customers table's."""
+    customers = pd.DataFrame({"customer_id": ["a", "b", "c"], "segment": ["gold", "silver", "new"]})
+    tables = make_tables(_with_attributes(), customers=customers)
+    got = sorted_frame(attribute_features(tables, as_of="2024-03-31", columns=("country",)))
+    expected = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "segment": ["gold", "silver", "new"], "country": ["FR", "DE", None]}
+    )
+    pd.testing.assert_frame_equal(got, expected)
+    clash = make_tables(_with_attributes(), customers=customers.assign(country=["SE", "SE", "SE"]))
+    assert (
+        sorted_frame(attribute_features(clash, as_of="2024-03-31", columns=("country",))).country.tolist() == ["SE"] * 3
+    )
