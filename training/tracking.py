@@ -226,7 +226,8 @@ def _clean(value: Any) -> Any:
 
 # A ROC AUC difference with DeLong's p at least this is level (within one test fold's noise).
 LEVEL_P = 0.05
-# Below this a Brier difference is rounding (the same model retrained on the same data).
+# Below this a Brier difference is rounding (the same model retrained on the same data); above it,
+# a lower Brier promotes only when a paired test puts it beyond the fold's noise (p < LEVEL_P).
 BRIER_MARGIN = 1e-6
 
 
@@ -292,20 +293,46 @@ def decide_promotion(
         return Promotion(
             True, f"{metric} {new_value:.4f} > champion v{champion.version} {champion_value:.4f}{noise}", champion_value
         )
+    brier = ""
     if p_value is not None and p_value >= LEVEL_P:
-        new_brier, champion_brier = float(result.metrics["brier"]), m.brier(y, champion_p)
-        if new_brier < champion_brier - BRIER_MARGIN:
+        new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
+        new_brier, champion_brier, brier_p = _brier_difference(y, new_p, champion_p)
+        said = f"brier {new_brier:.{_digits(new_brier, champion_brier)}f}"
+        versus = f"{champion_brier:.{_digits(new_brier, champion_brier)}f} (paired t-test p = {brier_p:.2g})"
+        if new_brier < champion_brier - BRIER_MARGIN and brier_p < LEVEL_P:
             return Promotion(
                 True,
                 f"{metric} {new_value:.4f} level with champion v{champion.version} {champion_value:.4f} on the same "
-                f"test rows{noise}, and brier {new_brier:.4f} < {champion_brier:.4f}",
+                f"test rows{noise}, and {said} < {versus}",
                 champion_value,
             )
+        if new_brier < champion_brier - BRIER_MARGIN:  # lower, but within the noise of the fold
+            brier = f"; {said} against {versus}: not lower beyond the noise"
     return Promotion(
         False,
-        f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows{noise}",
+        f"{metric} {new_value:.4f} <= champion v{champion.version} {champion_value:.4f} on the same test rows{noise}{brier}",
         champion_value,
     )
+
+
+def _brier_difference(y: np.ndarray, new_p: np.ndarray, champion_p: np.ndarray) -> tuple[float, float, float]:
+    """Both Brier scores on the same rows, and the one-sided p-value of the new one being lower
+    (a paired t-test on the rows' squared errors): a retrain that only moves the fourth decimal
+    does not replace a champion (0.191892 against 0.191860 did, until 2026-12-07)."""
+    from scipy import stats
+
+    new_sq, champion_sq = (new_p - y) ** 2, (champion_p - y) ** 2
+    diff = new_sq - champion_sq
+    p_value = 1.0 if not np.any(diff) else float(stats.ttest_rel(new_sq, champion_sq, alternative="less").pvalue)
+    return float(new_sq.mean()), float(champion_sq.mean()), p_value
+
+
+def _digits(a: float, b: float) -> int:
+    """Decimals that tell ``a`` from ``b`` apart (4 at least, 8 at most)."""
+    for digits in range(4, 9):
+        if f"{a:.{digits}f}" != f"{b:.{digits}f}":
+            return digits
+    return 8
 
 
 def _input_example(test: pd.DataFrame, result: BacktestResult, n: int = 5) -> pd.DataFrame:

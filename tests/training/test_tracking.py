@@ -170,8 +170,23 @@ def test_a_level_roc_auc_with_a_better_brier_score_promotes(config, good):
     fixed = _log(config, good)
     assert fixed["promoted"], fixed["reason"]
     assert fixed["reason"].startswith(f"roc_auc {good.metrics['roc_auc']:.4f} level with champion v{first['version']}")
-    assert f"brier {good.metrics['brier']:.4f} < " in fixed["reason"]
+    assert f"brier {good.metrics['brier']:.4f} < " in fixed["reason"] and "(paired t-test p = " in fixed["reason"]
     assert _aliases(config, fixed["version"]) == {"champion", "challenger"}
+
+
+def test_a_brier_score_lower_only_within_the_folds_noise_does_not_promote():
+    """0.191892 against 0.191860 promoted a retrain, and the gate's reason printed 0.1919 < 0.1919."""
+    from training.tracking import _brier_difference, _digits
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4_000).astype(float)
+    champion = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, y.size), 0.01, 0.99)
+    jitter = np.clip(champion + rng.normal(0, 0.002, y.size), 0.01, 0.99)  # a retrain that moves nothing
+    new, old, p_value = _brier_difference(y, jitter, champion)
+    assert abs(new - old) < 1e-4 and p_value > 0.05
+    better = np.clip(champion + 0.3 * (y - champion), 0.01, 0.99)  # every row closer to its label
+    assert _brier_difference(y, better, champion)[2] < 1e-6
+    assert _digits(0.191892, 0.191860) == 5 and _digits(0.2, 0.3) == 4
 
 
 def test_pyfunc_round_trip_in_a_fresh_process(config, good, tmp_path):
