@@ -182,6 +182,20 @@ def _key_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def _not_json(scope: Scope) -> str | None:
+    """Why a POST body is not JSON, or None. ``curl -d`` sends a form's content type; the body then
+    failed the schema as one odd field ("Field required: ids", "Extra inputs are not permitted" for
+    the whole body as a name), which did not say what was wrong."""
+    if scope.get("method") != "POST":
+        return None
+    headers = dict(scope.get("headers", []))
+    kind = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and headers.get(b"content-length", b"0") == b"0"):
+        return None
+    got = f"got {kind!r}" if kind else "got none"
+    return f"send the request body as JSON with the header 'Content-Type: application/json' ({got})"
+
+
 async def _deny(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -229,6 +243,10 @@ class ApiKeyMiddleware:
         role, known_id = found
         if not entitled(role, needed):
             await _deny(send, 403, f"role {role!r} may not call {scope['path']}: it needs role {needed!r} or above")
+            return
+        not_json = _not_json(scope)
+        if not_json is not None:
+            await _deny(send, 415, not_json)
             return
         scope[ROLE_SCOPE_KEY] = role
         scope[KEY_ID_SCOPE_KEY] = known_id

@@ -1,4 +1,5 @@
-"""A fix for BentoML 1.4's request timeout, which keeps one live timer per request for the whole timeout.
+"""Two fixes for BentoML 1.4: its request timeout, which keeps one live timer per request for the whole
+timeout, and its log of a refused request, which wrote the request's own values into the server's log.
 
 ``bentoml._internal.server.http.traffic.TimeoutMiddleware`` schedules ``loop.call_later(timeout,
 ...)`` for every request and never cancels it. With the service's ``traffic.timeout`` of 120 s and
@@ -11,17 +12,25 @@ switched off (the config requires ``traffic.timeout > 0``).
 :class:`TimeoutMiddleware` below behaves the same (a 504 JSON error when no response has started
 within the timeout) but cancels its timer as soon as the response starts. :func:`apply` installs
 it where BentoML looks the class up when it builds the app.
+
+BentoML logs every request it refuses (a body that fails the schema: 400) at ERROR with the whole
+traceback, whose last line is pydantic's error with ``input_value=...``: the ids or purchase
+histories a client posted, customer data, 24 lines per refused call. :class:`RefusedRequestLog`
+turns such a record into one INFO line with the fields and rules (``400 on /score/churn [POST]:
+ids: List should have at least 1 item after validation, not 0``), without the values; a 5xx keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
-__all__ = ["TimeoutMiddleware", "apply"]
+__all__ = ["RefusedRequestLog", "TimeoutMiddleware", "apply"]
 
 Scope = dict[str, Any]
 
@@ -67,6 +76,29 @@ class TimeoutMiddleware:
         await handler
 
 
+class RefusedRequestLog(logging.Filter):
+    """Rewrites BentoML's log record of a request refused by the schema: one INFO line naming the
+    fields and rules, without the posted values or the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            said = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                for e in error.errors(include_input=False, include_context=False, include_url=False)[:5]
+            )
+            record.msg, record.args = "400 on %s [%s]: %s", (*(record.args or ())[:2], said)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def apply() -> None:
-    """Make BentoML build its apps with :class:`TimeoutMiddleware` (looked up by name at build time)."""
+    """Make BentoML build its apps with :class:`TimeoutMiddleware` (looked up by name at build time),
+    and log refused requests by :class:`RefusedRequestLog`."""
     traffic.TimeoutMiddleware = TimeoutMiddleware
+    log = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, RefusedRequestLog) for f in log.filters):
+        log.addFilter(RefusedRequestLog())

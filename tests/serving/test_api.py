@@ -185,7 +185,12 @@ def test_whole_number_ids_are_taken_as_their_digits(server):
 def test_malformed_json_is_400(server):
     with server.client("admin") as c:
         response = c.post("/score/churn", content=b"{not json", headers={"content-type": "application/json"})
+        form = c.post(
+            "/score/churn", content=b'{"ids": ["12346"]}', headers={"content-type": "application/x-www-form-urlencoded"}
+        )
     assert response.status_code == 400
+    # What curl -d sends: was a 400 on a field named after the whole body; now says what to send.
+    assert form.status_code == 415 and "'Content-Type: application/json'" in form.json()["error"]
 
 
 # The bundled customer models read the country: every posted customer carries it.

@@ -78,7 +78,14 @@ def _call(middleware, path, headers):
         sent.append(message)
 
     mw = ApiKeyMiddleware(app, keys=lambda: middleware, route_roles={"/score": "scorer", "/reload": "admin"})
-    scope = {"type": "http", "path": path, "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    headers = dict(headers)
+    method = headers.pop("method", "POST")
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
     asyncio.run(mw(scope, None, send))
     return sent[0]["status"], seen.get("role")
 
@@ -94,6 +101,22 @@ def _call(middleware, path, headers):
         ("/reload", {"x-api-key": "s"}, 403, None),
         ("/reload", {"x-api-key": "a"}, 200, "admin"),
         ("/readyz", {}, 200, None),
+        # A body that is not JSON (curl -d sends a form's type): 415 saying so, after the key is checked.
+        (
+            "/score",
+            {"x-api-key": "s", "content-type": "application/x-www-form-urlencoded", "content-length": "9"},
+            415,
+            None,
+        ),
+        ("/score", {"x-api-key": "s", "content-length": "9"}, 415, None),
+        (
+            "/score",
+            {"x-api-key": "s", "content-type": "application/json; charset=utf-8", "content-length": "9"},
+            200,
+            "scorer",
+        ),
+        ("/score", {"x-api-key": "s", "content-type": "text/plain", "method": "GET"}, 200, "scorer"),
+        ("/score", {"content-type": "text/plain"}, 401, None),
     ],
 )
 def test_middleware_statuses(path, headers, status, role):

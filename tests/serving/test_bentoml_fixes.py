@@ -1,4 +1,4 @@
-"""The request-timeout middleware that replaces BentoML's: same answers, no timer left per request."""
+"""The fixes of BentoML in serving.bentoml_fixes: its request timeout (same answers, no timer left per request) and its log of refused requests."""
 
 from __future__ import annotations
 
@@ -70,3 +70,34 @@ def test_apply_installs_it_where_bentoml_looks_it_up():
     import serving.service  # noqa: F401 - importing the service applies the fix
 
     assert traffic.TimeoutMiddleware is bentoml_fixes.TimeoutMiddleware
+
+
+def test_a_refused_request_is_one_info_line_without_the_posted_values(caplog):
+    """BentoML logged a body the schema refused at ERROR with the traceback, whose last line held
+    the posted values (customer ids, purchase histories): now one line naming the fields and rules."""
+    import logging
+
+    from bentoml._internal.server.http_app import log_exception
+    from pydantic import BaseModel, ValidationError
+
+    from serving.schemas import Id
+
+    class Body(BaseModel):
+        ids: list[Id]
+
+    bentoml_fixes.apply()
+    request = type("Request", (), {"url": type("Url", (), {"path": "/score/churn"})(), "method": "POST"})()
+    with caplog.at_level(logging.INFO, logger="bentoml._internal.server.http_app"):
+        try:
+            Body.model_validate({"ids": ["customer-4711", 3.5]})
+        except ValidationError:
+            log_exception(request)
+        try:
+            raise RuntimeError("a fault of ours")
+        except RuntimeError:
+            log_exception(request)
+    refused, fault = caplog.records
+    assert (refused.levelname, refused.exc_info) == ("INFO", None)
+    assert refused.getMessage() == "400 on /score/churn [POST]: ids.1: Input should be a valid string"
+    assert "4711" not in caplog.text and "3.5" not in caplog.text.split("RuntimeError")[0]
+    assert fault.levelname == "ERROR" and fault.exc_info is not None  # a 5xx keeps its traceback
