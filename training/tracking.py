@@ -17,8 +17,10 @@ import hashlib
 import importlib.metadata
 import json
 import math
+import os
 import pickle
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,7 +32,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from features.config import Config
+from features.config import Config, masked_url
 from training import metrics as m
 from training.backtest import BacktestResult
 from training.pyfunc import (
@@ -340,6 +342,30 @@ def _input_example(test: pd.DataFrame, result: BacktestResult, n: int = 5) -> pd
     return model_input(test.head(n), result.scorer).reset_index(drop=True)
 
 
+def _outside_run(client: MlflowClient, config: Config) -> None:
+    """Let go of a run ``mlflow run`` started in another tracking store.
+
+    ``mlflow run . -e train`` starts a run where ``MLFLOW_TRACKING_URI`` points (by default a store
+    in its working folder) and hands its id to the command in ``MLFLOW_RUN_ID``; MLflow then resumes
+    that id in the config's store, which does not hold it, and the command failed after the whole
+    training ("Run with id=... not found"). Such a run is left as it is, said on stderr, and this
+    training logs a run of its own where the config says.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        del os.environ["MLFLOW_RUN_ID"]
+        print(
+            f"warning: MLFLOW_RUN_ID {run_id} (the run `mlflow run` started) is not in this config's tracking "
+            f"store {masked_url(config.tracking_uri)}: this training logs a run of its own there; to log into "
+            "mlflow run's run, set MLFLOW_TRACKING_URI to the config's tracking_uri before `mlflow run`",
+            file=sys.stderr,
+        )
+
+
 def log_and_register(
     config: Config,
     result: BacktestResult,
@@ -367,6 +393,7 @@ def log_and_register(
     metrics_clean = _clean(result.metrics)
     baselines_clean = _clean(result.baselines)
     code = code_version()
+    _outside_run(client, config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{task}-T{result.test_cutoff}") as run:
         mlflow.set_tags(
             {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -467,3 +468,23 @@ def test_the_code_version_names_crmscores_own_commit_and_uncommitted_code(monkey
         "dirty": None,
         "text": clean["text"].split(",")[0],
     }
+
+
+def test_a_run_mlflow_run_started_in_another_store_is_let_go(tmp_path, monkeypatch, capsys):
+    """`mlflow run . -e train` hands its run id to the command in MLFLOW_RUN_ID, started in its own
+    working folder's store; resuming it in the config's store failed after the whole training."""
+    import types
+
+    from training.tracking import _outside_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    config = types.SimpleNamespace(tracking_uri=uri)
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")
+    _outside_run(client, config)
+    assert "MLFLOW_RUN_ID" not in os.environ
+    assert "(the run `mlflow run` started) is not in this config's tracking store" in capsys.readouterr().err
+    run = client.create_run(client.create_experiment("here"))  # a run the store holds is resumed as before
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+    _outside_run(client, config)
+    assert os.environ["MLFLOW_RUN_ID"] == run.info.run_id and capsys.readouterr().err == ""
