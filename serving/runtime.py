@@ -844,12 +844,14 @@ def score_ids(
         else ()
     )
     entity = model.scorer.entity
+    # An id outside the population may be a customer all the same (a lapsed one): the rule says who is in it.
+    rule = population_rule(task, getattr(model.config.models, task))
     items = [
         _item(model, key, next(results), snapshot.warnings.get(row, ()))
         if row is not None
         else {
             "id": key,
-            "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of}"
+            "error": f"unknown {entity} {key!r}: not in the {task} snapshot as of {snapshot.as_of} ({rule})"
             + id_hint(snapshot.index, key),
         }
         for key, row in zip(ids, rows, strict=True)
@@ -1189,7 +1191,9 @@ def score_posted(
         else {"id": key, "error": gaps.get(key) or _outside(task, mc, as_of, records.get(key))}
         for key in keys
     ]
-    return {"task": task, "as_of": str(as_of.date()), "items": items}
+    # The cut-off as used: a date, or with its time of day (UTC), which decides what counts as history.
+    when = str(as_of.date()) if as_of.time() == dt.time() else as_of.isoformat()
+    return {"task": task, "as_of": when, "items": items}
 
 
 def at_risk(state: State, **options: Any) -> dict[str, Any]:

@@ -163,7 +163,10 @@ class ErrorItem(BaseModel):
 
 class ScoreResponse(BaseModel):
     task: Literal["churn", "next_purchase", "lead"]
-    as_of: str = Field(description="cut-off date of the features the scores use")
+    as_of: str = Field(
+        description="cut-off of the features the scores use: a date, or an ISO date-time (UTC) when a posted "
+        "call's as_of has a time of day"
+    )
     items: list[ScoreItem | ErrorItem]
 
 

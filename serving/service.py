@@ -476,7 +476,7 @@ class CrmScore:
     ) -> AtRiskResponse:
         """Top customers by value at risk (P(churn) x expected spend) with reasons (what raises the risk)
         and counter-reasons (what lowers it); filters on tier, minimum value and any customer attribute
-        (``where: {"country": ["France", "Germany"], "frequency": {">=": 3}}``); with ``since``, each
+        (``where: {"country": ["France", "Germany"], "frequency_365d": {">=": 3}}``); with ``since``, each
         row's scores at that date too, and with ``moved_up`` only the newly at risk; JSON or CSV."""
         options = {"top": top, "min_value": min_value, "tiers": tiers, "where": where, "k": k, "format": format}
         options.update(exclude=exclude_ids, per=per, since=since, moved_up=moved_up)

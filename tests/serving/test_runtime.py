@@ -125,13 +125,13 @@ def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
     assert 0 < len(body["items"][0]["reasons"]) <= 2 and body["items"][0]["model_version"] == "1"
     assert body["items"][1] == {
         "id": "nope",
-        "error": "unknown customer_id 'nope': not in the churn snapshot as of 2011-01-01",
+        "error": "unknown customer_id 'nope': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off)",
     }
     hinted = score_ids(state, "churn", ["2.0", " 3 ", "3.5"], k=0, max_batch=10)["items"]
     assert [i["error"].removeprefix("unknown customer_id ") for i in hinted] == [
-        "'2.0': not in the churn snapshot as of 2011-01-01 (did you mean '2'?)",
-        "' 3 ': not in the churn snapshot as of 2011-01-01 (did you mean '3'?)",
-        "'3.5': not in the churn snapshot as of 2011-01-01",
+        "'2.0': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off) (did you mean '2'?)",
+        "' 3 ': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off) (did you mean '3'?)",
+        "'3.5': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off)",
     ]
     with pytest.raises(RequestError) as excinfo:
         score_ids(state, "churn", ["1"] * 11, k=0, max_batch=10)
