@@ -274,7 +274,7 @@ def select_at_risk(
     entity, tier_column = columns[0], columns[2]
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
-    check_tiers(tiers, tier_names, tier_column)
+    tiers = check_tiers(tiers, tier_names, tier_column)
     scores = set(columns[1:]) - {tier_column}
     for name, spec in (where or {}).items():
         _check_attribute(scored, name, f"where.{name}", scores, entity)
@@ -404,14 +404,21 @@ def _noun(entity: str) -> str:
     return "lead" if entity == "lead_id" else "customer"
 
 
-def check_tiers(tiers: Sequence[str] | None, tier_names: Sequence[str] | None, tier_column: str = "tier") -> None:
-    """Refuse a tier (grade, for leads) in ``tiers`` that is not one of the model's ``tier_names``
-    (None: not checked), rather than list nobody for it."""
-    unknown = [t for t in tiers or () if tier_names is not None and t not in tier_names]
+def check_tiers(
+    tiers: Sequence[str] | None, tier_names: Sequence[str] | None, tier_column: str = "tier"
+) -> list[str] | None:
+    """``tiers`` as the model's ``tier_names`` spell them (``High`` is ``high``, ``a`` is ``A``); a tier
+    (grade, for leads) that is none of them is refused rather than listing nobody for it (None: not
+    checked)."""
+    if tiers is None or tier_names is None:
+        return None if tiers is None else list(tiers)
+    by_case = {name.casefold(): name for name in tier_names}
+    unknown = [t for t in tiers if t.casefold() not in by_case]
     if unknown:
         raise FilterError(
-            "tiers", f"unknown {tier_column} {unknown[0]!r}; the model's {tier_column}s: {list(tier_names or ())}"
+            "tiers", f"unknown {tier_column} {unknown[0]!r}; the model's {tier_column}s: {list(tier_names)}"
         )
+    return [by_case[t.casefold()] for t in tiers]
 
 
 def select_top(
@@ -716,22 +723,24 @@ def with_scores_then(
     """Add :data:`THEN_COLUMNS` to listed rows (in place) from ``then``, the same model's
     :func:`scored_for_list` at the earlier date ``since`` (None: its population was empty); a row
     outside that population gets None. Returns a sentence of how the listed rows moved: how many
-    are in a higher tier than then, and how many were not in the population then (``rule``: who is)."""
+    are in a higher tier than then, how many in a lower one, and how many were not in the population
+    then (``rule``: who is)."""
     entity, _, tier = columns[:3]
     earlier = (
         {} if then is None else dict(zip(then[entity], zip(then["probability"], then[tier], strict=True), strict=True))
     )
     rank = {name: i for i, name in enumerate(tier_names)}  # 0: the highest tier
-    new = up = 0
+    new = up = down = 0
     for row in rows:
         probability, tier_then = earlier.get(str(row[entity]), (None, None))
         row["probability_then"] = None if probability is None else float(probability)
         row["tier_then"] = tier_then
         new += tier_then is None
         up += _rose(row[tier], tier_then, rank)
+        down += tier_then is not None and _rose(tier_then, row[tier], rank)
     return (
         f"since {normalize_as_of(since).date()}: {up:,} of the {len(rows):,} listed moved up a tier, "
-        f"{new:,} were not in the population then" + (f" ({rule})" if rule else "")
+        f"{down:,} down, {new:,} were not in the population then" + (f" ({rule})" if rule else "")
     )
 
 

@@ -258,7 +258,7 @@ class AtRiskResponse(BaseModel):
     )
     since_note: str = Field(
         default="",
-        description="with `since`: how many listed rows moved up a tier since then, and how many were not in the "
+        description="with `since`: how many listed rows moved up a tier since then, how many down, and how many were not in the "
         "population then (empty without `since`)",
     )
 
@@ -372,6 +372,6 @@ class TopResponse(BaseModel):
     )
     since_note: str = Field(
         default="",
-        description="with `since`: how many listed rows moved up a tier since then, and how many were not in the "
+        description="with `since`: how many listed rows moved up a tier since then, how many down, and how many were not in the "
         "population then (empty without `since`)",
     )

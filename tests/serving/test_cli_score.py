@@ -279,10 +279,11 @@ def test_at_risk_since_gives_each_row_the_same_models_score_then(trained, tmp_pa
     assert 0 < len(known) < len(listed)  # some customers were not in the population a month before
     rank = {"high": 0, "medium": 1, "low": 2}
     up = sum(rank[a] < rank[b] for a, b in zip(known["tier"], known["tier_then"], strict=True))
+    down = sum(rank[a] > rank[b] for a, b in zip(known["tier"], known["tier_then"], strict=True))
     new = len(listed) - len(known)
     assert (
-        f"since 2011-11-09: {up:,} of the 300 listed moved up a tier, {new:,} were not in the population then"
-        in result.stdout
+        f"since 2011-11-09: {up:,} of the 300 listed moved up a tier, {down:,} down, {new:,} were not in the "
+        "population then" in result.stdout
     )
     later = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x.csv"), "--since", "2011-12-10"])
     assert later.exit_code == 2 and "--since 2011-12-10 must be before the list's date" in later.stderr

@@ -180,7 +180,10 @@ def test_moved_up_lists_only_those_in_a_higher_tier_than_then(trained, tmp_path)
     kept = pd.read_csv(out, dtype={"customer_id": str})
     assert 0 < len(kept) == min(5, len(rose)) and kept["customer_id"].tolist() == rose["customer_id"][:5].tolist()
     assert f"wrote the top {len(kept)} of {len(rose):,} by expected value" in moved.stdout
-    assert f"{len(kept)} of the {len(kept)} listed moved up a tier, 0 were not in the population then" in moved.stdout
+    assert (
+        f"{len(kept)} of the {len(kept)} listed moved up a tier, 0 down, 0 were not in the population then"
+        in moved.stdout
+    )
     alone = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "x.csv"), "--moved-up"])
     assert alone.exit_code == 2 and "give it with --since D" in alone.stderr
     assert not (tmp_path / "x.csv").exists()

@@ -194,6 +194,9 @@ def test_unknown_tier_is_an_error_not_an_empty_list(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=5, tiers=["high", "urgent"], tier_names=names)
     assert err.value.field == "tiers" and "'urgent'" in str(err.value) and "['high', 'medium', 'low']" in str(err.value)
+    # The model's tier names whatever their case: "High" was an unknown tier.
+    same = select_at_risk(scored, top=5, tiers=["High"], tier_names=names)[0]
+    assert same.tolist() == select_at_risk(scored, top=5, tiers=["high"], tier_names=names)[0].tolist() != []
 
 
 def test_a_filter_value_no_customer_has_is_named_with_the_closest_values(scored):
