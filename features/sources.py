@@ -519,7 +519,7 @@ def map_table(
         )
         event_types = {str(k): int(n) for k, n in rows}
     report = TableReport(
-        warnings=_lead_warnings(kept) if table == "leads" else [],
+        warnings=_lead_warnings(kept) if table == "leads" else _customer_warnings(kept) if table == "customers" else [],
         table=table,
         source=source,
         rows_read=rows_read,
@@ -538,6 +538,20 @@ def map_table(
     )
     assert report.rows_read == report.rows_kept + sum(report.dropped.values()), "a row was lost without a rule"
     return kept, report
+
+
+def _customer_warnings(customers: ir.Table) -> list[str]:
+    """What in a valid customers table the models will read oddly: a customer id on several rows, of
+    which the features take one (the first the engine reads), so conflicting attributes go unseen."""
+    per_id = customers.group_by("customer_id").aggregate(n=customers.count())
+    many = per_id.filter(per_id.n > 1)
+    repeated = many.aggregate(ids=many.count(), rows=many.n.sum()).to_pyarrow().to_pylist()[0]
+    if not repeated["ids"]:
+        return []
+    return [
+        f"{repeated['ids']:,} customer_id(s) appear on more than one row ({repeated['rows']:,} rows): the features "
+        "take one row of each, so their attributes should agree (deduplicate the export)"
+    ]
 
 
 def _lead_warnings(leads: ir.Table) -> list[str]:

@@ -393,3 +393,22 @@ def test_the_leads_report_warns_of_repeated_ids_and_conversions_before_creation(
         "(check the two columns' time zones or the export)",
     ]
     assert "  warning: 1 lead_id(s) appear on more than one row" in "\n".join(report.lines())
+
+
+def test_the_customers_report_warns_of_a_customer_on_several_rows(tmp_path, write_config):
+    """The features take one row of each customer: conflicting attributes of a repeated id went unseen."""
+    RAW.to_csv(tmp_path / "tx.csv", index=False)
+    pd.DataFrame({"cid": ["1", "1", "2"], "segment": ["gold", "silver", "gold"]}).to_csv(
+        tmp_path / "c.csv", index=False
+    )
+    config = _config(write_config, tmp_path / "tx.csv").model_dump(mode="json")
+    config["tables"]["customers"] = {
+        "source": {"path": str(tmp_path / "c.csv")},
+        "columns": {"customer_id": "cid"},
+        "attributes": {"segment": "segment"},
+    }
+    report = load_tables(load_config(write_config(config))).reports["customers"]
+    assert report.rows_kept == 3 and report.warnings == [
+        "1 customer_id(s) appear on more than one row (2 rows): the features take one row of each, so their "
+        "attributes should agree (deduplicate the export)"
+    ]
