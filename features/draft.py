@@ -94,6 +94,14 @@ def _normal(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+def _snake(name: str) -> str:
+    """An attribute's canonical name: ``account_manager`` stays so ("accountmanager" until 2026-12-07),
+    ``Customer Segment`` and ``customerSegment`` become ``customer_segment``."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    snake = re.sub(r"[^a-z0-9]+", "_", words).strip("_")
+    return f"a_{snake}" if snake[:1].isdigit() else snake
+
+
 def _quoted(name: str) -> str:
     """A column inside a SQL expression: double-quoted unless it is a plain identifier."""
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
@@ -247,7 +255,7 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
     attributes: dict[str, str] = {}
     if table in _ATTRIBUTE_TABLES:
         attributes = {
-            _normal(c) or c: c
+            _snake(c) or c: c
             for c, t in schema
             if c not in taken
             and (

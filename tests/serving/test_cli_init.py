@@ -182,3 +182,16 @@ def test_a_failed_draft_leaves_no_folder_behind(tmp_path):
     )
     assert good.exit_code == 0, good.output
     assert load_config(out).tables.transactions.source.path == str(DATA / "online_retail_ii.parquet")
+
+
+def test_an_attributes_drafted_name_keeps_its_words():
+    """`account_manager` was drafted as `accountmanager`: the name a user then posts and filters on."""
+    from features.draft import _snake
+
+    assert [_snake(c) for c in ("account_manager", "Customer Segment", "customerSegment", "Country", "2nd_phone")] == [
+        "account_manager",
+        "customer_segment",
+        "customer_segment",
+        "country",
+        "a_2nd_phone",
+    ]
