@@ -33,7 +33,8 @@ def normalize_task(task: str) -> str:
 
 
 def report_path(config: Config, task: str) -> Path:
-    """Where the HTML report of a task's latest training run is written."""
+    """Where the HTML report of a task's latest training run is written (and beside it, as
+    ``<task>-v<version>.html``, each registered version's)."""
     return Path(config.output_dir) / "reports" / f"{task}.html"
 
 
@@ -167,8 +168,11 @@ def train_model(
         report=report,
         force_promote=force_promote,
     )
-    # The report names the registered version too; rewrite it now that the version is known.
-    write_report(result, plots, report, run={**logged, "model_name": logged["model_name"]})
+    # The report names the registered version too; rewrite it now that the version is known, as the latest
+    # run's and as the version's own (a challenger the gate kept out no longer hides the champion's report).
+    run = {**logged, "model_name": logged["model_name"]}
+    write_report(result, plots, report, run=run)
+    write_report(result, plots, report.with_name(f"{task}-v{logged['version']}.html"), run=run)
     step.done()
     out = _json_safe(
         {

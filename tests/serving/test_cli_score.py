@@ -220,6 +220,8 @@ def test_the_lead_pyfunc_is_anchored_without_being_told(trained, tmp_path):
 
     report = report_path(config, "lead").read_text()
     assert "context features" in report and "days_since_created" in report.split("context features")[1][:400]
+    # The latest run's report is also the registered version's own, which a later run does not overwrite.
+    assert report in [p.read_text() for p in report_path(config, "lead").parent.glob("lead-v*.html")]
 
 
 def predict_one(model, row, as_of):
