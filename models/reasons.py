@@ -83,11 +83,22 @@ _ZERO_COUNT = re.compile(r"^0 (" + "|".join(_PLURALS) + r")\b")
 _ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ", "Bought 0 ")
 
 
+# "Net spend of -13 in the last 180 days": refunds outweighed purchases.
+_NEGATIVE_SPEND = re.compile(r"^Net spend of -([\d,.]+)")
+# "0.0x the usual gap" and "worth 0% of the value bought" for a ratio or share that rounds to 0 but is not.
+_TINY_RATIO = re.compile(r"\b0\.0x the usual gap\b")
+
+
 def tidy(text: str) -> str:
     """A filled template as a person would write it: singular counts of one, "today" for 0 days ago,
-    "No purchase in the last 90 days" for "Bought on 0 days in the last 90 days"."""
+    "No purchase in the last 90 days" for "Bought on 0 days in the last 90 days", refunds that
+    outweigh purchases for a negative net spend, "well within the usual gap" for "0.0x" of it."""
     if text.startswith(_ZERO_OPENINGS):  # most sentences open otherwise: skip both substitutions
         text = _ZERO_COUNT.sub(r"No \1", _ZERO_BOUGHT.sub("No purchase in the last", text))
+    elif text.startswith("Net spend of -"):
+        text = _NEGATIVE_SPEND.sub(r"Refunds outweighed purchases by \1", text)
+    if "0.0x" in text:
+        text = _TINY_RATIO.sub("well within the usual gap", text)
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
 
 

@@ -390,6 +390,19 @@ def test_a_count_of_zero_reads_as_none():
     assert tidy("Bought on 10 days in the last 90 days") == "Bought on 10 days in the last 90 days"
     assert tidy("10 orders in the last 30 days") == "10 orders in the last 30 days"
     assert tidy("0.5 orders per month") == "0.5 orders per month"
+
+
+def test_a_negative_net_spend_and_a_ratio_that_rounds_to_zero_read_as_what_they_are():
+    """ "Net spend of -13" and "0.0x the usual gap" were the numbers, not what they mean to a reader."""
+    assert (
+        tidy("Net spend of -1,313 in the last 180 days") == "Refunds outweighed purchases by 1,313 in the last 180 days"
+    )
+    assert tidy("No purchase for 1 days, 0.0x the usual gap of 81 days") == (
+        "No purchase for 1 day, well within the usual gap of 81 days"
+    )
+    assert tidy("No purchase for 90 days, 10.0x the usual gap of 9 days") == (
+        "No purchase for 90 days, 10.0x the usual gap of 9 days"
+    )
     assert tidy("Net spend of 0 in the last 90 days") == "Net spend of 0 in the last 90 days"
 
 
