@@ -147,7 +147,10 @@ def conditions(name: str, spec: Any, column: pd.Series | None = None) -> list[tu
                 raise FilterError(field, f"{op!r} compares with one number, got {operand!r}")
             out.append((op, number))
         else:
-            out.append((op, list(operand) if isinstance(operand, (list, tuple)) else [operand]))
+            values = list(operand) if isinstance(operand, (list, tuple)) else [operand]
+            if not values:  # {"job": []} matched no one, and the warning named an empty value
+                raise FilterError(field, f"an empty list of values for {op!r}; give at least one")
+            out.append((op, values))
     return out
 
 
@@ -176,7 +179,7 @@ def describe(name: str, pairs: Sequence[tuple[str, Any]]) -> str:
     def one(op: str, operand: Any) -> str:
         if op in COMPARISONS:
             return f"{name} {op} {operand:g}"
-        values = " or ".join(repr(v) for v in operand)
+        values = " or ".join("missing" if v is None else repr(v) for v in operand)
         return f"{name} {values}" if op == "=" else f"{name} not {values}"
 
     return " and ".join(one(op, operand) for op, operand in pairs)

@@ -177,6 +177,7 @@ def test_missing_values_fail_every_comparison(scored):
         ({"frequency": {"<": [1, 2]}}, "where.frequency: '<' compares with one number, got [1, 2]"),
         ({"frequency": {"<": None}}, "where.frequency: '<' compares with one number, got None"),
         ({"frequency": {"~": 3}}, "where.frequency: unknown operator '~'; one of =, !=, >, >=, <, <="),
+        ({"country": []}, "where.country: an empty list of values for '='; give at least one"),
         ({"frequency": {}}, "where.frequency: no condition"),
     ],
 )
