@@ -845,7 +845,7 @@ def score_ids(
     )
     entity = model.scorer.entity
     # An id outside the population may be a customer all the same (a lapsed one): the rule says who is in it.
-    rule = population_rule(task, getattr(model.config.models, task))
+    rule = population_rule(task, getattr(model.config.models, task)) if None in rows else ""
     items = [
         _item(model, key, next(results), snapshot.warnings.get(row, ()))
         if row is not None
