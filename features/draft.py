@@ -19,12 +19,15 @@ from pathlib import Path
 import duckdb
 
 from features.attributes import MAX_CARDINALITY
-from features.config import CANONICAL_COLUMNS
+from features.config import CANONICAL_COLUMNS, TIMESTAMP_COLUMNS
 
 __all__ = ["Draft", "draft_config", "guess_mapping"]
 
 # Normalised names (lower case, letters and digits only) each canonical column is recognised by, best first.
-_CUSTOMER = "customerid custid clientid customerno customernumber customerkey customer client userid memberid accountid buyerid shopperid"
+_CUSTOMER = (
+    "customerid custid clientid customerno custno clientno customernumber customerkey customercode customer client "
+    "userid memberid accountid accountno buyerid shopperid"
+)
 _EVENT_TIME = "timestamp eventtime eventdate occurredat happenedat createdat datetime date time ts"
 _NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     table: {role: tuple(names.split()) for role, names in roles.items()}
@@ -32,7 +35,8 @@ _NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "transactions": {
             "customer_id": _CUSTOMER,
             "timestamp": "timestamp invoicedate orderdate transactiondate purchasedate saledate orderedat createdat "
-            "datetime invoicedatetime date time ts",
+            "datetime invoicedatetime orderts ordertime orderdatetime invoicets transactionts transactiontime "
+            "purchasets saletime date time ts",
             "amount": "amount netamount lineamount totalamount total linetotal revenue sales salesamount value "
             "netvalue totalprice amountpaid",
             "order_id": "invoice invoiceno invoiceid invoicenumber orderid orderno ordernumber order transactionid "
@@ -56,7 +60,7 @@ _NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         },
         "leads": {
             "lead_id": "leadid lead prospectid contactid id",
-            "created_at": "createdat created createddate createdon leaddate date timestamp",
+            "created_at": "createdat created createddate createdon leaddate openedat opened openeddate date timestamp",
             "converted_at": "convertedat converteddate convertedon wonat wondate closedate",
             "converted": "converted isconverted won iswon subscribed outcome y target label",
         },
@@ -148,6 +152,8 @@ class Draft:
     duplicates: int = 0
     # Leads: the columns left out of ``attributes: "*"`` because their names say post-outcome, with why.
     exclude: list[tuple[str, str]] = field(default_factory=list)
+    # The format of the table's time columns when the file holds them as text ("31/12/2010 14:05").
+    timestamp_format: str | None = None
 
 
 def _reader(path: Path) -> str:
@@ -176,6 +182,57 @@ def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
     finally:
         con.close()
     return schema, counts
+
+
+# Text formats of a time column that exports use, tried in this order; a day-first and a month-first
+# format that both read every value (no day above 12) are ambiguous, and the draft says so.
+_TIME_FORMATS = tuple(
+    f"{day}{sep}{time}"
+    for day in (
+        "%Y-%m-%d",
+        "%d/%m/%Y",
+        "%m/%d/%Y",
+        "%d.%m.%Y",
+        "%d-%m-%Y",
+        "%Y/%m/%d",
+        "%d/%m/%y",
+        "%m/%d/%y",
+    )
+    for sep, time in ((" ", "%H:%M:%S"), (" ", "%H:%M"), ("T", "%H:%M:%S"), ("", ""))
+    if not (sep == "T" and not day.startswith("%Y"))
+)
+
+
+def _time_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
+    """Set ``draft.timestamp_format`` when its time columns are text in one of :data:`_TIME_FORMATS`
+    (read on a sample of up to 20,000 values each); say which, and when another format reads them too."""
+    types = dict(schema)
+    text = [c for role, c in draft.columns.items() if role in TIMESTAMP_COLUMNS and types.get(c) in _TEXT_TYPES]
+    if not text:
+        return
+    reader, con = _reader(path), duckdb.connect()
+    try:
+        fits: list[str] | None = None
+        for column in text:
+            sample = f"SELECT {_quoted(column)} AS v FROM {reader} WHERE {_quoted(column)} IS NOT NULL LIMIT 20000"
+            tries = ", ".join(f"count(try_strptime(v, '{fmt}'))" for fmt in _TIME_FORMATS)
+            n, *parsed = con.execute(f"SELECT count(*), {tries} FROM ({sample})").fetchone()
+            ok = [fmt for fmt, k in zip(_TIME_FORMATS, parsed, strict=True) if n and k == n]
+            fits = ok if fits is None else [fmt for fmt in fits if fmt in ok]
+    finally:
+        con.close()
+    if not fits:
+        draft.notes.append(
+            f'{", ".join(text)}: text in no format init knows; set timestamp_format (e.g. "%d/%m/%Y %H:%M") by hand'
+        )
+        return
+    draft.timestamp_format = fits[0]
+    also = (
+        f"; the values read as {', '.join(repr(f) for f in fits[1:])} too: check which the export means"
+        if fits[1:]
+        else ""
+    )
+    draft.notes.append(f"{', '.join(text)}: text dates, read as timestamp_format {fits[0]!r}{also}")
 
 
 def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
@@ -238,7 +295,8 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
     if missing:
         listed = ", ".join(f"{c} ({t.lower()})" for c, t in schema)
         raise ValueError(
-            f"{table}: no column looks like {' or '.join(missing)} among {listed}; map it in the config by hand "
+            f"{table}: no column looks like {', and none like '.join(missing)}{',' if len(missing) > 1 else ''} "
+            f"among {listed}; map {'it' if len(missing) == 1 else 'them'} in the config by hand "
             "(README, 'Your own data: the config')"
         )
     for role, source in columns.items():
@@ -311,6 +369,7 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         path = files[table]
         schema, distinct = _describe(path)
         draft = guess_mapping(table, schema, distinct)
+        _time_format(draft, path, schema)
         if table == "transactions":
             _check_rows(draft, path, schema)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.
@@ -336,6 +395,8 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
             "    columns:",
         ]
         lines += [f"      {role}: {_yaml_scalar(source)}" for role, source in draft.columns.items()]
+        if draft.timestamp_format:
+            lines.append(f'    timestamp_format: "{draft.timestamp_format}"')
         if draft.attributes == "*":
             lines += [
                 '    attributes: "*"',

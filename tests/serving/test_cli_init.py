@@ -64,8 +64,53 @@ def test_a_required_column_that_cannot_be_guessed_is_named_with_the_columns_ther
     with pytest.raises(ValueError) as info:
         guess_mapping("transactions", [("who", "VARCHAR"), ("when", "TIMESTAMP"), ("paid", "DOUBLE")], {"who": 10})
     assert str(info.value).startswith(
-        "transactions: no column looks like customer_id or amount among who (varchar), when (timestamp), paid (double)"
+        "transactions: no column looks like customer_id, and none like amount, among who (varchar), when (timestamp), "
+        "paid (double); map them in the config by hand"
     )
+
+
+def test_init_reads_an_exports_text_dates_and_its_own_names(tmp_path):
+    """A UK shop's CSV: `cust_no`, `order_ts` as "31/12/2010 14:05" text. init stopped at "no column looks
+    like customer_id or timestamp" (both, it meant), then at every date failing to parse."""
+    rows = pd.DataFrame(
+        {
+            "cust_no": ["0012", "0012", "0031", "0031", "0047"],
+            "order_ts": [
+                "01/12/2010 09:05",
+                "13/01/2011 10:00",
+                "02/02/2011 11:30",
+                "28/02/2011 16:45",
+                "05/03/2011 08:00",
+            ],
+            "net_value": [12.5, 3.0, 40.0, -5.0, 8.25],
+            "account_manager": ["ann", "ann", "bob", "bob", "ann"],
+        }
+    )
+    rows.to_csv(tmp_path / "x.csv", index=False)
+    out = tmp_path / "shop.yaml"
+    result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "x.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = yaml.safe_load(out.read_text())["tables"]["transactions"]
+    assert table["columns"] == {"customer_id": "cust_no", "timestamp": "order_ts", "amount": "net_value"}
+    assert table["timestamp_format"] == "%d/%m/%Y %H:%M" and table["attributes"] == {
+        "account_manager": "account_manager"
+    }
+    assert "order_ts: text dates, read as timestamp_format '%d/%m/%Y %H:%M'" in out.read_text()
+    frame = load_tables(load_config(out)).transactions.to_pandas()
+    assert frame.timestamp.max() == pd.Timestamp("2011-03-05 08:00") and set(frame.customer_id) == {
+        "0012",
+        "0031",
+        "0047",
+    }
+    # Days that are all 12 or less read both ways: the draft picks day-first and says so.
+    rows.assign(order_ts=["01/02/2011 09:05"] * 5).to_csv(tmp_path / "x.csv", index=False)
+    assert (
+        CliRunner()
+        .invoke(app, ["init", "--transactions", str(tmp_path / "x.csv"), "--out", str(out), "--force"])
+        .exit_code
+        == 0
+    )
+    assert "the values read as '%m/%d/%Y %H:%M' too: check which the export means" in out.read_text()
 
 
 def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
@@ -109,7 +154,7 @@ def test_an_export_init_cannot_map_writes_nothing(tmp_path):
     out = tmp_path / "x.yaml"
     result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "x.csv"), "--out", str(out)])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: transactions: no column looks like customer_id or amount among who")
+    assert result.stderr.startswith("error: transactions: no column looks like customer_id, and none like amount, among who")
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "x.csv"]
 
 
