@@ -39,6 +39,7 @@ from features.config import Config, load_config
 from models.drift import drift_overview
 from serving import audit, bentoml_fixes, runtime, workers
 from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, KeyStore, load_keys
+from serving.openapi import OpenApiMiddleware
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
     MAX_K,
@@ -580,6 +581,7 @@ class CrmScore:
 
 
 CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)
+CrmScore.add_asgi_middleware(OpenApiMiddleware)
 
 
 def _forbid_unknown_fields(method: Any) -> None:

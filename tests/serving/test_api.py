@@ -48,6 +48,28 @@ def test_health_and_metrics_need_no_key(server):
             assert c.get(path).status_code == 200, path
 
 
+def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like(server):
+    """A client generated from /docs.json sent no key: BentoML's document had no security scheme, no
+    401/403, a 400 ``detail`` typed as a string (it is a list) and version "None"."""
+    from serving.auth import ROUTE_ROLES
+
+    with server.client() as c:
+        spec = c.get("/docs.json").json()
+        refused = c.post("/score/churn", json={"ids": []}, headers={"x-api-key": server.keys["scorer"]})
+    assert spec["info"]["title"] == "crmscore" and spec["info"]["version"] not in ("None", "")
+    assert spec["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path, role in ROUTE_ROLES.items():
+        (operation,) = spec["paths"][path].values()
+        assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}], path
+        assert {"401", "403", "503"} <= set(operation["responses"]) and f"Least role: {role}." in operation[
+            "description"
+        ]
+    assert "security" not in spec["paths"]["/livez"]["get"]
+    assert spec["components"]["schemas"]["InvalidArgument"]["properties"]["detail"]["type"] == "array"
+    assert isinstance(refused.json()["detail"], list)  # as documented
+    assert "text/csv" in spec["paths"]["/at_risk"]["post"]["responses"]["200"]["content"]
+
+
 def test_the_server_runs_its_own_code_from_a_users_folder_and_reads_its_relative_paths_there(server):
     # The session's server was started from a folder holding packages named serving, models, features
     # and training whose import fails; BentoML imports from its working directory first, so until

@@ -154,7 +154,9 @@ def test_an_export_init_cannot_map_writes_nothing(tmp_path):
     out = tmp_path / "x.yaml"
     result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "x.csv"), "--out", str(out)])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: transactions: no column looks like customer_id, and none like amount, among who")
+    assert result.stderr.startswith(
+        "error: transactions: no column looks like customer_id, and none like amount, among who"
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "x.csv"]
 
 

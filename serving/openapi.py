@@ -1,0 +1,122 @@
+"""The served OpenAPI document (``/docs.json``), completed with what BentoML leaves out.
+
+BentoML generates the paths and bodies from the endpoints' signatures, but says nothing of the API
+keys (a client generated from it sent none), lists no 401/403/415/503 answers, describes a 400's
+``detail`` as a string where it is pydantic's list of errors, gives no CSV for the lists, and its
+``info`` is its own boilerplate with version "None". :func:`complete_spec` adds those;
+:class:`OpenApiMiddleware` applies it to the document as it is served.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from serving.auth import ROUTE_ROLES, Receive, Scope, Send
+
+__all__ = ["DOCS_PATH", "OpenApiMiddleware", "complete_spec"]
+
+DOCS_PATH = "/docs.json"
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "what was wrong, naming the field or the rule"}},
+}
+_ANSWERS = {
+    "401": "no API key, or an unknown one",
+    "403": "the key's role is below the route's (or a scorer asked for reasons)",
+    "415": "the body was not sent as JSON (Content-Type: application/json)",
+    "503": "no champion model or snapshot yet (the answer names the command to run), or a reload failed",
+}
+_LISTS = ("/at_risk", "/top/next_purchase", "/top/lead")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("crmscore")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def complete_spec(spec: Mapping[str, Any], route_roles: Mapping[str, str] = ROUTE_ROLES) -> dict[str, Any]:
+    """``spec`` with crmscore's info, the API-key security schemes on every keyed route (with the
+    least role it needs), its error answers, a 400 whose ``detail`` is a list, and the lists' CSV."""
+    out = json.loads(json.dumps(spec))  # a copy to change
+    out["info"] = {
+        "title": "crmscore",
+        "version": _version(),
+        "description": "Churn, next-purchase and lead scores with their reasons, and the lists built on them. "
+        "Every route but the health checks and /metrics needs an API key, sent as `X-API-Key: <key>` or "
+        "`Authorization: Bearer <key>`; roles scorer < marketer < admin (reasons need marketer).",
+    }
+    components = out.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(
+        {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+    )
+    schemas = components.setdefault("schemas", {})
+    schemas["Error"] = _ERROR
+    if "InvalidArgument" in schemas:
+        schemas["InvalidArgument"]["properties"]["detail"] = {
+            "type": "array",
+            "description": "pydantic's errors: each names the field (loc), the rule (msg) and its type",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        }
+    for path, role in route_roles.items():
+        for operation in out.get("paths", {}).get(path, {}).values():
+            operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+            operation["description"] = f"{operation.get('description') or ''}\n\nLeast role: {role}.".strip()
+            responses = operation.setdefault("responses", {})
+            for status, why in _ANSWERS.items():
+                responses.setdefault(
+                    status,
+                    {
+                        "description": why,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+            if path in _LISTS and "200" in responses:
+                responses["200"].setdefault("content", {})["text/csv"] = {
+                    "schema": {"type": "string", "description": "with format 'csv': the list as CSV, one row per item"}
+                }
+    return out
+
+
+class OpenApiMiddleware:
+    """Pure ASGI middleware: serves :data:`DOCS_PATH` through :func:`complete_spec`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != DOCS_PATH or scope.get("method") != "GET":
+            await self.app(scope, receive, send)
+            return
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def keep(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, keep)
+        body = b"".join(chunks)
+        if started.get("status") == 200:
+            body = json.dumps(complete_spec(json.loads(body))).encode()
+        headers = [(k, v) for k, v in started.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": started.get("status", 500), "headers": headers})
+        await send({"type": "http.response.body", "body": body})
