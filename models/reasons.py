@@ -459,7 +459,7 @@ class ReasonWriter:
             reasons = []
             before = [r["text"] for r in said[i]] if said is not None else []
             for u, impact in zip(row_top, row_values, strict=True):
-                if not impact > 0 or len(reasons) == k:
+                if not round(impact, 6) > 0 or len(reasons) == k:  # a pull that rounds to 0 is no reason
                     break
                 group, columns = units[u]
                 if group and u not in speaker:

@@ -508,3 +508,12 @@ def test_counter_reasons_do_not_date_the_last_purchase_the_reasons_dated():
     assert alone[0]["text"] == "Bought on 6 days in the last 365 days, the latest 275 days ago (lowers churn risk)"
     assert after[0]["text"] == "Bought on 6 days in the last 365 days (lowers churn risk)"
     assert after[0]["impact"] == alone[0]["impact"] == -0.4
+
+
+def test_a_pull_that_rounds_to_zero_is_no_reason():
+    """Impacts are given to 6 decimals: a spare reason taken in place of a repeated fact must still pull
+    (a counter-reason of impact -0.0 broke the batch file's promise that counter impacts are negative)."""
+    writer = ReasonWriter(["a", "b"], {}, "raises churn risk")
+    (reasons,) = writer.explain(np.array([[0.2, 4e-7]]), np.zeros((1, 2)), k=2)
+    (counter,) = writer.explain(np.array([[-0.2, -4e-7]]), np.zeros((1, 2)), k=2, counter=True)
+    assert [r["feature"] for r in reasons] == [r["feature"] for r in counter] == ["a"]
