@@ -85,7 +85,7 @@ _ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ", "Bought 0 ")
 
 # "Net spend of -13 in the last 180 days": refunds outweighed purchases.
 _NEGATIVE_SPEND = re.compile(r"^Net spend of -([\d,.]+)")
-# "0.0x the usual gap" and "worth 0% of the value bought" for a ratio or share that rounds to 0 but is not.
+# "0.0x the usual gap": a ratio that rounds to 0 but is not.
 _TINY_RATIO = re.compile(r"\b0\.0x the usual gap\b")
 
 
