@@ -540,12 +540,17 @@ def map_table(
     return kept, report
 
 
+def _repeated(table: ir.Table, key: str) -> dict[str, int]:
+    """How many ``key`` values appear on more than one row (``ids``) and on how many rows (``rows``)."""
+    per_id = table.group_by(key).aggregate(n=table.count())
+    many = per_id.filter(per_id.n > 1)
+    return many.aggregate(ids=many.count(), rows=many.n.sum()).to_pyarrow().to_pylist()[0]
+
+
 def _customer_warnings(customers: ir.Table) -> list[str]:
     """What in a valid customers table the models will read oddly: a customer id on several rows, of
     which the features take one (the first the engine reads), so conflicting attributes go unseen."""
-    per_id = customers.group_by("customer_id").aggregate(n=customers.count())
-    many = per_id.filter(per_id.n > 1)
-    repeated = many.aggregate(ids=many.count(), rows=many.n.sum()).to_pyarrow().to_pylist()[0]
+    repeated = _repeated(customers, "customer_id")
     if not repeated["ids"]:
         return []
     return [
@@ -557,9 +562,7 @@ def _customer_warnings(customers: ir.Table) -> list[str]:
 def _lead_warnings(leads: ir.Table) -> list[str]:
     """What in a valid leads table the models will read oddly: repeated lead ids, conversions before creation."""
     out = []
-    per_id = leads.group_by("lead_id").aggregate(n=leads.count())
-    many = per_id.filter(per_id.n > 1)
-    repeated = many.aggregate(ids=many.count(), rows=many.n.sum()).to_pyarrow().to_pylist()[0]
+    repeated = _repeated(leads, "lead_id")
     if repeated["ids"]:
         out.append(
             f"{repeated['ids']:,} lead_id(s) appear on more than one row ({repeated['rows']:,} rows): each row is "
