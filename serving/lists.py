@@ -361,9 +361,9 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
         raise ValueError(f"--exclude {path}: cannot read it ({exc})") from exc
     header = [cell.strip() for cell in table[0]] if table else []
     # "Customer ID", "customerId", "LEAD_ID": the entity's column, however the export spells it.
-    names = [re.sub(r"[^a-z0-9]", "", cell.lower()) for cell in header]
-    if re.sub(r"[^a-z0-9]", "", entity) in names:
-        column, table = names.index(re.sub(r"[^a-z0-9]", "", entity)), table[1:]
+    names, wanted = [re.sub(r"[^a-z0-9]", "", cell.lower()) for cell in header], entity.replace("_", "")
+    if wanted in names:
+        column, table = names.index(wanted), table[1:]
     elif len(header) <= 1:
         column = 0
     else:
