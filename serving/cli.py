@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -756,6 +755,7 @@ def serve_command(
         "--working-dir",
         str(REPO_ROOT),
     ]
+    from serving.launch import stop_process
     from serving.workers import ReloadChannel
 
     # Stopped by a signal (a process manager's SIGTERM), still remove the home: the server gets the
@@ -765,39 +765,13 @@ def serve_command(
     try:
         code = server.wait()
     finally:
-        _stop_server(server)
+        # BentoML's workers run in sessions of their own, which the group's signal does not reach: killing the
+        # server at once, as the SIGTERM handler's exit used to, left them running as orphans on the port.
+        stop_process(server, group=False)
         if home is not None:
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(ReloadChannel.folder_of(server.pid), ignore_errors=True)  # its workers' reload channel
     raise typer.Exit(code)
-
-
-def _stop_server(server: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    """Stop BentoML's server and its workers, which run in sessions of their own.
-
-    The server is asked to stop (SIGTERM: it stops its workers, requests in flight finish) and
-    given ``timeout_s``; then it and any worker still alive are killed. Killing the server at once,
-    as a process manager's SIGTERM to the group used to lead to here, left its workers running as
-    orphans, still answering on the port.
-    """
-    import psutil
-
-    if server.poll() is not None:
-        return
-    try:
-        workers = psutil.Process(server.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        workers = []
-    server.terminate()
-    try:
-        server.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-    _, alive = psutil.wait_procs(workers, timeout=timeout_s)
-    for worker in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.kill()
 
 
 @app.command("demo")

@@ -19,10 +19,13 @@ import httpx
 __all__ = ["start_process", "stop_process"]
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """Stop ``proc``, every process of its session and every process it started (BentoML and MLflow
-    fork workers; BentoML's start sessions of their own, which the session's signal missed: they
-    outlived the server and kept a core busy)."""
+def stop_process(proc: subprocess.Popen, *, group: bool = True, timeout_s: float = 30.0) -> None:
+    """Stop ``proc``, every process of its session (``group``: ``proc`` leads one) and every process
+    it started (BentoML and MLflow fork workers; BentoML's start sessions of their own, which the
+    session's signal missed: they outlived the server and kept a core busy). ``proc`` is asked first
+    (SIGTERM: BentoML's server stops its workers, requests in flight finish) and given ``timeout_s``;
+    then what is left is killed. ``crmscore serve`` stops its BentoML server so, without ``group``:
+    the group is its own."""
     import psutil
 
     try:
@@ -30,12 +33,18 @@ def stop_process(proc: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         children = []
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=timeout_s)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
         proc.wait(timeout=10)
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):

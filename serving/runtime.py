@@ -712,14 +712,14 @@ def history_features(
         for customer in customers:
             cid, attributes = customer["customer_id"], dict(customer.get("attributes") or {})
             people.append({"customer_id": cid, **attributes})
+            # Transaction attributes (country...) are columns of the transactions, as in training; with a
+            # customers table, its own columns are the customers' (a name in both: both, the same value).
+            extra = (
+                attributes
+                if config.tables.customers is None
+                else {k: attributes[k] for k in tx_attributes if k in attributes}
+            )
             for purchase in customer["purchases"]:
-                # Transaction attributes (country...) are columns of the transactions, as in training; with a
-                # customers table, its own columns are the customers' (a name in both: both, the same value).
-                extra = (
-                    attributes
-                    if config.tables.customers is None
-                    else {k: attributes[k] for k in tx_attributes if k in attributes}
-                )
                 line = {**extra, **purchase, "customer_id": cid}
                 if line.get("order_id") is None:  # a line without an order id is an order of its own
                     line["order_id"] = f"{cid}@{pd.Timestamp(line['timestamp']).isoformat()}"

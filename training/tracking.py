@@ -286,9 +286,9 @@ def decide_promotion(
     champion_value = float(getattr(m, metric)(y, champion_p))
     new_value = float(result.metrics[metric])
     noise, p_value = "", None
+    new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
     if metric == "roc_auc" and min(y.sum(), len(y) - y.sum()) >= 2:
         # How far the difference is from the noise of one test fold.
-        new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
         p_value = m.roc_auc_difference(y, new_p, champion_p)["p_value"]
         noise = f" (DeLong p = {p_value:.2g})"
     if new_value > champion_value:
@@ -297,10 +297,10 @@ def decide_promotion(
         )
     brier = ""
     if p_value is not None and p_value >= LEVEL_P:
-        new_p = result.predictions["probability"].to_numpy(dtype=np.float64)
         new_brier, champion_brier, brier_p = _brier_difference(y, new_p, champion_p)
-        said = f"brier {new_brier:.{_digits(new_brier, champion_brier)}f}"
-        versus = f"{champion_brier:.{_digits(new_brier, champion_brier)}f} (paired t-test p = {brier_p:.2g})"
+        digits = _digits(new_brier, champion_brier)
+        said = f"brier {new_brier:.{digits}f}"
+        versus = f"{champion_brier:.{digits}f} (paired t-test p = {brier_p:.2g})"
         if new_brier < champion_brier - BRIER_MARGIN and brier_p < LEVEL_P:
             return Promotion(
                 True,
