@@ -445,13 +445,28 @@ def map_table(
     typed = typed.mutate(**{c: v for c, v in casts.items()}) if casts else typed
     typed = typed.cache()
 
+    # One pass counts what every check below needs: the values that do not parse, the nulls per
+    # column, and the rows each rule drops (each row once, under the first rule it breaks).
+    required = CANONICAL_COLUMNS[table]["required"]
+    data_columns = [c for c in typed.columns if not c.startswith("__")]
+    parsed = [c for c in casts if c in TIMESTAMP_COLUMNS or c in NUMERIC_COLUMNS]
+    aggs = {"rows_read": typed.count()}
+    for column in parsed:
+        aggs[f"bad__{column}"] = (typed[f"__raw_{column}"].notnull() & typed[column].isnull()).sum()
+    for column in data_columns:
+        aggs[f"null__{column}"] = typed[column].isnull().sum()
+    passed = ibis.literal(True)
+    rules = [(f"no {column}", typed[column].notnull()) for column in required]
+    rules += [(rule.name, typed[flag].fill_null(False)) for flag, rule in zip(keep_flags, spec.filters, strict=True)]
+    for i, (_, keep) in enumerate(rules):
+        aggs[f"drop__{i}"] = (passed & ~keep).sum()
+        passed = passed & keep
+    counts = {k: int(v or 0) for k, v in typed.aggregate(**aggs).to_pyarrow().to_pylist()[0].items()}
+
     # Unparseable values: present in the source, null after parsing. A contract error, with examples.
-    for column in casts:
-        if column not in TIMESTAMP_COLUMNS and column not in NUMERIC_COLUMNS:
-            continue
-        bad = typed.filter(typed[f"__raw_{column}"].notnull() & typed[column].isnull())
-        n_bad = bad.count().to_pyarrow().as_py()
-        if n_bad:
+    for column in parsed:
+        if n_bad := counts[f"bad__{column}"]:
+            bad = typed.filter(typed[f"__raw_{column}"].notnull() & typed[column].isnull())
             kind = "timestamp" if column in TIMESTAMP_COLUMNS else "number"
             raise ContractError(
                 table,
@@ -466,12 +481,6 @@ def map_table(
                 ),
             )
 
-    required = CANONICAL_COLUMNS[table]["required"]
-    data_columns = [c for c in typed.columns if not c.startswith("__")]
-    aggs = {"rows_read": typed.count()}
-    for column in data_columns:
-        aggs[f"null__{column}"] = typed[column].isnull().sum()
-    counts = typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
     rows_read = counts["rows_read"]
     for column in required:
         if rows_read and counts[f"null__{column}"] == rows_read:
@@ -479,19 +488,10 @@ def map_table(
                 table, column, "required column is entirely null", f"all {rows_read:,} rows of {source} are null"
             )
 
-    # Each dropped row is counted once, under the first rule it breaks.
-    dropped: dict[str, int] = {}
-    kept = typed
-    for column in required:
-        rule_rows = kept.filter(kept[column].isnull())
-        dropped[f"no {column}"] = rule_rows.count().to_pyarrow().as_py()
-        kept = kept.filter(kept[column].notnull())
-    for (flag, _), rule in zip(keep_flags.items(), spec.filters, strict=True):
-        keep = kept[flag].fill_null(False)
-        dropped[rule.name] = kept.filter(~keep).count().to_pyarrow().as_py()
-        kept = kept.filter(keep)
+    dropped = {name: counts[f"drop__{i}"] for i, (name, _) in enumerate(rules)}
+    kept = typed.filter(passed)
     kept = kept.select(*data_columns, *row_identity)
-    n_before_dedup = kept.count().to_pyarrow().as_py()
+    n_before_dedup = rows_read - sum(dropped.values())
     distinct = kept.distinct()
     duplicates = n_before_dedup - distinct.count().to_pyarrow().as_py()
     if spec.drop_duplicates:
