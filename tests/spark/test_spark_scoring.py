@@ -38,16 +38,23 @@ def trained(tmp_path_factory, retail_tables):
     return duck, spark, tmp, path
 
 
+@pytest.fixture(scope="module")
+def snapshot(trained, retail_tables, spark):
+    """The churn features at AS_OF computed on Spark once and materialised, so every test reads the same bits."""
+    _, config, tmp, _ = trained
+    folder = tmp / "features_snapshot"
+    spark_features(config, "churn", as_of=AS_OF, tables=retail_tables["spark"]).write.parquet(str(folder))
+    return spark.read.parquet(str(folder))
+
+
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("customer_id").reset_index(drop=True)
 
 
-def test_udf_scores_equal_in_process_scores_on_the_same_snapshot(trained, retail_tables, spark):
-    """One feature snapshot (materialised, so both sides read the same bits), scored both ways."""
-    duck, config, tmp, _ = trained
-    snapshot = tmp / "features_snapshot"
-    spark_features(config, "churn", as_of=AS_OF, tables=retail_tables["spark"]).write.parquet(str(snapshot))
-    features = spark.read.parquet(str(snapshot))
+def test_udf_scores_equal_in_process_scores_on_the_same_snapshot(trained, snapshot):
+    """One feature snapshot, scored both ways."""
+    duck, config, _, _ = trained
+    features = snapshot
 
     remote = _sorted(score_spark_frame(config, "churn", features, as_of=AS_OF, explain=True).toPandas())
     scorer, info = load_champion(duck, "churn")
@@ -102,12 +109,12 @@ def test_score_spark_writes_the_score_batch_table(trained, retail_tables):
         assert (remote[column].astype(str) == local[column].astype(str)).all(), column
 
 
-def test_spark_drift_names_unseen_categories_as_the_local_drift_does(trained, retail_tables, spark):
+def test_spark_drift_names_unseen_categories_as_the_local_drift_does(trained, snapshot, spark):
     """Each partition counts its category values no training row had; the driver's sum names the
     same values, with the same row counts, as the drift of the whole table in one process."""
-    duck, config, _, _ = trained
+    duck, _, _, _ = trained
     scorer, _ = load_champion(duck, "churn")
-    features = spark_features(config, "churn", as_of=AS_OF, tables=retail_tables["spark"]).toPandas()
+    features = snapshot.toPandas()
     # Planted on the real rows: countries the data does not have, so that there is something to count.
     features["country"] = features["country"].astype(object)
     features.loc[features.index[::40], "country"] = "Atlantis"
@@ -162,15 +169,16 @@ def test_an_output_spark_could_not_write_is_refused_before_any_work(trained, spa
     assert sorted(p.name for p in tmp.iterdir()) == before
 
 
-def test_an_empty_population_on_spark_is_refused_and_writes_no_folder(trained):
+def test_an_empty_population_on_spark_is_refused_and_writes_no_folder(trained, retail_tables):
     from features.pipeline import EmptyPopulationError
 
     _, config, tmp, _ = trained
     out = tmp / "empty_scores"
+    tables = retail_tables["spark"]
     with pytest.raises(EmptyPopulationError, match="the churn population as of 2013-01-01 00:00 is empty"):
-        score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out))
+        score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out), tables=tables)
     assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".empty_scores")]
-    batch = score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out), allow_empty=True)
+    batch = score_spark(config, "churn", as_of="2013-01-01", out_dir=str(out), allow_empty=True, tables=tables)
     assert batch.rows == 0 and len(pd.read_parquet(out)) == 0
 
 
