@@ -27,7 +27,7 @@ import ibis.expr.types as ir
 
 from features.config import CANCELLATION
 from features.sources import CanonicalTables
-from features.timebase import SECONDS_PER_DAY, AsOf, as_of_literal, epoch_seconds, join_on, normalize_as_of
+from features.timebase import SECONDS_PER_DAY, AsOf, Cutoff, cutoff, join_on, normalize_as_of
 
 __all__ = [
     "CANCELLATION",
@@ -47,14 +47,13 @@ __all__ = [
 MAIN_TABLE = {"churn": "transactions", "next_purchase": "transactions", "lead": "leads"}
 
 
-def _window(table: ir.Table, as_of: dt.datetime, horizon_days: int, time_column: str = "timestamp") -> ir.Table:
-    end = ibis.literal(as_of + dt.timedelta(days=horizon_days), type="timestamp")
-    return table.filter((table[time_column] > as_of_literal(as_of)) & (table[time_column] <= end))
+def _window(table: ir.Table, cut: Cutoff, horizon_days: int, time_column: str = "timestamp") -> ir.Table:
+    return table.filter((table[time_column] > cut.at()) & (table[time_column] <= cut.shifted(horizon_days)))
 
 
-def _customers(tables: CanonicalTables, as_of: dt.datetime) -> ir.Table:
+def _customers(tables: CanonicalTables, cut: Cutoff) -> ir.Table:
     t = tables.transactions
-    return t.filter(t.timestamp <= as_of_literal(as_of)).select("customer_id").distinct()
+    return t.filter(t.timestamp <= cut.at()).select("customer_id").distinct()
 
 
 def _check(horizon_days: int) -> None:
@@ -62,10 +61,10 @@ def _check(horizon_days: int) -> None:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
 
 
-def churn_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+def churn_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """``customer_id``, ``label`` (1 = churned in ``(as_of, as_of + H]``)."""
     _check(horizon_days)
-    ts = normalize_as_of(as_of)
+    ts = cutoff(as_of)
     future = _window(tables.transactions, ts, horizon_days)
     bought = future.filter(future.amount > 0).select("customer_id").distinct().mutate(_bought=ibis.literal(1))
     out = join_on(_customers(tables, ts), [bought], "customer_id")
@@ -80,10 +79,10 @@ def churn_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> 
     return out.select("customer_id", label=churned.cast("int64"))
 
 
-def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """``customer_id``, ``label`` (1 = bought in ``(as_of, as_of + H]``), ``spend`` (net amount in the window)."""
     _check(horizon_days)
-    ts = normalize_as_of(as_of)
+    ts = cutoff(as_of)
     future = _window(tables.transactions, ts, horizon_days)
     agg = future.group_by("customer_id").aggregate(_n=(future.amount > 0).cast("int64").sum(), _s=future.amount.sum())
     out = join_on(_customers(tables, ts), [agg], "customer_id")
@@ -94,7 +93,7 @@ def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: 
     )
 
 
-def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf) -> ir.Table:
+def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf | Cutoff) -> ir.Table:
     """``customer_id``, ``days_to_next``: fractional days from ``as_of`` to the first purchase after it.
 
     Null when the data holds no purchase after ``as_of``. A purchase at exactly ``as_of + H`` is
@@ -102,22 +101,21 @@ def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf) -> ir.Table:
     Whoever reads it must censor at the data's end (or earlier): a null says nothing about the
     days after the last row.
     """
-    ts = normalize_as_of(as_of)
+    ts = cutoff(as_of)
     t = tables.transactions
-    after = t.filter((t.timestamp > as_of_literal(ts)) & (t.amount > 0))
+    after = t.filter((t.timestamp > ts.at()) & (t.amount > 0))
     first = after.group_by("customer_id").aggregate(_first=after.timestamp.min())
     out = join_on(_customers(tables, ts), [first], "customer_id")
-    seconds = out._first.epoch_seconds() - ibis.literal(epoch_seconds(ts))
+    seconds = out._first.epoch_seconds() - ts.epoch()
     return out.select("customer_id", days_to_next=(seconds / SECONDS_PER_DAY).cast("float64"))
 
 
-def lead_labels(tables: CanonicalTables, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+def lead_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """``lead_id``, ``label`` (1 = converted within H days of creation)."""
     _check(horizon_days)
     if tables.leads is None:
         raise ValueError("table 'leads' is not configured: lead labels need tables.leads in the config")
-    ts = normalize_as_of(as_of)
-    leads = tables.leads.filter(tables.leads.created_at <= as_of_literal(ts))
+    leads = tables.leads.filter(tables.leads.created_at <= cutoff(as_of).at())
     if "converted_at" in leads.columns:
         within = (
             leads.converted_at.notnull()

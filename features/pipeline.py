@@ -180,7 +180,7 @@ def _fixed_attributes(tables: CanonicalTables) -> tuple[str, ...] | None:
     return tuple(c for c in fixed if c in tables.transactions.columns)
 
 
-def labels(tables: CanonicalTables, task: str, *, as_of: AsOf, horizon_days: int) -> ir.Table:
+def labels(tables: CanonicalTables, task: str, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """Labels of ``task`` over ``(as_of, as_of + horizon_days]``; see :mod:`features.labels`.
 
     churn: ``customer_id``, ``label``; next_purchase: ``customer_id``, ``label``, ``spend``;
@@ -247,8 +247,18 @@ def stable_floats(values: np.ndarray, digits: int = 12) -> np.ndarray:
     return np.where(finite, np.round(values * scale) / scale, values)
 
 
-def _to_pandas(table: ir.Table | pd.DataFrame, entity: str, as_of: dt.datetime) -> pd.DataFrame:
+def _to_pandas(table: ir.Table | pd.DataFrame, entity: str, as_of: dt.datetime, schema: Any = None) -> pd.DataFrame:
+    """The hand-off to pandas: rounded floats, rows by entity, ``as_of``, strings as categories.
+
+    ``schema`` (an Ibis schema; a table's own by default) keeps a numeric column numeric when every
+    value is null, as at a cut-off before a table's first row: pandas gets it as objects, which
+    would otherwise become an empty category.
+    """
     frame = table if isinstance(table, pd.DataFrame) else table.to_pandas()
+    schema = table.schema() if schema is None and not isinstance(table, pd.DataFrame) else schema
+    for name, dtype in (schema or {}).items():
+        if (dtype.is_numeric() or dtype.is_boolean()) and frame[name].dtype == object and frame[name].isna().all():
+            frame[name] = frame[name].astype("float64")
     for column in frame.columns:
         if pd.api.types.is_float_dtype(frame[column]):
             frame[column] = stable_floats(frame[column].to_numpy(dtype=np.float64))
@@ -295,7 +305,7 @@ def population_features(
         query = (tables.con.compile(table), table.schema())
         compiled.put(key, query)
     cut.bind(tables.con, horizon_days=(model_config.horizon_days,))
-    return _to_pandas(_run_compiled(tables.con, *query), ENTITY[task], ts)
+    return _to_pandas(_run_compiled(tables.con, *query), ENTITY[task], ts, query[1])
 
 
 def _run_compiled(con: Any, sql: str, schema: Any) -> pd.DataFrame:
@@ -426,10 +436,9 @@ def hazard_cutoffs(end: AsOf, *, step_days: int, first: AsOf) -> tuple[dt.dateti
     return tuple(out)
 
 
-def _hazard_rows(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> pd.DataFrame:
-    feats = population_table(tables, task, as_of, mc)
-    wait = days_to_next_purchase(tables, as_of=as_of)
-    return _to_pandas(feats.inner_join(wait, "customer_id"), "customer_id", as_of)
+def _hazard_rows(tables: CanonicalTables, task: str, cut: Cutoff, mc: ModelConfig) -> ir.Table:
+    feats = population_table(tables, task, cut, mc)
+    return feats.inner_join(days_to_next_purchase(tables, as_of=cut), "customer_id")
 
 
 def _hazard_set(tables: CanonicalTables, task: str, end: dt.datetime, step_days: int, mc: ModelConfig) -> pd.DataFrame:
@@ -444,7 +453,7 @@ def _hazard_set(tables: CanonicalTables, task: str, end: dt.datetime, step_days:
             f"{end:%Y-%m-%d}, must lie {HAZARD_WARMUP_DAYS} days after the first row of table '{table}' "
             f"({first:%Y-%m-%d} if first else 'none'). Use a later test cut-off (--as-of)"
         )
-    frames = [_hazard_rows(tables, task, c, mc) for c in cutoffs]
+    frames = _at_cutoffs(tables, task, cutoffs, _hazard_rows, mc)
     # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.
     return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
@@ -459,12 +468,38 @@ def _check_cutoffs(cutoffs: Sequence[dt.datetime], test_cutoff: dt.datetime, hor
             )
 
 
-def _labelled(tables: CanonicalTables, task: str, as_of: dt.datetime, mc: ModelConfig) -> pd.DataFrame:
+def _labelled(tables: CanonicalTables, task: str, cut: Cutoff, mc: ModelConfig) -> ir.Table:
+    feats = population_table(tables, task, cut, mc)
+    return feats.inner_join(labels(tables, task, as_of=cut, horizon_days=mc.horizon_days), ENTITY[task])
+
+
+def _at_cutoffs(
+    tables: CanonicalTables,
+    task: str,
+    cutoffs: Sequence[dt.datetime],
+    rows: Callable[[CanonicalTables, str, Cutoff, ModelConfig], ir.Table],
+    mc: ModelConfig,
+) -> list[pd.DataFrame]:
+    """``rows(tables, task, cut, mc)`` at each of ``cutoffs``, as pandas.
+
+    On DuckDB the expression is built and compiled once, reading the cut-off from the
+    connection's variables (:class:`features.timebase.Cutoff`), and run at each cut-off: building
+    and compiling cost about as much as running it on the whole data. The vocabulary is read from
+    the rows first, so the one expression has every cut-off's columns.
+    """
     entity = ENTITY[task]
-    feats = population_table(tables, task, as_of, mc)
-    lab = labels(tables, task, as_of=as_of, horizon_days=mc.horizon_days)
-    joined = feats.inner_join(lab, entity)
-    return _to_pandas(joined, entity, as_of)
+    if tables.con.name != "duckdb" or len(cutoffs) < 2:
+        return [_to_pandas(rows(tables, task, Cutoff(c), mc), entity, c) for c in cutoffs]
+    fixed = tables.with_vocabulary(vocabularies(tables))
+    table = rows(fixed, task, Cutoff(cutoffs[0], variables=True), mc)
+    query = (fixed.con.compile(table), table.schema())
+    # What Ibis's execute does first: register the in-memory tables (and UDFs) the SQL names.
+    fixed.con._run_pre_execute_hooks(table)
+    frames = []
+    for c in cutoffs:
+        Cutoff(c, variables=True).bind(fixed.con, horizon_days=(mc.horizon_days,))
+        frames.append(_to_pandas(_run_compiled(fixed.con, *query), entity, c, query[1]))
+    return frames
 
 
 def _align_categories(frames: list[pd.DataFrame], columns: Sequence[str]) -> None:
@@ -533,10 +568,9 @@ def build_training_set(
     _check_cutoffs(train_cutoffs, t, h)
     check_window_observed(tables, task, as_of=t, horizon_days=h)
 
-    frames = [_labelled(tables, task, c, model_config) for c in train_cutoffs]
+    *frames, test = _at_cutoffs(tables, task, [*train_cutoffs, t], _labelled, model_config)
     # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.
     train = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
-    test = _labelled(tables, task, t, model_config)
     entity = ENTITY[task]
     features = tuple(c for c in test.columns if c not in (entity, "as_of", *_TARGETS))
     categorical = tuple(

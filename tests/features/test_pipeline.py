@@ -143,6 +143,58 @@ def test_training_set_hazard_rows():
         )
 
 
+def test_a_training_set_is_one_compiled_query_run_at_every_cutoff(monkeypatch):
+    """On DuckDB the rows at every cut-off come from one query compiled with the cut-off in
+    variables; they equal rows built with each cut-off as literals, labels, spend, days to the next
+    purchase and the event columns (whose vocabulary comes from the rows) included."""
+    from features.pipeline import _hazard_rows, _labelled, _to_pandas
+    from features.timebase import Cutoff
+
+    events = pd.DataFrame(
+        {
+            "customer_id": ["w", "w", "m"],
+            "timestamp": pd.to_datetime(["2024-03-30 10:00", "2023-05-01 00:00", "2023-06-15 00:00"]),
+            "event_type": ["email", "visit", "email"],
+            "channel": ["web", "web", "phone"],
+        }
+    )
+    tables = make_tables(_weekly_history(), events=events)
+    compiled = []  # the real compile, counted
+    compile_sql = type(tables.con).compile
+    monkeypatch.setattr(
+        type(tables.con), "compile", lambda con, *a, **k: compiled.append(1) or compile_sql(con, *a, **k)
+    )
+    mc = ModelConfig(horizon_days=30, lookback_days=365, step_days=14, n_train_cutoffs=3)
+    for task in ("churn", "next_purchase"):
+        sizes = []
+        for n, hazard_step in ((1, 112), (3, 56)):  # 1 + 1 and 3 + 1 labelled cut-offs; 4 and 8 hazard ones
+            compiled.clear()
+            ts = build_training_set(
+                tables,
+                task,
+                model_config=mc.model_copy(update={"n_train_cutoffs": n}),
+                test_cutoff="2024-06-01 12:30",
+                hazard_step_days=hazard_step,
+            )
+            sizes.append((ts.train.as_of.nunique(), ts.hazard.as_of.nunique(), len(compiled)))
+        # More cut-offs, no more SQL compiled.
+        assert sizes[0][:2] == (1, 4) and sizes[1][:2] == (3, 8) and sizes[0][2] == sizes[1][2], sizes
+        assert any(c.startswith("events_") for c in ts.feature_columns)
+        # The latest training cut-off, the test cut-off, and the hazard's latest and earliest (before any event).
+        assert ts.hazard[ts.hazard.as_of == ts.hazard.as_of.min()]["events_total"].isna().all()
+        assert ts.hazard["events_total"].dtype == "float64"  # numeric, as before the concat's upcast
+        for frame, rows in ((ts.train, _labelled), (ts.test, _labelled), (ts.hazard, _hazard_rows)):
+            for as_of in {frame.as_of.max(), frame.as_of.min()} if frame is ts.hazard else {frame.as_of.max()}:
+                got = frame[frame.as_of == as_of]
+                literal = _to_pandas(rows(tables, task, Cutoff(as_of.to_pydatetime()), mc), ENTITY[task], as_of)
+                assert len(literal) > 0, (task, as_of)
+                # Stacked, an integer column is float where an early cut-off (before the first event) is all null.
+                pd.testing.assert_frame_equal(got.reset_index(drop=True), literal, check_dtype=False)
+    # Before the first event every touchpoint count is null: still a number, not an empty category.
+    early = population_features(tables, "churn", as_of="2023-04-15", model_config=mc)
+    assert early["events_total"].isna().all() and early["events_total"].dtype == "float64"
+
+
 def test_training_cutoffs():
     assert training_cutoffs("2011-09-10", horizon_days=90, step_days=30, n=3) == (
         dt.datetime(2011, 6, 12),
