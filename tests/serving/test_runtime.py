@@ -581,9 +581,10 @@ def test_posted_features_from_threads_at_once_equal_one_by_one():
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda call: features(call, cache), calls * 2))
     assert cache.misses <= 4 and cache.hits >= 12  # one query per thread at most, before the others saw it
-    for call, frame in zip(calls * 2, together, strict=True):
+    alone = [features(call, None) for call in calls]
+    for call, expected, frame in zip(calls * 2, alone * 2, together, strict=True):
         assert frame["customer_id"].tolist() == [call[1][0]["customer_id"]]
-        pd.testing.assert_frame_equal(frame, features(call, None))
+        pd.testing.assert_frame_equal(frame, expected)
 
 
 @pytest.mark.parametrize("task", ["churn", "next_purchase", "lead"])
