@@ -99,7 +99,21 @@ def tidy(text: str) -> str:
         text = _NEGATIVE_SPEND.sub(r"Refunds outweighed purchases by \1", text)
     if "0.0x" in text:
         text = _TINY_RATIO.sub("well within the usual gap", text)
+    if text.startswith(("under 1%", "over 99%")):  # a share (_Share) that opens the sentence
+        text = text[0].upper() + text[1:]
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
+
+
+class _Share(float):
+    """A number whose whole-percent format (``{x:.0%}``) never rounds a part to 0% or 100%: a
+    refund share of 0.3% reads "under 1%", one of 99.7% "over 99%"."""
+
+    def __format__(self, spec: str) -> str:
+        if spec == ".0%" and 0 < self < 0.005:
+            return "under 1%"
+        if spec == ".0%" and 0.995 <= self < 1:
+            return "over 99%"
+        return float.__format__(self, spec)
 
 
 # Counts that weigh every purchase by its age (models.texts): above 0 whenever there was a purchase,
@@ -372,7 +386,8 @@ class ReasonWriter:
             if any(_is_missing(values.get(f)) for f in fields):
                 continue
             try:
-                text = tidy(template.format(**{f: values[f] for f in fields}))
+                filled = {f: _Share(values[f]) if type(values[f]) is float else values[f] for f in fields}
+                text = tidy(template.format(**filled))
             except (ValueError, TypeError):  # a numeric format applied to a category label
                 continue
             if active and n < len(templates) and feature.startswith(_WEIGHTED) and text.startswith(_NONE_IN_WINDOW):

@@ -517,3 +517,19 @@ def test_a_pull_that_rounds_to_zero_is_no_reason():
     (reasons,) = writer.explain(np.array([[0.2, 4e-7]]), np.zeros((1, 2)), k=2)
     (counter,) = writer.explain(np.array([[-0.2, -4e-7]]), np.zeros((1, 2)), k=2, counter=True)
     assert [r["feature"] for r in reasons] == [r["feature"] for r in counter] == ["a"]
+
+
+def test_a_share_under_half_a_percent_is_not_read_as_none():
+    """ "Refunds and returns worth 0% of the value bought" was said of a 0.3% share: whole percents
+    round a small part to nothing (and 99.7% to everything)."""
+    templates = customer_templates(90)
+    writer = ReasonWriter(["refund_share", "weekend_share"], templates, "raises churn risk")
+    said = {v: writer.sentence("refund_share", {"refund_share": v}) for v in (0.003, 0.0, 0.42, 0.997, 1.0)}
+    assert said == {
+        0.003: "Refunds and returns worth under 1% of the value bought",
+        0.0: "Refunds and returns worth 0% of the value bought",
+        0.42: "Refunds and returns worth 42% of the value bought",
+        0.997: "Refunds and returns worth over 99% of the value bought",
+        1.0: "Refunds and returns worth 100% of the value bought",
+    }
+    assert writer.sentence("weekend_share", {"weekend_share": 0.004}) == "Under 1% of purchase days at weekends"
