@@ -22,6 +22,7 @@ import ibis
 import ibis.expr.types as ir
 import sqlglot
 from ibis.backends import BaseBackend
+from sqlglot.dialects.spark import Spark
 
 from features.config import (
     CANCELLATION,
@@ -35,7 +36,7 @@ from features.config import (
     TableConfig,
 )
 
-__all__ = ["CanonicalTables", "ContractError", "TableReport", "load_tables", "map_table"]
+__all__ = ["CanonicalTables", "ContractError", "TableReport", "java_pattern", "load_tables", "map_table"]
 
 MAX_EVENT_TYPES_SHOWN = 8
 
@@ -343,10 +344,12 @@ def _timestamp_hint(spec: TableConfig, column: str, dialect: str) -> str:
     if not fmt:
         return " (set timestamp_format in the config)"
     source = spec.columns[column]
+    parse = f"try_strptime({_quote(source, dialect)}, '{fmt}')"
+    if dialect == "spark":
+        parse = f"try_to_timestamp({_quote(source, dialect)}, '{java_pattern(fmt)}')"
     drop = (
-        f"; to drop such rows instead, map {column}: try_strptime({_quote(source, dialect)}, '{fmt}')"
-        f" (dropped rows are counted under 'no {column}')"
-        if dialect == "duckdb" and source in spec.columns.values()
+        f"; to drop such rows instead, map {column}: {parse} (dropped rows are counted under 'no {column}')"
+        if source in spec.columns.values()
         else ""
     )
     return f" (they do not match timestamp_format {fmt!r}{drop})"
@@ -355,6 +358,47 @@ def _timestamp_hint(spec: TableConfig, column: str, dialect: str) -> str:
 @ibis.udf.scalar.builtin(name="try_strptime")
 def _try_strptime(value: str, format: str) -> dt.datetime:  # noqa: A002 - DuckDB's own argument name
     """DuckDB's ``try_strptime``: the timestamp ``value`` is in ``format``, or null when it is not."""
+
+
+@ibis.udf.scalar.builtin(name="try_to_timestamp")
+def _try_to_timestamp(value: str, format: str) -> dt.datetime:  # noqa: A002 - Spark's own argument name
+    """Spark's ``try_to_timestamp``: the timestamp ``value`` is in the Java ``format``, or null when it is not."""
+
+
+# strftime directives as Java DateTimeFormatter patterns (sqlglot's Spark mapping: %d/%m/%Y -> dd/MM/yyyy).
+_JAVA_PATTERNS = Spark.INVERSE_TIME_MAPPING
+
+
+def java_pattern(fmt: str) -> str:
+    """A ``timestamp_format`` (strftime) as the pattern of Spark's ``to_timestamp``: each directive
+    mapped, literal letters quoted (``%Y-%m-%dT%H:%M`` -> ``yyyy-MM-dd'T'HH:mm``).
+
+    Raises
+    ------
+    ValueError
+        A directive Spark has no pattern for.
+    """
+    out, i = [], 0
+    while i < len(fmt):
+        directive = next((d for d in (fmt[i : i + 3], fmt[i : i + 2]) if d in _JAVA_PATTERNS), None)
+        if directive:
+            out.append(_JAVA_PATTERNS[directive])
+            i += len(directive)
+            continue
+        if fmt[i] == "%":
+            raise ValueError(f"timestamp_format {fmt!r}: {fmt[i : i + 2]!r} has no Spark pattern")
+        out.append(f"'{fmt[i]}'" if fmt[i].isalpha() else "''" if fmt[i] == "'" else fmt[i])
+        i += 1
+    return "".join(out)
+
+
+def _parse_timestamps(value: ir.StringValue, fmt: str, dialect: str) -> ir.TimestampValue:
+    """``value`` parsed by ``timestamp_format``; a value the format does not parse is null (counted
+    and refused by :func:`map_table`, not the engine's own exception). Ibis labels strptime UTC;
+    the result is the naive wall-clock time, as from every other source."""
+    if dialect == "duckdb":
+        return _try_strptime(value, fmt).cast("timestamp")
+    return _try_to_timestamp(value, java_pattern(fmt)).cast("timestamp")
 
 
 def map_table(
@@ -433,10 +477,7 @@ def map_table(
             elif value.type().is_date():
                 casts[column] = value.cast("timestamp")
             elif spec.timestamp_format and value.type().is_string():
-                # Ibis labels strptime UTC; the value is the naive wall-clock time, like every other branch.
-                # DuckDB's try_strptime gives a value the format does not parse as null, counted below.
-                parse = _try_strptime if dialect == "duckdb" else ir.StringValue.as_timestamp
-                casts[column] = parse(value, spec.timestamp_format).cast("timestamp")
+                casts[column] = _parse_timestamps(value, spec.timestamp_format, dialect)
             else:
                 casts[column] = value.try_cast("timestamp")
         elif column in ("event_type", "channel", "category"):

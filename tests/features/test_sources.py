@@ -263,6 +263,17 @@ def test_a_value_the_timestamp_format_does_not_parse_is_a_contract_error(tmp_pat
     )
 
 
+def test_java_patterns_of_timestamp_formats():
+    """Spark's to_timestamp reads Java patterns: each directive mapped, literal letters quoted."""
+    from features.sources import java_pattern
+
+    assert java_pattern("%d/%m/%Y %H:%M:%S.%f") == "dd/MM/yyyy HH:mm:ss.SSSSSS"
+    assert java_pattern("%Y-%m-%dT%H:%M") == "yyyy-MM-dd'T'HH:mm"
+    assert java_pattern("%-d %b %Y, %I %p") == "d MMM yyyy, hh a"
+    with pytest.raises(ValueError, match="'%Q' has no Spark pattern"):
+        java_pattern("%Y %Q")
+
+
 def test_required_column_entirely_null(tmp_path, write_config):
     RAW.assign(cid=[None] * 6).astype({"cid": "float64"}).to_parquet(tmp_path / "tx.parquet")
     with pytest.raises(ContractError, match="column 'customer_id': required column is entirely null"):

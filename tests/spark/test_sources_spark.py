@@ -64,6 +64,36 @@ def test_timestamp_format_on_spark(tmp_path, write_config, spark):
     pdt.assert_frame_equal(frame, got["duckdb"][0], check_dtype=False)
 
 
+def test_iso_timestamps_with_a_literal_t_parse_on_spark(tmp_path, write_config, spark):
+    """A letter of the format that is not a directive is quoted in Spark's pattern (yyyy-MM-dd'T'HH:mm)."""
+    times = ["2024-01-01T10:00", "2024-01-05T12:30", "2024-02-01T09:00", "2024-02-02T09:00"] + ["2024-03-01T00:00"] * 2
+    RAW.assign(ts=times).to_csv(tmp_path / "tx.csv", index=False)
+    got = _both(_config(write_config, tmp_path / "tx.csv", timestamp_format="%Y-%m-%dT%H:%M"), spark)
+    assert got["spark"][0].timestamp.min() == pd.Timestamp("2024-01-01 10:00")
+    pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
+
+
+def test_a_value_the_timestamp_format_does_not_parse_is_the_contract_error_on_spark(tmp_path, write_config, spark):
+    """Was Spark's own CANNOT_PARSE_TIMESTAMP exception; now the contract error DuckDB gives, with a
+    count, examples and Spark's way to drop such rows by rule."""
+    times = ["01/01/2024 10:00", "12/31/2024 10:00", "01/02/2024 09:00", "02/02/2024 09:00", "yesterday"]
+    RAW.assign(ts=[*times, "01/03/2024 00:00"]).to_csv(tmp_path / "tx.csv", index=False)
+    config = _config(write_config, tmp_path / "tx.csv", timestamp_format="%d/%m/%Y %H:%M")
+    config = config.model_copy(update={"engine": "spark"})
+    with pytest.raises(ContractError) as excinfo:
+        load_tables(config, con=connect(config, session=spark))
+    message = str(excinfo.value)
+    assert "table 'transactions', column 'timestamp': values must parse as a timestamp. 2 row(s) do not" in message
+    assert "'12/31/2024 10:00'" in message and "'yesterday'" in message
+    assert "map timestamp: try_to_timestamp(`ts`, 'dd/MM/yyyy HH:mm')" in message
+    # The hint's mapping, as the message gives it, drops and counts the two rows.
+    columns = {**config.tables.transactions.columns, "timestamp": "try_to_timestamp(`ts`, 'dd/MM/yyyy HH:mm')"}
+    spec = config.tables.transactions.model_copy(update={"columns": columns, "timestamp_format": None})
+    fixed = config.model_copy(update={"tables": config.tables.model_copy(update={"transactions": spec})})
+    report = load_tables(fixed, con=connect(fixed, session=spark)).reports["transactions"]
+    assert report.dropped["no timestamp"] == 2 and report.rows_kept == 3  # RAW also has a row without customer
+
+
 def test_unparseable_timestamp_is_a_contract_error_on_spark(tmp_path, write_config, spark):
     RAW.assign(ts=["2024-01-01", "yesterday", "2024-02-01", "2024-02-02", "soon", "2024-03-01"]).to_csv(
         tmp_path / "tx.csv", index=False
