@@ -262,6 +262,13 @@ class ModelsConfig(_Frozen):
         if not isinstance(data, dict):
             return data
         sections = {**{task: {} for task in MODEL_DEFAULTS}, **data}
+        for task in ("next_purchase", "lead"):
+            if isinstance(sections.get(task), dict) and "lookback_days" in sections[task]:
+                # Was read and silently ignored (the bundled config set 730 for next purchase).
+                raise ValueError(
+                    f"{task}.lookback_days: only churn has a lookback window; the {task} population is "
+                    f"{population_rule(task, ModelConfig())}. Remove the setting"
+                )
         return {
             task: {**MODEL_DEFAULTS.get(task, {}), **section} if isinstance(section, dict) else section
             for task, section in sections.items()

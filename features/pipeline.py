@@ -451,7 +451,7 @@ def _hazard_set(tables: CanonicalTables, task: str, end: dt.datetime, step_days:
         raise ValueError(
             f"task '{task}': the weekly hazard head has no training cut-off: the first one, a week before "
             f"{end:%Y-%m-%d}, must lie {HAZARD_WARMUP_DAYS} days after the first row of table '{table}' "
-            f"({first:%Y-%m-%d} if first else 'none'). Use a later test cut-off (--as-of)"
+            f"({f'{first:%Y-%m-%d}' if first else 'none'}). Use a later test cut-off (--as-of)"
         )
     frames = _at_cutoffs(tables, task, cutoffs, _hazard_rows, mc)
     # An empty cut-off (no population yet) adds no rows; leaving it out keeps the dtypes of the others.

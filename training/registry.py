@@ -129,7 +129,18 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
     warnings = []
     if previous is not None:
         old = _row(name, *versions[previous])
-        if old["test_cutoff"] != row["test_cutoff"]:
+        old_tags, new_tags = versions[previous][0].tags or {}, target.tags or {}
+        differ = [
+            k for k in ("horizon_days", "population") if k in old_tags and old_tags[k] != new_tags.get(k, old_tags[k])
+        ]
+        if differ:
+            warnings.append(
+                f"v{wanted} answers another question than champion v{previous} ("
+                + ", ".join(f"{k} {new_tags[k]!r} against {old_tags[k]!r}" for k in differ)
+                + f"): their metrics do not compare, and scores, tiers and lists change meaning; set models."
+                f"{task} in the config to match it"
+            )
+        elif old["test_cutoff"] != row["test_cutoff"]:
             warnings.append(
                 f"v{wanted} was tested at {row['test_cutoff']} and champion v{previous} at {old['test_cutoff']}: "
                 "their test metrics are not on the same rows and do not compare (compare them on the same dates "

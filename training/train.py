@@ -197,7 +197,9 @@ def train_model(
             "warnings": result.warnings,
         }
     )
-    describe_version(config, spec, out["registered_model"], out["version"], summary_lines(out))
+    describe_version(
+        config, spec, out["registered_model"], out["version"], summary_lines(out), champion=out["alias"] == "champion"
+    )
     if metrics_out is not None:
         write_text_atomic(metrics_out, json.dumps(out, indent=2))
     return out

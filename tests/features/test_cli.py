@@ -116,7 +116,7 @@ def test_features_snapshots_writes_every_served_task_or_none(tmp_path):
     assert one.exit_code == 0, one.output
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "c.parquet"), churn)
 
-    # 2012-12-20: no purchase in the churn lookback (365 days), next purchase's (730) still has customers.
+    # 2012-12-20: no purchase in the churn lookback (365 days); next purchase (everyone who ever bought) still has customers.
     before = {p.name: p.read_bytes() for p in snaps.iterdir()}
     refused = runner.invoke(app, [*base, "--as-of", "2012-12-20", "--snapshots"])
     assert refused.exit_code == 2 and "the churn population as of 2012-12-20 00:00 is empty" in refused.stderr

@@ -90,3 +90,15 @@ def test_missing_file_and_non_mapping(tmp_path, write_config):
 def test_overrides_replace_top_level_keys(write_config):
     config = load_config(write_config(minimal_config_dict()), overrides={"engine": "spark"})
     assert config.engine == "spark"
+
+
+@pytest.mark.parametrize("task", ["next_purchase", "lead"])
+def test_a_lookback_outside_churn_is_refused_not_ignored(task):
+    """next_purchase.lookback_days: 730 in the bundled config changed nothing: only churn's population has a lookback."""
+    from features.config import ModelsConfig
+
+    with pytest.raises(
+        ValueError, match=f"{task}.lookback_days: only churn has a lookback window; the {task} population"
+    ):
+        ModelsConfig.model_validate({task: {"lookback_days": 730}})
+    assert ModelsConfig.model_validate({"churn": {"lookback_days": 730}}).churn.lookback_days == 730

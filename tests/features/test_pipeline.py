@@ -195,6 +195,16 @@ def test_a_training_set_is_one_compiled_query_run_at_every_cutoff(monkeypatch):
     assert early["events_total"].isna().all() and early["events_total"].dtype == "float64"
 
 
+def test_a_test_cutoff_too_early_for_the_hazard_head_names_the_first_row():
+    mc = ModelConfig(horizon_days=30, step_days=14, n_train_cutoffs=1)
+    with pytest.raises(ValueError) as info:
+        build_training_set(
+            make_tables(_weekly_history()), "churn", model_config=mc, test_cutoff="2023-04-01", hazard_step_days=28
+        )
+    # Was "(2023-01-01 if first else 'none')": an f-string inside the message's text.
+    assert "must lie 90 days after the first row of table 'transactions' (2023-01-01). Use a later" in str(info.value)
+
+
 def test_training_cutoffs():
     assert training_cutoffs("2011-09-10", horizon_days=90, step_days=30, n=3) == (
         dt.datetime(2011, 6, 12),

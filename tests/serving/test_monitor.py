@@ -121,3 +121,31 @@ def test_monitor_without_a_champion_names_the_train_command(tmp_path):
         monitor_champion(load_config(retail_config), "churn", ["2011-09-10"])
     result = CliRunner().invoke(app, ["monitor", "churn", "--config", str(retail_config)])
     assert result.exit_code == 2 and "crmscore train churn" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_gate_scores_a_lead_champion_as_the_nightly_path_does(trained):
+    """The promotion gate re-scores the champion on the challenger's test rows as batch scoring and the
+    monitor would at that date, its anchor solved on those rows; it used the anchor of the champion's
+    own test cut-off, which put the lead champion's Brier score far off (0.366 for 0.227)."""
+    from features.pipeline import build_training_set
+    from features.sources import load_tables
+    from models.catalog import model_config_for
+    from training import metrics as m
+    from training.pyfunc import load_champion
+    from training.tracking import batch_probability
+
+    _, leads_config, _ = trained
+    config = load_config(leads_config)
+    as_of = "2010-06-01"
+    table, _ = monitor_champion(config, "lead", [as_of])
+    assert table["error"].iloc[0] is None
+    scorer, _ = load_champion(config, "lead")
+    test = build_training_set(
+        load_tables(config), "lead", model_config=model_config_for(config, "lead"), test_cutoff=as_of
+    ).test
+    X, y = scorer.prepare(test), test["label"].to_numpy(dtype=float)
+    p = batch_probability(scorer, X, pd.Timestamp(as_of))
+    assert m.brier(y, p) == pytest.approx(table["brier"].iloc[0], abs=1e-9)
+    stale = scorer.probability(X, as_of=pd.Timestamp(as_of), population_shift=scorer.default_population_shift)
+    assert abs(m.brier(y, stale) - m.brier(y, p)) > 1e-3  # 0.0018 here; 0.14 for a champion of 2009-12-01 at 2010-03-01

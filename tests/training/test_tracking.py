@@ -175,6 +175,30 @@ def test_a_level_roc_auc_with_a_better_brier_score_promotes(config, good):
     assert _aliases(config, fixed["version"]) == {"champion", "challenger"}
 
 
+def test_a_model_of_another_horizon_or_population_or_graded_c_does_not_replace_the_champion(config, good, bad):
+    """A 30-day churn model re-scored the 90-day champion on 30-day labels and won; a challenger a
+    baseline beats (grade C) was promoted over a champion; the registered model's page then
+    described the challenger."""
+    import dataclasses
+
+    first = _log(config, bad)  # no champion yet: promoted whatever it is
+    assert first["promoted"]
+    for update in ({"horizon_days": MODEL_CONFIG.horizon_days + 30}, {"lookback_days": MODEL_CONFIG.lookback_days * 2}):
+        other = dataclasses.replace(good, spec=churn_spec(MODEL_CONFIG.model_copy(update=update)))
+        logged = _log(config, other)
+        assert not logged["promoted"] and "answers another question (" in logged["reason"], logged["reason"]
+        assert "use --force-promote to replace it" in logged["reason"]
+    weak = _log(config, dataclasses.replace(good, grade="C"))
+    assert not weak["promoted"] and weak["reason"].endswith(
+        "but graded C: it ranked below a baseline (use --force-promote to promote anyway)"
+    )
+    assert weak["reason"].startswith("roc_auc ")  # it did beat the (label-shuffled) champion
+    assert _log(config, good)["promoted"]
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    tags = client.get_model_version("crmscore-churn", first["version"]).tags
+    assert tags["horizon_days"] == str(MODEL_CONFIG.horizon_days) and tags["population"] == good.spec.population
+
+
 def test_a_brier_score_lower_only_within_the_folds_noise_does_not_promote():
     """0.191892 against 0.191860 promoted a retrain, and the gate's reason printed 0.1919 < 0.1919."""
     from training.tracking import _brier_difference, _digits
