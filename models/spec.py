@@ -91,7 +91,24 @@ def override_params(params: Mapping[str, Any], overrides: Mapping[str, Any], *, 
         for existing in [k for k in out if canonical.get(k, k) == name]:
             del out[existing]
         out[key] = value
+    if overrides:
+        _check_values(out, overrides, field_name)
     return out
+
+
+def _check_values(params: Mapping[str, Any], overrides: Mapping[str, Any], field_name: str) -> None:
+    """Refuse values LightGBM refuses (``learning_rate: -1``), found by one boosting round on four
+    rows, so that ``validate`` says so rather than ``train`` failing with LightGBM's traceback."""
+    import lightgbm as lgb
+    import numpy as np
+
+    X, y = np.arange(4.0).reshape(-1, 1), np.array([0.0, 1.0, 0.0, 1.0])
+    try:
+        lgb.train({**params, "verbose": -1}, lgb.Dataset(X, y, params={"verbose": -1}), num_boost_round=1)
+    except lgb.basic.LightGBMError as exc:
+        given = ", ".join(f"{k}: {v!r}" for k, v in overrides.items())
+        check = str(exc).split(" at ")[0].strip()  # without the C++ source file and line
+        raise ValueError(f"{field_name} ({given}): LightGBM refuses the values: {check}") from None
 
 
 def base_lgbm_params(seed: int) -> dict[str, Any]:

@@ -62,6 +62,14 @@ def test_validate_refuses_a_model_override_training_would_refuse(tmp_path):
     assert result.exit_code == 2, result.output
     assert "models.lead.lgbm_params.num_leafs: not a LightGBM parameter" in result.stderr
     assert "not_read.parquet" not in result.stderr
+    # A value LightGBM refuses: validate said nothing, and train ended in LightGBM's traceback.
+    config["models"]["lead"]["lgbm_params"] = {"learning_rate": -1}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = runner.invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert (
+        "models.lead.lgbm_params (learning_rate: -1): LightGBM refuses the values: Check failed: (learning_rate) > (0.0)"
+    ) in " ".join(result.stderr.split())
 
 
 def test_validate_json_is_checked_first_and_written_whole(tmp_path):
