@@ -172,6 +172,10 @@ def _states_again(text: str, earlier: Sequence[str]) -> bool:
 _LATEST = re.compile(r", the latest ((\d[\d,]*) days? ago|today)$")
 
 
+# A sentence that dates the last purchase itself.
+_DATES_LAST = re.compile(r"^(?:No purchase for (\d[\d,]*) days?\b|Last purchase (\d[\d,]*) days? ago)")
+
+
 def _said_already(clause: re.Match[str], earlier: Sequence[str]) -> bool:
     """Whether an earlier sentence of the row already dates the latest purchase as ``clause`` does:
     "... the latest 235 days ago", "Last purchase 235 days ago", "No purchase for 235 days"."""
@@ -500,6 +504,15 @@ class ReasonWriter:
                 if clause and _said_already(clause, earlier):
                     # Two of a row's reasons would date the same last purchase; the first one says it.
                     text = text[: clause.start()]
+                dates = _DATES_LAST.match(text)
+                if dates:
+                    # This one dates the last purchase in full: an earlier reason's closing clause of the
+                    # same date goes ("..., the latest 15 days ago" beside "No purchase for 15 days").
+                    days = dates.group(1) or dates.group(2)
+                    for r in reasons:
+                        cut = _LATEST.search(_DIRECTION.sub("", r["text"]))  # the direction is a suffix
+                        if cut and cut.group(2) == days:
+                            r["text"] = r["text"][: cut.start()] + r["text"][cut.end() :]
                 reason = {
                     "text": f"{text} ({direction})",
                     "feature": feature,

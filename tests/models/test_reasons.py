@@ -427,6 +427,14 @@ def test_a_rows_reasons_date_the_last_purchase_once():
         "No orders in the last 30 days, the latest 11 days ago",
     ]
     assert third == ["Bought on 3 days in the last 365 days, the latest 11 days ago", "No orders in the last 30 days"]
+    # The other order: the count's clause came first and the recency sentence repeated its date (392 of
+    # the demo's 4,269 churn rows): the recency sentence dates it, the clause goes.
+    X = np.array([[15.0, 0.4, 6.0, 0.0]])
+    (fourth,) = ([r["text"] for r in row] for row in writer.explain(np.array([[0.3, 0.5, 0.0, 0.0]]), X, k=3))
+    assert fourth == [
+        "Bought on 6 days in the last 365 days (raises churn risk)",
+        "No purchase for 15 days (raises churn risk)",
+    ]
 
 
 def _writer(features, shown, **kwargs):
