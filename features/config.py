@@ -325,6 +325,8 @@ class Config(_Frozen):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
+    # The file it was read from (load_config), for commands that messages suggest.
+    path: Path | None = Field(default=None, exclude=True)
 
     def resolve(self, path: str) -> str:
         """Return ``path`` made absolute against the config file's folder (URLs and absolute paths unchanged)."""
@@ -386,9 +388,10 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: the top level must be a mapping of keys to values")
     raw.update(overrides or {})
-    if "base_dir" in raw:
-        raise ConfigError(f"config {path}: base_dir: unknown key")
+    for internal in ("base_dir", "path"):
+        if internal in raw:
+            raise ConfigError(f"config {path}: {internal}: unknown key")
     try:
-        return Config(**raw, base_dir=path.resolve().parent)
+        return Config(**raw, base_dir=path.resolve().parent, path=path.resolve())
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, path)) from exc

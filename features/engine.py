@@ -20,7 +20,7 @@ import sys
 import ibis
 from ibis.backends import BaseBackend
 
-from features.config import Config
+from features.config import Config, ConfigError
 
 __all__ = ["INSTALL_HINT", "EngineError", "connect", "spark_session"]
 
@@ -72,7 +72,16 @@ def spark_session(config: Config):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # Py4J's and PySpark's errors, e.g. "Could not parse Master URL: 'local[2'"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        said = next((line for line in lines if "Exception:" in line or "[" in line[:40]), lines[0] if lines else "")
+        raise ConfigError(
+            f"spark: the Spark session did not start with spark.master {config.spark.master!r} and spark.conf "
+            f"{dict(config.spark.conf)}: {type(exc).__name__}: {said[:500]} (check those settings; the JVM's own "
+            "message, if any, is above)"
+        ) from None
 
 
 def _spark_compiler():

@@ -216,6 +216,9 @@ def score_command(
 
     task = _task(model)
     try:
+        from features.timebase import normalize_as_of
+
+        normalize_as_of(as_of)  # a malformed date is refused before the data is read
         cfg = load_config(config)
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark

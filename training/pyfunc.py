@@ -322,7 +322,8 @@ def _artifact_location(client: Any, version: Any) -> str:
 def train_command(config: Config, task: str | None) -> str:
     """The ``crmscore train`` command line that would register a model for ``task`` (``MODEL`` for
     any), for messages."""
-    guess = config.base_dir / f"{config.name}.yaml"
+    # The file the config was read from; else (a config built in code) one named after it, if any.
+    guess = config.path or config.base_dir / f"{config.name}.yaml"
     config_arg = str(guess) if guess.is_file() else "<config.yaml>"
     return f"crmscore train {cli_model_name(task) if task else 'MODEL'} --config {config_arg}"
 

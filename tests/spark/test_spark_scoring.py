@@ -213,3 +213,18 @@ def test_monitor_on_spark_equals_duckdb(trained, retail_tables):
     assert remote["error"].isna().all() and bool(remote["out_of_sample"].iloc[0])
     pd.testing.assert_frame_equal(remote, local, check_exact=False, rtol=1e-9)
     assert remote["roc_auc"].iloc[0] == pytest.approx(info["metrics"]["roc_auc"], abs=1e-9)
+
+
+def test_a_file_name_for_the_spark_output_folder_is_refused_at_once(trained):
+    """A job moved from DuckDB to Spark kept --out scores.csv and got a folder of Parquet named so, exit 0."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    _, _, tmp, path = trained
+    out = tmp / "scores.csv"
+    result = CliRunner().invoke(app, ["score", "churn", "--config", str(path), "--as-of", AS_OF, "--out", str(out)])
+    assert result.exit_code == 2 and not out.exists(), result.output
+    assert "with engine: spark the output is a folder of Parquet files, not a CSV file" in result.stderr
+    bad_date = CliRunner().invoke(app, ["score", "churn", "--config", str(path), "--as-of", "2011-13-01", "--out", "x"])
+    assert bad_date.exit_code == 2 and "as_of: '2011-13-01' is not an ISO date" in bad_date.stderr

@@ -512,3 +512,15 @@ def test_a_run_mlflow_run_started_in_another_store_is_let_go(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
     _outside_run(client, config)
     assert os.environ["MLFLOW_RUN_ID"] == run.info.run_id and capsys.readouterr().err == ""
+
+
+def test_the_train_command_a_message_suggests_is_the_config_given(tmp_path):
+    """A copy of the bundled config keeps its name: the hint pointed at configs/online_retail.yaml, not the copy."""
+    from features.config import load_config
+    from training.pyfunc import train_command
+
+    copy = tmp_path / "spark_local.yaml"
+    copy.write_text((ROOT / "configs" / "online_retail.yaml").read_text().replace("data/", str(ROOT / "data") + "/"))
+    assert train_command(load_config(copy), "next_purchase") == f"crmscore train next-purchase --config {copy}"
+    built = Config(name="online_retail", tables=TablesConfig(), base_dir=ROOT / "configs")  # no file: named after it
+    assert train_command(built, "churn") == f"crmscore train churn --config {ROOT / 'configs' / 'online_retail.yaml'}"
