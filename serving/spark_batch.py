@@ -175,10 +175,20 @@ def check_out_dir(spark, out: str) -> None:
         raise OutputError(f"--out {out}: cannot write in {where} ({exc.java_exception.getMessage()})") from exc
 
 
-def _sibling(out: str) -> str:
+def _sibling(out: str, suffix: str | None = None) -> str:
     head, _, name = out.rstrip("/").rpartition("/")
-    tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:12] if suffix is None else suffix}"
     return f"{head}/{tmp_name}" if head else tmp_name
+
+
+def _remove_temporaries(spark, out: str) -> int:
+    """Delete the temporary sibling folders of ``out`` (``.NAME.tmp-*``, and their ``.old``) that a
+    killed or failed run left behind; returns how many. Each run writes to a new one, so without
+    this they piled up beside the output (on S3, as objects)."""
+    hadoop = spark.sparkContext._jvm.org.apache.hadoop.fs
+    pattern = hadoop.Path(_sibling(out, "*"))
+    fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return sum(int(fs.delete(status.getPath(), True)) for status in fs.globStatus(pattern) or [])
 
 
 def _on_spark(config: Config) -> Config:
@@ -383,9 +393,14 @@ def score_spark(
             check_population(0, tables, task, as_of=as_of, mc=model_config_for(config, task))
         result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
         spark = features.sparkSession
+        _remove_temporaries(spark, out)  # of earlier runs that were killed
         tmp = _sibling(out)
-        result.write.mode("errorifexists").parquet(tmp)
-        _replace_folder(spark, tmp, out)
+        try:
+            result.write.mode("errorifexists").parquet(tmp)
+            _replace_folder(spark, tmp, out)
+        except BaseException:
+            _remove_temporaries(spark, out)  # this run's, half written
+            raise
         drift = tuple(spark_drift(scorer, features))
     finally:
         features.unpersist()

@@ -86,6 +86,10 @@ def test_score_spark_writes_the_score_batch_table(trained, retail_tables):
     local_out, spark_out = tmp / "local.parquet", tmp / "spark_scores"
     spark_out.mkdir()
     (spark_out / "stale.parquet").write_bytes(b"an earlier run")
+    # What killed runs left: their temporary folders, half written, and one moved aside.
+    for leftover in (".spark_scores.tmp-0d5937b78075/_temporary", ".spark_scores.tmp-4d2b1aa36f99.old"):
+        (tmp / leftover).mkdir(parents=True)
+        (tmp / leftover / "part-0.parquet").write_bytes(b"half")
     local_batch = score_batch(duck, "churn", as_of=AS_OF, out=local_out, tables=retail_tables["duckdb"])
     spark_batch = score_spark(config, "churn", as_of=AS_OF, out_dir=str(spark_out), tables=retail_tables["spark"])
 
