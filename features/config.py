@@ -262,13 +262,6 @@ class ModelsConfig(_Frozen):
         if not isinstance(data, dict):
             return data
         sections = {**{task: {} for task in MODEL_DEFAULTS}, **data}
-        for task in ("next_purchase", "lead"):
-            if isinstance(sections.get(task), dict) and "lookback_days" in sections[task]:
-                # Was read and silently ignored (the bundled config set 730 for next purchase).
-                raise ValueError(
-                    f"{task}.lookback_days: only churn has a lookback window; the {task} population is "
-                    f"{population_rule(task, ModelConfig())}. Remove the setting"
-                )
         return {
             task: {**MODEL_DEFAULTS.get(task, {}), **section} if isinstance(section, dict) else section
             for task, section in sections.items()
@@ -362,6 +355,22 @@ def _format_error(error: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
+def _check_lookbacks(raw: dict[str, Any], path: Path) -> None:
+    """Refuse a ``lookback_days`` a file sets for next purchase or leads: only churn's population has
+    a lookback window, and the setting was read and ignored (the bundled config set 730 for next
+    purchase). The default value passes, as a config written out by ``Config.to_dict`` has it; the
+    configs registries hold are not read through here."""
+    default = ModelConfig.model_fields["lookback_days"].default
+    models = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    for task in ("next_purchase", "lead"):
+        section = models.get(task)
+        if isinstance(section, dict) and section.get("lookback_days", default) != default:
+            raise ConfigError(
+                f"config {path}: models.{task}.lookback_days: only churn has a lookback window; the {task} "
+                f"population is {population_rule(task, ModelConfig())}. Remove the setting"
+            )
+
+
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML configuration file.
 
@@ -391,6 +400,7 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
     for internal in ("base_dir", "path"):
         if internal in raw:
             raise ConfigError(f"config {path}: {internal}: unknown key")
+    _check_lookbacks(raw, path)
     try:
         return Config(**raw, base_dir=path.resolve().parent, path=path.resolve())
     except ValidationError as exc:

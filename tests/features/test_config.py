@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from features.config import Config, ConfigError, load_config
 from tests.conftest import CONFIGS, minimal_config_dict
@@ -93,12 +94,17 @@ def test_overrides_replace_top_level_keys(write_config):
 
 
 @pytest.mark.parametrize("task", ["next_purchase", "lead"])
-def test_a_lookback_outside_churn_is_refused_not_ignored(task):
+def test_a_lookback_outside_churn_is_refused_not_ignored(task, write_config):
     """next_purchase.lookback_days: 730 in the bundled config changed nothing: only churn's population has a lookback."""
-    from features.config import ModelsConfig
-
+    base = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
     with pytest.raises(
-        ValueError, match=f"{task}.lookback_days: only churn has a lookback window; the {task} population"
+        ConfigError, match=f"models.{task}.lookback_days: only churn has a lookback window; the {task} "
     ):
-        ModelsConfig.model_validate({task: {"lookback_days": 730}})
-    assert ModelsConfig.model_validate({"churn": {"lookback_days": 730}}).churn.lookback_days == 730
+        load_config(write_config({**base, "models": {task: {"lookback_days": 730}}}))
+    assert (
+        load_config(write_config({**base, "models": {"churn": {"lookback_days": 730}}})).models.churn.lookback_days
+        == 730
+    )
+    # A config written out whole (Config.to_dict) holds every model's default lookback: read back as it is.
+    whole = load_config(CONFIGS / "online_retail.yaml").to_dict()
+    assert load_config(write_config({**whole, "name": "copy"})).models.next_purchase.lookback_days == 365
