@@ -390,7 +390,9 @@ class ReasonWriter:
             if any(_is_missing(values.get(f)) for f in fields):
                 continue
             try:
-                filled = {f: _Share(values[f]) if type(values[f]) is float else values[f] for f in fields}
+                filled = {f: values[f] for f in fields}
+                if "%}" in template:  # a share: whole percents never round a part to 0% or 100%
+                    filled = {f: _Share(v) if type(v) is float else v for f, v in filled.items()}
                 text = tidy(template.format(**filled))
             except (ValueError, TypeError):  # a numeric format applied to a category label
                 continue
