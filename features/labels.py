@@ -64,13 +64,13 @@ def _check(horizon_days: int) -> None:
 def churn_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """``customer_id``, ``label`` (1 = churned in ``(as_of, as_of + H]``)."""
     _check(horizon_days)
-    ts = cutoff(as_of)
-    future = _window(tables.transactions, ts, horizon_days)
+    cut = cutoff(as_of)
+    future = _window(tables.transactions, cut, horizon_days)
     bought = future.filter(future.amount > 0).select("customer_id").distinct().mutate(_bought=ibis.literal(1))
-    out = join_on(_customers(tables, ts), [bought], "customer_id")
+    out = join_on(_customers(tables, cut), [bought], "customer_id")
     churned = out._bought.isnull()
     if tables.events is not None:
-        ev = _window(tables.events, ts, horizon_days)
+        ev = _window(tables.events, cut, horizon_days)
         cancelled = (
             ev.filter(ev.event_type == CANCELLATION).select("customer_id").distinct().mutate(_cancel=ibis.literal(1))
         )
@@ -82,10 +82,10 @@ def churn_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days:
 def next_purchase_labels(tables: CanonicalTables, *, as_of: AsOf | Cutoff, horizon_days: int) -> ir.Table:
     """``customer_id``, ``label`` (1 = bought in ``(as_of, as_of + H]``), ``spend`` (net amount in the window)."""
     _check(horizon_days)
-    ts = cutoff(as_of)
-    future = _window(tables.transactions, ts, horizon_days)
+    cut = cutoff(as_of)
+    future = _window(tables.transactions, cut, horizon_days)
     agg = future.group_by("customer_id").aggregate(_n=(future.amount > 0).cast("int64").sum(), _s=future.amount.sum())
-    out = join_on(_customers(tables, ts), [agg], "customer_id")
+    out = join_on(_customers(tables, cut), [agg], "customer_id")
     return out.select(
         "customer_id",
         label=(out._n.fill_null(0) > 0).cast("int64"),
@@ -101,12 +101,12 @@ def days_to_next_purchase(tables: CanonicalTables, *, as_of: AsOf | Cutoff) -> i
     Whoever reads it must censor at the data's end (or earlier): a null says nothing about the
     days after the last row.
     """
-    ts = cutoff(as_of)
+    cut = cutoff(as_of)
     t = tables.transactions
-    after = t.filter((t.timestamp > ts.at()) & (t.amount > 0))
+    after = t.filter((t.timestamp > cut.at()) & (t.amount > 0))
     first = after.group_by("customer_id").aggregate(_first=after.timestamp.min())
-    out = join_on(_customers(tables, ts), [first], "customer_id")
-    seconds = out._first.epoch_seconds() - ts.epoch()
+    out = join_on(_customers(tables, cut), [first], "customer_id")
+    seconds = out._first.epoch_seconds() - cut.epoch()
     return out.select("customer_id", days_to_next=(seconds / SECONDS_PER_DAY).cast("float64"))
 
 

@@ -343,16 +343,16 @@ def _timestamp_hint(spec: TableConfig, column: str, dialect: str) -> str:
     fmt = spec.timestamp_format
     if not fmt:
         return " (set timestamp_format in the config)"
-    source = spec.columns[column]
-    parse = f"try_strptime({_quote(source, dialect)}, '{fmt}')"
-    if dialect == "spark":
-        parse = f"try_to_timestamp({_quote(source, dialect)}, '{java_pattern(fmt)}')"
-    drop = (
-        f"; to drop such rows instead, map {column}: {parse} (dropped rows are counted under 'no {column}')"
-        if source in spec.columns.values()
-        else ""
+    source = _quote(spec.columns[column], dialect)
+    parse = (
+        f"try_to_timestamp({source}, '{java_pattern(fmt)}')"
+        if dialect == "spark"
+        else f"try_strptime({source}, '{fmt}')"
     )
-    return f" (they do not match timestamp_format {fmt!r}{drop})"
+    return (
+        f" (they do not match timestamp_format {fmt!r}; to drop such rows instead, map {column}: {parse}"
+        f" (dropped rows are counted under 'no {column}'))"
+    )
 
 
 @ibis.udf.scalar.builtin(name="try_strptime")
@@ -491,9 +491,10 @@ def map_table(
     required = CANONICAL_COLUMNS[table]["required"]
     data_columns = [c for c in typed.columns if not c.startswith("__")]
     parsed = [c for c in casts if c in TIMESTAMP_COLUMNS or c in NUMERIC_COLUMNS]
+    unparsed = {column: typed[f"__raw_{column}"].notnull() & typed[column].isnull() for column in parsed}
     aggs = {"rows_read": typed.count()}
-    for column in parsed:
-        aggs[f"bad__{column}"] = (typed[f"__raw_{column}"].notnull() & typed[column].isnull()).sum()
+    for column, condition in unparsed.items():
+        aggs[f"bad__{column}"] = condition.sum()
     for column in data_columns:
         aggs[f"null__{column}"] = typed[column].isnull().sum()
     passed = ibis.literal(True)
@@ -507,7 +508,7 @@ def map_table(
     # Unparseable values: present in the source, null after parsing. A contract error, with examples.
     for column in parsed:
         if n_bad := counts[f"bad__{column}"]:
-            bad = typed.filter(typed[f"__raw_{column}"].notnull() & typed[column].isnull())
+            bad = typed.filter(unparsed[column])
             kind = "timestamp" if column in TIMESTAMP_COLUMNS else "number"
             raise ContractError(
                 table,

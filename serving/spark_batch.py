@@ -376,11 +376,12 @@ def score_spark(
 
     task = normalize_task(task)
     out = str(out_dir)
-    if out.rstrip("/").lower().endswith((".csv", ".json", ".txt")):
+    suffix = out.rstrip("/").rpartition(".")[2].lower()
+    if suffix in ("csv", "json", "txt"):
         # A job moved from DuckDB keeps its --out: a folder named scores.csv would break its CSV readers.
         raise OutputError(
-            f"--out {out}: with engine: spark the output is a folder of Parquet files, not a "
-            f"{out.rstrip('/').rsplit('.', 1)[1].upper()} file; give a folder name (e.g. scores/{task}-<date>)"
+            f"--out {out}: with engine: spark the output is a folder of Parquet files, not a {suffix.upper()} "
+            f"file; give a folder name (e.g. scores/{task}-<date>)"
         )
     scorer, info = load_champion(config, task)
     check_out_dir(spark_session(config), out)

@@ -81,6 +81,19 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
     return listings
 
 
+def question_of(spec: Any) -> dict[str, str]:
+    """What a model answers, as its version's tags hold it: its horizon and its population's rule.
+    Two models that differ in either score different rows or different outcomes."""
+    return {"horizon_days": str(spec.horizon_days), "population": spec.population}
+
+
+def other_question(tags: dict[str, str], other: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The tags of :func:`question_of` that both hold and that differ, as ``{key: (tags', other's)}``
+    (versions registered before a tag existed do not hold it)."""
+    keys = ("horizon_days", "population")
+    return {k: (tags[k], other[k]) for k in keys if k in tags and k in other and tags[k] != other[k]}
+
+
 def promote_version(config: Config, task: str, version: str, *, reason: str | None = None) -> dict[str, Any]:
     """Point ``champion`` at ``version`` of ``task``'s model, after reading its files.
 
@@ -129,14 +142,11 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
     warnings = []
     if previous is not None:
         old = _row(name, *versions[previous])
-        old_tags, new_tags = versions[previous][0].tags or {}, target.tags or {}
-        differ = [
-            k for k in ("horizon_days", "population") if k in old_tags and old_tags[k] != new_tags.get(k, old_tags[k])
-        ]
+        differ = other_question(versions[previous][0].tags or {}, target.tags or {})
         if differ:
             warnings.append(
                 f"v{wanted} answers another question than champion v{previous} ("
-                + ", ".join(f"{k} {new_tags[k]!r} against {old_tags[k]!r}" for k in differ)
+                + ", ".join(f"{k} {new!r} against {old!r}" for k, (old, new) in differ.items())
                 + f"): their metrics do not compare, and scores, tiers and lists change meaning; set models."
                 f"{task} in the config to match it"
             )

@@ -47,6 +47,7 @@ from training.pyfunc import (
     set_uris,
     sqlite_file,
 )
+from training.registry import other_question, question_of
 
 __all__ = [
     "Promotion",
@@ -262,11 +263,10 @@ def decide_promotion(
     except MlflowException:
         return Promotion(True, "no champion yet")
     tags = champion.tags or {}
-    asked = _question(result.spec)
-    other = {key: tags[key] for key in asked if key in tags and tags[key] != asked[key]}
+    other = other_question(tags, question_of(result.spec))
     if other:
-        theirs = ", ".join(f"{key} {value!r}" for key, value in other.items())
-        ours = ", ".join(f"{key} {asked[key]!r}" for key in other)
+        theirs = ", ".join(f"{key} {value!r}" for key, (value, _) in other.items())
+        ours = ", ".join(f"{key} {value!r}" for key, (_, value) in other.items())
         return Promotion(
             False,
             f"champion v{champion.version} answers another question ({theirs}; this run: {ours}): the scores do not "
@@ -345,12 +345,6 @@ def _unless_graded_c(result: BacktestResult, reason: str, champion_value: float)
             champion_value,
         )
     return Promotion(True, reason, champion_value)
-
-
-def _question(spec: Any) -> dict[str, str]:
-    """What a model answers, as its version's tags hold it: its horizon and its population's rule.
-    Two models that differ in either score different rows or different outcomes."""
-    return {"horizon_days": str(spec.horizon_days), "population": spec.population}
 
 
 def _brier_difference(y: np.ndarray, new_p: np.ndarray, champion_p: np.ndarray) -> tuple[float, float, float]:
@@ -541,7 +535,7 @@ def log_and_register(
         "metrics": json.dumps(metrics_clean),
         "baselines": json.dumps(baselines_clean),
         "grade": result.grade,
-        **_question(result.spec),
+        **question_of(result.spec),
         "config": json.dumps(config.to_dict())[:4900],
         # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
         "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),
