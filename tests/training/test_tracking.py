@@ -188,6 +188,13 @@ def test_a_model_of_another_horizon_or_population_or_graded_c_does_not_replace_t
         logged = _log(config, other)
         assert not logged["promoted"] and "answers another question (" in logged["reason"], logged["reason"]
         assert "use --force-promote to replace it" in logged["reason"]
+    # By hand it can be made champion, with the warning; then the first is put back.
+    from training.registry import promote_version
+
+    (warning,) = promote_version(config, "churn", logged["version"])["warnings"]
+    assert warning.startswith(f"v{logged['version']} answers another question than champion v{first['version']} (")
+    assert f"population {other.spec.population!r} against {good.spec.population!r}" in warning  # the lookback's
+    promote_version(config, "churn", first["version"])
     weak = _log(config, dataclasses.replace(good, grade="C"))
     assert not weak["promoted"] and weak["reason"].endswith(
         "but graded C: it ranked below a baseline (use --force-promote to promote anyway)"
