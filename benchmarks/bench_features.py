@@ -117,7 +117,7 @@ def pandas_features(path: str) -> pd.DataFrame:
         out[f"monetary_{w}d"] = t[t["age"] < w].groupby("customer_id")["amount"].sum()
     out["monetary_all"] = g["amount"].sum()
     gross = gp["amount"].sum()
-    out["avg_order_value"] = gross / out["frequency_all"]
+    out["avg_order_value"] = out["monetary_all"].clip(lower=0) / out["frequency_all"]
     r = t[t["amount"] < 0].groupby("customer_id")
     out["refund_count"] = r["order_id"].nunique()
     out["refund_share"] = -r["amount"].sum().reindex(out.index).fillna(0) / gross
@@ -189,7 +189,9 @@ def pandas_features(path: str) -> pd.DataFrame:
     out["distinct_products_365d"] = p[p["age"] < 365].groupby("customer_id")["product_id"].nunique()
     out["lines_per_product"] = gp.size() / out["distinct_products"]
     quantity = gp["quantity"].sum()
-    out["quantity_per_order"] = quantity / out["frequency_all"]
+    returned = t[t["amount"] < 0].groupby("customer_id")["quantity"].apply(lambda q: q.abs().sum())
+    kept = (quantity - returned.reindex(quantity.index).fillna(0)).clip(lower=0)
+    out["quantity_per_order"] = kept / out["frequency_all"]
     out["avg_unit_price"] = gross / quantity.replace(0, np.nan)
 
     # attributes: most frequent country (ties: most recent, then smallest)

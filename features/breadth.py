@@ -6,6 +6,7 @@ optional canonical column (``product_id``, ``category``, ``quantity``) appear on
 
 from __future__ import annotations
 
+import ibis
 import ibis.expr.types as ir
 from ibis import _
 from ibis.common.deferred import Deferred
@@ -31,12 +32,18 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf | Cutoff) -> ir.Tabl
     - ``lines_per_order``: purchase lines per order;
     - ``distinct_products``, ``distinct_products_365d``, ``lines_per_product`` (with ``product_id``;
       lines without a product id count in no product, and a customer with none is null);
-    - ``quantity_per_order``, ``avg_unit_price`` (with ``quantity``): units per order, value per unit;
+    - ``quantity_per_order``, ``avg_unit_price`` (with ``quantity``): units kept per order (units
+      bought less units on refund lines, whatever their sign, 0 at least) and value per unit bought;
     - ``distinct_categories``, ``top_category_share`` (with ``category``): the top category's
       share of the customer's gross purchase value.
     """
     t = history(transactions, as_of=as_of)
     p = t.filter(t.amount > 0)
+    if "quantity" in t.columns:
+        # Units returned: refund lines (amount < 0) count against the units bought, however their
+        # source signs the quantity.
+        r = t.filter(t.amount < 0)
+        returned = r.group_by("customer_id").aggregate(_returned=r.quantity.abs().sum())
     per_order = p.mutate(_order=order_key(p)).group_by("customer_id", "_order").aggregate()
     n_orders = per_order.group_by("customer_id").aggregate(_orders=per_order.count())
     aggs: dict[str, ir.Value] = {"_lines": p.count(), "_gross": p.amount.sum()}
@@ -45,6 +52,8 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf | Cutoff) -> ir.Tabl
     if "category" in p.columns:
         aggs["distinct_categories"] = p.category.nunique()
     out = p.group_by("customer_id").aggregate(**aggs).inner_join(n_orders, "customer_id")
+    if "quantity" in t.columns:
+        out = join_on(out, [returned], "customer_id")
     columns: dict[str, Deferred] = {"lines_per_order": _._lines / _._orders}
     if "product_id" in p.columns:
         # One row per (customer, product) first: distinct counts become plain counts.
@@ -60,7 +69,8 @@ def breadth_features(transactions: ir.Table, *, as_of: AsOf | Cutoff) -> ir.Tabl
         columns["distinct_products_365d"] = _.distinct_products_365d
         columns["lines_per_product"] = _._lines / _.distinct_products.nullif(0)
     if "quantity" in p.columns:
-        columns["quantity_per_order"] = _._quantity / _._orders
+        kept = ibis.greatest(_._quantity - _._returned.fill_null(0), 0)
+        columns["quantity_per_order"] = kept / _._orders
         columns["avg_unit_price"] = _._gross / _._quantity.nullif(0)
     if "category" in p.columns:
         columns["distinct_categories"] = _.distinct_categories

@@ -25,7 +25,9 @@ def rfm_features(transactions: ir.Table, *, as_of: AsOf | Cutoff, windows: tuple
     - ``recency_days``: fractional days from the last purchase to ``as_of`` (null: refunds only);
     - ``frequency_{w}d`` and ``frequency_all``: distinct orders with a purchase;
     - ``monetary_{w}d`` and ``monetary_all``: net spend (purchases minus refunds);
-    - ``avg_order_value``: gross purchase value per order (null without an order);
+    - ``avg_order_value``: net spend per order, 0 at least (null without an order). Net, because a
+      cancelled order is a purchase line and a refund line: the gross value per order would count
+      a customer who bought 74,215 units and returned them all as a big spender;
     - ``refund_count``: distinct orders (or days) with a refund line;
     - ``refund_share``: refunded value over gross purchase value (null without purchases).
     """
@@ -57,7 +59,7 @@ def rfm_features(transactions: ir.Table, *, as_of: AsOf | Cutoff, windows: tuple
 
     out = per_order.inner_join(money, "customer_id")
     out = out.mutate(
-        avg_order_value=out._gross / out.frequency_all.nullif(0),
+        avg_order_value=ibis.greatest(out.monetary_all, 0.0) / out.frequency_all.nullif(0),
         refund_share=out._refunded / out._gross,
     )
     return out.select(

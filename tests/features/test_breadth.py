@@ -12,7 +12,7 @@ EXPECTED = pd.DataFrame(
         "distinct_products": [2, 1],
         "distinct_products_365d": [2, 1],
         "lines_per_product": [2.0, 1.0],
-        "quantity_per_order": [10 / 3, 5.0],
+        "quantity_per_order": [9 / 3, 5.0],  # a: 10 units bought, 1 returned
         "avg_unit_price": [10.0, 10.0],  # a: 100 for 10 units
         "distinct_categories": [2, 1],
         "top_category_share": [0.6, 1.0],  # a: y has 20 + 40 of 100 purchased

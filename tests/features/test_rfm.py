@@ -19,7 +19,7 @@ EXPECTED = pd.DataFrame(
         "monetary_180d": [95.0, 0.0],
         "monetary_365d": [95.0, 50.0],
         "monetary_all": [95.0, 50.0],
-        "avg_order_value": [100 / 3, 50.0],
+        "avg_order_value": [95 / 3, 50.0],  # net: the refund counts against the orders
         "refund_count": [1, 0],
         "refund_share": [0.05, 0.0],
     }
