@@ -175,8 +175,9 @@ def _moves(
     """What changed each customer's score since ``since``: the same champion scores the population
     of that date as the batch would, and the change of each reason's SHAP value (its group's sum)
     from then to ``as_of`` is written as reasons are, with today's values and the change as impact:
-    ``raised`` the score most, ``lowered`` it most. By TreeSHAP's additivity the changes of all
-    features sum to the change of the raw log-odds. ``probability_at_then_calibration`` is today's raw
+    ``raised`` the score most, ``lowered`` it most. Only features whose value changed are told;
+    the change of the others (through interactions) is ``unchanged_change``. By TreeSHAP's
+    additivity the changes of all features sum to the change of the raw log-odds. ``probability_at_then_calibration`` is today's raw
     score calibrated as at ``since`` (its seasonal correction and anchor): from the probability then
     to it is the customer's doing, from it to today's the calibration of the two dates.
 
@@ -208,9 +209,15 @@ def _moves(
         X[both], k=0, explain=False, as_of=since, contrib=contrib[both], population_shift=shift_then
     )
     change = contrib[both, :-1] - then_contrib[:, :-1]
+    # A feature whose value did not move (a country) still changes its SHAP value through the
+    # features it interacts with; naming it ("Based in Australia") as what moved the score would
+    # credit it with the others' doing. Its change is accounted for apart, not told as a reason.
+    now, before = X[both], X_all[then_rows]
+    unchanged = (now == before) | (np.isnan(now) & np.isnan(before))
+    moved = np.where(unchanged, 0.0, change)
     dated = dated_values(as_of, scorer.horizon_days)
-    raised = scorer.reasons.explain(change, X[both], k=k, dated=dated)
-    lowered = scorer.reasons.explain(change, X[both], k=k, counter=True, dated=dated)
+    raised = scorer.reasons.explain(moved, now, k=k, dated=dated)
+    lowered = scorer.reasons.explain(moved, now, k=k, counter=True, dated=dated)
     for j, n in enumerate(both):
         then = scored[j]
         shown = sum(r["impact"] for r in (*raised[j], *lowered[j]))
@@ -226,10 +233,12 @@ def _moves(
             "probability_at_then_calibration": float(recalibrated[j]["probability"]),
             "raised": raised[j],
             "lowered": lowered[j],
-            # The account of the raw log-odds' change: the base value's, the shown reasons', the rest.
+            # The account of the raw log-odds' change: the base value's, the shown reasons', the
+            # other features that changed, and the features that did not (through the others).
             "base_change": float(contrib[n, -1] - then_contrib[j, -1]),
             "shown_change": float(shown),
-            "other_change": float(change[j].sum() - shown),
+            "other_change": float(moved[j].sum() - shown),
+            "unchanged_change": float(change[j].sum() - moved[j].sum()),
         }
     return out
 
@@ -330,7 +339,8 @@ def _render_since(item: Mapping[str, Any], result: Mapping[str, Any]) -> list[st
     lines = [
         f"  since {then['as_of']}: {then['probability']:.3f}, {then.get('tier')} -> {item['probability']:.3f}, "
         f"{item.get('tier')}; raw log-odds {then['raw_log_odds']:+.3f} -> {item['raw_log_odds']:+.3f}: the date's base"
-        f" {then['base_change']:+.3f}, shown {then['shown_change']:+.3f}, other features {then['other_change']:+.3f}",
+        f" {then['base_change']:+.3f}, shown {then['shown_change']:+.3f}, other features {then['other_change']:+.3f},"
+        f" features whose value did not change {then['unchanged_change']:+.3f}",
         f"    of the probability's {item['probability'] - then['probability']:+.3f}: "
         f"{then['probability_at_then_calibration'] - then['probability']:+.3f} from the raw score (at "
         f"{then['as_of']}'s calibration), {item['probability'] - then['probability_at_then_calibration']:+.3f} "

@@ -311,8 +311,12 @@ def test_explain_since_says_what_moved_a_customers_score(trained):
     assert since["tier"] == earlier["tier"] and since["raw_log_odds"] == pytest.approx(
         earlier["raw_log_odds"], abs=1e-9
     )
-    account = since["base_change"] + since["shown_change"] + since["other_change"]
+    account = since["base_change"] + since["shown_change"] + since["other_change"] + since["unchanged_change"]
     assert account == pytest.approx(moved["raw_log_odds"] - since["raw_log_odds"], abs=1e-9)
+    # A feature whose value stayed (the country) moves its SHAP value only through the others: it
+    # is accounted for, not told as what moved the score.
+    told = {r["feature"] for r in (*since["raised"], *since["lowered"])}
+    assert "country" not in told and since["unchanged_change"] != 0
     # Today's raw score through the calibration then splits the probability's change in two: one
     # calibration is monotone, so the first part has the sign of the raw log-odds' change.
     mixed = since["probability_at_then_calibration"]
