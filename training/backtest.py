@@ -322,11 +322,15 @@ def run_backtest(
             f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate on the latest)"
         )
         if len(ts.cutoffs) > len(cutoffs):
-            # More cut-offs would lie further back still: the test cut-off is too close to the data's start.
+            # The data starts after the empty cut-offs, or has a gap there (the bank leads have none
+            # in January-February 2010): the message names them and both ways out.
+            empty = sorted(pd.Timestamp(c) for c in ts.cutoffs if pd.Timestamp(c) not in set(cutoffs))
             raise ValueError(
                 f"{need}; only {len(cutoffs)} of the {len(ts.cutoffs)} cut-offs before the test cut-off "
-                f"{pd.Timestamp(ts.test_cutoff):%Y-%m-%d} (the latest {pd.Timestamp(max(ts.cutoffs)):%Y-%m-%d}) "
-                "have any rows: the data does not reach back far enough. Use a later test cut-off (--as-of)"
+                f"{pd.Timestamp(ts.test_cutoff):%Y-%m-%d} have any rows. Nothing is in the population "
+                f"({spec.population}) at " + ", ".join(f"{c:%Y-%m-%d}" for c in empty) + ": the data starts "
+                "later or has a gap there. Use a later test cut-off (--as-of), or raise "
+                f"models.{spec.task}.n_train_cutoffs to reach past a gap"
             )
         raise ValueError(f"{need}; got {len(cutoffs)}. Raise models.{spec.task}.n_train_cutoffs")
     latest = cutoffs[-1]
@@ -370,6 +374,12 @@ def run_backtest(
     y = train["label"].to_numpy(dtype=np.float64)
     X_test = encode_frame(test, features, categories)
     y_test = test["label"].to_numpy(dtype=np.float64)
+    if len(test) == 0:
+        raise ValueError(
+            f"task '{spec.task}': the test fold has no rows: nothing is in the population "
+            f"({spec.population}) at the test cut-off {pd.Timestamp(ts.test_cutoff):%Y-%m-%d}. "
+            "Use a test cut-off (--as-of) where the data has rows"
+        )
     for name, labels in (("calibration", y[cal_mask]), ("test", y_test), ("fit", y[fit_mask])):
         if len(np.unique(labels)) < 2:
             raise ValueError(f"task '{spec.task}': the {name} fold has a single class; cannot train or evaluate")

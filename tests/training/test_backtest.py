@@ -72,14 +72,28 @@ def test_single_training_cutoff_is_refused():
     only = ts.train[ts.train["as_of"] == ts.train["as_of"].max()]
     from dataclasses import replace
 
-    # Four cut-offs configured, three of them empty: the data starts too late, more cut-offs cannot help.
+    # Four cut-offs configured, three of them empty: the data starts too late or has a gap there,
+    # and the message names the empty ones.
     with pytest.raises(ValueError, match="at least two training cut-offs") as short:
         run_backtest(replace(ts, train=only), churn_spec(MODEL_CONFIG))
-    assert "only 1 of the 4 cut-offs before the test cut-off 2011-06-01 (the latest 2011-05-02)" in str(short.value)
-    assert "Use a later test cut-off (--as-of)" in str(short.value)
+    said = str(short.value)
+    assert "only 1 of the 4 cut-offs before the test cut-off 2011-06-01 have any rows" in said
+    assert "at 2011-02-01, 2011-03-03, 2011-04-02: the data starts later or has a gap there" in said
+    assert "Use a later test cut-off (--as-of), or raise models.churn.n_train_cutoffs to reach past a gap" in said
     # One cut-off configured: more of them would help.
     with pytest.raises(ValueError, match=r"got 1\. Raise models\.churn\.n_train_cutoffs"):
         run_backtest(replace(ts, train=only, cutoffs=ts.cutoffs[:1]), churn_spec(MODEL_CONFIG))
+
+
+def test_an_empty_test_fold_is_named_as_empty():
+    """No row at the test cut-off (the bank leads have none in January-February 2010) is said as
+    such, with the population rule, not as a fold with a single class."""
+    from dataclasses import replace
+
+    ts = training_set(0)
+    with pytest.raises(ValueError, match="the test fold has no rows: nothing is in the population") as empty:
+        run_backtest(replace(ts, test=ts.test.iloc[:0]), churn_spec(MODEL_CONFIG))
+    assert "at the test cut-off 2011-06-01. Use a test cut-off (--as-of) where the data has rows" in str(empty.value)
 
 
 def test_linear_blend_scores_and_explains_as_one_model(result):
