@@ -14,7 +14,7 @@ import csv
 import difflib
 import io
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "excluded_note",
     "filterable",
     "explained_rows",
+    "clean_ids",
     "file_stamp",
     "list_columns",
     "moved_up",
@@ -49,6 +50,7 @@ __all__ = [
     "select_top",
     "to_csv",
     "unmatched_filters",
+    "unmatched_ids",
     "with_scores_then",
 ]
 
@@ -371,8 +373,15 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
             f"--exclude {path}: a file with several columns needs one named {entity!r} (the ids); "
             f"it has {', '.join(map(repr, header[:8]))}"
         )
-    ids = (row[column].strip() if column < len(row) else "" for row in table)
-    return frozenset(re.sub(r"^(-?\d+)\.0+$", r"\1", i) for i in ids if i)
+    return clean_ids(row[column] if column < len(row) else "" for row in table)
+
+
+def clean_ids(ids: Iterable[str]) -> frozenset[str]:
+    """Ids of a suppression list as the tables hold them: without surrounding blanks, and a whole
+    number written by a spreadsheet (``12346.0``) as its digits (``12346``); blank ones dropped.
+    The file of ``--exclude`` and the API's ``exclude_ids`` both go through it."""
+    stripped = (i.strip() for i in ids)
+    return frozenset(re.sub(r"^(-?\d+)\.0+$", r"\1", i) for i in stripped if i)
 
 
 def _ids_in(scored: pd.DataFrame, entity: str, ids: Collection[str]) -> np.ndarray:
@@ -400,6 +409,14 @@ def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | 
     elif missing:
         note += f"; {missing:,} of the {len(exclude):,} ids to exclude {'is' if missing == 1 else 'are'} not in it"
     return note
+
+
+def unmatched_ids(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> list[str]:
+    """A list's warning when ids to exclude are not in the population (ids of another system, an old
+    export: what :func:`excluded_note` says to the commands); none when every id is in it."""
+    if not exclude or n_excluded(scored, entity, exclude) == len(exclude):
+        return []
+    return [excluded_note(scored, entity, exclude) or ""]
 
 
 def _noun(entity: str) -> str:

@@ -1232,6 +1232,8 @@ def ranked_list(
     model, snapshot = state.snapshot(task)
     scored, columns = model.scored, lists.list_columns(model.scorer)
     then = scores_then(config or model.config, model, since, moved_up=moved_up)
+    # Posted ids as the suppression file's are read: "15749.0" from a spreadsheet is 15749.
+    exclude = None if exclude is None else lists.clean_ids(exclude)
     filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
     if moved_up:
         filters = lists.moved_up_only(filters, model.scorer, scored, then)
@@ -1283,7 +1285,7 @@ def ranked_list(
             else {"items": rows}
         ),
         "drift": drift_overview(snapshot.drift),
-        "warnings": lists.unmatched_filters(scored, where),
+        "warnings": [*lists.unmatched_filters(scored, where), *lists.unmatched_ids(scored, columns[0], exclude)],
         "since_note": since_note,
     }
 

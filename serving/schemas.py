@@ -254,7 +254,7 @@ class AtRiskResponse(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="a sentence for each `where` value no customer of the snapshot has (a typo, or a value absent "
-        "at this date), with the closest values there are",
+        "at this date), with the closest values there are; and one when ids of `exclude_ids` are not in it",
     )
     since_note: str = Field(
         default="",
@@ -368,7 +368,8 @@ class TopResponse(BaseModel):
     drift: DriftInfo = Field(description="how far the snapshot the list ranks has moved from the model's training rows")
     warnings: list[str] = Field(
         default_factory=list,
-        description="a sentence for each `where` value no row of the snapshot has, with the closest values there are",
+        description="a sentence for each `where` value no row of the snapshot has, with the closest values there "
+        "are; and one when ids of `exclude_ids` are not in it",
     )
     since_note: str = Field(
         default="",

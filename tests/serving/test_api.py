@@ -672,15 +672,19 @@ def test_at_risk_where_takes_alternatives_and_ranges(server):
 
 def test_at_risk_exclude_ids_is_a_suppression_list(server):
     """``exclude_ids``: never listed nor counted; ``n_excluded`` (and the CSV's header) says how many
-    of them the snapshot held."""
+    of them the snapshot held. Ids are read as the suppression file's are (a spreadsheet's
+    ``15749.0``, blanks around), and ids the population does not hold are a warning."""
     with server.client("marketer") as c:
         top = c.post("/at_risk", json={"top": 10, "k": 0}).json()
         ids = [item["customer_id"] for item in top["items"][:2]]
-        rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": [*ids, "nobody"]}).json()
+        posted = [f"{ids[0]}.0", f" {ids[1]} ", "nobody"]
+        rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": posted}).json()
         csv_rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": ids, "format": "csv"})
     assert [item["customer_id"] for item in rest["items"]] == [item["customer_id"] for item in top["items"][2:]]
     assert rest["n_excluded"] == 2 and rest["n_matched"] == top["n_matched"] - 2
+    assert rest["warnings"] == ["excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it"]
     assert csv_rest.headers["x-crmscore-n-excluded"] == "2"
+    assert not [w for w in json.loads(csv_rest.headers["x-crmscore-warnings"]) if "to exclude" in w]
     assert [r["customer_id"] for r in csv.DictReader(io.StringIO(csv_rest.text))] == [
         item["customer_id"] for item in rest["items"]
     ]
