@@ -438,7 +438,9 @@ class ReasonWriter:
         said
             Per row, the reasons already given beside these (the counter-reasons are written after
             the reasons): a sentence's closing ", the latest N days ago" is left out when one of
-            them, or an earlier sentence here, already dates the latest purchase.
+            them, or an earlier sentence here, already dates the latest purchase; and a sentence
+            here that dates it in full ("No purchase for N days") cuts that clause from them (their
+            dicts are changed in place), as from an earlier sentence here.
 
         Returns
         -------
@@ -510,8 +512,10 @@ class ReasonWriter:
                 if dates:
                     # This one dates the last purchase in full: an earlier reason's closing clause of the
                     # same date goes ("..., the latest 15 days ago" beside "No purchase for 15 days").
+                    # The reasons given beside these too: a counter-reason "No purchase for 18 days" cuts
+                    # the clause of a reason "Bought on 2 days in the last 365 days, the latest 18 days ago".
                     days = dates.group(1) or dates.group(2)
-                    for r in reasons:
+                    for r in (*reasons, *(said[i] if said is not None else ())):
                         cut = _LATEST.search(_DIRECTION.sub("", r["text"]))  # the direction is a suffix
                         if cut and cut.group(2) == days:
                             r["text"] = r["text"][: cut.start()] + r["text"][cut.end() :]

@@ -516,6 +516,15 @@ def test_counter_reasons_do_not_date_the_last_purchase_the_reasons_dated():
     assert alone[0]["text"] == "Bought on 6 days in the last 365 days, the latest 275 days ago (lowers churn risk)"
     assert after[0]["text"] == "Bought on 6 days in the last 365 days (lowers churn risk)"
     assert after[0]["impact"] == alone[0]["impact"] == -0.4
+    # The other order (73 churn and 71 next-purchase rows of the demo): the reason's clause dated the
+    # last purchase and the counter-reason "No purchase for 18 days" dated it again; the clause goes.
+    contrib = np.array([[-0.9, 0.4, 0.0]])
+    X = np.array([[18.0, 0.4, 2.0]])
+    (reasons,) = writer.explain(contrib, X, k=1)
+    assert reasons[0]["text"] == "Bought on 2 days in the last 365 days, the latest 18 days ago (raises churn risk)"
+    (counter,) = writer.explain(contrib, X, k=1, counter=True, said=[reasons])
+    assert counter[0]["text"] == "No purchase for 18 days (lowers churn risk)"
+    assert reasons[0]["text"] == "Bought on 2 days in the last 365 days (raises churn risk)"
 
 
 def test_a_pull_that_rounds_to_zero_is_no_reason():
