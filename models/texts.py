@@ -99,7 +99,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "No purchase for {days_since_last:.0f} days; the longest gap so far was {gap_max:.0f} days",
     ),
     "gap_mean": ("Usually buys every {gap_mean:.0f} days",),
-    "gap_median": ("Typical gap between purchases: {gap_median:.0f} days",),
+    # "Typical gap" beside "the usual gap of 36 days" (the mean) read as two answers to one question.
+    "gap_median": ("Half the gaps between purchases are {gap_median:.0f} days or shorter",),
     "gap_std": ("Gaps between purchases vary by {gap_std:.0f} days",),
     "gap_max": ("Longest gap between purchases: {gap_max:.0f} days",),
     "gap_last": ("Last gap between purchases was {gap_last:.0f} days",),
