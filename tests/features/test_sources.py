@@ -423,3 +423,20 @@ def test_the_customers_report_warns_of_a_customer_on_several_rows(tmp_path, writ
         "1 customer_id(s) appear on more than one row (2 rows): the features take one row of each, so their "
         "attributes should agree (deduplicate the export)"
     ]
+
+
+def test_a_row_dated_after_the_run_and_an_id_of_blanks_are_dropped_and_counted(tmp_path, write_config):
+    """A year typed wrong (2027 for 2011) would be the data's end, and every label window before it
+    would count as observed; an id of blanks (a guest checkout) would be one customer. Both rows are
+    dropped, each under its rule, and validate's report says so."""
+    raw = RAW.assign(cid=RAW["cid"].map(lambda c: None if pd.isna(c) else str(int(c))))
+    raw.loc[len(raw)] = ["  ", "2024-02-03 09:00", 1, 4.0, "A6", "UK"]
+    tomorrow_and_more = dt.datetime.now() + dt.timedelta(days=3)
+    raw.loc[len(raw)] = ["2", f"{tomorrow_and_more:%Y-%m-%d %H:%M}", 1, 4.0, "A7", "UK"]
+    raw.to_csv(tmp_path / "tx.csv", index=False)
+    frame, report = _canonical(_config(write_config, tmp_path / "tx.csv"))
+    assert report.rows_read == 8 and report.rows_kept == 5
+    assert report.dropped == {"no customer_id": 2, "timestamp in the future": 1}
+    assert report.date_max == dt.datetime(2024, 3, 1)
+    assert "  dropped: timestamp in the future      1 (12.5%)" in report.lines()
+    assert sorted(frame["customer_id"].unique()) == ["1", "2", "3"]
