@@ -203,36 +203,55 @@ _TIME_FORMATS = tuple(
 )
 
 
+# A format that reads all but this share of a column's values is the export's, with a few typos:
+# the draft maps the column through try_strptime, which drops those rows (counted by validate).
+_NEARLY_ALL = 0.99
+
+
 def _time_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
-    """Set ``draft.timestamp_format`` when its time columns are text in one of :data:`_TIME_FORMATS`
-    (read on a sample of up to 20,000 values each); say which, and when another format reads them too."""
+    """Set ``draft.timestamp_format`` when its time columns are text in one of :data:`_TIME_FORMATS`,
+    read on every value (a sorted export's first rows may all have days of 12 or less); say which,
+    and when another format reads them too. A column that one format reads all but a few values of
+    (:data:`_NEARLY_ALL`) is mapped through ``try_strptime`` in that format, with a note of the rows
+    it will drop."""
     types = dict(schema)
-    text = [c for role, c in draft.columns.items() if role in TIMESTAMP_COLUMNS and types.get(c) in _TEXT_TYPES]
+    text = {role: c for role, c in draft.columns.items() if role in TIMESTAMP_COLUMNS and types.get(c) in _TEXT_TYPES}
     if not text:
         return
     reader, con = _reader(path), duckdb.connect()
+    tries = ", ".join(f"count(try_strptime(v, '{fmt}'))" for fmt in _TIME_FORMATS)
+    reads: dict[str, tuple[int, list[int]]] = {}
     try:
-        fits: list[str] | None = None
-        for column in text:
-            sample = f"SELECT {_quoted(column)} AS v FROM {reader} WHERE {_quoted(column)} IS NOT NULL LIMIT 20000"
-            tries = ", ".join(f"count(try_strptime(v, '{fmt}'))" for fmt in _TIME_FORMATS)
-            n, *parsed = con.execute(f"SELECT count(*), {tries} FROM ({sample})").fetchone()
-            ok = [fmt for fmt, k in zip(_TIME_FORMATS, parsed, strict=True) if n and k == n]
-            fits = ok if fits is None else [fmt for fmt in fits if fmt in ok]
+        for column in text.values():
+            values = f"SELECT {_quoted(column)} AS v FROM {reader} WHERE {_quoted(column)} IS NOT NULL"
+            n, *parsed = con.execute(f"SELECT count(*), {tries} FROM ({values})").fetchone()
+            reads[column] = (n, parsed)
     finally:
         con.close()
-    if not fits:
-        draft.notes.append(
-            f'{", ".join(text)}: text in no format init knows; set timestamp_format (e.g. "%d/%m/%Y %H:%M") by hand'
+    fits = [fmt for i, fmt in enumerate(_TIME_FORMATS) if all(n and k[i] == n for n, k in reads.values())]
+    if fits:
+        draft.timestamp_format = fits[0]
+        also = (
+            f"; the values read as {', '.join(repr(f) for f in fits[1:])} too: check which the export means"
+            if fits[1:]
+            else ""
         )
+        draft.notes.append(f"{', '.join(text.values())}: text dates, read as timestamp_format {fits[0]!r}{also}")
         return
-    draft.timestamp_format = fits[0]
-    also = (
-        f"; the values read as {', '.join(repr(f) for f in fits[1:])} too: check which the export means"
-        if fits[1:]
-        else ""
-    )
-    draft.notes.append(f"{', '.join(text)}: text dates, read as timestamp_format {fits[0]!r}{also}")
+    for role, column in text.items():
+        n, parsed = reads[column]
+        best = max(range(len(_TIME_FORMATS)), key=lambda i: parsed[i])
+        if not n or parsed[best] < _NEARLY_ALL * n:
+            draft.notes.append(
+                f'{column}: text in no format init knows; set timestamp_format (e.g. "%d/%m/%Y %H:%M") by hand'
+            )
+            continue
+        fmt = _TIME_FORMATS[best]
+        draft.columns[role] = f"try_strptime({_quoted(column)}, '{fmt}')"
+        draft.notes.append(
+            f"{column}: text dates, read as {fmt!r} but for {n - parsed[best]:,} of {n:,} values, whose rows "
+            f"try_strptime drops (counted by validate under 'no {role}'); fix them at the source to keep them"
+        )
 
 
 def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:

@@ -113,6 +113,33 @@ def test_init_reads_an_exports_text_dates_and_its_own_names(tmp_path):
     assert "the values read as '%m/%d/%Y %H:%M' too: check which the export means" in out.read_text()
 
 
+def test_init_reads_every_date_and_maps_a_few_bad_ones_through_try_strptime(tmp_path):
+    """A month-first export sorted by date: its first 20,000 rows (all init read) had days of 12 or
+    less, so init took it for day-first and validate refused 60% of it. And a handful of typos among
+    the dates made init refuse the whole file, suggesting an edit to a config it had not written."""
+    days = pd.date_range("2010-12-01", periods=60, freq="D").repeat(500)  # 30,000 rows, December first
+    rows = pd.DataFrame({"cust_no": [f"c{i % 700}" for i in range(len(days))], "net_value": 10.0})
+    rows["order_ts"] = days.strftime("%m/%d/%Y 09:30")
+    rows.to_csv(tmp_path / "us.csv", index=False)
+    out = tmp_path / "us.yaml"
+    result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "us.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(out.read_text())["tables"]["transactions"]["timestamp_format"] == "%m/%d/%Y %H:%M"
+    assert "too: check which" not in out.read_text()
+
+    rows.loc[[5, 20_000], "order_ts"] = ["n/a", "02/30/2011 09:30"]
+    rows.to_csv(tmp_path / "us.csv", index=False)
+    result = CliRunner().invoke(
+        app, ["init", "--transactions", str(tmp_path / "us.csv"), "--out", str(out), "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    table = yaml.safe_load(out.read_text())["tables"]["transactions"]
+    assert table["columns"]["timestamp"] == "try_strptime(order_ts, '%m/%d/%Y %H:%M')"
+    assert "read as '%m/%d/%Y %H:%M' but for 2 of 30,000 values, whose rows try_strptime drops" in out.read_text()
+    assert "  dropped: no timestamp                 2 (0.0%)" in result.stdout
+    assert load_tables(load_config(out)).reports["transactions"].rows_kept == 29_998
+
+
 def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
     out = tmp_path / "mine.yaml"
     args = ["init", "--transactions", str(DATA / "online_retail_ii.parquet"), "--out", str(out)]
