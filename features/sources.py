@@ -52,6 +52,8 @@ _TIME = {"transactions": "timestamp", "events": "timestamp", "lead_events": "tim
 # (2027 for 2011). Kept, it would be the data's end, and every label window before it would count as
 # observed. The rule drops it and validate counts it.
 FUTURE_SLACK = dt.timedelta(days=1)
+# Rows without a time, as a share of those read, that validate warns of (a date format that does not fit).
+MANY_WITHOUT_TIME = 0.01
 
 
 class ContractError(ValueError):
@@ -540,8 +542,6 @@ def map_table(
             )
 
     dropped = {name: counts[f"drop__{i}"] for i, (name, _) in enumerate(rules)}
-    if time_column and not dropped.get(f"{time_column} in the future", 1):
-        del dropped[f"{time_column} in the future"]  # said only when it drops rows
     kept = typed.filter(passed)
     kept = kept.select(*data_columns, *row_identity)
     n_before_dedup = rows_read - sum(dropped.values())
@@ -571,13 +571,21 @@ def map_table(
             ((r["event_type"], r["event_type_count"]) for r in counts_by_type), key=lambda r: (-r[1], str(r[0]))
         )
         event_types = {str(k): int(n) for k, n in rows}
+    warnings = _lead_warnings(kept) if table == "leads" else _customer_warnings(kept) if table == "customers" else []
+    if time_column and rows_read and dropped.get(f"no {time_column}", 0) >= MANY_WITHOUT_TIME * rows_read:
+        # A format that does not fit (try_strptime with day and month swapped) reads most dates as null.
+        warnings.append(
+            f"{dropped[f'no {time_column}'] / rows_read:.1%} of the rows have no {time_column}: if the mapping "
+            "parses text dates (try_strptime, timestamp_format), check that its format is the export's"
+        )
     report = TableReport(
-        warnings=_lead_warnings(kept) if table == "leads" else _customer_warnings(kept) if table == "customers" else [],
+        warnings=warnings,
         table=table,
         source=source,
         rows_read=rows_read,
         rows_kept=summary["rows_kept"],
-        dropped={k: v for k, v in dropped.items() if v or not k.startswith("no ")},
+        # The built-in rules are said when they drop rows; the config's filters always.
+        dropped={k: v for k, v in dropped.items() if v or not (k.startswith("no ") or k.endswith(" in the future"))},
         entities=summary["entities"],
         entity_column=entity,
         date_min=summary.get("date_min"),

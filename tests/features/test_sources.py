@@ -440,3 +440,18 @@ def test_a_row_dated_after_the_run_and_an_id_of_blanks_are_dropped_and_counted(t
     assert report.date_max == dt.datetime(2024, 3, 1)
     assert "  dropped: timestamp in the future      1 (12.5%)" in report.lines()
     assert sorted(frame["customer_id"].unique()) == ["1", "2", "3"]
+
+
+def test_many_rows_without_a_time_are_a_warning(tmp_path, write_config):
+    """try_strptime with day and month swapped read 46% of an export's dates as null: validate
+    counted them under 'no timestamp' and said "contract: OK" with no word about the share."""
+    raw = RAW.assign(ts=["01/13/2024 10:00", "02/01/2024 12:30", "13/02/2024 09:00", "02/02/2024 09:00", "01/03/2024", "x"])
+    raw.to_csv(tmp_path / "tx.csv", index=False)
+    config = _config(write_config, tmp_path / "tx.csv")
+    config.tables.transactions.columns["timestamp"] = "try_strptime(ts, '%d/%m/%Y %H:%M')"
+    _, report = _canonical(config)
+    assert report.dropped == {"no customer_id": 1, "no timestamp": 3}
+    assert report.warnings == [
+        "50.0% of the rows have no timestamp: if the mapping parses text dates (try_strptime, timestamp_format), "
+        "check that its format is the export's"
+    ]
