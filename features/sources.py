@@ -242,7 +242,17 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
                 "or pandas.DataFrame.to_parquet(..., coerce_timestamps='us', allow_truncated_timestamps=True)",
             ) from exc
     if src.format == "csv":
-        raw = con.read_csv(path, table_name=name, **src.csv_options)
+        try:
+            raw = con.read_csv(path, table_name=name, **src.csv_options)
+        except Exception as exc:  # an option the reader does not know (pandas' `decimal`), a malformed file
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ContractError(
+                table,
+                "<source>",
+                "the CSV reader refused the file or source.csv_options",
+                f"source {path}, csv_options {src.csv_options}: {detail}. The options are the engine's CSV "
+                "reader's (DuckDB read_csv: delim, decimal_separator, dateformat, header, ...; Spark: sep, header, ...)",
+            ) from exc
         ids = _integer_id_columns(spec, raw) + _formatted_timestamp_columns(spec, raw)
         if not ids or {"types", "columns", "schema"} & set(src.csv_options):  # the user typed the columns
             return raw
@@ -312,6 +322,29 @@ def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str
                 "required column is missing from the source",
                 f"'{canonical}' is mapped to {expression!r}; source {source} has columns {sorted(available)}",
             )
+
+
+def _failing_expression(
+    table: str, raw: ir.Table, raw_name: str, mapped: dict[str, str], spec: TableConfig, keeps: list[str], dialect: str
+) -> ContractError:
+    """The contract error of the first mapping or filter the engine refuses on the source (a text
+    column compared with a number: ``"Price EUR" > 0`` when decimal commas left it text), found by
+    trying each alone; the mapping's own names, not the engine's traceback."""
+    tries = {name: ("column", expr) for name, expr in mapped.items()}
+    tries.update({f"filter '{f.name}'": ("filter", k) for f, k in zip(spec.filters, keeps, strict=True)})
+    for name, (kind, expr) in tries.items():
+        try:
+            raw.sql(f"SELECT {expr} AS x FROM {raw_name}", dialect=dialect)
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            types = ", ".join(f"{c} ({t})" for c, t in raw.schema().items())
+            return ContractError(
+                table,
+                name,
+                f"the {kind} expression does not run on the source",
+                f"{expr!r}: {detail}; the source's columns: {types}",
+            )
+    return ContractError(table, "<source>", "the mapping does not run on the source", f"source {raw_name}")
 
 
 def _quote(name: str, dialect: str = "duckdb") -> str:
@@ -462,7 +495,10 @@ def map_table(
         f"{expr} AS {_quote(name, dialect)}"
         for name, expr in {**columns, **attributes, **keep_flags, **row_identity}.items()
     ]
-    mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {raw_name}", dialect=dialect)
+    try:
+        mapped = raw.sql(f"SELECT {', '.join(selects)} FROM {raw_name}", dialect=dialect)
+    except Exception as exc:
+        raise _failing_expression(table, raw, raw_name, {**columns, **attributes}, spec, keeps, dialect) from exc
 
     # Types of the contract: ids as strings (a float id 12346.0 becomes "12346"), numbers as float64.
     casts = {}

@@ -455,3 +455,30 @@ def test_many_rows_without_a_time_are_a_warning(tmp_path, write_config):
         "50.0% of the rows have no timestamp: if the mapping parses text dates (try_strptime, timestamp_format), "
         "check that its format is the export's"
     ]
+
+
+def test_csv_options_the_reader_refuses_and_a_filter_that_does_not_run_are_contract_errors(tmp_path, write_config):
+    """pandas' `decimal` in csv_options, and a filter comparing a column left as text ("1,5") with a
+    number, ended in DuckDB's Binder tracebacks (exit 1) that named neither the table nor the filter."""
+    frame = pd.DataFrame({"cid": ["a", "b"], "ts": ["2024-01-01 10:00", "2024-01-02 10:00"], "price": ["1,5", "2,0"]})
+    frame.assign(qty=[1, 2], inv=["o1", "o2"], ctry="UK").to_csv(tmp_path / "tx.csv", sep=";", index=False)
+    source = {"path": str(tmp_path / "tx.csv"), "csv_options": {"sep": ";", "decimal": ","}}
+    with pytest.raises(ContractError) as refused:
+        load_tables(_config(write_config, None, source=source))
+    assert (refused.value.table, refused.value.column) == ("transactions", "<source>")
+    assert refused.value.rule == "the CSV reader refused the file or source.csv_options"
+    assert 'Invalid named parameter "decimal"' in str(refused.value)
+
+    # The amount's expression (qty * price, price text) is the first to fail; then a filter alone.
+    source["csv_options"] = {"delim": ";"}
+    with pytest.raises(ContractError, match="column 'amount': the column expression does not run on the source"):
+        load_tables(_config(write_config, None, source=source))
+    frame.assign(price=[1.5, 2.0], qty=[1, 2], inv=["o1", "o2"], ctry="UK").to_csv(tmp_path / "tx.csv", sep=";", index=False)
+    config = _config(write_config, None, source=source, filters=[{"name": "price positive", "keep": "ctry > 0"}])
+    with pytest.raises(ContractError) as filtered:
+        load_tables(config)
+    assert (filtered.value.column, filtered.value.rule) == (
+        "filter 'price positive'",
+        "the filter expression does not run on the source",
+    )
+    assert "Cannot compare values of type VARCHAR" in str(filtered.value) and "ctry (string)" in str(filtered.value)
