@@ -391,7 +391,8 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        with path.open(encoding="utf-8") as handle:  # a stream: YAML's error names the file, not "<unicode string>"
+            raw = yaml.safe_load(handle)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -213,8 +213,15 @@ def check_window_observed(
     if until is not None and end > until:
         latest = (until - dt.timedelta(days=horizon_days)).date()
         outcome = "no conversion" if task == "lead" else "no purchase"
+        start = data_span(tables, task)[1]
+        fix = (
+            f"Use a cut-off on or before {latest}"
+            if start is None or latest > start.date()
+            # A horizon longer than the data: no cut-off has both history and a closed window.
+            else f"No cut-off can: the data spans {start:%Y-%m-%d} to {until:%Y-%m-%d}, less than the "
+            f"horizon of {horizon_days} days after any cut-off with history; shorten models.{task}.horizon_days"
+        )
         raise ValueError(
             f"task '{task}': the label window of cut-off {ts:%Y-%m-%d} ends at {end:%Y-%m-%d %H:%M}, after the last "
-            f"row of table '{table}' ({until:%Y-%m-%d %H:%M}); its unobserved days would count as {outcome}. "
-            f"Use a cut-off on or before {latest}"
+            f"row of table '{table}' ({until:%Y-%m-%d %H:%M}); its unobserved days would count as {outcome}. {fix}"
         )

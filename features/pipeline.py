@@ -556,7 +556,9 @@ def build_training_set(
     _check_task(task)
     chosen = test_cutoff if test_cutoff is not None else model_config.test_cutoff
     if chosen is None:
-        raise ValueError(f"task '{task}': no test cut-off; set models.{task}.test_cutoff or pass test_cutoff")
+        raise ValueError(
+            f"task '{task}': no test cut-off; set models.{task}.test_cutoff in the config, or give one (--as-of)"
+        )
     t = normalize_as_of(chosen)
     h = model_config.horizon_days
     if cutoffs is None:

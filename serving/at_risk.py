@@ -52,6 +52,8 @@ class ListFile(BatchWarnings):
     since_note: str | None = None
     # With ``exclude``: how many of its ids the population held (serving.lists.excluded_note).
     exclude_note: str | None = None
+    # The scoring date: --as-of, or by default the data's last row (said, since it is not in the command).
+    as_of: Any = None
 
     @property
     def warnings(self) -> list[str]:
@@ -206,6 +208,7 @@ def write_list(
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where)),
         since_note=since_note,
         exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.exclude),
+        as_of=population.as_of,
     )
 
 

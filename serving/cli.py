@@ -528,7 +528,8 @@ def _wrote(listed: Any, out: Path, per: str | None, what: str) -> str:
     if per is not None:
         groups = {row.get(per, (row.get("attributes") or {}).get(per)) for row in listed.rows}
         top = f"{len(listed.rows):,} rows, the top of each of {len(groups):,} {per} values,"
-    return f"wrote {top} of {listed.matched:,} {what} to {out}"
+    when = f" as of {listed.as_of:%Y-%m-%d %H:%M}" if listed.as_of is not None else ""
+    return f"wrote {top} of {listed.matched:,} {what}{when} to {out}"
 
 
 # ATTRIBUTE, then the first operator: a value may hold any character ("a=b" is attribute a, value "b").

@@ -108,3 +108,12 @@ def test_a_lookback_outside_churn_is_refused_not_ignored(task, write_config):
     # A config written out whole (Config.to_dict) holds every model's default lookback: read back as it is.
     whole = load_config(CONFIGS / "online_retail.yaml").to_dict()
     assert load_config(write_config({**whole, "name": "copy"})).models.next_purchase.lookback_days == 365
+
+
+def test_a_yaml_error_names_the_file(tmp_path):
+    """PyYAML named "<unicode string>" when it was given the file's text."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntables:\n  transactions: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f'in "{path}", line' in str(info.value) and "<unicode string>" not in str(info.value)

@@ -35,7 +35,9 @@ def test_top_lists_the_batch_scores_highest_first_with_reasons(
     batch = tmp_path / "batch.parquet"
     score_batch(load_config(config_path), task, as_of=as_of, out=batch)
     everyone = pd.read_parquet(batch)
-    assert f"wrote the top 20 of {len(everyone):,} by {rank.replace('_', ' ')} to {out}" in result.stdout
+    # The scoring date is said: by default it is the data's last row, which the command does not show.
+    when = pd.Timestamp(as_of).strftime("%Y-%m-%d %H:%M")
+    assert f"wrote the top 20 of {len(everyone):,} by {rank.replace('_', ' ')} as of {when} to {out}" in result.stdout
     assert list(listed.columns[:3]) == [entity, "probability", tier]
     assert list(listed.columns[-6:]) == ["reason_1", "reason_2", "reason_3", "counter_reason_1", "as_of", "model"]
     # A list passed around as a file says when and by which model it was scored.
