@@ -146,6 +146,35 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
+# What each metric of the table says, for a reader who does not train models (a marketer deciding
+# whether to trust the scores): "higher is better" or "lower", and in words what it measures.
+METRIC_MEANINGS = {
+    "roc_auc": "ranking: the chance that a random positive is scored above a random negative (0.5 = coin, 1 = perfect; higher is better)",
+    "pr_auc": "ranking, counted on the positives only (higher is better)",
+    "brier": "mean squared gap between probability and outcome (lower is better)",
+    "ece": "calibration error: how far the probabilities are from the observed rates, on average (0.03 = 3 points; lower is better)",
+    "lift_at_10": "how many times the base rate the top 10% by score holds (higher is better)",
+    "capture_at_10": "share of all positives found in the top 10% by score (higher is better)",
+    "prior_shift_logit": "the seasonal correction: how far (in log-odds) the probabilities were moved from the calibration fold's season to the test window's",
+    "prior_scale": "the seasonal correction's slope on the log-odds (1 = none)",
+    "calibration_base_rate": "the rate of positives in the calibration fold (the latest training cut-off)",
+    "expected_test_base_rate": "the rate of positives the seasonal correction expected for the test window, from a year before; compare with the test base rate above",
+    "roc_auc_se": "standard error of the ROC AUC on these test rows (DeLong): about 95% of repeat samples land within twice it",
+    "roc_auc_gain": "ROC AUC above the best baseline on the same rows",
+    "roc_auc_gain_se": "standard error of that gain (DeLong's paired test)",
+    "roc_auc_gain_low": "95% interval of the gain, low end: above 0 means the lead is more than the noise of one test fold",
+    "roc_auc_gain_high": "95% interval of the gain, high end",
+    "roc_auc_gain_p_value": "the chance of a gain this large if the model ranked no better than the baseline (lower is stronger evidence)",
+    "rmse": "typical error of the expected value per customer, in money (lower is better)",
+    "tweedie_deviance": "error of the expected value suited to spend with many zeros (lower is better; undefined, shown as a dash, when a prediction of 0 meets a customer who spent)",
+    "poisson_deviance": "another error of the expected value (lower is better; undefined alike)",
+    "gini": "how well the expected value ranks customers by what they spent (1 = perfect, 0 = random; higher is better)",
+    "population_shift_logit": "the anchor: how far (in log-odds) the probabilities were moved so their mean is the latest known conversion rate",
+    "ece_without_anchor": "the calibration error the probabilities would have without the anchor",
+    "brier_without_anchor": "the Brier score without the anchor",
+}
+
+
 def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[str, Any] | None = None) -> str:
     """The HTML report: metrics against baselines, the backtest table and the plots."""
     run = run or {}
@@ -154,11 +183,16 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
     rows = []
     for key in keys:
         cells = [_cell(result.metrics.get(key))] + [_cell(result.baselines[b].get(key)) for b in result.baselines]
-        rows.append(f"<tr><th>{html.escape(key)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        meaning = html.escape(METRIC_MEANINGS.get(key, ""))
+        rows.append(
+            f"<tr><th>{html.escape(key)}</th>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + f'<td class="meaning">{meaning}</td></tr>'
+        )
     metrics_table = (
         "<table><tr><th>metric</th>"
         + "".join(f"<th>{html.escape(n)}</th>" for n in names)
-        + "</tr>"
+        + '<th class="meaning">what it says</th></tr>'
         + "".join(rows)
         + "</table>"
     )
@@ -219,6 +253,7 @@ th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
 th:first-child {{ text-align: left; }}
 .grade {{ font-size: 2rem; font-weight: bold; }}
 .warning {{ background: #fff4e5; border-left: 4px solid #e69500; padding: 6px 10px; }}
+td.meaning, th.meaning {{ text-align: left; color: #555; font-size: 0.9em; max-width: 420px; }}
 figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 </style></head><body>
 <h1>{html.escape(spec.score_label)} &mdash; {html.escape(spec.task)}</h1>

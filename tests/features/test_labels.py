@@ -103,7 +103,9 @@ def test_a_label_window_must_end_within_the_data():
     ):
         check_window_observed(tables, "next_purchase", as_of="2024-04-01", horizon_days=10)
     # A horizon longer than the data (ROWS span 2024-03-01 to 2024-04-10): no date to suggest.
-    with pytest.raises(ValueError, match=r"No cut-off can: the data spans 2024-03-01 to 2024-04-10, less than the horizon"):
+    with pytest.raises(
+        ValueError, match=r"No cut-off can: the data spans 2024-03-01 to 2024-04-10, less than the horizon"
+    ):
         check_window_observed(tables, "churn", as_of="2024-03-01", horizon_days=400)
     # A later event of any type extends what the export has observed.
     events = pd.DataFrame(

@@ -445,7 +445,9 @@ def test_a_row_dated_after_the_run_and_an_id_of_blanks_are_dropped_and_counted(t
 def test_many_rows_without_a_time_are_a_warning(tmp_path, write_config):
     """try_strptime with day and month swapped read 46% of an export's dates as null: validate
     counted them under 'no timestamp' and said "contract: OK" with no word about the share."""
-    raw = RAW.assign(ts=["01/13/2024 10:00", "02/01/2024 12:30", "13/02/2024 09:00", "02/02/2024 09:00", "01/03/2024", "x"])
+    raw = RAW.assign(
+        ts=["01/13/2024 10:00", "02/01/2024 12:30", "13/02/2024 09:00", "02/02/2024 09:00", "01/03/2024", "x"]
+    )
     raw.to_csv(tmp_path / "tx.csv", index=False)
     config = _config(write_config, tmp_path / "tx.csv")
     config.tables.transactions.columns["timestamp"] = "try_strptime(ts, '%d/%m/%Y %H:%M')"
@@ -473,7 +475,9 @@ def test_csv_options_the_reader_refuses_and_a_filter_that_does_not_run_are_contr
     source["csv_options"] = {"delim": ";"}
     with pytest.raises(ContractError, match="column 'amount': the column expression does not run on the source"):
         load_tables(_config(write_config, None, source=source))
-    frame.assign(price=[1.5, 2.0], qty=[1, 2], inv=["o1", "o2"], ctry="UK").to_csv(tmp_path / "tx.csv", sep=";", index=False)
+    frame.assign(price=[1.5, 2.0], qty=[1, 2], inv=["o1", "o2"], ctry="UK").to_csv(
+        tmp_path / "tx.csv", sep=";", index=False
+    )
     config = _config(write_config, None, source=source, filters=[{"name": "price positive", "keep": "ctry > 0"}])
     with pytest.raises(ContractError) as filtered:
         load_tables(config)

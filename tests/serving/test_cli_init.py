@@ -129,9 +129,7 @@ def test_init_reads_every_date_and_maps_a_few_bad_ones_through_try_strptime(tmp_
 
     rows.loc[[5, 20_000], "order_ts"] = ["n/a", "02/30/2011 09:30"]
     rows.to_csv(tmp_path / "us.csv", index=False)
-    result = CliRunner().invoke(
-        app, ["init", "--transactions", str(tmp_path / "us.csv"), "--out", str(out), "--force"]
-    )
+    result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "us.csv"), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output
     table = yaml.safe_load(out.read_text())["tables"]["transactions"]
     assert table["columns"]["timestamp"] == "try_strptime(order_ts, '%m/%d/%Y %H:%M')"

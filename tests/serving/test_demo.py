@@ -8,10 +8,13 @@ The run is the session's ``demo_run`` fixture: its registry and snapshots are th
 
 from __future__ import annotations
 
+import html
 import json
 
 import pandas as pd
 import pytest
+
+from training.report import METRIC_MEANINGS
 
 TASKS = ("churn", "next_purchase", "lead")
 
@@ -39,6 +42,12 @@ def test_demo_writes_every_output_the_readme_promises(demo_run):
         assert f"{task}: ROC AUC {metrics['metrics']['roc_auc']:.3f}" in "\n".join(summary)
         report = (written / "reports" / f"{task}.html").read_text()
         assert "<img" in report and "logistic" in report  # the plots and the baselines, self-contained
+        # Every metric of the table says in words what it measures (a marketer reads it too).
+        shown = [k for k in metrics["metrics"] if k != "base_rate" and not k.startswith("drift_")]
+        for key in shown:
+            meaning = html.escape(METRIC_MEANINGS[key])
+            row = report.split(f"<tr><th>{key}</th>", 1)[1].split("</tr>", 1)[0]
+            assert meaning and f'<td class="meaning">{meaning}</td>' in row, key
     assert len(scores) == 128  # the leads still open on the data's last day (2010-11-01)
 
     listed = pd.read_csv(written / "at_risk.csv")

@@ -47,6 +47,9 @@ def test_rmse_and_deviances():
     assert m.poisson_deviance([2, 0], [1, 1]) == pytest.approx((2 * (2 * math.log(2) - 1) + 2) / 2)
     # Tweedie p=1.5 at y=mu is 0; at y=0, mu=1: 2 * mu^0.5 / 0.5 = 4.
     assert m.tweedie_deviance([3.0, 0.0], [3.0, 1.0]) == pytest.approx(2.0)
+    # A prediction of 0 for an amount spent has infinite deviance: undefined, not a huge finite number.
+    assert math.isnan(m.tweedie_deviance([3.0, 0.0], [0.0, 1.0])) and math.isnan(m.poisson_deviance([3.0], [0.0]))
+    assert m.tweedie_deviance([0.0, 3.0], [0.0, 3.0]) == 0.0 and m.poisson_deviance([0.0], [0.0]) == 0.0
 
 
 def test_normalized_gini_perfect_random_and_reversed():
