@@ -29,6 +29,7 @@ __all__ = [
     "SECONDS_PER_DAY",
     "Cutoff",
     "as_of_literal",
+    "as_of_text",
     "column_name",
     "cutoff",
     "epoch_seconds",
@@ -42,6 +43,14 @@ __all__ = [
 AsOf = dt.datetime | dt.date | str
 SECONDS_PER_DAY = 86_400
 _EPOCH = dt.datetime(1970, 1, 1)
+
+
+def as_of_text(as_of: AsOf) -> str:
+    """A scoring date as files and answers write it: the day alone at midnight (``2011-09-10``), else
+    with its time of day (``2011-12-09 12:50:00``), so one list has one ``as_of`` whether the API or
+    a command wrote it."""
+    moment = normalize_as_of(as_of)
+    return str(moment.date()) if moment.time() == dt.time() else str(moment)
 
 
 def normalize_as_of(as_of: AsOf) -> dt.datetime:

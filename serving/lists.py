@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.timebase import normalize_as_of
+from features.timebase import as_of_text, normalize_as_of
 from models.scorer import rows_at
 
 __all__ = [
@@ -833,7 +833,7 @@ def to_csv(
 def file_stamp(scorer: Any, as_of: Any) -> dict[str, str]:
     """The ``as_of`` and ``model`` columns of a list written to a file: the scoring date and the
     registered model and version that scored it (``crmscore-churn v3``)."""
-    return {"as_of": str(normalize_as_of(as_of)), "model": f"{scorer.model_name} v{scorer.version}"}
+    return {"as_of": as_of_text(as_of), "model": f"{scorer.model_name} v{scorer.version}"}
 
 
 def _texts(reasons: Sequence[Mapping[str, Any]] | None, k: int) -> list[str]:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from features.config import Config, population_rule
 from features.pipeline import ATTRIBUTES_VOCABULARY, CompiledQueries, snapshot_dir
+from features.timebase import as_of_text
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
 from serving import lists
@@ -241,7 +242,9 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
         raise ValueError(f"snapshot {path}: column 'as_of' (the cut-off of the features) is missing or empty")
     latest = frame["as_of"].max()
     frame = frame[frame["as_of"] == latest]
-    as_of = str(pd.Timestamp(latest).date())
+    # The cut-off with its time of day, as the commands' files give it (2011-12-09 12:50:00): a date
+    # alone made the API's lists and the CLI's disagree on the as_of column of one list.
+    as_of = as_of_text(latest)
     frame = frame.drop_duplicates(subset=entity, keep="last").reset_index(drop=True)
     ids = frame[entity].astype(str).to_numpy()
     matrix = np.ascontiguousarray(scorer.prepare(frame))

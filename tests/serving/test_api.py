@@ -769,13 +769,14 @@ def test_top_lists_are_the_top_commands_lists(
     assert sum(len(i["reasons"]) == 3 for i in listed["items"]) > 10
     command = pd.read_csv(out, dtype=str, keep_default_na=False)
     served = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
-    # The same file, column for column (the attributes too), but for the date: the command stamps
-    # the data's last row, the API its snapshot's date, the same day.
-    assert set(served["as_of"]) == {listed["as_of"]} and set(command["as_of"].str[:10]) == {listed["as_of"]}
+    # The same file, column for column (the attributes too), the date included: the command stamps
+    # the data's last row, the API its snapshot's cut-off, the same moment written the same way (until
+    # 2026-12-07 the API wrote the day alone, 2011-12-09, and the command 2011-12-09 12:50:00).
+    assert set(served["as_of"]) == set(command["as_of"]) == {listed["as_of"]}
     entity = command.columns[0]
     assert served.columns[0] == entity and served[entity].tolist() == [item["id"] for item in listed["items"]]
     assert {tier, "reason_3", "counter_reason_1", "model"} <= set(command.columns)
-    pd.testing.assert_frame_equal(served.drop(columns="as_of"), command.drop(columns="as_of"))
+    pd.testing.assert_frame_equal(served, command)
 
     items = filtered["items"]
     assert items and all(item[tier] in tiers and item[rank] >= min_value for item in items)

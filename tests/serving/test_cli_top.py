@@ -41,7 +41,7 @@ def test_top_lists_the_batch_scores_highest_first_with_reasons(
     assert list(listed.columns[:3]) == [entity, "probability", tier]
     assert list(listed.columns[-6:]) == ["reason_1", "reason_2", "reason_3", "counter_reason_1", "as_of", "model"]
     # A list passed around as a file says when and by which model it was scored.
-    assert set(listed["as_of"]) == {f"{as_of} 00:00:00"} and set(listed["model"]) == {f"crmscore-{task} v1"}
+    assert set(listed["as_of"]) == {as_of} and set(listed["model"]) == {f"crmscore-{task} v1"}
     best = everyone.sort_values([rank, "probability"], ascending=False).head(20)
     assert listed[entity].tolist() == best[entity].astype(str).tolist()
     assert listed["probability"].tolist() == pytest.approx(best["probability"].round(4).tolist(), abs=1e-9)
