@@ -11,7 +11,7 @@ import typer
 
 from features.config import Config, ConfigError, load_config
 from features.files import OutputError, check_output, write_text_atomic
-from features.sources import ContractError, load_tables
+from features.sources import CanonicalTables, ContractError, load_tables
 
 __all__ = ["features_command", "validate_command", "validate_config"]
 
@@ -48,11 +48,31 @@ def validate_config(
         raise typer.Exit(code=2) from exc
     for report in tables.reports.values():
         typer.echo("\n".join(report.lines()))
+    for warning in _test_cutoff_warnings(cfg, tables):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if json_out is not None:
         write_text_atomic(
             json_out, json.dumps({k: r.to_dict() for k, r in tables.reports.items()}, indent=2, default=str)
         )
     typer.echo("contract: OK")
+
+
+def _test_cutoff_warnings(cfg: Config, tables: CanonicalTables) -> list[str]:
+    """Each model's ``test_cutoff`` whose label window the data does not cover, as ``train`` would
+    refuse it (a cut-off after the data, or a horizon longer than it): said by validate, which
+    passed such a config that train then refused."""
+    from features.labels import MAIN_TABLE, check_window_observed
+
+    said = []
+    for task, table in MAIN_TABLE.items():
+        mc = getattr(cfg.models, task)
+        if getattr(tables, table) is None or mc.test_cutoff is None:
+            continue
+        try:
+            check_window_observed(tables, task, as_of=mc.test_cutoff, horizon_days=mc.horizon_days)
+        except ValueError as exc:
+            said.append(f"models.{task}.test_cutoff {mc.test_cutoff}: train would refuse it: {exc}")
+    return said
 
 
 def validate_command(config: ConfigOption, json_out: JsonOption = None) -> None:

@@ -40,6 +40,24 @@ def test_validate_fails_naming_the_removed_customer_id_column(tmp_path):
     assert "table 'transactions', column 'CustomerID': required column is missing" in result.output
 
 
+def test_validate_says_a_test_cutoff_train_would_refuse(tmp_path):
+    """A test_cutoff whose label window the data does not cover passed validate, and train refused it."""
+    frame = pd.read_parquet(DATA / "online_retail_ii.parquet").head(5_000)  # December 2009 only
+    frame.to_parquet(tmp_path / "retail.parquet")
+    config = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
+    config["tables"]["transactions"]["source"]["path"] = str(tmp_path / "retail.parquet")
+    path = tmp_path / "early.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 0 and "contract: OK" in result.stdout
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: models.")]
+    assert [w.split(":")[1] for w in warned] == [
+        " models.churn.test_cutoff 2011-09-10",
+        " models.next_purchase.test_cutoff 2011-09-10",
+    ]
+    assert "train would refuse it: task 'churn': the label window of cut-off 2011-09-10" in warned[0]
+
+
 def test_validate_rejects_unknown_config_key(tmp_path):
     config = yaml.safe_load((CONFIGS / "bank_leads.yaml").read_text())
     config["tables"]["leads"]["exculde"] = ["duration"]
