@@ -28,27 +28,26 @@ def test_validate_online_retail_reports_drops_and_exits_zero():
     assert "contract: OK" in result.output
 
 
-def test_validate_fails_naming_the_removed_customer_id_column(tmp_path):
-    frame = pd.read_parquet(DATA / "online_retail_ii.parquet").head(5_000).drop(columns="CustomerID")
+def _validate_first_rows(tmp_path, drop: tuple[str, ...] = ()):
+    """validate on the bundled config over the first 5,000 transactions (December 2009), less ``drop``."""
+    frame = pd.read_parquet(DATA / "online_retail_ii.parquet").head(5_000).drop(columns=list(drop))
     frame.to_parquet(tmp_path / "retail.parquet")
     config = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
     config["tables"]["transactions"]["source"]["path"] = str(tmp_path / "retail.parquet")
-    path = tmp_path / "broken.yaml"
+    path = tmp_path / "retail.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = runner.invoke(app, ["validate", "--config", str(path)])
+    return runner.invoke(app, ["validate", "--config", str(path)])
+
+
+def test_validate_fails_naming_the_removed_customer_id_column(tmp_path):
+    result = _validate_first_rows(tmp_path, drop=("CustomerID",))
     assert result.exit_code == 2
     assert "table 'transactions', column 'CustomerID': required column is missing" in result.output
 
 
 def test_validate_says_a_test_cutoff_train_would_refuse(tmp_path):
     """A test_cutoff whose label window the data does not cover passed validate, and train refused it."""
-    frame = pd.read_parquet(DATA / "online_retail_ii.parquet").head(5_000)  # December 2009 only
-    frame.to_parquet(tmp_path / "retail.parquet")
-    config = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
-    config["tables"]["transactions"]["source"]["path"] = str(tmp_path / "retail.parquet")
-    path = tmp_path / "early.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = runner.invoke(app, ["validate", "--config", str(path)])
+    result = _validate_first_rows(tmp_path)
     assert result.exit_code == 0 and "contract: OK" in result.stdout
     warned = [line for line in result.stderr.splitlines() if line.startswith("warning: models.")]
     assert [w.split(":")[1] for w in warned] == [
