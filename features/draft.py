@@ -94,8 +94,18 @@ _NUMBER_TYPES = (
 _TIME_TYPES = ("TIMESTAMP", "DATE", "TIMESTAMP WITH TIME ZONE")
 
 
+# A currency closing a column's name ("Amount EUR", "Price (USD)", "Total £"): the name says what
+# the column is without it.
+# A code needs a separator before it ("Chauffeur" is no "Chauff" in euros); a symbol does not.
+_CURRENCY = re.compile(
+    r"(?<=.)(?:[\s_\-(\[]+(?:eur|usd|gbp|chf|jpy|cad|aud|nzd|sek|nok|dkk|pln|czk|huf|inr|cny|brl|mxn|zar)"
+    r"|[\s_\-(\[]*[€$£¥])[)\]]?\s*$",
+    re.IGNORECASE,
+)
+
+
 def _normal(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return re.sub(r"[^a-z0-9]", "", _CURRENCY.sub("", name).lower())
 
 
 def _snake(name: str) -> str:
