@@ -270,7 +270,7 @@ def test_an_attributes_drafted_name_keeps_its_words():
 
 
 def test_a_currency_closing_a_column_name_does_not_hide_what_it_is():
-    """"Amount EUR" and "Price (USD)" were no amount and no price to init; "Chauffeur" keeps its name."""
+    """ "Amount EUR" and "Price (USD)" were no amount and no price to init; "Chauffeur" keeps its name."""
     schema = [("Customer ID", "VARCHAR"), ("Date", "TIMESTAMP"), ("Amount EUR", "DOUBLE"), ("Chauffeur", "VARCHAR")]
     draft = guess_mapping("transactions", schema, {"Customer ID": 4_000, "Chauffeur": 12})
     assert draft.columns["amount"] == "Amount EUR" and draft.attributes == {"chauffeur": "Chauffeur"}
