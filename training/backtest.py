@@ -317,6 +317,9 @@ def run_backtest(
     train = ts.train
     test = ts.test
     cutoffs = sorted(pd.to_datetime(train["as_of"]).unique())
+    # Configured cut-offs without rows: the data starts after them (or has a gap), so more of them
+    # further back cannot help.
+    some_empty = len(ts.cutoffs) > len(cutoffs)
     if len(cutoffs) < 2:
         need = (
             f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate on the latest)"
@@ -360,9 +363,15 @@ def run_backtest(
     cal_mask = (as_of == latest).to_numpy()
     fit_mask = (as_of <= latest - pd.Timedelta(days=spec.horizon_days)).to_numpy()
     if not fit_mask.any():
+        fix = (
+            "the earlier cut-offs have no rows: use a later test cut-off (--as-of), so that a cut-off with rows "
+            f"lies the horizon ({spec.horizon_days} days) before the latest"
+            if some_empty
+            else f"raise models.{spec.task}.n_train_cutoffs or step_days"
+        )
         raise ValueError(
             f"task '{spec.task}': no training cut-off has its label window end before the latest one "
-            f"({pd.Timestamp(latest).date()}); raise models.{spec.task}.n_train_cutoffs or step_days"
+            f"({pd.Timestamp(latest).date()}); {fix}"
         )
     all_mask = np.ones(len(train), dtype=bool)
 

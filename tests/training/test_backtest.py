@@ -85,6 +85,20 @@ def test_single_training_cutoff_is_refused():
         run_backtest(replace(ts, train=only, cutoffs=ts.cutoffs[:1]), churn_spec(MODEL_CONFIG))
 
 
+def test_no_cutoff_a_horizon_before_the_latest_says_what_helps():
+    """More cut-offs help when every configured one has rows; when the earlier ones are empty (the data
+    starts after them), raising n_train_cutoffs led to 'the data does not reach back far enough'."""
+    from dataclasses import replace
+
+    ts = training_set(0)
+    two = ts.train[ts.train["as_of"].astype(str) >= "2011-04-02"]  # 30 days apart, the horizon 60
+    spec = churn_spec(MODEL_CONFIG.model_copy(update={"horizon_days": 60}))
+    with pytest.raises(ValueError, match="the earlier cut-offs have no rows: use a later test cut-off"):
+        run_backtest(replace(ts, train=two), spec)
+    with pytest.raises(ValueError, match=r"\(2011-05-02\); raise models\.churn\.n_train_cutoffs or step_days"):
+        run_backtest(replace(ts, train=two, cutoffs=ts.cutoffs[:2]), spec)
+
+
 def test_an_empty_test_fold_is_named_as_empty():
     """No row at the test cut-off (the bank leads have none in January-February 2010) is said as
     such, with the population rule, not as a fold with a single class."""
