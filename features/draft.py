@@ -10,6 +10,7 @@ and rows that are exact copies of another (a comment beside ``drop_duplicates``)
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -179,7 +180,10 @@ def _reader(path: Path) -> str:
 def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """The (column, type) pairs of a file and the distinct counts of its text columns."""
     reader = _reader(path)
-    if not path.is_file():
+    if any(ch in str(path) for ch in "*?["):  # several files, as a config's source path may name them
+        if not glob.glob(str(path)):
+            raise ValueError(f"{path}: no file matches")
+    elif not path.is_file():
         raise ValueError(f"{path}: no such file")
     con = duckdb.connect()
     try:

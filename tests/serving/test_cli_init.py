@@ -274,3 +274,21 @@ def test_a_currency_closing_a_column_name_does_not_hide_what_it_is():
     schema = [("Customer ID", "VARCHAR"), ("Date", "TIMESTAMP"), ("Amount EUR", "DOUBLE"), ("Chauffeur", "VARCHAR")]
     draft = guess_mapping("transactions", schema, {"Customer ID": 4_000, "Chauffeur": 12})
     assert draft.columns["amount"] == "Amount EUR" and draft.attributes == {"chauffeur": "Chauffeur"}
+
+
+def test_init_reads_monthly_files_by_a_glob(tmp_path):
+    """A config's source path may be a glob; init said 'no such file' for one."""
+    rows = pd.read_parquet(DATA / "online_retail_ii.parquet").head(3_000)
+    (tmp_path / "monthly").mkdir()
+    for i, part in enumerate((rows.iloc[:1_500], rows.iloc[1_500:])):
+        part.to_parquet(tmp_path / "monthly" / f"2009-{i:02d}.parquet")
+    out = tmp_path / "shop.yaml"
+    pattern = str(tmp_path / "monthly" / "*.parquet")
+    result = CliRunner().invoke(app, ["init", "--transactions", pattern, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(out.read_text())["tables"]["transactions"]["source"]["path"] == "monthly/*.parquet"
+    assert "rows read     3,000" in result.stdout
+    missing = CliRunner().invoke(
+        app, ["init", "--transactions", str(tmp_path / "none-*.csv"), "--out", str(tmp_path / "x.yaml")]
+    )
+    assert missing.exit_code == 2 and "none-*.csv: no file matches" in missing.output
