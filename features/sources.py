@@ -562,7 +562,17 @@ def map_table(
                 column,
                 f"values must parse as a {kind}",
                 f"{n_bad:,} row(s) do not, e.g. {_examples(bad, f'__raw_{column}')}"
-                + (_timestamp_hint(spec, column, dialect) if kind == "timestamp" else "")
+                + (
+                    (
+                        # Numbers are no dates in any format: the mapping names the wrong column.
+                        f" (the mapped values are numbers ({typed[f'__raw_{column}'].type()}), not times: map "
+                        f"{column} to the source column that holds the dates)"
+                        if typed[f"__raw_{column}"].type().is_numeric()
+                        else _timestamp_hint(spec, column, dialect)
+                    )
+                    if kind == "timestamp"
+                    else ""
+                )
                 + (
                     f" (map a condition instead, e.g. converted: {spec.columns[column]} = 'yes')"
                     if column == "converted"

@@ -486,3 +486,17 @@ def test_csv_options_the_reader_refuses_and_a_filter_that_does_not_run_are_contr
         "the filter expression does not run on the source",
     )
     assert "Cannot compare values of type VARCHAR" in str(filtered.value) and "ctry (string)" in str(filtered.value)
+
+
+def test_a_number_column_mapped_as_the_timestamp_says_so(tmp_path, write_config):
+    """`timestamp: qty` was told to try try_strptime on a column of numbers."""
+    RAW.to_csv(tmp_path / "tx.csv", index=False)
+    config = _config(write_config, tmp_path / "tx.csv")
+    config.tables.transactions.columns["timestamp"] = "qty"
+    with pytest.raises(ContractError, match="column 'timestamp': values must parse as a timestamp") as info:
+        load_tables(config)
+    assert (
+        "(the mapped values are numbers (int64), not times: map timestamp to the source column that holds the dates)"
+        in str(info.value)
+    )
+    assert "try_strptime" not in str(info.value)
