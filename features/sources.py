@@ -61,7 +61,9 @@ class ContractError(ValueError):
 
     def __init__(self, table: str, column: str, rule: str, detail: str = "") -> None:
         self.table, self.column, self.rule = table, column, rule
-        message = f"table '{table}', column '{column}': {rule}"
+        # "<source>": the rule is about the source itself (its file, its database), not a column.
+        where = "its source" if column == "<source>" else f"column '{column}'"
+        message = f"table '{table}', {where}: {rule}"
         super().__init__(f"{message}. {detail}".strip() if detail else message)
 
 

@@ -65,7 +65,7 @@ def test_the_url_reads_environment_variables_and_names_the_one_missing(tmp_path,
     with pytest.raises(ContractError) as info:
         load_tables(config)
     assert str(info.value) == (
-        "table 'transactions', column '<source>': environment variable not set. "
+        "table 'transactions', its source: environment variable not set. "
         "CRM_DB_DIR, used in url sqlite:///${CRM_DB_DIR}/crm.db table sales"
     )
     monkeypatch.setenv("CRM_DB_DIR", str(db.parent))
@@ -77,7 +77,7 @@ def test_the_url_reads_environment_variables_and_names_the_one_missing(tmp_path,
 def test_a_table_the_database_does_not_have_is_named(tmp_path, write_config):
     db = _sqlite(tmp_path, _raw_typed(), "sales")
     config = _config(write_config, None, source={"url": f"sqlite:///{db}", "table": "orders"})
-    with pytest.raises(ContractError, match=r"table 'transactions', column '<source>': cannot read the table") as info:
+    with pytest.raises(ContractError, match=r"table 'transactions', its source: cannot read the table") as info:
         load_tables(config)
     assert f"sqlite:///{db} table orders: " in str(info.value) and "orders" in str(info.value).rsplit(":", 1)[1]
 
@@ -230,6 +230,6 @@ def test_bank_leads_from_postgresql_equal_the_bundled_file_and_train(postgres, t
         load_tables(wrong)
     message = str(info.value)
     assert message.startswith(
-        f"table 'leads', column '<source>': cannot connect to the database. postgresql://crm:***@{postgres} table leads: "
+        f"table 'leads', its source: cannot connect to the database. postgresql://crm:***@{postgres} table leads: "
     )
     assert "password authentication failed" in message and "wrong-pw" not in message

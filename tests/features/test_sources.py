@@ -312,7 +312,7 @@ def test_data_files_are_bundled():
 
 
 def test_missing_source_file_is_named(tmp_path, write_config):
-    with pytest.raises(ContractError, match="table 'transactions', column '<source>': source file not found"):
+    with pytest.raises(ContractError, match="table 'transactions', its source: source file not found"):
         load_tables(_config(write_config, tmp_path / "absent.parquet"))
 
 
