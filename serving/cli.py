@@ -192,6 +192,27 @@ def train_command(
     typer.echo("\n".join(summary_lines(result)), err=True)
 
 
+def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> None:
+    """``score --summary``: the run's findings as JSON, written atomically after the scores (a nightly
+    job reads ``drift.max_psi`` or ``stale_warning`` instead of parsing the warnings it printed)."""
+    from features.files import write_text_atomic
+    from models.drift import drift_overview
+
+    found = {
+        "task": task,
+        "as_of": as_of,
+        "out": str(batch.out),
+        "rows": batch.rows,
+        "population_shift": batch.population_shift,
+        "stale_warning": batch.stale_warning,
+        "history_warning": batch.history_warning,
+        "drift": drift_overview(batch.drift),
+        "warnings": batch.warnings,
+    }
+    write_text_atomic(path, json.dumps(found, indent=2, default=float))
+    typer.echo(f"summary -> {path}")
+
+
 @app.command("score")
 def score_command(
     model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
@@ -207,11 +228,20 @@ def score_command(
         ),
     ] = False,
     allow_empty: AllowEmptyOption = False,
+    summary: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary",
+            help="Also write what the run found as JSON (rows, the stale-export and short-history warnings, the "
+            "feature drift), for the job that runs it to read.",
+        ),
+    ] = None,
 ) -> None:
     """Batch scores for the model's whole population with the champion, written atomically.
 
     Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
     """
+    from features.files import OutputError, check_output
     from training.pyfunc import ChampionUnavailable
 
     task = _task(model)
@@ -219,6 +249,8 @@ def score_command(
         from features.timebase import normalize_as_of
 
         normalize_as_of(as_of)  # a malformed date is refused before the data is read
+        if summary is not None:
+            check_output(summary, suffixes=(".json",), option="--summary")
         cfg = load_config(config)
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark
@@ -228,11 +260,13 @@ def score_command(
             from training.score import score_batch
 
             batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty)
-    except (ConfigError, ValueError, ChampionUnavailable) as exc:
+    except (ConfigError, ValueError, ChampionUnavailable, OutputError) as exc:
         raise _fail(str(exc)) from exc
     for warning in batch.warnings:
         _warn(warning)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")
+    if summary is not None:
+        _write_batch_summary(summary, batch, task=task, as_of=as_of)
     if batch.population_shift:
         typer.echo(
             f"probabilities anchored to the latest known base rate (log-odds shift {batch.population_shift:+.2f} "

@@ -48,13 +48,20 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
         lead.stderr
     )
     assert len(pd.read_csv(out)) == 0
-    churn = CliRunner().invoke(
-        app,
-        ["score", "churn", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "c.csv")],
-    )
+    args = ["score", "churn", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "c.csv")]
+    churn = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / "c.json")])
     assert churn.exit_code == 0, churn.output
     assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
-    assert len(pd.read_csv(tmp_path / "c.csv")) > 1000  # still written: the warning says why it may be wrong
+    scored = pd.read_csv(tmp_path / "c.csv")
+    assert len(scored) > 1000  # still written: the warning says why it may be wrong
+    # --summary: the same findings for the job that runs it, without parsing what it printed.
+    found = json.loads((tmp_path / "c.json").read_text())
+    assert found["rows"] == len(scored) and found["stale_warning"] in churn.stderr
+    assert (
+        found["drift"]["max_psi"] >= 0.25 and found["drift"]["alert"] and found["warnings"][0] == found["stale_warning"]
+    )
+    refused = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / "c.txt")])
+    assert refused.exit_code == 2 and "--summary" in refused.stderr
     at_risk = CliRunner().invoke(
         app,
         ["at-risk", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "a.csv")],
