@@ -138,14 +138,18 @@ def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained)
     from serving.cli import app
 
     _, _, tmp, path = trained
-    out = tmp / "cli_scores"
-    result = CliRunner().invoke(app, ["score", "churn", "--config", str(path), "--as-of", AS_OF, "--out", str(out)])
+    out, summary = tmp / "cli_scores", tmp / "cli_scores.json"
+    args = ["score", "churn", "--config", str(path), "--as-of", AS_OF, "--out", str(out), "--summary", str(summary)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = len(pd.read_parquet(out))
     assert f"scored {rows:,} churn rows as of {AS_OF} -> {out}" in result.stdout
     # Trained on two cut-offs a quarter apart: at T the customers' tenure runs past any training row.
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "tenure_days" in result.stderr
+    # The nightly job's JSON says the same (the folder, its rows, the drift).
+    found = json.loads(summary.read_text())
+    assert found["out"] == str(out) and found["rows"] == rows and "tenure_days" in found["drift"]["alert"]
 
 
 def test_an_output_spark_could_not_write_is_refused_before_any_work(trained, spark):
