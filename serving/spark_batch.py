@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from models.drift import FeatureDrift, with_unseen
 from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, date_warnings
-from training.train import Steps, normalize_task
+from training.train import normalize_task
 
 __all__ = ["check_out_dir", "score_spark", "score_spark_frame", "spark_drift", "spark_features"]
 
@@ -335,7 +334,6 @@ def score_spark(
     explain: bool = False,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
-    progress: Callable[[str], None] | None = None,
 ) -> BatchScores:
     """Score ``task``'s population at ``as_of`` on Spark with the champion model.
 
@@ -364,8 +362,6 @@ def score_spark(
         Canonical tables already loaded on the PySpark backend; by default loaded from ``config``.
     allow_empty
         Write an empty folder for an empty population instead of refusing it.
-    progress
-        A callback given each step's line (``[2/4  31.0s] scoring ...``), as ``train`` prints them.
 
     Raises
     ------
@@ -387,11 +383,8 @@ def score_spark(
             f"--out {out}: with engine: spark the output is a folder of Parquet files, not a {suffix.upper()} "
             f"file; give a folder name (e.g. scores/{task}-<date>)"
         )
-    step = Steps(progress, 4)
-    step("the champion and the Spark session")
     scorer, info = load_champion(config, task)
     check_out_dir(spark_session(config), out)
-    step("the tables and the population's features")
     if tables is None:
         tables = _spark_tables(config)
     features = spark_features(config, task, as_of=as_of, tables=tables.with_vocabulary(scorer.vocabulary))
@@ -403,15 +396,12 @@ def score_spark(
         spark = features.sparkSession
         _remove_temporaries(spark, out)  # of earlier runs that were killed
         tmp = _sibling(out)
-        # Spark is lazy: the scoring runs as the folder is written.
-        step(f"scoring (the model's Spark UDF{', with reasons' if explain else ''}) and writing {out}")
         try:
             result.write.mode("errorifexists").parquet(tmp)
             _replace_folder(spark, tmp, out)
         except BaseException:
             _remove_temporaries(spark, out)  # this run's, half written
             raise
-        step("the features' drift from the training rows")
         drift = tuple(spark_drift(scorer, features))
     finally:
         features.unpersist()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from models.catalog import model_config_for
 from models.drift import FeatureDrift, drift_summary
 from models.scorer import Scorer
 from training.pyfunc import load_champion, reasons_as_json
-from training.train import Steps, normalize_task
+from training.train import normalize_task
 
 __all__ = [
     "TABLE_SUFFIXES",
@@ -234,10 +233,8 @@ def score_batch(
     explain: bool = False,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
-    progress: Callable[[str], None] | None = None,
 ) -> BatchScores:
-    """Score the whole population of ``task`` at ``as_of`` with the champion (``progress``: a callback
-    given each step's line).
+    """Score the whole population of ``task`` at ``as_of`` with the champion.
 
     Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
     values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
@@ -256,14 +253,10 @@ def score_batch(
     """
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
-    step = Steps(progress, 3)
-    step("the champion, the tables and the population's features")
     population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
     scorer, info, features, tables = population.scorer, population.info, population.features, population.tables
     k = population.model_config.top_k_reasons
-    step(f"scoring {len(features):,} rows" + (" with reasons" if explain else ""))
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=k, explain=explain, counter_k=k)
-    step(f"writing {out}")
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     reasons_as_json(scores)
     scores["model_name"] = info["model_name"]

@@ -52,9 +52,6 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     churn = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / "c.json")])
     assert churn.exit_code == 0, churn.output
     assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
-    # Numbered steps, with the time since the first, as train prints them (on stderr; stdout is the result).
-    assert "[1/3   0.0s] the champion, the tables and the population's features" in churn.stderr
-    assert "[2/3 " in churn.stderr and "[3/3 " in churn.stderr and "writing " in churn.stderr
     scored = pd.read_csv(tmp_path / "c.csv")
     assert len(scored) > 1000  # still written: the warning says why it may be wrong
     # --summary: the same findings for the job that runs it, without parsing what it printed.
