@@ -247,12 +247,11 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
         try:
             raw = con.read_csv(path, table_name=name, **src.csv_options)
         except Exception as exc:  # an option the reader does not know (pandas' `decimal`), a malformed file
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ContractError(
                 table,
                 "<source>",
                 "the CSV reader refused the file or source.csv_options",
-                f"source {path}, csv_options {src.csv_options}: {detail}. The options are the engine's CSV "
+                f"source {path}, csv_options {src.csv_options}: {_first_line(exc)}. The options are the engine's CSV "
                 "reader's (DuckDB read_csv: delim, decimal_separator, dateformat, header, ...; Spark: sep, header, ...)",
             ) from exc
         ids = _integer_id_columns(spec, raw) + _formatted_timestamp_columns(spec, raw)
@@ -326,6 +325,12 @@ def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str
             )
 
 
+def _first_line(exc: Exception) -> str:
+    """The engine's own sentence of an error (DuckDB's Binder error), without the query it quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _failing_expression(
     table: str, raw: ir.Table, raw_name: str, mapped: dict[str, str], spec: TableConfig, keeps: list[str], dialect: str
 ) -> ContractError:
@@ -338,13 +343,12 @@ def _failing_expression(
         try:
             raw.sql(f"SELECT {expr} AS x FROM {raw_name}", dialect=dialect)
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             types = ", ".join(f"{c} ({t})" for c, t in raw.schema().items())
             return ContractError(
                 table,
                 name,
                 f"the {kind} expression does not run on the source",
-                f"{expr!r}: {detail}; the source's columns: {types}",
+                f"{expr!r}: {_first_line(exc)}; the source's columns: {types}",
             )
     return ContractError(table, "<source>", "the mapping does not run on the source", f"source {raw_name}")
 

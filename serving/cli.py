@@ -558,13 +558,13 @@ PerOption = Annotated[
 
 def _wrote(listed: Any, out: Path, per: str | None, what: str) -> str:
     """The summary line of a list command, with the scoring date (by default the data's last row)."""
-    import pandas as pd
+    from features.timebase import normalize_as_of
 
     top = f"the top {len(listed.rows):,}"
     if per is not None:
         groups = {row.get(per, (row.get("attributes") or {}).get(per)) for row in listed.rows}
         top = f"{len(listed.rows):,} rows, the top of each of {len(groups):,} {per} values,"
-    when = f" as of {pd.Timestamp(listed.as_of):%Y-%m-%d %H:%M}" if listed.as_of is not None else ""
+    when = f" as of {normalize_as_of(listed.as_of):%Y-%m-%d %H:%M}" if listed.as_of is not None else ""
     return f"wrote {top} of {listed.matched:,} {what}{when} to {out}"
 
 

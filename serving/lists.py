@@ -394,12 +394,15 @@ def n_excluded(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> i
     return int(_ids_in(scored, entity, exclude).sum())
 
 
-def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> str | None:
-    """What a suppression list did: how many of its ids the population holds (left off the list)
-    and how many it does not (an old export, ids of another system: worth knowing)."""
+def excluded_note(
+    scored: pd.DataFrame, entity: str, exclude: Collection[str] | None, found: int | None = None
+) -> str | None:
+    """What a suppression list did: how many of its ids the population holds (left off the list;
+    ``found`` when already counted) and how many it does not (an old export, ids of another system:
+    worth knowing)."""
     if exclude is None:
         return None
-    found = n_excluded(scored, entity, exclude)
+    found = n_excluded(scored, entity, exclude) if found is None else found
     missing = len(exclude) - found
     note = f"excluded {found:,} {_noun(entity)}{'' if found == 1 else 's'} of the population"
     if not exclude:
@@ -411,12 +414,13 @@ def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | 
     return note
 
 
-def unmatched_ids(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> list[str]:
-    """A list's warning when ids to exclude are not in the population (ids of another system, an old
-    export: what :func:`excluded_note` says to the commands); none when every id is in it."""
-    if not exclude or n_excluded(scored, entity, exclude) == len(exclude):
+def unmatched_ids(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None, found: int) -> list[str]:
+    """A list's warning when ids to exclude are not in the population, ``found`` of them being in it
+    (ids of another system, an old export: what :func:`excluded_note` says to the commands); none
+    when every id is in it."""
+    if not exclude or found == len(exclude):
         return []
-    return [excluded_note(scored, entity, exclude) or ""]
+    return [excluded_note(scored, entity, exclude, found) or ""]
 
 
 def _noun(entity: str) -> str:

@@ -1271,6 +1271,7 @@ def ranked_list(
     # the header give it) and model, as the commands' lists do.
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
     attributes = lists.attribute_columns(scored, lists.list_columns(model.scorer), filters.named)
+    excluded = lists.n_excluded(scored, columns[0], exclude or ())  # counted once: the count and the warning
     if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
         rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
     return {
@@ -1281,14 +1282,17 @@ def ranked_list(
         "model_version": str(model.scorer.version),
         "n_matched": matched,
         "n_listed": len(rows),
-        "n_excluded": lists.n_excluded(scored, columns[0], exclude or ()),
+        "n_excluded": excluded,
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)}
             if format == "csv"
             else {"items": rows}
         ),
         "drift": drift_overview(snapshot.drift),
-        "warnings": [*lists.unmatched_filters(scored, where), *lists.unmatched_ids(scored, columns[0], exclude)],
+        "warnings": [
+            *lists.unmatched_filters(scored, where),
+            *lists.unmatched_ids(scored, columns[0], exclude, excluded),
+        ],
         "since_note": since_note,
     }
 

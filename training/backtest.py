@@ -324,10 +324,11 @@ def run_backtest(
         need = (
             f"task '{spec.task}': the backtest needs at least two training cut-offs (fit, then calibrate on the latest)"
         )
-        if len(ts.cutoffs) > len(cutoffs):
+        if some_empty:
             # The data starts after the empty cut-offs, or has a gap there (the bank leads have none
             # in January-February 2010): the message names them and both ways out.
-            empty = sorted(pd.Timestamp(c) for c in ts.cutoffs if pd.Timestamp(c) not in set(cutoffs))
+            with_rows = set(cutoffs)
+            empty = sorted(pd.Timestamp(c) for c in ts.cutoffs if pd.Timestamp(c) not in with_rows)
             raise ValueError(
                 f"{need}; only {len(cutoffs)} of the {len(ts.cutoffs)} cut-offs before the test cut-off "
                 f"{pd.Timestamp(ts.test_cutoff):%Y-%m-%d} have any rows. Nothing is in the population "

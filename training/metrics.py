@@ -175,9 +175,8 @@ def tweedie_deviance(y: Any, p: Any, *, power: float = 1.5) -> float:
     if _undefined(y, p):
         return float("nan")
     p = np.clip(p, 0.0, None)
-    # y * p^(1 - power) is 0 where y is (a prediction of 0 there included).
-    cross = np.zeros_like(p)
-    np.multiply(y, np.power(p, 1 - power, where=y > 0, out=np.ones_like(p)), out=cross, where=y > 0)
+    # y * p^(1 - power) is 0 where y is, a prediction of 0 there included (p^(1 - power) is inf).
+    cross = y * np.power(np.where(y > 0, p, 1.0), 1 - power)
     dev = 2 * (
         np.power(y, 2 - power) / ((1 - power) * (2 - power))
         - cross / (1 - power)
