@@ -180,7 +180,7 @@ def train_command(
             test_cutoff=as_of or None,
             force_promote=force_promote,
             metrics_out=metrics_out or None,
-            progress=lambda line: typer.echo(line, err=True),
+            progress=_progress,
         )
     except (ConfigError, ValueError, RegistryUnavailable) as exc:
         raise _fail(str(exc)) from exc
@@ -190,6 +190,11 @@ def train_command(
     from training.train import summary_lines
 
     typer.echo("\n".join(summary_lines(result)), err=True)
+
+
+def _progress(line: str) -> None:
+    """A long command's step line, on stderr (stdout keeps its result)."""
+    typer.echo(line, err=True)
 
 
 def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> None:
@@ -255,11 +260,15 @@ def score_command(
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark
 
-            batch = score_spark(cfg, task, as_of=as_of, out_dir=out, explain=explain, allow_empty=allow_empty)
+            batch = score_spark(
+                cfg, task, as_of=as_of, out_dir=out, explain=explain, allow_empty=allow_empty, progress=_progress
+            )
         else:
             from training.score import score_batch
 
-            batch = score_batch(cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty)
+            batch = score_batch(
+                cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty, progress=_progress
+            )
     except (ConfigError, ValueError, ChampionUnavailable, OutputError) as exc:
         raise _fail(str(exc)) from exc
     for warning in batch.warnings:

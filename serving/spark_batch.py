@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from models.drift import FeatureDrift, with_unseen
 from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
 from training.score import BatchScores, date_warnings
-from training.train import normalize_task
+from training.train import Steps, normalize_task
 
 __all__ = ["check_out_dir", "score_spark", "score_spark_frame", "spark_drift", "spark_features"]
 
@@ -334,6 +335,7 @@ def score_spark(
     explain: bool = False,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> BatchScores:
     """Score ``task``'s population at ``as_of`` on Spark with the champion model.
 
@@ -362,6 +364,9 @@ def score_spark(
         Canonical tables already loaded on the PySpark backend; by default loaded from ``config``.
     allow_empty
         Write an empty folder for an empty population instead of refusing it.
+    progress
+        A callback given each step's line (``[3/4  31.0s] scoring ...``), as ``train`` prints them; the
+        first comes once the champion has loaded.
 
     Raises
     ------
@@ -383,8 +388,11 @@ def score_spark(
             f"--out {out}: with engine: spark the output is a folder of Parquet files, not a {suffix.upper()} "
             f"file; give a folder name (e.g. scores/{task}-<date>)"
         )
+    step = Steps(progress, 4)
     scorer, info = load_champion(config, task)
+    step("the Spark session")
     check_out_dir(spark_session(config), out)
+    step(("reading the tables and " if tables is None else "") + "the population's features")
     if tables is None:
         tables = _spark_tables(config)
     features = spark_features(config, task, as_of=as_of, tables=tables.with_vocabulary(scorer.vocabulary))
@@ -396,12 +404,15 @@ def score_spark(
         spark = features.sparkSession
         _remove_temporaries(spark, out)  # of earlier runs that were killed
         tmp = _sibling(out)
+        # Spark is lazy: the model's UDF scores as the folder is written.
+        step(f"scoring{' with reasons' if explain else ''} and writing {out}")
         try:
             result.write.mode("errorifexists").parquet(tmp)
             _replace_folder(spark, tmp, out)
         except BaseException:
             _remove_temporaries(spark, out)  # this run's, half written
             raise
+        step("the features' drift from the training rows")
         drift = tuple(spark_drift(scorer, features))
     finally:
         features.unpersist()

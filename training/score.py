@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from models.catalog import model_config_for
 from models.drift import FeatureDrift, drift_summary
 from models.scorer import Scorer
 from training.pyfunc import load_champion, reasons_as_json
-from training.train import normalize_task
+from training.train import Steps, normalize_task
 
 __all__ = [
     "TABLE_SUFFIXES",
@@ -199,9 +200,13 @@ def champion_population(
     as_of: Any = None,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
+    step: Callable[[str], None] | None = None,
 ) -> ChampionPopulation:
     """Load ``task``'s champion and compute its population's features at ``as_of`` (default: the last
     row of the task's main table, "now" for a nightly job), as the model was trained to read them.
+
+    ``step``, if given, announces the features once the champion has loaded (a registry's error comes
+    before any step line).
 
     Raises
     ------
@@ -212,6 +217,8 @@ def champion_population(
     """
     scorer, info = load_champion(config, task)
     model_config = model_config_for(config, task)
+    if step is not None:
+        step(("reading the tables and " if tables is None else "") + "the population's features")
     if tables is None:
         tables = load_tables(config)
     if as_of is None:
@@ -233,8 +240,10 @@ def score_batch(
     explain: bool = False,
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> BatchScores:
-    """Score the whole population of ``task`` at ``as_of`` with the champion.
+    """Score the whole population of ``task`` at ``as_of`` with the champion (``progress``: a callback
+    given each step's line, ``[2/3   4.1s] scoring ...``, as ``train`` prints them).
 
     Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
     values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
@@ -253,10 +262,15 @@ def score_batch(
     """
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
-    population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty)
+    step = Steps(progress, 3)
+    population = champion_population(
+        config, task, as_of=as_of, tables=tables, allow_empty=allow_empty, step=step
+    )
     scorer, info, features, tables = population.scorer, population.info, population.features, population.tables
     k = population.model_config.top_k_reasons
+    step(f"scoring {len(features):,} rows" + (" with reasons" if explain else ""))
     scores, drift, shift = score_population(scorer, features, as_of=as_of, k=k, explain=explain, counter_k=k)
+    step(f"writing {out}")
     scores.insert(1, "as_of", features["as_of"].to_numpy() if "as_of" in features.columns else pd.Timestamp(as_of))
     reasons_as_json(scores)
     scores["model_name"] = info["model_name"]

@@ -24,7 +24,7 @@ from training.pyfunc import registered_name
 from training.report import make_plots, write_report
 from training.tracking import check_registry, describe_version, log_and_register
 
-__all__ = ["backtest_inputs", "normalize_task", "report_path", "train_model"]
+__all__ = ["Steps", "backtest_inputs", "normalize_task", "report_path", "train_model"]
 
 
 def normalize_task(task: str) -> str:
@@ -68,8 +68,9 @@ def backtest_inputs(
     return spec, ts, transactions
 
 
-class _Steps:
-    """Numbered progress lines with the time since the first (silent without a callback)."""
+class Steps:
+    """Numbered progress lines with the time since the first (silent without a callback): the long
+    commands' ``[2/4  58.5s] backtest at ...`` (train, score)."""
 
     def __init__(self, progress: Callable[[str], None] | None, total: int) -> None:
         self.progress, self.total, self.i = progress, total, 0
@@ -143,7 +144,7 @@ def train_model(
     if metrics_out is not None:
         check_output(metrics_out, suffixes=(".json",), option="--metrics-out")
     check_registry(config, task)
-    step = _Steps(progress, 5 if tables is None else 4)
+    step = Steps(progress, 5 if tables is None else 4)
     if tables is None:
         step("reading and validating the tables")
         tables = load_tables(config)

@@ -52,6 +52,12 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     churn = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / "c.json")])
     assert churn.exit_code == 0, churn.output
     assert "82 days after the last row of table 'transactions' (2011-12-09 12:50)" in churn.stderr
+    # Numbered steps with the time since the start, as train prints them (stderr; stdout is the result),
+    # the first once the champion has loaded.
+    steps = [line for line in churn.stderr.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0].split()[0] for line in steps] == ["[1/3", "[2/3", "[3/3"]
+    assert steps[0].endswith("reading the tables and the population's features")
+    assert "scoring " in steps[1] and steps[2].endswith(f"writing {tmp_path / 'c.csv'}")
     scored = pd.read_csv(tmp_path / "c.csv")
     assert len(scored) > 1000  # still written: the warning says why it may be wrong
     # --summary: the same findings for the job that runs it, without parsing what it printed.

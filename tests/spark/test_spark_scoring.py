@@ -147,6 +147,9 @@ def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained)
     # Trained on two cut-offs a quarter apart: at T the customers' tenure runs past any training row.
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "tenure_days" in result.stderr
+    steps = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0].split()[0] for line in steps] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert steps[0].endswith("the Spark session") and steps[2].endswith(f"scoring and writing {out}")
     # The nightly job's JSON says the same (the folder, its rows, the drift).
     found = json.loads(summary.read_text())
     assert found["out"] == str(out) and found["rows"] == rows and "tenure_days" in found["drift"]["alert"]
