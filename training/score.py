@@ -263,9 +263,7 @@ def score_batch(
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
     step = Steps(progress, 3)
-    population = champion_population(
-        config, task, as_of=as_of, tables=tables, allow_empty=allow_empty, step=step
-    )
+    population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty, step=step)
     scorer, info, features, tables = population.scorer, population.info, population.features, population.tables
     k = population.model_config.top_k_reasons
     step(f"scoring {len(features):,} rows" + (" with reasons" if explain else ""))
