@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "CANONICAL_COLUMNS",
+    "FEATURE_SETTINGS",
     "Config",
     "ConfigError",
     "ModelConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "SparkConfig",
     "TableConfig",
     "TablesConfig",
+    "feature_settings",
     "load_config",
     "population_rule",
 ]
@@ -230,6 +232,22 @@ def population_rule(task: str, mc: ModelConfig) -> str:
     if task == "next_purchase":
         return "customers with a transaction at or before the cut-off"
     raise ValueError(f"task must be one of ('churn', 'next_purchase', 'lead'), got {task!r}")
+
+
+# The settings of ``models.<task>`` that decide a model's inputs and question: who is in the
+# population and what its features read (the horizon sets the "same window a year earlier"). A
+# registered model is scored with those it was trained with (models.catalog.scoring_config), and a
+# snapshot says which it was built with (features.pipeline.write_snapshots).
+FEATURE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "churn": ("horizon_days", "lookback_days"),
+    "next_purchase": ("horizon_days",),
+    "lead": ("horizon_days", "step_days"),
+}
+
+
+def feature_settings(mc: ModelConfig, task: str) -> dict[str, int]:
+    """``mc``'s :data:`FEATURE_SETTINGS` of ``task``, as a registered version's tag and a snapshot hold them."""
+    return {name: getattr(mc, name) for name in FEATURE_SETTINGS[task]}
 
 
 # Each model's defaults, also for a section that sets only some fields (``churn: {test_cutoff: ...}``).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 
 from features.attributes import attribute_features, transaction_attribute_columns
 from features.breadth import breadth_features
-from features.config import Config, ModelConfig, population_rule
+from features.config import Config, ModelConfig, feature_settings, population_rule
 from features.cycle import cycle_features
 from features.files import atomic_output, check_output
 from features.labels import (
@@ -54,6 +55,7 @@ __all__ = [
     "CompiledQueries",
     "TASKS",
     "EmptyPopulationError",
+    "SNAPSHOT_SETTINGS_KEY",
     "TrainingSet",
     "build_training_set",
     "check_population",
@@ -614,21 +616,27 @@ def write_snapshot(
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"
     _check_task(task)
-    frame = _snapshot_frame(config, tables, task, as_of=as_of, allow_empty=allow_empty)
+    table = _snapshot_table(config, tables, task, as_of=as_of, allow_empty=allow_empty)
     with atomic_output(out) as tmp:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    return len(frame)
+        pq.write_table(table, tmp)
+    return table.num_rows
 
 
-def _snapshot_frame(
-    config: Config, tables: CanonicalTables, task: str, *, as_of: AsOf, allow_empty: bool
-) -> pd.DataFrame:
-    """The population features of one snapshot, refused when empty unless ``allow_empty``."""
+# The Parquet metadata key of the settings a snapshot was built with (features.config.feature_settings):
+# the API refuses a snapshot built for another horizon or population than its model's.
+SNAPSHOT_SETTINGS_KEY = b"crmscore.settings"
+
+
+def _snapshot_table(config: Config, tables: CanonicalTables, task: str, *, as_of: AsOf, allow_empty: bool) -> pa.Table:
+    """The population features of one snapshot with the settings they were built with, refused when
+    empty unless ``allow_empty``."""
     mc = getattr(config.models, task)
     frame = population_features(tables, task, as_of=as_of, model_config=mc)
     if not allow_empty:
         check_population(len(frame), tables, task, as_of=as_of, mc=mc)
-    return frame
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    settings = json.dumps(feature_settings(mc, task)).encode()
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), SNAPSHOT_SETTINGS_KEY: settings})
 
 
 def snapshot_dir(config: Config) -> Path:
@@ -663,10 +671,8 @@ def write_snapshots(
     for task, path in paths.items():
         _check_task(task)
         check_output(path, suffixes=(".parquet",))
-    frames = {task: _snapshot_frame(config, tables, task, as_of=as_of, allow_empty=allow_empty) for task in tasks}
+    built = {task: _snapshot_table(config, tables, task, as_of=as_of, allow_empty=allow_empty) for task in tasks}
     with contextlib.ExitStack() as files:  # each moved into place as the stack closes, none if a write fails
         for task, path in paths.items():
-            pq.write_table(
-                pa.Table.from_pandas(frames[task], preserve_index=False), files.enter_context(atomic_output(path))
-            )
-    return {task: (paths[task], len(frames[task])) for task in tasks}
+            pq.write_table(built[task], files.enter_context(atomic_output(path)))
+    return {task: (paths[task], built[task].num_rows) for task in tasks}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from features.config import Config, ModelConfig
+from features.config import FEATURE_SETTINGS, Config, ModelConfig
 from models import churn, lead_qualification, next_purchase
 from models.spec import ModelSpec, override_params
 
-__all__ = ["TASKS", "check_model_sections", "model_config_for", "spec_for"]
+__all__ = ["TASKS", "check_model_sections", "model_config_for", "scoring_config", "spec_for"]
 
 _SPECS: dict[str, Callable[[ModelConfig], ModelSpec]] = {
     churn.TASK: churn.spec,
@@ -29,6 +29,35 @@ def model_config_for(config: Config, task: str) -> ModelConfig:
     """The ``models.<task>`` section of the run configuration."""
     _check(task)
     return getattr(config.models, task)
+
+
+def scoring_config(config: Config, task: str, info: Mapping[str, Any]) -> tuple[ModelConfig, str | None]:
+    """The ``models.<task>`` section to score a registered model with: the config's, with the
+    settings the model (:data:`features.config.FEATURE_SETTINGS`) was trained with (``info["settings"]``, from its registry tags
+    by :func:`training.pyfunc.load_champion`; none for a model registered before they were tagged),
+    and a warning naming each one the config has since changed (None when none has).
+
+    A config edited ahead of a retrain (a 30-day horizon for a model trained on 90 days) would
+    otherwise feed the model features built for another question, and call its 90-day
+    probabilities 30-day ones.
+    """
+    mc = model_config_for(config, task)
+    trained = info.get("settings") or {}
+    changed = {
+        name: int(trained[name])
+        for name in FEATURE_SETTINGS[task]
+        if trained.get(name) is not None and int(trained[name]) != getattr(mc, name)
+    }
+    if not changed:
+        return mc, None
+    fields = ", ".join(f"models.{task}.{name} {getattr(mc, name)}" for name in changed)
+    used = ", ".join(f"{name} {value}" for name, value in changed.items())
+    model = f"{info.get('model_name', 'the model')} v{info.get('version')}"
+    warning = (
+        f"config {config.name!r} sets {fields}, but {model} was trained with {used}: scored with the model's "
+        "settings (its population, features and horizon); retrain to use the config's"
+    )
+    return mc.model_copy(update=changed), warning
 
 
 def spec_for(task: str, model_config: ModelConfig) -> ModelSpec:

@@ -46,6 +46,8 @@ class ListFile(BatchWarnings):
     stale_warning: str | None = None
     # A sentence when the features' look-back reaches before the data's first row.
     history_warning: str | None = None
+    # A sentence when the config's model settings differ from the champion's (models.catalog.scoring_config).
+    settings_warning: str | None = None
     # A sentence per --where value no row of the population has (serving.lists.unmatched_filters).
     filter_warnings: tuple[str, ...] = ()
     # With ``since``: how the listed rows moved since that date (serving.lists.with_scores_then).
@@ -57,7 +59,8 @@ class ListFile(BatchWarnings):
 
     @property
     def warnings(self) -> list[str]:
-        """The batch's warnings (stale export, short history, drift), then the filters that matched no one."""
+        """The batch's warnings (changed settings, stale export, short history, drift), then the filters
+        that matched no one."""
         return [*super().warnings, *self.filter_warnings]
 
 
@@ -204,6 +207,7 @@ def write_list(
         ranked_by=lists.RANKED_BY[task],
         matched=listed.matched,
         drift=listed.drift,
+        settings_warning=population.settings_warning,
         **date_warnings(population.tables, task, population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where)),
         since_note=since_note,

@@ -209,6 +209,7 @@ def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> No
         "out": str(batch.out),
         "rows": batch.rows,
         "population_shift": batch.population_shift,
+        "settings_warning": batch.settings_warning,
         "stale_warning": batch.stale_warning,
         "history_warning": batch.history_warning,
         "drift": drift_overview(batch.drift),
@@ -426,6 +427,8 @@ def monitor_command(
             write_atomic(table, out)
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
+    if info.get("settings_warning"):
+        typer.echo(f"warning: {info['settings_warning']}", err=True)
     trained = info.get("metrics", {})
     typer.echo(
         f"{info['model_name']} version {info['version']} ({info.get('alias') or 'no alias'}), test cut-off "

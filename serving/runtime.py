@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import Config, population_rule
-from features.pipeline import ATTRIBUTES_VOCABULARY, CompiledQueries, snapshot_dir
+from features.config import FEATURE_SETTINGS, Config, population_rule
+from features.pipeline import ATTRIBUTES_VOCABULARY, SNAPSHOT_SETTINGS_KEY, CompiledQueries, snapshot_dir
 from features.timebase import as_of_text
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
@@ -223,7 +223,36 @@ def _no_champion(task: str) -> str:
     )
 
 
-def load_snapshot(path: Path, scorer: Any) -> Snapshot:
+def check_snapshot_settings(path: Path, task: str, info: Mapping[str, Any]) -> None:
+    """Refuse a snapshot built with other :data:`features.config.FEATURE_SETTINGS` than its model was
+    trained with: its rows would be another population, or features built for another horizon, and
+    the model's scores of them wrong without a sign. A snapshot written before 2026-12-07, or a model
+    registered before then, carries none: nothing to compare.
+
+    Raises
+    ------
+    ValueError
+        Naming the snapshot, each setting both ways, and how to rebuild it.
+    """
+    import pyarrow.parquet as pq
+
+    stored = (pq.read_schema(path).metadata or {}).get(SNAPSHOT_SETTINGS_KEY)
+    built, trained = (json.loads(stored) if stored else {}), info.get("settings") or {}
+    differ = [
+        name for name in FEATURE_SETTINGS[task] if name in built and name in trained and built[name] != trained[name]
+    ]
+    if differ:
+        raise ValueError(
+            f"snapshot {path}: built with "
+            + ", ".join(f"models.{task}.{name} {built[name]}" for name in differ)
+            + f", but {info.get('model_name')} v{info.get('version')} was trained with "
+            + ", ".join(f"{name} {trained[name]}" for name in differ)
+            + ": its rows are not the population or features the model reads; write the snapshot again with the "
+            "model's settings (`crmscore features --snapshots` from the config it was trained with), or retrain"
+        )
+
+
+def load_snapshot(path: Path, scorer: Any, info: Mapping[str, Any] | None = None) -> Snapshot:
     """Read a snapshot written by ``features.pipeline.write_snapshot`` and index it by entity id.
 
     When the file holds several cut-offs, only the latest ``as_of`` is kept.
@@ -232,8 +261,10 @@ def load_snapshot(path: Path, scorer: Any) -> Snapshot:
     ------
     ValueError
         The snapshot lacks a column the model needs (named by ``Scorer.prepare``), the id column
-        or ``as_of``.
+        or ``as_of``; or it was built with other settings than the model (``info["settings"]``) was
+        trained with, :func:`check_snapshot_settings`.
     """
+    check_snapshot_settings(path, scorer.task, info or {})
     frame = pd.read_parquet(path)
     entity = scorer.entity
     if entity not in frame.columns:
@@ -404,7 +435,7 @@ def build_state(
             continue
         snapshot, snapshot_error = None, None
         if identity is not None:
-            snapshot = load_snapshot(path, scorer)
+            snapshot = load_snapshot(path, scorer, info)
         else:
             snapshot_error = (
                 f"no feature snapshot for {task} at {path.resolve()}: write one with "

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import Config
+from features.config import Config, ModelConfig
 from features.engine import connect, spark_session
 from features.files import OutputError
 from features.pipeline import ENTITY, check_population, normalize_as_of, population_table, stable_floats
 from features.sources import CanonicalTables, load_tables
-from models.catalog import model_config_for
+from models.catalog import model_config_for, scoring_config
 from models.drift import FeatureDrift, with_unseen
 from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
@@ -203,7 +203,12 @@ def _spark_tables(config: Config) -> CanonicalTables:
 
 
 def spark_features(
-    config: Config, task: str, *, as_of: dt.date | dt.datetime | str, tables: CanonicalTables | None = None
+    config: Config,
+    task: str,
+    *,
+    as_of: dt.date | dt.datetime | str,
+    tables: CanonicalTables | None = None,
+    model_config: ModelConfig | None = None,
 ):
     """The population features of ``task`` at ``as_of`` as a (lazy) Spark DataFrame.
 
@@ -221,6 +226,9 @@ def spark_features(
     tables
         Canonical tables already loaded on the PySpark backend; by default loaded from ``config``
         on Spark, whatever ``config.engine`` says.
+    model_config
+        The ``models.<task>`` settings; by default the config's (a model is scored with those it
+        was trained with, :func:`models.catalog.scoring_config`).
 
     Raises
     ------
@@ -235,7 +243,8 @@ def spark_features(
         raise ValueError(f"Spark scoring needs tables on the PySpark backend, got '{tables.con.name}'")
     spark = spark_session(spark_config)
     view = f"crmscore_features_{task}_{uuid.uuid4().hex[:8]}"
-    table = population_table(tables, task, normalize_as_of(as_of), model_config_for(config, task))
+    mc = model_config_for(config, task) if model_config is None else model_config
+    table = population_table(tables, task, normalize_as_of(as_of), mc)
     tables.con.create_view(view, table, overwrite=True)
     try:
         # The DataFrame keeps the resolved plan; the view is only the hand-over from Ibis.
@@ -390,16 +399,19 @@ def score_spark(
         )
     step = Steps(progress, 4)
     scorer, info = load_champion(config, task)
+    mc, settings_warning = scoring_config(config, task, info)
     step("the Spark session")
     check_out_dir(spark_session(config), out)
     step(("reading the tables and " if tables is None else "") + "the population's features")
     if tables is None:
         tables = _spark_tables(config)
-    features = spark_features(config, task, as_of=as_of, tables=tables.with_vocabulary(scorer.vocabulary))
+    features = spark_features(
+        config, task, as_of=as_of, tables=tables.with_vocabulary(scorer.vocabulary), model_config=mc
+    )
     features = features.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if not allow_empty and features.isEmpty():
-            check_population(0, tables, task, as_of=as_of, mc=model_config_for(config, task))
+            check_population(0, tables, task, as_of=as_of, mc=mc)
         result, shift = _score_with(config, task, features, scorer, info, as_of=as_of, explain=explain)
         spark = features.sparkSession
         _remove_temporaries(spark, out)  # of earlier runs that were killed
@@ -421,6 +433,7 @@ def score_spark(
         out=out,
         drift=drift,
         population_shift=shift,
+        settings_warning=settings_warning,
         **date_warnings(tables, task, as_of),
     )
 

@@ -21,7 +21,7 @@ from features.labels import data_until
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
-from models.catalog import model_config_for, spec_for
+from models.catalog import scoring_config, spec_for
 from training.pyfunc import load_champion
 from training.score import check_since, date_warnings
 from training.train import normalize_task
@@ -72,7 +72,7 @@ def explain_ids(
         raise ValueError("--since compares a customer over time; a lead is scored once, in its first days")
     since = check_since(since)  # before the model is loaded
     scorer, info = load_champion(config, task)
-    model_config = model_config_for(config, task)
+    model_config, settings_warning = scoring_config(config, task, info)
     spec = spec_for(task, model_config)
     if tables is None:
         tables = load_tables(config)
@@ -147,8 +147,8 @@ def explain_ids(
     return {
         "task": task,
         "as_of": as_of.isoformat(sep=" "),
-        # Where the date sits in the data, as ``crmscore score`` warns of it (a stale export, a short history).
-        "warnings": [w for w in date_warnings(tables, task, as_of).values() if w],
+        # As ``crmscore score`` warns: settings changed since training, where the date sits in the data.
+        "warnings": [w for w in (settings_warning, *date_warnings(tables, task, as_of).values()) if w],
         "model_name": info["model_name"],
         "model_version": str(info["version"]),
         "score_label": spec.score_label,

@@ -24,7 +24,7 @@ from features.labels import check_window_observed, data_until, observed_until
 from features.pipeline import ENTITY, labels, population_features
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
-from models.catalog import model_config_for
+from models.catalog import model_config_for, scoring_config
 from training import metrics as m
 from training.origins import origin_dates
 from training.pyfunc import load_champion
@@ -59,8 +59,11 @@ def monitor_dates(start: str | dt.date, end: str | dt.date, every: str = "MS") -
     return sorted({first, *grid, last})
 
 
-def latest_closed_cutoff(config: Config, task: str, *, tables: CanonicalTables | None = None) -> dt.date:
-    """The latest date whose label window ``(D, D + H]`` the data has fully observed.
+def latest_closed_cutoff(
+    config: Config, task: str, *, tables: CanonicalTables | None = None, horizon_days: int | None = None
+) -> dt.date:
+    """The latest date whose label window ``(D, D + H]`` the data has fully observed (``H``: the
+    config's horizon, or ``horizon_days``).
 
     For leads without conversion dates (the outcome is final as exported), the latest lead's
     creation date.
@@ -74,7 +77,8 @@ def latest_closed_cutoff(config: Config, task: str, *, tables: CanonicalTables |
         if last is None:
             raise ValueError(f"task '{task}': its tables have no rows, so no outcome window has closed")
         return last.date()
-    return (until - dt.timedelta(days=model_config_for(config, task).horizon_days)).date()
+    h = model_config_for(config, task).horizon_days if horizon_days is None else horizon_days
+    return (until - dt.timedelta(days=h)).date()
 
 
 def monitor_champion(
@@ -97,7 +101,7 @@ def monitor_champion(
     to ``end`` (default :func:`latest_closed_cutoff`) every ``every``.
 
     Returns the table and the champion's registry info (``version``, ``test_cutoff``,
-    ``metrics``, ...). Columns: ``as_of``, ``out_of_sample`` (the date is on or after the
+    ``metrics``, ..., and ``settings_warning``: :func:`models.catalog.scoring_config`'s). Columns: ``as_of``, ``out_of_sample`` (the date is on or after the
     champion's test cut-off), ``n``, ``base_rate``, ``mean_probability``, ``roc_auc``,
     ``pr_auc``, ``brier``, ``ece``, ``lift_at_10``, ``roc_auc_se`` (DeLong), ``roc_auc_change``
     (against the champion's own test ROC AUC), for next purchase ``mean_expected_value``, ``mean_spend``, ``rmse`` and
@@ -117,7 +121,9 @@ def monitor_champion(
     """
     task = normalize_task(task)
     scorer, info = load_champion(config, task, version=version)
-    mc = model_config_for(config, task)
+    # Its own population, features and horizon (the labels it is measured on), whatever the config says now.
+    mc, settings_warning = scoring_config(config, task, info)
+    info = {**info, "settings_warning": settings_warning}
     if tables is None:
         tables = load_tables(config)
     entity = ENTITY[task]
@@ -126,7 +132,9 @@ def monitor_champion(
         start = start or trained_at
         if start is None:
             raise ValueError(f"the '{task}' champion has no test_cutoff tag: pass a start date")
-        dates = monitor_dates(start, end or latest_closed_cutoff(config, task, tables=tables), every)
+        dates = monitor_dates(
+            start, end or latest_closed_cutoff(config, task, tables=tables, horizon_days=mc.horizon_days), every
+        )
     trained_auc = info.get("metrics", {}).get("roc_auc")
     observed = observed_until(tables, task)  # one query for every date's check
     model_tables = tables.with_vocabulary(scorer.vocabulary)  # features as the champion was trained on

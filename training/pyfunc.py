@@ -395,8 +395,9 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
     Returns
     -------
     The scorer (with ``version`` set) and ``{"model_name", "version", "alias", "run_id",
-    "trained_at", "test_cutoff", "metrics", "warnings", "promotion", "manual_promotion"}`` (the
-    promotion gate's decision on the version, and the note of a hand promotion, None without one).
+    "trained_at", "test_cutoff", "metrics", "warnings", "promotion", "manual_promotion", "code",
+    "settings"}`` (the promotion gate's decision on the version, the note of a hand promotion, None
+    without one, and the model settings it was trained with, :func:`models.catalog.scoring_config`).
 
     Raises
     ------
@@ -507,4 +508,8 @@ def version_info(name: str, version: Any, alias: str | None) -> dict[str, Any]:
         "manual_promotion": tags.get("manual_promotion"),
         # The crmscore code that trained it (training.tracking.code_version); None before 2026-12-06.
         "code": tags.get("code"),
+        # The settings it must be scored with (models.catalog.scoring_config); before 2026-12-07 only the horizon.
+        "settings": json.loads(tags["settings"])
+        if "settings" in tags
+        else ({"horizon_days": int(tags["horizon_days"])} if "horizon_days" in tags else {}),
     }

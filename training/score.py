@@ -17,7 +17,7 @@ from features.pipeline import check_population, population_features
 from features.rfm import WINDOWS
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
-from models.catalog import model_config_for
+from models.catalog import scoring_config
 from models.drift import FeatureDrift, drift_summary
 from models.scorer import Scorer
 from training.pyfunc import load_champion, reasons_as_json
@@ -62,12 +62,13 @@ def write_atomic(frame: pd.DataFrame, out: str | Path) -> Path:
 
 
 class BatchWarnings:
-    """The warnings of a batch run over one date's population: a stale export, a history cut short
-    by the start of the data, and feature drift."""
+    """The warnings of a batch run over one date's population: a config changed since the model was
+    trained, a stale export, a history cut short by the start of the data, and feature drift."""
 
     drift: tuple[FeatureDrift, ...]
     stale_warning: str | None
     history_warning: str | None
+    settings_warning: str | None
 
     @property
     def drift_warning(self) -> str | None:
@@ -76,8 +77,9 @@ class BatchWarnings:
 
     @property
     def warnings(self) -> list[str]:
-        """The stale-export, short-history and drift sentences that apply, in that order."""
-        return [w for w in (self.stale_warning, self.history_warning, self.drift_warning) if w]
+        """The changed-settings, stale-export, short-history and drift sentences that apply, in that order."""
+        found = (self.settings_warning, self.stale_warning, self.history_warning, self.drift_warning)
+        return [w for w in found if w]
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class BatchScores(BatchWarnings):
     stale_warning: str | None = None
     # A sentence when the features' look-back reaches before the data's first row (history_warning).
     history_warning: str | None = None
+    # A sentence when the config's model settings differ from the model's (models.catalog.scoring_config).
+    settings_warning: str | None = None
 
 
 def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
@@ -187,10 +191,11 @@ class ChampionPopulation:
 
     scorer: Scorer
     info: dict[str, Any]  # load_champion's registry facts
-    model_config: ModelConfig
+    model_config: ModelConfig  # the config's section, with the settings the champion was trained with
     tables: CanonicalTables
     as_of: Any
     features: pd.DataFrame  # computed with the champion's vocabulary, index 0..n-1
+    settings_warning: str | None = None  # models.catalog.scoring_config's: the config has changed them since
 
 
 def champion_population(
@@ -216,7 +221,7 @@ def champion_population(
         The population at ``as_of`` is empty and ``allow_empty`` is false.
     """
     scorer, info = load_champion(config, task)
-    model_config = model_config_for(config, task)
+    model_config, settings_warning = scoring_config(config, task, info)
     if step is not None:
         step(("reading the tables and " if tables is None else "") + "the population's features")
     if tables is None:
@@ -228,7 +233,7 @@ def champion_population(
     ).reset_index(drop=True)
     if not allow_empty:
         check_population(len(features), tables, task, as_of=as_of, mc=model_config)
-    return ChampionPopulation(scorer, info, model_config, tables, as_of, features)
+    return ChampionPopulation(scorer, info, model_config, tables, as_of, features, settings_warning)
 
 
 def score_batch(
@@ -278,5 +283,6 @@ def score_batch(
         out=write_atomic(scores, out),
         drift=drift,
         population_shift=shift,
+        settings_warning=population.settings_warning,
         **date_warnings(tables, task, as_of),
     )

@@ -32,7 +32,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from features.config import Config, masked_url
+from features.config import Config, feature_settings, masked_url
+from models.catalog import model_config_for
 from training import metrics as m
 from training.backtest import BacktestResult
 from training.pyfunc import (
@@ -536,6 +537,8 @@ def log_and_register(
         "baselines": json.dumps(baselines_clean),
         "grade": result.grade,
         **question_of(result.spec),
+        # What the model must be scored with, whatever the config says later (models.catalog.scoring_config).
+        "settings": json.dumps(feature_settings(model_config_for(config, task), task)),
         "config": json.dumps(config.to_dict())[:4900],
         # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
         "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),

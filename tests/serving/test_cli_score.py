@@ -489,3 +489,52 @@ def test_a_registry_without_its_model_files_is_an_error_naming_the_path(trained,
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: 'crmscore-churn' version ") and str(artifacts) in result.stderr
     assert "Traceback" not in result.output and not list(tmp_path.glob("*.csv"))
+
+
+@pytest.mark.slow
+def test_a_config_edited_since_training_scores_with_the_models_settings_and_says_so(trained, tmp_path):
+    """A horizon and look-back edited ahead of a retrain: score, at-risk, explain and monitor keep the
+    champion's own (its population, features and question) and warn; the scores are the config's
+    original ones to the last digit."""
+    import yaml
+
+    retail_config, _, _ = trained
+    data = yaml.safe_load(retail_config.read_text())
+    data["models"]["churn"].update(horizon_days=30, lookback_days=200)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data, sort_keys=False))
+    as_of = "2011-11-01"
+    runs = {}
+    for name, path in (("original", retail_config), ("edited", edited)):
+        out = tmp_path / f"{name}.csv"
+        args = ["score", "churn", "--config", str(path), "--as-of", as_of, "--out", str(out)]
+        runs[name] = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / f"{name}.json")])
+        assert runs[name].exit_code == 0, runs[name].output
+    warning = (
+        "sets models.churn.horizon_days 30, models.churn.lookback_days 200, but crmscore-churn v1 was trained with "
+        "horizon_days 90, lookback_days 365: scored with the model's settings"
+    )
+    assert warning in runs["edited"].stderr and "models.churn" not in runs["original"].stderr
+    original, edited_scores = pd.read_csv(tmp_path / "original.csv"), pd.read_csv(tmp_path / "edited.csv")
+    # The same population (a 200-day look-back would have dropped customers) and the same probabilities.
+    assert list(edited_scores["customer_id"]) == list(original["customer_id"])
+    assert np.array_equal(edited_scores["probability"], original["probability"])
+    summary = json.loads((tmp_path / "edited.json").read_text())
+    assert warning in summary["settings_warning"] and summary["warnings"][0] == summary["settings_warning"]
+    assert json.loads((tmp_path / "original.json").read_text())["settings_warning"] is None
+    listed = CliRunner().invoke(app, ["at-risk", "--config", str(edited), "--out", str(tmp_path / "a.csv")])
+    assert listed.exit_code == 0 and warning in listed.stderr, listed.output
+    customer = str(original["customer_id"].iloc[0])
+    explained = CliRunner().invoke(app, ["explain", "churn", "--config", str(edited), "--id", customer])
+    assert explained.exit_code == 0 and warning in explained.stderr, explained.output
+    assert "P(churn in 90 days)" in explained.stdout  # the model's question, not the config's 30 days
+    # monitor measures the model against the outcomes of its own horizon: the same figures as with the original.
+    monitored = {}
+    for name, path in (("original", retail_config), ("edited", edited)):
+        result = CliRunner().invoke(
+            app, ["monitor", "churn", "--config", str(path), "--from", "2011-06-01", "--to", "2011-06-01"]
+        )
+        assert result.exit_code == 0, result.output
+        monitored[name] = result
+    assert warning in monitored["edited"].stderr
+    assert monitored["edited"].stdout == monitored["original"].stdout

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig, load_config
-from features.pipeline import population_features
+from features.pipeline import population_features, write_snapshots
 from models.catalog import spec_for
 from models.drift import FeatureProfile
 from models.reasons import ReasonWriter
@@ -322,6 +322,39 @@ def test_missing_champion_and_snapshot_say_what_to_run(config):
         state.model("next_purchase")
     with pytest.raises(ModelUnavailable, match="crmscore features .*--snapshots.*; or `--task lead --out "):
         state.snapshot("lead")
+
+
+def test_a_snapshot_built_with_other_settings_than_its_model_is_refused(minimal_config, tmp_path):
+    """A snapshot written after the config's horizon was edited, ahead of a retrain: its features were
+    built for 30 days, the champion reads 90-day ones; loading it says so instead of serving wrong scores."""
+    pd.DataFrame(
+        {
+            "cid": ["1", "2", "3"],
+            "ts": pd.to_datetime(["2010-12-01", "2011-02-01", "2011-03-01"]),
+            "qty": [1.0, 2.0, 3.0],
+            "price": [10.0, 10.0, 10.0],
+        }
+    ).to_parquet(tmp_path / "tx.parquet")
+    snapshots = tmp_path / "snaps"
+    edited = minimal_config(serving={"snapshot_path": str(snapshots)}, models={"churn": {"horizon_days": 30}})
+    write_snapshots(edited, as_of="2011-03-31", tasks=["churn"])
+    trained = {"horizon_days": 90, "lookback_days": 365}
+
+    def load(config, task):
+        return small_scorer(task, "4"), {"model_name": "crmscore-churn", "version": "4", "settings": trained}
+
+    with pytest.raises(ValueError) as refused:
+        build_state(edited, loader=load, tasks=["churn"])
+    assert str(refused.value) == (
+        f"snapshot {snapshots / 'churn.parquet'}: built with models.churn.horizon_days 30, but crmscore-churn v4 "
+        "was trained with horizon_days 90: its rows are not the population or features the model reads; write the "
+        "snapshot again with the model's settings (`crmscore features --snapshots` from the config it was trained "
+        "with), or retrain"
+    )
+    trained["horizon_days"] = 30  # the model it was built for; and one registered before the tag: nothing to compare
+    assert build_state(edited, loader=load, tasks=["churn"]).snapshot("churn")[1].as_of == "2011-03-31"
+    trained.clear()
+    assert len(build_state(edited, loader=load, tasks=["churn"]).snapshot("churn")[1].ids) == 3
 
 
 def test_reload_swaps_the_whole_state(config):
