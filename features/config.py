@@ -389,6 +389,29 @@ def _check_lookbacks(raw: dict[str, Any], path: Path) -> None:
             )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last silently, so
+    a second ``models:`` block appended to a file dropped the first one's test cut-off without a word,
+    and the reviewed file differed from what ran."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor``: overriding its keys is the point
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice in one mapping (first on line {seen[key] + 1}); "
+                    "YAML would keep only the last, so merge them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML configuration file.
 
@@ -410,7 +433,7 @@ def load_config(path: str | Path, *, overrides: dict[str, Any] | None = None) ->
         raise ConfigError(f"config file not found: {path}")
     try:
         with path.open(encoding="utf-8") as handle:  # a stream: YAML's error names the file, not "<unicode string>"
-            raw = yaml.safe_load(handle)
+            raw = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -117,3 +117,28 @@ def test_a_yaml_error_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert f'in "{path}", line' in str(info.value) and "<unicode string>" not in str(info.value)
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second ``models:`` block appended to a file dropped the
+    first one's test cut-off while validate said OK. An anchor merged and overridden is not a duplicate."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "name: x\nmodels:\n  lead:\n    test_cutoff: 2010-03-01\n"
+        "tables:\n  transactions:\n    source: {path: tx.parquet}\n"
+        "    columns: {customer_id: cid, timestamp: ts, amount: qty}\n"
+        "models:\n  lead:\n    horizon_days: 7\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "key 'models' is given twice in one mapping (first on line 2)" in str(info.value)
+    assert f'in "{path}", line 9' in str(info.value)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "name: x\nbase: &base {horizon_days: 30, step_days: 30}\n"
+        "tables:\n  transactions:\n    source: {path: tx.parquet}\n"
+        "    columns: {customer_id: cid, timestamp: ts, amount: qty}\n"
+        "models:\n  lead:\n    <<: *base\n    horizon_days: 14\n"
+    )
+    with pytest.raises(ConfigError, match="base: unknown key"):  # past the YAML: the merge itself was read
+        load_config(merged)
