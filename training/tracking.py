@@ -47,6 +47,7 @@ from training.pyfunc import (
     registered_name,
     set_uris,
     sqlite_file,
+    train_command,
 )
 from training.registry import other_question, question_of
 
@@ -397,6 +398,15 @@ def _outside_run(client: MlflowClient, config: Config) -> None:
         )
 
 
+def config_as_run(config: Config, task: str, test_cutoff: Any) -> dict[str, Any]:
+    """The configuration as a run used it, for ``config.json`` and the version's ``config`` tag: the
+    file's, with ``models.<task>.test_cutoff`` the run's (``--as-of`` overrides the file's; the file's
+    own would train another model)."""
+    data = config.to_dict()
+    data["models"][task]["test_cutoff"] = str(pd.Timestamp(test_cutoff).date())
+    return data
+
+
 def log_and_register(
     config: Config,
     result: BacktestResult,
@@ -424,6 +434,12 @@ def log_and_register(
     metrics_clean = _clean(result.metrics)
     baselines_clean = _clean(result.baselines)
     code = code_version()
+    ran = config_as_run(config, task, result.test_cutoff)
+    test_day = ran["models"][task]["test_cutoff"]
+    command = train_command(config, task) + (
+        f" --as-of {test_day}" if str(model_config_for(config, task).test_cutoff) != test_day else ""
+    )
+    command += " --force-promote" if force_promote else ""
     _outside_run(client, config)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{task}-T{result.test_cutoff}") as run:
         mlflow.set_tags(
@@ -433,6 +449,8 @@ def log_and_register(
                 "grade": result.grade,
                 "calibration": result.calibration["kind"],
                 "config_name": config.name,
+                # What re-runs it from the same code and data (the file as it is now: config.json holds it as run).
+                "command": command,
                 "code": code["text"],
                 # MLflow's own tag: the UI shows the commit beside the run's source.
                 **({"mlflow.source.git.commit": code["commit"]} if code["commit"] else {}),
@@ -441,7 +459,7 @@ def log_and_register(
         if result.warnings:
             # In the runs table of the UI, beside the metrics: what this run could not do as its spec asks.
             mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
-        mlflow.log_dict(config.to_dict(), "config.json")
+        mlflow.log_dict(ran, "config.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
         digests = _log_datasets(task, {"training": train, "test": test}, fingerprint)
         mlflow.log_dict(result.spec.describe(), "model_spec.json")
@@ -539,7 +557,8 @@ def log_and_register(
         **question_of(result.spec),
         # What the model must be scored with, whatever the config says later (models.catalog.scoring_config).
         "settings": json.dumps(feature_settings(model_config_for(config, task), task)),
-        "config": json.dumps(config.to_dict())[:4900],
+        "config": json.dumps(ran)[:4900],
+        "command": command,
         # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
         "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),
         "code": code["text"],

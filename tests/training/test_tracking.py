@@ -125,6 +125,19 @@ def test_promotion_gate(config, good, bad):
     run = MlflowClient(tracking_uri=config.tracking_uri).get_run(first["run_id"])
     assert run.data.tags["warnings"] == good.warnings[0] and "no seasonal prior shift" in good.warnings[0]
     assert _aliases(config, first["version"]) == {"champion", "challenger"}
+    # The config as run: the file sets no test cut-off, the run's is the backtest's (as --as-of gives it),
+    # and the command that re-runs it says so.
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    logged = json.loads(
+        Path(client.download_artifacts(first["run_id"], "config.json", str(config.output_dir))).read_text()
+    )
+    assert config.models.churn.test_cutoff is None and logged["models"]["churn"]["test_cutoff"] == "2011-06-01"
+    tags = client.get_model_version("crmscore-churn", first["version"]).tags
+    assert json.loads(tags["config"]) == logged and tags["command"] == run.data.tags["command"]
+    assert tags["command"].startswith("crmscore train churn --config ") and tags["command"].endswith(
+        " --as-of 2011-06-01"
+    )
+    assert json.loads(tags["settings"]) == {"horizon_days": 90, "lookback_days": 365}
 
     worse = _log(config, bad)
     assert not worse["promoted"] and worse["alias"] == "challenger"
@@ -139,6 +152,7 @@ def test_promotion_gate(config, good, bad):
 
     forced = _log(config, bad, force=True)
     assert forced["promoted"]
+    assert client.get_model_version("crmscore-churn", forced["version"]).tags["command"].endswith(" --force-promote")
     assert _aliases(config, forced["version"]) == {"champion", "challenger"}
     assert load_champion(config, "churn")[1]["version"] == forced["version"]
 
