@@ -120,6 +120,8 @@ def connect(config: Config, *, session=None) -> BaseBackend:
         con = ibis.duckdb.connect()
         # Timestamps are naive wall-clock times in the data contract; keep DuckDB from shifting them.
         con.raw_sql("SET TimeZone = 'UTC'")
+        if config.duckdb.threads is not None:  # one by default: the same values to the last bit every run
+            con.raw_sql(f"SET threads = {int(config.duckdb.threads)}")
         return con
     if session is None:
         session = spark_session(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -174,15 +175,33 @@ class CanonicalTables:
         return report.date_max.isoformat(sep=" ")
 
     def fingerprint(self) -> dict[str, Any]:
-        """Source, row counts and date range per table: what MLflow logs to identify the input data."""
-        return {
-            name: {
+        """Source, row counts, date range and :meth:`content_digest` per table: what MLflow logs to
+        identify the input data."""
+        found = {}
+        for name, report in self.reports.items():
+            found[name] = {
                 k: v
-                for k, v in r.to_dict().items()
+                for k, v in report.to_dict().items()
                 if k in ("source", "rows_read", "rows_kept", "date_min", "date_max")
             }
-            for name, r in self.reports.items()
-        }
+            table = getattr(self, name, None)
+            if table is not None:
+                found[name]["content_digest"] = self.content_digest(table)
+        return found
+
+    def content_digest(self, table: ir.Table) -> str:
+        """A digest of a canonical table's rows as validated (every column's value, in any row order):
+        one changed value changes it, where counts and dates need not. Its hash and its text form of
+        numbers are the engine's, so DuckDB's and Spark's differ for the same rows; with DuckDB it is
+        the same on every run (``duckdb.threads`` aside: a hash sum adds up in any order)."""
+        parts = [table[c].cast("string").fill_null("<null>") for c in table.columns]
+        row = parts[0]
+        for part in parts[1:]:
+            row = row.concat("|", part)
+        # Summed modulo 2^31 per row, the total stays an exact int64 on either engine (Spark's ANSI mode
+        # refuses an overflow) up to a billion rows; the row count beside it.
+        found = table.aggregate(total=(row.hash() % 2147483647).sum(), rows=table.count()).to_pyarrow().to_pylist()[0]
+        return hashlib.sha256(f"{int(found['total'] or 0)}:{int(found['rows'])}".encode()).hexdigest()[:16]
 
 
 # ``${NAME}`` in a source URL: read from the environment when the table is read.
