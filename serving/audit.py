@@ -11,14 +11,16 @@ not audited one by one: a log line cost more than a score.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY
+from serving.lists import clean_ids
 from serving.runtime import LOG, ModelUnavailable
 
-__all__ = ["AuditUnwritable", "of_list", "record"]
+__all__ = ["AuditUnwritable", "exclude_digest", "of_list", "record"]
 
 # A list's options that are not asked for (the service's own) or are too long for a record (the ids).
 _NOT_OPTIONS = ("config", "exclude", "id_key")
@@ -30,12 +32,14 @@ class AuditUnwritable(ModelUnavailable):
 
 def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """What a list call took, from its answer (:func:`serving.runtime.ranked_list`) and its options:
-    the log line's text and the record's fields (the options asked for, the excluded ids counted)."""
+    the log line's text and the record's fields (the options asked for; the suppression list's size,
+    digest and the rows it left off; the ids handed out)."""
     asked = {k: v for k, v in options.items() if k not in _NOT_OPTIONS and v is not None and v is not False}
-    excluded = len(options.get("exclude") or ())
+    sent = sorted(clean_ids(options.get("exclude") or ()))
+    excluded = int(body.get("n_excluded", 0))
     text = (
         f"{body['n_listed']} of {body['n_matched']} matching rows of the {task} snapshot as of {body['as_of']} "
-        f"({body['model_name']} v{body['model_version']}), {excluded} ids excluded, "
+        f"({body['model_name']} v{body['model_version']}), {excluded} rows excluded by {len(sent)} ids sent, "
         + json.dumps(asked, sort_keys=True, default=str)
     )
     fields = {
@@ -45,10 +49,23 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
         "model_version": body["model_version"],
         "rows_listed": body["n_listed"],
         "rows_matched": body["n_matched"],
+        # The suppression list: how many ids it held, which (a digest of them, cleaned and sorted, to
+        # check against the file a team says it sent: exclude_digest), and how many rows it left off.
+        "ids_sent": len(sent),
+        "exclude_digest": exclude_digest(sent) if sent else None,
         "ids_excluded": excluded,
         "options": asked,
+        # Who was handed out, in the list's order: the record alone shows it, whatever the snapshot is later.
+        "ids_listed": list(body.get("listed_ids") or ()),
     }
     return text, fields
+
+
+def exclude_digest(ids: Iterable[str]) -> str:
+    """The first 16 hex digits of the SHA-256 of a suppression list's ids as the API cleans them
+    (:func:`serving.lists.clean_ids`), sorted, one per line: ``printf '%s\n' ... | sort | sha256sum``
+    of a file of clean ids gives the same."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()[:16]
 
 
 def record(scope: Mapping[str, Any], what: str, fields: Mapping[str, Any], file: str | None) -> None:

@@ -1303,6 +1303,7 @@ def ranked_list(
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
     attributes = lists.attribute_columns(scored, lists.list_columns(model.scorer), filters.named)
     excluded = lists.n_excluded(scored, columns[0], exclude or ())  # counted once: the count and the warning
+    listed_ids = [str(row[columns[0]]) for row in rows]  # for the audit record (serving.audit.of_list)
     if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
         rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
     return {
@@ -1314,6 +1315,7 @@ def ranked_list(
         "n_matched": matched,
         "n_listed": len(rows),
         "n_excluded": excluded,
+        "listed_ids": listed_ids,
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)}
             if format == "csv"

@@ -540,6 +540,7 @@ class CrmScore:
         options.update(since=None if since is None else since.isoformat(), config=self.config)
         body = runtime.ranked_list(self.runtime.state, task, **options)
         audit.record(ctx.request.scope, *audit.of_list(task, body, options), self._audit_file)
+        del body["listed_ids"]  # the record's, not the answer's
         if options["format"] == "csv":
             return Response(body["csv"], media_type="text/csv", headers=_csv_headers(body))
         return response.model_validate(body)

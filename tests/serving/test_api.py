@@ -1228,6 +1228,7 @@ def test_the_audit_file_gets_every_list_call_of_both_workers_or_the_list_is_refu
     }
     assert lists[0]["options"] == {"top": 2, "k": 3, "counter_k": 1, "format": "json"}
     assert lists[0]["rows_matched"] >= 2 and lists[0]["ids_excluded"] == 0 and lists[0]["model_version"]
+    assert lists[0]["ids_sent"] == 0 and lists[0]["exclude_digest"] is None and len(lists[0]["ids_listed"]) == 2
     last = records[-1]
     assert (
         last["route"] == "/reload"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 
@@ -10,7 +11,15 @@ import pytest
 from serving.audit import AuditUnwritable, of_list, record
 from serving.auth import KEY_ID_SCOPE_KEY, ROLE_SCOPE_KEY, key_id
 
-BODY = {"n_listed": 2, "n_matched": 40, "as_of": "2011-12-09", "model_name": "crmscore-churn", "model_version": "3"}
+BODY = {
+    "n_listed": 2,
+    "n_matched": 40,
+    "n_excluded": 1,
+    "listed_ids": ["12346", "14911"],
+    "as_of": "2011-12-09",
+    "model_name": "crmscore-churn",
+    "model_version": "3",
+}
 SCOPE = {
     "path": "/at_risk",
     "client": ("10.0.0.7", 51234),
@@ -20,7 +29,8 @@ SCOPE = {
 
 
 def test_a_list_is_described_by_what_was_asked_and_what_came_back():
-    options = {"top": 2, "k": 0, "tiers": ["high"], "where": None, "moved_up": False, "exclude": ["1", "2", "3"]}
+    # Three ids sent (one as a spreadsheet writes it), one of them in the snapshot: the record says both.
+    options = {"top": 2, "k": 0, "tiers": ["high"], "where": None, "moved_up": False, "exclude": ["3", "1.0", " 2"]}
     options.update(config=object(), id_key="id", format="csv")
     text, fields = of_list("churn", BODY, options)
     # k=0 was asked for (it is not "not given"); None and False are the defaults, left out.
@@ -31,11 +41,16 @@ def test_a_list_is_described_by_what_was_asked_and_what_came_back():
         "model_version": "3",
         "rows_listed": 2,
         "rows_matched": 40,
-        "ids_excluded": 3,
+        "ids_sent": 3,
+        # printf '1\n2\n3\n' | sha256sum: the file a team says it sent can be checked against it.
+        "exclude_digest": hashlib.sha256(b"1\n2\n3\n").hexdigest()[:16],
+        "ids_excluded": 1,
         "options": {"top": 2, "k": 0, "tiers": ["high"], "format": "csv"},
+        "ids_listed": ["12346", "14911"],
     }
     assert text == (
-        "2 of 40 matching rows of the churn snapshot as of 2011-12-09 (crmscore-churn v3), 3 ids excluded, "
+        "2 of 40 matching rows of the churn snapshot as of 2011-12-09 (crmscore-churn v3), 1 rows excluded by 3 ids "
+        "sent, "
         '{"format": "csv", "k": 0, "tiers": ["high"], "top": 2}'
     )
 
