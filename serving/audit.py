@@ -63,7 +63,7 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
 
 def exclude_digest(ids: Iterable[str]) -> str:
     """The first 16 hex digits of the SHA-256 of a suppression list's ids as the API cleans them
-    (:func:`serving.lists.clean_ids`), sorted, one per line: ``printf '%s\n' ... | sort | sha256sum``
+    (:func:`serving.lists.clean_ids`), sorted, one per line: ``LC_ALL=C sort -u ids.txt | sha256sum``
     of a file of clean ids gives the same."""
     return hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()[:16]
 
