@@ -165,12 +165,18 @@ def train_command(
             help="Make this version champion, better or not (default: only if it beats the champion).",
         ),
     ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="With --force-promote: why, kept with the promotion (crmscore models)."),
+    ] = None,
 ) -> None:
     """Backtest with test cut-off T, calibrate, log to MLflow, register; promote to champion only if better."""
     from training.pyfunc import RegistryUnavailable
     from training.train import train_model
 
     task = _task(model)
+    if reason and not force_promote:
+        raise _fail("--reason explains a --force-promote; the gate gives its own reason")
     try:
         cfg = load_config(config)
         # `mlflow run` passes an empty string for an unset parameter.
@@ -179,6 +185,7 @@ def train_command(
             task,
             test_cutoff=as_of or None,
             force_promote=force_promote,
+            reason=reason or None,
             metrics_out=metrics_out or None,
             progress=_progress,
         )

@@ -13,6 +13,9 @@ never point at a version the service cannot load.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,10 +33,44 @@ from training.pyfunc import (
     version_info,
 )
 
-__all__ = ["list_versions", "promote_version", "render_versions"]
+__all__ = ["champion_history", "list_versions", "promote_version", "record_champion", "render_versions"]
 
 # The tag a hand promotion leaves on the version it promotes (the gate's own decision stays in ``promotion``).
 MANUAL_TAG = "manual_promotion"
+# The registered model's tags that keep every move of ``champion``, one per move, keyed by its time.
+HISTORY_PREFIX = "champion_history."
+
+
+def record_champion(
+    client: Any, name: str, *, version: str, previous: str | None, how: str, reason: str | None = None
+) -> None:
+    """Keep one move of ``champion`` to ``version`` on the registered model, as its own tag (the
+    version's own tags say only its latest): when, from which version, how (the gate, forced at
+    training, by hand), why, and the operating-system user who ran it. :func:`champion_history`
+    reads them back: which version was champion on a given date, and why."""
+    now = dt.datetime.now(dt.UTC)
+    entry = {
+        "at": now.isoformat(timespec="milliseconds"),
+        "version": str(version),
+        "previous": previous,
+        "how": how,
+        "reason": reason,
+        "by": _user(),
+    }
+    client.set_registered_model_tag(name, HISTORY_PREFIX + now.strftime("%Y%m%dT%H%M%S%fZ"), json.dumps(entry)[:5000])
+
+
+def champion_history(client: Any, name: str) -> list[dict[str, Any]]:
+    """Every move of ``champion`` :func:`record_champion` kept, oldest first (none before 2026-12-07)."""
+    tags = client.get_registered_model(name).tags or {}
+    return [json.loads(value) for key, value in sorted(tags.items()) if key.startswith(HISTORY_PREFIX)]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container's numeric uid)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def _row(name: str, version: Any, aliases: list[str]) -> dict[str, Any]:
@@ -77,7 +114,8 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
         name = registered_name(task)
         rows = [_row(name, v, aliases) for v, aliases in registered_versions(client, config, name).values()]
         rows.sort(key=lambda row: int(row["version"]), reverse=True)
-        listings.append({"model_name": name, "tracking_uri": config.tracking_uri, "versions": rows})
+        history = champion_history(client, name) if rows else []
+        listings.append({"model_name": name, "tracking_uri": config.tracking_uri, "versions": rows, "history": history})
     return listings
 
 
@@ -167,6 +205,7 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
     note = f"made champion by hand on {now}, replacing {'v' + previous if previous else 'no champion'}"
     client.set_registered_model_alias(name, CHAMPION, wanted)
     client.set_model_version_tag(name, wanted, MANUAL_TAG, f"{note}: {reason}" if reason else note)
+    record_champion(client, name, version=wanted, previous=previous, how="by hand (crmscore promote)", reason=reason)
     return {
         "model_name": name,
         "version": wanted,
@@ -199,4 +238,13 @@ def render_versions(listing: dict[str, Any]) -> str:
             lines.append(f"        {row[MANUAL_TAG]}")
         if row["code"]:
             lines.append(f"        trained by {row['code']}")
+    if listing.get("history"):
+        lines.append("  champion history (oldest first):")
+        for move in listing["history"]:
+            was = f"v{move['previous']}" if move.get("previous") else "none"
+            why = f": {move['reason']}" if move.get("reason") else ""
+            lines.append(
+                f"    {move['at'][:19].replace('T', ' ')} UTC  v{move['version']} (was {was}), {move['how']}, "
+                f"by {move['by']}{why}"
+            )
     return "\n".join(lines)

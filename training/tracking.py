@@ -49,7 +49,7 @@ from training.pyfunc import (
     sqlite_file,
     train_command,
 )
-from training.registry import other_question, question_of
+from training.registry import other_question, question_of, record_champion
 
 __all__ = [
     "Promotion",
@@ -398,6 +398,16 @@ def _outside_run(client: MlflowClient, config: Config) -> None:
         )
 
 
+def _champion_number(client: MlflowClient, name: str) -> str | None:
+    """The version ``champion`` points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
 def config_as_run(config: Config, task: str, test_cutoff: Any) -> dict[str, Any]:
     """The configuration as a run used it, for ``config.json`` and the version's ``config`` tag: the
     file's, with ``models.<task>.test_cutoff`` the run's (``--as-of`` overrides the file's; the file's
@@ -417,8 +427,10 @@ def log_and_register(
     train: pd.DataFrame,
     report: Path | None = None,
     force_promote: bool = False,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Log one backtest to MLflow, register its model and apply the promotion gate.
+    """Log one backtest to MLflow, register its model and apply the promotion gate (``reason``: why
+    ``force_promote``, kept with it).
 
     Returns
     -------
@@ -567,9 +579,14 @@ def log_and_register(
         client.set_model_version_tag(name, version, key, value)
     scorer.version = version
     decision = decide_promotion(client, name, result, test, force=force_promote)
+    if force_promote and reason:
+        decision.reason = f"{decision.reason}: {reason}"
     client.set_registered_model_alias(name, CHALLENGER, version)
     if decision.promote:
+        previous = _champion_number(client, name)
         client.set_registered_model_alias(name, CHAMPION, version)
+        how = "forced at training (--force-promote)" if force_promote else "the promotion gate at training"
+        record_champion(client, name, version=version, previous=previous, how=how, reason=decision.reason)
     client.set_model_version_tag(name, version, "promotion", decision.reason)
     return {
         "run_id": run_id,

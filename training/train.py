@@ -108,6 +108,7 @@ def train_model(
     force_promote: bool = False,
     metrics_out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """Backtest, calibrate, log, register and (maybe) promote one model.
 
@@ -123,6 +124,8 @@ def train_model(
         The test cut-off T; default ``models.<task>.test_cutoff``.
     force_promote
         Make the new version ``champion`` even if it does not beat the current one.
+    reason
+        Why ``force_promote``: kept with the promotion (its ``promotion`` tag and the champion history).
     metrics_out
         Also write the returned metrics JSON to this file.
     progress
@@ -168,6 +171,7 @@ def train_model(
         plots=plots,
         report=report,
         force_promote=force_promote,
+        reason=reason,
     )
     # The report names the registered version too; rewrite it now that the version is known, as the latest
     # run's and as the version's own (a challenger the gate kept out no longer hides the champion's report).

@@ -46,7 +46,7 @@ def config(tmp_path) -> Config:
     )
 
 
-def _log(config, result, *, force=False):
+def _log(config, result, *, force=False, reason=None):
     return log_and_register(
         config,
         result,
@@ -55,6 +55,7 @@ def _log(config, result, *, force=False):
         fingerprint={"transactions": {"rows_kept": 1}},
         plots=make_plots(result),
         force_promote=force,
+        reason=reason,
     )
 
 
@@ -326,7 +327,8 @@ def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config
     assert [v["promotion"] for v in churn["versions"]] == [worse["reason"], "no champion yet"]
     assert churn["versions"][1]["roc_auc"] == pytest.approx(good.metrics["roc_auc"])
     assert churn["versions"][1]["test_cutoff"] == "2011-06-01" and churn["versions"][1]["manual_promotion"] is None
-    assert lead == {"model_name": "crmscore-lead", "tracking_uri": config.tracking_uri, "versions": []}
+    assert lead == {"model_name": "crmscore-lead", "tracking_uri": config.tracking_uri, "versions": [], "history": []}
+    assert [m["version"] for m in churn["history"]] == [first["version"]]  # the worse one never was champion
 
     # Which code trained each version, for an audit: on the version, its run (MLflow's own commit tag too).
     code = code_version()
@@ -363,11 +365,12 @@ def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, go
     from typer.testing import CliRunner
 
     from serving.cli import app
-    from training.registry import MANUAL_TAG
+    from training.registry import MANUAL_TAG, list_versions
 
     first = _log(config, good)
-    forced = _log(config, bad, force=True)
+    forced = _log(config, bad, force=True, reason="the new season's model")
     assert load_champion(config, "churn")[1]["version"] == forced["version"]
+    assert load_champion(config, "churn")[1]["promotion"] == "forced (--force-promote): the new season's model"
     args = ["promote", "churn", "--config", str(_cli_config(config, tmp_path))]
 
     back = CliRunner().invoke(app, [*args, "--version", f"v{first['version']}", "--reason", "ranks at random"])
@@ -401,6 +404,25 @@ def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, go
     assert unknown.exit_code == 2
     assert unknown.stderr.startswith("error: --version: 'crmscore-churn' has no version '9' (registered: 1, 2)")
     assert load_champion(config, "churn")[1]["version"] == forced["version"]
+
+    # Every move of champion is kept, with who, how and why: which version served on a date, and why
+    # (the versions' own tags keep only their latest note).
+    import getpass
+
+    history = list_versions(config, ["churn"])[0]["history"]
+    one, two = first["version"], forced["version"]
+    assert [(m["version"], m["previous"], m["how"], m["reason"]) for m in history] == [
+        (one, None, "the promotion gate at training", "no champion yet"),
+        (two, one, "forced at training (--force-promote)", "forced (--force-promote): the new season's model"),
+        (one, two, "by hand (crmscore promote)", "ranks at random"),
+        (two, one, "by hand (crmscore promote)", None),
+    ]
+    assert {m["by"] for m in history} == {getpass.getuser()} and history == sorted(history, key=lambda m: m["at"])
+    listed = CliRunner().invoke(app, ["models", "churn", "--config", str(_cli_config(config, tmp_path))])
+    assert "  champion history (oldest first):" in listed.stdout
+    assert (
+        f"  v{one} (was v{two}), by hand (crmscore promote), by {getpass.getuser()}: ranks at random" in listed.stdout
+    )
 
 
 def test_promote_refuses_a_version_whose_files_are_gone_and_moves_nothing(config, good, tmp_path):
