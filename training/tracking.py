@@ -85,9 +85,12 @@ MODEL_REQUIREMENTS = (
 )
 
 
-# The folders whose files are crmscore's code: a change to one of them, not yet committed, makes a run's
-# code differ from its commit.
-CODE_FOLDERS = ("features", "models", "training", "serving")
+# The folders whose files are crmscore's code, and the files that pin what it runs on: a change to one
+# of them, not yet committed, makes a run's code differ from its commit.
+CODE_FOLDERS = ("features", "models", "training", "serving", "pyproject.toml", "constraints.txt")
+# The packages whose versions decide a run's numbers (the feature engine's among them), logged with it
+# as environment.json: an installation that differs from constraints.txt shows there.
+RUN_PACKAGES = (*MODEL_REQUIREMENTS[1:], "duckdb", "sqlglot", "shap")
 
 
 def code_version() -> dict[str, Any]:
@@ -177,6 +180,18 @@ def model_requirements() -> list[str]:
     """:data:`MODEL_REQUIREMENTS` pinned to the versions installed here, the model's
     ``requirements.txt`` (what ``mlflow models serve`` without ``--env-manager local`` installs)."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def run_environment() -> dict[str, Any]:
+    """Python's version and those of :data:`RUN_PACKAGES` as installed here (None: not installed)."""
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"python": sys.version.split()[0], "packages": {name: version(name) for name in RUN_PACKAGES}}
 
 
 def _artifact_root(tracking_uri: str) -> str | None:
@@ -472,6 +487,7 @@ def log_and_register(
             # In the runs table of the UI, beside the metrics: what this run could not do as its spec asks.
             mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
         mlflow.log_dict(ran, "config.json")
+        mlflow.log_dict(run_environment(), "environment.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
         digests = _log_datasets(task, {"training": train, "test": test}, fingerprint)
         mlflow.log_dict(result.spec.describe(), "model_spec.json")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import mlflow
 import numpy as np
 import pandas as pd
@@ -139,6 +140,10 @@ def test_promotion_gate(config, good, bad):
         " --as-of 2011-06-01"
     )
     assert json.loads(tags["settings"]) == {"horizon_days": 90, "lookback_days": 365}
+    environment = json.loads(
+        Path(client.download_artifacts(first["run_id"], "environment.json", str(config.output_dir))).read_text()
+    )
+    assert environment["packages"]["duckdb"] == duckdb.__version__ and environment["python"].count(".") == 2
 
     worse = _log(config, bad)
     assert not worse["promoted"] and worse["alias"] == "challenger"
