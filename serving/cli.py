@@ -226,6 +226,12 @@ def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> No
     typer.echo(f"summary -> {path}")
 
 
+VersionOption = Annotated[
+    str | None,
+    typer.Option("--version", help="A registered version instead of the champion (crmscore models lists them)."),
+]
+
+
 @app.command("score")
 def score_command(
     model: Annotated[str, typer.Argument(help="churn, next-purchase or lead")],
@@ -249,8 +255,9 @@ def score_command(
             "feature drift), for the job that runs it to read.",
         ),
     ] = None,
+    version: VersionOption = None,
 ) -> None:
-    """Batch scores for the model's whole population with the champion, written atomically.
+    """Batch scores for the model's whole population with the champion (or --version), written atomically.
 
     Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
     """
@@ -269,13 +276,27 @@ def score_command(
             from serving.spark_batch import score_spark
 
             batch = score_spark(
-                cfg, task, as_of=as_of, out_dir=out, explain=explain, allow_empty=allow_empty, progress=_progress
+                cfg,
+                task,
+                as_of=as_of,
+                out_dir=out,
+                explain=explain,
+                allow_empty=allow_empty,
+                progress=_progress,
+                version=version or None,
             )
         else:
             from training.score import score_batch
 
             batch = score_batch(
-                cfg, task, as_of=as_of, out=out, explain=explain, allow_empty=allow_empty, progress=_progress
+                cfg,
+                task,
+                as_of=as_of,
+                out=out,
+                explain=explain,
+                allow_empty=allow_empty,
+                progress=_progress,
+                version=version or None,
             )
     except (ConfigError, ValueError, ChampionUnavailable, OutputError) as exc:
         raise _fail(str(exc)) from exc
@@ -308,6 +329,7 @@ def explain_command(
             help="An earlier date: the customer's score then, and what raised and lowered it since (customers).",
         ),
     ] = None,
+    version: VersionOption = None,
 ) -> None:
     """Why the champion gives these customers (or leads) their scores: reasons each way and the log-odds account.
 
@@ -318,7 +340,9 @@ def explain_command(
 
     task = _task(model)
     try:
-        result = explain_ids(load_config(config), task, ids, as_of=as_of or None, k=k, since=since or None)
+        result = explain_ids(
+            load_config(config), task, ids, as_of=as_of or None, k=k, since=since or None, version=version or None
+        )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
     for warning in result["warnings"]:
@@ -401,10 +425,7 @@ def monitor_command(
             "--max-auc-drop", min=0.0, help="Exit 3 when an out-of-sample ROC AUC is this far below training."
         ),
     ] = None,
-    version: Annotated[
-        str | None,
-        typer.Option("--version", help="A registered version instead of the champion (crmscore models lists them)."),
-    ] = None,
+    version: VersionOption = None,
 ) -> None:
     """The champion's scores at past dates against what happened next: one row per date, nothing registered.
 

@@ -345,6 +345,7 @@ def score_spark(
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
     progress: Callable[[str], None] | None = None,
+    version: str | None = None,
 ) -> BatchScores:
     """Score ``task``'s population at ``as_of`` on Spark with the champion model.
 
@@ -376,6 +377,8 @@ def score_spark(
     progress
         A callback given each step's line (``[3/4  31.0s] scoring ...``), as ``train`` prints them; the
         first comes once the champion has loaded.
+    version
+        A registered version instead of the champion.
 
     Raises
     ------
@@ -398,7 +401,7 @@ def score_spark(
             f"file; give a folder name (e.g. scores/{task}-<date>)"
         )
     step = Steps(progress, 4)
-    scorer, info = load_champion(config, task)
+    scorer, info = load_champion(config, task, version=version)
     mc, settings_warning = scoring_config(config, task, info)
     step("the Spark session")
     check_out_dir(spark_session(config), out)

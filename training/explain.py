@@ -47,8 +47,10 @@ def explain_ids(
     k: int | None = None,
     tables: CanonicalTables | None = None,
     since: Any = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The champion's score of each id at ``as_of`` with ``k`` reasons each way and its log-odds account.
+    """The champion's (or a registered ``version``'s) score of each id at ``as_of`` with ``k`` reasons
+    each way and its log-odds account.
 
     ``since`` (customers): an earlier date; each id in both populations also gets ``since``, the same
     champion's score then and what moved it most (:func:`_moves`).
@@ -71,7 +73,7 @@ def explain_ids(
     if since is not None and task == "lead":
         raise ValueError("--since compares a customer over time; a lead is scored once, in its first days")
     since = check_since(since)  # before the model is loaded
-    scorer, info = load_champion(config, task)
+    scorer, info = load_champion(config, task, version=version)
     model_config, settings_warning = scoring_config(config, task, info)
     spec = spec_for(task, model_config)
     if tables is None:

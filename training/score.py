@@ -206,12 +206,13 @@ def champion_population(
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
     step: Callable[[str], None] | None = None,
+    version: str | None = None,
 ) -> ChampionPopulation:
     """Load ``task``'s champion and compute its population's features at ``as_of`` (default: the last
     row of the task's main table, "now" for a nightly job), as the model was trained to read them.
 
     ``step``, if given, announces the features once the champion has loaded (a registry's error comes
-    before any step line).
+    before any step line). ``version``: a registered version instead of the champion.
 
     Raises
     ------
@@ -220,7 +221,7 @@ def champion_population(
     features.pipeline.EmptyPopulationError
         The population at ``as_of`` is empty and ``allow_empty`` is false.
     """
-    scorer, info = load_champion(config, task)
+    scorer, info = load_champion(config, task, version=version)
     model_config, settings_warning = scoring_config(config, task, info)
     if step is not None:
         step(("reading the tables and " if tables is None else "") + "the population's features")
@@ -246,9 +247,11 @@ def score_batch(
     tables: CanonicalTables | None = None,
     allow_empty: bool = False,
     progress: Callable[[str], None] | None = None,
+    version: str | None = None,
 ) -> BatchScores:
-    """Score the whole population of ``task`` at ``as_of`` with the champion (``progress``: a callback
-    given each step's line, ``[2/3   4.1s] scoring ...``, as ``train`` prints them).
+    """Score the whole population of ``task`` at ``as_of`` with the champion, or a registered
+    ``version`` (a past one's scores again, for an audit; ``progress``: a callback given each step's
+    line, ``[2/3   4.1s] scoring ...``, as ``train`` prints them).
 
     Columns: entity id, ``as_of``, ``probability``, ``tier`` (or ``grade``), the task's money
     values, ``model_name``, ``model_version`` and, with ``explain``, ``reasons`` (a JSON list of
@@ -268,7 +271,9 @@ def score_batch(
     task = normalize_task(task)
     check_output(out, suffixes=TABLE_SUFFIXES)
     step = Steps(progress, 3)
-    population = champion_population(config, task, as_of=as_of, tables=tables, allow_empty=allow_empty, step=step)
+    population = champion_population(
+        config, task, as_of=as_of, tables=tables, allow_empty=allow_empty, step=step, version=version
+    )
     scorer, info, features, tables = population.scorer, population.info, population.features, population.tables
     k = population.model_config.top_k_reasons
     step(f"scoring {len(features):,} rows" + (" with reasons" if explain else ""))

@@ -538,3 +538,22 @@ def test_a_config_edited_since_training_scores_with_the_models_settings_and_says
         monitored[name] = result
     assert warning in monitored["edited"].stderr
     assert monitored["edited"].stdout == monitored["original"].stdout
+
+
+@pytest.mark.slow
+def test_score_and_explain_take_a_registered_version_instead_of_the_champion(trained, tmp_path):
+    """An auditor scores a past version again without moving champion (which production reloads)."""
+    retail_config, _, _ = trained
+    args = ["score", "churn", "--config", str(retail_config), "--as-of", "2011-11-01"]
+    champion = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c.csv")])
+    chosen = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "v.csv"), "--version", "1"])
+    assert champion.exit_code == 0 and chosen.exit_code == 0, chosen.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "v.csv"), pd.read_csv(tmp_path / "c.csv"))
+    unknown = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "u.csv"), "--version", "7"])
+    assert unknown.exit_code == 2 and "--version: 'crmscore-churn' has no version '7' (registered: 1)" in unknown.stderr
+    assert not (tmp_path / "u.csv").exists()
+    customer = str(pd.read_csv(tmp_path / "c.csv")["customer_id"].iloc[0])
+    explained = CliRunner().invoke(
+        app, ["explain", "churn", "--config", str(retail_config), "--id", customer, "--version", "1", "--json"]
+    )
+    assert explained.exit_code == 0 and json.loads(explained.stdout)["model_version"] == "1", explained.output
