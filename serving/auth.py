@@ -114,6 +114,7 @@ class KeyStore:
             ``source`` and the entry's position, not the key.
         """
         keys: dict[str, str] = {}
+        where: dict[str, int] = {}
         entries = [e.strip() for line in text.splitlines() if not line.strip().startswith("#") for e in line.split(",")]
         for position, entry in enumerate((e for e in entries if e), start=1):
             key, sep, role = entry.rpartition(":")
@@ -124,7 +125,12 @@ class KeyStore:
                 raise AuthConfigError(
                     f"{source}: entry {position} has unknown role {role!r}; roles are {', '.join(ROLES)}"
                 )
-            keys[key] = role
+            if key in keys and keys[key] != role:  # the last one silently won: a scorer's key became admin
+                raise AuthConfigError(
+                    f"{source}: entry {position} gives the key of entry {where[key]} another role ({role!r}, "
+                    f"not {keys[key]!r}); a key has one role"
+                )
+            keys[key], where[key] = role, position
         return cls(keys)
 
     def _as_dict(self) -> dict[str, str]:
@@ -236,9 +242,12 @@ class ApiKeyMiddleware:
                 send, 401, "missing API key: send it in the X-API-Key header or as 'Authorization: Bearer <key>'"
             )
             return
-        found = self._keys().identify(key)
+        store = self._keys()
+        found = store.identify(key)
         if found is None:
-            await _deny(send, 401, "unknown API key")
+            # A server started without keys refuses every key: say it is the server's, not the caller's.
+            none = "; this server has no API keys configured (serving.api_keys_env, serving.api_keys_file)"
+            await _deny(send, 401, "unknown API key" + ("" if len(store) else none))
             return
         role, known_id = found
         if not entitled(role, needed):

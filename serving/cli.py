@@ -787,15 +787,26 @@ def serve_command(
     ] = None,
 ) -> None:
     """Run the BentoML scoring API on the champion models."""
+    from serving.auth import AuthConfigError, load_keys
+
     try:
         cfg = load_config(config)
         if workers is not None:  # checked by the config's own rule
             count = int(workers) if workers.strip().isdigit() else workers
             ServingConfig.model_validate({**cfg.serving.model_dump(), "workers": count})
-    except ConfigError as exc:
+        # Here, before BentoML: a worker that fails at start is started again and again, and the server
+        # neither answers nor exits (a process manager sees it running).
+        keys = load_keys(cfg)
+    except (ConfigError, AuthConfigError) as exc:
         raise _fail(str(exc)) from exc
     except ValidationError as exc:
         raise _fail(f"--workers {workers}: {exc.errors()[0]['msg']}") from exc
+    if not len(keys):
+        _warn(
+            f"no API keys: environment variable {cfg.serving.api_keys_env} is empty and serving.api_keys_file is "
+            "not set, so every scoring route answers 401 (keys are key:role, separated by commas or new lines; "
+            "roles scorer, marketer, admin)"
+        )
     env = {
         **os.environ,
         "CRMSCORE_CONFIG": str(Path(config).resolve()),

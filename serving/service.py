@@ -347,6 +347,13 @@ class CrmScore:
                 every, on_change=_reloaded, on_error=LOG.warning, stop=threading.Event(), first=read_keys
             )
 
+    def __is_ready__(self) -> bool:
+        """``/readyz``: 503 until this worker serves a model (BentoML's hook). A server whose registry holds
+        no champion, or cannot be read, answered 200 while every score was a 503, so a load balancer
+        routed to it; one without a champion for some task (the lead model of a retail-only
+        deployment) is ready for the others."""
+        return bool(self.runtime.state.models)
+
     def _k(self, task: str, k: int | None, counter_k: int, ctx: bentoml.Context) -> dict[str, int]:
         """The reasons and counter-reasons per item this caller gets (403 for a role not entitled)."""
         role = ctx.request.scope.get(ROLE_SCOPE_KEY)

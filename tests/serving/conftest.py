@@ -101,7 +101,9 @@ def write_configs(folder: Path, *, n_train_cutoffs: int = 2) -> tuple[Path, Path
     return paths[0], paths[1]
 
 
-def start_server(config: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
+def start_server(config: Path, cwd: Path, *, ready: str = "/readyz") -> tuple[subprocess.Popen, str]:
+    """``crmscore serve`` on a free port, once ``ready`` answers 200 (``/livez`` for a server that
+    serves no model, whose ``/readyz`` is 503)."""
     port = free_port()
     env = {
         **os.environ,
@@ -114,7 +116,7 @@ def start_server(config: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
         [str(crmscore), "serve", "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
         env=env,
         cwd=cwd,
-        ready_url=f"{url}/readyz",
+        ready_url=f"{url}{ready}",
         log=cwd / f"server-{port}.log",
         timeout_s=120,
     )

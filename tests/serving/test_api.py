@@ -307,11 +307,15 @@ def test_a_second_server_on_the_host_leaves_the_first_ones_metrics(server, tmp_p
     assert sum(before.values()) >= 1
     homes = set(Path(tempfile.gettempdir()).glob("crmscore-serve-*"))
     retail, _ = write_configs(tmp_path / "second")
-    proc, url = start_server(retail, retail.parent)
+    proc, url = start_server(retail, retail.parent, ready="/livez")
     try:
         assert set(Path(tempfile.gettempdir()).glob("crmscore-serve-*")) - homes  # its own home, while it runs
         with server.client("admin") as c:
             after = _feature_sql_lookups(c)
+        # Its registry holds no champion: alive, not ready (a load balancer keyed on /readyz sends it nothing).
+        unready = httpx.get(f"{url}/readyz", timeout=10)
+        assert unready.status_code == 503 and "not ready" in unready.text
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     finally:
         stop_server(proc)
     assert after == before

@@ -129,3 +129,41 @@ def test_identify_gives_the_role_and_the_key_id_the_audit_names():
     keys = KeyStore.parse("k1:scorer, k2:admin", source="test")
     assert keys.identify("k2") == ("admin", key_id("k2")) and keys.identify("k3") is None
     assert len(key_id("k2")) == 12 and "k2" not in repr(keys)
+
+
+def test_one_key_with_two_roles_is_an_error_and_a_keyless_server_says_so():
+    """``k1:scorer,k1:admin`` made k1 an admin without a word (the last entry won)."""
+    with pytest.raises(AuthConfigError) as err:
+        KeyStore.parse("k1:scorer, k2:marketer, k1:admin", source="environment variable X")
+    assert str(err.value) == (
+        "environment variable X: entry 3 gives the key of entry 1 another role ('admin', not 'scorer'); "
+        "a key has one role"
+    )
+    assert KeyStore.parse("k1:scorer,k1:scorer", source="x").role("k1") == "scorer"  # a repeat is harmless
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):  # never reached
+        raise AssertionError
+
+    scope = {"type": "http", "method": "GET", "path": "/score", "headers": [(b"x-api-key", b"k1")]}
+    asyncio.run(ApiKeyMiddleware(app, keys=lambda: KeyStore({}), route_roles={"/score": "scorer"})(scope, None, send))
+    assert sent[0]["status"] == 401 and b"this server has no API keys configured" in sent[1]["body"]
+
+
+def test_serve_refuses_a_malformed_key_source_before_starting_the_server(tmp_path, write_config, monkeypatch):
+    """BentoML starts a worker that fails at start again and again: the server neither answered nor exited."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from tests.conftest import minimal_config_dict
+
+    path = write_config(minimal_config_dict())
+    monkeypatch.setenv("CRMSCORE_API_KEYS", "k1:Admin, k2 : marketer")
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--port", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: environment variable CRMSCORE_API_KEYS: entry 1 has unknown role 'Admin'; roles are scorer, marketer, admin"
+    )
