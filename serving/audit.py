@@ -35,6 +35,8 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
     the log line's text and the record's fields (the options asked for; the suppression list's size,
     digest and the rows it left off; the ids handed out)."""
     asked = {k: v for k, v in options.items() if k not in _NOT_OPTIONS and v is not None and v is not False}
+    if isinstance(asked.get("where"), Mapping):
+        asked["where"] = {name: _short(spec) for name, spec in asked["where"].items()}
     sent = sorted(clean_ids(options.get("exclude") or ()))
     excluded = int(body.get("n_excluded", 0))
     text = (
@@ -59,6 +61,20 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
         "ids_listed": list(body.get("listed_ids") or ()),
     }
     return text, fields
+
+
+# A ``where`` list longer than this is recorded by its length and digest (a segment of 200,000 ids made
+# log lines of 2 MB).
+LISTED_VALUES = 20
+
+
+def _short(spec: Any) -> Any:
+    """A ``where`` entry as the record keeps it: long lists of values by count and :func:`exclude_digest`."""
+    if isinstance(spec, Mapping):
+        return {op: _short(operand) for op, operand in spec.items()}
+    if isinstance(spec, (list, tuple)) and len(spec) > LISTED_VALUES:
+        return f"<{len(spec):,} values, digest {exclude_digest(sorted({str(v) for v in spec}))}>"
+    return spec
 
 
 def exclude_digest(ids: Iterable[str]) -> str:

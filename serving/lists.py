@@ -96,18 +96,6 @@ class ListFilters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _matches(column: pd.Series, value: Any) -> np.ndarray:
-    if value is None:
-        return column.isna().to_numpy()
-    if _numeric(column):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return np.zeros(len(column), dtype=bool)
-        return column.to_numpy(dtype=float, na_value=np.nan) == number
-    return (column.astype("string") == str(value)).fillna(False).to_numpy(dtype=bool)
-
-
 def _numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
@@ -160,10 +148,30 @@ def _condition_mask(column: pd.Series, op: str, operand: Any) -> np.ndarray:
     if op in COMPARISONS:
         with np.errstate(invalid="ignore"):
             return COMPARISONS[op](column.to_numpy(dtype=float, na_value=np.nan), operand)
-    hit = np.zeros(len(column), dtype=bool)
-    for value in operand:
-        hit |= _matches(column, value)
+    hit = _matches_any(column, operand)
     return hit if op == "=" else ~hit
+
+
+def _matches_any(column: pd.Series, values: Sequence[Any]) -> np.ndarray:
+    """Rows of ``column`` equal to any of ``values`` (None: missing; a number column compares numbers,
+    a text column text), in one pass: a segment of 2,000 customer ids took 26 s one value at a time (each a pass over the
+    population), and 200,000 values kept a worker busy for minutes after its client had gone."""
+    hit = column.isna().to_numpy() if any(v is None for v in values) else np.zeros(len(column), dtype=bool)
+    given = [v for v in values if v is not None]
+    if not given:
+        return hit
+    if _numeric(column):
+        numbers = [n for n in (_number(v) for v in given) if n is not None]
+        return hit | np.isin(column.to_numpy(dtype=float, na_value=np.nan), numbers)
+    texts = {str(v) for v in given}
+    return hit | column.astype("string").isin(texts).fillna(False).to_numpy(dtype=bool)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def where_mask(column: pd.Series, pairs: Sequence[tuple[str, Any]]) -> np.ndarray:
@@ -496,6 +504,10 @@ def closest(wanted: str, values: Sequence[str], n: int = 3) -> list[str]:
     return [by_case[c] for c in difflib.get_close_matches(wanted.casefold(), list(by_case), n=n)]
 
 
+# The values of one ``where`` attribute that no row has named one by one in the warnings; the rest are counted.
+NAMED_ABSENT = 5
+
+
 def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
     """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
     before any filter) has: a typo (``Netherland``) or a value absent at this date, with the closest
@@ -507,13 +519,21 @@ def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> 
             continue
         column, pairs, said = scored[name], conditions(name, spec), len(out)
         values = sorted({str(v) for v in column.dropna().unique()})
+        # What a wanted value is compared as, and the values there are: numbers in a number column, else text.
+        key, known = (_number, set(column.dropna().to_numpy(dtype=float))) if _numeric(column) else (str, set(values))
         for op, operand in pairs:
-            for wanted in operand if op == "=" else ():
-                if wanted is None or _matches(column, wanted).any():
-                    continue
+            absent = (
+                [wanted for wanted in operand if wanted is not None and key(wanted) not in known] if op == "=" else []
+            )
+            for wanted in absent[:NAMED_ABSENT]:
                 close = closest(str(wanted), values)
                 out.append(
                     f"where.{name}: no {what} in the population has {name} {wanted!r} ({_values_hint(values, close)})"
+                )
+            if len(absent) > NAMED_ABSENT:  # one sentence each made a CSV's warnings header of 33 KB
+                out.append(
+                    f"where.{name}: {len(absent) - NAMED_ABSENT:,} more of its values are not in the population "
+                    f"({len(absent):,} of {len(operand):,} in all)"
                 )
         if len(out) == said and not where_mask(column, pairs).any():
             if not values:

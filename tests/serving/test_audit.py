@@ -77,3 +77,17 @@ def test_an_audit_file_that_cannot_be_written_names_itself(tmp_path):
     folder.mkdir()
     with pytest.raises(AuditUnwritable, match=f"serving.audit_log {folder} cannot be written"):
         record(SCOPE, "x", {}, str(folder))
+
+
+def test_a_long_where_list_is_recorded_by_its_count_and_digest():
+    """A segment of 200,000 ids in ``where`` made audit lines of 2 MB."""
+    ids = [str(i) for i in range(1000)]
+    options = {"top": 5, "where": {"customer_id": ids, "country": ["France"], "age": {">=": 40, "!=": ids}}}
+    text, fields = of_list("churn", BODY, options)
+    digest = hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()[:16]
+    assert fields["options"]["where"] == {
+        "customer_id": f"<1,000 values, digest {digest}>",
+        "country": ["France"],
+        "age": {">=": 40, "!=": f"<1,000 values, digest {digest}>"},
+    }
+    assert len(text) < 400
