@@ -202,6 +202,17 @@ def _not_json(scope: Scope) -> str | None:
     return f"send the request body as JSON with the header 'Content-Type: application/json' ({got})"
 
 
+def _too_large(scope: Scope, limit_mb: float | None) -> str | None:
+    """Why a request body is refused unread for its size, or None."""
+    length = dict(scope.get("headers", [])).get(b"content-length", b"")
+    if limit_mb is None or not length.isdigit() or int(length) <= limit_mb * 1e6:
+        return None
+    return (
+        f"the request body is {int(length) / 1e6:,.1f} MB, over serving.max_body_mb ({limit_mb:g} MB); "
+        "send fewer records per call"
+    )
+
+
 async def _deny(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -224,12 +235,23 @@ class ApiKeyMiddleware:
         nothing is read when the service module is imported and a revoked key stops working.
     route_roles
         Route path (without the service's path prefix) -> the least role it needs.
+    max_body_mb
+        A callable returning the largest request body in MB (``serving.max_body_mb``; None: any), checked
+        on its ``Content-Length`` before it is read: 413 above it.
     """
 
-    def __init__(self, app: Any, *, keys: Callable[[], KeyStore], route_roles: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        keys: Callable[[], KeyStore],
+        route_roles: dict[str, str] | None = None,
+        max_body_mb: Callable[[], float | None] | None = None,
+    ) -> None:
         self.app = app
         self._keys = keys
         self._route_roles = ROUTE_ROLES if route_roles is None else route_roles
+        self._max_body_mb = max_body_mb
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         needed = self._route_roles.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -256,6 +278,10 @@ class ApiKeyMiddleware:
         not_json = _not_json(scope)
         if not_json is not None:
             await _deny(send, 415, not_json)
+            return
+        too_large = _too_large(scope, self._max_body_mb() if self._max_body_mb is not None else None)
+        if too_large is not None:
+            await _deny(send, 413, too_large)
             return
         scope[ROLE_SCOPE_KEY] = role
         scope[KEY_ID_SCOPE_KEY] = known_id

@@ -1156,10 +1156,21 @@ def score_posted(
     counter_k: int = 0,
     customers: Sequence[Mapping[str, Any]] = (),
     leads: Sequence[Mapping[str, Any]] = (),
+    max_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Score posted histories (churn, next purchase) or lead records with the model's own feature config."""
+    """Score posted histories (churn, next purchase) or lead records with the model's own feature config
+    (``max_rows``: the most purchases and events of all records together, ``serving.max_posted_rows``)."""
     field_name = "leads" if task == "lead" else "customers"
     _check_batch(len(keys), max_batch, field_name, "records")
+    rows = sum(
+        len(r.get("purchases") or ()) + len(r.get("events") or ()) for r in (leads if task == "lead" else customers)
+    )
+    if max_rows is not None and rows > max_rows:
+        raise RequestError(
+            f"{rows:,} purchases and events in one call is over the maximum of {max_rows:,} "
+            "(serving.max_posted_rows); send fewer records per call",
+            field=field_name,
+        )
     model = state.model(task)
     as_of = _naive_utc(as_of).to_pydatetime()
     posted = leads if task == "lead" else customers

@@ -244,6 +244,10 @@ def _config() -> Config:
 _KEYS: dict[str, KeyStore] = {}
 
 
+# This worker's serving.max_body_mb, for the middleware (set at start; None before: no limit).
+_LIMITS: dict[str, float] = {}
+
+
 def _keys() -> KeyStore:
     if "current" not in _KEYS:  # a worker's service reads them at start; this is for an app without one
         _KEYS["current"] = load_keys(_config())
@@ -331,6 +335,7 @@ class CrmScore:
             os.chdir(os.environ[WORKDIR_ENV])
         self.config = _config()
         _KEYS["current"] = load_keys(self.config)  # a malformed key source stops the server at start
+        _LIMITS["max_body_mb"] = self.config.serving.max_body_mb
         audit_log = self.config.serving.audit_log
         self._audit_file = self.config.resolve(audit_log) if audit_log else None
         # Read before the load: a /reload asked for while this worker loads is then seen and done.
@@ -393,6 +398,7 @@ class CrmScore:
             keys,
             as_of=as_of,
             max_batch=self.config.serving.max_batch,
+            max_rows=self.config.serving.max_posted_rows,
             **self._k(task, k, counter_k, ctx),
             **records,
         )
@@ -588,7 +594,7 @@ class CrmScore:
             LOG.error("%s", exc)
 
 
-CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys)
+CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys, max_body_mb=lambda: _LIMITS.get("max_body_mb"))
 CrmScore.add_asgi_middleware(OpenApiMiddleware)
 
 
