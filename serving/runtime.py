@@ -223,7 +223,7 @@ def _no_champion(task: str) -> str:
     )
 
 
-def check_snapshot_settings(path: Path, task: str, info: Mapping[str, Any]) -> None:
+def check_snapshot_settings(path: Path, task: str, info: Mapping[str, Any], metadata: Mapping[bytes, bytes]) -> None:
     """Refuse a snapshot built with other :data:`features.config.FEATURE_SETTINGS` than its model was
     trained with: its rows would be another population, or features built for another horizon, and
     the model's scores of them wrong without a sign. A snapshot written before 2026-12-07, or a model
@@ -234,9 +234,7 @@ def check_snapshot_settings(path: Path, task: str, info: Mapping[str, Any]) -> N
     ValueError
         Naming the snapshot, each setting both ways, and how to rebuild it.
     """
-    import pyarrow.parquet as pq
-
-    stored = (pq.read_schema(path).metadata or {}).get(SNAPSHOT_SETTINGS_KEY)
+    stored = metadata.get(SNAPSHOT_SETTINGS_KEY)
     built, trained = (json.loads(stored) if stored else {}), info.get("settings") or {}
     differ = [
         name for name in FEATURE_SETTINGS[task] if name in built and name in trained and built[name] != trained[name]
@@ -264,8 +262,17 @@ def load_snapshot(path: Path, scorer: Any, info: Mapping[str, Any] | None = None
         or ``as_of``; or it was built with other settings than the model (``info["settings"]``) was
         trained with, :func:`check_snapshot_settings`.
     """
-    check_snapshot_settings(path, scorer.task, info or {})
-    frame = pd.read_parquet(path)
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:  # a file cut short or not Parquet: say which task's and where
+        raise ValueError(
+            f"snapshot {path} ({scorer.task}) cannot be read as Parquet ({exc}); write it again with "
+            "`crmscore features --config <config.yaml> --as-of <date> --snapshots`"
+        ) from exc
+    check_snapshot_settings(path, scorer.task, info or {}, table.schema.metadata or {})
+    frame = table.to_pandas()
     entity = scorer.entity
     if entity not in frame.columns:
         raise ValueError(f"snapshot {path}: column '{entity}' is missing")

@@ -357,6 +357,16 @@ def test_a_snapshot_built_with_other_settings_than_its_model_is_refused(minimal_
     assert len(build_state(edited, loader=load, tasks=["churn"]).snapshot("churn")[1].ids) == 3
 
 
+def test_a_snapshot_that_is_not_parquet_is_named_with_its_task_and_path(config):
+    """A reload failed with "Could not open Parquet input source '<Buffer>'": no task, no path."""
+    path = Path(config.serving.snapshot_path) / "churn.parquet"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError) as failed:
+        build_state(config, loader=loader({"churn": "1"}))
+    assert str(failed.value).startswith(f"snapshot {path} (churn) cannot be read as Parquet (")
+    assert str(failed.value).endswith("--snapshots`")
+
+
 def test_reload_swaps_the_whole_state(config):
     versions = {"churn": "1"}
     runtime = Runtime(config, loader=loader(versions))
