@@ -82,6 +82,16 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
 
     def respond(exc: RequestError | ModelUnavailable, ctx: bentoml.Context) -> JSONResponse:
         status, body = _error(exc)
+        # One INFO line, as a request the schema refuses gets (serving.bentoml_fixes): these were not logged.
+        field = getattr(exc, "field", None)
+        LOG.info(
+            "%d on %s [%s]: %s%s",
+            status,
+            ctx.request.url.path,
+            ctx.request.method,
+            f"{field}: " if field else "",
+            body["error"],
+        )
         ctx.response.status_code = status  # BentoML copies this onto the response
         return JSONResponse(body, status_code=status)
 

@@ -312,10 +312,6 @@ def test_a_second_server_on_the_host_leaves_the_first_ones_metrics(server, tmp_p
         assert set(Path(tempfile.gettempdir()).glob("crmscore-serve-*")) - homes  # its own home, while it runs
         with server.client("admin") as c:
             after = _feature_sql_lookups(c)
-        # Its registry holds no champion: alive, not ready (a load balancer keyed on /readyz sends it nothing).
-        unready = httpx.get(f"{url}/readyz", timeout=10)
-        assert unready.status_code == 503 and "not ready" in unready.text
-        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     finally:
         stop_server(proc)
     assert after == before
@@ -965,9 +961,11 @@ def test_lists_and_reloads_are_in_the_audit_log_by_key_id_never_the_key(server):
     ids = snapshot_ids(server, "churn", 2)
     with server.client("marketer") as c:
         listed = c.post("/at_risk", json={"top": 3, "tiers": ["high"], "exclude_ids": ids, "format": "csv"})
+        # A request the service refuses (not the schema) is logged as one line too; it was not at all.
+        refused = c.post("/at_risk", json={"top": 3, "tiers": ["urgent"]})
     with server.client("admin") as c:
         reloaded = c.post("/reload", json={})
-    assert listed.status_code == 200 and reloaded.status_code == 200
+    assert listed.status_code == 200 and reloaded.status_code == 200 and refused.status_code == 400
     port = server.url.rsplit(":", 1)[1]
     log_file = next(server.retail_config.parent.rglob(f"server-{port}.log"))
     marketer = hashlib.sha256(server.keys["marketer"].encode()).hexdigest()[:12]
@@ -978,13 +976,16 @@ def test_lists_and_reloads_are_in_the_audit_log_by_key_id_never_the_key(server):
         if f"audit: /reload by key {admin}" in log:
             break
         time.sleep(0.25)
+    assert any("400 on /at_risk [POST]: " in line and "unknown tier 'urgent'" in line for line in log.splitlines())
     lines = [line for line in log.splitlines() if "audit: /at_risk" in line]
     expected = (
         f"audit: /at_risk by key {marketer} (marketer) from 127.0.0.1: {n_listed} of "
         f"{listed.headers['x-crmscore-n-matched']} "
         f"matching rows of the churn snapshot as of {listed.headers['x-crmscore-as-of']}"
     )
-    assert any(expected in line and "2 ids excluded" in line and '"tiers": ["high"]' in line for line in lines), lines
+    assert any(
+        expected in line and "2 rows excluded by 2 ids sent" in line and '"tiers": ["high"]' in line for line in lines
+    ), lines
     assert any(
         f"audit: /reload by key {admin} (admin) from 127.0.0.1: now serving churn v" in line
         for line in log.splitlines()
@@ -1254,7 +1255,7 @@ def test_the_audit_file_gets_every_list_call_of_both_workers_or_the_list_is_refu
 def empty_server(tmp_path_factory):
     """A server on a registry without champions."""
     retail, _ = write_configs(tmp_path_factory.mktemp("empty"))
-    proc, url = start_server(retail, retail.parent)
+    proc, url = start_server(retail, retail.parent, ready="/livez")  # /readyz is 503: no model to serve
     yield url
     stop_server(proc)
 
@@ -1279,6 +1280,10 @@ def test_no_champion_is_503_naming_the_command(empty_server, route, body, comman
     assert command in response.json()["error"]
     models = httpx.post(f"{empty_server}/models", json={}, headers={"x-api-key": "test-admin-key"}, timeout=60).json()
     assert models["models"] == [] and {m["task"] for m in models["missing"]} == {"churn", "next_purchase", "lead"}
+    # Alive, not ready: a load balancer keyed on /readyz sends it nothing (it answered 200).
+    unready = httpx.get(f"{empty_server}/readyz", timeout=10)
+    assert unready.status_code == 503 and "not ready" in unready.text
+    assert httpx.get(f"{empty_server}/livez", timeout=10).status_code == 200
 
 
 def test_lead_scores_by_id_equal_the_batch_of_the_snapshot_date(server, tmp_path):
