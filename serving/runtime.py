@@ -1243,9 +1243,9 @@ def score_posted(
         else {"id": key, "error": gaps.get(key) or _outside(task, mc, as_of, records.get(key))}
         for key in keys
     ]
-    # The cut-off as used: a date, or with its time of day (UTC), which decides what counts as history.
-    when = str(as_of.date()) if as_of.time() == dt.time() else as_of.isoformat()
-    return {"task": task, "as_of": when, "items": items}
+    # The cut-off as used: a date, or with its time of day (UTC), which decides what counts as history;
+    # written as scores by id write theirs (until 2026-12-07 with a "T" here and a space there).
+    return {"task": task, "as_of": as_of_text(as_of), "items": items}
 
 
 def at_risk(state: State, **options: Any) -> dict[str, Any]:

@@ -97,7 +97,8 @@ CounterK = Annotated[
         ge=0,
         le=MAX_K,
         description="number of counter-reasons per item: the features that lower the score most "
-        "(what keeps a low churn risk low); default 0. Roles as for k.",
+        "(what keeps a churn risk, a purchase probability or a lead's chance from being higher); default 0. "
+        "Roles as for k.",
     ),
 ]
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
@@ -164,8 +165,9 @@ class ErrorItem(BaseModel):
 class ScoreResponse(BaseModel):
     task: Literal["churn", "next_purchase", "lead"]
     as_of: str = Field(
-        description="cut-off of the features the scores use: a date, or an ISO date-time (UTC) when a posted "
-        "call's as_of has a time of day"
+        description="cut-off of the features the scores use, in UTC without a zone: the day alone at midnight "
+        "('2011-09-10'), else with its time of day ('2011-12-09 12:50:00'); a posted as_of with an offset is "
+        "converted to UTC"
     )
     items: list[ScoreItem | ErrorItem]
 

@@ -273,7 +273,8 @@ def test_posted_histories_reuse_the_feature_sql_and_metrics_count_it(server):
     assert [r.status_code for r in responses] == [200, 200], responses[0].text
     assert [r.json()["items"][0]["id"] for r in responses] == [first, second]
     # The cut-off as used, with its time of day (was the date alone, though the time decides what counts).
-    assert [r.json()["as_of"] for r in responses] == ["2011-12-01", "2011-12-01T14:22:05.500000"]
+    # Written as scores by id write theirs (a space, not a "T").
+    assert [r.json()["as_of"] for r in responses] == ["2011-12-01", "2011-12-01 14:22:05.500000"]
     assert gained == {**dict.fromkeys(gained, 0.0), ("churn", "hit"): 1.0}, gained  # the second call
 
 
