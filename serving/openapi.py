@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from serving.auth import ROUTE_ROLES, Receive, Scope, Send
 
-__all__ = ["DOCS_PATH", "OpenApiMiddleware", "complete_spec"]
+__all__ = ["DOCS_PATH", "OpenApiMiddleware", "complete_spec", "without_tracker"]
 
 DOCS_PATH = "/docs.json"
 _ERROR = {
@@ -93,14 +94,28 @@ def complete_spec(spec: Mapping[str, Any], route_roles: Mapping[str, str] = ROUT
     return out
 
 
+# BentoML's Swagger page loads Google Tag Manager (GTM-WNPGWRM) in the browser of whoever opens it, whatever
+# BENTOML_DO_NOT_TRACK says: the page is served without those blocks.
+_TRACKER = re.compile(
+    rb"<!-- Google Tag Manager( \(noscript\))? -->.*?<!-- End Google Tag Manager( \(noscript\))? -->", re.S
+)
+
+
+def without_tracker(page: bytes) -> bytes:
+    """BentoML's docs page without its Google Tag Manager script and iframe."""
+    return _TRACKER.sub(b"", page)
+
+
 class OpenApiMiddleware:
-    """Pure ASGI middleware: serves :data:`DOCS_PATH` through :func:`complete_spec`."""
+    """Pure ASGI middleware: serves :data:`DOCS_PATH` through :func:`complete_spec`, and the docs page
+    at ``/`` :func:`without_tracker`."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != DOCS_PATH or scope.get("method") != "GET":
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in (DOCS_PATH, "/") or scope.get("method") != "GET":
             await self.app(scope, receive, send)
             return
         started: dict[str, Any] = {}
@@ -115,7 +130,7 @@ class OpenApiMiddleware:
         await self.app(scope, receive, keep)
         body = b"".join(chunks)
         if started.get("status") == 200:
-            body = json.dumps(complete_spec(json.loads(body))).encode()
+            body = json.dumps(complete_spec(json.loads(body))).encode() if path == DOCS_PATH else without_tracker(body)
         headers = [(k, v) for k, v in started.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": started.get("status", 500), "headers": headers})

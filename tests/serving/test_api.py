@@ -46,6 +46,10 @@ def test_health_and_metrics_need_no_key(server):
     with server.client() as c:
         for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
             assert c.get(path).status_code == 200, path
+        # The Swagger page, without the Google Tag Manager BentoML's page loads in the reader's browser.
+        page = c.get("/")
+    assert page.status_code == 200 and "swagger-ui" in page.text and "googletagmanager" not in page.text.lower()
+    assert int(page.headers["content-length"]) == len(page.content)
 
 
 def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like(server):
