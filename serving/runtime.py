@@ -31,6 +31,7 @@ import pandas as pd
 from features.config import FEATURE_SETTINGS, Config, population_rule
 from features.pipeline import ATTRIBUTES_VOCABULARY, SNAPSHOT_SETTINGS_KEY, CompiledQueries, snapshot_dir
 from features.timebase import as_of_text
+from models.catalog import scoring_config
 from models.drift import FeatureDrift, drift_overview
 from models.scorer import rows_at
 from serving import lists
@@ -1388,7 +1389,9 @@ def scores_then(config: Config, model: TaskModel, since: str | None, *, moved_up
                 f"since needs the population at {key}, computed from the sources of config {config.name!r}, "
                 f"which this server cannot read: {exc}"
             ) from exc
-        scored = scored_at(model.scorer, tables, getattr(config.models, model.task), model.task, key)
+        # The model's own population and horizon, whatever the serving config's models section says.
+        mc = scoring_config(config, model.task, model.info)[0]
+        scored = scored_at(model.scorer, tables, mc, model.task, key)
         if len(model.scored_then) >= 8:  # a few dates (last week's, last month's): the oldest goes
             model.scored_then.pop(next(iter(model.scored_then)))
         model.scored_then[key] = scored
