@@ -272,32 +272,15 @@ def score_command(
         if summary is not None:
             check_output(summary, suffixes=(".json",), option="--summary")
         cfg = load_config(config)
+        options = {"explain": explain, "allow_empty": allow_empty, "progress": _progress, "version": version or None}
         if cfg.engine == "spark":
             from serving.spark_batch import score_spark
 
-            batch = score_spark(
-                cfg,
-                task,
-                as_of=as_of,
-                out_dir=out,
-                explain=explain,
-                allow_empty=allow_empty,
-                progress=_progress,
-                version=version or None,
-            )
+            batch = score_spark(cfg, task, as_of=as_of, out_dir=out, **options)
         else:
             from training.score import score_batch
 
-            batch = score_batch(
-                cfg,
-                task,
-                as_of=as_of,
-                out=out,
-                explain=explain,
-                allow_empty=allow_empty,
-                progress=_progress,
-                version=version or None,
-            )
+            batch = score_batch(cfg, task, as_of=as_of, out=out, **options)
     except (ConfigError, ValueError, ChampionUnavailable, OutputError) as exc:
         raise _fail(str(exc)) from exc
     for warning in batch.warnings:
