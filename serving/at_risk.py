@@ -209,7 +209,7 @@ def write_list(
         drift=listed.drift,
         settings_warning=population.settings_warning,
         **date_warnings(population.tables, task, population.as_of),
-        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where)),
+        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where, scorer.tier_names)),
         since_note=since_note,
         exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.exclude),
         as_of=population.as_of,

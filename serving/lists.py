@@ -288,6 +288,7 @@ def select_at_risk(
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
     tiers = check_tiers(tiers, tier_names, tier_column)
+    where = tier_case(where, tier_names, tier_column)
     scores = set(columns[1:]) - {tier_column}
     for name, spec in (where or {}).items():
         _check_attribute(scored, name, f"where.{name}", scores, entity)
@@ -436,6 +437,26 @@ def _noun(entity: str) -> str:
     return "lead" if entity == "lead_id" else "customer"
 
 
+def tier_case(
+    where: Mapping[str, Any] | None, tier_names: Sequence[str] | None, tier_column: str = "tier"
+) -> Mapping[str, Any] | None:
+    """``where`` with its tier (grade) values as the model spells them, as ``tiers`` takes them
+    (``{"tier": "HIGH"}`` is ``high``; it matched no one, where ``tiers: ["High"]`` listed the tier); other
+    values, and a tier name the model does not have, stay as given (the warning names those)."""
+    if not where or tier_column not in where or not tier_names:
+        return where
+    by_case = {name.casefold(): name for name in tier_names}
+
+    def spell(spec: Any) -> Any:
+        if isinstance(spec, Mapping):
+            return {op: spell(operand) for op, operand in spec.items()}
+        if isinstance(spec, (list, tuple)):
+            return [spell(value) for value in spec]
+        return by_case.get(spec.casefold(), spec) if isinstance(spec, str) else spec
+
+    return {**where, tier_column: spell(where[tier_column])}
+
+
 def check_tiers(
     tiers: Sequence[str] | None, tier_names: Sequence[str] | None, tier_column: str = "tier"
 ) -> list[str] | None:
@@ -508,11 +529,15 @@ def closest(wanted: str, values: Sequence[str], n: int = 3) -> list[str]:
 NAMED_ABSENT = 5
 
 
-def unmatched_filters(scored: pd.DataFrame, where: Mapping[str, Any] | None) -> list[str]:
+def unmatched_filters(
+    scored: pd.DataFrame, where: Mapping[str, Any] | None, tier_names: Sequence[str] | None = None
+) -> list[str]:
     """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
     before any filter) has: a typo (``Netherland``) or a value absent at this date, with the closest
     values there are; and for an attribute whose conditions together match no one (``age > 200``),
-    the range of values there is. The list is still made (empty for such a filter); this says why."""
+    the range of values there is. The list is still made (empty for such a filter); this says why.
+    With the model's ``tier_names``, a tier (grade) is matched whatever its case, as the list selects it."""
+    where = tier_case(where, tier_names, "grade" if "grade" in scored.columns else "tier")
     out, what = [], _noun("lead_id" if "lead_id" in scored.columns else "customer_id")
     for name, spec in (where or {}).items():
         if name not in scored.columns:

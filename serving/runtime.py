@@ -1342,7 +1342,7 @@ def ranked_list(
         ),
         "drift": drift_overview(snapshot.drift),
         "warnings": [
-            *lists.unmatched_filters(scored, where),
+            *lists.unmatched_filters(scored, where, model.scorer.tier_names),
             *lists.unmatched_ids(scored, columns[0], exclude, excluded),
         ],
         "since_note": since_note,

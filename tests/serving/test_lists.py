@@ -308,3 +308,16 @@ def test_a_long_list_of_values_filters_in_one_pass_and_its_absent_values_are_cou
     assert warnings[-1] == (
         "where.customer_id: 19,995 more of its values are not in the population (20,000 of 20,003 in all)"
     )
+
+
+def test_a_tier_in_where_matches_whatever_its_case_as_tiers_does(scored):
+    """``where: {"tier": "HIGH"}`` matched no one (with a warning), where ``tiers: ["High"]`` listed the tier."""
+    names = ["high", "medium", "low"]
+    by_where = select_at_risk(scored, top=5, where={"tier": ["HIGH", "Low"]}, tier_names=names)
+    by_tiers = select_at_risk(scored, top=5, tiers=["High", "LOW"], tier_names=names)
+    assert by_where[1] == by_tiers[1] == 4 and by_where[0].tolist() == by_tiers[0].tolist()
+    assert select_at_risk(scored, top=5, where={"tier": {"!=": "HIGH"}}, tier_names=names)[1] == 2
+    assert unmatched_filters(scored, {"tier": "HIGH"}, names) == []
+    assert unmatched_filters(scored, {"tier": "urgent"}, names) == [
+        "where.tier: no customer in the population has tier 'urgent' (3 values, e.g. 'high', 'low', 'medium')"
+    ]
