@@ -73,7 +73,7 @@ def spark_session(config: Config):
     for key, value in settings.items():
         builder = builder.config(key, value)
     try:
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
     except Exception as exc:  # Py4J's and PySpark's errors, e.g. "Could not parse Master URL: 'local[2'"
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         said = next((line for line in lines if "Exception:" in line or "[" in line[:40]), lines[0] if lines else "")
@@ -82,6 +82,31 @@ def spark_session(config: Config):
             f"{dict(config.spark.conf)}: {type(exc).__name__}: {said[:500]} (check those settings; the JVM's own "
             "message, if any, is above)"
         ) from None
+    _warn_misspelt(session, config.spark.conf)
+    return session
+
+
+def _warn_misspelt(session, conf: dict[str, str]) -> None:
+    """Warn of a ``spark.sql.*`` key in ``spark.conf`` that Spark does not define but that is close to
+    one it does (``spark.sql.shuffle.partiton``): Spark takes any key without a word, so a typo left
+    the setting at its default. Keys with no close match (a catalog's own, ``spark.sql.catalog.x``) pass."""
+    wanted = [key for key in conf if key.startswith("spark.sql.")]
+    if not wanted:
+        return
+    import difflib
+    import logging
+
+    known = {row[0] for row in session.sql("SET -v").select("key").collect()}
+    for key in wanted:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.9) if key not in known else []
+        if close:
+            # A log record: on stderr as the sentence alone when nothing configured logging (the commands).
+            logging.getLogger("crmscore").warning(
+                "warning: spark.conf: %r is not a Spark SQL setting; did you mean %r? (Spark accepts any key, so "
+                "this one changes nothing)",
+                key,
+                close[0],
+            )
 
 
 def _spark_compiler():

@@ -63,3 +63,25 @@ def test_cluster_example_config_loads():
     source = config.tables.transactions.source
     assert source.format == "parquet" and config.resolve(source.path) == source.path
     assert source.path.startswith("s3a://") and "spark.jars.packages" in config.spark.conf
+
+
+@pytest.mark.spark
+def test_a_misspelt_spark_sql_setting_is_named_with_the_one_meant(spark, caplog):
+    """Spark takes any key without a word: a typo left the shuffle at 200 partitions. A key close to a
+    Spark SQL setting is named with it; a real one, or one unlike any (a catalog's own), says nothing."""
+    import logging
+
+    from features.engine import spark_session
+
+    conf = {
+        "spark.sql.shuffle.partiton": "4",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.catalog.mycat": "org.example.Catalog",
+    }
+    config = load_config(CONFIGS / "online_retail.yaml", overrides={"engine": "spark", "spark": {"conf": conf}})
+    with caplog.at_level(logging.WARNING, logger="crmscore"):
+        assert spark_session(config) is spark  # the active session, with the settings applied
+    assert [r.getMessage() for r in caplog.records] == [
+        "warning: spark.conf: 'spark.sql.shuffle.partiton' is not a Spark SQL setting; did you mean "
+        "'spark.sql.shuffle.partitions'? (Spark accepts any key, so this one changes nothing)"
+    ]
