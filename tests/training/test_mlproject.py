@@ -17,19 +17,20 @@ def test_entry_points_render_crmscore_commands(tmp_path):
         "demo": "demo",
     }
     train = project.get_entry_point("train")
-    assert set(train.parameters) == {"model", "config", "as_of", "metrics_out", "promotion"}
+    assert set(train.parameters) == {"model", "config", "as_of", "metrics_out", "promotion", "reason"}
     command = train.compute_command({"model": "next-purchase", "as_of": "2011-09-10"}, str(tmp_path))
     assert command.startswith("crmscore train next-purchase --config configs/online_retail.yaml")
     assert "--as-of 2011-09-10" in command and "--metrics-out outputs/metrics.json" in command
-    assert command.endswith(" --no-force-promote")
-    forced = train.compute_command({"promotion": "force-promote"}, str(tmp_path))
-    assert forced.endswith("--metrics-out outputs/metrics.json --force-promote")
+    assert command.endswith(" --no-force-promote --reason ''")  # empty: none (the CLI reads '' as not given)
+    forced = train.compute_command({"promotion": "force-promote", "reason": "new season"}, str(tmp_path))
+    assert forced.endswith("--metrics-out outputs/metrics.json --force-promote --reason 'new season'")
     score = project.get_entry_point("score").compute_command({"model": "churn", "out": "s.csv"}, str(tmp_path))
     assert score == (
-        "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv --no-explain"
+        "crmscore score churn --config configs/online_retail.yaml --as-of 2011-12-09 --out s.csv --no-explain "
+        "--version ''"
     )
-    explained = project.get_entry_point("score").compute_command({"explain": "explain"}, str(tmp_path))
-    assert explained.endswith("--out outputs/scores.parquet --explain")
+    explained = project.get_entry_point("score").compute_command({"explain": "explain", "version": "3"}, str(tmp_path))
+    assert explained.endswith("--out outputs/scores.parquet --explain --version 3")
     assert project.get_entry_point("demo").compute_command({}, str(tmp_path)) == "crmscore demo"
     backtest = project.get_entry_point("backtest").compute_command({"model": "churn", "every": "30D"}, str(tmp_path))
     assert backtest == (
