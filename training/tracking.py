@@ -634,5 +634,8 @@ def describe_version(
                 "promotion gate or by `crmscore promote`."
             ),
         )
-    # Markdown: a fenced block keeps the metrics table's columns.
-    client.update_model_version(name, version, description="```\n" + "\n".join(summary) + "\n```")
+    # Markdown: a fenced block keeps the metrics table's columns. Said to be as registered: the alias it names
+    # moves later (a later champion, crmscore promote), and "champion" read weeks on was wrong.
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    note = f"As registered on {when}; `crmscore models` shows its aliases now and the champion history.\n"
+    client.update_model_version(name, version, description=note + "```\n" + "\n".join(summary) + "\n```")
