@@ -101,6 +101,7 @@ def features_command(
 
     Exit 2, writing nothing, when the population of the date is empty, unless --allow-empty.
     """
+    from features.labels import stale_warning
     from features.pipeline import write_snapshot, write_snapshots
 
     if (out is None) == (not snapshots):
@@ -108,12 +109,19 @@ def features_command(
         raise typer.Exit(code=2)
     try:
         cfg = load_config(config)
+        if out is not None:
+            check_output(out, suffixes=(".parquet", ".pq"))  # before the tables are read, as ever
+        tables = load_tables(cfg)
+        options = {"as_of": as_of, "allow_empty": allow_empty, "tables": tables}
         if snapshots:
-            written = write_snapshots(cfg, as_of=as_of, tasks=[task] if task else None, allow_empty=allow_empty)
+            written = write_snapshots(cfg, tasks=[task] if task else None, **options)
         else:
-            written = {task: (out, write_snapshot(cfg, as_of=as_of, out=out, task=task, allow_empty=allow_empty))}
+            written = {task: (out, write_snapshot(cfg, out=out, task=task, **options))}
     except (ConfigError, ContractError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from exc
+    # An export that stopped arriving: the features are still written (as score's scores), and said to be old.
+    for warning in dict.fromkeys(w for name in written if (w := stale_warning(tables, name or "churn", as_of))):
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     for name, (path, rows) in written.items():
         typer.echo(f"wrote {rows:,} rows as of {as_of} to {path}" + (f" ({name})" if snapshots else ""))

@@ -30,6 +30,7 @@ from features.sources import CanonicalTables
 from features.timebase import SECONDS_PER_DAY, AsOf, Cutoff, cutoff, join_on, normalize_as_of
 
 __all__ = [
+    "stale_warning",
     "CANCELLATION",
     "MAIN_TABLE",
     "check_window_observed",
@@ -225,3 +226,20 @@ def check_window_observed(
             f"task '{task}': the label window of cut-off {ts:%Y-%m-%d} ends at {end:%Y-%m-%d %H:%M}, after the last "
             f"row of table '{table}' ({until:%Y-%m-%d %H:%M}); its unobserved days would count as {outcome}. {fix}"
         )
+
+
+def stale_warning(tables: CanonicalTables, task: str, as_of: AsOf) -> str | None:
+    """A sentence when ``as_of`` is more than a day after the last row ``task`` reads, else None.
+
+    A nightly job on an export that stopped arriving still runs: its customers look a day more
+    lapsed every night, and its open leads run out. Scores are still written; this says why they
+    may be wrong.
+    """
+    table, until = data_until(tables, task)
+    at = normalize_as_of(as_of)
+    if until is None or at - until <= dt.timedelta(days=1):
+        return None
+    return (
+        f"the scoring date {at:%Y-%m-%d %H:%M} is {(at - until).days} days after the last row of table '{table}' "
+        f"({until:%Y-%m-%d %H:%M}): those days count as days without a purchase or a new lead (a stale export?)"
+    )

@@ -599,7 +599,13 @@ def build_training_set(
 
 
 def write_snapshot(
-    config: Config, *, as_of: AsOf, out: str | Path, task: str | None = None, allow_empty: bool = False
+    config: Config,
+    *,
+    as_of: AsOf,
+    out: str | Path,
+    task: str | None = None,
+    allow_empty: bool = False,
+    tables: CanonicalTables | None = None,
 ) -> int:
     """Write the feature table of one cut-off to Parquet, atomically; return the number of rows.
 
@@ -612,7 +618,8 @@ def write_snapshot(
     from features.sources import load_tables
 
     check_output(out, suffixes=(".parquet", ".pq"))
-    tables = load_tables(config)
+    if tables is None:
+        tables = load_tables(config)
     if task is None:
         task = "churn" if tables.transactions is not None else "lead"
     _check_task(task)
@@ -651,7 +658,12 @@ def snapshot_dir(config: Config) -> Path:
 
 
 def write_snapshots(
-    config: Config, *, as_of: AsOf, tasks: Sequence[str] | None = None, allow_empty: bool = False
+    config: Config,
+    *,
+    as_of: AsOf,
+    tasks: Sequence[str] | None = None,
+    allow_empty: bool = False,
+    tables: CanonicalTables | None = None,
 ) -> dict[str, tuple[Path, int]]:
     """Write the API's snapshots of one cut-off, ``<task>.parquet`` in :func:`snapshot_dir`, all or none.
 
@@ -663,7 +675,8 @@ def write_snapshots(
     """
     from features.sources import load_tables
 
-    tables = load_tables(config)
+    if tables is None:
+        tables = load_tables(config)
     if tasks is None:
         tasks = [t for t in TASKS if getattr(tables, "leads" if t == "lead" else "transactions") is not None]
     folder = snapshot_dir(config)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from features.config import Config, ModelConfig
 from features.files import atomic_output, check_output
-from features.labels import MAIN_TABLE, data_span, data_until
+from features.labels import MAIN_TABLE, data_span, stale_warning
 from features.pipeline import check_population, population_features
 from features.rfm import WINDOWS
 from features.sources import CanonicalTables, load_tables
@@ -101,23 +101,6 @@ class BatchScores(BatchWarnings):
     history_warning: str | None = None
     # A sentence when the config's model settings differ from the model's (models.catalog.scoring_config).
     settings_warning: str | None = None
-
-
-def stale_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
-    """A sentence when ``as_of`` is more than a day after the last row ``task`` reads, else None.
-
-    A nightly job on an export that stopped arriving still runs: its customers look a day more
-    lapsed every night, and its open leads run out. Scores are still written; this says why they
-    may be wrong.
-    """
-    table, until = data_until(tables, task)
-    at = normalize_as_of(as_of)
-    if until is None or at - until <= dt.timedelta(days=1):
-        return None
-    return (
-        f"the scoring date {at:%Y-%m-%d %H:%M} is {(at - until).days} days after the last row of table '{table}' "
-        f"({until:%Y-%m-%d %H:%M}): those days count as days without a purchase or a new lead (a stale export?)"
-    )
 
 
 def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:

@@ -140,6 +140,16 @@ def test_features_snapshots_writes_every_served_task_or_none(tmp_path):
     one = runner.invoke(app, [*base, "--as-of", "2011-12-01", "--task", "churn", "--out", str(tmp_path / "c.parquet")])
     assert one.exit_code == 0, one.output
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "c.parquet"), churn)
+    assert written.stderr == ""  # within the data: nothing to say
+
+    # An export that stopped arriving: written, and said once (it is the same table for both tasks), as score says it.
+    stale = runner.invoke(app, [*base, "--as-of", "2012-03-01", "--snapshots"])
+    assert stale.exit_code == 0, stale.output
+    assert stale.stderr.count("warning: ") == 1 and (
+        "the scoring date 2012-03-01 00:00 is 82 days after the last row of table 'transactions' (2011-12-09 12:50)"
+        in stale.stderr
+    )
+    runner.invoke(app, [*base, "--as-of", "2011-12-01", "--snapshots"])  # back to the files below expect
 
     # 2012-12-20: no purchase in the churn lookback (365 days); next purchase (everyone who ever bought) still has customers.
     before = {p.name: p.read_bytes() for p in snaps.iterdir()}
