@@ -165,6 +165,13 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
         )
     target, aliases = pick_version(versions, name, version)
     wanted = str(target.version)
+    if "promotion" not in (target.tags or {}):
+        # train tags a version (test cut-off, metrics, the gate's decision) right after registering it: a
+        # version without the gate's tag is one whose train was stopped in between, never tested.
+        raise ValueError(
+            f"--version: {name} v{wanted} has no test cut-off, metrics or gate decision: its train stopped after "
+            "registering it and before testing it, so it cannot be promoted; train again"
+        )
     previous = next((number for number, (_, names) in versions.items() if CHAMPION in names), None)
     row = _row(name, target, aliases)
     if previous == wanted:

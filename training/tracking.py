@@ -211,16 +211,30 @@ def ensure_experiment(config: Config, task: str) -> str:
     return client.create_experiment(name, artifact_location=None if root is None else f"{root}/{name}")
 
 
-def check_registry(config: Config, task: str) -> None:
-    """Fail in the first second, not after the backtest, when the tracking store does not answer.
+def check_registry(config: Config, task: str) -> str | None:
+    """Fail in the first second, not after the backtest, when the tracking store does not answer or
+    cannot be written. Returns a sentence when a SQLite registry file does not exist yet and is created
+    here (``train`` run from another folder than the registry's: its version would land in a new
+    registry nobody serves), else None.
 
     Raises
     ------
     RegistryUnavailable
-        The tracking server is down or unreachable, or the store cannot be opened; the message names the URI.
+        The tracking server is down or unreachable, the store cannot be opened, or its SQLite file (or
+        folder) is read-only; the message names the URI or the file.
     """
     from mlflow.exceptions import MlflowException
 
+    files = {path for path in (sqlite_file(config.tracking_uri), sqlite_file(config.registry_uri)) if path}
+    for path in sorted(files):
+        # SQLite writes a journal beside the file: both must be writable, or the run fails after the backtest.
+        unwritable = next((p for p in (path, path.parent) if p.exists() and not os.access(p, os.W_OK)), None)
+        if unwritable is not None:
+            raise RegistryUnavailable(
+                f"the MLflow registry {path} cannot be written ({unwritable} is read-only): train registers a "
+                "version there; make it writable, or point tracking_uri at a registry that is"
+            )
+    new = sorted(path for path in files if not path.exists())
     set_uris(config)
     try:
         ensure_experiment(config, task)
@@ -228,6 +242,13 @@ def check_registry(config: Config, task: str) -> None:
         raise RegistryUnavailable(
             f"cannot reach the MLflow tracking store at {config.tracking_uri}: {exc.message}"
         ) from exc
+    if not new:
+        return None
+    return (
+        f"no registry at {new[0]}: a new one is created there (a relative sqlite path in tracking_uri resolves against "
+        f"the working directory, {Path.cwd()}); if the champions live in another registry, run from its folder or give "
+        "tracking_uri an absolute path"
+    )
 
 
 def _clean(value: Any) -> Any:

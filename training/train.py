@@ -146,7 +146,9 @@ def train_model(
     task = normalize_task(task)
     if metrics_out is not None:
         check_output(metrics_out, suffixes=(".json",), option="--metrics-out")
-    check_registry(config, task)
+    created = check_registry(config, task)
+    if created is not None and progress is not None:
+        progress(f"note: {created}")  # the first train of a project, or one run from the wrong folder
     step = Steps(progress, 5 if tables is None else 4)
     if tables is None:
         step("reading and validating the tables")

@@ -445,6 +445,40 @@ def test_promote_refuses_a_version_whose_files_are_gone_and_moves_nothing(config
     assert _aliases(config, second["version"]) == {"challenger"}
 
 
+def test_a_version_whose_train_stopped_before_its_test_tags_is_not_promoted(config, good):
+    """A train killed right after "Created version '2'": no test cut-off, metrics or gate decision, and
+    promote made it champion (the API then served it)."""
+    from training.registry import promote_version
+
+    first, second = _log(config, good), _log(config, good)
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    for key in ("promotion", "test_cutoff", "metrics"):  # as a train stopped before tagging leaves it
+        client.delete_model_version_tag("crmscore-churn", second["version"], key)
+    with pytest.raises(ValueError, match=rf"v{second['version']} has no test cut-off, metrics or gate decision"):
+        promote_version(config, "churn", second["version"])
+    assert _aliases(config, first["version"]) == {"champion"}
+
+
+def test_a_train_that_creates_the_registry_says_so_and_a_read_only_one_fails_first(tmp_path, monkeypatch):
+    """The weekly retrain run from another folder made a new registry nobody serves, and said nothing;
+    a read-only one failed after the whole backtest, in a 248-line traceback."""
+    from training.pyfunc import RegistryUnavailable
+    from training.tracking import check_registry
+
+    monkeypatch.chdir(tmp_path)
+    config = Config(name="test", tables=TablesConfig(), tracking_uri="sqlite:///reg/mlflow.db", output_dir=".")
+    (tmp_path / "reg").mkdir()
+    note = check_registry(config, "churn")
+    assert note.startswith(f"no registry at {tmp_path / 'reg' / 'mlflow.db'}: a new one is created there")
+    assert check_registry(config, "churn") is None  # it exists now
+    # A read-only mount, as the operator had: access(2) says no to W_OK there even for root (EROFS), which a
+    # chmod does not give a test running as root; so the answer is the one the kernel gives on such a mount.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "reg" else real_access(p, mode))
+    with pytest.raises(RegistryUnavailable, match=r"cannot be written \(.*reg is read-only\)"):
+        check_registry(config, "churn")
+
+
 def test_any_registered_version_loads_by_number(config, good, bad):
     """What ``crmscore monitor --version`` scores with: a challenger, with its own tags."""
     first, worse = _log(config, good), _log(config, bad)
