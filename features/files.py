@@ -17,6 +17,7 @@ job fails in its first second rather than after scoring everyone; it leaves noth
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -115,6 +116,11 @@ def new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+# Write errors that are the output's place, not the run's: no space or quota left, a file too large, a
+# read-only file system.
+_FULL = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name))
+
+
 @contextmanager
 def atomic_output(
     out: str | Path, *, suffixes: Iterable[str] | None = None, option: str | None = None
@@ -126,6 +132,7 @@ def atomic_output(
     the errors are those of :func:`check_output`.
     """
     out = Path(out)
+    missing = [folder for folder in out.parents if not folder.exists()]  # the folders the write creates
     fd, name = _prepare(out, suffixes=suffixes, option=option)
     os.close(fd)
     tmp = Path(name)
@@ -134,8 +141,16 @@ def atomic_output(
         mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else new_file_mode()
         os.chmod(tmp, mode)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        for folder in missing:  # innermost first: a failed run leaves no empty folder behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            # A full disk or a read-only file system: the path and the reason, not a 55-line traceback.
+            raise OutputError(f"{_label(out, option)}: cannot be written ({exc.strerror or exc})") from exc
         raise
 
 

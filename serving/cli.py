@@ -756,6 +756,20 @@ def with_workers(overrides: str | None, workers: int | str) -> str:
     return json.dumps(merged)
 
 
+def _stop_with_parent(parent: int) -> None:
+    """In BentoML's server process, before it runs: SIGTERM when crmscore serve dies, even by SIGKILL (an
+    OOM kill, a supervisor's last resort), which no handler sees; BentoML stops its workers on SIGTERM.
+    Before, the server and its workers ran on, still answering on the port and blocking a restart. Linux
+    only (prctl PR_SET_PDEATHSIG); elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the request took hold
+        os._exit(1)
+
+
 @app.command("serve")
 def serve_command(
     config: ConfigOption,
@@ -835,7 +849,8 @@ def serve_command(
     # Stopped by a signal (a process manager's SIGTERM), still remove the home: the server gets the
     # signal with its process group, or is killed here on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    server = subprocess.Popen(command, env=env)
+    parent = os.getpid()
+    server = subprocess.Popen(command, env=env, preexec_fn=lambda: _stop_with_parent(parent))  # noqa: PLW1509
     try:
         code = server.wait()
     finally:

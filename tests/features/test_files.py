@@ -90,3 +90,20 @@ def test_check_output_refuses_what_the_write_could_not_do(tmp_path):
     assert (tmp_path / "new" / "deeper" / "s.csv").read_text() == "x\n"
     with pytest.raises(OutputError, match="is a file, not a folder"), atomic_output(tmp_path / "a_file" / "s.csv"):
         pass
+
+
+def test_a_full_disk_is_an_output_error_and_leaves_no_folder_the_write_made(tmp_path):
+    """A full disk under ``score --out`` was a 55-line traceback, exit 1, and left the empty folder
+    the write had created (the README promises none)."""
+    import errno
+
+    out = tmp_path / "scores" / "nightly" / "churn.parquet"
+    with pytest.raises(OutputError) as failed, atomic_output(out) as tmp:
+        tmp.write_bytes(b"part of")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as the Parquet writer raises it
+    assert str(failed.value) == f"{out}: cannot be written (No space left on device)"
+    assert list(tmp_path.iterdir()) == []  # neither scores/ nor scores/nightly/ stays
+    # Another error is the run's own, not the output's: raised as it is, and still nothing left behind.
+    with pytest.raises(KeyError), atomic_output(out):
+        raise KeyError("probability")
+    assert list(tmp_path.iterdir()) == []

@@ -1320,3 +1320,24 @@ def test_lead_reasons_never_name_what_every_lead_of_the_month_shares(server):
     assert not named & shared
     assert not {r["feature"] for item in items for r in item["counter_reasons"]} & shared
     assert len(named) >= 3  # the reasons differ between leads
+
+
+def test_a_server_whose_crmscore_serve_is_killed_stops_with_it(server, tmp_path):
+    """kill -9 of crmscore serve (an OOM kill, a supervisor's last resort): BentoML's server and its
+    workers ran on, still answering on the port, and a restart failed with "Address already in use"."""
+    import psutil
+
+    retail, _ = write_configs(tmp_path / "killed")
+    proc, url = start_server(retail, retail.parent, ready="/livez")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children and httpx.get(f"{url}/livez", timeout=10).status_code == 200
+    proc.kill()  # SIGKILL: no handler of crmscore serve runs
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=60)
+    try:
+        assert not [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE], "BentoML outlived crmscore serve"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/livez", timeout=5)
+    finally:
+        for p in alive:
+            p.kill()
