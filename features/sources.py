@@ -254,7 +254,11 @@ def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig
         except Exception as exc:
             # Spark cannot read nanosecond timestamps, which pandas writes by default; say how to fix the file.
             if "TIMESTAMP(NANOS" not in str(exc):
-                raise
+                # A file cut short (a copy still running, a full disk at the export) or not Parquet: a contract
+                # error naming it (it was the engine's traceback, exit 1, where a missing file exits 2).
+                raise ContractError(
+                    table, "<source>", "the Parquet reader refused the file", f"source {path}: {_first_line(exc)}"
+                ) from exc
             raise ContractError(
                 table,
                 "<source>",

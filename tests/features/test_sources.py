@@ -521,3 +521,15 @@ def test_the_fingerprint_digests_the_rows_content_in_any_order(tmp_path, write_c
         k: v for k, v in first.items() if k != "content_digest"
     }
     assert other["content_digest"] != first["content_digest"]
+
+
+def test_a_parquet_source_cut_short_is_a_contract_error_naming_it(tmp_path, write_config):
+    """An export copied while still being written: the engine's traceback and exit 1, where a missing
+    file is a contract error and exit 2, so a scheduler could not tell a bad export from a crash."""
+    RAW.to_parquet(tmp_path / "whole.parquet")
+    (tmp_path / "tx.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[:300])
+    with pytest.raises(ContractError) as refused:
+        load_tables(_config(write_config, tmp_path / "tx.parquet"))
+    message = str(refused.value)
+    assert "table 'transactions'" in message and "the Parquet reader refused the file" in message
+    assert f"source {tmp_path / 'tx.parquet'}: " in message
