@@ -882,8 +882,39 @@ def demo_command(
         typer.echo(line)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:  # console entry point
     # Progress bars of artifact downloads would interleave with the commands' own progress lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    app()
+    try:
+        app()
+    except Exception as exc:
+        said = registry_database_error(exc)
+        if said is None:
+            raise
+        typer.secho(f"error: {said}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
+
+
+def registry_database_error(exc: BaseException) -> str | None:
+    """The sentence for an error of the registry's database (SQLite locked by another job, read-only), or
+    None for any other error. Any command that reads or writes the registry met it as ~100 lines of
+    SQLAlchemy traceback with exit 1, which a scheduler cannot tell from a crash."""
+    text = next((str(e) for e in _chain(exc) if type(e).__name__ == "OperationalError"), None)
+    if text is None:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "locked" in first:
+        return f"the MLflow registry's database is locked by another process ({first}); retry when it is done"
+    if "readonly" in first or "read-only" in first:
+        return f"the MLflow registry's database cannot be written ({first}); make it writable"
+    return f"the MLflow registry's database failed: {first}"
+
+
+def _chain(exc: BaseException):
+    """``exc`` and the exceptions it was raised from or during, once each."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

@@ -606,3 +606,31 @@ def test_the_train_command_a_message_suggests_is_the_config_given(tmp_path):
     assert train_command(load_config(copy), "next_purchase") == f"crmscore train next-purchase --config {copy}"
     built = Config(name="online_retail", tables=TablesConfig(), base_dir=ROOT / "configs")  # no file: named after it
     assert train_command(built, "churn") == f"crmscore train churn --config {ROOT / 'configs' / 'online_retail.yaml'}"
+
+
+def test_a_registry_locked_by_another_job_is_one_error_line_and_exit_2(config, good, tmp_path):
+    """Another job holding the SQLite registry (a long write, a backup): ~100 lines of SQLAlchemy
+    traceback and exit 1, which a scheduler cannot tell from a crash."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    _log(config, good)
+    holder = sqlite3.connect(config.tracking_uri.removeprefix("sqlite:///"))
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        crmscore = Path(sys.executable).with_name("crmscore")
+        done = subprocess.run(
+            [str(crmscore), "models", "churn", "--config", str(_cli_config(config, tmp_path))],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "error: the MLflow registry's database is locked by another process ((sqlite3.OperationalError) database is "
+        "locked); retry when it is done"
+    ]
