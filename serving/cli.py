@@ -886,6 +886,10 @@ def main() -> None:  # console entry point
     # Progress bars of artifact downloads would interleave with the commands' own progress lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    # SIGTERM (a scheduler's timeout, Airflow's kill) as an exit: the temporary file of an output being
+    # written is removed, and an MLflow run is ended as FAILED, where the signal's default left both behind
+    # (a hidden .tmp beside the output, a run RUNNING forever). serve sets its own handler.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         app()
     except Exception as exc:

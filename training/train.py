@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,21 +163,24 @@ def train_model(
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
     step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")
     plots = make_plots(result)
-    report = write_report(result, plots, report_path(config, task))
+    report = report_path(config, task)
     step("MLflow: logging the run, registering the version, the promotion gate")
-    logged = log_and_register(
-        config,
-        result,
-        test=ts.test,
-        train=ts.train,
-        fingerprint=tables.fingerprint(),
-        plots=plots,
-        report=report,
-        force_promote=force_promote,
-        reason=reason,
-    )
-    # The report names the registered version too; rewrite it now that the version is known, as the latest
-    # run's and as the version's own (a challenger the gate kept out no longer hides the champion's report).
+    # The run's own copy of the report, logged with it; the outputs' report is written once the version is
+    # registered, so a run that fails to register (a read-only registry, a kill) leaves the last one's.
+    with tempfile.TemporaryDirectory(prefix="crmscore-report-") as tmp:
+        logged = log_and_register(
+            config,
+            result,
+            test=ts.test,
+            train=ts.train,
+            fingerprint=tables.fingerprint(),
+            plots=plots,
+            report=write_report(result, plots, Path(tmp) / report.name),
+            force_promote=force_promote,
+            reason=reason,
+        )
+    # The report names the registered version too: as the latest run's and as the version's own (a
+    # challenger the gate kept out no longer hides the champion's report).
     run = {**logged, "model_name": logged["model_name"]}
     write_report(result, plots, report, run=run)
     write_report(result, plots, report.with_name(f"{task}-v{logged['version']}.html"), run=run)

@@ -107,3 +107,34 @@ def test_train_prints_the_json_on_stdout_and_the_summary_on_stderr(tmp_path):
     }
     report = Path(out["report"]).read_text()
     assert out["data_digests"]["training"] in report and html.escape(out["code"]) in report
+
+
+@pytest.mark.slow
+def test_a_train_stopped_by_sigterm_ends_its_run_and_exits_143(tmp_path):
+    """A scheduler's timeout sends SIGTERM: Python's default died on the spot, leaving the MLflow run
+    RUNNING forever (and an output's temporary file beside it); now the signal is an exit, which ends
+    the run as FAILED on its way out."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    _, leads = write_configs(tmp_path)
+    crmscore = Path(sys.executable).with_name("crmscore")
+    proc = subprocess.Popen(
+        [str(crmscore), "train", "lead", "--config", str(leads)], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    seen = ""
+    for line in proc.stderr:  # the step that logs the run: the MLflow run is open while it works
+        seen += line
+        if "MLflow: logging the run" in line:
+            break
+    time.sleep(0.4)  # into the run (the step takes ~1.2 s for the leads here)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, seen
+    client = MlflowClient(tracking_uri=yaml.safe_load(leads.read_text())["tracking_uri"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and {r.info.status for r in runs} <= {"FAILED", "FINISHED"}  # none left RUNNING
