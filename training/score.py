@@ -12,7 +12,7 @@ import pandas as pd
 
 from features.config import Config, ModelConfig
 from features.files import atomic_output, check_output
-from features.labels import MAIN_TABLE, data_span, stale_warning
+from features.labels import MAIN_TABLE, data_span, data_until, stale_warning
 from features.pipeline import check_population, population_features
 from features.rfm import WINDOWS
 from features.sources import CanonicalTables, load_tables
@@ -29,6 +29,7 @@ __all__ = [
     "BatchWarnings",
     "ChampionPopulation",
     "champion_population",
+    "batch_facts",
     "check_since",
     "date_warnings",
     "history_warning",
@@ -101,6 +102,10 @@ class BatchScores(BatchWarnings):
     history_warning: str | None = None
     # A sentence when the config's model settings differ from the model's (models.catalog.scoring_config).
     settings_warning: str | None = None
+    # The registered model that scored (load_champion's facts), and the data's last row the task reads.
+    model_name: str | None = None
+    model_version: str | None = None
+    data_until: str | None = None
 
 
 def history_warning(tables: CanonicalTables, task: str, as_of: Any) -> str | None:
@@ -141,6 +146,17 @@ def check_since(
     if as_of is not None and then >= normalize_as_of(as_of):
         raise ValueError(f"{name} {since} must be before {what}, {as_of}")
     return then
+
+
+def batch_facts(info: dict[str, Any], tables: CanonicalTables, task: str) -> dict[str, str | None]:
+    """What a batch's summary says besides its warnings: the model that scored and the data's last row
+    (a nightly job compares that with the night's date, whatever the warnings' wording)."""
+    _, until = data_until(tables, task)
+    return {
+        "model_name": info.get("model_name"),
+        "model_version": None if info.get("version") is None else str(info["version"]),
+        "data_until": None if until is None else until.isoformat(sep=" "),
+    }
 
 
 def date_warnings(tables: CanonicalTables, task: str, as_of: Any) -> dict[str, str | None]:
@@ -272,5 +288,6 @@ def score_batch(
         drift=drift,
         population_shift=shift,
         settings_warning=population.settings_warning,
+        **batch_facts(info, tables, task),
         **date_warnings(tables, task, as_of),
     )

@@ -63,6 +63,9 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     # --summary: the same findings for the job that runs it, without parsing what it printed.
     found = json.loads((tmp_path / "c.json").read_text())
     assert found["rows"] == len(scored) and found["stale_warning"] in churn.stderr
+    # What scored, and where the data ends: a job compares that with the night's date, whatever the wording.
+    assert (found["model_name"], found["model_version"]) == ("crmscore-churn", str(scored["model_version"].iloc[0]))
+    assert found["data_until"] == "2011-12-09 12:50:00"
     assert (
         found["drift"]["max_psi"] >= 0.25 and found["drift"]["alert"] and found["warnings"][0] == found["stale_warning"]
     )

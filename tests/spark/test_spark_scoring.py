@@ -153,6 +153,7 @@ def test_score_command_on_spark_writes_the_folder_and_warns_about_drift(trained)
     # The nightly job's JSON says the same (the folder, its rows, the drift).
     found = json.loads(summary.read_text())
     assert found["out"] == str(out) and found["rows"] == rows and "tenure_days" in found["drift"]["alert"]
+    assert found["model_name"] == "crmscore-churn" and found["model_version"] and found["data_until"]
 
 
 def test_an_output_spark_could_not_write_is_refused_before_any_work(trained, spark):
