@@ -37,6 +37,7 @@ from features.labels import (
     check_window_observed,
     churn_labels,
     data_span,
+    data_until,
     days_to_next_purchase,
     lead_labels,
     next_purchase_labels,
@@ -55,6 +56,7 @@ __all__ = [
     "CompiledQueries",
     "TASKS",
     "EmptyPopulationError",
+    "SNAPSHOT_DATA_UNTIL_KEY",
     "SNAPSHOT_SETTINGS_KEY",
     "TrainingSet",
     "build_training_set",
@@ -632,6 +634,9 @@ def write_snapshot(
 # The Parquet metadata key of the settings a snapshot was built with (features.config.feature_settings):
 # the API refuses a snapshot built for another horizon or population than its model's.
 SNAPSHOT_SETTINGS_KEY = b"crmscore.settings"
+# And of the data's last row the snapshot's table holds (ISO): the API's /metrics exports it, because the
+# snapshot's own cut-off is the date the job passed, which moves on every night on an export that stopped.
+SNAPSHOT_DATA_UNTIL_KEY = b"crmscore.data_until"
 
 
 def _snapshot_table(config: Config, tables: CanonicalTables, task: str, *, as_of: AsOf, allow_empty: bool) -> pa.Table:
@@ -642,8 +647,12 @@ def _snapshot_table(config: Config, tables: CanonicalTables, task: str, *, as_of
     if not allow_empty:
         check_population(len(frame), tables, task, as_of=as_of, mc=mc)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    settings = json.dumps(feature_settings(mc, task)).encode()
-    return table.replace_schema_metadata({**(table.schema.metadata or {}), SNAPSHOT_SETTINGS_KEY: settings})
+    _, until = data_until(tables, task)
+    stamps = {
+        SNAPSHOT_SETTINGS_KEY: json.dumps(feature_settings(mc, task)).encode(),
+        **({SNAPSHOT_DATA_UNTIL_KEY: until.isoformat(sep=" ").encode()} if until is not None else {}),
+    }
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **stamps})
 
 
 def snapshot_dir(config: Config) -> Path:

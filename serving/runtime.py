@@ -29,7 +29,13 @@ import numpy as np
 import pandas as pd
 
 from features.config import FEATURE_SETTINGS, Config, population_rule
-from features.pipeline import ATTRIBUTES_VOCABULARY, SNAPSHOT_SETTINGS_KEY, CompiledQueries, snapshot_dir
+from features.pipeline import (
+    ATTRIBUTES_VOCABULARY,
+    SNAPSHOT_DATA_UNTIL_KEY,
+    SNAPSHOT_SETTINGS_KEY,
+    CompiledQueries,
+    snapshot_dir,
+)
 from features.timebase import as_of_text
 from models.catalog import scoring_config
 from models.drift import FeatureDrift, drift_overview
@@ -168,6 +174,8 @@ class Snapshot:
     warnings: Mapping[int, tuple[str, ...]] = field(default_factory=dict, repr=False)
     # Row -> {feature: value} of those same values (``Scorer.unseen_rows``), named in the reasons.
     unseen: Mapping[int, Mapping[str, str]] = field(default_factory=dict, repr=False)
+    # The last row of the data the snapshot was built from (its metadata; None before 2026-12-07).
+    data_until: str | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,7 @@ def load_snapshot(path: Path, scorer: Any, info: Mapping[str, Any] | None = None
         population_shift=scorer.population_shift(matrix, as_of=as_of, raw=raw),
         warnings={row: tuple(w) for row, w in warnings.items()},
         unseen=scorer.unseen_rows(frame, matrix),
+        data_until=((table.schema.metadata or {}).get(SNAPSHOT_DATA_UNTIL_KEY) or b"").decode() or None,
     )
 
 

@@ -194,7 +194,9 @@ def _export_served(state: runtime.State) -> None:
     ``crmscore_model_version``, ``crmscore_model_loaded_timestamp_seconds``,
     ``crmscore_snapshot_as_of_timestamp_seconds`` (``time() - it`` is the snapshot's age: a nightly
     ``crmscore features --snapshots`` that stopped shows as a growing age, where the service answers
-    with yesterday's features without a word), ``crmscore_snapshot_rows`` and the snapshot's feature
+    with yesterday's features without a word), ``crmscore_snapshot_data_until_timestamp_seconds`` (the
+    data's last row: an export that stopped, under a job that still passes today's date),
+    ``crmscore_snapshot_rows`` and the snapshot's feature
     drift, ``crmscore_snapshot_drift_max_psi`` and ``crmscore_snapshot_drift_features_alert``.
     A value the state lacks (no snapshot, a version that is not a number) is NaN."""
     if not _SERVED:
@@ -205,6 +207,8 @@ def _export_served(state: runtime.State) -> None:
             "model_version": "registered version of the champion served",
             "model_loaded_timestamp_seconds": "when the champion and its snapshot were loaded (Unix time)",
             "snapshot_as_of_timestamp_seconds": "the snapshot's cut-off (Unix time): time() minus it is its age",
+            "snapshot_data_until_timestamp_seconds": "the last row of the data the snapshot was built from (Unix "
+            "time): time() minus it is the export's age, which a cut-off passed as today's date hides",
             "snapshot_rows": "rows (customers or leads) of the snapshot served",
             "snapshot_drift_max_psi": "largest population stability index of a snapshot feature against training",
             "snapshot_drift_features_alert": "snapshot features with PSI >= 0.25 against training",
@@ -233,6 +237,7 @@ def _export_served(state: runtime.State) -> None:
             "model_version": number(model.info.get("version")) if model is not None else math.nan,
             "model_loaded_timestamp_seconds": seconds(model.loaded_at) if model is not None else math.nan,
             "snapshot_as_of_timestamp_seconds": seconds(snapshot.as_of) if snapshot is not None else math.nan,
+            "snapshot_data_until_timestamp_seconds": seconds(snapshot.data_until) if snapshot is not None else math.nan,
             "snapshot_rows": float(len(snapshot.ids)) if snapshot is not None else math.nan,
             "snapshot_drift_max_psi": float(drift["max_psi"]) if drift is not None else math.nan,
             "snapshot_drift_features_alert": float(len(drift["alert"])) if drift is not None else math.nan,

@@ -1020,6 +1020,9 @@ def test_metrics_gauge_what_is_served_and_a_reload_moves_them(server):
         for task, m in models.items():
             assert gauges["model_served"][task] == 1 and gauges["model_version"][task] == int(m["version"])
             assert gauges["snapshot_as_of_timestamp_seconds"][task] == pd.Timestamp(m["snapshot_as_of"]).timestamp()
+            # The data's last row (the demo's snapshots are of it): the export's age, whatever date the job passed.
+            until = "2010-11-01" if task == "lead" else "2011-12-09 12:50:00"
+            assert gauges["snapshot_data_until_timestamp_seconds"][task] == pd.Timestamp(until).timestamp()
             assert gauges["snapshot_rows"][task] == m["snapshot_rows"]
             assert gauges["snapshot_drift_max_psi"][task] == pytest.approx(m["snapshot_drift"]["max_psi"])
             assert gauges["snapshot_drift_features_alert"][task] == len(m["snapshot_drift"]["alert"])
