@@ -37,7 +37,7 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
     asked = {k: v for k, v in options.items() if k not in _NOT_OPTIONS and v is not None and v is not False}
     if isinstance(asked.get("where"), Mapping):
         asked["where"] = {name: _short(spec) for name, spec in asked["where"].items()}
-    sent = sorted(clean_ids(options.get("exclude") or ()))
+    sent = clean_ids(options.get("exclude") or ())
     excluded = int(body.get("n_excluded", 0))
     text = (
         f"{body['n_listed']} of {body['n_matched']} matching rows of the {task} snapshot as of {body['as_of']} "
@@ -73,7 +73,7 @@ def _short(spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return {op: _short(operand) for op, operand in spec.items()}
     if isinstance(spec, (list, tuple)) and len(spec) > LISTED_VALUES:
-        return f"<{len(spec):,} values, digest {exclude_digest(sorted({str(v) for v in spec}))}>"
+        return f"<{len(spec):,} values, digest {exclude_digest({str(v) for v in spec})}>"
     return spec
 
 
