@@ -228,14 +228,16 @@ def check_window_observed(
         )
 
 
-def stale_warning(tables: CanonicalTables, task: str, as_of: AsOf) -> str | None:
+def stale_warning(
+    tables: CanonicalTables, task: str, as_of: AsOf, *, found: tuple[str, dt.datetime | None] | None = None
+) -> str | None:
     """A sentence when ``as_of`` is more than a day after the last row ``task`` reads, else None.
 
     A nightly job on an export that stopped arriving still runs: its customers look a day more
     lapsed every night, and its open leads run out. Scores are still written; this says why they
-    may be wrong.
+    may be wrong. ``found``: :func:`data_until`'s answer, when the caller already has it (it is a query).
     """
-    table, until = data_until(tables, task)
+    table, until = data_until(tables, task) if found is None else found
     at = normalize_as_of(as_of)
     if until is None or at - until <= dt.timedelta(days=1):
         return None

@@ -33,7 +33,7 @@ from models.catalog import model_config_for, scoring_config
 from models.drift import FeatureDrift, with_unseen
 from models.scorer import Scorer, count_unseen, encode_frame, unseen_values
 from training.pyfunc import REASON_COLUMNS, load_champion
-from training.score import BatchScores, batch_facts, date_warnings
+from training.score import BatchScores, batch_facts
 from training.train import Steps, normalize_task
 
 __all__ = ["check_out_dir", "score_spark", "score_spark_frame", "spark_drift", "spark_features"]
@@ -437,8 +437,7 @@ def score_spark(
         drift=drift,
         population_shift=shift,
         settings_warning=settings_warning,
-        **batch_facts(info, tables, task),
-        **date_warnings(tables, task, as_of),
+        **batch_facts(info, tables, task, as_of),
     )
 
 

@@ -148,14 +148,18 @@ def check_since(
     return then
 
 
-def batch_facts(info: dict[str, Any], tables: CanonicalTables, task: str) -> dict[str, str | None]:
-    """What a batch's summary says besides its warnings: the model that scored and the data's last row
-    (a nightly job compares that with the night's date, whatever the warnings' wording)."""
-    _, until = data_until(tables, task)
+def batch_facts(info: dict[str, Any], tables: CanonicalTables, task: str, as_of: Any) -> dict[str, str | None]:
+    """What a batch says of itself: the model that scored, the data's last row (a nightly job compares
+    that with the night's date, whatever the warnings' wording) and :func:`date_warnings`, the data's
+    last row read once for both."""
+    found = data_until(tables, task)
+    until = found[1]
     return {
         "model_name": info.get("model_name"),
         "model_version": None if info.get("version") is None else str(info["version"]),
         "data_until": None if until is None else until.isoformat(sep=" "),
+        "stale_warning": stale_warning(tables, task, as_of, found=found),
+        "history_warning": history_warning(tables, task, as_of),
     }
 
 
@@ -288,6 +292,5 @@ def score_batch(
         drift=drift,
         population_shift=shift,
         settings_warning=population.settings_warning,
-        **batch_facts(info, tables, task),
-        **date_warnings(tables, task, as_of),
+        **batch_facts(info, tables, task, as_of),
     )
