@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.timebase import as_of_text, normalize_as_of
+from features.timebase import as_of_text
 from models.scorer import rows_at
 
 __all__ = [
@@ -808,7 +808,7 @@ def with_scores_then(
         up += _rose(row[tier], tier_then, rank)
         down += tier_then is not None and _rose(tier_then, row[tier], rank)
     return (
-        f"since {normalize_as_of(since).date()}: {up:,} of the {len(rows):,} listed moved up a tier, "
+        f"since {as_of_text(since)}: {up:,} of the {len(rows):,} listed moved up a tier, "
         f"{down:,} down, {new:,} were not in the population then" + (f" ({rule})" if rule else "")
     )
 

@@ -14,7 +14,6 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 __all__ = [
     "AtRiskItem",
-    "Day",
     "Moment",
     "AtRiskResponse",
     "CounterK",
@@ -74,7 +73,6 @@ Moment = Annotated[
     AfterValidator(_in_range),
     Field(description="ISO 8601 date or date-time; without a UTC offset it is UTC"),
 ]
-Day = Annotated[dt.date, BeforeValidator(_iso_text), AfterValidator(_in_range), Field(description="ISO 8601 date")]
 
 
 Id = Annotated[

@@ -46,7 +46,6 @@ from serving.schemas import (
     AtRiskResponse,
     CounterK,
     CustomerHistory,
-    Day,
     Id,
     LeadRecord,
     ModelsResponse,
@@ -311,12 +310,21 @@ ListExclude = Annotated[
     Field(max_length=100_000, description="ids never to list (a suppression list: opted out, already contacted)"),
 ]
 ListSince = Annotated[
-    Day | None,
+    Moment | None,
     Field(
-        description="an earlier date (last week's): each row also gets the same champion's probability_then and "
-        "tier_then there, computed from the config's sources (not for leads)"
+        description="an earlier date (last week's), or date-time (ISO 8601; a UTC offset is converted to UTC, as "
+        "`as_of`'s): each row also gets the same champion's probability_then and tier_then there, computed from "
+        "the config's sources (not for leads)"
     ),
 ]
+LeadSince = Annotated[
+    Moment | None,
+    Field(
+        description="refused for leads (400): the open leads of two dates are different leads, so a lead list "
+        "has no earlier scores to compare with"
+    ),
+]
+LeadMovedUp = Annotated[bool, Field(description="refused for leads (400), as `since` is")]
 ListMovedUp = Annotated[
     bool, Field(description="with `since`: list only those in a higher tier than then (the newly at risk)")
 ]
@@ -549,8 +557,8 @@ class CrmScore:
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
-        since: ListSince = None,
-        moved_up: ListMovedUp = False,
+        since: LeadSince = None,
+        moved_up: LeadMovedUp = False,
         *,
         ctx: bentoml.Context,
     ) -> TopResponse:

@@ -72,6 +72,9 @@ def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like
     assert spec["components"]["schemas"]["InvalidArgument"]["properties"]["detail"]["type"] == "array"
     assert isinstance(refused.json()["detail"], list)  # as documented
     assert "text/csv" in spec["paths"]["/at_risk"]["post"]["responses"]["200"]["content"]
+    # /top/lead takes since and moved_up only to refuse them, and says so (it advertised /at_risk's text).
+    lead_body = json.dumps(spec["paths"]["/top/lead"]["post"]["requestBody"]) + json.dumps(spec["components"])
+    assert "refused for leads (400)" in lead_body
 
 
 def test_the_server_runs_its_own_code_from_a_users_folder_and_reads_its_relative_paths_there(server):
@@ -828,6 +831,18 @@ def test_lists_since_an_earlier_date_are_the_commands_since_lists(server, tmp_pa
     written = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert {"probability_then", "tier_then"} <= set(written.columns)
     pd.testing.assert_frame_equal(served.drop(columns="as_of"), written.drop(columns="as_of"))
+
+
+def test_lists_since_with_a_utc_offset_is_that_moment_in_utc(server):
+    """A ``since`` with an offset is converted to UTC, as ``as_of`` is (it was read as the day it
+    was written on, the offset dropped): 05:00 at +05:00 is midnight UTC, the same list as the date;
+    a time of day is kept, and the sentence says it."""
+    with server.client("marketer") as c:
+        dated = c.post("/at_risk", json={"top": 5, "since": "2011-11-09"}).json()
+        offset = c.post("/at_risk", json={"top": 5, "since": "2011-11-09T05:00:00+05:00"}).json()
+        later = c.post("/at_risk", json={"top": 5, "since": "2011-11-09T12:00:00+05:00"}).json()
+    assert offset["since_note"] == dated["since_note"] and offset["items"] == dated["items"]
+    assert later["since_note"].startswith("since 2011-11-09 07:00:00: ")
 
 
 @pytest.mark.parametrize(
