@@ -437,6 +437,11 @@ def _noun(entity: str) -> str:
     return "lead" if entity == "lead_id" else "customer"
 
 
+def _by_case(tier_names: Sequence[str]) -> dict[str, str]:
+    """The model's tier (grade) names by their case-folded spelling: how a tier given in any case is found."""
+    return {name.casefold(): name for name in tier_names}
+
+
 def tier_case(
     where: Mapping[str, Any] | None, tier_names: Sequence[str] | None, tier_column: str = "tier"
 ) -> Mapping[str, Any] | None:
@@ -445,7 +450,7 @@ def tier_case(
     values, and a tier name the model does not have, stay as given (the warning names those)."""
     if not where or tier_column not in where or not tier_names:
         return where
-    by_case = {name.casefold(): name for name in tier_names}
+    by_case = _by_case(tier_names)
 
     def spell(spec: Any) -> Any:
         if isinstance(spec, Mapping):
@@ -465,7 +470,7 @@ def check_tiers(
     checked)."""
     if tiers is None or tier_names is None:
         return None if tiers is None else list(tiers)
-    by_case = {name.casefold(): name for name in tier_names}
+    by_case = _by_case(tier_names)
     unknown = [t for t in tiers if t.casefold() not in by_case]
     if unknown:
         raise FilterError(
