@@ -17,7 +17,7 @@ from typing import Any
 
 from serving.auth import ROUTE_ROLES, Receive, Scope, Send
 
-__all__ = ["DOCS_PATH", "OpenApiMiddleware", "complete_spec", "without_tracker"]
+__all__ = ["DOCS_PATH", "OpenApiMiddleware", "complete_spec", "route_error", "without_tracker"]
 
 DOCS_PATH = "/docs.json"
 _ERROR = {
@@ -106,17 +106,35 @@ def without_tracker(page: bytes) -> bytes:
     return _TRACKER.sub(b"", page)
 
 
+_PUBLIC = ("GET /livez", "GET /readyz", "GET /metrics", "GET /docs.json")
+
+
+def route_error(status: int, method: str, path: str, route_roles: Mapping[str, str] = ROUTE_ROLES) -> bytes:
+    """The JSON body (``{"error": ...}``, as every other refusal's) of a 404 (no such route: the routes
+    there are) or a 405 (a route called with another method than POST)."""
+    if status == 405:
+        text = f"{path} takes POST with a JSON body, not {method}"
+    else:
+        routes = ", ".join([*(f"POST {route}" for route in route_roles), *_PUBLIC])
+        text = f"no route {method} {path}; the API's routes: {routes}"
+    return json.dumps({"error": text}).encode()
+
+
 class OpenApiMiddleware:
-    """Pure ASGI middleware: serves :data:`DOCS_PATH` through :func:`complete_spec`, and the docs page
-    at ``/`` :func:`without_tracker`."""
+    """Pure ASGI middleware: serves :data:`DOCS_PATH` through :func:`complete_spec`, the docs page at
+    ``/`` :func:`without_tracker`, and BentoML's plain-text 404 and 405 as the JSON error every other
+    refusal is (:func:`route_error`), as the document says errors are."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or path not in (DOCS_PATH, "/") or scope.get("method") != "GET":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if path not in (DOCS_PATH, "/") or scope.get("method") != "GET":
+            await self.app(scope, receive, _json_route_errors(scope, send))
             return
         started: dict[str, Any] = {}
         chunks: list[bytes] = []
@@ -135,3 +153,30 @@ class OpenApiMiddleware:
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": started.get("status", 500), "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _json_route_errors(scope: Scope, send: Send) -> Send:
+    """``send`` with a plain-text 404 or 405 (Starlette's routing answers) replaced by :func:`route_error`;
+    any other answer passes as it is, a message at a time."""
+    replaced: list[bool] = []
+
+    async def forward(message: Any) -> None:
+        if message["type"] == "http.response.start" and message["status"] in (404, 405):
+            headers = dict(message.get("headers", []))
+            if headers.get(b"content-type", b"").startswith(b"text/plain"):
+                body = route_error(message["status"], scope.get("method", ""), scope.get("path", ""))
+                kept = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in (b"content-type", b"content-length")
+                ]
+                kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({**message, "headers": kept})
+                await send({"type": "http.response.body", "body": body})
+                replaced.append(True)
+                return
+        if replaced:  # the plain-text body of the answer already replaced
+            return
+        await send(message)
+
+    return forward

@@ -52,6 +52,21 @@ def test_health_and_metrics_need_no_key(server):
     assert int(page.headers["content-length"]) == len(page.content)
 
 
+def test_an_unknown_route_or_method_is_a_json_error_as_every_refusal(server):
+    """A 404 and a 405 were BentoML's text/plain "Not Found", where every other refusal is JSON
+    ``{"error": ...}`` (a client parsing the error body failed on them)."""
+    with server.client("scorer") as c:
+        nowhere = c.post("/score/churns", json={"ids": ["12347"]})
+        wrong_method = c.get("/score/churn")
+        public_wrong_method = c.post("/livez")
+    assert nowhere.status_code == 404 and nowhere.headers["content-type"] == "application/json"
+    assert "no route POST /score/churns" in nowhere.json()["error"] and "POST /score/churn," in nowhere.json()["error"]
+    assert int(nowhere.headers["content-length"]) == len(nowhere.content)
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["allow"]
+    assert wrong_method.json() == {"error": "/score/churn takes POST with a JSON body, not GET"}
+    assert public_wrong_method.status_code == 405 and "error" in public_wrong_method.json()
+
+
 def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like(server):
     """A client generated from /docs.json sent no key: BentoML's document had no security scheme, no
     401/403, a 400 ``detail`` typed as a string (it is a list) and version "None"."""
