@@ -211,6 +211,7 @@ def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> No
     from models.drift import drift_overview
 
     found = {
+        "status": "ok",
         "task": task,
         "as_of": as_of,
         "out": str(batch.out),
@@ -227,6 +228,28 @@ def _write_batch_summary(path: Path, batch: Any, *, task: str, as_of: str) -> No
     }
     write_text_atomic(path, json.dumps(found, indent=2, default=float))
     typer.echo(f"summary -> {path}")
+
+
+def _write_failure_summary(path: Path | None, exc: BaseException, *, task: str, as_of: str, code: int) -> None:
+    """``score --summary`` of a run that failed: ``status: failed`` with the exit code and the error, in place
+    of an earlier run's summary a job would otherwise read as tonight's (nothing was scored; the output, if
+    any, is the earlier run's, untouched). A summary that cannot be written either is said, not raised over
+    the error itself."""
+    from features.files import write_text_atomic
+
+    if path is None:
+        return
+    if isinstance(exc, SystemExit):
+        error = "stopped by a signal" if code == 143 else f"exited with status {code}"
+    elif isinstance(exc, KeyboardInterrupt):
+        error = "interrupted"
+    else:
+        error = str(exc) if code == 2 else f"{type(exc).__name__}: {exc}"
+    found = {"status": "failed", "exit_code": code, "error": error, "task": task, "as_of": as_of}
+    try:
+        write_text_atomic(path, json.dumps(found, indent=2))
+    except Exception as write_error:  # noqa: BLE001 - the run's own error is the one to report
+        _warn(f"--summary {path} could not be written: {write_error}")
 
 
 VersionOption = Annotated[
@@ -268,12 +291,14 @@ def score_command(
     from training.pyfunc import ChampionUnavailable
 
     task = _task(model)
+    checked: Path | None = None  # the --summary path, once it is known to be one to write
     try:
         from features.timebase import normalize_as_of
 
         normalize_as_of(as_of)  # a malformed date is refused before the data is read
         if summary is not None:
             check_output(summary, suffixes=(".json",), option="--summary")
+            checked = summary
         cfg = load_config(config)
         options = {"explain": explain, "allow_empty": allow_empty, "progress": _progress, "version": version or None}
         if cfg.engine == "spark":
@@ -285,7 +310,18 @@ def score_command(
 
             batch = score_batch(cfg, task, as_of=as_of, out=out, **options)
     except (ConfigError, ValueError, ChampionUnavailable, OutputError) as exc:
+        _write_failure_summary(checked, exc, task=task, as_of=as_of, code=2)
         raise _fail(str(exc)) from exc
+    except BaseException as exc:  # an unforeseen error, Ctrl-C, SIGTERM: said in the summary, then raised
+        code = (
+            exc.code
+            if isinstance(exc, SystemExit) and isinstance(exc.code, int)
+            else 130
+            if isinstance(exc, KeyboardInterrupt)
+            else 1
+        )
+        _write_failure_summary(checked, exc, task=task, as_of=as_of, code=code)
+        raise
     for warning in batch.warnings:
         _warn(warning)
     typer.echo(f"scored {batch.rows:,} {task} rows as of {as_of} -> {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -64,6 +66,29 @@ def test_a_run_that_fails_after_the_check_leaves_no_folder(config_file, tmp_path
     assert result.exit_code != 0, result.output
     assert "error: --out" not in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_score_says_so_in_its_summary(config_file, tmp_path, capsys):
+    """``--summary`` of a failed run holds the failure, not an earlier run's findings: the registry has no
+    champion here, an exit 2; a signal's exit (SIGTERM is ``sys.exit(143)``) is recorded as one."""
+    from serving.cli import _write_failure_summary
+
+    summary = tmp_path / "run.json"
+    summary.write_text('{"status": "ok", "rows": 4000}')  # last night's
+    args = ["score", "churn", "--as-of", "2011-01-01", "--out", str(tmp_path / "s.csv"), "--summary", str(summary)]
+    result = CliRunner().invoke(app, [*args, "--config", str(config_file)])
+    assert result.exit_code == 2
+    found = json.loads(summary.read_text())
+    assert found == {**found, "status": "failed", "exit_code": 2, "task": "churn", "as_of": "2011-01-01"}
+    assert f"error: {found['error']}" in result.stderr and "rows" not in found
+    _write_failure_summary(summary, SystemExit(143), task="churn", as_of="2011-01-01", code=143)
+    assert json.loads(summary.read_text())["error"] == "stopped by a signal"
+    # A summary that cannot be written either is a warning, not an error over the run's own.
+    (tmp_path / "a_file").write_text("not a folder")
+    _write_failure_summary(
+        tmp_path / "a_file" / "x.json", KeyboardInterrupt(), task="churn", as_of="2011-01-01", code=130
+    )
+    assert f"warning: --summary {tmp_path / 'a_file' / 'x.json'} could not be written" in capsys.readouterr().err
 
 
 def _closed_port() -> int:

@@ -69,8 +69,19 @@ def test_scoring_after_the_data_ends_warns_of_a_stale_export(trained, tmp_path):
     assert (
         found["drift"]["max_psi"] >= 0.25 and found["drift"]["alert"] and found["warnings"][0] == found["stale_warning"]
     )
+    assert found["status"] == "ok"
     refused = CliRunner().invoke(app, [*args, "--summary", str(tmp_path / "c.txt")])
     assert refused.exit_code == 2 and "--summary" in refused.stderr
+    # A run that fails replaces the summary with its failure, which a job would have read as this run's
+    # findings (the scores file stays the earlier run's, untouched).
+    before = (tmp_path / "c.csv").read_bytes()
+    empty = [*args[:5], "2014-01-01", *args[6:]]
+    failed = CliRunner().invoke(app, [*empty, "--summary", str(tmp_path / "c.json")])
+    assert failed.exit_code == 2
+    found = json.loads((tmp_path / "c.json").read_text())
+    assert (found["status"], found["exit_code"], found["as_of"]) == ("failed", 2, "2014-01-01")
+    assert found["error"] and found["error"] in failed.stderr and "rows" not in found
+    assert (tmp_path / "c.csv").read_bytes() == before
     at_risk = CliRunner().invoke(
         app,
         ["at-risk", "--config", str(retail_config), "--as-of", "2012-03-01", "--out", str(tmp_path / "a.csv")],
