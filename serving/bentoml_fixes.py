@@ -19,6 +19,11 @@ histories a client posted, customer data, 24 lines per refused call. :class:`Ref
 turns such a record into one INFO line with the fields and rules (``400 on /score/churn [POST]:
 ids: List should have at least 1 item after validation, not 0``), without the values; a 5xx keeps
 its traceback.
+
+BentoML's request metrics (``/metrics``) label each request by its path, whatever it is: every path a
+scanner tries (``/wp-login.php``, ``/.env``, ...) added series that stay for the life of the worker, in
+its memory and in every scrape. :class:`BoundedMetricsMiddleware` labels a path that is none of the
+service's routes, health checks or docs ``endpoint="unknown"``.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import asyncio
 import logging
 from typing import Any
 
-from bentoml._internal.server.http import traffic
+from bentoml._internal.context import server_context
+from bentoml._internal.server.http import instruments, traffic
 from starlette.responses import JSONResponse
 
-__all__ = ["RefusedRequestLog", "TimeoutMiddleware", "apply"]
+__all__ = ["UNKNOWN_PATH", "BoundedMetricsMiddleware", "RefusedRequestLog", "TimeoutMiddleware", "apply"]
 
 Scope = dict[str, Any]
 
@@ -76,6 +82,34 @@ class TimeoutMiddleware:
         await handler
 
 
+UNKNOWN_PATH = "unknown"
+_REAL_PATH = "crmscore.path"  # the scope key that carries the path past the metrics' label
+_SERVED = ("/", "/docs.json", "/livez", "/readyz", "/healthz", "/metrics")
+
+
+class BoundedMetricsMiddleware(instruments.RunnerTrafficMetricsMiddleware):
+    """BentoML's request metrics, with any path other than the service's routes (and its health,
+    metrics and docs pages, and the docs' static files) labelled :data:`UNKNOWN_PATH`; the request
+    itself goes on with its own path (to its 404)."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        super().__init__(app, **options)
+        self._wrapped = app
+        self.app = self._with_real_path  # what BentoML's middleware calls next
+
+    async def _with_real_path(self, scope: Scope, receive: Any, send: Any) -> None:
+        if _REAL_PATH in scope:
+            scope = {key: value for key, value in scope.items() if key != _REAL_PATH} | {"path": scope[_REAL_PATH]}
+        await self._wrapped(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        known = path in _SERVED or path in server_context.service_routes or path.startswith("/static_content/")
+        if scope["type"] == "http" and not known:
+            scope = {**scope, "path": UNKNOWN_PATH, _REAL_PATH: path}
+        await super().__call__(scope, receive, send)
+
+
 class RefusedRequestLog(logging.Filter):
     """Rewrites BentoML's log record of a request refused by the schema: one INFO line naming the
     fields and rules, without the posted values or the traceback."""
@@ -96,9 +130,10 @@ class RefusedRequestLog(logging.Filter):
 
 
 def apply() -> None:
-    """Make BentoML build its apps with :class:`TimeoutMiddleware` (looked up by name at build time),
-    and log refused requests by :class:`RefusedRequestLog`."""
+    """Make BentoML build its apps with :class:`TimeoutMiddleware` and :class:`BoundedMetricsMiddleware`
+    (looked up by name at build time), and log refused requests by :class:`RefusedRequestLog`."""
     traffic.TimeoutMiddleware = TimeoutMiddleware
+    instruments.RunnerTrafficMetricsMiddleware = BoundedMetricsMiddleware
     log = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, RefusedRequestLog) for f in log.filters):
         log.addFilter(RefusedRequestLog())

@@ -67,6 +67,18 @@ def test_an_unknown_route_or_method_is_a_json_error_as_every_refusal(server):
     assert public_wrong_method.status_code == 405 and "error" in public_wrong_method.json()
 
 
+def test_metrics_label_paths_that_are_no_route_as_unknown(server):
+    """BentoML's request metrics kept a series per path ever requested: a scanner's paths grew every
+    worker's memory and every scrape for good. They are counted under ``endpoint="unknown"``."""
+    probes = [f"/probe-{i}.php" for i in range(3)]
+    with server.client("scorer") as c:
+        assert [c.get(path).status_code for path in probes] == [404] * 3  # still their own 404s
+        assert c.post("/score/churn", json={"ids": snapshot_ids(server, "churn", 1)}).status_code == 200
+        text = c.get("/metrics").text
+    assert not any(path in text for path in probes)
+    assert 'endpoint="unknown"' in text and 'endpoint="/score/churn"' in text
+
+
 def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like(server):
     """A client generated from /docs.json sent no key: BentoML's document had no security scheme, no
     401/403, a 400 ``detail`` typed as a string (it is a list) and version "None"."""
