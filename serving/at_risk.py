@@ -52,8 +52,10 @@ class ListFile(BatchWarnings):
     filter_warnings: tuple[str, ...] = ()
     # With ``since``: how the listed rows moved since that date (serving.lists.with_scores_then).
     since_note: str | None = None
-    # With ``exclude``: how many of its ids the population held (serving.lists.excluded_note).
+    # With ``exclude``: how many of its ids the population held (serving.lists.Suppression.note), a
+    # warning instead when ids matched only as spelt otherwise, matched none, or the list held none.
     exclude_note: str | None = None
+    exclude_warning: str | None = None
     # The scoring date: --as-of, or by default the data's last row (said, since it is not in the command).
     as_of: Any = None
 
@@ -61,7 +63,7 @@ class ListFile(BatchWarnings):
     def warnings(self) -> list[str]:
         """The batch's warnings (changed settings, stale export, short history, drift), then the filters
         that matched no one."""
-        return [*super().warnings, *self.filter_warnings]
+        return [*super().warnings, *self.filter_warnings, *([self.exclude_warning] if self.exclude_warning else [])]
 
 
 def at_risk_list(
@@ -211,9 +213,19 @@ def write_list(
         **date_warnings(population.tables, task, population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where, scorer.tier_names)),
         since_note=since_note,
-        exclude_note=lists.excluded_note(listed.scored, scorer.entity, filters.exclude),
+        **_suppression_notes(listed.scored, scorer.entity, filters.exclude),
         as_of=population.as_of,
     )
+
+
+def _suppression_notes(scored: pd.DataFrame, entity: str, exclude: Any) -> dict[str, str | None]:
+    """A list file's ``exclude_note``, or its ``exclude_warning`` when the suppression list's ids did not all
+    match as given or it held none (an opted-out customer listed is the costly mistake: said as a warning)."""
+    if exclude is None:
+        return {}
+    suppression = lists.match_suppression(scored, entity, exclude)
+    warns = suppression.unmatched or not suppression.given
+    return {"exclude_warning" if warns else "exclude_note": suppression.note}
 
 
 def scored_then(population: ChampionPopulation, task: str, since: str) -> pd.DataFrame | None:

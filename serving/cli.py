@@ -135,12 +135,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _task(model: str) -> str:
-    try:
-        return MODEL_NAMES[model]
-    except KeyError as exc:
-        raise typer.BadParameter(
-            f"MODEL must be churn, next-purchase or lead (got {model!r})", param_hint="MODEL"
-        ) from exc
+    """The task of a MODEL argument, whatever its case (``Next-Purchase``, as a help text is copied)."""
+    task = MODEL_NAMES.get(model.strip().casefold())
+    if task is None:
+        raise typer.BadParameter(f"MODEL must be churn, next-purchase or lead (got {model!r})", param_hint="MODEL")
+    return task
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -16,6 +16,7 @@ import io
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ __all__ = [
     "file_stamp",
     "list_columns",
     "moved_up",
-    "n_excluded",
+    "Suppression",
+    "match_suppression",
     "rank_population",
     "read_ids",
     "ranked_rows",
@@ -50,7 +52,6 @@ __all__ = [
     "select_top",
     "to_csv",
     "unmatched_filters",
-    "unmatched_ids",
     "with_scores_then",
 ]
 
@@ -281,20 +282,19 @@ def select_at_risk(
     ------
     FilterError
         ``top`` is not positive, ``tiers`` names a tier the model does not have, ``where`` or
-        ``per`` names a column that ``scored`` does not have or a score column, or ``where`` has
+        ``per`` names a column that ``scored`` does not have or (``per``) a score column, or ``where`` has
         an unknown operator or compares a text column or with something other than a number.
     """
     entity, tier_column = columns[0], columns[2]
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
     tiers = check_tiers(tiers, tier_names, tier_column)
-    where = tier_case(where, tier_names, tier_column)
-    scores = set(columns[1:]) - {tier_column}
-    for name, spec in (where or {}).items():
-        _check_attribute(scored, name, f"where.{name}", scores, entity)
+    where = where_case(tier_case(where, tier_names, tier_column), scored)
+    for name, spec in (where or {}).items():  # a score too: value_at_risk < 2000, probability >= 0.5
+        _check_attribute(scored, name, f"where.{name}", (), entity)
         conditions(name, spec, scored[name])
     if per is not None:
-        _check_attribute(scored, per, "per", scores, entity)
+        _check_attribute(scored, per, "per", set(columns[1:]) - {tier_column}, entity)
         n_values = scored[per].nunique()
         if _numeric(scored[per]) and n_values > MAX_PER_VALUES:
             raise FilterError(
@@ -323,14 +323,16 @@ def filterable(
 ) -> dict[str, Any]:
     """What a list of ``scored`` can filter on, for a tool that builds the filters: ``tiers``, the
     text ``attributes`` (``where``, ``per``) with their values, commonest first (at most
-    ``max_values``), and the numeric columns (``numbers``) that ``where`` compares."""
+    ``max_values``), and the numeric columns (``numbers``) that ``where`` compares: the scores
+    (probability, the money fields) first, then the features."""
     text = attribute_columns(scored, columns)
     return {
         "tiers": list(tier_names),
         "attributes": {
             name: [str(v) for v in scored[name].dropna().astype(str).value_counts().index[:max_values]] for name in text
         },
-        "numbers": [c for c in scored.columns if c not in columns and c not in text],
+        "numbers": [c for c in columns[1:] if c != columns[2]]
+        + [c for c in scored.columns if c not in columns and c not in text],
     }
 
 
@@ -350,25 +352,32 @@ def _check_attribute(scored: pd.DataFrame, name: str, field: str, scores: Collec
     )
 
 
+# A one-column file's first line that names the column rather than holding an id ("Customer", "ID",
+# "lead_id"): read as an id, it was reported as one the population does not hold.
+_HEADER_WORD = re.compile(r"(customer|client|contact|account|lead)?[\s_-]*(ids?|numbers?|no|code)?", re.IGNORECASE)
+
+
 def read_ids(path: str | Path, entity: str) -> frozenset[str]:
     """The ids of a suppression file (``--exclude``): a CSV with an ``entity`` column (``customer_id``,
-    ``lead_id``; other columns are ignored), or one id per line with no header. Ids are text, as
-    the data contract makes them (``12346.0``, a number written by a spreadsheet, is ``12346``).
+    ``lead_id``; other columns are ignored), or one id per line (a first line such as ``Customer ID``
+    is its header). Ids are text, as the data contract makes them (``12346.0``, a number written by a
+    spreadsheet, is ``12346``). UTF-8 (with or without Excel's byte order mark), UTF-16 (Excel's
+    "Unicode text") or, failing those, Windows-1252 (Excel's "CSV (Comma delimited)" on Windows).
 
     Raises
     ------
     ValueError
-        The file is missing or unreadable, or has several columns and none named ``entity``.
+        The file is missing or unreadable, an Excel workbook, or has several columns and none named
+        ``entity``.
     """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            text = handle.read()
+        text = _decoded(Path(path).read_bytes(), path)
         try:  # a spreadsheet's export may separate by ";" or tabs
             dialect: Any = csv.Sniffer().sniff(text[:65_536], delimiters=",;\t|")
         except csv.Error:
             dialect = csv.excel
         table = [row for row in csv.reader(io.StringIO(text), dialect) if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, csv.Error) as exc:
         raise ValueError(f"--exclude {path}: cannot read it ({exc})") from exc
     header = [cell.strip() for cell in table[0]] if table else []
     # "Customer ID", "customerId", "LEAD_ID": the entity's column, however the export spells it.
@@ -377,6 +386,8 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
         column, table = names.index(wanted), table[1:]
     elif len(header) <= 1:
         column = 0
+        if header and header[0] and _HEADER_WORD.fullmatch(header[0]):
+            table = table[1:]
     else:
         raise ValueError(
             f"--exclude {path}: a file with several columns needs one named {entity!r} (the ids); "
@@ -385,51 +396,129 @@ def read_ids(path: str | Path, entity: str) -> frozenset[str]:
     return clean_ids(row[column] if column < len(row) else "" for row in table)
 
 
+def _decoded(data: bytes, path: str | Path) -> str:
+    if data.startswith(b"PK\x03\x04"):
+        raise ValueError(
+            f"--exclude {path}: an Excel workbook (.xlsx), not a CSV: save it as 'CSV UTF-8' and pass that file"
+        )
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:  # Excel's CSV on Windows: an accented name in another column
+        return data.decode("cp1252", errors="replace")
+
+
 def clean_ids(ids: Iterable[str]) -> frozenset[str]:
     """Ids of a suppression list as the tables hold them: without surrounding blanks, and a whole
-    number written by a spreadsheet (``12346.0``) as its digits (``12346``); blank ones dropped.
-    The file of ``--exclude`` and the API's ``exclude_ids`` both go through it."""
+    number written by a spreadsheet (``12346.0``, or ``12346,0`` with a decimal comma) as its digits
+    (``12346``); blank ones dropped. The file of ``--exclude`` and the API's ``exclude_ids`` both go
+    through it."""
     stripped = (i.strip() for i in ids)
-    return frozenset(re.sub(r"^(-?\d+)\.0+$", r"\1", i) for i in stripped if i)
+    return frozenset(re.sub(r"^(-?\d+)[.,]0+$", r"\1", i) for i in stripped if i)
 
 
-def _ids_in(scored: pd.DataFrame, entity: str, ids: Collection[str]) -> np.ndarray:
-    """Rows of ``scored`` whose id (as text) is one of ``ids``."""
-    return scored[entity].astype(str).isin(list(ids)).to_numpy()
+_THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+")
+_NUMBER = re.compile(r"\+?\d+(\.\d+)?(e\+?\d{1,2})?")
 
 
-def n_excluded(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> int:
-    """Rows of ``scored`` whose id is in ``exclude``."""
-    return int(_ids_in(scored, entity, exclude).sum())
+def _loose(value: str) -> str:
+    """An id as a spreadsheet or another system may have respelt it, reduced to what they keep: the
+    case folded, a number's value (``016000``, ``16,000``, ``1.6E+04`` are ``16000``)."""
+    text = value.strip().casefold()
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    if _NUMBER.fullmatch(text):
+        number = Decimal(text)
+        if number == number.to_integral_value():
+            return str(int(number))
+    return text
 
 
-def excluded_note(
-    scored: pd.DataFrame, entity: str, exclude: Collection[str] | None, found: int | None = None
-) -> str | None:
-    """What a suppression list did: how many of its ids the population holds (left off the list;
-    ``found`` when already counted) and how many it does not (an old export, ids of another system:
-    worth knowing)."""
-    if exclude is None:
-        return None
-    found = n_excluded(scored, entity, exclude) if found is None else found
-    missing = len(exclude) - found
-    note = f"excluded {found:,} {_noun(entity)}{'' if found == 1 else 's'} of the population"
-    if not exclude:
-        note += "; the suppression list holds no ids"
-    elif not found:
-        note += f"; none of its {len(exclude):,} ids is in it: check that the file holds {entity} values of this data"
-    elif missing:
-        note += f"; {missing:,} of the {len(exclude):,} ids to exclude {'is' if missing == 1 else 'are'} not in it"
-    return note
+def _loose_keys(ids: pd.Series) -> pd.Series:
+    """:func:`_loose` of a population's ids, at once: the case folded, and leading zeros off digits."""
+    keys = ids.str.strip().str.casefold()
+    digits = keys.str.fullmatch(r"\d+").fillna(False).to_numpy(dtype=bool)
+    return keys.where(~digits, keys.str.lstrip("0").replace("", "0"))
 
 
-def unmatched_ids(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None, found: int) -> list[str]:
-    """A list's warning when ids to exclude are not in the population, ``found`` of them being in it
-    (ids of another system, an old export: what :func:`excluded_note` says to the commands); none
-    when every id is in it."""
-    if not exclude or found == len(exclude):
-        return []
-    return [excluded_note(scored, entity, exclude, found) or ""]
+@dataclass(frozen=True)
+class Suppression:
+    """A suppression list matched against a population (:func:`match_suppression`)."""
+
+    entity: str
+    given: int  # ids in the list
+    mask: np.ndarray  # the population's rows it leaves off
+    near: Mapping[str, str]  # ids matched only as spelt otherwise: as given -> the population's
+    missing: Sequence[str]  # ids the population does not hold, in order
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def unmatched(self) -> bool:
+        """Ids were respelt to match, or match none: worth a warning, since an opted-out customer
+        whose id is spelt otherwise again would be listed."""
+        return bool(self.near or self.missing)
+
+    @property
+    def note(self) -> str:
+        """What the list did: how many rows it left off, which ids it matched only as spelt
+        otherwise, and which the population does not hold (an old export, another system's ids)."""
+        noun = _noun(self.entity)
+        note = f"excluded {self.rows:,} {noun}{'' if self.rows == 1 else 's'} of the population"
+        if not self.given:
+            return note + "; the suppression list holds no ids, so no one was left off (an export that failed?)"
+        if self.near:
+            pairs = [f"{given!r} as {found!r}" for given, found in self.near.items()]
+            note += f"; {len(pairs):,} of its ids matched only as spelt otherwise, and were excluded: {_some(pairs)}"
+        if self.missing and not self.rows:
+            note += (
+                f"; none of its {self.given:,} ids is in it: check that the file holds {self.entity} values of this "
+                f"data ({_some(list(map(repr, self.missing)))})"
+            )
+        elif self.missing:
+            n = len(self.missing)
+            note += (
+                f"; {n:,} of the {self.given:,} ids to exclude {'is' if n == 1 else 'are'} not in it: "
+                f"{_some(list(map(repr, self.missing)))}"
+            )
+        return note
+
+
+def _some(items: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``items``, and how many more."""
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more:,} more" if more > 0 else "")
+
+
+def match_suppression(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> Suppression:
+    """The rows of ``scored`` a suppression list ``exclude`` leaves off: those whose id it holds, and
+    those whose id it holds only as spelt otherwise (:func:`_loose`: ``l41099`` for ``L41099``,
+    ``016000`` or ``1.6E+04`` for ``16000``), which an opted-out customer should not escape by;
+    each is named in the :attr:`Suppression.note`."""
+    population = scored[entity].astype(str)
+    mask = population.isin(list(exclude)).to_numpy()
+    held = set(population[mask])
+    rest = sorted(i for i in exclude if i not in held)
+    near: dict[str, str] = {}
+    if rest:
+        wanted: dict[str, list[str]] = {}
+        for given in rest:
+            wanted.setdefault(_loose(given), []).append(given)
+        keys = _loose_keys(population)
+        hit = keys.isin(list(wanted)).to_numpy()
+        for key, found in zip(keys[hit], population[hit], strict=True):
+            for given in wanted[key]:
+                near.setdefault(given, found)
+        mask = mask | hit
+    return Suppression(entity, len(exclude), mask, dict(sorted(near.items())), [i for i in rest if i not in near])
+
+
+def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> str | None:
+    """:attr:`Suppression.note` of ``exclude`` on ``scored`` (None without a suppression list)."""
+    return None if exclude is None else match_suppression(scored, entity, exclude).note
 
 
 def _noun(entity: str) -> str:
@@ -460,6 +549,38 @@ def tier_case(
         return by_case.get(spec.casefold(), spec) if isinstance(spec, str) else spec
 
     return {**where, tier_column: spell(where[tier_column])}
+
+
+def where_case(where: Mapping[str, Any] | None, scored: pd.DataFrame) -> Mapping[str, Any] | None:
+    """``where`` with each text value of a text attribute as ``scored`` spells it (``france`` is
+    ``France``; every spelling there is, when the data has several), as tiers are matched: such a value
+    listed no one, with a warning naming the value it meant. An exact value, a number, and an attribute
+    ``scored`` does not have stay as given."""
+    if not where:
+        return where
+    out = dict(where)
+    for name, spec in where.items():
+        if name not in scored.columns or _numeric(scored[name]):
+            continue
+        spellings: dict[str, list[str]] = {}
+        for value in sorted(map(str, scored[name].dropna().unique())):
+            spellings.setdefault(value.casefold(), []).append(value)
+
+        def spell(value: Any, spellings: dict[str, list[str]] = spellings) -> list[Any]:
+            if not isinstance(value, str) or value in spellings.get(value.casefold(), [value]):
+                return [value]
+            return spellings.get(value.casefold(), [value])
+
+        def values(operand: Any) -> Any:
+            given = operand if isinstance(operand, (list, tuple)) else [operand]
+            respelt = [found for value in given for found in spell(value)]
+            return respelt if isinstance(operand, (list, tuple)) or len(respelt) > 1 else respelt[0]
+
+        if isinstance(spec, Mapping):
+            out[name] = {op: values(operand) if op in ("=", "!=") else operand for op, operand in spec.items()}
+        else:
+            out[name] = values(spec)
+    return out
 
 
 def check_tiers(
@@ -507,7 +628,7 @@ def select_top(
     for name, spec in (where or {}).items():
         keep &= where_mask(scored[name], conditions(name, spec))
     if exclude:
-        keep &= ~_ids_in(scored, entity, exclude)
+        keep &= ~match_suppression(scored, entity, exclude).mask
     positions = np.flatnonzero(keep)
     order = np.lexsort(
         (
@@ -542,7 +663,7 @@ def unmatched_filters(
     values there are; and for an attribute whose conditions together match no one (``age > 200``),
     the range of values there is. The list is still made (empty for such a filter); this says why.
     With the model's ``tier_names``, a tier (grade) is matched whatever its case, as the list selects it."""
-    where = tier_case(where, tier_names, "grade" if "grade" in scored.columns else "tier")
+    where = where_case(tier_case(where, tier_names, "grade" if "grade" in scored.columns else "tier"), scored)
     out, what = [], _noun("lead_id" if "lead_id" in scored.columns else "customer_id")
     for name, spec in (where or {}).items():
         if name not in scored.columns:
@@ -559,6 +680,7 @@ def unmatched_filters(
                 close = closest(str(wanted), values)
                 out.append(
                     f"where.{name}: no {what} in the population has {name} {wanted!r} ({_values_hint(values, close)})"
+                    + _several_hint(name, wanted, values)
                 )
             if len(absent) > NAMED_ABSENT:  # one sentence each made a CSV's warnings header of 33 KB
                 out.append(
@@ -574,6 +696,16 @@ def unmatched_filters(
                 there = _values_hint(values, [])
             out.append(f"where.{name}: no {what} in the population has {describe(name, pairs)} ({there})")
     return out
+
+
+def _several_hint(name: str, wanted: Any, values: Sequence[str]) -> str:
+    """For ``France,Germany``, values there are joined by commas into one: how to give several."""
+    parts = [part.strip() for part in str(wanted).split(",")]
+    known = {value.casefold() for value in values}
+    if len(parts) < 2 or not all(part.casefold() in known for part in parts):
+        return ""
+    repeated = " ".join(f"--where {name}={part}" for part in parts)
+    return f"; for several values, repeat the filter ({repeated}) or post a list ({parts!r})"
 
 
 def _values_hint(values: Sequence[str], close: Sequence[str]) -> str:

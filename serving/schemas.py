@@ -38,8 +38,11 @@ MAX_K = 10
 
 
 def _id_text(value: object) -> object:
-    """A whole number posted as an id is its digits (``12346`` -> ``"12346"``), as the tables hold ids;
-    anything else but text (a float, a bool) is left for the ``str`` check to refuse."""
+    """A whole number posted as an id is its digits (``12346`` or ``12346.0``, as a spreadsheet's JSON
+    writes it -> ``"12346"``), as the tables hold ids; anything else but text (``12346.5``, a bool) is
+    left for the ``str`` check to refuse."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 

@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 import os
+import re
 import threading
 import types
 from collections.abc import Callable
@@ -120,7 +121,10 @@ def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
     the model, the matching count and ``X-Crmscore-Warnings``, a JSON list (ASCII) of the filter
     warnings and the snapshot's drift warning, so a spreadsheet export is not the only thing told."""
     warnings = [*body["warnings"], *([body["drift"]["warning"]] if body["drift"]["warning"] else [])]
+    # A browser or a download tool saves it under a name that says what and when, not "at_risk".
+    name = f"{'at-risk' if body['task'] == 'churn' else 'top-' + body['task'].replace('_', '-')}-{body['as_of']}"
     return {
+        "Content-Disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "-", name)}.csv"',
         "X-Crmscore-As-Of": body["as_of"],
         "X-Crmscore-Model": f"{body['model_name']} v{body['model_version']}",
         "X-Crmscore-N-Matched": str(body["n_matched"]),

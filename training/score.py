@@ -201,6 +201,22 @@ class ChampionPopulation:
     settings_warning: str | None = None  # models.catalog.scoring_config's: the config has changed them since
 
 
+def check_task_table(config: Config, task: str) -> None:
+    """Refuse, before any work, a config that does not map the table ``task``'s population comes from
+    (``crmscore top lead`` with the retail config said "table 'leads' is not configured: no data to
+    take a date from")."""
+    needed = MAIN_TABLE[task]
+    if getattr(config.tables, needed) is not None:
+        return
+    mapped = [name for name in type(config.tables).model_fields if getattr(config.tables, name) is not None]
+    where = f" ({config.path})" if config.path else ""
+    raise ValueError(
+        f"the {task.replace('_', ' ')} model scores the rows of table '{needed}', which config {config.name!r}{where} "
+        f"does not map (tables.{needed}; it maps {', '.join(mapped) or 'no table'}): use the config of that data, "
+        "the one the model was trained with"
+    )
+
+
 def champion_population(
     config: Config,
     task: str,
@@ -224,6 +240,7 @@ def champion_population(
     features.pipeline.EmptyPopulationError
         The population at ``as_of`` is empty and ``allow_empty`` is false.
     """
+    check_task_table(config, task)
     scorer, info = load_champion(config, task, version=version)
     model_config, settings_warning = scoring_config(config, task, info)
     if step is not None:

@@ -200,7 +200,7 @@ def test_marketer_default_k_is_three_and_k0_has_no_reasons(server):
         ({"ids": ["1"], "counter_k": 11}, "counter_k"),
         ({"ids": ["1"], "counter_k": "two"}, "counter_k"),
         ({"ids": ["1"] * (MAX_BATCH + 1)}, "ids"),
-        ({"ids": [12346.0]}, "ids"),  # a float is not an id: "12346.0" would match no one
+        ({"ids": [12346.5]}, "ids"),  # not a whole number: no id (12346.0, a spreadsheet's, is 12346)
         ({"ids": [True]}, "ids"),
         ({"ids": ["1"], "counter-k": 1}, "counter-k"),  # misspelt: refused, not ignored for the default
         ({"ids": ["1"], "top": 5}, "top"),
@@ -661,10 +661,11 @@ def test_at_risk_json_sorted_and_filtered(server):
         france = c.post("/at_risk", json={"top": 5, "where": {"country": "France"}, "tiers": ["high"], "k": 1}).json()
         unknown = c.post("/at_risk", json={"where": {"planet": "Mars"}})
         bad_tier = c.post("/at_risk", json={"tiers": ["urgent"]})
-        typo = c.post("/at_risk", json={"where": {"country": "france"}}).json()
-    assert top["warnings"] == [] and france["warnings"] == []
+        typo = c.post("/at_risk", json={"where": {"country": "Frnce"}}).json()
+        cased = c.post("/at_risk", json={"top": 5, "where": {"country": "france"}, "tiers": ["high"], "k": 1}).json()
+    assert top["warnings"] == [] and france["warnings"] == [] and cased == france  # any case, as tiers
     assert typo["items"] == [] and typo["warnings"] == [
-        "where.country: no customer in the population has country 'france' (closest: 'France')"
+        "where.country: no customer in the population has country 'Frnce' (closest: 'France')"
     ]
     values = [item["value_at_risk"] for item in top["items"]]
     assert len(values) == 20 and values == sorted(values, reverse=True)
@@ -712,13 +713,18 @@ def test_at_risk_exclude_ids_is_a_suppression_list(server):
     with server.client("marketer") as c:
         top = c.post("/at_risk", json={"top": 10, "k": 0}).json()
         ids = [item["customer_id"] for item in top["items"][:2]]
-        posted = [f"{ids[0]}.0", f" {ids[1]} ", "nobody"]
+        posted = [f"{ids[0]}.0", f" {ids[1]} ", float(ids[1]), "nobody"]  # a number from a spreadsheet's JSON too
         rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": posted}).json()
         csv_rest = c.post("/at_risk", json={"top": 8, "k": 0, "exclude_ids": ids, "format": "csv"})
     assert [item["customer_id"] for item in rest["items"]] == [item["customer_id"] for item in top["items"][2:]]
     assert rest["n_excluded"] == 2 and rest["n_matched"] == top["n_matched"] - 2
-    assert rest["warnings"] == ["excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it"]
+    assert rest["warnings"] == [
+        "excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it: 'nobody'"
+    ]
     assert csv_rest.headers["x-crmscore-n-excluded"] == "2"
+    # Saved under a name that says what and when (a browser saved it as "at_risk").
+    day = rest["as_of"].replace(" ", "-").replace(":", "-")
+    assert csv_rest.headers["content-disposition"] == f'attachment; filename="at-risk-{day}.csv"'
     assert not [w for w in json.loads(csv_rest.headers["x-crmscore-warnings"]) if "to exclude" in w]
     assert [r["customer_id"] for r in csv.DictReader(io.StringIO(csv_rest.text))] == [
         item["customer_id"] for item in rest["items"]
@@ -751,7 +757,7 @@ def test_at_risk_csv(server):
     # The headers say what the JSON list says beside its rows.
     with server.client("admin") as c:
         listed = c.post("/at_risk", json={"top": 10, "min_value": 1.0}).json()
-        typo = c.post("/at_risk", json={"top": 10, "format": "csv", "where": {"country": "france"}})
+        typo = c.post("/at_risk", json={"top": 10, "format": "csv", "where": {"country": "Frnce"}})
     assert response.headers["x-crmscore-as-of"] == listed["as_of"]
     assert response.headers["x-crmscore-model"] == f"{listed['model_name']} v{listed['model_version']}"
     # ... and so does every row, as in the commands' lists: a saved file keeps its date and model.
@@ -762,7 +768,7 @@ def test_at_risk_csv(server):
     assert typo.status_code == 200 and typo.text.count("\n") == 1  # the header row alone: the same columns
     assert typo.text.splitlines()[0].split(",") == list(rows[0])
     assert json.loads(typo.headers["x-crmscore-warnings"]) == [
-        "where.country: no customer in the population has country 'france' (closest: 'France')",
+        "where.country: no customer in the population has country 'Frnce' (closest: 'France')",
         *drift,
     ]
 
@@ -952,7 +958,11 @@ def test_models_say_what_each_list_filters_on_and_the_values_work(server):
     assert churn["tiers"] == ["high", "medium", "low"] and lead["tiers"] == ["A", "B", "C", "D"]
     assert churn["attributes"]["country"][0] == "United Kingdom" and "frequency_365d" in churn["numbers"]
     assert {"job", "contact"} <= set(lead["attributes"]) and "age" in lead["numbers"]
-    assert "customer_id" not in churn["attributes"] and "probability" not in churn["numbers"]
+    assert "customer_id" not in churn["attributes"] and churn["numbers"][:3] == [
+        "probability",
+        "expected_spend",
+        "value_at_risk",
+    ]
     assert uk.status_code == job.status_code == 200
     assert uk.json()["items"] and {i["attributes"]["country"] for i in uk.json()["items"]} == {"United Kingdom"}
     assert job.json()["items"] and uk.json()["warnings"] == job.json()["warnings"] == []

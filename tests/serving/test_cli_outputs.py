@@ -91,6 +91,22 @@ def test_a_failed_score_says_so_in_its_summary(config_file, tmp_path, capsys):
     assert f"warning: --summary {tmp_path / 'a_file' / 'x.json'} could not be written" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args", [["top", "Lead", "--out", "{tmp}/l.csv"], ["score", "lead", "--as-of", "2010-11-01", "--out", "{tmp}/s.csv"]]
+)
+def test_a_config_without_the_models_table_is_refused_naming_it(config_file, tmp_path, args):
+    """The retail config for the lead list said "table 'leads' is not configured: no data to take a date
+    from", after loading the champion; now, before any work, which table the model needs and the config
+    lacks. (MODEL is taken in any case: ``Lead``.)"""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(app, [*args, "--config", str(config_file)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"error: the lead model scores the rows of table 'leads', which config 't' ({config_file}) does not map "
+        "(tables.leads; it maps transactions)"
+    ) in " ".join(result.stderr.split())
+
+
 def _closed_port() -> int:
     import socket
 

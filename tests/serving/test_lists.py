@@ -12,6 +12,7 @@ from serving.lists import (
     at_risk_rows,
     excluded_note,
     filterable,
+    match_suppression,
     read_ids,
     select_at_risk,
     to_csv,
@@ -64,6 +65,13 @@ def test_top_cuts_after_counting(scored):
         ({"where": {"frequency": {"<=": 1.5}, "country": "UK"}}, ["a"]),
         ({"where": {"frequency": {"=": [1, 5], "!=": 5}}}, ["a"]),
         ({"where": {"tier": ["high", "low"], "frequency": {"<": 4}}}, ["c", "a"]),
+        # a text value in another case is the value, as a tier is (it listed no one)
+        ({"where": {"country": "uk"}}, ["c", "e", "a"]),
+        ({"where": {"country": {"!=": ["uK", None]}}}, ["b"]),
+        ({"where": {"country": ["FRANCE", "nowhere"]}}, ["b"]),
+        # the list's own numbers: "value at risk between 50 and 100", "P(churn) at least 0.8"
+        ({"where": {"value_at_risk": {">=": 50, "<=": 100}}}, ["c", "e"]),
+        ({"where": {"probability": {">=": 0.8}, "expected_spend": {"<": 50}}}, ["a"]),
     ],
 )
 def test_filters(scored, kwargs, expected):
@@ -78,15 +86,53 @@ def test_excluded_ids_are_never_listed_nor_counted(scored):
     positions, matched = select_at_risk(scored, top=10, exclude={"b", "c"})
     assert scored.customer_id.to_numpy()[positions].tolist() == ["e", "d", "a"] and matched == 3
     assert excluded_note(scored, "customer_id", {"b", "c", "zz"}) == (
-        "excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it"
+        "excluded 2 customers of the population; 1 of the 3 ids to exclude is not in it: 'zz'"
     )
     assert excluded_note(scored, "customer_id", {"a"}) == "excluded 1 customer of the population"
     assert excluded_note(scored, "customer_id", None) is None
     assert excluded_note(scored, "customer_id", {"zz", "yy"}) == (
         "excluded 0 customers of the population; none of its 2 ids is in it: "
-        "check that the file holds customer_id values of this data"
+        "check that the file holds customer_id values of this data ('yy', 'zz')"
     )
-    assert excluded_note(scored, "customer_id", set()).endswith("; the suppression list holds no ids")
+    assert excluded_note(scored, "customer_id", set()).endswith(
+        "; the suppression list holds no ids, so no one was left off (an export that failed?)"
+    )
+
+
+def test_a_suppression_list_leaves_off_ids_spelt_otherwise_and_names_them():
+    """An opted-out lead or customer whose id the list spells otherwise (another case, a spreadsheet's
+    leading zeros, thousands separator or exponent) was listed, the only trace a count of ids "not in
+    it"; now it is left off and named, and the ids that match nothing are named too."""
+    scored = pd.DataFrame(
+        {
+            "customer_id": ["L41099", "16000", "0042", "12346"],
+            "probability": [0.9, 0.8, 0.7, 0.6],
+            "tier": ["high"] * 4,
+            "expected_spend": [10.0] * 4,
+            "value_at_risk": [9.0, 8.0, 7.0, 6.0],
+        }
+    )
+    given = {"l41099", "016000", "16,000", "1.6E+04", "42", "Customer", "12346"}
+    suppression = match_suppression(scored, "customer_id", given)
+    assert scored.customer_id[suppression.mask].tolist() == ["L41099", "16000", "0042", "12346"]
+    assert dict(suppression.near) == {
+        "016000": "16000",
+        "1.6E+04": "16000",
+        "16,000": "16000",
+        "42": "0042",
+        "l41099": "L41099",
+    }
+    assert list(suppression.missing) == ["Customer"] and suppression.unmatched
+    assert suppression.note == (
+        "excluded 4 customers of the population; 5 of its ids matched only as spelt otherwise, and were excluded: "
+        "'016000' as '16000', '1.6E+04' as '16000', '16,000' as '16000', '42' as '0042', 'l41099' as 'L41099'; "
+        "1 of the 7 ids to exclude is not in it: 'Customer'"
+    )
+    positions, _ = select_at_risk(scored, top=10, exclude=given)
+    assert len(positions) == 0
+    # Not loosened past that: another number, or the id inside longer text, is not the id.
+    other = match_suppression(scored, "customer_id", {"16000.5", "L41099x", "160000"})
+    assert not other.mask.any() and len(other.missing) == 3
 
 
 @pytest.mark.parametrize(
@@ -101,12 +147,36 @@ def test_excluded_ids_are_never_listed_nor_counted(scored):
         ("email;customer_id\nx@y.z;15749\nw@y.z;16000\n", {"15749", "16000"}),
         ("Customer ID\n15749\n16000\n", {"15749", "16000"}),
         ("CustomerID\tname\n15749\tX\n", {"15749"}),
+        # A one-column file's header was read as an id ("1 of the 3 ids is not in it", every time).
+        ("Customer\n15749\n16000\n", {"15749", "16000"}),
+        ("ID\r\n15749\r\n", {"15749"}),
+        ("Email;Customer ID\na@x.com;15749,0\n", {"15749"}),  # a decimal comma's whole number
     ],
 )
 def test_read_ids(tmp_path, text, ids):
     path = tmp_path / "exclude.csv"
     path.write_text(text, encoding="utf-8")
     assert read_ids(path, "customer_id") == ids
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
+def test_read_ids_reads_excels_other_csv_encodings(tmp_path, encoding):
+    """Excel's "CSV (Comma delimited)" on Windows writes Windows-1252, and its "Unicode text" UTF-16: an
+    accented name beside the id made the file unreadable."""
+    path = tmp_path / "exclude.csv"
+    path.write_bytes("customer_id,name\r\n15749,Müller\r\n16000,Žofie\r\n".encode(encoding))
+    assert read_ids(path, "customer_id") == {"15749", "16000"}
+
+
+def test_read_ids_says_a_workbook_is_not_a_csv(tmp_path):
+    import zipfile
+
+    path = tmp_path / "optouts.csv"  # a workbook renamed, as a mail attachment may come
+    with zipfile.ZipFile(path, "w") as book:  # an .xlsx is a zip of XML parts, as here
+        book.writestr("[Content_Types].xml", "<Types/>")
+        book.writestr("xl/worksheets/sheet1.xml", "<worksheet><c><v>15749</v></c></worksheet>")
+    with pytest.raises(ValueError, match="an Excel workbook \\(.xlsx\\), not a CSV: save it as 'CSV UTF-8'"):
+        read_ids(path, "customer_id")
 
 
 def test_read_ids_refuses_a_file_it_cannot_read_as_ids(tmp_path):
@@ -149,7 +219,7 @@ def test_filterable_names_the_tiers_the_text_attributes_with_their_values_and_th
     assert filterable(scored, SCORE_COLUMNS, ["high", "medium", "low"]) == {
         "tiers": ["high", "medium", "low"],
         "attributes": {"country": ["UK", "France"], "segment": ["y", "x"]},  # commonest first
-        "numbers": ["frequency"],
+        "numbers": ["probability", "expected_spend", "value_at_risk", "frequency"],  # the scores first
     }
     assert filterable(scored, SCORE_COLUMNS, ["high"], max_values=1)["attributes"]["segment"] == ["y"]
 
@@ -213,15 +283,22 @@ def test_a_filter_value_no_customer_has_is_named_with_the_closest_values(scored)
     assert unmatched_filters(scored, {"country": "France", "frequency": 2, "tier": "low", "nothing": None}) == []
     # each value of a list is checked; a condition that matches no one gives the values there are
     assert unmatched_filters(
-        scored, {"country": ["France", "Uk"], "frequency": {">": 5}, "tier": {"!=": ["high", "medium", "low"]}}
+        scored, {"country": ["France", "Frnce"], "frequency": {">": 5}, "tier": {"!=": ["high", "medium", "low"]}}
     ) == [
-        "where.country: no customer in the population has country 'Uk' (closest: 'UK')",
+        "where.country: no customer in the population has country 'Frnce' (closest: 'France')",
         "where.frequency: no customer in the population has frequency > 5 (frequency runs from 1 to 5)",
         "where.tier: no customer in the population has tier not 'high' or 'medium' or 'low' (3 values, e.g. "
         "'high', 'low', 'medium')",
     ]
     assert unmatched_filters(scored, {"frequency": {">=": 2, "<": 3}}) == []
     assert unmatched_filters(scored, None) == []
+    # A value in another case is the value (as a tier is): it listed no one, the warning naming the value meant.
+    assert unmatched_filters(scored, {"country": ["france", "uk"]}) == []
+    # Several values in one text: how to give them.
+    assert unmatched_filters(scored, {"country": "France,uk"}) == [
+        "where.country: no customer in the population has country 'France,uk' (closest: 'France'); for several "
+        "values, repeat the filter (--where country=France --where country=uk) or post a list (['France', 'uk'])"
+    ]
 
 
 def test_missing_value_at_risk_is_never_listed(scored):
@@ -321,3 +398,12 @@ def test_a_tier_in_where_matches_whatever_its_case_as_tiers_does(scored):
     assert unmatched_filters(scored, {"tier": "urgent"}, names) == [
         "where.tier: no customer in the population has tier 'urgent' (3 values, e.g. 'high', 'low', 'medium')"
     ]
+
+
+def test_a_value_spelt_in_several_cases_in_the_data_matches_each_spelling(scored):
+    scored.loc[1, "country"] = "UK"
+    scored.loc[0, "country"] = "uk"  # two systems' spellings in one table
+    positions, matched = select_at_risk(scored, top=10, where={"country": "Uk"})
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["b", "c", "e", "a"] and matched == 4
+    positions, _ = select_at_risk(scored, top=10, where={"country": "uk"})  # an exact value is itself alone
+    assert scored.customer_id.to_numpy()[positions].tolist() == ["a"]

@@ -289,9 +289,10 @@ def test_at_risk_ranks_and_filters(config):
     churn = next(m for m in models_info(state)["models"] if m["task"] == "churn")
     assert body["drift"] == churn["snapshot_drift"] and set(body["drift"]) == {"max_psi", "alert", "unseen", "warning"}
     assert body["warnings"] == []
-    typo = at_risk(state, top=5, where={"country": "Uk"}, k=0)
+    typo = at_risk(state, top=5, where={"country": "Ukk"}, k=0)
     assert typo["n_matched"] == 0 and typo["items"] == []
-    assert typo["warnings"] == ["where.country: no customer in the population has country 'Uk' (closest: 'UK')"]
+    assert typo["warnings"] == ["where.country: no customer in the population has country 'Ukk' (closest: 'UK')"]
+    assert at_risk(state, top=5, where={"country": "uk"}, k=0)["n_matched"] == 2  # any case, as tiers
     uk = at_risk(state, top=5, where={"country": "UK"}, k=0, format="csv")
     assert uk["csv"].splitlines()[0].startswith("customer_id,") and len(uk["csv"].splitlines()) == 3
     assert "items" not in uk and (uk["n_matched"], uk["as_of"], uk["warnings"]) == (2, "2011-01-01", [])
