@@ -523,6 +523,14 @@ class Scorer:
         return self.anchor_shift(self.calibrator(self.raw_score(X, as_of) if raw is None else raw, as_of=as_of))
 
     @property
+    def dated(self) -> bool:
+        """Whether the scores depend on the scoring date: a seasonal correction (a table of past
+        seasons' intercepts) or a hazard head's calendar. Such a model scored without ``as_of`` uses
+        its test cut-off's season, whatever the rows' date."""
+        seasonal = bool(getattr(self.calibrator, "seasonal_intercepts", None))
+        return seasonal or getattr(self, "hazard", None) is not None
+
+    @property
     def anchored(self) -> bool:
         """Whether scored populations are anchored to a known rate (see :meth:`population_shift`)."""
         return getattr(self.calibrator, "anchor_rate", None) is not None  # older scorers have no anchor

@@ -62,9 +62,13 @@ def _stabilized(features):
 
 
 def _model_inputs(frame, schema, task: str) -> list:
-    """The model's input columns in signature order, cast to the signature's Spark types."""
+    """The model's input columns in signature order, cast to the signature's Spark types; not the optional
+    ``as_of`` (the params give the scoring date, the same for the whole batch)."""
     from pyspark.sql import functions as F
 
+    from training.pyfunc import AS_OF
+
+    schema = type(schema)([field for field in schema.fields if field.name != AS_OF])
     missing = [field.name for field in schema.fields if field.name not in frame.columns]
     if missing:
         raise ValueError(

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ __all__ = [
 
 # Where the pyfunc's population anchor comes from when no ``population_shift`` is given (see predict_frame).
 ANCHORS = ("model", "batch", "none")
+# The optional input column with each row's scoring date (the features' cut-off).
+AS_OF = "as_of"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SCORER_ARTIFACT = "scorer"
@@ -95,6 +98,8 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         k = int(params.get("k", self.scorer.metadata.get("top_k", 3)))
         as_of = params.get("as_of") or None
+        if as_of is None and self.scorer.dated and not _has_dates(model_input):
+            warnings.warn(undated_warning(self.scorer), UndatedScoringWarning, stacklevel=2)
         return predict_frame(
             self.scorer,
             model_input,
@@ -105,6 +110,24 @@ class CrmScoreModel(mlflow.pyfunc.PythonModel):
             population_shift=float(params.get("population_shift", 0.0)),
             counter_k=int(params.get("counter_k", 0)),
         )
+
+
+class UndatedScoringWarning(UserWarning):
+    """A date-dependent model (:attr:`Scorer.dated`) scored without a scoring date."""
+
+
+def _has_dates(features: pd.DataFrame) -> bool:
+    return AS_OF in features.columns and len(features) > 0 and bool(features[AS_OF].notna().all())
+
+
+def undated_warning(scorer: Scorer) -> str:
+    """What a pyfunc caller is told when scoring a :attr:`Scorer.dated` model without ``as_of``."""
+    cutoff = scorer.metadata.get("test_cutoff") or "its test cut-off"
+    return (
+        f"{scorer.model_name} v{scorer.version}: no scoring date (params={{'as_of': ...}} or an "
+        f"'as_of' column): the probabilities carry the season of {cutoff}, whatever the rows' date (churn's mean "
+        "moved by 0.3 on the bundled data); pass the date the features were computed at, as crmscore score does"
+    )
 
 
 def predict_frame(
@@ -140,8 +163,8 @@ def predict_frame(
     """
     if anchor not in ANCHORS:
         raise ValueError(f"param 'anchor' must be one of {', '.join(ANCHORS)}; got {anchor!r}")
-    if as_of is None and "as_of" in features.columns and features["as_of"].notna().all() and len(features):
-        dates = pd.to_datetime(features["as_of"])
+    if as_of is None and _has_dates(features):
+        dates = pd.to_datetime(features[AS_OF])
         if dates.nunique() > 1:
             parts = [
                 predict_frame(
@@ -193,27 +216,34 @@ def model_input(features: pd.DataFrame, model: Any) -> pd.DataFrame:
     doubles (unless they hold only 0 and 1), and the feature tables have both. ``model`` is a
     loaded pyfunc (``mlflow.pyfunc.load_model``), its input :class:`mlflow.types.Schema`, or the
     :class:`Scorer` whose signature is being written (entity and categories strings, the rest
-    doubles). String columns become Python strings (a missing value None), double columns
-    float64; only the schema's columns are kept, in its order.
+    doubles, and the optional ``as_of`` when the table has it). String columns become Python strings
+    (a missing value None), double columns float64, ``as_of`` a timestamp; only the schema's columns
+    are kept, in its order. ``as_of`` carries each row's scoring date into ``predict`` (models
+    registered before 2026-12-07 have no such column: give ``params={"as_of": ...}``).
 
     Raises
     ------
     ValueError
-        A column of the schema is missing from ``features``, or a double column is not numeric.
+        A required column of the schema is missing from ``features``, or a double column is not numeric.
     """
     if isinstance(model, Scorer):
-        kinds = [(model.entity, "string")] + [
-            (c, "string" if c in model.categories else "double") for c in model.feature_names
+        kinds = [(model.entity, "string", True)] + [
+            (c, "string" if c in model.categories else "double", True) for c in model.feature_names
         ]
+        kinds += [(AS_OF, "datetime", False)] if AS_OF in features.columns else []
     else:
         schema = model.metadata.get_input_schema() if hasattr(model, "metadata") else model
-        kinds = [(spec.name, getattr(spec.type, "name", None)) for spec in schema.inputs]
+        kinds = [(spec.name, getattr(spec.type, "name", None), spec.required) for spec in schema.inputs]
     out = {}
-    for name, kind in kinds:
+    for name, kind, required in kinds:
         if name not in features.columns:
+            if not required:  # the scoring date: the params' as_of may give it instead
+                continue
             raise ValueError(f"model input column '{name}' is missing from the feature table")
         column = features[name]
-        if kind == "string":
+        if kind == "datetime":
+            out[name] = pd.to_datetime(column).astype("datetime64[ns]")
+        elif kind == "string":
             out[name] = column.astype(object).where(column.notna(), None).map(lambda v: v if v is None else str(v))
         elif kind == "double":
             try:

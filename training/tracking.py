@@ -29,14 +29,16 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 from features.config import Config, feature_settings, masked_url
 from models.catalog import model_config_for
 from training import metrics as m
 from training.backtest import BacktestResult
 from training.pyfunc import (
+    AS_OF,
     CHALLENGER,
     CHAMPION,
     SCORER_ARTIFACT,
@@ -406,8 +408,18 @@ def _digits(a: float, b: float) -> int:
 
 
 def _input_example(test: pd.DataFrame, result: BacktestResult, n: int = 5) -> pd.DataFrame:
-    # Doubles in the signature for numeric features (a missing value is allowed), strings for the rest.
+    # Doubles in the signature for numeric features (a missing value is allowed), strings for the rest,
+    # and the rows' scoring date (the test cut-off), which the probabilities depend on.
     return model_input(test.head(n), result.scorer).reset_index(drop=True)
+
+
+def _as_of_optional(signature: ModelSignature) -> ModelSignature:
+    """``signature`` with its ``as_of`` input column optional: a row's scoring date, which the params'
+    ``as_of`` may give instead. Without the column, MLflow's schema check dropped an ``as_of`` passed
+    in the rows, and a churn model scored without its date carried the test cut-off's season (mean
+    P(churn) 0.43 against 0.73 on the bundled data's last day)."""
+    columns = [ColSpec(spec.type, spec.name, required=spec.name != AS_OF) for spec in signature.inputs.inputs]
+    return ModelSignature(Schema(columns), signature.outputs, signature.params)
 
 
 def _outside_run(client: MlflowClient, config: Config) -> None:
@@ -578,6 +590,7 @@ def log_and_register(
                 "population_shift": 0.0,
             },
         )
+        signature = _as_of_optional(signature)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{SCORER_ARTIFACT}.pkl"
             path.write_bytes(pickle.dumps(scorer))

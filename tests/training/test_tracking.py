@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -634,3 +635,33 @@ def test_a_registry_locked_by_another_job_is_one_error_line_and_exit_2(config, g
         "error: the MLflow registry's database is locked by another process ((sqlite3.OperationalError) database is "
         "locked); retry when it is done"
     ]
+
+
+def test_a_rows_scoring_date_reaches_the_pyfunc_and_its_absence_is_warned(config, good):
+    """The signature has an optional ``as_of`` column: MLflow's schema check dropped one passed in the rows,
+    so a churn model scored without ``params={"as_of": ...}`` carried its test cut-off's season, silently
+    (mean P(churn) 0.43 against 0.73 on the bundled data's last day, a user's check)."""
+    from training.pyfunc import UndatedScoringWarning, model_input
+
+    _log(config, good)
+    model = mlflow.pyfunc.load_model("models:/crmscore-churn@champion")
+    (as_of,) = [spec for spec in model.metadata.get_input_schema().inputs if spec.name == "as_of"]
+    assert (as_of.type.name, as_of.required) == ("datetime", False)
+    test = training_set(0).test
+    later = test.assign(as_of=pd.Timestamp("2011-10-01"))  # a season other than the test cut-off's
+    inputs = model_input(later, model)
+    assert "as_of" in inputs.columns
+    X = good.scorer.prepare(later)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndatedScoringWarning)
+        dated = model.predict(inputs, params={"explain": False})["probability"].to_numpy()
+    np.testing.assert_allclose(dated, good.scorer.probability(X, as_of="2011-10-01"), rtol=0, atol=1e-12)
+    assert np.abs(dated - good.scorer.probability(X)).max() > 1e-3  # the date made a difference
+    # Without the column (or a model registered before it), the params' date is the way; none is warned.
+    undated = model_input(later.drop(columns="as_of"), model)
+    with pytest.warns(UndatedScoringWarning, match="no scoring date .* the probabilities carry the season of"):
+        model.predict(undated, params={"explain": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndatedScoringWarning)
+        given = model.predict(undated, params={"explain": False, "as_of": "2011-10-01"})["probability"].to_numpy()
+    np.testing.assert_allclose(given, dated, rtol=0, atol=1e-12)
