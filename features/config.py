@@ -220,6 +220,12 @@ class ModelConfig(_Frozen):
         thresholds = list(value.values())
         if thresholds != sorted(thresholds, reverse=True) or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError("tiers: thresholds must lie in [0, 1] and be listed from the highest tier down")
+        if thresholds and thresholds[-1] != 0.0:
+            lowest = list(value)[-1]
+            raise ValueError(
+                f"tiers: the lowest tier must start at 0, so every probability has a tier ({lowest!r} starts at "
+                f"{thresholds[-1]:g}, and a probability below it would be called {lowest!r}); add one, e.g. low: 0"
+            )
         return value
 
 

@@ -43,21 +43,34 @@ def scoring_config(config: Config, task: str, info: Mapping[str, Any]) -> tuple[
     """
     mc = model_config_for(config, task)
     trained = info.get("settings") or {}
-    changed = {
+    changed: dict[str, Any] = {
         name: int(trained[name])
         for name in FEATURE_SETTINGS[task]
         if trained.get(name) is not None and int(trained[name]) != getattr(mc, name)
     }
+    # The tiers (grades) are the model's too: its lists and answers name them. ``info["tiers"]`` is set
+    # by training.pyfunc.load_champion from the scorer.
+    tiers = info.get("tiers")
+    if tiers is not None and dict(tiers) != dict(mc.tiers):
+        changed["tiers"] = dict(tiers)
     if not changed:
         return mc, None
-    fields = ", ".join(f"models.{task}.{name} {getattr(mc, name)}" for name in changed)
-    used = ", ".join(f"{name} {value}" for name, value in changed.items())
+    fields = ", ".join(f"models.{task}.{name} {_setting(getattr(mc, name))}" for name in changed)
+    used = ", ".join(f"{name} {_setting(value)}" for name, value in changed.items())
     model = f"{info.get('model_name', 'the model')} v{info.get('version')}"
+    what = "its population, features and horizon" if set(changed) - {"tiers"} else "its tiers"
     warning = (
         f"config {config.name!r} sets {fields}, but {model} was trained with {used}: scored with the model's "
-        "settings (its population, features and horizon); retrain to use the config's"
+        f"settings ({what}); retrain to use the config's"
     )
     return mc.model_copy(update=changed), warning
+
+
+def _setting(value: Any) -> str:
+    """A setting as the warning writes it: a number, or tiers as ``{high: 0.7, medium: 0.4, low: 0}``."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{name}: {threshold:g}" for name, threshold in value.items()) + "}"
+    return str(value)
 
 
 def spec_for(task: str, model_config: ModelConfig) -> ModelSpec:

@@ -426,8 +426,9 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
     -------
     The scorer (with ``version`` set) and ``{"model_name", "version", "alias", "run_id",
     "trained_at", "test_cutoff", "metrics", "warnings", "promotion", "manual_promotion", "code",
-    "settings"}`` (the promotion gate's decision on the version, the note of a hand promotion, None
-    without one, and the model settings it was trained with, :func:`models.catalog.scoring_config`).
+    "settings", "tiers"}`` (the promotion gate's decision on the version, the note of a hand promotion,
+    None without one, and the model settings and tiers it was trained with,
+    :func:`models.catalog.scoring_config`).
 
     Raises
     ------
@@ -446,10 +447,10 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
         chosen, aliases = pick_version(registered_versions(client, config, name), name, version)
         scorer = load_version(config, task, client, chosen, label=f"version {chosen.version}")
         alias = CHAMPION if CHAMPION in aliases else (aliases[0] if aliases else None)
-        return scorer, version_info(name, chosen, alias)
+        return scorer, {**version_info(name, chosen, alias), "tiers": dict(scorer.tiers)}
     champion = _champion_version(client, config, task)
     scorer = load_version(config, task, client, champion, label=CHAMPION)
-    return scorer, version_info(name, champion, CHAMPION)
+    return scorer, {**version_info(name, champion, CHAMPION), "tiers": dict(scorer.tiers)}
 
 
 def champion_info(config: Config, task: str) -> dict[str, Any]:

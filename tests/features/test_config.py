@@ -66,6 +66,11 @@ def test_config_is_frozen(write_config):
         (lambda d: d["tables"]["transactions"]["columns"].update(colour="c"), "unknown canonical column(s) ['colour']"),
         (lambda d: d["tables"]["transactions"]["source"].update(path="tx.xlsx"), "cannot infer the format"),
         (lambda d: d.update(models={"churn": {"tiers": {"low": 0.1, "high": 0.9}}}), "highest tier down"),
+        # p = 0.01 was called "medium": the lowest tier must take every probability below the others.
+        (
+            lambda d: d.update(models={"churn": {"tiers": {"high": 0.7, "medium": 0.4}}}),
+            "the lowest tier must start at 0",
+        ),
         (lambda d: d.update(serving={"workers": 0}), "serving.workers: Value error, a whole number of processes"),
         (lambda d: d.update(serving={"workers": "all"}), "\"cpu_count\" (one per core) (got 'all')"),
         (lambda d: d.update(serving={"workers": True}), "serving.workers"),

@@ -28,3 +28,18 @@ def test_a_model_is_scored_with_its_own_settings_and_the_change_is_named(minimal
     mc, warning = scoring_config(leads, "lead", {"settings": {"horizon_days": 30, "step_days": 30}})
     assert mc.step_days == 30 and "models.lead.step_days 14" in warning
     assert feature_settings(leads.models.next_purchase, "next_purchase") == {"horizon_days": 90}
+
+
+def test_tiers_edited_in_the_config_are_named_not_silently_ignored(minimal_config):
+    """The tiers are the model's (its lists and answers name them); a config edited to other thresholds
+    scored with the model's without a word (a user's 0.9/0.5 gave the same tier counts as 0.7/0.4)."""
+    config = minimal_config(models={"churn": {"tiers": {"high": 0.9, "medium": 0.5, "low": 0.0}}})
+    info = {"model_name": "crmscore-churn", "version": "2", "tiers": {"high": 0.7, "medium": 0.4, "low": 0.0}}
+    mc, warning = scoring_config(config, "churn", info)
+    assert mc.tiers == info["tiers"]
+    assert warning == (
+        f"config {config.name!r} sets models.churn.tiers {{high: 0.9, medium: 0.5, low: 0}}, but crmscore-churn v2 "
+        "was trained with tiers {high: 0.7, medium: 0.4, low: 0}: scored with the model's settings (its tiers); "
+        "retrain to use the config's"
+    )
+    assert scoring_config(minimal_config(), "churn", info) == (minimal_config().models.churn, None)
