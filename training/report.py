@@ -207,7 +207,11 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
     facts = {
         "model": run.get("model_name", result.scorer.model_name),
         "version": run.get("version"),
-        "alias": run.get("alias"),
+        # At registration: a later version may take the alias, which the registry (crmscore models) says.
+        "alias when registered": run.get("alias"),
+        "promotion gate": None
+        if "reason" not in run
+        else f"{'promoted' if run.get('promoted') else 'kept out'}: {run['reason']}",
         "run id": run.get("run_id"),
         "code": run.get("code"),
         "data digests (training / test rows)": " / ".join((run.get("data_digests") or {}).values()) or None,
@@ -242,6 +246,8 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         if sentence
         else ""
     )
+    if run.get("settings"):
+        facts["settings"] = ", ".join(f"{k} {v}" for k, v in run["settings"].items())
     fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in facts.items())
     warnings = "".join(f'<p class="warning">Warning: {html.escape(w)}</p>' for w in result.warnings)
     return f"""<!doctype html>
@@ -267,11 +273,23 @@ figure {{ display: inline-block; margin: 0.5rem; }} img {{ max-width: 520px; }}
 {_segment_table(result)}
 <h2>Backtest (final model on each cut-off; "fit" rows are in-sample)</h2>
 {backtest}
+{_params_table(result)}
 {drift}
 <h2>Plots</h2>
 {images}
 </body></html>
 """
+
+
+def _params_table(result: BacktestResult) -> str:
+    """The parameters the model was fitted with (LightGBM's, the rounds, the blends): what the run's
+    MLflow parameters hold, so the report alone says how a version differs from another."""
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in sorted(result.params.items())
+        if v is not None
+    )
+    return f"<h2>Parameters</h2><table>{rows}</table>" if rows else ""
 
 
 def _segment_table(result: BacktestResult) -> str:

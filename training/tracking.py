@@ -54,6 +54,7 @@ from training.pyfunc import (
 from training.registry import other_question, question_of, record_champion
 
 __all__ = [
+    "run_settings",
     "Promotion",
     "check_registry",
     "code_version",
@@ -503,6 +504,21 @@ def config_as_run(config: Config, task: str, test_cutoff: Any) -> dict[str, Any]
     return data
 
 
+def run_settings(config: Config, task: str) -> dict[str, Any]:
+    """The settings that tell two training runs of one test cut-off apart (every run of the bundled
+    churn data is ``churn-T2011-09-10``): MLflow parameters of the run, so the runs table filters on
+    them, and a line of its report. ``config.json`` holds them all."""
+    mc = model_config_for(config, task)
+    return {
+        "horizon_days": mc.horizon_days,
+        "lookback_days": mc.lookback_days,
+        "step_days": mc.step_days,
+        "n_train_cutoffs": mc.n_train_cutoffs,
+        "seed": mc.seed,
+        "engine": config.engine,
+    }
+
+
 def log_and_register(
     config: Config,
     result: BacktestResult,
@@ -565,6 +581,7 @@ def log_and_register(
         params = {k: v for k, v in result.params.items() if v is not None}
         params.update(
             {
+                **run_settings(config, task),
                 "horizon_days": result.spec.horizon_days,
                 "train_cutoffs": ",".join(str(c) for c in sorted(result.cutoffs)),
                 "n_train": result.n_train,

@@ -23,7 +23,7 @@ from models.spec import ModelSpec
 from training.backtest import fitted_cutoffs, gain_text, run_backtest
 from training.pyfunc import registered_name
 from training.report import make_plots, write_report
-from training.tracking import check_registry, describe_version, log_and_register
+from training.tracking import check_registry, describe_version, log_and_register, run_settings
 
 __all__ = ["Steps", "backtest_inputs", "normalize_task", "report_path", "train_model"]
 
@@ -181,7 +181,7 @@ def train_model(
         )
     # The report names the registered version too: as the latest run's and as the version's own (a
     # challenger the gate kept out no longer hides the champion's report).
-    run = {**logged, "model_name": logged["model_name"]}
+    run = {**logged, "settings": run_settings(config, task)}
     write_report(result, plots, report, run=run)
     write_report(result, plots, report.with_name(f"{task}-v{logged['version']}.html"), run=run)
     step.done()

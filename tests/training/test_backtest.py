@@ -284,3 +284,23 @@ def test_the_report_names_test_fold_categories_no_training_row_had(result):
     assert (
         "scored as a missing category (rows): country &#x27;Atlantis&#x27; (12), &#x27;&lt;b&gt;&#x27; (1).</p>" in page
     )
+
+
+def test_the_report_says_the_gates_decision_the_settings_and_the_parameters(result):
+    """A version's report said neither why the gate kept it out nor what it was fitted with (``num_leaves``,
+    the seed), so two reports of one cut-off could not be told apart."""
+    from training.report import render_report
+
+    run = {
+        "version": "2",
+        "alias": "challenger",
+        "promoted": False,
+        "reason": "roc_auc 0.7700 <= champion v1 0.7757 on the same test rows (DeLong p = 0.3)",
+        "settings": {"horizon_days": 30, "lookback_days": 365, "seed": 7, "engine": "duckdb"},
+    }
+    page = render_report(result, {}, run=run)
+    assert "<th>promotion gate</th><td>kept out: roc_auc 0.7700 &lt;= champion v1 0.7757" in page
+    assert "<th>alias when registered</th><td>challenger</td>" in page
+    assert "<th>settings</th><td>horizon_days 30, lookback_days 365, seed 7, engine duckdb</td>" in page
+    assert "<h2>Parameters</h2>" in page and f"<th>num_leaves</th><td>{result.params['num_leaves']}</td>" in page
+    assert "kept out" not in render_report(result, {})  # a report before registration has no decision
