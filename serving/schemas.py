@@ -244,6 +244,10 @@ class AtRiskItem(BaseModel):
 
 
 class AtRiskResponse(BaseModel):
+    task: Literal["churn"] = "churn"
+    ranked_by: Literal["value_at_risk"] = Field(
+        "value_at_risk", description="what the list is ranked by, highest first: P(churn) x expected spend"
+    )
     as_of: str
     model_name: str
     model_version: str
@@ -257,7 +261,8 @@ class AtRiskResponse(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="a sentence for each `where` value no customer of the snapshot has (a typo, or a value absent "
-        "at this date), with the closest values there are; and one when ids of `exclude_ids` are not in it",
+        "at this date), with the closest values there are; and one when ids of `exclude_ids` are not in it or "
+        "matched only as spelt otherwise, naming them",
     )
     since_note: str = Field(
         default="",
@@ -372,7 +377,7 @@ class TopResponse(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="a sentence for each `where` value no row of the snapshot has, with the closest values there "
-        "are; and one when ids of `exclude_ids` are not in it",
+        "are; and one when ids of `exclude_ids` are not in it or matched only as spelt otherwise, naming them",
     )
     since_note: str = Field(
         default="",

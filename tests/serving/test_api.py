@@ -671,6 +671,7 @@ def test_at_risk_json_sorted_and_filtered(server):
     assert len(values) == 20 and values == sorted(values, reverse=True)
     assert all(item["reasons"] for item in top["items"])
     assert top["n_matched"] >= 20 and top["model_name"] == "crmscore-churn"
+    assert (top["task"], top["ranked_by"]) == ("churn", "value_at_risk")  # as /top/... say theirs
     # The snapshot drift comes with the list, so a marketer's tool can warn as `crmscore at-risk` does.
     assert top["drift"]["max_psi"] >= 0 and (top["drift"]["warning"] is None) == (top["drift"]["alert"] == [])
     assert france["drift"] == top["drift"]
