@@ -285,6 +285,8 @@ def score_command(
     """Batch scores for the model's whole population with the champion (or --version), written atomically.
 
     Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
+
+    The file is for systems: full-precision probabilities, and with --explain each row's reasons as JSON. For a list to read in a spreadsheet (reasons as sentences, rounded figures), use crmscore at-risk or crmscore top.
     """
     from features.files import OutputError, check_output
     from training.pyfunc import ChampionUnavailable
