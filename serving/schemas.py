@@ -56,6 +56,14 @@ def _iso_text(value: object) -> object:
         raise ValueError(
             f"{value!r} is a number: post the date as ISO 8601 text, e.g. '2011-12-09' or '2011-12-09T14:30:00Z'"
         )
+    if isinstance(value, str):
+        try:
+            dt.datetime.fromisoformat(value.strip())
+        except ValueError:  # pydantic's own message ("invalid character in year") names no format
+            raise ValueError(
+                f"{value!r} is not an ISO 8601 date: post '2011-12-09' or '2011-12-09T14:30:00Z' (07/12/2011 reads "
+                "as the 7th of December or the 12th of July)"
+            ) from None
     return value
 
 

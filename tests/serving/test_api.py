@@ -885,6 +885,7 @@ def test_lists_since_with_a_utc_offset_is_that_moment_in_utc(server):
         ("/at_risk", {"moved_up": True}, "moved_up", "give it with since"),
         ("/at_risk", {"since": "2012-01-01"}, "since", "must be before the snapshot's date"),
         ("/at_risk", {"since": "last week"}, "since", ""),
+        ("/at_risk", {"since": "07/12/2011"}, "since", "is not an ISO 8601 date: post '2011-12-09'"),
         ("/top/lead", {"since": "2010-06-01"}, "since", "open leads of two dates are mostly different leads"),
     ],
 )
