@@ -59,14 +59,23 @@ def validate_config(
 
 def _test_cutoff_warnings(cfg: Config, tables: CanonicalTables) -> list[str]:
     """Each model's ``test_cutoff`` whose label window the data does not cover, as ``train`` would
-    refuse it (a cut-off after the data, or a horizon longer than it): said by validate, which
-    passed such a config that train then refused."""
-    from features.labels import MAIN_TABLE, check_window_observed
+    refuse it (a cut-off after the data, or a horizon longer than it), or that comes before the
+    data's first row (nothing to train on): said by validate, which passed such a config that
+    train then refused."""
+    from features.labels import MAIN_TABLE, check_window_observed, data_span
+    from features.timebase import normalize_as_of
 
     said = []
     for task, table in MAIN_TABLE.items():
         mc = getattr(cfg.models, task)
         if getattr(tables, table) is None or mc.test_cutoff is None:
+            continue
+        _, since, _ = data_span(tables, task)
+        if since is not None and normalize_as_of(mc.test_cutoff) <= since:
+            said.append(
+                f"models.{task}.test_cutoff {mc.test_cutoff}: train would refuse it: it is not after the first row "
+                f"of table '{table}' ({since:%Y-%m-%d %H:%M}), so there is no history to train on"
+            )
             continue
         try:
             check_window_observed(tables, task, as_of=mc.test_cutoff, horizon_days=mc.horizon_days)

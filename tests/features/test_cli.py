@@ -28,12 +28,15 @@ def test_validate_online_retail_reports_drops_and_exits_zero():
     assert "contract: OK" in result.output
 
 
-def _validate_first_rows(tmp_path, drop: tuple[str, ...] = ()):
-    """validate on the bundled config over the first 5,000 transactions (December 2009), less ``drop``."""
+def _validate_first_rows(tmp_path, drop: tuple[str, ...] = (), test_cutoff: str | None = None):
+    """validate on the bundled config over the first 5,000 transactions (December 2009), less ``drop``,
+    the models' test cut-off ``test_cutoff`` when given."""
     frame = pd.read_parquet(DATA / "online_retail_ii.parquet").head(5_000).drop(columns=list(drop))
     frame.to_parquet(tmp_path / "retail.parquet")
     config = yaml.safe_load((CONFIGS / "online_retail.yaml").read_text())
     config["tables"]["transactions"]["source"]["path"] = str(tmp_path / "retail.parquet")
+    for section in config.get("models", {}).values() if test_cutoff else ():
+        section["test_cutoff"] = test_cutoff
     path = tmp_path / "retail.yaml"
     path.write_text(yaml.safe_dump(config))
     return runner.invoke(app, ["validate", "--config", str(path)])
@@ -55,6 +58,13 @@ def test_validate_says_a_test_cutoff_train_would_refuse(tmp_path):
         " models.next_purchase.test_cutoff 2011-09-10",
     ]
     assert "train would refuse it: task 'churn': the label window of cut-off 2011-09-10" in warned[0]
+    # One before the data starts passed as OK (a user's 2009-06-01; the data starts in December 2009).
+    early = _validate_first_rows(tmp_path, test_cutoff="2009-06-01")
+    assert early.exit_code == 0
+    assert (
+        "warning: models.churn.test_cutoff 2009-06-01: train would refuse it: it is not after the first row of table "
+        "'transactions' (2009-12-01 07:45), so there is no history to train on"
+    ) in " ".join(early.stderr.split())
 
 
 def test_validate_rejects_unknown_config_key(tmp_path):
