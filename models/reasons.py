@@ -61,10 +61,12 @@ _PLURALS = {
     "lines": "line",
     "units": "unit",
     "times": "time",
+    "items": "item",
 }
 # "1 days", "1 different products", "1 purchase days": a count of exactly one (not 11, 0.1 or 1.5)
-# before a plural noun. One product is not "different" from anything: "Bought 1 product".
-_ONE_PLURAL = re.compile(r"(?<![\w.,])1 ((?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b")
+# before a plural noun, or an average of exactly one ("1.0 different items per order"). One product is
+# not "different" from anything: "Bought 1 product".
+_ONE_PLURAL = re.compile(r"(?<![\w.,])1(?:\.0+)? ((?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b")
 
 
 def singularize(text: str) -> str:

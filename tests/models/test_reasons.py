@@ -233,6 +233,10 @@ def test_a_count_of_one_reads_in_the_singular():
     assert singularize("1 categories, 11 days, 0.1 days, 1.5 days, 21 orders") == (
         "1 category, 11 days, 0.1 days, 1.5 days, 21 orders"
     )
+    # An average of exactly one read "1.0 different items per order on average" (a marketer's list).
+    assert singularize("1.0 different items per order on average, 1.0x the usual gap, 1.05 items") == (
+        "1 item per order on average, 1.0x the usual gap, 1.05 items"
+    )
     writer = ReasonWriter(["purchase_days_90d"], TEMPLATES_90, "raises churn risk")
     (reasons,) = writer.explain(np.array([[0.4]]), np.array([[1.0]]), k=1)
     assert reasons[0]["text"] == "Bought on 1 day in the last 90 days (raises churn risk)"
