@@ -241,6 +241,9 @@ def render_versions(listing: dict[str, Any]) -> str:
         )
         if row["promotion"]:
             lines.append(f"        gate: {row['promotion']}")
+        elif row["test_cutoff"] is None and not row[MANUAL_TAG]:
+            # Registered, then the train was killed before its test tags and the gate: not promotable.
+            lines.append("        incomplete: its train stopped after registering it, before the test and the gate")
         if row[MANUAL_TAG]:
             lines.append(f"        {row[MANUAL_TAG]}")
         if row["code"]:

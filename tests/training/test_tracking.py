@@ -458,6 +458,12 @@ def test_a_version_whose_train_stopped_before_its_test_tags_is_not_promoted(conf
     with pytest.raises(ValueError, match=rf"v{second['version']} has no test cut-off, metrics or gate decision"):
         promote_version(config, "churn", second["version"])
     assert _aliases(config, first["version"]) == {"champion"}
+    # The listing says why its line has no test cut-off (it read "test cut-off -", unexplained).
+    from training.registry import list_versions, render_versions
+
+    (listing,) = list_versions(config, ["churn"])
+    text = render_versions(listing).split(f"  v{second['version']} ")[1].split(f"  v{first['version']} ")[0]
+    assert "incomplete: its train stopped after registering it, before the test and the gate" in text
 
 
 def test_a_train_that_creates_the_registry_says_so_and_a_read_only_one_fails_first(tmp_path, monkeypatch):
