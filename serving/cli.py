@@ -330,8 +330,9 @@ def score_command(
         _write_batch_summary(summary, batch, task=task, as_of=as_of)
     if batch.population_shift:
         typer.echo(
-            f"probabilities anchored to the latest known base rate (log-odds shift {batch.population_shift:+.2f} "
-            "for the whole population)"
+            f"probabilities anchored to the base rate of the model's latest training fold (log-odds shift "
+            f"{batch.population_shift:+.2f} for the whole population): that fold's rate, not the months' since, "
+            "until the model is retrained"
         )
 
 

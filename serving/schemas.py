@@ -334,7 +334,8 @@ class ModelInfo(BaseModel):
     )
     snapshot_anchor: float | None = Field(
         None,
-        description="log-odds shift that sets the snapshot's mean probability to the latest known base rate "
+        description="log-odds shift that sets the snapshot's mean probability to the base rate of the model's latest "
+        "training fold (fixed at training: a later rate moves it only once the model is retrained) "
         "(lead model; 0 for models without an anchor); applied to every score of the snapshot and to posted records",
     )
 

@@ -94,7 +94,7 @@ class BatchScores(BatchWarnings):
     rows: int
     out: Path | str
     drift: tuple[FeatureDrift, ...]
-    # The log-odds shift that anchored the population's mean to the latest known rate (0: none).
+    # The log-odds shift that anchored the population's mean to the model's latest training fold's rate (0: none).
     population_shift: float = 0.0
     # A sentence when the scoring date is more than a day after the data's last row (a stale export).
     stale_warning: str | None = None
@@ -177,7 +177,7 @@ def score_population(
     """Score one date's whole population as the nightly batch does: the frame, its drift, its anchor.
 
     The rows are taken as the population of ``as_of``: an anchored model (lead) shifts them all
-    by one log-odds offset to the latest known base rate, which is returned (0 for the others).
+    by one log-odds offset to the base rate of the model's latest training fold, which is returned (0 for the others).
     """
     X = scorer.prepare(features)
     drift = tuple(scorer.drift(X, features))

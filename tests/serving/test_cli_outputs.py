@@ -92,7 +92,8 @@ def test_a_failed_score_says_so_in_its_summary(config_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args", [["top", "Lead", "--out", "{tmp}/l.csv"], ["score", "lead", "--as-of", "2010-11-01", "--out", "{tmp}/s.csv"]]
+    "args",
+    [["top", "Lead", "--out", "{tmp}/l.csv"], ["score", "lead", "--as-of", "2010-11-01", "--out", "{tmp}/s.csv"]],
 )
 def test_a_config_without_the_models_table_is_refused_naming_it(config_file, tmp_path, args):
     """The retail config for the lead list said "table 'leads' is not configured: no data to take a date

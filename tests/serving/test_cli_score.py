@@ -32,7 +32,10 @@ def test_score_lead_warns_about_the_features_that_left_the_training_range(traine
     # Trained on 2009 leads; the November 2010 ones come with economic indicators never seen.
     assert "warning: " in result.stderr and "features have shifted from the training rows" in result.stderr
     assert "outside the training range" in result.stderr
-    assert "probabilities anchored to the latest known base rate (log-odds shift" in result.stdout
+    # The anchor is the training run's latest fold's rate, which the sentence says (it said "the latest known").
+    assert "probabilities anchored to the base rate of the model's latest training fold (log-odds shift" in (
+        " ".join(result.stdout.split())
+    )
     assert "after the last row" not in result.stderr  # the latest leads are of that day
 
 
