@@ -134,6 +134,11 @@ class TableReport:
         return out
 
 
+def _unpadded(ids: ir.Table, key: str) -> ir.Table:
+    """The distinct ``key`` values of ``ids`` without leading zeros (``0012346`` -> ``12346``)."""
+    return ids.select(**{key: ids[key].re_replace(r"^0+", "")}).distinct()
+
+
 @dataclass
 class CanonicalTables:
     """The canonical tables of one configuration, as Ibis expressions on one backend."""
@@ -173,6 +178,37 @@ class CanonicalTables:
         if report.date_max is None:
             raise ValueError(f"table '{table}' has no rows left after validation: nothing to score")
         return report.date_max.isoformat(sep=" ")
+
+    def id_match_warnings(self, *, below: float = 0.5) -> list[str]:
+        """A sentence for each table whose ids mostly miss the table they belong to: customers and events
+        against transactions, lead events against leads (under ``below`` of its ids there). Exports of two
+        systems spell ids apart (``12346`` and ``0012346``): every table passed, and the customers'
+        attributes and the events joined nobody. Says when the ids match once leading zeros are stripped."""
+        out = []
+        for child, parent, key in (
+            ("customers", "transactions", "customer_id"),
+            ("events", "transactions", "customer_id"),
+            ("lead_events", "leads", "lead_id"),
+        ):
+            ours, theirs = getattr(self, child), getattr(self, parent)
+            if ours is None or theirs is None:
+                continue
+            ids, known = ours.select(key).distinct(), theirs.select(key).distinct()
+            n = int(ids.count().execute())
+            matched = int(ids.semi_join(known, key).count().execute())
+            if not n or matched >= below * n:
+                continue
+            said = f"table '{child}': {matched:,} of its {n:,} {key} values are in table '{parent}'"
+            if int(_unpadded(ids, key).semi_join(_unpadded(known, key), key).count().execute()) >= below * n:
+                example = theirs.select(key).limit(1).execute()[key].iloc[0]
+                said += (
+                    f", and most are once leading zeros are stripped: the tables spell ids apart (table '{parent}' "
+                    f"writes e.g. {example!r}); map both to one spelling (an expression in tables.{child}.columns)"
+                )
+            else:
+                said += ": most of its rows join no one there (ids of another system, or another column?)"
+            out.append(said)
+        return out
 
     def fingerprint(self) -> dict[str, Any]:
         """Source, row counts, date range and :meth:`content_digest` per table: what MLflow logs to

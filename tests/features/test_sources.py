@@ -533,3 +533,31 @@ def test_a_parquet_source_cut_short_is_a_contract_error_naming_it(tmp_path, writ
     message = str(refused.value)
     assert "table 'transactions'" in message and "the Parquet reader refused the file" in message
     assert f"source {tmp_path / 'tx.parquet'}: " in message
+
+
+def test_ids_that_mostly_miss_the_table_they_belong_to_are_said():
+    """Two systems' exports spell ids apart (``12346`` and ``0012346``): every table passed validate, and
+    the customers' attributes and the events joined no one (a data engineer's own export)."""
+    import ibis
+
+    from features.sources import CanonicalTables
+
+    con = ibis.duckdb.connect()
+    stamp = pd.to_datetime(["2024-01-01"] * 3)
+    frames = {
+        "transactions": pd.DataFrame({"customer_id": ["0012346", "0012347", "0012348"], "timestamp": stamp}),
+        "customers": pd.DataFrame({"customer_id": ["12346", "12347", "12349"]}),
+        "events": pd.DataFrame({"customer_id": ["x1", "x2", "0012346"], "timestamp": stamp}),
+    }
+    tables = CanonicalTables(con=con, **{name: con.create_table(name, f, temp=True) for name, f in frames.items()})
+    customers, events = tables.id_match_warnings()
+    assert customers.startswith(
+        "table 'customers': 0 of its 3 customer_id values are in table 'transactions', and most are once leading "
+        "zeros are stripped: the tables spell ids apart (table 'transactions' writes e.g. '00123"
+    )
+    assert events == (
+        "table 'events': 1 of its 3 customer_id values are in table 'transactions': most of its rows join no one there "
+        "(ids of another system, or another column?)"
+    )
+    assert tables.id_match_warnings(below=0.3) == [customers]  # a third of the events' ids is enough there
+    assert CanonicalTables(con=con, transactions=tables.transactions).id_match_warnings() == []
