@@ -165,6 +165,19 @@ def test_csv_and_parquet_sources_give_the_same_canonical_table(tmp_path, write_c
     pdt.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
 
 
+def test_a_folder_of_csv_files_whose_columns_changed_is_read_by_name(tmp_path, write_config):
+    """An export that gained a column (a ``Discount`` from one year on) and wrote its columns in another
+    order: DuckDB refused the folder by position, in a 40-line traceback at validate."""
+    RAW.to_csv(tmp_path / "tx.csv", index=False)
+    expected, _ = _canonical(_config(write_config, tmp_path / "tx.csv"))
+    (tmp_path / "export").mkdir()
+    RAW.iloc[:3].assign(discount=0.0).to_csv(tmp_path / "export" / "2023.csv", index=False)
+    RAW.iloc[3:][list(reversed(RAW.columns))].to_csv(tmp_path / "export" / "2024.csv", index=False)
+    folder, report = _canonical(_config(write_config, tmp_path / "export" / "*.csv", fmt="csv"))
+    assert report.rows_read == len(RAW)
+    pdt.assert_frame_equal(folder, expected, check_dtype=False)
+
+
 def test_duckdb_file_source(tmp_path, write_config):
     import duckdb
 
