@@ -276,6 +276,10 @@ def _read_database(table: str, src: SourceConfig, label: str) -> Any:
         remote.disconnect()
 
 
+# Ids an export writes for a missing one: no id (upper case; compared stripped and upper-cased).
+NULL_MARKERS = ("", "NULL", "NONE", "N/A", "#N/A", "NAN", "-")
+
+
 def _read_source(con: BaseBackend, config: Config, table: str, spec: TableConfig) -> ir.Table:
     src = spec.source
     name = f"src_{table}"
@@ -577,9 +581,12 @@ def map_table(
         if column in ID_COLUMNS:
             if value.type().is_floating():
                 value = value.cast("int64")
-            # An id of blanks ("  ", a guest checkout) is no id: the "no customer_id" rule counts it.
+            # An id of blanks ("  ", a guest checkout) is no id, nor is a null written as text by an export
+            # ("NULL", "N/A", Excel's "#N/A": it was one customer with every such row): the "no customer_id"
+            # rule counts them.
             text = value.cast("string")
-            casts[column] = ibis.ifelse(text.strip() == "", ibis.null("string"), text)
+            missing = text.strip().upper().isin(NULL_MARKERS)
+            casts[column] = ibis.ifelse(missing, ibis.null("string"), text)
         elif column in NUMERIC_COLUMNS:
             if not value.type().is_numeric() and not value.type().is_boolean():
                 casts[column] = value.try_cast("float64")

@@ -446,12 +446,15 @@ def test_a_row_dated_after_the_run_and_an_id_of_blanks_are_dropped_and_counted(t
     raw.loc[len(raw)] = ["  ", "2024-02-03 09:00", 1, 4.0, "A6", "UK"]
     tomorrow_and_more = dt.datetime.now() + dt.timedelta(days=3)
     raw.loc[len(raw)] = ["2", f"{tomorrow_and_more:%Y-%m-%d %H:%M}", 1, 4.0, "A7", "UK"]
+    # A null an export wrote as text was one customer, "NULL", with every such row (a user's export).
+    for marker in ("NULL", "n/a", " #N/A "):
+        raw.loc[len(raw)] = [marker, "2024-02-03 09:00", 1, 4.0, "A8", "UK"]
     raw.to_csv(tmp_path / "tx.csv", index=False)
     frame, report = _canonical(_config(write_config, tmp_path / "tx.csv"))
-    assert report.rows_read == 8 and report.rows_kept == 5
-    assert report.dropped == {"no customer_id": 2, "timestamp in the future": 1}
+    assert report.rows_read == 11 and report.rows_kept == 5
+    assert report.dropped == {"no customer_id": 5, "timestamp in the future": 1}
     assert report.date_max == dt.datetime(2024, 3, 1)
-    assert "  dropped: timestamp in the future      1 (12.5%)" in report.lines()
+    assert "  dropped: timestamp in the future      1 (9.1%)" in report.lines()
     assert sorted(frame["customer_id"].unique()) == ["1", "2", "3"]
 
 
