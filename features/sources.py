@@ -21,6 +21,7 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import pandas as pd
 import sqlglot
 from ibis.backends import BaseBackend
 from sqlglot.dialects.spark import Spark
@@ -178,6 +179,42 @@ class CanonicalTables:
         if report.date_max is None:
             raise ValueError(f"table '{table}' has no rows left after validation: nothing to score")
         return report.date_max.isoformat(sep=" ")
+
+    def date_tail_warnings(self, *, gap_days: int = 180, share: float = 0.01) -> list[str]:
+        """A sentence for each table whose first or last few rows (under ``share`` of them) lie more than
+        ``gap_days`` from all the others: a year typed wrong (2021 for 2011) that passes every rule, and
+        becomes the data's end, the date the commands score at by default (20 such rows of 805,000 made
+        ``at-risk`` list 13 customers "as of 2021-12-05")."""
+        out = []
+        for table, column in _TIME.items():
+            rows = getattr(self, table)
+            if rows is None:
+                continue
+            days = rows.group_by(day=rows[column].date()).agg(n=rows.count()).execute().dropna()
+            if len(days) < 2:
+                continue
+            days = days.assign(day=pd.to_datetime(days["day"])).sort_values("day").reset_index(drop=True)
+            total, counts = int(days["n"].sum()), days["n"].to_numpy()
+            wide = [i for i, gap in enumerate(days["day"].diff().dt.days) if gap > gap_days]  # gap before row i
+            # The widest stretch of rows cut off by a gap that is still few: after the first such gap, before the last.
+            last = next((i for i in wide if counts[i:].sum() < share * total), None)
+            first = next((i for i in reversed(wide) if counts[:i].sum() < share * total), None)
+            for end, part, rest in (
+                ("last", None if last is None else days.iloc[last:], None if last is None else days.iloc[:last]),
+                ("first", None if first is None else days.iloc[:first], None if first is None else days.iloc[first:]),
+            ):
+                if part is None:
+                    continue
+                n = int(part["n"].sum())
+                edge = rest["day"].max() if end == "last" else rest["day"].min()
+                away = (part["day"].min() - edge).days if end == "last" else (edge - part["day"].max()).days
+                out.append(
+                    f"table '{table}': its {end} {n:,} row{'s' * (n != 1)} ({part['day'].min():%Y-%m-%d} .. "
+                    f"{part['day'].max():%Y-%m-%d}) lie {away:,} days from the other {total - n:,}, which "
+                    f"{'end' if end == 'last' else 'start'} {edge:%Y-%m-%d}: a year typed wrong?"
+                    + (" They are the data's end, the date the commands score at by default." if end == "last" else "")
+                )
+        return out
 
     def id_match_warnings(self, *, below: float = 0.5) -> list[str]:
         """A sentence for each table whose ids mostly miss the table they belong to: customers and events

@@ -577,3 +577,26 @@ def test_ids_that_mostly_miss_the_table_they_belong_to_are_said():
     )
     assert tables.id_match_warnings(below=0.3) == [customers]  # a third of the events' ids is enough there
     assert CanonicalTables(con=con, transactions=tables.transactions).id_match_warnings() == []
+
+
+def test_a_few_rows_far_from_all_the_others_are_said():
+    """A year typed wrong (2021 for 2011) passes every rule and becomes the data's end: 20 such rows of
+    805,000 made at-risk list 13 customers "as of 2021-12-05" (a data engineer's export)."""
+    import ibis
+
+    from features.sources import CanonicalTables
+
+    con = ibis.duckdb.connect()
+    bulk = list(pd.date_range("2010-01-01", periods=2_000, freq="6h"))
+    typo, early = [pd.Timestamp("2021-05-03 12:03")] * 20, [pd.Timestamp("1911-03-01")] * 3
+    frame = pd.DataFrame({"customer_id": "1", "timestamp": early + bulk + typo})
+    tables = CanonicalTables(con=con, transactions=con.create_table("tx", frame, temp=True))
+    assert tables.date_tail_warnings() == [
+        "table 'transactions': its last 20 rows (2021-05-03 .. 2021-05-03) lie 3,641 days from the other 2,003, "
+        "which end 2011-05-15: a year typed wrong? They are the data's end, the date the commands score at by default.",
+        "table 'transactions': its first 3 rows (1911-03-01 .. 1911-03-01) lie 36,101 days from the other 2,020, "
+        "which start 2010-01-01: a year typed wrong?",
+    ]
+    # Without them, or when they are many (a second system's years), nothing is said.
+    clean = CanonicalTables(con=con, transactions=con.create_table("clean", frame.iloc[3:2003], temp=True))
+    assert clean.date_tail_warnings() == [] and tables.date_tail_warnings(share=0.001) == []
