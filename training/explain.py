@@ -31,8 +31,13 @@ __all__ = ["explain_ids", "id_hint", "render"]
 
 def id_hint(known: Mapping[str, Any], key: str) -> str:
     """A hint when a spelling of ``key`` that clients often produce is among the ``known`` ids:
-    surrounding blanks, or a numeric id written as a float by a spreadsheet (``"12346.0"``)."""
-    for guess in dict.fromkeys((key.strip(), key.strip().removesuffix(".0"))):
+    surrounding blanks, a numeric id written as a float by a spreadsheet (``"12346.0"``), another
+    case (``l41175``), or the leading zeros one system writes and another drops (``12346`` for
+    ``0012346``, and the reverse)."""
+    plain = key.strip().removesuffix(".0")
+    guesses = [key.strip(), plain, plain.upper(), plain.lower(), plain.lstrip("0") or "0"]
+    guesses += [plain.zfill(width) for width in range(len(plain) + 1, len(plain) + 9)] if plain.isdigit() else []
+    for guess in dict.fromkeys(guesses):
         if guess != key and guess in known:
             return f" (did you mean {guess!r}?)"
     return ""

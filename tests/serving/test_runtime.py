@@ -127,11 +127,22 @@ def test_score_ids_matches_the_scorer_and_flags_unknown_ids(config):
         "id": "nope",
         "error": "unknown customer_id 'nope': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off)",
     }
-    hinted = score_ids(state, "churn", ["2.0", " 3 ", "3.5"], k=0, max_batch=10)["items"]
+    hinted = score_ids(state, "churn", ["2.0", " 3 ", "3.5", "002"], k=0, max_batch=10)["items"]
     assert [i["error"].removeprefix("unknown customer_id ") for i in hinted] == [
         "'2.0': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off) (did you mean '2'?)",
         "' 3 ': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off) (did you mean '3'?)",
         "'3.5': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off)",
+        "'002': not in the churn snapshot as of 2011-01-01 (customers with a purchase in the 365 days up to the cut-off) (did you mean '2'?)",
+    ]
+    # Another system's spelling: the leading zeros one writes and the other drops, another case.
+    from training.explain import id_hint
+
+    known = {"0012346": 0, "L41175": 1}
+    assert [id_hint(known, key) for key in ("12346", "l41175", "12347", "012346.0")] == [
+        " (did you mean '0012346'?)",
+        " (did you mean 'L41175'?)",
+        "",
+        " (did you mean '0012346'?)",
     ]
     with pytest.raises(RequestError) as excinfo:
         score_ids(state, "churn", ["1"] * 11, k=0, max_batch=10)
