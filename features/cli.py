@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -112,6 +112,7 @@ def features_command(
     """
     from features.labels import stale_warning
     from features.pipeline import write_snapshot, write_snapshots
+    from features.timebase import as_of_text, normalize_as_of
 
     if (out is None) == (not snapshots):
         typer.secho("error: give --out FILE or --snapshots (not both)", fg=typer.colors.RED, err=True)
@@ -132,5 +133,29 @@ def features_command(
     # An export that stopped arriving: the features are still written (as score's scores), and said to be old.
     for warning in dict.fromkeys(w for name in written if (w := stale_warning(tables, name or "churn", as_of))):
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    moment = normalize_as_of(as_of)
     for name, (path, rows) in written.items():
-        typer.echo(f"wrote {rows:,} rows as of {as_of} to {path}" + (f" ({name})" if snapshots else ""))
+        typer.echo(f"wrote {rows:,} rows as of {as_of_text(moment)} to {path}" + (f" ({name})" if snapshots else ""))
+    for note in dict.fromkeys(_later_rows_note(tables, name or "churn", moment) for name in written):
+        if note:
+            typer.echo(note)
+
+
+def _later_rows_note(tables: CanonicalTables, task: str, moment: Any) -> str | None:
+    """How many rows of ``task``'s main table come after the cut-off, left out of the features: a date is
+    midnight at its start, so ``--as-of 2011-12-10`` left that day's own rows out without a word (a new
+    customer of the day was then unknown to the API)."""
+    from features.labels import MAIN_TABLE
+    from features.sources import _TIME
+
+    table = MAIN_TABLE[task]
+    rows = getattr(tables, table)
+    if rows is None:
+        return None
+    later = int(rows.filter(rows[_TIME[table]] > moment).count().execute())
+    if not later:
+        return None
+    return (
+        f"note: {later:,} rows of table '{table}' are after {moment:%Y-%m-%d %H:%M} and not in these features "
+        "(a date is midnight at its start: give a time of day, or the next day, for the day's own rows)"
+    )
