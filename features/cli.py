@@ -48,7 +48,8 @@ def validate_config(
         raise typer.Exit(code=2) from exc
     for report in tables.reports.values():
         typer.echo("\n".join(report.lines()))
-    for warning in [*tables.date_tail_warnings(), *tables.id_match_warnings(), *_test_cutoff_warnings(cfg, tables)]:
+    data_warnings = [*tables.date_tail_warnings(), *tables.id_match_warnings(), *tables.case_variant_warnings()]
+    for warning in [*data_warnings, *_test_cutoff_warnings(cfg, tables)]:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if json_out is not None:
         write_text_atomic(

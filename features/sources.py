@@ -216,6 +216,42 @@ class CanonicalTables:
                 )
         return out
 
+    def case_variant_warnings(self, *, shown: int = 3, max_values: int = 1_000) -> list[str]:
+        """A sentence for each category column (an attribute, an event type or channel, of at most
+        ``max_values`` values; not an id, not free text) whose values differ only in case or surrounding
+        blanks (``UNITED KINGDOM`` and ``United Kingdom``): the model takes them for two categories, and
+        ``--per`` lists each. Names the first ``shown`` such values."""
+        out = []
+        for table in _TIME:
+            rows = getattr(self, table)
+            if rows is None:
+                continue
+            for name, kind in rows.schema().items():
+                if not kind.is_string() or name in ID_COLUMNS or name.endswith("_id"):
+                    continue
+                present = rows.filter(rows[name].notnull())
+                column = present[name]
+                found = present.group_by(key=column.strip().lower(), value=column).agg(n=present.count()).execute()
+                if len(found) > max_values:  # free text (a product description), not a category
+                    continue
+                clashing = found[found.duplicated("key", keep=False)].sort_values(
+                    ["key", "n", "value"], ascending=[True, False, True]
+                )
+                if clashing.empty:
+                    continue
+                groups = [
+                    " and ".join(f"{v!r} ({n:,})" for v, n in zip(g["value"], g["n"], strict=True))
+                    for _, g in clashing.groupby("key", sort=True)
+                ]
+                more = len(groups) - shown
+                out.append(
+                    f"table '{table}', column '{name}': values that differ only in case or blanks, which the model "
+                    f"takes for different categories: {'; '.join(groups[:shown])}"
+                    + (f"; and {more:,} more" if more > 0 else "")
+                    + f" (map one spelling: an expression in tables.{table}, e.g. upper(trim(...)))"
+                )
+        return out
+
     def id_match_warnings(self, *, below: float = 0.5) -> list[str]:
         """A sentence for each table whose ids mostly miss the table they belong to: customers and events
         against transactions, lead events against leads (under ``below`` of its ids there). Exports of two

@@ -600,3 +600,30 @@ def test_a_few_rows_far_from_all_the_others_are_said():
     # Without them, or when they are many (a second system's years), nothing is said.
     clean = CanonicalTables(con=con, transactions=con.create_table("clean", frame.iloc[3:2003], temp=True))
     assert clean.date_tail_warnings() == [] and tables.date_tail_warnings(share=0.001) == []
+
+
+def test_category_values_that_differ_only_in_case_are_said():
+    """``UNITED KINGDOM`` and ``United Kingdom`` from two systems were two categories to the model and two
+    groups of ``--per country``, and validate said nothing (a data engineer's export); an id or free text
+    (many values) is not a category."""
+    import ibis
+
+    from features.sources import CanonicalTables
+
+    con = ibis.duckdb.connect()
+    countries = ["United Kingdom"] * 5 + ["UNITED KINGDOM"] * 3 + ["France", "France "] + [None]
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "C1"] + ["x"] * 9,  # an id: not compared
+            "timestamp": pd.Timestamp("2024-01-01"),
+            "country": countries,
+            "note": [f"free text {i}" for i in range(11)],
+        }
+    )
+    tables = CanonicalTables(con=con, transactions=con.create_table("tx", frame, temp=True))
+    assert tables.case_variant_warnings() == [
+        "table 'transactions', column 'country': values that differ only in case or blanks, which the model takes for "
+        "different categories: 'France' (1) and 'France ' (1); 'United Kingdom' (5) and 'UNITED KINGDOM' (3) (map one "
+        "spelling: an expression in tables.transactions, e.g. upper(trim(...)))"
+    ]
+    assert tables.case_variant_warnings(max_values=3) == []  # four values: free text at that bound
