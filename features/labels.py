@@ -180,12 +180,17 @@ def data_span(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | No
 def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
     """Which table bounds ``task``'s labels, and its latest time (None: the labels do not depend on it).
 
-    churn and next purchase: the latest transaction or event (the export's end). Lead: the latest
-    ``created_at`` or ``converted_at`` when ``converted_at`` is mapped; with only the 0/1
-    ``converted`` column the outcome is final as exported, whatever the date, so ``None``.
+    churn and next purchase: the last transaction. A label is a purchase in the window, so the orders'
+    export bounds it; the events table neither extends it (an events export that ran 60 days past the
+    orders made a window 20 days past the last order count those days as no purchase, and the refusal
+    named the events' end) nor cuts it short (touchpoints are sparse: their last row is not the export's
+    end). Lead: the latest ``created_at`` or ``converted_at`` when ``converted_at`` is mapped; with only
+    the 0/1 ``converted`` column the outcome is final as exported, whatever the date, so ``None``.
     """
     if task == "lead" and (tables.leads is None or "converted_at" not in tables.leads.columns):
         return "leads", None
+    if task != "lead" and tables.transactions is not None:
+        return "transactions", _bound([tables.transactions.timestamp], "max")
     return data_until(tables, task)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import Config
-from features.labels import data_until
+from features.labels import MAIN_TABLE
 from features.pipeline import population_features
 from features.sources import CanonicalTables, load_tables
 from features.timebase import normalize_as_of
@@ -83,11 +83,8 @@ def explain_ids(
     spec = spec_for(task, model_config)
     if tables is None:
         tables = load_tables(config)
-    if as_of is None:
-        table, until = data_until(tables, task)
-        if until is None:
-            raise ValueError(f"table '{table}' has no rows: nothing to take the scoring date from; pass --as-of")
-        as_of = until
+    if as_of is None:  # the main table's last row, as the lists take it (events that run later do not move it)
+        as_of = tables.last_timestamp(MAIN_TABLE[task])
     as_of = normalize_as_of(as_of)
     check_since(since, as_of, what="the date explained")
     k = model_config.top_k_reasons if k is None else k

@@ -107,11 +107,19 @@ def test_a_label_window_must_end_within_the_data():
         ValueError, match=r"No cut-off can: the data spans 2024-03-01 to 2024-04-10, less than the horizon"
     ):
         check_window_observed(tables, "churn", as_of="2024-03-01", horizon_days=400)
-    # A later event of any type extends what the export has observed.
+    # The orders bound the purchase labels. An events export that ran later extended the orders' end, so
+    # days after the last order counted as no purchase (a data engineer's exports, 60 days apart); events
+    # that end earlier (touchpoints are sparse) do not cut the window short.
     events = pd.DataFrame(
         {"customer_id": ["at_end"], "timestamp": pd.to_datetime(["2024-04-20"]), "event_type": ["email_open"]}
     )
-    check_window_observed(make_tables(tx(ROWS), events=events), "churn", as_of="2024-04-05", horizon_days=10)
+    later = make_tables(tx(ROWS), events=events)
+    assert observed_until(later, "churn") == ("transactions", dt.datetime(2024, 4, 10, 0, 0, 1))
+    with pytest.raises(ValueError, match=r"after the last row of table 'transactions' \(2024-04-10 00:00\)"):
+        check_window_observed(later, "churn", as_of="2024-04-05", horizon_days=10)
+    earlier = make_tables(tx(ROWS), events=events.assign(timestamp=pd.to_datetime(["2024-04-01"])))
+    assert observed_until(earlier, "churn") == ("transactions", dt.datetime(2024, 4, 10, 0, 0, 1))
+    check_window_observed(earlier, "churn", as_of="2024-03-31", horizon_days=10)
 
 
 def test_a_test_cutoff_past_the_data_is_refused():
