@@ -147,13 +147,13 @@ def _later_rows_note(tables: CanonicalTables, task: str, moment: Any) -> str | N
     midnight at its start, so ``--as-of 2011-12-10`` left that day's own rows out without a word (a new
     customer of the day was then unknown to the API)."""
     from features.labels import MAIN_TABLE
-    from features.sources import _TIME
+    from features.sources import TIME_COLUMN
 
     table = MAIN_TABLE[task]
     rows = getattr(tables, table)
     if rows is None:
         return None
-    later = int(rows.filter(rows[_TIME[table]] > moment).count().execute())
+    later = int(rows.filter(rows[TIME_COLUMN[table]] > moment).count().execute())
     if not later:
         return None
     return (

@@ -49,7 +49,7 @@ _ENTITY = {
     "leads": "lead_id",
     "lead_events": "lead_id",
 }
-_TIME = {"transactions": "timestamp", "events": "timestamp", "lead_events": "timestamp", "leads": "created_at"}
+TIME_COLUMN = {"transactions": "timestamp", "events": "timestamp", "lead_events": "timestamp", "leads": "created_at"}
 # A row dated after the run (beyond a day's slack for time zones) has not happened: a typo in a year
 # (2027 for 2011). Kept, it would be the data's end, and every label window before it would count as
 # observed. The rule drops it and validate counts it.
@@ -186,7 +186,7 @@ class CanonicalTables:
         becomes the data's end, the date the commands score at by default (20 such rows of 805,000 made
         ``at-risk`` list 13 customers "as of 2021-12-05")."""
         out = []
-        for table, column in _TIME.items():
+        for table, column in TIME_COLUMN.items():
             rows = getattr(self, table)
             if rows is None:
                 continue
@@ -199,15 +199,11 @@ class CanonicalTables:
             # The widest stretch of rows cut off by a gap that is still few: after the first such gap, before the last.
             last = next((i for i in wide if counts[i:].sum() < share * total), None)
             first = next((i for i in reversed(wide) if counts[:i].sum() < share * total), None)
-            for end, part, rest in (
-                ("last", None if last is None else days.iloc[last:], None if last is None else days.iloc[:last]),
-                ("first", None if first is None else days.iloc[:first], None if first is None else days.iloc[first:]),
-            ):
-                if part is None:
-                    continue
+            found = [] if last is None else [("last", days.iloc[last:], days["day"].iloc[last - 1])]
+            found += [] if first is None else [("first", days.iloc[:first], days["day"].iloc[first])]
+            for end, part, edge in found:  # edge: the other rows' last (first) day
                 n = int(part["n"].sum())
-                edge = rest["day"].max() if end == "last" else rest["day"].min()
-                away = (part["day"].min() - edge).days if end == "last" else (edge - part["day"].max()).days
+                away = abs((part["day"].min() if end == "last" else part["day"].max()) - edge).days
                 out.append(
                     f"table '{table}': its {end} {n:,} row{'s' * (n != 1)} ({part['day'].min():%Y-%m-%d} .. "
                     f"{part['day'].max():%Y-%m-%d}) lie {away:,} days from the other {total - n:,}, which "
@@ -222,7 +218,7 @@ class CanonicalTables:
         blanks (``UNITED KINGDOM`` and ``United Kingdom``): the model takes them for two categories, and
         ``--per`` lists each. Names the first ``shown`` such values."""
         out = []
-        for table in _TIME:
+        for table in TIME_COLUMN:
             rows = getattr(self, table)
             if rows is None:
                 continue
@@ -696,7 +692,7 @@ def map_table(
         aggs[f"null__{column}"] = typed[column].isnull().sum()
     passed = ibis.literal(True)
     rules = [(f"no {column}", typed[column].notnull()) for column in required]
-    if (time_column := _TIME.get(table)) in typed.columns:
+    if (time_column := TIME_COLUMN.get(table)) in typed.columns:
         latest = dt.datetime.now(dt.UTC).replace(tzinfo=None) + FUTURE_SLACK
         rules.append((f"{time_column} in the future", typed[time_column] <= ibis.literal(latest)))
     rules += [(rule.name, typed[flag].fill_null(False)) for flag, rule in zip(keep_flags, spec.filters, strict=True)]
@@ -753,7 +749,7 @@ def map_table(
 
     entity = _ENTITY[table]
     stats = {"rows_kept": kept.count(), "entities": kept[entity].nunique()}
-    time_col = _TIME.get(table)
+    time_col = TIME_COLUMN.get(table)
     if time_col:
         stats["date_min"] = kept[time_col].min()
         stats["date_max"] = kept[time_col].max()

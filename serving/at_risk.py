@@ -213,17 +213,16 @@ def write_list(
         **date_warnings(population.tables, task, population.as_of),
         filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where, scorer.tier_names)),
         since_note=since_note,
-        **_suppression_notes(listed.scored, scorer.entity, filters.exclude),
+        **_suppression_notes(listed.suppression),
         as_of=population.as_of,
     )
 
 
-def _suppression_notes(scored: pd.DataFrame, entity: str, exclude: Any) -> dict[str, str | None]:
+def _suppression_notes(suppression: lists.Suppression | None) -> dict[str, str | None]:
     """A list file's ``exclude_note``, or its ``exclude_warning`` when the suppression list's ids did not all
     match as given or it held none (an opted-out customer listed is the costly mistake: said as a warning)."""
-    if exclude is None:
+    if suppression is None:
         return {}
-    suppression = lists.match_suppression(scored, entity, exclude)
     warns = suppression.unmatched or not suppression.given
     return {"exclude_warning" if warns else "exclude_note": suppression.note}
 

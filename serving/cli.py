@@ -251,6 +251,13 @@ def _write_failure_summary(path: Path | None, exc: BaseException, *, task: str, 
         _warn(f"--summary {path} could not be written: {write_error}")
 
 
+def _exit_code(exc: BaseException) -> int:
+    """The status a process ends with on ``exc``: a SystemExit's own (143 for SIGTERM), 130 for Ctrl-C, else 1."""
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
 VersionOption = Annotated[
     str | None,
     typer.Option("--version", help="A registered version instead of the champion (crmscore models lists them)."),
@@ -314,14 +321,7 @@ def score_command(
         _write_failure_summary(checked, exc, task=task, as_of=as_of, code=2)
         raise _fail(str(exc)) from exc
     except BaseException as exc:  # an unforeseen error, Ctrl-C, SIGTERM: said in the summary, then raised
-        code = (
-            exc.code
-            if isinstance(exc, SystemExit) and isinstance(exc.code, int)
-            else 130
-            if isinstance(exc, KeyboardInterrupt)
-            else 1
-        )
-        _write_failure_summary(checked, exc, task=task, as_of=as_of, code=code)
+        _write_failure_summary(checked, exc, task=task, as_of=as_of, code=_exit_code(exc))
         raise
     for warning in batch.warnings:
         _warn(warning)

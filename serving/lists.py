@@ -44,6 +44,7 @@ __all__ = [
     "moved_up",
     "Suppression",
     "match_suppression",
+    "with_suppression",
     "rank_population",
     "read_ids",
     "ranked_rows",
@@ -451,6 +452,7 @@ class Suppression:
     mask: np.ndarray  # the population's rows it leaves off
     near: Mapping[str, str]  # ids matched only as spelt otherwise: as given -> the population's
     missing: Sequence[str]  # ids the population does not hold, in order
+    ids: frozenset[str] = frozenset()  # the population's ids it leaves off, as the population spells them
 
     @property
     def rows(self) -> int:
@@ -513,7 +515,19 @@ def match_suppression(scored: pd.DataFrame, entity: str, exclude: Collection[str
             for given in wanted[key]:
                 near.setdefault(given, found)
         mask = mask | hit
-    return Suppression(entity, len(exclude), mask, dict(sorted(near.items())), [i for i in rest if i not in near])
+    missing = [i for i in rest if i not in near]
+    return Suppression(entity, len(exclude), mask, dict(sorted(near.items())), missing, frozenset(population[mask]))
+
+
+def with_suppression(filters: ListFilters, scored: pd.DataFrame, entity: str) -> tuple[ListFilters, Suppression | None]:
+    """``filters`` whose suppression list is matched against ``scored`` once (:func:`match_suppression`),
+    its ``exclude`` the population's ids it leaves off, as the selection takes them; and the match, for
+    the count and the note (None without a suppression list). The lists matched the list twice, the
+    respelt ids' search included."""
+    if filters.exclude is None:
+        return filters, None
+    suppression = match_suppression(scored, entity, filters.exclude)
+    return replace(filters, exclude=suppression.ids), suppression
 
 
 def excluded_note(scored: pd.DataFrame, entity: str, exclude: Collection[str] | None) -> str | None:
@@ -784,6 +798,7 @@ class RankedPopulation:
     matched: int  # rows of the population that passed the filters
     drift: tuple[Any, ...]  # the population's feature drift (models.drift.FeatureDrift)
     scored: pd.DataFrame  # the whole population scored, for the filters' warnings
+    suppression: Suppression | None = None  # the suppression list as matched (None: none given)
 
 
 def rank_population(
@@ -806,6 +821,7 @@ def rank_population(
     scorer, features, as_of = population.scorer, population.features, population.as_of
     matrix = scorer.prepare(features)
     scored = scored_for_list(scorer, features, matrix, as_of=as_of)
+    filters, suppression = with_suppression(filters, scored, scorer.entity)
     if only_moved_up:
         filters = moved_up_only(filters, scorer, scored, moved_up_from)
     rows, matched = ranked_rows(
@@ -820,7 +836,7 @@ def rank_population(
         as_of=as_of,
         unseen=scorer.unseen_rows(features, matrix),
     )
-    return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored)
+    return RankedPopulation(rows, matched, tuple(scorer.drift(matrix, features)), scored, suppression)
 
 
 def ranked_rows(

@@ -158,9 +158,10 @@ class OpenApiMiddleware:
 def _json_route_errors(scope: Scope, send: Send) -> Send:
     """``send`` with a plain-text 404 or 405 (Starlette's routing answers) replaced by :func:`route_error`;
     any other answer passes as it is, a message at a time."""
-    replaced: list[bool] = []
+    replaced = False
 
     async def forward(message: Any) -> None:
+        nonlocal replaced
         if message["type"] == "http.response.start" and message["status"] in (404, 405):
             headers = dict(message.get("headers", []))
             if headers.get(b"content-type", b"").startswith(b"text/plain"):
@@ -173,7 +174,7 @@ def _json_route_errors(scope: Scope, send: Send) -> Send:
                 kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 await send({**message, "headers": kept})
                 await send({"type": "http.response.body", "body": body})
-                replaced.append(True)
+                replaced = True
                 return
         if replaced:  # the plain-text body of the answer already replaced
             return

@@ -1297,6 +1297,8 @@ def ranked_list(
     # Posted ids as the suppression file's are read: "15749.0" from a spreadsheet is 15749.
     exclude = None if exclude is None else lists.clean_ids(exclude)
     filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
+    # Matched once, for the selection, the count and the warning.
+    filters, suppression = lists.with_suppression(filters, scored, columns[0])
     if moved_up:
         filters = lists.moved_up_only(filters, model.scorer, scored, then)
     try:
@@ -1330,8 +1332,6 @@ def ranked_list(
     # the header give it) and model, as the commands' lists do.
     stamp = {**lists.file_stamp(model.scorer, snapshot.as_of), "as_of": snapshot.as_of}
     attributes = lists.attribute_columns(scored, lists.list_columns(model.scorer), filters.named)
-    # Counted once, for the count and the warning (the selection matched the same ids).
-    suppression = lists.match_suppression(scored, columns[0], exclude or ())
     listed_ids = [str(row[columns[0]]) for row in rows]  # for the audit record (serving.audit.of_list)
     if id_key is not None and format != "csv":  # the CSV keeps the id's own name, as crmscore top writes it
         rows = [{id_key: row.pop(columns[0]), **row} for row in rows]
@@ -1343,7 +1343,7 @@ def ranked_list(
         "model_version": str(model.scorer.version),
         "n_matched": matched,
         "n_listed": len(rows),
-        "n_excluded": suppression.rows,
+        "n_excluded": 0 if suppression is None else suppression.rows,
         "listed_ids": listed_ids,
         **(
             {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)}
@@ -1353,7 +1353,7 @@ def ranked_list(
         "drift": drift_overview(snapshot.drift),
         "warnings": [
             *lists.unmatched_filters(scored, where, model.scorer.tier_names),
-            *([suppression.note] if suppression.unmatched else []),
+            *([suppression.note] if suppression is not None and suppression.unmatched else []),
         ],
         "since_note": since_note,
     }

@@ -54,8 +54,8 @@ from training.pyfunc import (
 from training.registry import other_question, question_of, record_champion
 
 __all__ = [
-    "run_settings",
     "Promotion",
+    "run_settings",
     "check_registry",
     "code_version",
     "decide_promotion",
@@ -507,10 +507,10 @@ def config_as_run(config: Config, task: str, test_cutoff: Any) -> dict[str, Any]
 def run_settings(config: Config, task: str) -> dict[str, Any]:
     """The settings that tell two training runs of one test cut-off apart (every run of the bundled
     churn data is ``churn-T2011-09-10``): MLflow parameters of the run, so the runs table filters on
-    them, and a line of its report. ``config.json`` holds them all."""
+    them, and a line of its report (which gives the horizon, the model's own, apart). ``config.json``
+    holds them all."""
     mc = model_config_for(config, task)
     return {
-        "horizon_days": mc.horizon_days,
         "lookback_days": mc.lookback_days,
         "step_days": mc.step_days,
         "n_train_cutoffs": mc.n_train_cutoffs,
