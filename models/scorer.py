@@ -140,17 +140,74 @@ def rate_shift(p: np.ndarray, target: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _nearest_cutoff(cutoffs: tuple[str, ...], as_of: Any, period_days: int, tolerance_days: int) -> str | None:
-    """The cut-off nearest to ``as_of - period_days`` (the earlier one on a tie), or None beyond
-    ``tolerance_days``. Cached: the API asks for the same scoring date on every call."""
+def season_weights(
+    cutoffs: tuple[str, ...], as_of: Any, period_days: int, tolerance_days: int, taper: bool = True
+) -> tuple[tuple[str, float], ...]:
+    """How much each training cut-off's season counts for scores as of ``as_of``.
+
+    The season of ``as_of`` was last seen at ``target = as_of - period_days`` (day precision, UTC).
+    Between two neighbouring cut-offs at most ``2 * tolerance_days`` apart, the weights interpolate
+    linearly (``((c1, 1 - w), (c2, w))``, ``w`` the fraction of the way from ``c1`` to ``c2``); on a
+    cut-off it is ``((c, 1.0),)``. Elsewhere the nearest cut-off within ``tolerance_days`` counts,
+    with a weight falling linearly from 1 on it to 0 at ``tolerance_days`` away (``taper=False``:
+    1 within the tolerance); beyond it none does. The weight short of 1 goes to the calibration
+    season (no correction), so a correction built on these weights moves continuously with the
+    scoring date instead of stepping where the nearest cut-off changes. Cached: the API asks for
+    the same scoring date on every call.
+    """
     when = pd.Timestamp(as_of)
     if when.tzinfo is not None:
         when = when.tz_convert("UTC").tz_localize(None)
     target = when.normalize() - pd.Timedelta(days=period_days)
-    best = min(sorted(cutoffs, key=pd.Timestamp), key=lambda c: abs((pd.Timestamp(c) - target).days))
-    if abs((pd.Timestamp(best) - target).days) > tolerance_days:
-        return None
-    return best
+    dates = sorted((pd.Timestamp(c), c) for c in cutoffs)
+    if not dates:
+        return ()
+    below = [d for d in dates if d[0] <= target]
+    above = [d for d in dates if d[0] >= target]
+    if below and above:
+        (lo, lo_key), (hi, hi_key) = below[-1], above[0]
+        if lo == hi:
+            return ((lo_key, 1.0),)
+        if (hi - lo).days <= 2 * tolerance_days:
+            w = (target - lo).days / (hi - lo).days
+            return ((lo_key, 1.0 - w), (hi_key, w))
+    nearest, key = min(below[-1:] + above[:1], key=lambda d: abs((d[0] - target).days))
+    distance = abs((nearest - target).days)
+    if distance > tolerance_days:
+        return ()
+    return ((key, 1.0 - distance / tolerance_days if taper else 1.0),)
+
+
+def seasonal_correction(
+    weights: Sequence[tuple[str, float]],
+    intercepts: Mapping[str, float],
+    reference: float,
+    slopes: Mapping[str, float] | None = None,
+    reference_slope: float | None = None,
+) -> tuple[float, float]:
+    """The correction ``(scale, shift)`` (``logit(p') = scale * logit(p) + shift``) of a season given
+    as ``weights`` over training cut-offs (:func:`season_weights`).
+
+    The season's recalibration intercept is the weighted mean of the cut-offs' ``intercepts``, the
+    weight short of 1 going to ``reference`` (the calibration season's); likewise its slope with
+    ``slopes`` and ``reference_slope``. Undoing the reference's recalibration and applying the
+    season's gives ``scale = slope / reference_slope`` (1 without slopes) and
+    ``shift = intercept - scale * reference``: ``(1, 0)`` for the calibration season itself.
+    """
+    rest = 1.0 - sum(w for _, w in weights)
+    intercept = sum(w * intercepts[c] for c, w in weights) + rest * reference
+    scale = 1.0
+    if slopes is not None and reference_slope is not None:
+        scale = (sum(w * slopes[c] for c, w in weights) + rest * reference_slope) / reference_slope
+    return float(scale), float(intercept - scale * reference)
+
+
+def seasonal_value(weights: Sequence[tuple[str, float]], table: Mapping[str, float]) -> float:
+    """``table`` interpolated by ``weights`` that sum to 1 (``season_weights(..., taper=False)``)."""
+    total = sum(w for _, w in weights)
+    if not total > 0:
+        raise ValueError("no training cut-off lies near that season")
+    return float(sum(w * table[c] for c, w in weights) / total)
 
 
 @dataclass
@@ -171,16 +228,15 @@ class Calibrator:
     depends on the scoring date, so when the model-adjusted prior was estimated the calibrator also
     keeps ``seasonal_intercepts`` (training cut-off ISO date -> calibration-in-the-large intercept
     of the unshifted probabilities there; only cut-offs whose label window ends before T and with
-    enough history) and ``seasonal_reference`` (that intercept at the cut-off nearest to the
-    calibration cut-off minus ``period_days``). :meth:`correction_at` picks the correction for a
-    scoring date; see there. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
+    enough history) and ``seasonal_reference`` (that intercept interpolated at the calibration
+    cut-off minus ``period_days``, :func:`season_weights` with ``taper=False``). :meth:`correction_at`
+    interpolates the correction for a scoring date; see there; ``shift`` and ``scale`` are its value at T. Without the table (older scorers, or no prior estimated) every date gets ``shift``.
 
     ``scale`` multiplies the log-odds before the shift: ``logit(p') = scale * logit(p) + shift``.
     It is 1 unless the seasonal correction also carries a slope (some seasons are harder to rank,
     and a model calibrated in an easy one is over-confident in a hard one). Then
     ``seasonal_intercepts`` hold the intercepts of a logistic recalibration (slope free) at each
-    cut-off, ``seasonal_slopes`` its slopes, ``seasonal_reference_slope`` the reference cut-off's
-    slope.
+    cut-off, ``seasonal_slopes`` its slopes, ``seasonal_reference_slope`` the reference's slope.
     """
 
     kind: str = "identity"
@@ -198,13 +254,14 @@ class Calibrator:
     seasonal_reference_slope: float | None = None
     anchor_rate: float | None = None
 
-    def _season_cutoff(self, as_of: Any) -> str | None:
-        """The training cut-off nearest to ``as_of - period_days``, or None beyond ``tolerance_days``."""
-        return _nearest_cutoff(
-            tuple(self.seasonal_intercepts),
+    def season_weights(self, as_of: Any, *, taper: bool = True) -> tuple[tuple[str, float], ...]:
+        """The training cut-offs whose season ``as_of`` falls in, weighted (:func:`season_weights`)."""
+        return season_weights(
+            tuple(getattr(self, "seasonal_intercepts", None) or ()),
             as_of,
             getattr(self, "period_days", 365),
             getattr(self, "tolerance_days", 45),
+            taper,
         )
 
     def _has_slopes(self) -> bool:
@@ -217,13 +274,14 @@ class Calibrator:
         """The seasonal correction ``(scale, shift)`` for scores as of ``as_of``:
         ``logit(p') = scale * logit(p) + shift``.
 
-        ``as_of=None`` (or no intercept table) gives the training-time ``scale`` and ``shift``.
-        Otherwise the training cut-off nearest to ``as_of - period_days`` (distance in days, the
-        earlier one on a tie) gives ``scale = slope(cut-off) / reference slope`` (1 without a slope
-        table) and ``shift = intercept(cut-off) - scale * seasonal_reference``, the same formulas as
-        at T: the season's recalibration after undoing the reference's. When no cut-off lies within
-        ``tolerance_days`` of that date it is ``(1, 0)``: the scores keep the calibration fold's base
-        rate, since no past season says how it moves.
+        ``as_of=None`` (or no intercept table) gives the training-time ``scale`` and ``shift``, the
+        correction at the test cut-off T. Otherwise the training cut-offs around
+        ``as_of - period_days`` are interpolated (:func:`season_weights`) and
+        :func:`seasonal_correction` undoes the calibration season's recalibration and applies that
+        season's, as at T. Far (beyond ``tolerance_days``) from every cut-off it is ``(1, 0)``: the
+        scores keep the calibration fold's base rate, since no past season says how it moves; near
+        the ends of the table the correction fades towards that, so it never steps from one day
+        to the next.
         """
         # Scorers pickled before these fields existed have none of them.
         table = getattr(self, "seasonal_intercepts", None)
@@ -231,11 +289,8 @@ class Calibrator:
         trained = (float(getattr(self, "scale", 1.0)), float(getattr(self, "shift", 0.0)))
         if as_of is None or not table or reference is None:
             return trained
-        best = self._season_cutoff(as_of)
-        if best is None:
-            return 1.0, 0.0
-        scale = float(self.seasonal_slopes[best] / self.seasonal_reference_slope) if self._has_slopes() else trained[0]
-        return scale, float(table[best] - scale * reference)
+        slopes = (self.seasonal_slopes, self.seasonal_reference_slope) if self._has_slopes() else (None, None)
+        return seasonal_correction(self.season_weights(as_of), table, reference, *slopes)
 
     def scale_at(self, as_of: Any = None) -> float:
         """The log-odds scale of :meth:`correction_at`."""

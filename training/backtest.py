@@ -39,7 +39,7 @@ import pandas as pd
 from models.drift import FeatureDrift, FeatureProfile, drift_overview
 from models.linear import LinearHead
 from models.reasons import ReasonWriter
-from models.scorer import Calibrator, Scorer, encode_frame, rate_shift, shift_log_odds
+from models.scorer import Calibrator, Scorer, encode_frame, rate_shift, season_weights, seasonal_value, shift_log_odds
 from models.spec import ModelSpec, leaf_size_for
 from training import metrics as m
 from training.baselines import bgnbd_scores, rfm_score
@@ -96,6 +96,33 @@ def seasonal_fits(
     else:
         warning = None
     return {c: intercept_shift(p, y) for c, (p, y) in scored.items()}, {}, warning
+
+
+def fit_seasons(
+    calibrator: Calibrator,
+    scored: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    slope: bool,
+    calibration_cutoff: Any,
+    test_cutoff: Any,
+) -> tuple[float, float, str | None]:
+    """Give ``calibrator`` its seasonal table from the reference cut-offs' unshifted ``(p, y)``, and
+    return the correction at the test cut-off ``(scale, shift)`` with :func:`seasonal_fits`' warning.
+
+    The table holds each cut-off's recalibration (:func:`seasonal_fits`); the reference is the
+    calibration season's, interpolated between the cut-offs around ``calibration_cutoff`` one
+    period earlier (the nearest within the tolerance at the ends of the table). The correction
+    at T is :meth:`Calibrator.correction_at` itself, so the test metrics measure the function that
+    scores every other date, and it becomes the calibrator's ``scale``/``shift``.
+    """
+    intercepts, slopes, warning = seasonal_fits(scored, slope=slope)
+    calibrator.seasonal_intercepts = intercepts
+    calibrator.seasonal_slopes = slopes
+    reference = calibrator.season_weights(calibration_cutoff, taper=False)
+    calibrator.seasonal_reference = seasonal_value(reference, intercepts)
+    calibrator.seasonal_reference_slope = seasonal_value(reference, slopes) if slopes else None
+    calibrator.scale, calibrator.shift = calibrator.correction_at(test_cutoff)
+    return calibrator.scale, calibrator.shift, warning
 
 
 def grade(model_metric: float, baseline_metrics: list[float], *, chance: float | None = 0.5) -> str:
@@ -222,31 +249,35 @@ def _refit(
 @dataclass(frozen=True)
 class _Seasons:
     """What a baseline needs to estimate its own seasonal correction as the model does
-    (:func:`training.calibration.model_adjusted`): the base-rate prior shift, and the rows and
-    labels of the two reference cut-offs (one period before the test and the calibration cut-off)."""
+    (:func:`fit_seasons`): the base-rate prior shift, the rows and labels of the reference
+    cut-offs, and the calibration and test cut-offs."""
 
-    rate_prior: PriorShift
     rows: dict[str, pd.DataFrame]
     X: dict[str, np.ndarray]
     slope: bool
+    calibration_cutoff: Any
+    test_cutoff: Any
 
-    def correction(self, calibrator: Calibrator, raw_at: Any, p_calibration: np.ndarray) -> tuple[float, float]:
-        """``(shift, scale)`` for scores whose raw values at a reference cut-off are ``raw_at(cutoff)``."""
-        prior = self.rate_prior
-        scored = {
-            c: (calibrator(raw_at(c)), self.rows[c]["label"].to_numpy(dtype=np.float64))
-            for c in (prior.test_season_cutoff, prior.calibration_season_cutoff)
+    def correction(self, calibrator: Calibrator, raw_at: Any) -> tuple[float, float]:
+        """``(shift, scale)`` at T for scores whose raw values at a reference cut-off are ``raw_at(cutoff)``.
+
+        Only the cut-offs the interpolation at T and at the calibration cut-off reads are scored.
+        """
+        keys, period, tolerance = tuple(self.rows), calibrator.period_days, calibrator.tolerance_days
+        needed = {
+            c
+            for as_of, taper in ((self.test_cutoff, True), (self.calibration_cutoff, False))
+            for c, _ in season_weights(keys, as_of, period, tolerance, taper)
         }
-        _, slopes, _ = seasonal_fits(scored, slope=self.slope)
-        own = model_adjusted(
-            prior,
-            *scored[prior.test_season_cutoff],
-            *scored[prior.calibration_season_cutoff],
-            calibration_rate_model=float(np.mean(p_calibration)),
-            slope=bool(slopes),
-            p_calibration=p_calibration,
+        scored = {c: (calibrator(raw_at(c)), self.rows[c]["label"].to_numpy(dtype=np.float64)) for c in sorted(needed)}
+        scale, shift, _ = fit_seasons(
+            calibrator,
+            scored,
+            slope=self.slope,
+            calibration_cutoff=self.calibration_cutoff,
+            test_cutoff=self.test_cutoff,
         )
-        return own.shift, own.scale
+        return shift, scale
 
 
 def _calibrated(
@@ -265,7 +296,7 @@ def _calibrated(
     is from ``raw_at(cutoff)``, its raw scores at a reference cut-off (read only with ``seasons``)."""
     choice = choose_calibrator(raw_cal, y_cal, ids_cal)
     if seasons is not None:
-        shift, scale = seasons.correction(choice.calibrator, raw_at, choice.calibrator(raw_cal))
+        shift, scale = seasons.correction(choice.calibrator, raw_at)
     choice.calibrator.shift = shift
     choice.calibrator.scale = scale
     return choice.calibrator(raw_test), choice.calibrator
@@ -593,8 +624,6 @@ def run_backtest(
     # The intercept (and with ``seasonal_slope`` the slope) of every usable training cut-off is kept,
     # so scoring at another date can pick the correction of its own season
     # (``Calibrator.correction_at``); at T it is the one below.
-    seasonal_intercepts: dict[str, float] = {}
-    seasonal_slopes: dict[str, float] = {}
     seasons = None
     if prior.applied and spec.model_adjusted_prior:
         ref_when = pd.to_datetime(full_train["as_of"])
@@ -612,25 +641,29 @@ def run_backtest(
                 calibrator(scorer.raw_score(ref_X[key], as_of=cutoff)),
                 ref_rows[key]["label"].to_numpy(dtype=np.float64),
             )
-        seasonal_intercepts, seasonal_slopes, slope_warning = seasonal_fits(scored_refs, slope=spec.seasonal_slope)
-        use_slope = bool(seasonal_slopes)
+        # The calibration fold's unshifted probabilities, before fit_seasons gives the calibrator its shift.
+        p_cal_now = calibrator(scorer.raw_score(X[cal_mask], as_of=latest))
+        scale, shift, slope_warning = fit_seasons(
+            calibrator, scored_refs, slope=spec.seasonal_slope, calibration_cutoff=latest, test_cutoff=ts.test_cutoff
+        )
         if slope_warning:
             warnings.append(slope_warning)
-        refs = [*scored_refs[prior.test_season_cutoff], *scored_refs[prior.calibration_season_cutoff]]
-        # The baselines' own corrections start from the same base-rate prior and reference rows.
-        seasons = _Seasons(rate_prior=prior, rows=ref_rows, X=ref_X, slope=spec.seasonal_slope)
-        p_cal_now = calibrator(scorer.raw_score(X[cal_mask], as_of=latest))
+        # The baselines' own corrections are read from the same reference rows.
+        seasons = _Seasons(
+            rows=ref_rows,
+            X=ref_X,
+            slope=spec.seasonal_slope,
+            calibration_cutoff=latest,
+            test_cutoff=ts.test_cutoff,
+        )
         prior = model_adjusted(
             prior,
-            *refs,
-            calibration_rate_model=float(p_cal_now.mean()),
-            slope=use_slope,
+            scale,
+            shift,
             p_calibration=p_cal_now,
+            slope=bool(calibrator.seasonal_slopes),
+            test_season_weights=calibrator.season_weights(ts.test_cutoff),
         )
-        calibrator.seasonal_intercepts = seasonal_intercepts
-        calibrator.seasonal_reference = seasonal_intercepts[prior.calibration_season_cutoff]
-        calibrator.seasonal_slopes = seasonal_slopes
-        calibrator.seasonal_reference_slope = seasonal_slopes.get(prior.calibration_season_cutoff)
     calibrator.shift = prior.shift
     calibrator.scale = prior.scale
     if spec.anchor_rate:
@@ -737,8 +770,8 @@ def run_backtest(
             "kind": choice.kind,
             "brier_out_of_fold": choice.brier,
             "prior_shift": prior.as_dict(),
-            "seasonal_intercepts": seasonal_intercepts,
-            "seasonal_slopes": seasonal_slopes,
+            "seasonal_intercepts": calibrator.seasonal_intercepts,
+            "seasonal_slopes": calibrator.seasonal_slopes,
         },
         test_X=X_test,
         timings=timings,

@@ -142,6 +142,8 @@ class PriorShift:
     pair of cut-offs exists in the training set, and ``note`` then says which one is missing.
     ``scale`` multiplies the log-odds before the shift (``logit(p') = scale * logit(p) + shift``);
     it is 1 unless the model-adjusted estimate carries a slope (see :func:`model_adjusted`).
+    ``test_season_weights`` (model-adjusted only) are the training cut-offs whose recalibrations
+    were interpolated for the test season, with their weights (``models.scorer.season_weights``).
     """
 
     shift: float
@@ -156,6 +158,7 @@ class PriorShift:
     rate_shift: float | None = None
     scale: float = 1.0
     note: str | None = None
+    test_season_weights: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,47 +186,29 @@ def recalibration_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def model_adjusted(
     prior: PriorShift,
-    p_test_season: np.ndarray,
-    y_test_season: np.ndarray,
-    p_cal_season: np.ndarray,
-    y_cal_season: np.ndarray,
-    calibration_rate_model: float,
+    scale: float,
+    shift: float,
     *,
-    slope: bool = False,
-    p_calibration: np.ndarray | None = None,
+    p_calibration: np.ndarray,
+    slope: bool,
+    test_season_weights: Sequence[tuple[str, float]] = (),
 ) -> PriorShift:
-    """Refine a base-rate prior shift with the model's own scores on the two reference cut-offs.
+    """A base-rate prior shift refined with the model's own scores on the reference cut-offs.
 
     The raw base rates of the reference cut-offs also differ because their populations differ
     (a year earlier the history is shorter, the customers younger). The model's calibrated
     probabilities there (without shift) account for the population; what they miss is the
-    season of the label window. The shift is the difference of the two calibration-in-the-large
-    intercepts: ``intercept(test season) - intercept(calibration season)``.
-
-    With ``slope``, each reference cut-off gets a logistic recalibration (slope ``a`` and
-    intercept ``b``, :func:`recalibration_fit`) instead, and the correction undoes the
-    calibration season's and applies the test season's:
-    ``logit' = b_test + (a_test / a_cal) * (logit - b_cal)``, i.e. ``scale = a_test / a_cal`` and
-    ``shift = b_test - scale * b_cal``. A label window that is harder to rank (on Online Retail II
-    the one holding the Christmas peak) has a lower slope in both years, and the scores
-    calibrated in an easier season are over-confident there. ``p_calibration`` (the calibration
-    fold's probabilities) gives the expected test base rate exactly; without it, it is computed
-    from ``calibration_rate_model``.
+    season of the label window. ``(scale, shift)`` is therefore read from recalibrations of the
+    model's probabilities at each reference cut-off (``training.backtest.fit_seasons``: the
+    calibration season's recalibration undone, the test season's applied, both interpolated
+    between the training cut-offs around them, ``models.scorer.seasonal_correction``). With
+    ``slope`` the recalibrations carry a slope as well as an intercept: a label window that is
+    harder to rank (on Online Retail II the one holding the Christmas peak) has a lower slope in
+    both years, and scores calibrated in an easier season are over-confident there.
+    ``p_calibration`` (the calibration fold's probabilities) gives the expected test base rate.
     """
     if not prior.applied:
         return prior
-    if slope:
-        a_test, b_test = recalibration_fit(p_test_season, y_test_season)
-        a_cal, b_cal = recalibration_fit(p_cal_season, y_cal_season)
-        scale = a_test / a_cal
-        shift = b_test - scale * b_cal
-    else:
-        scale = 1.0
-        shift = intercept_shift(p_test_season, y_test_season) - intercept_shift(p_cal_season, y_cal_season)
-    if p_calibration is not None:
-        expected = float(np.mean(shift_log_odds(p_calibration, shift, scale)))
-    else:
-        expected = 1.0 / (1.0 + np.exp(-(scale * _logit(calibration_rate_model) + shift)))
     return PriorShift(
         **{
             **prior.as_dict(),
@@ -231,7 +216,8 @@ def model_adjusted(
             "scale": float(scale),
             "method": "model-adjusted, slope and intercept" if slope else "model-adjusted",
             "rate_shift": prior.shift,
-            "expected_test_rate": float(expected),
+            "expected_test_rate": float(np.mean(shift_log_odds(p_calibration, shift, scale))),
+            "test_season_weights": {c: float(w) for c, w in test_season_weights} or None,
         }
     )
 

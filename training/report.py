@@ -365,9 +365,17 @@ def _prior_text(prior: dict | None) -> str:
         return f"none ({(prior or {}).get('note') or 'not used by this model'})"
     scale = prior.get("scale", 1.0)
     scaled = f"log-odds x {scale:.3f}, then " if scale != 1.0 else ""
+    weights = prior.get("test_season_weights") or {}
+    read = (
+        "; the test season read from "
+        + " + ".join(f"{c} ({w:.0%})" for c, w in sorted(weights.items()))
+        + " (interpolated, as at every scoring date)"
+        if weights
+        else ""
+    )
     return (
         f"{scaled}{prior['shift']:+.3f} log-odds ({prior.get('method')}; reference cut-offs "
         f"{prior['calibration_season_cutoff']} -> {prior['test_season_cutoff']}, base rates "
-        f"{prior['calibration_season_rate']:.3f} -> {prior['test_season_rate']:.3f}); expected test base rate "
-        f"{prior['expected_test_rate']:.3f}"
+        f"{prior['calibration_season_rate']:.3f} -> {prior['test_season_rate']:.3f}{read}); expected test base "
+        f"rate {prior['expected_test_rate']:.3f}"
     )

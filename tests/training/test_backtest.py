@@ -218,22 +218,26 @@ def test_a_model_with_its_seasonal_shift_has_no_warning():
 
 
 def test_each_baseline_gets_its_own_seasonal_correction():
-    """SYNTHETIC (a planted season): the test window and its reference a year earlier churn at +1.5
-    log-odds; every other cut-off, the calibration fold included, does not. Each baseline corrects
-    for it from its own scores at the two reference cut-offs, so its test probabilities follow the
-    season as the model's do."""
+    """SYNTHETIC (a planted season): a year before T the churn rate climbs linearly with the calendar,
+    from none at the cut-off T - 390 (the calibration season's reference) to +1.5 log-odds at T - 360;
+    every other cut-off, the calibration fold included, has none. The test window's season is that
+    of T - 365, 5/6 of the way: +1.25. Each baseline corrects for it from its own scores at the
+    reference cut-offs, interpolated as the model's correction is, so its test probabilities follow
+    the season as the model's do."""
     import dataclasses
 
     ts = training_set(2, n=1500)
     rng = np.random.default_rng(5)
     cutoffs = [ts.test_cutoff - dt.timedelta(days=30 * (k + 1)) for k in range(13)]
-    # k = 11 (360 days before T, the nearest cut-off to T - 365) is the test season's reference.
+    # k = 11 (360 days before T) and k = 12 (390) are the cut-offs around T - 365.
     train = pd.concat([frame(1500, c, rng, shift=1.5 if k == 11 else 0.0) for k, c in enumerate(cutoffs)])
-    test = frame(1500, ts.test_cutoff, np.random.default_rng(6), shift=1.5)
+    test = frame(1500, ts.test_cutoff, np.random.default_rng(6), shift=1.25)
     seasonal = dataclasses.replace(ts, train=train.reset_index(drop=True), test=test, cutoffs=tuple(cutoffs))
     out = run_backtest(seasonal, churn_spec(MODEL_CONFIG), num_boost_round=100)
     assert out.calibration["prior_shift"]["applied"] is True
     assert out.calibration["prior_shift"]["test_season_cutoff"] == str(cutoffs[11])
+    weights = out.calibration["prior_shift"]["test_season_weights"]
+    assert weights == {str(cutoffs[12]): pytest.approx(1 / 6), str(cutoffs[11]): pytest.approx(5 / 6)}
     rate = test["label"].mean()
     assert abs(out.predictions["probability"].mean() - rate) < 0.04
     for name in ("rfm", "logistic"):

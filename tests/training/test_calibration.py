@@ -114,34 +114,59 @@ def test_calibrator_shift_moves_the_log_odds():
     assert np.allclose(logit, np.log(base(raw) / (1 - base(raw))) - 0.5)
 
 
-def test_intercept_shift_matches_the_base_rate_and_model_adjusted_uses_it():
-    from training.calibration import PriorShift, intercept_shift, model_adjusted
+def test_intercept_shift_matches_the_base_rate():
+    from training.calibration import intercept_shift
 
     rng = np.random.default_rng(3)
     p = rng.uniform(0.1, 0.9, 5000)
     s = intercept_shift(p, np.r_[np.ones(2000), np.zeros(3000)])
     shifted = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + s)))
     assert abs(shifted.mean() - 0.4) < 1e-6
-    base = PriorShift(shift=0.1, applied=True, calibration_rate=0.6, test_season_cutoff="a")
-    y_a = (rng.random(5000) < 0.3).astype(float)
-    y_b = (rng.random(5000) < 0.5).astype(float)
-    out = model_adjusted(base, p, y_a, p, y_b, calibration_rate_model=0.6)
-    assert out.method == "model-adjusted" and out.rate_shift == 0.1
-    assert abs(out.shift - (intercept_shift(p, y_a) - intercept_shift(p, y_b))) < 1e-12
-    assert model_adjusted(PriorShift(0.0, False, 0.6), p, y_a, p, y_b, calibration_rate_model=0.6).shift == 0.0
+
+
+def test_model_adjusted_records_the_correction_and_its_expected_rate():
+    from training.calibration import PriorShift, model_adjusted
+
+    p = np.random.default_rng(3).uniform(0.1, 0.9, 5000)
+    base = PriorShift(shift=0.1, applied=True, calibration_rate=0.6, test_season_cutoff="2010-09-15")
+    weights = (("2010-08-16", 1 / 6), ("2010-09-15", 5 / 6))
+    out = model_adjusted(base, 0.8, -0.4, p_calibration=p, slope=True, test_season_weights=weights)
+    assert (out.scale, out.shift, out.rate_shift) == (0.8, -0.4, 0.1)
+    assert out.method == "model-adjusted, slope and intercept"
+    assert out.expected_test_rate == pytest.approx(np.mean(1 / (1 + np.exp(-(0.8 * np.log(p / (1 - p)) - 0.4)))))
+    assert out.test_season_weights == {"2010-08-16": 1 / 6, "2010-09-15": 5 / 6}
+    assert model_adjusted(base, 1.0, -0.4, p_calibration=p, slope=False).method == "model-adjusted"
+    unapplied = PriorShift(0.0, False, 0.6)
+    assert model_adjusted(unapplied, 0.8, -0.4, p_calibration=p, slope=True) is unapplied
+
+
+# Monthly training cut-offs a year before a model trained with T = 2011-09-10 and its calibration
+# fold at 2011-06-12: the reference (calibration season) is 2010-06-12's intercept, the test
+# season's is 2010-09-10's, so at T the shift is -0.75 - 0.25.
+_INTERCEPTS = {
+    "2010-06-12": 0.25,
+    "2010-07-12": 0.0,
+    "2010-08-11": -0.5,
+    "2010-09-10": -0.75,
+    "2010-10-10": -0.5,
+    "2010-11-09": 0.0,
+    "2010-12-09": 0.5,
+}
+_SLOPES = {
+    "2010-06-12": 0.5,
+    "2010-07-12": 0.5,
+    "2010-08-11": 0.45,
+    "2010-09-10": 0.375,
+    "2010-10-10": 0.4,
+    "2010-11-09": 0.5,
+    "2010-12-09": 0.625,
+}
 
 
 def _seasonal_calibrator():
     from models.scorer import Calibrator
 
-    # Trained with T = 2011-09-10 and the calibration fold at 2011-06-12: the reference is the
-    # intercept of 2010-06-13, the test season's that of 2010-09-12, so shift = -0.75 - 0.25.
-    return Calibrator(
-        kind="sigmoid",
-        shift=-1.0,
-        seasonal_intercepts={"2010-06-13": 0.25, "2010-09-12": -0.75, "2010-12-11": 0.5},
-        seasonal_reference=0.25,
-    )
+    return Calibrator(kind="sigmoid", shift=-1.0, seasonal_intercepts=dict(_INTERCEPTS), seasonal_reference=0.25)
 
 
 def test_seasonal_shift_at_the_test_cutoff_is_the_stored_shift():
@@ -149,26 +174,54 @@ def test_seasonal_shift_at_the_test_cutoff_is_the_stored_shift():
     assert calibrator.shift_at("2011-09-10") == calibrator.shift == -1.0
     assert calibrator.shift_at(None) == -1.0
     assert calibrator.shift_at(pd.Timestamp("2011-09-10 13:45")) == -1.0
+    assert calibrator.shift_at(pd.Timestamp("2011-09-10 23:30", tz="Europe/London")) == -1.0
 
 
-def test_seasonal_shift_is_zero_far_from_every_cutoff():
+def test_seasonal_shift_interpolates_between_cutoffs():
     calibrator = _seasonal_calibrator()
-    # 2012-03-15 - 365 days = 2011-03-16: 95 days from 2010-12-11, the nearest cut-off.
-    assert calibrator.shift_at("2012-03-15") == 0.0
-    # (as_of - 365) 45 days after the 2010-12-11 cut-off still counts, 46 days does not.
-    assert calibrator.shift_at(pd.Timestamp("2010-12-11") + pd.Timedelta(days=365 + 45)) == 0.25
-    assert calibrator.shift_at(pd.Timestamp("2010-12-11") + pd.Timedelta(days=365 + 46)) == 0.0
-
-
-def test_seasonal_shift_near_another_cutoff_uses_its_intercept():
-    calibrator = _seasonal_calibrator()
-    # 2011-12-09 - 365 days = 2010-12-09, two days from the 2010-12-11 cut-off: 0.5 - 0.25.
-    assert calibrator.shift_at("2011-12-09") == 0.25
-    # Near the calibration season itself the shift vanishes.
-    assert calibrator.shift_at("2011-06-12") == 0.0
+    # 2011-09-25 - 365 days = 2010-09-25, half way from 2010-09-10 (-0.75) to 2010-10-10 (-0.5).
+    assert calibrator.shift_at("2011-09-25") == pytest.approx(-0.625 - 0.25, abs=1e-12)
+    # A third of the way from 2010-11-09 (0.0) to 2010-12-09 (0.5).
+    assert calibrator.shift_at("2011-11-19") == pytest.approx(0.5 / 3 - 0.25, abs=1e-12)
     raw = np.array([-1.0, 0.0, 2.0])
-    logit = np.log(calibrator(raw, as_of="2011-12-09") / (1 - calibrator(raw, as_of="2011-12-09")))
-    assert np.allclose(logit, raw + 0.25)
+    p = calibrator(raw, as_of="2011-09-25")
+    assert np.allclose(np.log(p / (1 - p)), raw - 0.875)
+
+
+def test_seasonal_shift_never_steps_from_one_day_to_the_next():
+    # Until 2026-12-07 each date took the nearest cut-off's intercept: from 2011-11-24 to 11-25
+    # (2010-11-24 -> 11-25, where the nearest cut-off changes) the shift jumped by 0.5 here.
+    calibrator = _seasonal_calibrator()
+    days = pd.date_range("2011-04-01", "2012-03-31", freq="D")
+    shifts = np.array([calibrator.shift_at(d) for d in days])
+    steepest = max(abs(a - b) for a, b in zip(list(_INTERCEPTS.values())[1:], _INTERCEPTS.values(), strict=False)) / 30
+    assert np.max(np.abs(np.diff(shifts))) <= max(steepest, 0.25 / 45) + 1e-12
+    # Near the calibration season it vanishes; after the last cut-off it fades to 0 over the 45 days'
+    # tolerance (2010-12-09's 0.25 at 2011-12-09, half of it 22.5 days on); far from every cut-off it is 0.
+    assert calibrator.shift_at("2011-06-12") == 0.0
+    assert calibrator.shift_at("2011-05-20") == 0.0
+    assert calibrator.shift_at("2011-12-09") == pytest.approx(0.25, abs=1e-12)
+    assert calibrator.shift_at("2011-12-27") == pytest.approx(0.25 * (1 - 18 / 45), abs=1e-12)
+    assert calibrator.shift_at("2012-01-23") == 0.0
+    assert calibrator.shift_at("2012-03-15") == 0.0
+
+
+def test_season_weights_sum_to_one_between_cutoffs_and_fade_outside():
+    from models.scorer import season_weights
+
+    keys = tuple(_INTERCEPTS)
+    assert season_weights(keys, "2011-09-10", 365, 45) == (("2010-09-10", 1.0),)
+    (a, wa), (b, wb) = season_weights(keys, "2011-09-20", 365, 45)
+    assert (a, b) == ("2010-09-10", "2010-10-10") and (wa, wb) == pytest.approx((2 / 3, 1 / 3))
+    # Before the first cut-off: the first, fading (or held, taper=False); beyond 45 days, none.
+    assert season_weights(keys, "2011-06-02", 365, 45) == (("2010-06-12", pytest.approx(1 - 10 / 45)),)
+    assert season_weights(keys, "2011-06-02", 365, 45, False) == (("2010-06-12", 1.0),)
+    assert season_weights(keys, "2011-04-01", 365, 45) == ()
+    # Neighbours further apart than twice the tolerance are not interpolated: the nearest counts.
+    sparse = ("2010-01-01", "2010-07-01")
+    assert season_weights(sparse, "2011-01-21", 365, 45) == (("2010-01-01", pytest.approx(1 - 20 / 45)),)
+    assert season_weights(sparse, "2011-04-01", 365, 45) == ()
+    assert season_weights((), "2011-04-01", 365, 45) == ()
 
 
 def test_calibrators_pickled_before_the_intercept_table_keep_their_shift():
@@ -191,41 +244,54 @@ def test_recalibration_fit_recovers_slope_and_intercept():
         recalibration_fit(np.full(3, 0.5), np.ones(3))
 
 
-def test_model_adjusted_with_slope_undoes_the_calibration_season_and_applies_the_test_season():
-    from training.calibration import PriorShift, model_adjusted, recalibration_fit
+def test_fit_seasons_undoes_the_calibration_season_and_applies_the_interpolated_test_season():
+    from models.scorer import Calibrator
+    from training.backtest import fit_seasons
+    from training.calibration import recalibration_fit
 
+    # Synthetic (planted recalibrations): three monthly reference cut-offs, each with its own slope
+    # and intercept of the true log-odds on the model's.
     rng = np.random.default_rng(7)
     p = rng.uniform(0.05, 0.95, 20_000)
     z = np.log(p / (1 - p))
-    y_test_season = (rng.random(len(p)) < 1 / (1 + np.exp(-(0.65 * z - 0.7)))).astype(float)
-    y_cal_season = (rng.random(len(p)) < 1 / (1 + np.exp(-(0.8 * z - 0.3)))).astype(float)
-    base = PriorShift(shift=0.1, applied=True, calibration_rate=0.6, test_season_cutoff="a")
-    out = model_adjusted(
-        base, p, y_test_season, p, y_cal_season, calibration_rate_model=0.6, slope=True, p_calibration=p
+    planted = {"2010-06-12": (0.8, -0.3), "2010-07-12": (0.7, -0.5), "2010-08-11": (0.6, -0.8)}
+    scored = {
+        c: (p, (rng.random(len(p)) < 1 / (1 + np.exp(-(a * z + b)))).astype(float)) for c, (a, b) in planted.items()
+    }
+    calibrator = Calibrator(kind="identity")
+    # T - 365 = 2010-07-22: a third of the way from 2010-07-12 to 2010-08-11.
+    scale, shift, warning = fit_seasons(
+        calibrator, scored, slope=True, calibration_cutoff="2011-06-12", test_cutoff="2011-07-22"
     )
-    a_t, b_t = recalibration_fit(p, y_test_season)
-    a_c, b_c = recalibration_fit(p, y_cal_season)
-    assert out.scale == pytest.approx(a_t / a_c, rel=1e-12)
-    assert out.shift == pytest.approx(b_t - out.scale * b_c, rel=1e-12)
-    assert out.scale == pytest.approx(0.65 / 0.8, abs=0.05)
-    assert out.method == "model-adjusted, slope and intercept" and out.rate_shift == 0.1
-    assert out.expected_test_rate == pytest.approx(np.mean(1 / (1 + np.exp(-(out.scale * z + out.shift)))), rel=1e-12)
+    fits = {c: recalibration_fit(*scored[c]) for c in planted}
+    a_test = 2 / 3 * fits["2010-07-12"][0] + 1 / 3 * fits["2010-08-11"][0]
+    b_test = 2 / 3 * fits["2010-07-12"][1] + 1 / 3 * fits["2010-08-11"][1]
+    a_cal, b_cal = fits["2010-06-12"]
+    assert warning is None
+    assert scale == pytest.approx(a_test / a_cal, rel=1e-12)
+    assert shift == pytest.approx(b_test - scale * b_cal, rel=1e-12)
+    assert scale == pytest.approx((2 / 3 * 0.7 + 1 / 3 * 0.6) / 0.8, abs=0.05)
+    # The correction at T is the calibrator's own, with and without the date.
+    assert (calibrator.scale, calibrator.shift) == (scale, shift) == calibrator.correction_at("2011-07-22")
+    raw = np.array([-1.0, 0.5])
+    assert np.array_equal(calibrator(raw), calibrator(raw, as_of="2011-07-22"))
     # Without the slope the scale stays 1 and the shift is the difference of intercepts.
-    assert model_adjusted(base, p, y_test_season, p, y_cal_season, calibration_rate_model=0.6).scale == 1.0
+    flat = Calibrator(kind="identity")
+    assert fit_seasons(flat, scored, slope=False, calibration_cutoff="2011-06-12", test_cutoff="2011-07-22")[0] == 1.0
 
 
 def _sloped_calibrator():
     from models.scorer import Calibrator
 
-    # Reference (calibration season) 2010-06-13: slope 0.5, intercept 0.25; the test season
-    # 2010-09-12: slope 0.375, intercept -0.75. At T: scale 0.75, shift -0.75 - 0.75 * 0.25.
+    # Reference (calibration season) 2010-06-12: slope 0.5, intercept 0.25; the test season
+    # 2010-09-10: slope 0.375, intercept -0.75. At T: scale 0.75, shift -0.75 - 0.75 * 0.25.
     return Calibrator(
         kind="sigmoid",
         shift=-0.9375,
         scale=0.75,
-        seasonal_intercepts={"2010-06-13": 0.25, "2010-09-12": -0.75, "2010-12-11": 0.5},
+        seasonal_intercepts=dict(_INTERCEPTS),
         seasonal_reference=0.25,
-        seasonal_slopes={"2010-06-13": 0.5, "2010-09-12": 0.375, "2010-12-11": 0.625},
+        seasonal_slopes=dict(_SLOPES),
         seasonal_reference_slope=0.5,
     )
 
@@ -235,9 +301,14 @@ def test_seasonal_scale_and_shift_follow_the_scoring_date():
     assert calibrator.scale_at("2011-09-10") == calibrator.scale == 0.75
     assert calibrator.shift_at("2011-09-10") == calibrator.shift == -0.9375
     assert calibrator.scale_at(None) == 0.75
-    # Near the 2010-12-11 cut-off: scale 0.625 / 0.5, shift 0.5 - 1.25 * 0.25.
+    # On the 2010-12-09 cut-off: scale 0.625 / 0.5, shift 0.5 - 1.25 * 0.25.
     assert calibrator.scale_at("2011-12-09") == 1.25
     assert calibrator.shift_at("2011-12-09") == 0.1875
+    # Half way from 2010-11-09 to 2010-12-09: slope 0.5625, intercept 0.25.
+    assert calibrator.scale_at("2011-11-24") == pytest.approx(1.125, abs=1e-12)
+    assert calibrator.shift_at("2011-11-24") == pytest.approx(0.25 - 1.125 * 0.25, abs=1e-12)
+    # 15 days after the last cut-off, two thirds of its season and one third of the reference's.
+    assert calibrator.scale_at("2011-12-24") == pytest.approx((0.625 * 2 / 3 + 0.5 / 3) / 0.5, abs=1e-12)
     # Near the calibration season itself the correction vanishes; far from every cut-off it is off.
     assert (calibrator.scale_at("2011-06-12"), calibrator.shift_at("2011-06-12")) == (1.0, 0.0)
     assert (calibrator.scale_at("2012-03-15"), calibrator.shift_at("2012-03-15")) == (1.0, 0.0)

@@ -20,3 +20,25 @@ def test_a_groups_strength_sums_its_members_per_row_before_taking_the_absolute_v
     assert group_strength(contrib, ReasonWriter(features, {}, "raises")) == pytest.approx(
         {"days_since_last": 0.4, "purchase_days_90d": 0.3, "country": 0.3, "month": 1.0}
     )
+
+
+def test_the_report_says_which_cutoffs_the_test_season_was_interpolated_from():
+    from training.report import _prior_text
+
+    prior = {
+        "applied": True,
+        "shift": -0.318,
+        "scale": 0.870,
+        "method": "model-adjusted, slope and intercept",
+        "calibration_season_cutoff": "2010-06-17",
+        "test_season_cutoff": "2010-09-15",
+        "calibration_season_rate": 0.652,
+        "test_season_rate": 0.547,
+        "expected_test_rate": 0.565,
+        "test_season_weights": {"2010-09-15": 5 / 6, "2010-08-16": 1 / 6},
+    }
+    text = _prior_text(prior)
+    assert text.startswith("log-odds x 0.870, then -0.318 log-odds (model-adjusted, slope and intercept;")
+    assert "the test season read from 2010-08-16 (17%) + 2010-09-15 (83%) (interpolated" in text
+    assert "read from" not in _prior_text({**prior, "test_season_weights": None})
+    assert _prior_text({"applied": False, "note": "no cut-off"}) == "none (no cut-off)"
