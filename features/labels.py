@@ -142,34 +142,37 @@ def _bound(columns: list[ir.Column], which: str) -> dt.datetime | None:
 
 
 def _time_columns(tables: CanonicalTables, task: str) -> tuple[str, list[ir.Column]]:
-    """The main table of ``task`` and every time column the task reads (empty: no such table)."""
+    """The main table of ``task`` and its time columns (empty: no such table).
+
+    The side tables (events, lead events) are left out: touchpoints are sparse, so their last row is
+    not the export's end, and an events export that runs on must not hide orders (or leads) that
+    stopped arriving, nor an earlier one move where the history starts.
+    """
     if task == "lead":
         if tables.leads is None:
             return "leads", []
         columns = [tables.leads.created_at]
         if "converted_at" in tables.leads.columns:
             columns.append(tables.leads.converted_at)
-        if tables.lead_events is not None:
-            columns.append(tables.lead_events.timestamp)
         return "leads", columns
     if tables.transactions is None:
         return "transactions", []
-    columns = [tables.transactions.timestamp] + ([tables.events.timestamp] if tables.events is not None else [])
-    return "transactions", columns
+    return "transactions", [tables.transactions.timestamp]
 
 
 def data_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None]:
-    """The main table of ``task`` and the latest time of any row the task reads (None: no rows).
+    """The main table of ``task`` and its latest time (None: no rows).
 
-    churn and next purchase: transactions and events; lead: ``created_at``, ``converted_at``
-    (when mapped) and lead events.
+    churn and next purchase: the transactions; lead: ``created_at`` and ``converted_at`` (when
+    mapped). Until 2026-12-07 the events (lead events) counted too, so a stale orders export beside
+    live touchpoints was not warned of, and a snapshot's ``data_until`` was the events'.
     """
     table, columns = _time_columns(tables, task)
     return table, _bound(columns, "max")
 
 
 def data_span(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime | None, dt.datetime | None]:
-    """The main table of ``task`` and the earliest and latest time of any row the task reads.
+    """The main table of ``task`` and its earliest and latest time.
 
     The columns are those of :func:`data_until`; ``(table, None, None)`` when there are no rows.
     """
@@ -189,8 +192,6 @@ def observed_until(tables: CanonicalTables, task: str) -> tuple[str, dt.datetime
     """
     if task == "lead" and (tables.leads is None or "converted_at" not in tables.leads.columns):
         return "leads", None
-    if task != "lead" and tables.transactions is not None:
-        return "transactions", _bound([tables.transactions.timestamp], "max")
     return data_until(tables, task)
 
 

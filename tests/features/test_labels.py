@@ -120,6 +120,15 @@ def test_a_label_window_must_end_within_the_data():
     earlier = make_tables(tx(ROWS), events=events.assign(timestamp=pd.to_datetime(["2024-04-01"])))
     assert observed_until(earlier, "churn") == ("transactions", dt.datetime(2024, 4, 10, 0, 0, 1))
     check_window_observed(earlier, "churn", as_of="2024-03-31", horizon_days=10)
+    # Nor do they hide a stale orders export, move where the orders' history starts or ends, or stamp a
+    # snapshot's data_until (until 2026-12-07 the latest of both tables did).
+    from training.score import date_warnings
+
+    assert data_span(later, "churn") == ("transactions", dt.datetime(2024, 3, 1), dt.datetime(2024, 4, 10, 0, 0, 1))
+    assert data_until(later, "churn") == observed_until(later, "churn")
+    assert date_warnings(later, "churn", "2024-05-20")["stale_warning"].startswith(
+        "the scoring date 2024-05-20 00:00 is 39 days after the last row of table 'transactions' (2024-04-10 00:00)"
+    )
 
 
 def test_a_test_cutoff_past_the_data_is_refused():
