@@ -213,6 +213,36 @@ def _too_large(scope: Scope, limit_mb: float | None) -> str | None:
     )
 
 
+async def _counted_body(receive: Receive, send: Send, limit_mb: float) -> Receive | None:
+    """Read a body sent without a ``Content-Length`` (chunked) as it arrives, and hand it on whole;
+    413 (and None) as soon as it passes ``limit_mb``. Only the length of such a body was unchecked: a
+    300 MB chunked upload took a worker from 0.6 to 1.2 GB before any check ran."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: nothing to answer
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit_mb * 1e6:
+            await _deny(
+                send,
+                413,
+                f"the request body is over serving.max_body_mb ({limit_mb:g} MB) (sent without a Content-Length, "
+                "counted as it arrived); send fewer records per call",
+            )
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def again() -> MutableMapping[str, Any]:
+        return replay.pop() if replay else await receive()
+
+    return again
+
+
 async def _deny(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -237,7 +267,8 @@ class ApiKeyMiddleware:
         Route path (without the service's path prefix) -> the least role it needs.
     max_body_mb
         A callable returning the largest request body in MB (``serving.max_body_mb``; None: any), checked
-        on its ``Content-Length`` before it is read: 413 above it.
+        on its ``Content-Length`` before it is read, or counted as it arrives when it has none (chunked):
+        413 above it.
     """
 
     def __init__(
@@ -279,10 +310,15 @@ class ApiKeyMiddleware:
         if not_json is not None:
             await _deny(send, 415, not_json)
             return
-        too_large = _too_large(scope, self._max_body_mb() if self._max_body_mb is not None else None)
+        limit = self._max_body_mb() if self._max_body_mb is not None else None
+        too_large = _too_large(scope, limit)
         if too_large is not None:
             await _deny(send, 413, too_large)
             return
+        if limit is not None and scope.get("method") == "POST" and b"content-length" not in dict(scope["headers"]):
+            receive = await _counted_body(receive, send, limit)
+            if receive is None:
+                return
         scope[ROLE_SCOPE_KEY] = role
         scope[KEY_ID_SCOPE_KEY] = known_id
         await self.app(scope, receive, send)

@@ -201,6 +201,8 @@ class TaskModel:
     # What the lists of ``scored`` filter on (``lists.filterable``), for /models: worked out once per load,
     # not per call (value counts of every text attribute: 6 ms for 51,000 customers, on the event loop).
     list_filters: Mapping[str, Any] | None = field(default=None, repr=False)
+    # The features the feature code computes from a history (not attributes): :func:`computed_features`.
+    computed: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -1014,6 +1016,35 @@ def _not_posted(task: str, field_name: str, absent: Sequence[str], unread: Colle
     )
 
 
+def computed_features(model: TaskModel, task: str) -> frozenset[str]:
+    """The model's features that the feature code computes from a record's history, not read from its
+    attributes (``recency_days``, ``days_since_created``): those of one bare record (no attributes)
+    with the model's configuration, less the configured and vocabulary attributes (present as empty
+    columns). Worked out at the first posted call of a load (one feature build, the SQL not cached)."""
+    if model.computed is not None:
+        return model.computed
+    as_of = dt.datetime(2000, 1, 2)
+    if task == "lead":
+        records: dict[str, Any] = {"leads": [{"lead_id": "x", "created_at": as_of}]}
+    else:
+        line = {"timestamp": as_of, "amount": 1.0, "order_id": "o", "product_id": "p", "quantity": 1.0}
+        records = {"customers": [{"customer_id": "x", "purchases": [line]}]}
+    frame = history_features(
+        model.config,
+        task,
+        as_of=as_of,
+        vocabulary=model.scorer.vocabulary,
+        attribute_types=attribute_types(model.scorer),
+        compiled=None,
+        **records,
+    )
+    _, configured, _ = _table_columns(model.config, task)
+    attributes = configured | set((model.scorer.vocabulary or {}).get(ATTRIBUTES_VOCABULARY, ()))
+    computed = frozenset(set(frame.columns) & set(model.scorer.feature_names) - attributes)
+    object.__setattr__(model, "computed", computed)  # one load's fact, kept with it
+    return computed
+
+
 def _check_attribute_names(
     model: TaskModel, task: str, field_name: str, key: str, records: Sequence[Mapping[str, Any]]
 ) -> dict[str, list[str]]:
@@ -1033,7 +1064,8 @@ def _check_attribute_names(
         Naming ``<field_name>.i.attributes.<name>``.
     """
     columns, configured, excluded = _table_columns(model.config, task)
-    features = set(model.scorer.feature_names)
+    computed = computed_features(model, task)
+    features = set(model.scorer.feature_names) - computed
     seen: dict[str, tuple[str, int]] = {c.lower(): (c, -1) for c in columns | configured}
     for i, record in enumerate(records):
         for name in record.get("attributes") or {}:
@@ -1060,6 +1092,12 @@ def _check_attribute_names(
         attributes = record.get("attributes") or {}
         said = out.setdefault(str(record[key]), [])
         for name in sorted(set(attributes) - features - columns):
+            if name in computed:
+                said.append(
+                    f"attributes.{name} is a feature the {task} model computes from the history, so the posted value "
+                    "was not used"
+                )
+                continue
             if name in excluded:
                 said.append(f"attributes.{name} is excluded from the features ({excluded[name]}), so it was not used")
                 continue
@@ -1147,6 +1185,9 @@ def _unknown_to_the_model(
     never = scorer.profile.never_missing()
     if not never:
         return {}
+    from features.breadth import FEATURES_FROM
+
+    source = {feature: column for column, features in FEATURES_FROM.items() for feature in features}
     columns = [scorer.feature_names.index(f) for f in never]
     out = {}
     for i, key in enumerate(keys):
@@ -1154,12 +1195,92 @@ def _unknown_to_the_model(
         if missing:
             named = ", ".join(missing)
             posted = [f"attributes.{f}" for f in missing if f in attribute_names]
+            # avg_unit_price of lines whose quantity is 0 or absent: say which field of the purchases it needs.
+            fed = sorted({source[f] for f in missing if f in source})
             out[key] = (
                 f"cannot score: {named} {'is' if len(missing) == 1 else 'are'} missing, and no training row of the "
                 f"{task} model had {'it' if len(missing) == 1 else 'them'} missing (the model would read 0)"
                 + (f"; post a value for {', '.join(posted)}" if posted else "")
+                + (
+                    f"; computed from the purchases' {' and '.join(fed)}, which no purchase (amount > 0) carries "
+                    "as a usable value (a quantity must be above 0)"
+                    if fed
+                    else ""
+                )
             )
     return out
+
+
+def _drop_repeated_lines(
+    config: Config, task: str, field_name: str, records: Sequence[Mapping[str, Any]]
+) -> tuple[list[Mapping[str, Any]], dict[str, str]]:
+    """The records without the purchase (and event) lines that copy another line of the same record
+    exactly, when the training config drops exact duplicate rows of that table
+    (``tables.<table>.drop_duplicates``), and a sentence per record that lost any, by id.
+
+    Batch scoring and training read the stored tables with the rule applied; a posted history is
+    held to it too, or a line sent twice counted twice (value at risk 42.60 -> 65.89 for one repeat).
+    Times are compared in UTC, so one instant written with and without its offset is one line.
+    """
+    entity = "lead_id" if task == "lead" else "customer_id"
+    tables = (("lead_events", "events"),) if task == "lead" else (("transactions", "purchases"), ("events", "events"))
+    rules = [(table, key) for table, key in tables if getattr(getattr(config.tables, table), "drop_duplicates", False)]
+    if not rules:
+        return list(records), {}
+    out, said = [], {}
+    for i, record in enumerate(records):
+        record = dict(record)
+        sentences = []
+        for table, key in rules:
+            lines, seen, kept = record.get(key) or (), set(), []
+            for line in lines:
+                identity = tuple(sorted((k, _naive_utc(v) if k == "timestamp" else v) for k, v in line.items()))
+                if identity not in seen:
+                    seen.add(identity)
+                    kept.append(line)
+            if len(kept) < len(lines):
+                n = len(lines) - len(kept)
+                record[key] = kept
+                sentences.append(
+                    f"{field_name}[{i}].{key}: {'1 line was an exact copy' if n == 1 else f'{n} lines were exact copies'} "
+                    f"of another and {'was' if n == 1 else 'were'} dropped, as in the stored data "
+                    f"(tables.{table}.drop_duplicates)"
+                )
+        if sentences:
+            said[str(record[entity])] = "; ".join(sentences)
+        out.append(record)
+    return out, said
+
+
+def _posted_but_unread(
+    scorer: Any, task: str, field_name: str, records: Sequence[Mapping[str, Any]], as_of: dt.datetime
+) -> dict[str, list[str]]:
+    """What a posted customer record carries that its score does not rest on, by id: purchase fields no
+    feature of the model is computed from (``category`` for a model trained without categories) and
+    purchases after ``as_of``, which are not history."""
+    from features.breadth import FEATURES_FROM
+
+    used = set(scorer.feature_names)
+    unread = [column for column, features in FEATURES_FROM.items() if not used & set(features)]
+    unread += [] if "channel" in used else ["channel"]
+    out: dict[str, list[str]] = {}
+    for i, record in enumerate(records):
+        said = out.setdefault(str(record["customer_id"]), [])
+        purchases = record.get("purchases") or ()
+        for column in unread:
+            n = sum(p.get(column) is not None for p in purchases)
+            if n:
+                said.append(
+                    f"{field_name}[{i}].purchases: {column} ({n} of {len(purchases)} lines) is not read by the {task} "
+                    "model (none of its features is computed from it), so it was not used"
+                )
+        later = sum(_naive_utc(p["timestamp"]) > as_of for p in purchases)
+        if later:
+            said.append(
+                f"{field_name}[{i}].purchases: {later} of the {len(purchases)} lines fall after as_of "
+                f"({as_of:%Y-%m-%d %H:%M}) and are not history, so they were not used"
+            )
+    return {k: v for k, v in out.items() if v}
 
 
 def score_posted(
@@ -1193,9 +1314,13 @@ def score_posted(
     posted = leads if task == "lead" else customers
     entity = model.scorer.entity
     _check_unique(field_name, entity, posted)
+    posted, repeated = _drop_repeated_lines(model.config, task, field_name, posted)
+    customers, leads = ([], posted) if task == "lead" else (posted, [])
     _check_purchases(model, task, customers)
     _check_attributes(model.scorer, task, field_name, posted)
     named = _check_attribute_names(model, task, field_name, entity, posted)
+    for key, sentences in _posted_but_unread(model.scorer, task, field_name, customers, as_of).items():
+        named.setdefault(key, []).extend(sentences)
     try:
         frame = history_features(
             model.config,
@@ -1222,6 +1347,8 @@ def score_posted(
     for key, sentences in named.items():
         warnings.setdefault(key, []).extend(sentences)
     for key, sentence in _unused_events(model.config, task, field_name, entity, posted).items():
+        warnings.setdefault(key, []).append(sentence)
+    for key, sentence in repeated.items():
         warnings.setdefault(key, []).append(sentence)
     gaps = _unknown_to_the_model(model.scorer, matrix, found, task, attribute_names)
     if gaps:

@@ -32,6 +32,7 @@ __all__ = [
     "TopK",
     "TopResponse",
     "Touchpoint",
+    "not_bool",
 ]
 
 MAX_K = 10
@@ -58,12 +59,21 @@ def _iso_text(value: object) -> object:
         )
     if isinstance(value, str):
         try:
-            dt.datetime.fromisoformat(value.strip())
+            # Handed on parsed: pydantic reads a string of digits ("20110601", ISO 8601's basic form) as
+            # Unix seconds, 1970-08-21, where this reads it as the date it writes.
+            return dt.datetime.fromisoformat(value.strip())
         except ValueError:  # pydantic's own message ("invalid character in year") names no format
             raise ValueError(
                 f"{value!r} is not an ISO 8601 date: post '2011-12-09' or '2011-12-09T14:30:00Z' (07/12/2011 reads "
                 "as the 7th of December or the 12th of July)"
             ) from None
+    return value
+
+
+def not_bool(value: object) -> object:
+    """Refuse ``true``/``false`` where a number is asked for: pydantic reads them as 1 and 0."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a number")
     return value
 
 
@@ -93,6 +103,7 @@ Id = Annotated[
 ]
 TopK = Annotated[
     int | None,
+    BeforeValidator(not_bool),
     Field(
         ge=0,
         le=MAX_K,
@@ -102,6 +113,7 @@ TopK = Annotated[
 ]
 CounterK = Annotated[
     int,
+    BeforeValidator(not_bool),
     Field(
         ge=0,
         le=MAX_K,
@@ -121,6 +133,10 @@ Attributes = Annotated[
     Field(max_length=200, description="static attributes by name, e.g. {'country': 'United Kingdom'}"),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=128)]
+# An order or product code: text, or a whole number as an export writes it (489434 -> "489434"), as ids are.
+Code = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=128)]
+# The most purchases (or events) one record may post; every call is also held to serving.max_posted_rows.
+MAX_RECORD_ROWS = 100_000
 
 
 class _Body(BaseModel):
@@ -186,8 +202,8 @@ class Purchase(_Body):
 
     timestamp: Moment
     amount: Finite
-    order_id: Text | None = None
-    product_id: Text | None = None
+    order_id: Code | None = None
+    product_id: Code | None = None
     quantity: Finite | None = None
     category: Text | None = None
     channel: Text | None = None
@@ -205,8 +221,8 @@ class Touchpoint(_Body):
 class CustomerHistory(_Body):
     customer_id: Id
     attributes: Attributes = Field(default_factory=dict)
-    purchases: Annotated[list[Purchase], Field(max_length=10_000)]
-    events: Annotated[list[Touchpoint], Field(max_length=10_000)] = Field(default_factory=list)
+    purchases: Annotated[list[Purchase], Field(max_length=MAX_RECORD_ROWS)]
+    events: Annotated[list[Touchpoint], Field(max_length=MAX_RECORD_ROWS)] = Field(default_factory=list)
 
 
 class LeadEvent(_Body):
@@ -219,7 +235,7 @@ class LeadRecord(_Body):
     lead_id: Id
     created_at: Moment
     attributes: Attributes = Field(default_factory=dict)
-    events: Annotated[list[LeadEvent], Field(max_length=10_000)] = Field(default_factory=list)
+    events: Annotated[list[LeadEvent], Field(max_length=MAX_RECORD_ROWS)] = Field(default_factory=list)
 
 
 class DriftInfo(BaseModel):

@@ -29,11 +29,11 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import bentoml
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.responses import JSONResponse, Response
 
 from features.config import Config, load_config
@@ -54,6 +54,7 @@ from serving.schemas import (
     ScoreResponse,
     TopK,
     TopResponse,
+    not_bool,
 )
 
 __all__ = ["CONFIG_ENV", "WORKDIR_ENV", "CrmScore"]
@@ -292,18 +293,32 @@ AsOf = Annotated[
 ]
 Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
 # The filters and options of the lists (/at_risk, /top/...).
-ListTop = Annotated[int, Field(ge=1, le=100_000)]
+ListTop = Annotated[int, BeforeValidator(not_bool), Field(ge=1, le=100_000)]
 ListTiers = Annotated[list[str] | None, Field(max_length=20)]
 # An attribute's condition (serving.lists.conditions): a value, any of a list of values, or
 # operators to operands ({">=": 40, "<": 60}, {"!=": ["UK"]}).
-WhereValue = str | int | float | None  # int first: 15749 matches the text "15749", not "15749.0"
+WhereValue = Annotated[str | int | float | None, BeforeValidator(not_bool)]  # int first: 15749 matches "15749"
 WhereOperator = Literal["=", "!=", ">", ">=", "<", "<="]
+
+
+def _known_operators(where: object) -> object:
+    """Name an unknown operator and the ones there are (pydantic listed five union errors for ``=>``)."""
+    for name, condition in (where or {}).items() if isinstance(where, dict) else ():
+        unknown = [op for op in condition if op not in get_args(WhereOperator)] if isinstance(condition, dict) else []
+        if unknown:
+            raise ValueError(
+                f"where.{name}: {unknown[0]!r} is not an operator; use one of {', '.join(get_args(WhereOperator))}"
+            )
+    return where
+
+
 ListWhere = Annotated[
     dict[str, WhereValue | list[WhereValue] | dict[WhereOperator, WhereValue | list[WhereValue]]] | None,
+    BeforeValidator(_known_operators),
     Field(max_length=20),
 ]
-ListK = Annotated[int, Field(ge=0, le=MAX_K)]
-ListCounterK = Annotated[int, Field(ge=0, le=MAX_K)]
+ListK = Annotated[int, BeforeValidator(not_bool), Field(ge=0, le=MAX_K)]
+ListCounterK = Annotated[int, BeforeValidator(not_bool), Field(ge=0, le=MAX_K)]
 ListFormat = Literal["json", "csv"]
 ListPer = Annotated[
     str | None,

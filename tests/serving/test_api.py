@@ -264,8 +264,9 @@ def _lead_record(server) -> dict:
 @pytest.mark.parametrize("task", ["churn", "next_purchase"])
 def test_posted_history_scores_like_the_snapshot_by_id(server, task):
     """Same feature code as training: a customer's whole history posted as of the snapshot date
-    scores (nearly) like the snapshot row; the bundled data's filters (duplicates, zero prices,
-    fee lines) are not applied to a posted history, so only closeness is asserted."""
+    scores (nearly) like the snapshot row; the bundled data's filters (zero prices, fee lines) are
+    not applied to a posted history (exact duplicates are dropped, as in the stored data), so only
+    closeness is asserted."""
     key = snapshot_ids(server, task, 1)[0]
     with server.client("marketer") as c:
         by_id = c.post(f"/score/{task}", json={"ids": [key], "k": 0}).json()
@@ -389,6 +390,67 @@ def test_posted_events_a_model_cannot_read_are_named_in_a_warning(server):
         "customers[1].events: the churn model's training config maps no events table, so no feature reads events; "
         "the 2 posted events were not used"
     ]
+
+
+def test_what_a_posted_history_carries_beyond_its_score_is_dropped_or_named(server):
+    """An integrator's findings (2026-12-07): a line sent twice counted twice (the stored data drops exact
+    copies), and an attribute named like a computed feature, a purchase field no feature reads and lines
+    after as_of were ignored without a word. A date in ISO 8601's basic form ("20111001") was read as Unix
+    seconds (1970), and numeric order and product codes were refused."""
+    base = {"timestamp": "2011-10-01T10:00:00", "amount": 50.0, "product_id": "85123A", "quantity": 2}
+    other = {**base, "timestamp": "2011-06-01T10:00:00", "amount": 120.0, "order_id": "1"}
+    plain = {"customer_id": "plain", "attributes": UK, "purchases": [base, other]}
+    repeated = {
+        "customer_id": "repeated",
+        "attributes": {**UK, "recency_days": 10000},
+        "purchases": [
+            {**base, "category": "mugs"},
+            {**other, "timestamp": "20110601T100000"},  # the same instant, basic form
+            {**other, "timestamp": "2011-06-01T11:00:00+01:00"},  # and again, with an offset
+            {**base, "timestamp": "2011-12-05T10:00:00", "amount": 1e6},  # after as_of
+        ],
+    }
+    numeric = {"customer_id": "numeric", "attributes": UK, "purchases": [{**base, "product_id": 85123, "order_id": 7}]}
+    with server.client("admin") as c:
+        response = c.post(
+            "/score/churn/history", json={"customers": [plain, repeated, numeric], "as_of": "2011-12-01", "k": 0}
+        )
+    assert response.status_code == 200, response.text
+    plain_item, repeated_item, numeric_item = response.json()["items"]
+    assert repeated_item["probability"] == pytest.approx(plain_item["probability"], abs=1e-12)
+    assert repeated_item["value_at_risk"] == pytest.approx(plain_item["value_at_risk"], abs=1e-9)
+    assert plain_item["warnings"] is None
+    said = repeated_item["warnings"]
+    assert (
+        "customers[1].purchases: category (1 of 3 lines) is not read by the churn model (none of its features is "
+        "computed from it), so it was not used" in said
+    )
+    assert (
+        "customers[1].purchases: 1 of the 3 lines fall after as_of (2011-12-01 00:00) and are not history, so they "
+        "were not used" in said
+    )
+    assert (
+        "customers[1].purchases: 1 line was an exact copy of another and was dropped, as in the stored data "
+        "(tables.transactions.drop_duplicates)" in said
+    )
+    assert (
+        "attributes.recency_days is a feature the churn model computes from the history, so the posted value was not "
+        "used" in said
+    )
+    assert "error" not in numeric_item
+
+
+def test_posted_bool_numbers_and_unknown_list_operators_are_400_naming_them(server):
+    with server.client("admin") as c:
+        k_true = c.post("/score/churn", json={"ids": ["12346"], "k": True})
+        top_false = c.post("/at_risk", json={"top": False})
+        where_bool = c.post("/at_risk", json={"where": {"frequency_365d": True}})
+        operator = c.post("/at_risk", json={"where": {"frequency_365d": {"=>": 3}}})
+    for response in (k_true, top_false, where_bool, operator):
+        assert response.status_code == 400, response.text
+    assert "true is not a number" in k_true.text and "false is not a number" in top_false.text
+    assert "true is not a number" in where_bool.text
+    assert "where.frequency_365d: '=>' is not an operator; use one of =, !=, >, >=, <, <=" in operator.text
 
 
 def test_one_id_posted_twice_is_400_naming_the_second(server):
