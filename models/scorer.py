@@ -504,12 +504,17 @@ class Scorer:
         """
         out: dict[int, list[str]] = {}
         for name, values in self.unseen(features, X).items():
-            known = listed([str(v) for v in self.known_values(name)], 8)
+            values_known = [str(v) for v in self.known_values(name)]
+            known = listed(values_known, 8)
+            # "united kingdom" for "United Kingdom": values are matched as written, so name the spelling.
+            folded = {v.strip().casefold(): v for v in values_known}
             where = f"attributes.{name}" if name in attributes else name
             for row, value in values.items():
+                close = folded.get(str(value).strip().casefold())
+                hint = f"did you mean {close!r}? values are matched as written; " if close else ""
                 out.setdefault(int(row), []).append(
                     f"{where} {value!r} is a value no training row of the {self.task} model had, "
-                    f"so it was scored as missing (known: {known})"
+                    f"so it was scored as missing ({hint}known: {known})"
                 )
         return out
 

@@ -960,6 +960,12 @@ def with_scores_then(
         new += tier_then is None
         up += _rose(row[tier], tier_then, rank)
         down += tier_then is not None and _rose(tier_then, row[tier], rank)
+    if then is None:  # a date before the data, or in a gap of it: nothing to compare with, said as such
+        return (
+            f"since {as_of_text(since)}: the population was empty then"
+            + (f" ({rule})" if rule else "")
+            + f", so none of the {len(rows):,} listed has a score to compare with (is the date before the data?)"
+        )
     return (
         f"since {as_of_text(since)}: {up:,} of the {len(rows):,} listed moved up a tier, "
         f"{down:,} down, {new:,} were not in the population then" + (f" ({rule})" if rule else "")

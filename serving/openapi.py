@@ -28,8 +28,10 @@ _ERROR = {
 _ANSWERS = {
     "401": "no API key, or an unknown one",
     "403": "the key's role is below the route's (or a scorer asked for reasons)",
+    "413": "the body is over serving.max_body_mb (by its Content-Length, or counted as it arrives when chunked)",
     "415": "the body was not sent as JSON (Content-Type: application/json)",
     "503": "no champion model or snapshot yet (the answer names the command to run), or a reload failed",
+    "504": "the call was still running after the server's timeout (120 s); send fewer records per call",
 }
 _LISTS = ("/at_risk", "/top/next_purchase", "/top/lead")
 
@@ -91,6 +93,11 @@ def complete_spec(spec: Mapping[str, Any], route_roles: Mapping[str, str] = ROUT
                 responses["200"].setdefault("content", {})["text/csv"] = {
                     "schema": {"type": "string", "description": "with format 'csv': the list as CSV, one row per item"}
                 }
+    ready = out.get("paths", {}).get("/readyz", {}).get("get")
+    if ready is not None:
+        ready.setdefault("responses", {}).setdefault(
+            "503", {"description": "not ready: no model loaded yet, or a reload in progress"}
+        )
     return out
 
 
@@ -106,7 +113,7 @@ def without_tracker(page: bytes) -> bytes:
     return _TRACKER.sub(b"", page)
 
 
-_PUBLIC = ("GET /livez", "GET /readyz", "GET /metrics", "GET /docs.json")
+_PUBLIC = ("GET /livez", "GET /readyz", "GET /healthz", "GET /metrics", "GET /docs.json", "GET / (the API's docs page)")
 
 
 def route_error(status: int, method: str, path: str, route_roles: Mapping[str, str] = ROUTE_ROLES) -> bytes:
@@ -155,13 +162,48 @@ class OpenApiMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+_PYDANTIC_SUMMARY = re.compile(r"^\d+ validation errors? for ")
+
+
+def validation_summary(body: bytes, shown: int = 3) -> bytes:
+    """A 400's JSON body whose ``error`` is pydantic's count ("1 validation error for Input") with the
+    fields and rules of ``detail`` written into it (``customers.0.purchases.3.amount: Input should be a
+    valid number``, the first ``shown``, then how many more), as every other refusal's ``error`` names
+    its field; ``detail`` stays as it is. Any other body is returned unchanged."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    if not isinstance(detail, list) or not detail or not _PYDANTIC_SUMMARY.match(str(answer.get("error", ""))):
+        return body
+    said = [
+        f"{'.'.join(str(part) for part in item.get('loc', ())) or 'body'}: {item.get('msg', '')}"
+        for item in detail[:shown]
+        if isinstance(item, dict)
+    ]
+    more = f" (and {len(detail) - shown} more)" if len(detail) > shown else ""
+    return json.dumps({**answer, "error": "; ".join(said) + more}).encode()
+
+
 def _json_route_errors(scope: Scope, send: Send) -> Send:
-    """``send`` with a plain-text 404 or 405 (Starlette's routing answers) replaced by :func:`route_error`;
+    """``send`` with a plain-text 404 or 405 (Starlette's routing answers) replaced by :func:`route_error`,
+    and a 400's pydantic summary by :func:`validation_summary` (a 400 is held until its body is whole);
     any other answer passes as it is, a message at a time."""
     replaced = False
+    held: list[Any] = []
 
     async def forward(message: Any) -> None:
         nonlocal replaced
+        if held or (message["type"] == "http.response.start" and message["status"] == 400):
+            held.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                start, body = held[0], validation_summary(b"".join(m.get("body", b"") for m in held[1:]))
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                held.clear()
+            return
         if message["type"] == "http.response.start" and message["status"] in (404, 405):
             headers = dict(message.get("headers", []))
             if headers.get(b"content-type", b"").startswith(b"text/plain"):

@@ -1255,9 +1255,10 @@ def _drop_repeated_lines(
 def _posted_but_unread(
     scorer: Any, task: str, field_name: str, records: Sequence[Mapping[str, Any]], as_of: dt.datetime
 ) -> dict[str, list[str]]:
-    """What a posted customer record carries that its score does not rest on, by id: purchase fields no
-    feature of the model is computed from (``category`` for a model trained without categories) and
-    purchases after ``as_of``, which are not history."""
+    """What a posted customer record carries that its score does not rest on, or that looks wrong, by
+    id: purchase fields no feature of the model is computed from (``category`` for a model trained
+    without categories), lines whose amount and quantity have opposite signs, and purchases after
+    ``as_of``, which are not history."""
     from features.breadth import FEATURES_FROM
 
     used = set(scorer.feature_names)
@@ -1274,6 +1275,14 @@ def _posted_but_unread(
                     f"{field_name}[{i}].purchases: {column} ({n} of {len(purchases)} lines) is not read by the {task} "
                     "model (none of its features is computed from it), so it was not used"
                 )
+        crossed = sum(
+            p.get("quantity") is not None and p["amount"] * p["quantity"] < 0 for p in purchases
+        )  # 10.0 for -5 units: a refund whose amount lost its sign, or a sale whose quantity did
+        if crossed:
+            said.append(
+                f"{field_name}[{i}].purchases: {crossed} of the {len(purchases)} lines have an amount and a quantity "
+                "of opposite signs (a refund has both negative); each was taken by its amount's sign"
+            )
         later = sum(_naive_utc(p["timestamp"]) > as_of for p in purchases)
         if later:
             said.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "AtRiskItem",
@@ -88,18 +88,28 @@ def _in_range(value: dt.date) -> dt.date:
     return value
 
 
+_MOMENT_SCHEMA = {
+    "type": "string",
+    "description": "ISO 8601 date ('2011-12-09', a day's midnight) or date-time ('2011-12-09T14:30:00Z'); "
+    "without a UTC offset it is UTC",
+    "example": "2011-12-09",
+}
 Moment = Annotated[
     dt.datetime,
     BeforeValidator(_iso_text),
     AfterValidator(_in_range),
-    Field(description="ISO 8601 date or date-time; without a UTC offset it is UTC"),
+    # The schema says what is accepted: a date alone too, which "format: date-time" refused on paper.
+    WithJsonSchema(_MOMENT_SCHEMA),
 ]
 
 
+# What is accepted (text, or a whole number read as its digits), where the type alone said text only.
+_TEXT_OR_WHOLE = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]}
 Id = Annotated[
     str,
     BeforeValidator(_id_text),
-    Field(min_length=1, max_length=128, description="customer_id or lead_id: text, or a whole number"),
+    Field(min_length=1, max_length=128),
+    WithJsonSchema({**_TEXT_OR_WHOLE, "description": "customer_id or lead_id: text, or a whole number (its digits)"}),
 ]
 TopK = Annotated[
     int | None,
@@ -134,7 +144,12 @@ Attributes = Annotated[
 ]
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 # An order or product code: text, or a whole number as an export writes it (489434 -> "489434"), as ids are.
-Code = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=128)]
+Code = Annotated[
+    str,
+    BeforeValidator(_id_text),
+    Field(min_length=1, max_length=128),
+    WithJsonSchema({**_TEXT_OR_WHOLE, "description": "text, or a whole number (its digits)"}),
+]
 # The most purchases (or events) one record may post; every call is also held to serving.max_posted_rows.
 MAX_RECORD_ROWS = 100_000
 

@@ -92,9 +92,13 @@ def test_the_openapi_document_says_how_to_authenticate_and_what_errors_look_like
     for path, role in ROUTE_ROLES.items():
         (operation,) = spec["paths"][path].values()
         assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}], path
-        assert {"401", "403", "503"} <= set(operation["responses"]) and f"Least role: {role}." in operation[
-            "description"
-        ]
+        assert {"401", "403", "413", "503", "504"} <= set(
+            operation["responses"]
+        ) and f"Least role: {role}." in operation["description"]
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
+    # Ids and codes take whole numbers, dates a day alone, as the server does (the document said text, date-time).
+    document = json.dumps(spec)
+    assert '{"type": "integer"}' in document and '"format": "date-time"' not in document
     assert "security" not in spec["paths"]["/livez"]["get"]
     assert spec["components"]["schemas"]["InvalidArgument"]["properties"]["detail"]["type"] == "array"
     assert isinstance(refused.json()["detail"], list)  # as documented
@@ -410,7 +414,11 @@ def test_what_a_posted_history_carries_beyond_its_score_is_dropped_or_named(serv
             {**base, "timestamp": "2011-12-05T10:00:00", "amount": 1e6},  # after as_of
         ],
     }
-    numeric = {"customer_id": "numeric", "attributes": UK, "purchases": [{**base, "product_id": 85123, "order_id": 7}]}
+    numeric = {
+        "customer_id": "numeric",
+        "attributes": UK,
+        "purchases": [{**base, "product_id": 85123, "order_id": 7}, {**other, "quantity": -1}],
+    }
     with server.client("admin") as c:
         response = c.post(
             "/score/churn/history", json={"customers": [plain, repeated, numeric], "as_of": "2011-12-01", "k": 0}
@@ -437,7 +445,10 @@ def test_what_a_posted_history_carries_beyond_its_score_is_dropped_or_named(serv
         "attributes.recency_days is a feature the churn model computes from the history, so the posted value was not "
         "used" in said
     )
-    assert "error" not in numeric_item
+    assert "error" not in numeric_item and numeric_item["warnings"] == [
+        "customers[2].purchases: 1 of the 2 lines have an amount and a quantity of opposite signs (a refund has both "
+        "negative); each was taken by its amount's sign"
+    ]
 
 
 def test_posted_bool_numbers_and_unknown_list_operators_are_400_naming_them(server):
@@ -451,6 +462,9 @@ def test_posted_bool_numbers_and_unknown_list_operators_are_400_naming_them(serv
     assert "true is not a number" in k_true.text and "false is not a number" in top_false.text
     assert "true is not a number" in where_bool.text
     assert "where.frequency_365d: '=>' is not an operator; use one of =, !=, >, >=, <, <=" in operator.text
+    # The error names the field and the rule, as every other refusal's does (it said "1 validation error for Input").
+    assert k_true.json()["error"] == "k: Value error, true is not a number"
+    assert k_true.json()["detail"][0]["loc"] == ["k"]
 
 
 def test_one_id_posted_twice_is_400_naming_the_second(server):

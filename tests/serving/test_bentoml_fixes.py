@@ -101,3 +101,23 @@ def test_a_refused_request_is_one_info_line_without_the_posted_values(caplog):
     assert refused.getMessage() == "400 on /score/churn [POST]: ids.1: Input should be a valid string"
     assert "4711" not in caplog.text and "3.5" not in caplog.text.split("RuntimeError")[0]
     assert fault.levelname == "ERROR" and fault.exc_info is not None  # a 5xx keeps its traceback
+
+
+def test_a_400_says_its_fields_and_rules_in_its_error_not_pydantics_count():
+    """An integrator read `"error": "1 validation error for Input"` and had to dig the field out of `detail`."""
+    import json
+
+    from serving.openapi import validation_summary
+
+    detail = [
+        {"loc": ["customers", 0, "purchases", i, "amount"], "msg": "Input should be a valid number"} for i in range(5)
+    ]
+    body = json.dumps({"error": "5 validation errors for Input", "detail": detail}).encode()
+    answer = json.loads(validation_summary(body))
+    assert answer["error"] == (
+        "customers.0.purchases.0.amount: Input should be a valid number; customers.0.purchases.1.amount: Input should "
+        "be a valid number; customers.0.purchases.2.amount: Input should be a valid number (and 2 more)"
+    )
+    assert answer["detail"] == detail
+    ours = json.dumps({"error": "customers[0].purchases[3] has no product_id", "detail": detail[:1]}).encode()
+    assert validation_summary(ours) == ours and validation_summary(b"not json") == b"not json"

@@ -407,3 +407,20 @@ def test_a_value_spelt_in_several_cases_in_the_data_matches_each_spelling(scored
     assert scored.customer_id.to_numpy()[positions].tolist() == ["b", "c", "e", "a"] and matched == 4
     positions, _ = select_at_risk(scored, top=10, where={"country": "uk"})  # an exact value is itself alone
     assert scored.customer_id.to_numpy()[positions].tolist() == ["a"]
+
+
+def test_a_since_before_the_data_says_the_population_was_empty_then():
+    """An integrator's `since` of 2005-01-01 read "3 were not in the population then", as if those three had
+    joined since; nobody was in it."""
+    from serving.lists import with_scores_then
+
+    rows = [
+        {"customer_id": "a", "probability": 0.8, "tier": "high"},
+        {"customer_id": "b", "probability": 0.2, "tier": "low"},
+    ]
+    note = with_scores_then(rows, None, tier_names=["high", "medium", "low"], since="2005-01-01", rule="a purchase")
+    assert note == (
+        "since 2005-01-01: the population was empty then (a purchase), so none of the 2 listed has a score to compare "
+        "with (is the date before the data?)"
+    )
+    assert [(r["probability_then"], r["tier_then"]) for r in rows] == [(None, None), (None, None)]

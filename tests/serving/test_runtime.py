@@ -169,6 +169,14 @@ def test_a_snapshot_row_with_an_unseen_category_carries_a_warning(config, tmp_pa
         "(known: France, UK)"
     ]
     scorer = state.models["churn"].scorer
+    # A value that differs from a known one only in case names the known spelling (an integrator's "united kingdom").
+    cased = pd.DataFrame({"recency_days": [1.0], "monetary_90d": [1.0], "country": [" france"]})
+    assert scorer.unseen_warnings(cased, scorer.prepare(cased), frozenset({"country"})) == {
+        0: [
+            "attributes.country ' france' is a value no training row of the churn model had, so it was scored as "
+            "missing (did you mean 'France'? values are matched as written; known: France, UK)"
+        ]
+    }
     blank = pd.DataFrame({"recency_days": [150.0], "monetary_90d": [400.0], "country": [None]})
     assert items[1]["probability"] == pytest.approx(scorer.score_frame(blank.assign(customer_id="3")).probability[0])
     # Its reasons name the value scored as missing, from the snapshot and in the at-risk list.
