@@ -2,7 +2,8 @@
 
 Each low-cardinality string attribute of the transactions (``country``, ``channel``...) becomes
 the customer's most frequent value at or before ``as_of`` (ties: the most recent, then the
-smallest value); the customers table's columns come as they are, and win a name both have. Free
+smallest value); the customers table's columns come as they are, and win a name both have where
+they hold a value. Free
 text such as ``description`` is left out by the cardinality cap.
 """
 
@@ -39,21 +40,30 @@ def attribute_features(
     ``days_since_signup`` (null when the signup is after ``as_of``). From the transactions: the most
     frequent value of each transaction attribute in ``columns`` (default:
     :func:`transaction_attribute_columns`) at or before ``as_of``; a name the customers table also
-    has is the customers table's. Until 2026-12-07 a customers table took the place of every
-    transaction attribute, which were dropped without a word.
+    has is the customers table's, filled from the transactions where it has no value (text columns).
+    Until 2026-12-07 a customers table took the place of every transaction attribute, which were
+    dropped without a word.
     """
     cut = cutoff(as_of)
     static = _customer_columns(tables.customers, cut) if tables.customers is not None else None
     t = tables.transactions
     if columns is None:
         columns = transaction_attribute_columns(t)
+    # A name in both: the customers table's value, and the orders' where it has none (a customer
+    # missing from it, or a null there) when both are text; until 2026-12-07 such a customer lost the
+    # country its orders carry. Of another type, the customers table's alone.
+    shared: tuple[str, ...] = ()
     if static is not None:
-        columns = tuple(c for c in columns if c not in static.columns)
+        shared = tuple(c for c in columns if c in static.columns and static[c].type().is_string())
+        columns = tuple(c for c in columns if c not in static.columns or c in shared)
     derived = _most_frequent(t, columns, cut) if columns else None
     if static is None or derived is None:
         return static if derived is None else derived
     out = static.outer_join(derived, "customer_id")
-    return out.mutate(customer_id=ibis.coalesce(out.customer_id, out.customer_id_right)).drop("customer_id_right")
+    filled = {c: ibis.coalesce(out[c], out[f"{c}_right"]) for c in shared}
+    return out.mutate(customer_id=ibis.coalesce(out.customer_id, out.customer_id_right), **filled).drop(
+        "customer_id_right", *(f"{c}_right" for c in shared)
+    )
 
 
 def _customer_columns(c: ir.Table, cut: Cutoff) -> ir.Table | None:

@@ -918,6 +918,14 @@ def _naive_utc(value: Any) -> pd.Timestamp:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
+def _utc_moment(value: Any) -> Any:
+    """:func:`_naive_utc` without pandas for the ``datetime`` a validated record holds (a line's check
+    per posted line, in a quarter of the time), comparable with a naive UTC ``datetime``."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+    return _naive_utc(value).to_pydatetime()
+
+
 def _check_unique(field_name: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
     """Refuse a batch that posts one id twice: the features would merge both records' histories
     and score each item on the union.
@@ -1234,7 +1242,7 @@ def _drop_repeated_lines(
         for table, key in rules:
             lines, seen, kept = record.get(key) or (), set(), []
             for line in lines:
-                identity = tuple(sorted((k, _naive_utc(v) if k == "timestamp" else v) for k, v in line.items()))
+                identity = tuple(sorted((k, _utc_moment(v) if k == "timestamp" else v) for k, v in line.items()))
                 if identity not in seen:
                     seen.add(identity)
                     kept.append(line)
@@ -1283,7 +1291,7 @@ def _posted_but_unread(
                 f"{field_name}[{i}].purchases: {crossed} of the {len(purchases)} lines have an amount and a quantity "
                 "of opposite signs (a refund has both negative); each was taken by its amount's sign"
             )
-        later = sum(_naive_utc(p["timestamp"]) > as_of for p in purchases)
+        later = sum(_utc_moment(p["timestamp"]) > as_of for p in purchases)
         if later:
             said.append(
                 f"{field_name}[{i}].purchases: {later} of the {len(purchases)} lines fall after as_of "

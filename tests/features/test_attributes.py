@@ -68,3 +68,8 @@ def test_a_customers_table_keeps_the_transaction_attributes_beside_its_own():
     assert (
         sorted_frame(attribute_features(clash, as_of="2024-03-31", columns=("country",))).country.tolist() == ["SE"] * 3
     )
+    # Where the customers table has no value (b's null; a missing from it), the orders' country fills it,
+    # and a customer of the customers table alone (c) keeps its own.
+    partial = make_tables(_with_attributes(), customers=customers.iloc[1:].assign(country=[None, "SE"]))
+    got = sorted_frame(attribute_features(partial, as_of="2024-03-31", columns=("country",)))
+    assert got.set_index("customer_id").country.to_dict() == {"a": "FR", "b": "DE", "c": "SE"}
