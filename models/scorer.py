@@ -692,9 +692,11 @@ class Scorer:
         Returns
         -------
         One dict per row: ``probability``, the tier or grade, the money values of the task and,
-        when ``explain``, ``reasons``: ``[{"text", "feature", "value", "impact"}]`` with
-        ``impact`` the SHAP value on the log-odds scale (and with ``counter_k > 0``,
-        ``counter_reasons`` alike, their impacts negative).
+        when ``explain``, ``reasons``: ``[{"text", "feature", "value", "impact",
+        "probability_change"}]`` with ``impact`` the SHAP value on the log-odds scale and
+        ``probability_change`` the probability less the probability of the raw score without that
+        impact, calibrated as the score is (what the reason adds, in probability) (and with
+        ``counter_k > 0``, ``counter_reasons`` alike, their impacts and changes negative).
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
@@ -721,6 +723,9 @@ class Scorer:
             else None
         )
         probability = self.calibrator(raw, as_of=as_of, population_shift=population_shift)
+        for given in (reasons, counter):
+            if given is not None:
+                self._probability_changes(given, raw, probability, as_of, population_shift)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)
         out = []
@@ -734,6 +739,28 @@ class Scorer:
                 item["counter_reasons"] = counter[i]
             out.append(item)
         return out
+
+    def _probability_changes(
+        self,
+        reasons: list[list[dict[str, Any]]],
+        raw: np.ndarray,
+        probability: np.ndarray,
+        as_of: Any,
+        population_shift: float,
+    ) -> None:
+        """Set each reason's ``probability_change`` (in place): the row's probability less that of its
+        raw score without the reason's impact, through the same calibration. One calibrator call for
+        all the reasons of all rows. A reason of impact 0.02 log-odds moves a probability of 0.06 by
+        0.1 points: the list commands leave such reasons out (``serving.lists.MIN_LIST_CHANGE``)."""
+        rows = [i for i, given in enumerate(reasons) for _ in given]
+        if not rows:
+            return
+        impacts = np.fromiter((r["impact"] for given in reasons for r in given), dtype=np.float64, count=len(rows))
+        without = self.calibrator(raw[rows] - impacts, as_of=as_of, population_shift=population_shift)
+        changes = probability[rows] - without
+        flat = (r for given in reasons for r in given)
+        for reason, change in zip(flat, changes.tolist(), strict=True):
+            reason["probability_change"] = round(change, 6)
 
     def score_frame(
         self,

@@ -202,7 +202,15 @@ def write_list(
         columns = (*columns, *lists.THEN_COLUMNS)
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)
     attributes = lists.attribute_columns(listed.scored, lists.list_columns(scorer), filters.named)
-    text = lists.to_csv(listed.rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)
+    text = lists.to_csv(
+        listed.rows,
+        k=k,
+        counter_k=counter_k,
+        columns=columns,
+        stamp=stamp,
+        attributes=attributes,
+        none_said=lists.none_material(scorer),
+    )
     write_text_atomic(out, text)
     return ListFile(
         rows=listed.rows,

@@ -753,6 +753,28 @@ def at_risk_rows(
     return rows
 
 
+# A list gives a reason (or counter-reason) only when it moves the row's probability by this much:
+# in the bundled at-risk list half the reasons moved it by less (a customer at P(churn) 0.06 read
+# "Based in Australia (raises churn risk)" for 0.6 points and "0% of purchase days at weekends" for 0.01).
+MIN_LIST_CHANGE = 0.01
+
+
+def none_material(scorer: Any) -> tuple[str, str]:
+    """What a list's CSV says in its first reason (and counter-reason) cell of a row that has none
+    moving the probability by :data:`MIN_LIST_CHANGE`: "No reason raises churn risk by 1 point or more"."""
+    points = f"{MIN_LIST_CHANGE * 100:g} point{'' if MIN_LIST_CHANGE * 100 == 1 else 's'}"
+    return (
+        f"No reason {scorer.reasons.direction} by {points} or more",
+        f"No reason {scorer.reasons.counter_label()} by {points} or more",
+    )
+
+
+def material(reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``reasons`` (largest first) down to those whose ``probability_change`` is at least
+    :data:`MIN_LIST_CHANGE` either way; a reason without one (a scorer's output from before it) stays."""
+    return [r for r in reasons if abs(r.get("probability_change", MIN_LIST_CHANGE)) >= MIN_LIST_CHANGE]
+
+
 def explained_rows(
     scorer: Any,
     scored: pd.DataFrame,
@@ -767,8 +789,9 @@ def explained_rows(
     unseen: Mapping[int, Mapping[str, str]] | None = None,
     columns: Sequence[str] = SCORE_COLUMNS,
 ) -> list[dict[str, Any]]:
-    """:func:`at_risk_rows` for the selected customers with ``k`` reasons and ``counter_k``
-    counter-reasons each (``None`` when 0), explained from ``matrix`` (the rows of ``scored``), or
+    """:func:`at_risk_rows` for the selected customers with up to ``k`` reasons and ``counter_k``
+    counter-reasons each (``None`` when 0), those that move the probability by at least
+    :data:`MIN_LIST_CHANGE` (:func:`material`), explained from ``matrix`` (the rows of ``scored``), or
     from ``contrib`` when the caller has their SHAP values already (an array, or the service's
     ``runtime.SnapshotContributions``: anything indexed by the rows of ``matrix``).
     ``unseen`` is ``Scorer.unseen_rows`` of ``matrix``: the category values its reasons name."""
@@ -783,8 +806,8 @@ def explained_rows(
             contrib=None if contrib is None else contrib[positions],
             unseen=rows_at(unseen, positions) if unseen else None,
         )
-        reasons = [r["reasons"] for r in explained] if k > 0 else None
-        counter = [r["counter_reasons"] for r in explained] if counter_k > 0 else None
+        reasons = [material(r["reasons"]) for r in explained] if k > 0 else None
+        counter = [material(r["counter_reasons"]) for r in explained] if counter_k > 0 else None
     return at_risk_rows(
         scored, positions, reasons=reasons, counter_reasons=counter, attributes=attributes, columns=columns
     )
@@ -1002,6 +1025,7 @@ def to_csv(
     columns: Sequence[str] = SCORE_COLUMNS,
     stamp: Mapping[str, str] | None = None,
     attributes: Collection[str] | None = None,
+    none_said: tuple[str, str] | None = None,
 ) -> str:
     """Render list rows as CSV: one line per customer (or lead), ``columns`` (the at-risk list's
     :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
@@ -1009,7 +1033,8 @@ def to_csv(
     (:data:`CSV_DECIMALS`). ``stamp`` adds constant columns last, on every row: the date and model
     of a list that is passed around as a file (:func:`file_stamp`). ``attributes``: the attribute
     columns (:func:`attribute_columns`), so that a list with no row has the header of one with rows
-    (default: those the rows carry)."""
+    (default: those the rows carry). ``none_said`` (:func:`none_material`): what the first reason and
+    counter-reason cells of a row without one say, rather than nothing."""
     stamp = dict(stamp or {})
     attribute_names = sorted(
         {name for row in rows for name in (row.get("attributes") or {})} if attributes is None else attributes
@@ -1030,8 +1055,8 @@ def to_csv(
             [
                 *(_cell(c, row.get(c)) for c in columns),
                 *(_attribute_cell(attributes.get(a)) for a in attribute_names),
-                *_texts(row.get("reasons"), k),
-                *_texts(row.get("counter_reasons"), counter_k),
+                *_texts(row.get("reasons"), k, none_said and none_said[0]),
+                *_texts(row.get("counter_reasons"), counter_k, none_said and none_said[1]),
                 *stamp.values(),
             ]
         )
@@ -1044,7 +1069,10 @@ def file_stamp(scorer: Any, as_of: Any) -> dict[str, str]:
     return {"as_of": as_of_text(as_of), "model": f"{scorer.model_name} v{scorer.version}"}
 
 
-def _texts(reasons: Sequence[Mapping[str, Any]] | None, k: int) -> list[str]:
-    """The first ``k`` sentences, padded with empty cells to ``k``."""
+def _texts(reasons: Sequence[Mapping[str, Any]] | None, k: int, none: str | None = None) -> list[str]:
+    """The first ``k`` sentences, padded with empty cells to ``k``; ``none`` in the first when the row
+    was explained and has none."""
     texts = [r["text"] for r in (reasons or [])][:k]
+    if not texts and reasons is not None and none and k > 0:
+        texts = [none]
     return texts + [""] * (k - len(texts))

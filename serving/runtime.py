@@ -1490,7 +1490,17 @@ def ranked_list(
         "n_excluded": 0 if suppression is None else suppression.rows,
         "listed_ids": listed_ids,
         **(
-            {"csv": lists.to_csv(rows, k=k, counter_k=counter_k, columns=columns, stamp=stamp, attributes=attributes)}
+            {
+                "csv": lists.to_csv(
+                    rows,
+                    k=k,
+                    counter_k=counter_k,
+                    columns=columns,
+                    stamp=stamp,
+                    attributes=attributes,
+                    none_said=lists.none_material(model.scorer),
+                )
+            }
             if format == "csv"
             else {"items": rows}
         ),

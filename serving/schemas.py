@@ -165,6 +165,12 @@ class Reason(BaseModel):
     feature: str
     value: float | str | None
     impact: float = Field(description="SHAP contribution on the model's raw (log-odds) scale")
+    probability_change: float | None = Field(
+        None,
+        description="the probability less the probability without this reason's impact, calibrated as the score "
+        "is: what the reason adds (a counter-reason: takes away), e.g. 0.04 for 4 points. The lists (/at_risk, "
+        "/top/...) leave out reasons that change the probability by less than 0.01",
+    )
     group: str | None = Field(
         None,
         description="set when the reason stands for a group of features that state one fact: the group's"

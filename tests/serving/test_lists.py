@@ -424,3 +424,26 @@ def test_a_since_before_the_data_says_the_population_was_empty_then():
         "with (is the date before the data?)"
     )
     assert [(r["probability_then"], r["tier_then"]) for r in rows] == [(None, None), (None, None)]
+
+
+def test_a_list_gives_only_the_reasons_that_move_the_probability_by_a_point():
+    """An auditor: half the reasons of the bundled at-risk list moved P(churn) by less than a point (a
+    customer at 0.06 read "0% of purchase days at weekends (raises churn risk)" for 0.0001)."""
+    from types import SimpleNamespace
+
+    from serving.lists import material, none_material, to_csv
+
+    reasons = [
+        {"text": "a (raises churn risk)", "impact": 0.5, "probability_change": 0.08},
+        {"text": "b (raises churn risk)", "impact": 0.05, "probability_change": 0.01},
+        {"text": "c (raises churn risk)", "impact": 0.01, "probability_change": 0.0009},
+    ]
+    assert [r["text"] for r in material(reasons)] == ["a (raises churn risk)", "b (raises churn risk)"]
+    assert material([{"text": "old", "impact": 0.01}]) == [{"text": "old", "impact": 0.01}]  # no change known
+    assert material([{"text": "d", "impact": -0.01, "probability_change": -0.002}]) == []
+    writer = SimpleNamespace(direction="raises churn risk", counter_label=lambda: "lowers churn risk")
+    said = none_material(SimpleNamespace(reasons=writer))
+    assert said == ("No reason raises churn risk by 1 point or more", "No reason lowers churn risk by 1 point or more")
+    rows = [{"customer_id": "a", "reasons": [], "counter_reasons": material(reasons[:1]), "attributes": {}}]
+    text = to_csv(rows, k=2, counter_k=1, columns=("customer_id",), none_said=said)
+    assert text.splitlines()[1] == "a,No reason raises churn risk by 1 point or more,,a (raises churn risk)"
