@@ -722,10 +722,20 @@ class Scorer:
             if explain and counter_k > 0
             else None
         )
-        probability = self.calibrator(raw, as_of=as_of, population_shift=population_shift)
-        for given in (reasons, counter):
-            if given is not None:
-                self._probability_changes(given, raw, probability, as_of, population_shift)
+        # The scores and, for each reason, the score without its impact: one calibrator call for all
+        # (each call costs ~20 us whatever its size; the API scores one row at a time).
+        given = [r for row_reasons in (*(reasons or ()), *(counter or ())) for r in row_reasons]
+        if given:
+            rows = [i for part in (reasons, counter) for i, row_reasons in enumerate(part or ()) for _ in row_reasons]
+            impacts = np.fromiter((r["impact"] for r in given), dtype=np.float64, count=len(given))
+            both = self.calibrator(
+                np.concatenate([raw, raw[rows] - impacts]), as_of=as_of, population_shift=population_shift
+            )
+            probability, without = both[: len(raw)], both[len(raw) :]
+            for reason, change in zip(given, (probability[rows] - without).tolist(), strict=True):
+                reason["probability_change"] = round(change, 6)
+        else:
+            probability = self.calibrator(raw, as_of=as_of, population_shift=population_shift)
         tiers = self.tier_of(probability)
         values = self.values(X, probability)
         out = []
@@ -739,28 +749,6 @@ class Scorer:
                 item["counter_reasons"] = counter[i]
             out.append(item)
         return out
-
-    def _probability_changes(
-        self,
-        reasons: list[list[dict[str, Any]]],
-        raw: np.ndarray,
-        probability: np.ndarray,
-        as_of: Any,
-        population_shift: float,
-    ) -> None:
-        """Set each reason's ``probability_change`` (in place): the row's probability less that of its
-        raw score without the reason's impact, through the same calibration. One calibrator call for
-        all the reasons of all rows. A reason of impact 0.02 log-odds moves a probability of 0.06 by
-        0.1 points: the list commands leave such reasons out (``serving.lists.MIN_LIST_CHANGE``)."""
-        rows = [i for i, given in enumerate(reasons) for _ in given]
-        if not rows:
-            return
-        impacts = np.fromiter((r["impact"] for given in reasons for r in given), dtype=np.float64, count=len(rows))
-        without = self.calibrator(raw[rows] - impacts, as_of=as_of, population_shift=population_shift)
-        changes = probability[rows] - without
-        flat = (r for given in reasons for r in given)
-        for reason, change in zip(flat, changes.tolist(), strict=True):
-            reason["probability_change"] = round(change, 6)
 
     def score_frame(
         self,
