@@ -268,6 +268,74 @@ def _time_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) ->
         )
 
 
+# The numeric roles a text column may hold with a currency symbol, thousands separators or a decimal comma.
+_NUMBER_ROLES = ("amount", "quantity", "value", "price")
+
+
+def _bare(column: str) -> str:
+    """SQL for ``column``'s text without blanks and currency symbols ("$1,234.00" -> "1,234.00")."""
+    out = f"TRIM({_quoted(column)})"
+    for symbol in ("$", "€", "£", "¥", " ", "\u00a0"):
+        out = f"REPLACE({out}, '{symbol}', '')"
+    return out
+
+
+def _number_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
+    """Map a numeric role held as text with a currency symbol ("$1,234.00", "12,50 €") through an
+    expression that reads it: thousands separators dropped, a decimal comma read as the point, chosen
+    as the one of the two that reads all (or all but 1%: :data:`_NEARLY_ALL`) of the column's values,
+    and when both do, by the values with one or two digits after the last separator. Until 2026-12-07
+    ``init`` stopped with "values must parse as a number" and wrote nothing."""
+    types = dict(schema)
+    text = {r: c for r, c in draft.columns.items() if r in _NUMBER_ROLES and types.get(c) in _TEXT_TYPES}
+    if not text:
+        return
+    reader, con = _reader(path), duckdb.connect()
+    try:
+        for role, column in text.items():
+            bare = _bare(column)
+            styles = {
+                "point": f"TRY_CAST(REPLACE({bare}, ',', '') AS DOUBLE)",
+                "comma": f"TRY_CAST(REPLACE(REPLACE({bare}, '.', ''), ',', '.') AS DOUBLE)",
+            }
+            counts = ", ".join(f"count({sql})" for sql in styles.values())
+            hints = (
+                f"count(*) FILTER (WHERE regexp_matches({bare}, '\\.[0-9]{{1,2}}$')), "
+                f"count(*) FILTER (WHERE regexp_matches({bare}, ',[0-9]{{1,2}}$'))"
+            )
+            n, point, comma, dotted, commaed = con.execute(
+                f"SELECT count({_quoted(column)}), {counts}, {hints} FROM {reader} WHERE {_quoted(column)} IS NOT NULL"
+            ).fetchone()
+            reads = {"point": point, "comma": comma}
+            fits = [style for style, k in reads.items() if n and k >= _NEARLY_ALL * n]
+            if len(fits) == 2:  # "1,234" reads either way: the decimals decide
+                fits = ["comma"] if commaed > dotted else ["point"]
+            if not fits:
+                draft.notes.append(
+                    f"{column}: text that is no number init can read (a currency or thousands format it does not know); "
+                    f"map {role} to an expression that reads it, e.g. TRY_CAST(... AS DOUBLE)"
+                )
+                continue
+            style = fits[0]
+            draft.columns[role] = styles[style]
+            lost = n - reads[style]
+            what = (
+                "a decimal comma, '.' between thousands"
+                if style == "comma"
+                else "a decimal point, ',' between thousands"
+            )
+            draft.notes.append(
+                f"{column}: text numbers read with {what}, currency symbols and blanks dropped"
+                + (
+                    f"; {lost:,} of {n:,} values do not read so and their rows are dropped (counted by validate)"
+                    if lost
+                    else ""
+                )
+            )
+    finally:
+        con.close()
+
+
 def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
     """What the transactions' rows suggest: a filter for lines whose unit price is not positive (not
     a sale: free lines, adjustments, written-off debt), when a price column has such rows, and the
@@ -403,6 +471,7 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         schema, distinct = _describe(path)
         draft = guess_mapping(table, schema, distinct)
         _time_format(draft, path, schema)
+        _number_format(draft, path, schema)
         if table == "transactions":
             _check_rows(draft, path, schema)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.

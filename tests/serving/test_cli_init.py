@@ -138,6 +138,33 @@ def test_init_reads_every_date_and_maps_a_few_bad_ones_through_try_strptime(tmp_
     assert load_tables(load_config(out)).reports["transactions"].rows_kept == 29_998
 
 
+@pytest.mark.parametrize(
+    ("values", "read", "style"),
+    [
+        (["12,50", "1.234,00", "-3,10", "7"], [12.5, 1234.0, -3.1, 7.0], "a decimal comma"),
+        (["$12.50", "$1,234.00", "-$3.10", "7"], [12.5, 1234.0, -3.1, 7.0], "a decimal point"),
+        (["12,50 €", "1 234,00 €", "-3,10 €", "7 €"], [12.5, 1234.0, -3.1, 7.0], "a decimal comma"),
+    ],
+)
+def test_init_reads_amounts_written_with_a_currency_or_a_decimal_comma(tmp_path, values, read, style):
+    """A European export's `12,50` or a US one's `$1,234.00`: init stopped with "values must parse as a
+    number" and wrote nothing. Now it maps the amount through an expression that reads them."""
+    pd.DataFrame(
+        {
+            "customer": ["a", "b", "a", "c"],
+            "day": ["2011-01-02", "2011-01-03", "2011-02-02", "2011-02-03"],
+            "total": values,
+        }
+    ).to_csv(tmp_path / "orders.csv", index=False, sep=";")
+    out = tmp_path / "orders.yaml"
+    result = CliRunner().invoke(app, ["init", "--transactions", str(tmp_path / "orders.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"total: text numbers read with {style}" in out.read_text()
+    tables = load_tables(load_config(out))
+    amounts = tables.transactions.order_by("timestamp").amount.to_pyarrow().to_pylist()
+    assert amounts == pytest.approx(read)
+
+
 def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
     out = tmp_path / "mine.yaml"
     args = ["init", "--transactions", str(DATA / "online_retail_ii.parquet"), "--out", str(out)]
