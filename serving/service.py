@@ -319,7 +319,23 @@ ListWhere = Annotated[
 ]
 ListK = Annotated[int, BeforeValidator(not_bool), Field(ge=0, le=MAX_K)]
 ListCounterK = Annotated[int, BeforeValidator(not_bool), Field(ge=0, le=MAX_K)]
-ListFormat = Literal["json", "csv"]
+ListFormat = Annotated[
+    Literal["json", "csv"] | None,
+    Field(
+        description="json or csv; when not given, CSV for a request whose Accept header asks for text/csv only, else JSON"
+    ),
+]
+
+
+def wanted_format(given: str | None, accept: str) -> str:
+    """The list's format: ``given``, else CSV when the ``Accept`` header names text/csv and not JSON
+    (a spreadsheet's or curl's ``-H 'Accept: text/csv'``; it was ignored, and JSON came back), else JSON."""
+    if given is not None:
+        return given
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "csv" if "text/csv" in kinds and not kinds & {"application/json", "application/*"} else "json"
+
+
 ListPer = Annotated[
     str | None,
     Field(max_length=200, description="an attribute (or tier): the `top` rows of each of its values"),
@@ -521,7 +537,7 @@ class CrmScore:
         tiers: ListTiers = None,
         where: ListWhere = None,
         k: ListK = 3,
-        format: ListFormat = "json",
+        format: ListFormat = None,
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
@@ -547,7 +563,7 @@ class CrmScore:
         tiers: ListTiers = None,
         where: ListWhere = None,
         k: ListK = 3,
-        format: ListFormat = "json",
+        format: ListFormat = None,
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
@@ -572,7 +588,7 @@ class CrmScore:
         tiers: ListTiers = None,
         where: ListWhere = None,
         k: ListK = 3,
-        format: ListFormat = "json",
+        format: ListFormat = None,
         counter_k: ListCounterK = 1,
         exclude_ids: ListExclude = None,
         per: ListPer = None,
@@ -593,6 +609,7 @@ class CrmScore:
         says beside its rows in headers; who took it, and what, in the audit log."""
         since = options.pop("since")
         options.update(since=None if since is None else since.isoformat(), config=self.config)
+        options["format"] = wanted_format(options["format"], ctx.request.headers.get("accept", ""))
         body = runtime.ranked_list(self.runtime.state, task, **options)
         audit.record(ctx.request.scope, *audit.of_list(task, body, options), self._audit_file)
         del body["listed_ids"]  # the record's, not the answer's

@@ -828,6 +828,13 @@ def test_top_lead_per_gives_the_best_of_each_value(server):
 def test_at_risk_csv(server):
     with server.client("admin") as c:
         response = c.post("/at_risk", json={"top": 10, "format": "csv", "min_value": 1.0})
+        # An Accept header that asks for CSV alone gets it without "format" (it got JSON); "format" wins.
+        accepted = c.post("/at_risk", json={"top": 10, "min_value": 1.0}, headers={"accept": "text/csv"})
+        forced = c.post("/at_risk", json={"top": 2, "format": "json"}, headers={"accept": "text/csv"})
+        plain = c.post("/at_risk", json={"top": 2}, headers={"accept": "*/*"})
+    assert accepted.headers["content-type"].startswith("text/csv") and accepted.text == response.text
+    assert forced.headers["content-type"].startswith("application/json")
+    assert plain.headers["content-type"].startswith("application/json")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == 10 and {"customer_id", "value_at_risk", "reason_1", "reason_3", "counter_reason_1"} <= set(
