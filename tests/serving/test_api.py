@@ -665,9 +665,14 @@ def test_posted_attribute_names_are_checked_against_the_models(server):
     assert response.status_code == 200, response.text
     plain, with_extra, without = response.json()["items"]
     assert with_extra["probability"] == plain["probability"]
-    assert with_extra["warnings"] == [
+    # The customer's raw lines repeat some exactly: dropped, as the stored data's are, and said after the names.
+    assert with_extra["warnings"][0] == (
         "attributes.segment is not a feature of the churn model, so it was not used (its attributes: country)"
-    ]
+    )
+    assert all(
+        w.startswith("customers[1].purchases: ") and w.endswith("(tables.transactions.drop_duplicates)")
+        for w in with_extra["warnings"][1:]
+    )
     assert (
         without["warnings"][0]
         == "attributes.country is null or not posted for this record, so it was scored as missing"
@@ -899,7 +904,9 @@ def test_top_lists_are_the_top_commands_lists(
     assert values == sorted(values, reverse=True) and listed["n_matched"] > 20
     # Up to 3 reasons and 1 counter-reason by default (a row may have fewer facts pushing its way).
     assert all(1 <= len(i["reasons"]) <= 3 and len(i["counter_reasons"]) <= 1 for i in listed["items"])
-    assert sum(len(i["reasons"]) == 3 for i in listed["items"]) > 10
+    # Those that move the probability by a point or more (lists leave out the rest).
+    given = [r for i in listed["items"] for r in (*i["reasons"], *i["counter_reasons"])]
+    assert all(abs(r["probability_change"]) >= 0.01 for r in given) and len(given) > 40
     command = pd.read_csv(out, dtype=str, keep_default_na=False)
     served = pd.read_csv(io.StringIO(csv_text), dtype=str, keep_default_na=False)
     # The same file, column for column (the attributes too), the date included: the command stamps

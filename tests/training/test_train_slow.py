@@ -104,7 +104,7 @@ def test_train_churn_and_score_batch(tmp_path):
     assert {"probability", "tier", "value_at_risk", "reasons", "model_version"} <= set(scores.columns)
     assert (scores["model_version"].astype(str) == out["version"]).all()
     first = json.loads(scores["reasons"].iloc[0])
-    keys = {"text", "feature", "value", "impact"}
+    keys = {"text", "feature", "value", "impact", "probability_change"}
     assert first and keys <= set(first[0]) <= keys | {"group"}
     counter = [json.loads(r) for r in scores["counter_reasons"]]
     assert all(len(c) <= 3 and all(r["impact"] < 0 for r in c) for c in counter) and sum(map(len, counter)) > 0
