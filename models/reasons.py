@@ -91,6 +91,16 @@ _NEGATIVE_SPEND = re.compile(r"^Net spend of -([\d,.]+)")
 _TINY_RATIO = re.compile(r"\b0\.0x the usual gap\b")
 
 
+# A signed whole that rounds to zero ("changed by -0 against the 90 days before", for -0.31): "0".
+_SIGNED_ZERO = re.compile(r"(?<![\w.,])[-+]0(?![\d.,])")
+
+
+def _stable(value: Any) -> Any:
+    """A float to 10 significant digits: the engines' parallel sums differ in the last ones (DuckDB's
+    -0.310000000001 is Spark's -0.31), which a reason's ``value`` should not show."""
+    return float(f"{value:.10g}") if type(value) is float and math.isfinite(value) else value
+
+
 def tidy(text: str) -> str:
     """A filled template as a person would write it: singular counts of one, "today" for 0 days ago,
     "No purchase in the last 90 days" for "Bought on 0 days in the last 90 days", refunds that
@@ -103,6 +113,8 @@ def tidy(text: str) -> str:
         text = _TINY_RATIO.sub("well within the usual gap", text)
     if text.startswith(("under 1%", "over 99%")):  # a share (_Share) that opens the sentence
         text = text[0].upper() + text[1:]
+    if "-0" in text or "+0" in text:
+        text = _SIGNED_ZERO.sub("0", text)
     return singularize(_ZERO_FOR.sub("Last purchase today", _ZERO_AGO.sub("today", text)))
 
 
@@ -524,7 +536,7 @@ class ReasonWriter:
                 reason = {
                     "text": f"{text} ({direction})",
                     "feature": feature,
-                    "value": values[feature],
+                    "value": _stable(values[feature]),
                     "impact": round(sign * impact, 6),
                 }
                 if group:

@@ -554,3 +554,18 @@ def test_a_share_under_half_a_percent_is_not_read_as_none():
         1.0: "Refunds and returns worth 100% of the value bought",
     }
     assert writer.sentence("weekend_share", {"weekend_share": 0.004}) == "Under 1% of purchase days at weekends"
+
+
+def test_a_signed_zero_reads_as_zero_and_values_hide_the_engines_last_digits():
+    """An ops engineer's Spark batch: "Spend in the last 90 days changed by -0 against the 90 days before" (for
+    -0.31), and a reason's value -0.310000000001 on DuckDB where Spark had -0.31."""
+    from models.reasons import _stable, tidy
+
+    assert tidy("Spend in the last 90 days changed by -0 against the 90 days before") == (
+        "Spend in the last 90 days changed by 0 against the 90 days before"
+    )
+    assert tidy("Orders in the last 90 days changed by +0 against the 90 days before").endswith(
+        "by 0 against the 90 days before"
+    )
+    assert tidy("changed by -12 against") == "changed by -12 against" and tidy("by +0.5x") == "by +0.5x"
+    assert _stable(-0.310000000001) == _stable(-0.31) == -0.31 and _stable("UK") == "UK"
