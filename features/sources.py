@@ -463,7 +463,19 @@ def _check_columns(table: str, raw: ir.Table, exprs: dict[str, str], source: str
 
 
 def _first_line(exc: Exception) -> str:
-    """The engine's own sentence of an error (DuckDB's Binder error), without the query it quotes."""
+    """The engine's own sentence of an error (DuckDB's Binder error), without the query it quotes; of
+    a Spark (py4j) error, the innermost Java cause's, where py4j's first line says only "An error
+    occurred while calling o49.parquet" (a truncated Parquet file read so on Spark, where DuckDB said
+    "No magic bytes found at end of file")."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            while java.getCause() is not None:
+                java = java.getCause()
+            said = java.getMessage() or java.getClass().getSimpleName()
+            return f"{java.getClass().getSimpleName()}: {said.strip().splitlines()[0]}"
+        except Exception:  # noqa: BLE001 - py4j's own text is still an answer
+            pass
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -767,6 +779,8 @@ def map_table(
         )
         event_types = {str(k): int(n) for k, n in rows}
     warnings = _lead_warnings(kept) if table == "leads" else _customer_warnings(kept) if table == "customers" else []
+    if not rows_read:  # a nightly job that gates on validate let a failed export through, exit 0, unsaid
+        warnings.append(f"{source} has no rows: an export that failed or has not arrived yet?")
     if time_column and rows_read and dropped.get(f"no {time_column}", 0) >= MANY_WITHOUT_TIME * rows_read:
         # A format that does not fit (try_strptime with day and month swapped) reads most dates as null.
         warnings.append(

@@ -238,10 +238,12 @@ def _write_failure_summary(path: Path | None, exc: BaseException, *, task: str, 
 
     if path is None:
         return
-    if isinstance(exc, SystemExit):
-        error = "stopped by a signal" if code == 143 else f"exited with status {code}"
-    elif isinstance(exc, KeyboardInterrupt):
+    if code == 128 + signal.SIGTERM and (isinstance(exc, SystemExit) or "signal" in _SIGNALLED):
+        error = "stopped by a signal"
+    elif isinstance(exc, KeyboardInterrupt) or _SIGNALLED.get("signal") == signal.SIGINT:
         error = "interrupted"
+    elif isinstance(exc, SystemExit):
+        error = f"exited with status {code}"
     else:
         error = str(exc) if code == 2 else f"{type(exc).__name__}: {exc}"
     found = {"status": "failed", "exit_code": code, "error": error, "task": task, "as_of": as_of}
@@ -251,8 +253,25 @@ def _write_failure_summary(path: Path | None, exc: BaseException, *, task: str, 
         _warn(f"--summary {path} could not be written: {write_error}")
 
 
+# The signal that stopped this process (SIGTERM, SIGINT), once :func:`_on_signal` has run.
+_SIGNALLED: dict[str, int] = {}
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    """SIGTERM (a scheduler's timeout, Airflow's kill) as an exit with 143, Ctrl-C as KeyboardInterrupt; which
+    one is kept, since on Spark the exception raised inside py4j's socket read comes back as another
+    (``Py4JError``, ``KeyError: 'p'``), which made a stopped run exit 1 with three tracebacks."""
+    _SIGNALLED["signal"] = signum
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    sys.exit(128 + signum)
+
+
 def _exit_code(exc: BaseException) -> int:
-    """The status a process ends with on ``exc``: a SystemExit's own (143 for SIGTERM), 130 for Ctrl-C, else 1."""
+    """The status a process ends with on ``exc``: 128 + the signal's number when one stopped it (143 for
+    SIGTERM, 130 for Ctrl-C, whatever exception it became), a SystemExit's own, 130 for Ctrl-C, else 1."""
+    if "signal" in _SIGNALLED:
+        return 128 + _SIGNALLED["signal"]
     if isinstance(exc, SystemExit):
         return exc.code if isinstance(exc.code, int) else 1
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
@@ -322,6 +341,8 @@ def score_command(
         raise _fail(str(exc)) from exc
     except BaseException as exc:  # an unforeseen error, Ctrl-C, SIGTERM: said in the summary, then raised
         _write_failure_summary(checked, exc, task=task, as_of=as_of, code=_exit_code(exc))
+        if "signal" in _SIGNALLED:  # whatever py4j turned the signal's exit into: the signal's status, quietly
+            raise SystemExit(_exit_code(exc)) from None
         raise
     for warning in batch.warnings:
         _warn(warning)
@@ -930,10 +951,13 @@ def main() -> None:  # console entry point
     # SIGTERM (a scheduler's timeout, Airflow's kill) as an exit: the temporary file of an output being
     # written is removed, and an MLflow run is ended as FAILED, where the signal's default left both behind
     # (a hidden .tmp beside the output, a run RUNNING forever). serve sets its own handler.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
     except Exception as exc:
+        if "signal" in _SIGNALLED:
+            raise SystemExit(128 + _SIGNALLED["signal"]) from None
         said = registry_database_error(exc)
         if said is None:
             raise

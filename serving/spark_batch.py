@@ -180,6 +180,36 @@ def check_out_dir(spark, out: str) -> None:
         raise OutputError(f"--out {out}: cannot write in {where} ({exc.java_exception.getMessage()})") from exc
 
 
+# What a Spark write's error says of a disk it cannot write on (the Java exceptions' text).
+_FULL_DISK = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _missing_folders(spark, out: str) -> list:
+    """The folders above ``out`` that do not exist yet (Hadoop paths, innermost first): the write makes them."""
+    hadoop = spark.sparkContext._jvm.org.apache.hadoop.fs
+    folder = hadoop.Path(out).getParent()
+    fs = hadoop.Path(out).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    missing = []
+    while folder is not None and not fs.exists(folder):
+        missing.append(folder)
+        folder = folder.getParent()
+    return missing
+
+
+def _remove_empty(spark, folders: list) -> None:
+    """Delete ``folders`` (innermost first) while they are empty: a failed run leaves no empty folder."""
+    if not folders:
+        return
+    fs = folders[0].getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for folder in folders:
+        try:
+            if not fs.exists(folder) or fs.listStatus(folder):
+                break
+            fs.delete(folder, False)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            break
+
+
 def _sibling(out: str, suffix: str | None = None) -> str:
     head, _, name = out.rstrip("/").rpartition("/")
     tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:12] if suffix is None else suffix}"
@@ -425,11 +455,16 @@ def score_spark(
         tmp = _sibling(out)
         # Spark is lazy: the model's UDF scores as the folder is written.
         step(f"scoring{' with reasons' if explain else ''} and writing {out}")
+        missing = _missing_folders(spark, out)
         try:
             result.write.mode("errorifexists").parquet(tmp)
             _replace_folder(spark, tmp, out)
-        except BaseException:
+        except BaseException as exc:
             _remove_temporaries(spark, out)  # this run's, half written
+            _remove_empty(spark, missing)  # and the folders it made for it
+            full = next((why for why in _FULL_DISK if why in str(exc)), None)
+            if full is not None:  # a full disk: the path and the reason, not 749 lines of Java
+                raise OutputError(f"--out {out}: cannot be written ({full})") from exc
             raise
         step("the features' drift from the training rows")
         drift = tuple(spark_drift(scorer, features))

@@ -627,3 +627,17 @@ def test_category_values_that_differ_only_in_case_are_said():
         "spelling: an expression in tables.transactions, e.g. upper(trim(...)))"
     ]
     assert tables.case_variant_warnings(max_values=3) == []  # four values: free text at that bound
+
+
+def test_an_empty_export_is_warned_of(tmp_path, write_config):
+    """An ops engineer's nightly job gated on validate: an export with its columns and no rows passed, exit 0,
+    without a word (score then refused the empty population)."""
+    empty = pd.DataFrame({"cid": pd.Series([], dtype=str), "at": pd.Series([], dtype="datetime64[us]"), "amt": []})
+    empty.to_parquet(tmp_path / "orders.parquet")
+    columns = {"customer_id": "cid", "timestamp": "at", "amount": "amt"}
+    table = {"source": {"path": str(tmp_path / "orders.parquet")}, "columns": columns}
+    report = load_tables(load_config(write_config({"name": "t", "tables": {"transactions": table}}))).reports[
+        "transactions"
+    ]
+    assert report.rows_read == 0
+    assert any(w.endswith("has no rows: an export that failed or has not arrived yet?") for w in report.warnings)

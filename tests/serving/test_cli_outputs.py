@@ -91,6 +91,29 @@ def test_a_failed_score_says_so_in_its_summary(config_file, tmp_path, capsys):
     assert f"warning: --summary {tmp_path / 'a_file' / 'x.json'} could not be written" in capsys.readouterr().err
 
 
+def test_a_signal_that_py4j_turned_into_another_error_keeps_its_exit_code(tmp_path, monkeypatch):
+    """An ops engineer's SIGTERM during a Spark write: the exit raised inside py4j's socket read came back as
+    ``KeyError: 'p'``, and the run exited 1 with three tracebacks; the signal received decides now."""
+    import signal
+
+    from serving import cli
+
+    monkeypatch.setattr(cli, "_SIGNALLED", {})
+    assert cli._exit_code(KeyError("p")) == 1
+    with pytest.raises(SystemExit) as stopped:
+        cli._on_signal(signal.SIGTERM, None)
+    assert stopped.value.code == 143 and cli._exit_code(KeyError("p")) == 143
+    summary = tmp_path / "run.json"
+    cli._write_failure_summary(summary, KeyError("p"), task="churn", as_of="2011-01-01", code=143)
+    assert json.loads(summary.read_text())["error"] == "stopped by a signal"
+    monkeypatch.setattr(cli, "_SIGNALLED", {})
+    with pytest.raises(KeyboardInterrupt):
+        cli._on_signal(signal.SIGINT, None)
+    assert cli._exit_code(RuntimeError("Py4JError")) == 130
+    cli._write_failure_summary(summary, RuntimeError("Py4JError"), task="churn", as_of="2011-01-01", code=130)
+    assert json.loads(summary.read_text())["error"] == "interrupted"
+
+
 @pytest.mark.parametrize(
     "args",
     [["top", "Lead", "--out", "{tmp}/l.csv"], ["score", "lead", "--as-of", "2010-11-01", "--out", "{tmp}/s.csv"]],

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pandas.testing as pdt
 import pytest
+import yaml
 
 from features.config import load_config
 from features.engine import connect
 from features.sources import ContractError, load_tables
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, DATA
 from tests.features.test_sources import EXPORT, RAW, _config, _export_config, write_ids_with_leading_zeros
+from tests.spark.conftest import spark_config_file
 
 pytestmark = pytest.mark.spark
 
@@ -151,3 +153,19 @@ def test_a_database_source_on_spark_matches_duckdb(tmp_path, write_config, spark
     pdt.assert_frame_equal(got["spark"][0], got["duckdb"][0], check_dtype=False)
     assert got["spark"][1].to_dict() == got["duckdb"][1].to_dict()
     assert got["spark"][1].rows_kept == 5
+
+
+def test_a_truncated_parquet_file_on_spark_is_named_with_its_cause(spark, tmp_path):
+    """An ops engineer's cut export: Spark's contract error said "An error occurred while calling o49.parquet",
+    py4j's text; it now gives the Java cause, as DuckDB gives its own ("No magic bytes ...")."""
+    whole = (DATA / "online_retail_ii.parquet").read_bytes()
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole[: len(whole) // 2])
+    path = spark_config_file(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["tables"]["transactions"]["source"]["path"] = str(cut)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ContractError) as refused:
+        load_tables(load_config(path))
+    message = str(refused.value)
+    assert "the Parquet reader refused the file" in message and "An error occurred while calling" not in message

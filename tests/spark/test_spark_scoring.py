@@ -240,3 +240,17 @@ def test_a_file_name_for_the_spark_output_folder_is_refused_at_once(trained):
     assert "with engine: spark the output is a folder of Parquet files, not a CSV file" in result.stderr
     bad_date = CliRunner().invoke(app, ["score", "churn", "--config", str(path), "--as-of", "2011-13-01", "--out", "x"])
     assert bad_date.exit_code == 2 and "as_of: '2011-13-01' is not an ISO date" in bad_date.stderr
+
+
+def test_a_failed_spark_write_leaves_no_folder_it_made(spark, tmp_path):
+    """An ops engineer's full disk: the run failed with 749 lines of Java and left the empty folder it had
+    made for its output. The folders a write makes are known before it, and removed while empty."""
+    from serving.spark_batch import _missing_folders, _remove_empty
+
+    out = tmp_path / "nightly" / "new" / "churn"
+    missing = _missing_folders(spark, str(out))
+    assert [p.getName() for p in missing] == ["new", "nightly"]
+    (out.parent).mkdir(parents=True)
+    (tmp_path / "nightly" / "kept.txt").write_text("someone's file")
+    _remove_empty(spark, missing)
+    assert not (tmp_path / "nightly" / "new").exists() and (tmp_path / "nightly" / "kept.txt").exists()
