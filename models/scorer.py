@@ -194,12 +194,16 @@ def seasonal_correction(
     season's gives ``scale = slope / reference_slope`` (1 without slopes) and
     ``shift = intercept - scale * reference``: ``(1, 0)`` for the calibration season itself.
     """
-    rest = 1.0 - sum(w for _, w in weights)
-    intercept = sum(w * intercepts[c] for c, w in weights) + rest * reference
+    intercept = _blend(weights, intercepts, reference)
     scale = 1.0
     if slopes is not None and reference_slope is not None:
-        scale = (sum(w * slopes[c] for c, w in weights) + rest * reference_slope) / reference_slope
+        scale = _blend(weights, slopes, reference_slope) / reference_slope
     return float(scale), float(intercept - scale * reference)
+
+
+def _blend(weights: Sequence[tuple[str, float]], table: Mapping[str, float], rest: float) -> float:
+    """``table``'s values weighted by ``weights``, the weight short of 1 given to ``rest``."""
+    return sum(w * table[c] for c, w in weights) + (1.0 - sum(w for _, w in weights)) * rest
 
 
 def seasonal_value(weights: Sequence[tuple[str, float]], table: Mapping[str, float]) -> float:
@@ -207,7 +211,7 @@ def seasonal_value(weights: Sequence[tuple[str, float]], table: Mapping[str, flo
     total = sum(w for _, w in weights)
     if not total > 0:
         raise ValueError("no training cut-off lies near that season")
-    return float(sum(w * table[c] for c, w in weights) / total)
+    return float(_blend(weights, table, 0.0) / total)
 
 
 @dataclass

@@ -150,8 +150,10 @@ def _replace_folder(spark, tmp: str, out: str) -> None:
         fs.delete(old, True)
 
 
-def check_out_dir(spark, out: str) -> None:
-    """Refuse, before any work, an output folder Spark could not write, with the Hadoop FileSystem of ``out``.
+def check_out_dir(spark, out: str) -> list:
+    """Refuse, before any work, an output folder Spark could not write, with the Hadoop FileSystem of ``out``;
+    return the folders above ``out`` that do not exist yet (Hadoop paths, innermost first), which the
+    write makes and a failed run removes (:func:`_remove_empty`).
 
     A file at ``out`` (the output is a folder of Parquet files) or where one of its folders should
     be, or a nearest existing folder in which a file cannot be created (probed with an empty file,
@@ -166,15 +168,18 @@ def check_out_dir(spark, out: str) -> None:
         fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
         if fs.exists(target) and fs.getFileStatus(target).isFile():
             raise OutputError(f"--out {out}: is a file; with engine: spark the output is a folder of Parquet files")
+        missing = []
         while folder is not None and not fs.exists(folder):
+            missing.append(folder)
             folder = folder.getParent()
         if folder is None:
-            return
+            return missing
         if fs.getFileStatus(folder).isFile():
             raise OutputError(f"--out {out}: {folder.toString()} is a file, not a folder")
         probe = hadoop.Path(folder, f".crmscore-check-{uuid.uuid4().hex[:12]}")
         fs.create(probe, False).close()
         fs.delete(probe, False)
+        return missing
     except Py4JJavaError as exc:
         where = folder.toString() if folder is not None else out
         raise OutputError(f"--out {out}: cannot write in {where} ({exc.java_exception.getMessage()})") from exc
@@ -182,18 +187,6 @@ def check_out_dir(spark, out: str) -> None:
 
 # What a Spark write's error says of a disk it cannot write on (the Java exceptions' text).
 _FULL_DISK = ("No space left on device", "Disk quota exceeded", "Read-only file system")
-
-
-def _missing_folders(spark, out: str) -> list:
-    """The folders above ``out`` that do not exist yet (Hadoop paths, innermost first): the write makes them."""
-    hadoop = spark.sparkContext._jvm.org.apache.hadoop.fs
-    folder = hadoop.Path(out).getParent()
-    fs = hadoop.Path(out).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    missing = []
-    while folder is not None and not fs.exists(folder):
-        missing.append(folder)
-        folder = folder.getParent()
-    return missing
 
 
 def _remove_empty(spark, folders: list) -> None:
@@ -438,7 +431,7 @@ def score_spark(
     scorer, info = load_champion(config, task, version=version)
     mc, settings_warning = scoring_config(config, task, info)
     step("the Spark session")
-    check_out_dir(spark_session(config), out)
+    missing = check_out_dir(spark_session(config), out)
     step(("reading the tables and " if tables is None else "") + "the population's features")
     if tables is None:
         tables = _spark_tables(config)
@@ -455,7 +448,6 @@ def score_spark(
         tmp = _sibling(out)
         # Spark is lazy: the model's UDF scores as the folder is written.
         step(f"scoring{' with reasons' if explain else ''} and writing {out}")
-        missing = _missing_folders(spark, out)
         try:
             result.write.mode("errorifexists").parquet(tmp)
             _replace_folder(spark, tmp, out)

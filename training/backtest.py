@@ -249,8 +249,8 @@ def _refit(
 @dataclass(frozen=True)
 class _Seasons:
     """What a baseline needs to estimate its own seasonal correction as the model does
-    (:func:`fit_seasons`): the base-rate prior shift, the rows and labels of the reference
-    cut-offs, and the calibration and test cut-offs."""
+    (:func:`fit_seasons`): the rows and labels of the reference cut-offs, and the calibration and
+    test cut-offs."""
 
     rows: dict[str, pd.DataFrame]
     X: dict[str, np.ndarray]

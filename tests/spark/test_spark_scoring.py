@@ -245,10 +245,10 @@ def test_a_file_name_for_the_spark_output_folder_is_refused_at_once(trained):
 def test_a_failed_spark_write_leaves_no_folder_it_made(spark, tmp_path):
     """An ops engineer's full disk: the run failed with 749 lines of Java and left the empty folder it had
     made for its output. The folders a write makes are known before it, and removed while empty."""
-    from serving.spark_batch import _missing_folders, _remove_empty
+    from serving.spark_batch import _remove_empty, check_out_dir
 
     out = tmp_path / "nightly" / "new" / "churn"
-    missing = _missing_folders(spark, str(out))
+    missing = check_out_dir(spark, str(out))
     assert [p.getName() for p in missing] == ["new", "nightly"]
     (out.parent).mkdir(parents=True)
     (tmp_path / "nightly" / "kept.txt").write_text("someone's file")
