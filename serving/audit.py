@@ -66,14 +66,20 @@ def of_list(task: str, body: Mapping[str, Any], options: Mapping[str, Any]) -> t
 # A ``where`` list longer than this is recorded by its length and digest (a segment of 200,000 ids made
 # log lines of 2 MB).
 LISTED_VALUES = 20
+LISTED_CHARS = 100
 
 
 def _short(spec: Any) -> Any:
-    """A ``where`` entry as the record keeps it: long lists of values by count and :func:`exclude_digest`."""
+    """A ``where`` entry as the record keeps it: long lists of values, and long values, by count and
+    :func:`exclude_digest`."""
     if isinstance(spec, Mapping):
         return {op: _short(operand) for op, operand in spec.items()}
     if isinstance(spec, (list, tuple)) and len(spec) > LISTED_VALUES:
         return f"<{len(spec):,} values, digest {exclude_digest({str(v) for v in spec})}>"
+    if isinstance(spec, (list, tuple)):
+        return [_short(value) for value in spec]
+    if isinstance(spec, str) and len(spec) > LISTED_CHARS:  # a value the API takes up to 1,000 characters
+        return f"{spec[:LISTED_CHARS]}... <{len(spec):,} characters, digest {exclude_digest([spec])}>"
     return spec
 
 

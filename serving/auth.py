@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from features.config import Config
 
@@ -195,6 +195,9 @@ def _not_json(scope: Scope) -> str | None:
     if scope.get("method") != "POST":
         return None
     headers = dict(scope.get("headers", []))
+    kinds = [v for k, v in scope.get("headers", []) if k == b"content-type"]
+    if len(kinds) > 1:  # this reads the last, BentoML the first: a form body passed as JSON
+        return f"send one Content-Type header, application/json (got {len(kinds)})"
     kind = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
     if kind == "application/json" or (not kind and headers.get(b"content-length", b"0") == b"0"):
         return None
@@ -202,20 +205,27 @@ def _not_json(scope: Scope) -> str | None:
     return f"send the request body as JSON with the header 'Content-Type: application/json' ({got})"
 
 
-def _too_large(scope: Scope, limit_mb: float | None) -> str | None:
+class BodyLimit(NamedTuple):
+    """The largest request body a route takes, in MB, and the setting it comes from, as a 413 names it."""
+
+    mb: float
+    rule: str = "serving.max_body_mb"
+
+
+def _too_large(scope: Scope, limit: BodyLimit | None) -> str | None:
     """Why a request body is refused unread for its size, or None."""
     length = dict(scope.get("headers", [])).get(b"content-length", b"")
-    if limit_mb is None or not length.isdigit() or int(length) <= limit_mb * 1e6:
+    if limit is None or not length.isdigit() or int(length) <= limit.mb * 1e6:
         return None
     return (
-        f"the request body is {int(length) / 1e6:,.1f} MB, over serving.max_body_mb ({limit_mb:g} MB); "
+        f"the request body is {int(length) / 1e6:,.1f} MB, over {limit.rule} ({limit.mb:g} MB); "
         "send fewer records per call"
     )
 
 
-async def _counted_body(receive: Receive, send: Send, limit_mb: float) -> Receive | None:
+async def _counted_body(receive: Receive, send: Send, limit: BodyLimit) -> Receive | None:
     """Read a body sent without a ``Content-Length`` (chunked) as it arrives, and hand it on whole;
-    413 (and None) as soon as it passes ``limit_mb``. Only the length of such a body was unchecked: a
+    413 (and None) as soon as it passes ``limit``. Only the length of such a body was unchecked: a
     300 MB chunked upload took a worker from 0.6 to 1.2 GB before any check ran."""
     chunks: list[bytes] = []
     size, more = 0, True
@@ -225,11 +235,11 @@ async def _counted_body(receive: Receive, send: Send, limit_mb: float) -> Receiv
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit_mb * 1e6:
+        if size > limit.mb * 1e6:
             await _deny(
                 send,
                 413,
-                f"the request body is over serving.max_body_mb ({limit_mb:g} MB) (sent without a Content-Length, "
+                f"the request body is over {limit.rule} ({limit.mb:g} MB) (sent without a Content-Length, "
                 "counted as it arrived); send fewer records per call",
             )
             return None
@@ -266,7 +276,8 @@ class ApiKeyMiddleware:
     route_roles
         Route path (without the service's path prefix) -> the least role it needs.
     max_body_mb
-        A callable returning the largest request body in MB (``serving.max_body_mb``; None: any), checked
+        A callable of the route's path returning the largest request body it takes (:class:`BodyLimit`:
+        ``serving.max_body_mb``, or less for a route whose body is small by rule; None: any), checked
         on its ``Content-Length`` before it is read, or counted as it arrives when it has none (chunked):
         413 above it.
     """
@@ -277,7 +288,7 @@ class ApiKeyMiddleware:
         *,
         keys: Callable[[], KeyStore],
         route_roles: dict[str, str] | None = None,
-        max_body_mb: Callable[[], float | None] | None = None,
+        max_body_mb: Callable[[str], BodyLimit | None] | None = None,
     ) -> None:
         self.app = app
         self._keys = keys
@@ -310,7 +321,7 @@ class ApiKeyMiddleware:
         if not_json is not None:
             await _deny(send, 415, not_json)
             return
-        limit = self._max_body_mb() if self._max_body_mb is not None else None
+        limit = self._max_body_mb(scope.get("path", "")) if self._max_body_mb is not None else None
         too_large = _too_large(scope, limit)
         if too_large is not None:
             await _deny(send, 413, too_large)

@@ -34,6 +34,7 @@ from typing import Any
 
 from bentoml._internal.context import server_context
 from bentoml._internal.server.http import instruments, traffic
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 __all__ = ["UNKNOWN_PATH", "BoundedMetricsMiddleware", "RefusedRequestLog", "TimeoutMiddleware", "apply"]
@@ -126,14 +127,50 @@ class RefusedRequestLog(logging.Filter):
             record.msg, record.args = "400 on %s [%s]: %s", (*(record.args or ())[:2], said)
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
+        elif isinstance(error, ClientDisconnect):  # the client went away mid-body: nothing went wrong here
+            record.msg, record.args = (
+                "%s [%s]: the client went away before its whole body arrived",
+                (record.args or ())[:2],
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# The longest log message kept whole: a request's text reaches some (a `where` value, a field name).
+LOG_MESSAGE_CHARS = 2_000
+
+
+def one_line(text: str, limit: int = LOG_MESSAGE_CHARS) -> str:
+    """``text`` as one log line: line breaks and other control characters escaped (a field name
+    ``"a\\n2026-12-07T18:06:00+0000 [INFO] ... audit: /reload by key ..."`` wrote a second, forged
+    line), and cut to ``limit`` characters saying how many more there were (a 5,000,000-character
+    ``where`` value wrote a line that long)."""
+    safe = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return safe if len(safe) <= limit else f"{safe[:limit]}... ({len(safe) - limit:,} more characters)"
+
+
+class OneLineLog(logging.Filter):
+    """Every message of the logger as :func:`one_line` makes it (tracebacks are not the message: kept)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        safe = one_line(message)
+        if safe != message:
+            record.msg, record.args = safe, None
         return True
 
 
 def apply() -> None:
     """Make BentoML build its apps with :class:`TimeoutMiddleware` and :class:`BoundedMetricsMiddleware`
-    (looked up by name at build time), and log refused requests by :class:`RefusedRequestLog`."""
+    (looked up by name at build time), log refused requests by :class:`RefusedRequestLog`, and every
+    message of those and of crmscore's own log as one line of bounded length (:class:`OneLineLog`)."""
     traffic.TimeoutMiddleware = TimeoutMiddleware
     instruments.RunnerTrafficMetricsMiddleware = BoundedMetricsMiddleware
     log = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, RefusedRequestLog) for f in log.filters):
         log.addFilter(RefusedRequestLog())
+    for name in ("bentoml._internal.server.http_app", "bentoml.crmscore"):  # the second: serving.runtime.LOG
+        log = logging.getLogger(name)
+        if not any(isinstance(f, OneLineLog) for f in log.filters):
+            log.addFilter(OneLineLog())

@@ -1048,19 +1048,35 @@ def to_csv(
     ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(map(spreadsheet_safe, header))
     for row in rows:
         attributes = row.get("attributes") or {}
-        writer.writerow(
-            [
-                *(_cell(c, row.get(c)) for c in columns),
-                *(_attribute_cell(attributes.get(a)) for a in attribute_names),
-                *_texts(row.get("reasons"), k, none_said and none_said[0]),
-                *_texts(row.get("counter_reasons"), counter_k, none_said and none_said[1]),
-                *stamp.values(),
-            ]
-        )
+        cells = [
+            *(_cell(c, row.get(c)) for c in columns),
+            *(_attribute_cell(attributes.get(a)) for a in attribute_names),
+            *_texts(row.get("reasons"), k, none_said and none_said[0]),
+            *_texts(row.get("counter_reasons"), counter_k, none_said and none_said[1]),
+            *stamp.values(),
+        ]
+        writer.writerow(map(spreadsheet_safe, cells))
     return out.getvalue()
+
+
+# What a spreadsheet reads as the start of a formula (OWASP's list): `=HYPERLINK(...)`, `@SUM(...)`,
+# `+cmd|...` in an id or attribute of the source data ran when the list was opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula, with a leading apostrophe (shown as text,
+    the apostrophe hidden); numbers, negative ones written as text included (``-12.5``), as they are."""
+    if not isinstance(cell, str) or not cell.startswith(_FORMULA_START):
+        return cell
+    try:
+        float(cell)
+    except ValueError:
+        return "'" + cell
+    return cell
 
 
 def file_stamp(scorer: Any, as_of: Any) -> dict[str, str]:

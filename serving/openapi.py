@@ -119,7 +119,10 @@ _PUBLIC = ("GET /livez", "GET /readyz", "GET /healthz", "GET /metrics", "GET /do
 def route_error(status: int, method: str, path: str, route_roles: Mapping[str, str] = ROUTE_ROLES) -> bytes:
     """The JSON body (``{"error": ...}``, as every other refusal's) of a 404 (no such route: the routes
     there are) or a 405 (a route called with another method than POST)."""
-    if status == 405:
+    public = [entry.split(" ")[0] for entry in _PUBLIC if entry.split(" ")[1] == path]
+    if status == 405 and public:  # POST /metrics: the public routes take GET
+        text = f"{path} takes {public[0]}, not {method}"
+    elif status == 405:
         text = f"{path} takes POST with a JSON body, not {method}"
     else:
         routes = ", ".join([*(f"POST {route}" for route in route_roles), *_PUBLIC])

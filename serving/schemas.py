@@ -325,6 +325,13 @@ class ListFilterInfo(BaseModel):
     numbers: list[str] = Field(description='numeric columns `where` compares with operators ({">=": 3})')
 
 
+class PostedFilterInfo(BaseModel):
+    applied: dict[str, str] = Field(description="'tables.TABLE: filter name' -> the filter as SQL on posted fields")
+    not_applied: dict[str, str] = Field(
+        description="'tables.TABLE: filter name' -> why posted lines cannot be held to it"
+    )
+
+
 class ModelInfo(BaseModel):
     task: str
     model_name: str
@@ -368,6 +375,12 @@ class ModelInfo(BaseModel):
     )
     list_filters: ListFilterInfo | None = Field(
         None, description="what the lists (/at_risk, /top/...) of this snapshot filter on: for a tool building filters"
+    )
+    posted_filters: PostedFilterInfo | None = Field(
+        None,
+        description="the training config's row filters as /score/{task}/history holds posted lines to them: those "
+        "rewritten onto posted fields (name: the SQL on them; a posted line failing one is dropped and named in the "
+        "item's warnings, as the stored data drops such rows) and those no posted field can express (name: why)",
     )
     snapshot_anchor: float | None = Field(
         None,

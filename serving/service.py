@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from features.config import Config, load_config
 from models.drift import drift_overview
 from serving import audit, bentoml_fixes, runtime, workers
-from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, KeyStore, load_keys
+from serving.auth import ROLE_SCOPE_KEY, ApiKeyMiddleware, AuthConfigError, BodyLimit, KeyStore, load_keys
 from serving.openapi import OpenApiMiddleware
 from serving.runtime import ModelUnavailable, RequestError, Runtime
 from serving.schemas import (
@@ -117,6 +117,24 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+# The most of a response header the warnings take: proxies refuse larger headers (nginx: 4-8 KB per line by
+# default, then a 502), and a `where` value that no customer has is echoed in its warning.
+HEADER_CHARS = 4_000
+
+
+def _header_list(texts: list[str], limit: int = HEADER_CHARS) -> str:
+    """``texts`` as a JSON list (ASCII) of at most ``limit`` characters: each text cut to 300, and the
+    texts that do not fit counted in a last one (the JSON body of the same list has them all)."""
+    texts = [t if len(t) <= 300 else t[:300] + "..." for t in texts]
+    for n in range(len(texts), -1, -1):
+        rest = len(texts) - n
+        shown = texts[:n] + ([f"and {rest} more warnings: ask for format json to read them all"] if rest else [])
+        text = json.dumps(shown)
+        if len(text) <= limit:
+            return text
+    return "[]"  # not reached: the count alone fits
+
+
 def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
     """What the JSON at-risk list says beside its rows, as headers of the CSV one: the snapshot date,
     the model, the matching count and ``X-Crmscore-Warnings``, a JSON list (ASCII) of the filter
@@ -129,7 +147,7 @@ def _csv_headers(body: dict[str, Any]) -> dict[str, str]:
         "X-Crmscore-As-Of": body["as_of"],
         "X-Crmscore-Model": f"{body['model_name']} v{body['model_version']}",
         "X-Crmscore-N-Matched": str(body["n_matched"]),
-        "X-Crmscore-Warnings": json.dumps(warnings),
+        "X-Crmscore-Warnings": _header_list(warnings),
         "X-Crmscore-N-Excluded": str(body["n_excluded"]),
         **({"X-Crmscore-Since": body["since_note"]} if body["since_note"] else {}),
     }
@@ -263,8 +281,25 @@ def _config() -> Config:
 _KEYS: dict[str, KeyStore] = {}
 
 
-# This worker's serving.max_body_mb, for the middleware (set at start; None before: no limit).
+# This worker's serving.max_body_mb and max_batch, for the middleware and the schema (set at start; none before).
 _LIMITS: dict[str, float] = {}
+# The routes whose body is ids and two numbers, and the bytes an id may take there: 128 characters, each
+# up to 6 when escaped (\u00e9), with quotes and a comma.
+ID_ROUTES = frozenset({"/score/churn", "/score/next_purchase", "/score/lead"})
+ID_BYTES = 800
+
+
+def _body_limit(path: str) -> BodyLimit | None:
+    """The largest body ``path`` takes: ``serving.max_body_mb``, and for a route of ids what
+    ``serving.max_batch`` ids can take (1,000: 0.8 MB; a 39 MB body of 9,800,000 ids held the worker's
+    event loop 35 s while pydantic read every one, before the batch check refused it)."""
+    limit = _LIMITS.get("max_body_mb")
+    if limit is None or path not in ID_ROUTES or "max_batch" not in _LIMITS:
+        return None if limit is None else BodyLimit(limit)
+    by_batch = round(_LIMITS["max_batch"] * ID_BYTES / 1e6 + 0.01, 2)
+    if by_batch >= limit:
+        return BodyLimit(limit)
+    return BodyLimit(by_batch, f"what serving.max_batch ({int(_LIMITS['max_batch']):,}) ids can take")
 
 
 def _keys() -> KeyStore:
@@ -287,17 +322,41 @@ def _read_keys(config: Config) -> None:
         raise ModelUnavailable(f"API keys not read again, the ones read before still apply: {exc}") from exc
 
 
-Ids = Annotated[list[Id], Field(min_length=1, description="ids to score; at most serving.max_batch per call")]
+def _within_limits(what: str) -> Callable[[Any], Any]:
+    """A check of a posted list against this worker's ``serving.max_batch`` (and, for records,
+    ``serving.max_posted_rows`` of their purchases and events together) before pydantic reads its
+    items: one id or line at a time, that read was the whole cost of an oversized call, on the event
+    loop (:mod:`serving.runtime` checked only after it)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and "max_batch" in _LIMITS:
+            runtime.check_batch(len(value), int(_LIMITS["max_batch"]), what, what)
+            if what != "ids":
+                runtime.check_posted_rows(value, int(_LIMITS["max_posted_rows"]), what)
+        return value
+
+    return check
+
+
+Ids = Annotated[
+    list[Id],
+    BeforeValidator(_within_limits("ids")),
+    Field(min_length=1, description="ids to score; at most serving.max_batch per call"),
+]
 AsOf = Annotated[
     Moment, Field(description="cut-off: features use events at or before it (ISO 8601; without a UTC offset, UTC)")
 ]
-Customers = Annotated[list[CustomerHistory], Field(min_length=1)]
+Customers = Annotated[list[CustomerHistory], BeforeValidator(_within_limits("customers")), Field(min_length=1)]
 # The filters and options of the lists (/at_risk, /top/...).
 ListTop = Annotated[int, BeforeValidator(not_bool), Field(ge=1, le=100_000)]
 ListTiers = Annotated[list[str] | None, Field(max_length=20)]
 # An attribute's condition (serving.lists.conditions): a value, any of a list of values, or
 # operators to operands ({">=": 40, "<": 60}, {"!=": ["UK"]}).
-WhereValue = Annotated[str | int | float | None, BeforeValidator(not_bool)]  # int first: 15749 matches "15749"
+# int first: 15749 matches "15749"; text as long as an attribute value plausibly is (a 5,000,000-character
+# value was written whole into the log, the audit file and a response header).
+WhereValue = Annotated[Annotated[str, Field(max_length=1_000)] | int | float | None, BeforeValidator(not_bool)]
+WhereValues = Annotated[list[WhereValue], Field(max_length=1_000)]
+WhereName = Annotated[str, Field(max_length=200)]
 WhereOperator = Literal["=", "!=", ">", ">=", "<", "<="]
 
 
@@ -313,7 +372,7 @@ def _known_operators(where: object) -> object:
 
 
 ListWhere = Annotated[
-    dict[str, WhereValue | list[WhereValue] | dict[WhereOperator, WhereValue | list[WhereValue]]] | None,
+    dict[WhereName, WhereValue | WhereValues | dict[WhereOperator, WhereValue | WhereValues]] | None,
     BeforeValidator(_known_operators),
     Field(max_length=20),
 ]
@@ -394,6 +453,8 @@ class CrmScore:
         self.config = _config()
         _KEYS["current"] = load_keys(self.config)  # a malformed key source stops the server at start
         _LIMITS["max_body_mb"] = self.config.serving.max_body_mb
+        _LIMITS["max_batch"] = self.config.serving.max_batch
+        _LIMITS["max_posted_rows"] = self.config.serving.max_posted_rows
         audit_log = self.config.serving.audit_log
         self._audit_file = self.config.resolve(audit_log) if audit_log else None
         # Read before the load: a /reload asked for while this worker loads is then seen and done.
@@ -514,7 +575,7 @@ class CrmScore:
     @_answers
     def score_lead_record(
         self,
-        leads: Annotated[list[LeadRecord], Field(min_length=1)],
+        leads: Annotated[list[LeadRecord], BeforeValidator(_within_limits("leads")), Field(min_length=1)],
         as_of: AsOf,
         k: TopK = None,
         counter_k: CounterK = 0,
@@ -653,7 +714,7 @@ class CrmScore:
             LOG.error("%s", exc)
 
 
-CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys, max_body_mb=lambda: _LIMITS.get("max_body_mb"))
+CrmScore.add_asgi_middleware(ApiKeyMiddleware, keys=_keys, max_body_mb=_body_limit)
 CrmScore.add_asgi_middleware(OpenApiMiddleware)
 
 

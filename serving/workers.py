@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from serving.runtime import LOG, ModelUnavailable, Runtime, State
 
-__all__ = ["POLL_S", "Ack", "ReloadChannel", "follow", "reload_all"]
+__all__ = ["POLL_S", "Ack", "ChannelError", "ReloadChannel", "follow", "reload_all"]
 
 # Seconds between a worker's looks at the generation: what a /reload waits at most before every
 # worker has started reloading. A look reads a file of a few bytes.
@@ -70,13 +71,32 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
+class ChannelError(RuntimeError):
+    """The reload channel's folder is not this user's own (made first by someone else)."""
+
+
+def _check_private(folder: Path) -> None:
+    """The channel's folder must be a folder of this user that no one else can write: its name in the
+    shared temp folder is predictable (the server's pid), and another local user who made it first could
+    ask for reloads or put an error of their choosing in /reload's answer."""
+    st = folder.lstat()
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ChannelError(f"the workers' reload folder {folder} is not a folder (a link?): remove it and start again")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ChannelError(
+            f"the workers' reload folder {folder} belongs to another user (uid {st.st_uid}) or others may write "
+            f"to it (mode {stat.S_IMODE(st.st_mode):o}): remove it and start again"
+        )
+
+
 class ReloadChannel:
     """The reload generation and the workers' acknowledgements in ``folder``, seen by worker ``pid``."""
 
     def __init__(self, folder: Path, *, pid: int | None = None) -> None:
         self.folder = Path(folder)
         self.pid = os.getpid() if pid is None else pid
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(self.folder)
 
     @staticmethod
     def folder_of(server_pid: int, root: Path | None = None) -> Path:

