@@ -34,6 +34,7 @@ __all__ = [
     "CANCELLATION",
     "MAIN_TABLE",
     "check_window_observed",
+    "final_flag_warning",
     "churn_labels",
     "data_span",
     "data_until",
@@ -216,6 +217,14 @@ def check_window_observed(
     _check(horizon_days)
     ts = normalize_as_of(as_of)
     table, until = observed_until(tables, task) if observed is None else observed
+    if until is None and task == "lead":  # final flags: no window to observe, but no lead after the data's end
+        _, last = data_until(tables, task)
+        if last is not None and ts > last:
+            raise ValueError(
+                f"task 'lead': cut-off {ts:%Y-%m-%d %H:%M} is after the last row of table 'leads' "
+                f"({last:%Y-%m-%d %H:%M}): the days between hold no leads, so the population at it is cut short. "
+                f"Use a cut-off on or before {last:%Y-%m-%d}"
+            )
     end = ts + dt.timedelta(days=horizon_days)
     if until is not None and end > until:
         latest = (until - dt.timedelta(days=horizon_days)).date()
@@ -232,6 +241,18 @@ def check_window_observed(
             f"task '{task}': the label window of cut-off {ts:%Y-%m-%d} ends at {end:%Y-%m-%d %H:%M}, after the last "
             f"row of table '{table}' ({until:%Y-%m-%d %H:%M}); its unobserved days would count as {outcome}. {fix}"
         )
+
+
+def final_flag_warning(tables: CanonicalTables, task: str, horizon_days: int) -> str | None:
+    """A sentence when ``task``'s labels cannot honour its horizon: leads without ``converted_at``, whose
+    label is the 0/1 ``converted`` as exported (a conversion months after the cut-off counts), else None."""
+    if task != "lead" or tables.leads is None or "converted_at" in tables.leads.columns:
+        return None
+    return (
+        f"lead labels: table 'leads' maps no converted_at, so a lead's label is its converted flag as exported, "
+        f"whatever horizon_days ({horizon_days}): a conversion after the cut-off's {horizon_days} days counts too, "
+        "and another horizon trains the same labels. Map converted_at for labels within the horizon"
+    )
 
 
 def stale_warning(

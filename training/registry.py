@@ -112,11 +112,46 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
     listings = []
     for task in tasks:
         name = registered_name(task)
-        rows = [_row(name, v, aliases) for v, aliases in registered_versions(client, config, name).values()]
+        found = registered_versions(client, config, name).values()
+        rows = [{**_row(name, v, aliases), "config": (v.tags or {}).get("config")} for v, aliases in found]
         rows.sort(key=lambda row: int(row["version"]), reverse=True)
+        for row, older in zip(rows, [*rows[1:], None] if rows else [], strict=True):
+            row["config_against"] = older["version"] if older else None
+            row["config_changes"] = config_changes(older["config"], row["config"], task) if older else []
+        for row in rows:
+            del row["config"]
         history = champion_history(client, name) if rows else []
         listings.append({"model_name": name, "tracking_uri": config.tracking_uri, "versions": rows, "history": history})
     return listings
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def config_changes(older: str | None, newer: str | None, task: str) -> list[str]:
+    """What the config a version was trained with (its ``config`` tag, JSON) changed against the version
+    before it, for ``task``: the tables' mapping and the task's own model settings, as
+    ``models.churn.seed 7 (was 42)``; the test cut-off, listed beside each version, and other tasks'
+    settings are left out. Empty when either has no tag (a version trained before it was kept)."""
+    if not older or not newer:
+        return []
+    try:
+        before, after = _flat(json.loads(older)), _flat(json.loads(newer))
+    except (json.JSONDecodeError, TypeError):
+        return []
+    keep = (f"models.{task}.", "tables.", "engine")
+    out = []
+    for key in sorted(before.keys() | after.keys()):
+        if not key.startswith(keep) or key == f"models.{task}.test_cutoff" or before.get(key) == after.get(key):
+            continue
+        out.append(
+            f"{key} {json.dumps(after[key]) if key in after else '(removed)'}"
+            f" (was {json.dumps(before[key]) if key in before else 'unset'})"
+        )
+    return out
 
 
 def question_of(spec: Any) -> dict[str, str]:
@@ -248,6 +283,10 @@ def render_versions(listing: dict[str, Any]) -> str:
             lines.append(f"        {row[MANUAL_TAG]}")
         if row["code"]:
             lines.append(f"        trained by {row['code']}")
+        if row.get("config_changes"):
+            changes = row["config_changes"]
+            shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+            lines.append(f"        config against v{row['config_against']}: {shown}")
     if listing.get("history"):
         lines.append("  champion history (oldest first):")
         for move in listing["history"]:

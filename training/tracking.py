@@ -338,8 +338,18 @@ def decide_promotion(
     try:
         X = scorer.prepare(test)
     except ValueError as exc:
+        lacking = sorted(set(scorer.feature_names) - set(test.columns))
+        said = (
+            f"it reads {', '.join(map(repr, lacking[:5]))}{' and more' if len(lacking) > 5 else ''}, which this run's "
+            "features lack (under the config's exclude, or not mapped?)"
+            if lacking
+            else str(exc)
+        )
         return Promotion(
-            False, f"champion v{champion.version} cannot score this run's features ({exc}); use --force-promote"
+            False,
+            f"champion v{champion.version} cannot score this run's test rows: {said}. To compare them, run `crmscore "
+            f"monitor {result.spec.task} --version N` for each with the config it was trained with (the version's "
+            "`config` tag), then promote the better by hand (crmscore promote) or use --force-promote",
         )
     metric = result.spec.primary_metric
     y = test["label"].to_numpy(dtype=np.float64)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.config import Config
 from features.files import check_output, write_text_atomic
+from features.labels import final_flag_warning
 from features.pipeline import build_training_set
 from features.sources import CanonicalTables, load_tables
 from models.catalog import model_config_for, spec_for
@@ -161,6 +162,8 @@ def train_model(
         f"backtest at {ts.test_cutoff}: {_training_rows(ts.train, spec)}, {len(ts.test):,} test rows, calibration, baselines"
     )
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
+    if (flags := final_flag_warning(tables, task, mc.horizon_days)) is not None:
+        result.warnings.append(flags)
     step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")
     plots = make_plots(result)
     report = report_path(config, task)

@@ -4,7 +4,14 @@ import pandas as pd
 import pytest
 
 from features.config import ModelConfig
-from features.labels import check_window_observed, data_span, data_until, days_to_next_purchase, observed_until
+from features.labels import (
+    check_window_observed,
+    data_span,
+    data_until,
+    days_to_next_purchase,
+    final_flag_warning,
+    observed_until,
+)
 from features.pipeline import build_training_set, labels
 from tests.features.conftest import AS_OF_FORMS, make_tables, sorted_frame, tx
 
@@ -144,7 +151,13 @@ def test_lead_windows_are_bounded_only_by_dated_conversions():
     undated = make_tables(leads=_leads(False))
     assert observed_until(undated, "lead") == ("leads", None)
     assert data_until(undated, "lead") == ("leads", dt.datetime(2024, 4, 1))  # the export still ends somewhere
-    check_window_observed(undated, "lead", as_of="2024-06-01", horizon_days=30)
+    check_window_observed(undated, "lead", as_of="2024-04-01", horizon_days=30)  # the last lead's day
+    # After it the population is cut short: a data scientist's --as-of two weeks past the bundled leads was
+    # trained, registered and promoted without a word (2026-12-07).
+    with pytest.raises(ValueError, match=r"cut-off 2024-06-01 00:00 is after the last row of table 'leads' "):
+        check_window_observed(undated, "lead", as_of="2024-06-01", horizon_days=30)
+    assert "whatever horizon_days (30)" in final_flag_warning(undated, "lead", 30)
+    assert final_flag_warning(make_tables(leads=_leads(True)), "lead", 30) is None
     dated = make_tables(leads=_leads(True))
     assert observed_until(dated, "lead") == ("leads", dt.datetime(2024, 4, 2))
     with pytest.raises(ValueError, match="no conversion"):

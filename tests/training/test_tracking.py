@@ -364,6 +364,21 @@ def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config
     assert lines[-1] == f"crmscore-lead: no registered version in {config.tracking_uri}"
     listed = CliRunner().invoke(app, ["models", "churn", "--json", "--config", str(_cli_config(config, tmp_path))])
     assert json.loads(listed.stdout) == churn
+    assert [v["config_changes"] for v in churn["versions"]] == [[], []]  # one config
+
+    # Versions trained with other settings list what changed against the one before (a data scientist could
+    # not tell a seed's retrain from a dropped feature's, 2026-12-07).
+    reseeded = config.model_copy(
+        update={"models": config.models.model_copy(update={"churn": MODEL_CONFIG.model_copy(update={"seed": 7})})}
+    )
+    third = _log(reseeded, good)
+    newest = list_versions(config, ["churn"])[0]["versions"][0]
+    assert newest["version"] == third["version"] and newest["config_against"] == worse["version"]
+    assert "models.churn.seed 7 (was 42)" in newest["config_changes"]
+    text = CliRunner().invoke(app, ["models", "churn", "--config", str(_cli_config(config, tmp_path))])
+    assert (
+        f"        config against v{worse['version']}: " in text.stdout and "models.churn.seed 7 (was 42)" in text.stdout
+    )
 
 
 def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, good, bad, tmp_path):
@@ -789,3 +804,35 @@ def test_a_run_warned_of_leakage_or_gaining_much_from_new_features_is_held_for_r
 
     promote_version(config, "churn", logged["version"])
     assert load_champion(config, "churn")[1]["version"] == logged["version"]
+
+
+def test_a_challenger_without_a_feature_the_champion_reads_says_which_and_how_to_compare(config, good):
+    """`exclude: [campaign]` gave "champion v1 cannot score this run's features (feature column 'campaign' is
+    missing from the input); use --force-promote", which skips every check (a data scientist, 2026-12-07)."""
+    import dataclasses
+
+    assert _log(config, good)["promoted"]
+    ts = training_set(0)
+    fewer = dataclasses.replace(
+        ts,
+        train=ts.train.drop(columns="noise"),
+        test=ts.test.drop(columns="noise"),
+        hazard=ts.hazard.drop(columns="noise"),
+        feature_columns=tuple(c for c in ts.feature_columns if c != "noise"),
+    )
+    result = run_backtest(fewer, churn_spec(MODEL_CONFIG), num_boost_round=150)
+    logged = log_and_register(
+        config,
+        result,
+        test=fewer.test,
+        train=fewer.train,
+        fingerprint={"transactions": {"rows_kept": 1}},
+        plots=make_plots(result),
+    )
+    assert not logged["promoted"]
+    assert logged["reason"] == (
+        "champion v1 cannot score this run's test rows: it reads 'noise', which this run's features lack (under the "
+        "config's exclude, or not mapped?). To compare them, run `crmscore monitor churn --version N` for each with "
+        "the config it was trained with (the version's `config` tag), then promote the better by hand (crmscore "
+        "promote) or use --force-promote"
+    )
