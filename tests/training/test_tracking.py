@@ -48,12 +48,13 @@ def config(tmp_path) -> Config:
     )
 
 
-def _log(config, result, *, force=False, reason=None):
+def _log(config, result, *, force=False, reason=None, ts=None):
+    ts = training_set(0) if ts is None else ts
     return log_and_register(
         config,
         result,
-        test=training_set(0).test,
-        train=training_set(0).train,
+        test=ts.test,
+        train=ts.train,
         fingerprint={"transactions": {"rows_kept": 1}},
         plots=make_plots(result),
         force_promote=force,
@@ -789,14 +790,7 @@ def test_a_run_warned_of_leakage_or_gaining_much_from_new_features_is_held_for_r
     )
     richer = run_backtest(with_new, churn_spec(MODEL_CONFIG), num_boost_round=150)
     assert not [w for w in richer.warnings if w.startswith("possible leakage")]  # an honest-looking column
-    logged = log_and_register(
-        config,
-        richer,
-        test=with_new.test,
-        train=with_new.train,
-        fingerprint={"transactions": {"rows_kept": 1}},
-        plots=make_plots(richer),
-    )
+    logged = _log(config, richer, ts=with_new)
     assert not logged["promoted"] and logged["reason"].startswith("held for review: roc_auc ")
     assert "from features the champion does not read ('tickets')" in logged["reason"]
     # The same gain without a new feature promotes (test_promotion_gate); by hand, this one too.
@@ -821,14 +815,7 @@ def test_a_challenger_without_a_feature_the_champion_reads_says_which_and_how_to
         feature_columns=tuple(c for c in ts.feature_columns if c != "noise"),
     )
     result = run_backtest(fewer, churn_spec(MODEL_CONFIG), num_boost_round=150)
-    logged = log_and_register(
-        config,
-        result,
-        test=fewer.test,
-        train=fewer.train,
-        fingerprint={"transactions": {"rows_kept": 1}},
-        plots=make_plots(result),
-    )
+    logged = _log(config, result, ts=fewer)
     assert not logged["promoted"]
     assert logged["reason"] == (
         "champion v1 cannot score this run's test rows: it reads 'noise', which this run's features lack (under the "
