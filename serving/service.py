@@ -120,12 +120,15 @@ def _answers(func: Callable[..., Any]) -> Callable[..., Any]:
 # The most of a response header the warnings take: proxies refuse larger headers (nginx: 4-8 KB per line by
 # default, then a 502), and a `where` value that no customer has is echoed in its warning.
 HEADER_CHARS = 4_000
+# The most of one warning there: a drift warning (about 450 characters) whole, a 1,000-character value cut.
+HEADER_TEXT_CHARS = 800
 
 
 def _header_list(texts: list[str], limit: int = HEADER_CHARS) -> str:
-    """``texts`` as a JSON list (ASCII) of at most ``limit`` characters: each text cut to 300, and the
-    texts that do not fit counted in a last one (the JSON body of the same list has them all)."""
-    texts = [t if len(t) <= 300 else t[:300] + "..." for t in texts]
+    """``texts`` as a JSON list (ASCII) of at most ``limit`` characters: each text cut to
+    :data:`HEADER_TEXT_CHARS`, and the texts that do not fit counted in a last one (the JSON body of the
+    same list has them all)."""
+    texts = [t if len(t) <= HEADER_TEXT_CHARS else t[:HEADER_TEXT_CHARS] + "..." for t in texts]
     for n in range(len(texts), -1, -1):
         rest = len(texts) - n
         shown = texts[:n] + ([f"and {rest} more warnings: ask for format json to read them all"] if rest else [])

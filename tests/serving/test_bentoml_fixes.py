@@ -144,8 +144,8 @@ def test_the_csv_lists_warnings_header_is_bounded_and_says_what_it_left_out():
     from serving.service import _header_list
 
     assert json.loads(_header_list(["a", "b"])) == ["a", "b"]
-    said = json.loads(_header_list([f"{i} " + "x" * 500 for i in range(40)]))
-    assert len(json.dumps(said)) <= 4_000 and said[0] == "0 " + "x" * 298 + "..."
+    said = json.loads(_header_list([f"{i} " + "x" * 1_000 for i in range(40)]))
+    assert len(json.dumps(said)) <= 4_000 and said[0] == "0 " + "x" * 798 + "..."
     assert said[-1] == f"and {40 - len(said) + 1} more warnings: ask for format json to read them all"
 
 

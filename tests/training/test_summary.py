@@ -131,10 +131,17 @@ def test_a_train_stopped_by_sigterm_ends_its_run_and_exits_143(tmp_path):
         seen += line
         if "MLflow: logging the run" in line:
             break
-    time.sleep(0.4)  # into the run (the step takes ~1.2 s for the leads here)
+    # Into the run (the step takes ~1.2 s for the leads here): once the store holds it RUNNING. A fixed 0.4 s
+    # signalled before the run existed on a loaded CI machine.
+    client = MlflowClient(tracking_uri=yaml.safe_load(leads.read_text())["tracking_uri"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        if any(r.info.status == "RUNNING" for r in client.search_runs(experiments)):
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, seen
-    client = MlflowClient(tracking_uri=yaml.safe_load(leads.read_text())["tracking_uri"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and {r.info.status for r in runs} <= {"FAILED", "FINISHED"}  # none left RUNNING
