@@ -136,7 +136,9 @@ def test_training_set_hazard_rows():
     at = population_features(tables, "churn", as_of="2024-05-25", model_config=mc)
     got = ts.hazard[ts.hazard.as_of == pd.Timestamp("2024-05-25")].drop(columns="days_to_next").reset_index(drop=True)
     pd.testing.assert_frame_equal(got, at, check_dtype=False)
-    leads = pd.DataFrame({"lead_id": ["l1"], "created_at": pd.to_datetime(["2024-01-01"]), "converted": [1]})
+    leads = pd.DataFrame(
+        {"lead_id": ["l1", "l2"], "created_at": pd.to_datetime(["2024-01-01", "2024-04-01"]), "converted": [1, 0]}
+    )
     with pytest.raises(ValueError, match="customer tasks"):
         build_training_set(
             make_tables(leads=leads), "lead", model_config=mc, test_cutoff="2024-03-01", hazard_step_days=28
