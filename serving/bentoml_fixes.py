@@ -146,7 +146,9 @@ def one_line(text: str, limit: int = LOG_MESSAGE_CHARS) -> str:
     ``"a\\n2026-12-07T18:06:00+0000 [INFO] ... audit: /reload by key ..."`` wrote a second, forged
     line), and cut to ``limit`` characters saying how many more there were (a 5,000,000-character
     ``where`` value wrote a line that long)."""
-    safe = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    if text.isprintable() and len(text) <= limit:  # nearly every message: no pass over its characters
+        return text
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return safe if len(safe) <= limit else f"{safe[:limit]}... ({len(safe) - limit:,} more characters)"
 
 
@@ -167,10 +169,12 @@ def apply() -> None:
     message of those and of crmscore's own log as one line of bounded length (:class:`OneLineLog`)."""
     traffic.TimeoutMiddleware = TimeoutMiddleware
     instruments.RunnerTrafficMetricsMiddleware = BoundedMetricsMiddleware
-    log = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, RefusedRequestLog) for f in log.filters):
-        log.addFilter(RefusedRequestLog())
-    for name in ("bentoml._internal.server.http_app", "bentoml.crmscore"):  # the second: serving.runtime.LOG
+    # The request log rewrites refusals first, then every message is made one line (as crmscore's own log's).
+    for name, kinds in (
+        ("bentoml._internal.server.http_app", (RefusedRequestLog, OneLineLog)),
+        ("bentoml.crmscore", (OneLineLog,)),  # serving.runtime.LOG
+    ):
         log = logging.getLogger(name)
-        if not any(isinstance(f, OneLineLog) for f in log.filters):
-            log.addFilter(OneLineLog())
+        for kind in kinds:
+            if not any(isinstance(f, kind) for f in log.filters):
+                log.addFilter(kind())

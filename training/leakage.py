@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["LEAKAGE_AUC", "leakage_warnings", "telling_value", "univariate_auc"]
+__all__ = ["LEAK", "LEAKAGE_AUC", "leakage_warnings", "leaky_features", "telling_value", "univariate_auc"]
 
 LEAKAGE_AUC = 0.95
 # A calibration fold smaller than this, or with fewer rows of either label, is too thin to judge a feature by.
@@ -29,6 +29,8 @@ LEAKAGE_MIN_CLASS = 10
 # A value that tells the outcome (:func:`telling_value`): this share of its rows with the rarer outcome, and
 # at least these many rows and this share of the fold.
 TELLING_PURITY = 0.99
+# How each warning of a possible leak begins, before the feature's quoted name (:func:`leaky_features`).
+LEAK = "possible leakage: "
 TELLING_ROWS = 20
 TELLING_SHARE = 0.01
 
@@ -55,7 +57,13 @@ def _bins(x_fit: np.ndarray, x_check: np.ndarray, *, categorical: bool) -> tuple
 
 
 def univariate_auc(
-    x_fit: np.ndarray, y_fit: np.ndarray, x_check: np.ndarray, y_check: np.ndarray, *, categorical: bool
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_check: np.ndarray,
+    y_check: np.ndarray,
+    *,
+    categorical: bool,
+    coded: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> float:
     """How well one feature alone ranks ``y_check``: ROC AUC, either direction (0.5 to 1).
 
@@ -64,11 +72,11 @@ def univariate_auc(
     feature ranks by its value (a missing value below every other), or by the positive rate of its
     quantile bin among the fitting rows (missing a bin of its own), whichever ranks better: a range in
     the middle that marks the outcome (a planted one reached 0.83 with the model and 0.6 by value) is
-    seen by the second.
+    seen by the second. ``coded``: :func:`_bins` of the two sides, when the caller has it.
     """
     if len(np.unique(y_check)) < 2:
         return 0.5
-    fit_codes, check_codes, n = _bins(x_fit, x_check, categorical=categorical)
+    fit_codes, check_codes, n = coded or _bins(x_fit, x_check, categorical=categorical)
     counts = np.bincount(fit_codes + 1, minlength=n + 1)
     positives = np.bincount(fit_codes + 1, weights=y_fit, minlength=n + 1)
     rates = np.where(counts > 0, positives / np.maximum(counts, 1), y_fit.mean())
@@ -86,7 +94,13 @@ def _either_way(y: np.ndarray, values: np.ndarray) -> float:
 
 
 def telling_value(
-    x_fit: np.ndarray, y_fit: np.ndarray, x_check: np.ndarray, y_check: np.ndarray, *, categorical: bool
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_check: np.ndarray,
+    y_check: np.ndarray,
+    *,
+    categorical: bool,
+    coded: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> tuple[float, float] | None:
     """The largest share of rows that one value (a category, or a numeric bin as :func:`univariate_auc`
     makes them; missing excepted) holds while it all but always comes with the rarer outcome: at least
@@ -95,23 +109,24 @@ def telling_value(
 
     A column filled only for some outcomes (a CRM status set to 'closed-won' on half the won leads,
     null elsewhere) ranks the rest no better than chance, so its AUC stays low (0.75), yet the value it
-    holds tells the label: no honest feature of the bundled data has such a value (the best reaches 0.9).
+    holds tells the label: no honest feature of the bundled data has such a value (the best reaches 0.95).
     """
     rare = 1.0 if y_fit.mean() < 0.5 else 0.0
-    fit_codes, check_codes, _ = _bins(x_fit, x_check, categorical=categorical)
-    best = None
-    for code in np.unique(check_codes[check_codes >= 0]):
-        purities = []
-        for codes, y in ((fit_codes, y_fit), (check_codes, y_check)):
-            rows = codes == code
-            if rows.sum() < TELLING_ROWS or rows.mean() < TELLING_SHARE:
-                break
-            purities.append(float((y[rows] == rare).mean()))
-        else:
-            share = float((check_codes == code).mean())
-            if min(purities) >= TELLING_PURITY and (best is None or share > best[0]):
-                best = (share, purities[1])
-    return best
+    fit_codes, check_codes, n = coded or _bins(x_fit, x_check, categorical=categorical)
+    held = np.ones(n, dtype=bool)
+    purity = np.ones(n)
+    for codes, y in ((fit_codes, y_fit), (check_codes, y_check)):
+        present = codes >= 0
+        rows = np.bincount(codes[present], minlength=n)
+        rare_rows = np.bincount(codes[present], weights=(y[present] == rare).astype(np.float64), minlength=n)
+        held &= (rows >= TELLING_ROWS) & (rows >= TELLING_SHARE * len(codes))
+        purity = np.minimum(purity, rare_rows / np.maximum(rows, 1))
+        share, check_purity = rows / len(codes), rare_rows / np.maximum(rows, 1)  # the check fold's, last
+    held &= purity >= TELLING_PURITY
+    if not held.any():
+        return None
+    best = int(np.argmax(np.where(held, share, -1.0)))
+    return float(share[best]), float(check_purity[best])
 
 
 def leakage_warnings(
@@ -136,10 +151,12 @@ def leakage_warnings(
     found, telling = [], []
     for j, name in enumerate(features):
         args = (X[fit_mask, j], y[fit_mask], X[check_mask, j], y[check_mask])
-        auc = univariate_auc(*args, categorical=j in categorical)
+        kind = {"categorical": j in categorical}
+        coded = _bins(args[0], args[2], **kind)  # once, for both readings
+        auc = univariate_auc(*args, **kind, coded=coded)
         if auc >= threshold:
             found.append((auc, name))
-        elif (value := telling_value(*args, categorical=j in categorical)) is not None:
+        elif (value := telling_value(*args, **kind, coded=coded)) is not None:
             telling.append((value, name))
     table = "tables.leads" if task == "lead" else "its table (tables.customers or tables.transactions)"
     who = "leads" if task == "lead" else "customers"
@@ -150,12 +167,17 @@ def leakage_warnings(
         "and retrain"
     )
     return [
-        f"possible leakage: '{name}' alone separates the labels of the calibration fold (ROC AUC {auc:.3f}; "
+        f"{LEAK}'{name}' alone separates the labels of the calibration fold (ROC AUC {auc:.3f}; "
         f"no single feature of the bundled data passes 0.82). " + advice.format(name=name)
         for auc, name in sorted(found, reverse=True)
     ] + [
-        f"possible leakage: '{name}' has a value (or range) held by {share:.1%} of the calibration fold that comes "
+        f"{LEAK}'{name}' has a value (or range) held by {share:.1%} of the calibration fold that comes "
         f"with the rarer {rare} in {purity:.1%} of its rows, on the fitting rows too (no feature of the bundled data "
         f"has one past 95%). " + advice.format(name=name)
         for (share, purity), name in sorted(telling, reverse=True)
     ]
+
+
+def leaky_features(warnings: Sequence[str]) -> list[str]:
+    """The features a run's warnings name as possible leakage (:func:`leakage_warnings`' sentences)."""
+    return [w[len(LEAK) :].split("'")[1] for w in warnings if w.startswith(LEAK + "'")]

@@ -37,6 +37,7 @@ from features.config import Config, feature_settings, masked_url
 from models.catalog import model_config_for
 from training import metrics as m
 from training.backtest import BacktestResult
+from training.leakage import leaky_features
 from training.pyfunc import (
     AS_OF,
     CHALLENGER,
@@ -303,7 +304,7 @@ def decide_promotion(
 
     if force:
         return Promotion(True, "forced (--force-promote)")
-    leaks = [w.split("'")[1] for w in result.warnings if w.startswith("possible leakage: '")]
+    leaks = leaky_features(result.warnings)
     if leaks:
         return Promotion(
             False,
