@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ibis
+import ibis.expr.datatypes as dtypes
 import ibis.expr.types as ir
 import pandas as pd
 import sqlglot
@@ -680,6 +681,11 @@ def map_table(
                 casts[column] = value.cast("timestamp")
             elif spec.timestamp_format and value.type().is_string():
                 casts[column] = _parse_timestamps(value, spec.timestamp_format, dialect)
+            elif value.type().is_string():
+                # Through a zoned timestamp: DuckDB's cast to a plain one dropped an ISO text's offset
+                # ('2025-07-06T01:00:00+01:00' read 01:00, not 00:00 UTC; Spark's honoured it); text without
+                # one reads as UTC, the session's zone, as before.
+                casts[column] = value.try_cast(dtypes.Timestamp(timezone="UTC")).cast("timestamp")
             else:
                 casts[column] = value.try_cast("timestamp")
         elif column in ("event_type", "channel", "category"):

@@ -227,6 +227,34 @@ def test_unparseable_timestamp_shows_offending_values(tmp_path, write_config):
     assert "2 row(s)" in message and "yesterday" in message and "soon" in message
 
 
+def test_iso_text_with_offsets_reads_as_utc_from_parquet_as_from_csv(tmp_path, write_config):
+    """A SaaS export's ISO text times with offsets (``Z``, ``-05:00``, ``+01:00``): from Parquet, where the
+    column is text, DuckDB's cast dropped the offset (01:00+01:00 read 01:00, 41,254 of 583,388 events on
+    another day); from CSV the reader typed them zoned and read 00:00 UTC. The same export now gives the
+    same UTC times from both, and text without an offset stays as written."""
+    times = [
+        "2024-01-01T10:00:00Z",
+        "2024-01-05T12:30:00-05:00",
+        "2024-02-01T01:00:00+01:00",
+        "2024-02-02 09:00",
+        "2024-03-01T23:30:00-01:00",
+        "2024-03-01T00:00:00.250+05:30",
+    ]
+    RAW.assign(ts=times).to_parquet(tmp_path / "tx.parquet")
+    RAW.assign(ts=times).to_csv(tmp_path / "tx.csv", index=False)
+    from_parquet, _ = _canonical(_config(write_config, tmp_path / "tx.parquet"))
+    from_csv, _ = _canonical(_config(write_config, tmp_path / "tx.csv"))
+    expected = [
+        "2024-01-01 10:00",
+        "2024-01-05 17:30",
+        "2024-02-01 00:00",
+        "2024-03-02 00:30",
+        "2024-02-29 18:30:00.250",
+    ]
+    assert sorted(from_parquet.timestamp) == sorted(pd.Timestamp(t) for t in expected)  # the null id's row dropped
+    pd.testing.assert_series_equal(from_parquet.timestamp, from_csv.timestamp)
+
+
 def test_timestamp_format_parses_day_first_dates(tmp_path, write_config):
     RAW.assign(ts=["01/01/2024", "05/01/2024", "01/02/2024", "02/02/2024", "01/03/2024", "01/03/2024"]).to_csv(
         tmp_path / "tx.csv", index=False
