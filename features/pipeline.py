@@ -42,7 +42,7 @@ from features.labels import (
     lead_labels,
     next_purchase_labels,
 )
-from features.leads import lead_features
+from features.leads import lead_attribute_columns, lead_features
 from features.rfm import rfm_features
 from features.seasonality import seasonality_features
 from features.sources import CanonicalTables
@@ -411,6 +411,9 @@ class TrainingSet:
     # :func:`hazard_cutoffs` (column ``as_of``) and ``days_to_next``, the days to each customer's
     # next purchase (null: none in the data), for the weekly hazard head (models.hazard).
     hazard: pd.DataFrame | None = None
+    # The features taken from a table as they are, not computed from rows dated at or before a cut-off
+    # (:func:`as_is_columns`): the only ones that can be recorded after the outcome (training.leakage).
+    as_is: tuple[str, ...] = ()
 
 
 def training_cutoffs(test_cutoff: AsOf, *, horizon_days: int, step_days: int, n: int) -> tuple[dt.datetime, ...]:
@@ -597,7 +600,19 @@ def build_training_set(
         task=task,
         vocabulary=vocabularies(tables),
         hazard=hazard,
+        as_is=tuple(c for c in as_is_columns(tables, task) if c in features),
     )
+
+
+def as_is_columns(tables: CanonicalTables, task: str) -> tuple[str, ...]:
+    """The columns ``task`` takes as features as the tables hold them: the leads table's attributes for
+    leads, the customers table's columns (``signup_at`` aside, a date) for customer tasks. Every other
+    feature is computed from rows dated at or before the cut-off."""
+    if task == "lead":
+        return lead_attribute_columns(tables.leads) if tables.leads is not None else ()
+    if tables.customers is None:
+        return ()
+    return tuple(c for c in tables.customers.columns if c not in ("customer_id", "signup_at"))
 
 
 def write_snapshot(

@@ -433,8 +433,10 @@ def run_backtest(
             f"cut-off (a longer models.{spec.task}.step_days, or more history) make both steadier"
         )
 
-    # A feature that alone all but separates the labels is most likely recorded after the outcome.
-    warnings += leakage_warnings(X, y, features, cat_idx, fit_mask=fit_mask, check_mask=cal_mask, task=spec.task)
+    # A column taken as it is that alone all but separates the labels is most likely recorded after the outcome.
+    warnings += leakage_warnings(
+        X, y, features, cat_idx, fit_mask=fit_mask, check_mask=cal_mask, task=spec.task, as_is=ts.as_is
+    )
 
     # -- the classifier -----------------------------------------------------------------------
     rounds = num_boost_round or spec.num_boost_round

@@ -11,16 +11,31 @@ one with a value that all but always comes with the rarer outcome (:func:`tellin
 filled for some outcomes only). On the bundled data the best single feature reaches 0.79 (churn),
 0.82 (next purchase) and 0.62 (leads without ``duration``), and the purest value 95% (churn, next
 purchase) and 58% (leads); the promotion gate holds a run with such a warning for review.
+
+Only the columns a task takes as they are can be recorded after the outcome (the customers table's,
+the leads table's: ``as_is``). A feature computed from rows dated at or before the cut-off cannot;
+one that alone separates the labels says the outcome is all but decided at the cut-off, which is one
+note (:func:`decided_note`), not a leak: a SaaS export's churn run got 25 "possible leakage" warnings
+on ``recency_days`` and the like (its population held accounts that had stopped paying months
+before), was held for review, and was told to exclude columns no table has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["LEAK", "LEAKAGE_AUC", "leakage_warnings", "leaky_features", "telling_value", "univariate_auc"]
+__all__ = [
+    "LEAK",
+    "LEAKAGE_AUC",
+    "decided_note",
+    "leakage_warnings",
+    "leaky_features",
+    "telling_value",
+    "univariate_auc",
+]
 
 LEAKAGE_AUC = 0.95
 # A calibration fold smaller than this, or with fewer rows of either label, is too thin to judge a feature by.
@@ -138,27 +153,34 @@ def leakage_warnings(
     fit_mask: np.ndarray,
     check_mask: np.ndarray,
     task: str,
+    as_is: Collection[str] | None = None,
     threshold: float = LEAKAGE_AUC,
 ) -> list[str]:
-    """A sentence for each feature whose :func:`univariate_auc` on the ``check_mask`` rows reaches
-    ``threshold``, highest first, then for each other one with a :func:`telling_value`, saying what
-    to do about it. Each begins ``possible leakage: 'NAME'`` (the promotion gate holds such a run)."""
+    """A sentence for each feature of ``as_is`` (default: every feature) whose :func:`univariate_auc` on the
+    ``check_mask`` rows reaches ``threshold``, highest first, then for each other one with a
+    :func:`telling_value`, saying what to do about it. Each begins ``possible leakage: 'NAME'`` (the
+    promotion gate holds such a run). The features not in ``as_is`` that reach ``threshold`` get one
+    :func:`decided_note` at the end."""
     y_check = y[check_mask]
     if len(y_check) < LEAKAGE_MIN_ROWS or min(y_check.sum(), len(y_check) - y_check.sum()) < LEAKAGE_MIN_CLASS:
         # 10 rows, 1 positive (an early backtest origin of the bundled leads): any feature "separates" them
         # (euribor3m read 1.000), and the run's "few rows" warning already says the fold is too thin to judge.
         return []
-    found, telling = [], []
+    found, telling, decided = [], [], []
     for j, name in enumerate(features):
         args = (X[fit_mask, j], y[fit_mask], X[check_mask, j], y[check_mask])
         kind = {"categorical": j in categorical}
         coded = _bins(args[0], args[2], **kind)  # once, for both readings
         auc = univariate_auc(*args, **kind, coded=coded)
-        if auc >= threshold:
+        if as_is is not None and name not in as_is:
+            value = None if auc >= threshold else telling_value(*args, **kind, coded=coded)
+            if auc >= threshold or value is not None:
+                decided.append((auc, name, value))
+        elif auc >= threshold:
             found.append((auc, name))
         elif (value := telling_value(*args, **kind, coded=coded)) is not None:
             telling.append((value, name))
-    table = "tables.leads" if task == "lead" else "its table (tables.customers or tables.transactions)"
+    table = "tables.leads" if task == "lead" else "tables.customers"
     who = "leads" if task == "lead" else "customers"
     rare = "conversion" if task == "lead" else "outcome"
     advice = (
@@ -166,16 +188,60 @@ def leakage_warnings(
         f"history well and new {who} badly: if '{{name}}' is known only afterwards, list it under exclude of {table} "
         "and retrain"
     )
-    return [
-        f"{LEAK}'{name}' alone separates the labels of the calibration fold (ROC AUC {auc:.3f}; "
-        f"no single feature of the bundled data passes 0.82). " + advice.format(name=name)
-        for auc, name in sorted(found, reverse=True)
-    ] + [
-        f"{LEAK}'{name}' has a value (or range) held by {share:.1%} of the calibration fold that comes "
-        f"with the rarer {rare} in {purity:.1%} of its rows, on the fitting rows too (no feature of the bundled data "
-        f"has one past 95%). " + advice.format(name=name)
-        for (share, purity), name in sorted(telling, reverse=True)
-    ]
+    return (
+        [
+            f"{LEAK}'{name}' alone separates the labels of the calibration fold (ROC AUC {auc:.3f}; for comparison, "
+            f"no single feature of crmscore's bundled example data passes 0.82). " + advice.format(name=name)
+            for auc, name in sorted(found, reverse=True)
+        ]
+        + [
+            f"{LEAK}'{name}' has a value (or range) held by {share:.1%} of the calibration fold that comes "
+            f"with the rarer {rare} in {purity:.1%} of its rows, on the fitting rows too (no feature of crmscore's "
+            f"bundled example data has one past 95%). " + advice.format(name=name)
+            for (share, purity), name in sorted(telling, reverse=True)
+        ]
+        + ([decided_note(decided, task)] if decided else [])
+    )
+
+
+def decided_note(decided: Sequence[tuple[float, str, tuple[float, float] | None]], task: str) -> str:
+    """One sentence on the computed features that alone separate the labels or hold a value that tells
+    them (``(auc, name, telling_value or None)``): the outcome is all but decided at the cut-off, and
+    what a user may change, per task. The feature with the highest ROC AUC is named."""
+    auc, name, _ = max(decided, key=lambda found: (found[0], found[1]))
+    n_more = len(decided) - 1
+    more = f" (and {n_more} more computed feature{'s' if n_more > 1 else ''})" if n_more else ""
+    telling = [(value, other) for _, other, value in decided if value is not None]
+    if telling:
+        (share, purity), other = max(telling)
+        rare = "conversion" if task == "lead" else "the rarer outcome"
+        how = (
+            f"ROC AUC {auc:.3f} for '{name}'; a value or range of '{other}' held by {share:.0%} of the fold "
+            f"comes with {rare} in {purity:.1%} of its rows"
+        )
+    else:
+        how = f"ROC AUC {auc:.3f}"
+    why = {
+        "churn": (
+            "for churn that is mostly customers who stopped buying well before the cut-off and are still in "
+            "the population (models.churn.lookback_days): if your customers buy on a cycle (a subscription "
+            "billed monthly), a lookback_days a little past it (45 for monthly) keeps those still buying, and "
+            "the model learns who is about to stop, not who has stopped"
+        ),
+        "next_purchase": (
+            "customers who buy on a fixed cycle (a subscription) all but certainly buy again: the model adds "
+            "little to this feature alone for them, and its expected spend is where it helps"
+        ),
+        "lead": (
+            "check that the lead events' times are when they happened, not when they were logged (an event "
+            "logged at the conversion would tell the outcome)"
+        ),
+    }[task]
+    return (
+        f"'{name}'{more}: each alone all but decides the labels of the calibration fold ({how}). Computed from "
+        "rows dated at or before each cut-off, no such feature is a column filled in after the outcome; the "
+        f"outcome is all but decided at the cut-off: {why}"
+    )
 
 
 def leaky_features(warnings: Sequence[str]) -> list[str]:

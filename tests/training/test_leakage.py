@@ -57,6 +57,30 @@ def test_warnings_name_the_features_that_pass_the_threshold_highest_first():
     )
 
 
+def test_a_computed_feature_that_separates_the_labels_is_one_note_not_a_leak():
+    """A SaaS export's churn run (accounts that had stopped paying months before, in a 365-day population)
+    got 25 "possible leakage" warnings on recency_days and the like, was held for review, and was told to
+    exclude them from tables.customers or tables.transactions, where no such column is. Computed from rows
+    at or before the cut-off they cannot be post-outcome columns: one note says the outcome is all but
+    decided and what to change; a customers-table column (taken as it is) is still a possible leak."""
+    from training.leakage import LEAK, leaky_features
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400).astype(float)
+    X = np.column_stack([y * 40 + rng.normal(size=400), y + rng.normal(scale=0.3, size=400), y * 2.0])
+    everyone = np.ones(400, dtype=bool)
+    names = ["recency_days", "purchase_days_90d", "plan_status"]
+    warnings = leakage_warnings(
+        X, y, names, [2], fit_mask=everyone, check_mask=everyone, task="churn", as_is=("plan_status",)
+    )
+    assert leaky_features(warnings) == ["plan_status"]
+    assert "list it under exclude of tables.customers and retrain" in warnings[0]
+    note = warnings[-1]
+    assert len(warnings) == 2 and not note.startswith(LEAK)
+    assert note.startswith("'recency_days' (and 1 more computed feature): each alone all but decides the labels")
+    assert "models.churn.lookback_days" in note and "exclude" not in note
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("planted", [None, "status", "partial"])
 def test_a_status_column_filled_after_the_outcome_is_named(tmp_path, planted):
