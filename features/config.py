@@ -354,6 +354,9 @@ class Config(_Frozen):
     duckdb: DuckDBConfig = Field(default_factory=DuckDBConfig)
     tracking_uri: str = "sqlite:///mlflow.db"
     registry_uri: str | None = None
+    # Registered models (and MLflow experiments) are named <registry_prefix>-<task>: two projects sharing
+    # one tracking store (a team's MLflow server, a folder's mlflow.db) each need their own.
+    registry_prefix: str = "crmscore"
     output_dir: str = "outputs"
     tables: TablesConfig
     models: ModelsConfig = Field(default_factory=ModelsConfig)
@@ -361,6 +364,15 @@ class Config(_Frozen):
     base_dir: Path = Field(default=Path("."), exclude=True)
     # The file it was read from (load_config), for commands that messages suggest.
     path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("registry_prefix")
+    @classmethod
+    def _registry_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError(
+                "letters, digits, '.', '_' and '-' (at most 100, a letter or digit first), e.g. crmscore-saas"
+            )
+        return value
 
     def resolve(self, path: str) -> str:
         """Return ``path`` made absolute against the config file's folder (URLs and absolute paths unchanged)."""

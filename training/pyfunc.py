@@ -56,9 +56,10 @@ SCORER_ARTIFACT = "scorer"
 REASON_COLUMNS = ("reasons", "counter_reasons")
 
 
-def registered_name(task: str) -> str:
-    """The registry name (and experiment name) of a task's model: ``crmscore-<task>``."""
-    return f"crmscore-{task}"
+def registered_name(task: str, config: Config | None = None) -> str:
+    """The registry name (and experiment name) of a task's model: ``<registry_prefix>-<task>``
+    (``crmscore-<task>`` by default, or without a config)."""
+    return f"{config.registry_prefix if config is not None else 'crmscore'}-{task}"
 
 
 def cli_model_name(task: str) -> str:
@@ -404,7 +405,7 @@ def load_version(config: Config, task: str, client: Any, version: Any, *, label:
     """
     from mlflow.exceptions import MlflowException
 
-    name = registered_name(task)
+    name = registered_name(task, config)
     try:
         scorer = load_scorer(f"models:/{name}/{version.version}")
     except (MlflowException, OSError) as exc:
@@ -441,7 +442,7 @@ def load_champion(config: Config, task: str, *, version: str | None = None) -> t
     ValueError
         ``version`` is not a registered version; the message lists those there are.
     """
-    name = registered_name(task)
+    name = registered_name(task, config)
     client = registry_client(config, task, f"no '{CHAMPION}' model" if version is None else "no model")
     if version is not None:
         chosen, aliases = pick_version(registered_versions(client, config, name), name, version)
@@ -463,13 +464,13 @@ def champion_info(config: Config, task: str) -> dict[str, Any]:
         As :func:`load_champion`.
     """
     client = registry_client(config, task, f"no '{CHAMPION}' model")
-    return version_info(registered_name(task), _champion_version(client, config, task), CHAMPION)
+    return version_info(registered_name(task, config), _champion_version(client, config, task), CHAMPION)
 
 
 def _champion_version(client: Any, config: Config, task: str) -> Any:
     from mlflow.exceptions import MlflowException
 
-    name = registered_name(task)
+    name = registered_name(task, config)
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:

@@ -111,7 +111,7 @@ def list_versions(config: Config, tasks: Sequence[str]) -> list[dict[str, Any]]:
     client = registry_client(config, tasks[0] if len(tasks) == 1 else None, "no registered model")
     listings = []
     for task in tasks:
-        name = registered_name(task)
+        name = registered_name(task, config)
         found = registered_versions(client, config, name).values()
         rows = [{**_row(name, v, aliases), "config": (v.tags or {}).get("config")} for v, aliases in found]
         rows.sort(key=lambda row: int(row["version"]), reverse=True)
@@ -190,7 +190,7 @@ def promote_version(config: Config, task: str, version: str, *, reason: str | No
     ChampionFilesError
         The version's files cannot be read: the alias is not moved.
     """
-    name = registered_name(task)
+    name = registered_name(task, config)
     client = registry_client(config, task, "no registered model")
     versions = registered_versions(client, config, name)
     if not versions:

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from features.config import Config, feature_settings, masked_url
+from features.config import Config, ConfigError, feature_settings, masked_url
 from models.catalog import model_config_for
 from training import metrics as m
 from training.backtest import BacktestResult
@@ -48,6 +49,7 @@ from training.pyfunc import (
     model_input,
     predict_frame,
     registered_name,
+    registered_versions,
     set_uris,
     sqlite_file,
     train_command,
@@ -206,7 +208,7 @@ def _artifact_root(tracking_uri: str) -> str | None:
 
 def ensure_experiment(config: Config, task: str) -> str:
     """The id of experiment ``crmscore-<task>``, created when missing."""
-    name = registered_name(task)
+    name = registered_name(task, config)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -246,6 +248,7 @@ def check_registry(config: Config, task: str) -> str | None:
         raise RegistryUnavailable(
             f"cannot reach the MLflow tracking store at {config.tracking_uri}: {exc.message}"
         ) from exc
+    check_project(config, task)
     if not new:
         return None
     return (
@@ -253,6 +256,49 @@ def check_registry(config: Config, task: str) -> str | None:
         f"the working directory, {Path.cwd()}); if the champions live in another registry, run from its folder or give "
         "tracking_uri an absolute path"
     )
+
+
+def _config_name(tag: str | None) -> str | None:
+    """The ``name`` of the config a version's ``config`` tag holds (JSON cut at 4,900 characters, so read
+    from its start when the whole does not parse); None without one."""
+    if not tag:
+        return None
+    try:
+        return json.loads(tag).get("name")
+    except (ValueError, AttributeError):
+        found = re.match(r'\{"name": ("(?:[^"\\]|\\.)*")', tag)
+        return json.loads(found.group(1)) if found else None
+
+
+def check_project(config: Config, task: str) -> None:
+    """Refuse to train into a registered model whose latest version another config (by ``name``) trained:
+    two projects on one tracking store (a folder's ``mlflow.db``, a team's server) shared ``crmscore-churn``,
+    the gate compared one's champion with the other's runs, and a new user's SaaS champion then served the
+    retail config (``feature column 'events_total' is missing``). ``registry_prefix`` keeps them apart.
+
+    Raises
+    ------
+    ConfigError
+        The latest version of ``<registry_prefix>-<task>`` was trained with a config of another name.
+    """
+    name = registered_name(task, config)
+    versions = registered_versions(MlflowClient(), config, name)
+    if not versions:
+        return
+    latest = max(versions, key=int)
+    other = _config_name((versions[latest][0].tags or {}).get("config"))
+    if other is None or other == config.name:
+        return
+    raise ConfigError(
+        f"registered model '{name}' in {config.tracking_uri} holds the models of config '{other}' (latest v{latest}), "
+        f"not of this config '{config.name}': its champion would be compared with and replaced by this project's. "
+        f"Give this config a registry_prefix of its own (registry_prefix: crmscore-{_slug(config.name)}) or its own "
+        f"tracking_uri; if it is the same project renamed, keep name: {other}"
+    )
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "project"
 
 
 def _clean(value: Any) -> Any:
@@ -580,7 +626,7 @@ def log_and_register(
     """
     set_uris(config)
     task = result.task
-    name = registered_name(task)
+    name = registered_name(task, config)
     client = MlflowClient()
     experiment_id = ensure_experiment(config, task)
     metrics_clean = _clean(result.metrics)

@@ -161,7 +161,7 @@ def train_model(
     step(
         f"backtest at {ts.test_cutoff}: {_training_rows(ts.train, spec)}, {len(ts.test):,} test rows, calibration, baselines"
     )
-    result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task))
+    result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task, config))
     if (flags := final_flag_warning(tables, task, mc.horizon_days)) is not None:
         result.warnings.append(flags)
     step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")

@@ -502,6 +502,35 @@ def test_a_train_that_creates_the_registry_says_so_and_a_read_only_one_fails_fir
         check_registry(config, "churn")
 
 
+def test_another_projects_registered_model_is_refused_and_a_registry_prefix_keeps_them_apart(config, good):
+    """A new user's SaaS config and the bundled retail config shared ./mlflow.db: both trained into
+    ``crmscore-churn``, the gate compared the two projects' models, and the SaaS champion then served the
+    retail config (``feature column 'events_total' is missing``). The second project is refused in the
+    train's first second, naming the fix; with a registry_prefix of its own it has its own model."""
+    from features.config import ConfigError
+    from training.pyfunc import registered_name
+    from training.tracking import check_registry
+
+    _log(config, good)  # config 'test' owns crmscore-churn
+    assert check_registry(config, "churn") is None  # its own next run is let through
+    other = config.model_copy(update={"name": "saas demo"})
+    with pytest.raises(ConfigError) as refused:
+        check_registry(other, "churn")
+    assert str(refused.value) == (
+        f"registered model 'crmscore-churn' in {config.tracking_uri} holds the models of config 'test' (latest v1), "
+        "not of this config 'saas demo': its champion would be compared with and replaced by this project's. Give "
+        "this config a registry_prefix of its own (registry_prefix: crmscore-saas-demo) or its own tracking_uri; "
+        "if it is the same project renamed, keep name: test"
+    )
+    apart = other.model_copy(update={"registry_prefix": "crmscore-saas-demo"})
+    assert check_registry(apart, "churn") is None and registered_name("churn", apart) == "crmscore-saas-demo-churn"
+    result = _log(apart, good)
+    assert result["model_name"] == "crmscore-saas-demo-churn" and result["alias"] == "champion"
+    assert load_champion(apart, "churn")[1]["version"] == "1" and _aliases(config, "1") == {"champion", "challenger"}
+    with pytest.raises(ValueError, match="registry_prefix"):
+        Config(name="x", tables=TablesConfig(), registry_prefix="my prefix/1")
+
+
 def test_any_registered_version_loads_by_number(config, good, bad):
     """What ``crmscore monitor --version`` scores with: a challenger, with its own tags."""
     first, worse = _log(config, good), _log(config, bad)
