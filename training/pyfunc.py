@@ -353,10 +353,14 @@ def _artifact_location(client: Any, version: Any) -> str:
 def train_command(config: Config, task: str | None) -> str:
     """The ``crmscore train`` command line that would register a model for ``task`` (``MODEL`` for
     any), for messages."""
-    # The file the config was read from; else (a config built in code) one named after it, if any.
+    return f"crmscore train {cli_model_name(task) if task else 'MODEL'}{_config_option(config)}"
+
+
+def _config_option(config: Config) -> str:
+    """`` --config FILE`` for a command line in a message: the file the config was read from; else (a
+    config built in code) one named after it, if any."""
     guess = config.path or config.base_dir / f"{config.name}.yaml"
-    config_arg = str(guess) if guess.is_file() else "<config.yaml>"
-    return f"crmscore train {cli_model_name(task) if task else 'MODEL'} --config {config_arg}"
+    return f" --config {guess if guess.is_file() else '<config.yaml>'}"
 
 
 def missing_store_message(config: Config, task: str | None, what: str) -> str | None:
@@ -478,10 +482,22 @@ def _champion_version(client: Any, config: Config, task: str) -> Any:
             raise RegistryUnavailable(
                 f"cannot read the registry at {config.tracking_uri} for '{name}': {exc.message}"
             ) from exc
-        raise NoChampionError(
+        message = (
             f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri} "
             f"(registered model '{name}'). Train one with: {train_command(config, task)}"
-        ) from exc
+        )
+        versions = registered_versions(client, config, name)
+        if versions:  # versions the gate held (a first run warned of leakage): said, with how to promote one
+            latest = max(versions, key=int)
+            reason = (versions[latest][0].tags or {}).get("promotion")
+            message = (
+                f"no '{CHAMPION}' model for '{task}' in the registry at {config.tracking_uri}: registered model "
+                f"'{name}' has {len(versions)} version{'s' if len(versions) > 1 else ''}, none promoted"
+                f"{f' (v{latest}: {reason})' if reason else ''}. Read its warnings with crmscore models {cli_model_name(task)}"
+                f"{_config_option(config)}; make one champion with crmscore promote {cli_model_name(task)} "
+                f"--version {latest}{_config_option(config)} --reason '...', or retrain: {train_command(config, task)}"
+            )
+        raise NoChampionError(message) from exc
 
 
 def registered_versions(client: Any, config: Config, name: str) -> dict[str, tuple[Any, list[str]]]:

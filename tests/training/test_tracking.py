@@ -72,6 +72,19 @@ def test_no_champion_error_names_the_command(config):
         load_champion(config, "churn")
 
 
+def test_no_champion_error_names_the_versions_held_and_how_to_promote_one(config, good):
+    """A new user's first churn run was held for review: scoring said "no 'champion' model ... Train one",
+    as if nothing were registered; it names the held version, the gate's reason and the promote command."""
+    _log(config, good)
+    MlflowClient(tracking_uri=config.tracking_uri).delete_registered_model_alias("crmscore-churn", "champion")
+    with pytest.raises(NoChampionError) as missing:
+        load_champion(config, "churn")
+    message = str(missing.value)
+    assert "registered model 'crmscore-churn' has 1 version, none promoted (v1: no champion yet)" in message
+    assert "crmscore promote churn --version 1 --config <config.yaml> --reason '...'" in message
+    assert "crmscore models churn --config <config.yaml>" in message
+
+
 def test_reading_a_registry_file_that_is_not_there_says_where_it_looked_and_creates_nothing(
     config, tmp_path, monkeypatch
 ):
