@@ -10,7 +10,8 @@ at or before ``as_of``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, NamedTuple
 
 import ibis
 import ibis.expr.types as ir
@@ -20,13 +21,53 @@ from features.timebase import AsOf, Cutoff, column_name, history
 if TYPE_CHECKING:
     from features.sources import CanonicalTables
 
-__all__ = ["EVENT_WINDOWS", "EVENT_TABLES", "event_vocabulary", "touchpoint_features", "vocabulary_of"]
+__all__ = [
+    "EVENT_WINDOWS",
+    "EVENT_TABLES",
+    "TouchpointColumn",
+    "event_vocabulary",
+    "touchpoint_column",
+    "touchpoint_features",
+    "vocabulary_of",
+]
 
 EVENT_TABLES = ("events", "lead_events")
 
 EVENT_WINDOWS = (30, 90, 365)
 # Cap on the number of types / channels turned into columns (the most frequent ones win).
 MAX_VALUES = 20
+
+
+class TouchpointColumn(NamedTuple):
+    """What a column of :func:`touchpoint_features` counts, read back from its name."""
+
+    prefix: str  # the events table: "events" or "lead_events"
+    kind: str  # "type" (one event type), "channel" (one channel) or "" (every event)
+    value: str  # the type's or channel's name fragment (features.timebase.column_name), "" for every event
+    measure: str  # "total", "all", "days_since_last" or a window such as "30d"
+
+
+# The names touchpoint_features writes, in the order it writes them: a channel's columns before a
+# type's, as "ch_phone_90d" would otherwise read as the 90-day count of a type "ch_phone".
+_COLUMN = re.compile(
+    rf"^(?P<prefix>{'|'.join(EVENT_TABLES)})_(?:(?P<every>total|days_since_last)"
+    r"|ch_(?P<channel>[0-9a-z_]+?)_(?P<ch_measure>90d|all)"
+    r"|(?P<type>[0-9a-z_]+?)_(?P<measure>\d+d|all|days_since_last))$"
+)
+
+
+def touchpoint_column(name: str) -> TouchpointColumn | None:
+    """The :class:`TouchpointColumn` of a column name of :func:`touchpoint_features`, None for
+    another name: ``"events_support_ticket_30d"`` -> ``("events", "type", "support_ticket", "30d")``."""
+    match = _COLUMN.match(name)
+    if match is None:
+        return None
+    prefix, every, channel = match["prefix"], match["every"], match["channel"]
+    if every:
+        return TouchpointColumn(prefix, "", "", every)
+    if channel:
+        return TouchpointColumn(prefix, "channel", channel, match["ch_measure"])
+    return TouchpointColumn(prefix, "type", match["type"], match["measure"])
 
 
 def event_vocabulary(events: ir.Table, column: str, *, limit: int = MAX_VALUES) -> tuple[str, ...]:

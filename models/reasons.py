@@ -30,13 +30,16 @@ import functools
 import math
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.seasonality import horizon_span
+from features.touchpoints import touchpoint_column
+from models.texts import touchpoint_templates
 
 __all__ = ["DATE_FIELDS", "ReasonWriter", "dated_values", "format_value", "humanize", "singularize", "tidy"]
 
@@ -62,11 +65,19 @@ _PLURALS = {
     "units": "unit",
     "times": "time",
     "items": "item",
+    "events": "event",
 }
-# "1 days", "1 different products", "1 purchase days": a count of exactly one (not 11, 0.1 or 1.5)
-# before a plural noun, or an average of exactly one ("1.0 different items per order"). One product is
-# not "different" from anything: "Bought 1 product".
-_ONE_PLURAL = re.compile(r"(?<![\w.,])1(?:\.0+)? ((?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b")
+# The words of an event type between a count and "events" ("1 support ticket events"): the data's own
+# (features.touchpoints names its columns in lower-case letters and digits; models.texts says the
+# underscores as spaces), so any such words, but only before "events".
+_TYPE_WORDS = r"(?:[a-z\d]+ )+(?=events\b)"
+# "1 days", "1 different products", "1 purchase days", "1 login events": a count of exactly one (not
+# 11, 0.1 or 1.5) before a plural noun, or an average of exactly one ("1.0 different items per order").
+# One product is not "different" from anything: "Bought 1 product". An event type's words are tried
+# first: "1 days since events" counts events of a type "days since", not days.
+_ONE_PLURAL = re.compile(
+    r"(?<![\w.,])1(?:\.0+)? (" + _TYPE_WORDS + r"|(?:different |purchase )?)(" + "|".join(_PLURALS) + r")\b"
+)
 
 
 def singularize(text: str) -> str:
@@ -80,8 +91,9 @@ _ZERO_FOR = re.compile(r"^No purchase for 0 days\b")
 # "Bought on 0 days in the last 90 days", "Bought in 0 of the last 13 weeks", "Bought 0 different
 # products in the last 365 days": none at all.
 _ZERO_BOUGHT = re.compile(r"^Bought (?:on 0 days in|in 0 of|0 different products in) the last\b")
-# "0 orders in the last 30 days", "0 orders with a refund or return": a sentence opening on no count.
-_ZERO_COUNT = re.compile(r"^0 (" + "|".join(_PLURALS) + r")\b")
+# "0 orders in the last 30 days", "0 orders with a refund or return", "0 login events in the last 30
+# days": a sentence opening on no count.
+_ZERO_COUNT = re.compile(r"^0 ((?:" + _TYPE_WORDS + r")?(?:" + "|".join(_PLURALS) + r"))\b")
 _ZERO_OPENINGS = ("0 ", "Bought on 0 ", "Bought in 0 ", "Bought 0 ")
 
 
@@ -144,7 +156,8 @@ _WINDOWS = re.compile(
     r"|\bin the \d[\d,]* days after this date last year\b"
 )
 _FIRST_NUMBER = re.compile(
-    r"[+-]?(\d[\d,]*(?:\.\d+)?)(%?)(?:\s+(days?|orders?|products?|weeks?|months?|times?|units?|lines?)\b)?"
+    r"[+-]?(\d[\d,]*(?:\.\d+)?)(%?)"
+    r"(?:\s+((?:[a-z\d]+ )*?events?|days?|orders?|products?|weeks?|months?|times?|units?|lines?)\b)?"
 )
 _DIRECTION = re.compile(r" \((?:raises|lowers) [^()]*\)$")
 
@@ -161,12 +174,15 @@ def _fact(text: str) -> tuple[float, str | None] | None:
     return number, unit
 
 
-def _states_again(text: str, earlier: Sequence[str]) -> bool:
+def _states_again(text: str, earlier: Sequence[str], elsewhere: Sequence[str] = ()) -> bool:
     """Whether an earlier sentence of the row says ``text`` again, or states its fact: the same
-    sentence, or the same count of the same unit, or the same amount of 10 or more. Groups
+    sentence, or the same count of the same unit, or the same amount of 10 or more; the sentences
+    ``elsewhere`` (of another :func:`_subject`) only by being the same sentence. Groups
     (:data:`models.texts.CUSTOMER_REASON_GROUPS`) keep each fact's features together; across groups
     a new customer's one purchase day is "in the last 365 days" and "since the first purchase" at
     once, which read as one fact pulling both ways (775 of the demo's 4,269 churn rows did)."""
+    if any(_DIRECTION.sub("", other) == text for other in elsewhere):
+        return True
     fact = _fact(text)
     for other in earlier:
         other = _DIRECTION.sub("", other)
@@ -178,6 +194,48 @@ def _states_again(text: str, earlier: Sequence[str]) -> bool:
             and said[0] == fact[0]
             and (said[1] == fact[1] or fact[0] >= 10 and None in (said[1], fact[1]))
         ):
+            return True
+    return False
+
+
+# What a sentence tells of (_subject): None for the purchases (or the lead), else an events table's events.
+Subject = tuple[str, str, str] | None
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject(feature: str | None) -> Subject:
+    """What a feature's sentence tells of, where that is not the purchases (or the lead): the events of
+    one type, of one channel or of every kind, of one events table (:func:`features.touchpoints.touchpoint_column`).
+    Facts of unrelated subjects (_related) are never one: "Last login 20 days ago" beside "No purchase for 20 days", or
+    "12 login events" beside "12 support ticket events"; nor does a login date the last purchase."""
+    column = touchpoint_column(feature) if feature else None
+    return None if column is None else (column.prefix, column.kind, column.value)
+
+
+def _related(subject: Subject, other: Subject) -> bool:
+    """Whether a fact of ``subject`` may be one of ``other``: the same subject, or every event of an
+    events table and one type or channel of it ("Last interaction 2 days ago", "Last webinar view 2
+    days ago": one event; "14 interactions so far", "14 login events so far": the same 14)."""
+    if subject == other:
+        return True
+    return subject is not None and other is not None and subject[0] == other[0] and "" in (subject[1], other[1])
+
+
+def _none_again(text: str, subject: Subject, earlier: Sequence[tuple[str, Subject]]) -> bool:
+    """Whether an earlier sentence already said there were none of the events ``text`` says there
+    were none of: of one type, "No login events so far" beside "No login events in the last 30 days"
+    (either first: in a lead's reasons they pulled both ways, one fact); every event's "No interactions
+    so far" before any type's or channel's none. A zero states no fact of its own (_fact)."""
+    if subject is None or not text.startswith("No "):
+        return False
+    every = (subject[0], "", "")
+    for other, of in earlier:
+        other = _DIRECTION.sub("", other)
+        if not other.startswith("No "):
+            continue
+        if of == subject and (other.endswith(" so far") or text.endswith(" so far")):
+            return True
+        if of == every and other.endswith(" so far"):
             return True
     return False
 
@@ -276,7 +334,9 @@ class ReasonWriter:
     feature_names
         Column order of the matrix the SHAP values belong to.
     templates
-        Per feature, ``str.format`` templates tried in order; fields name feature columns.
+        Per feature, ``str.format`` templates tried in order; fields name feature columns. A
+        touchpoint feature's (named after the data's event types and channels) are followed by
+        those of :func:`models.texts.touchpoint_templates`.
     direction
         What a positive contribution means (``"raises churn risk"``); appended to each sentence.
     counter_direction
@@ -323,17 +383,24 @@ class ReasonWriter:
         self.direction = direction
         self.counter_direction = counter_direction or _opposite(direction)
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
-        index = {name: i for i, name in enumerate(self.feature_names)}
-        # Templates whose fields are not all model features can never be filled; drop them once here.
         self.templates: dict[str, list[tuple[str, list[str]]]] = {}
-        for feature, options in templates.items():
+        self._add_templates(templates.items())
+
+    def _add_templates(self, templates: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """Adds ``templates`` to :attr:`templates`, each feature's after those it has, and then those
+        of the touchpoint features (:func:`models.texts.touchpoint_templates`) they lack."""
+        index = {name: i for i, name in enumerate(self.feature_names)}
+        touchpoints = ((f, touchpoint_templates(f)) for f in self.feature_names)
+        for feature, options in chain(templates, touchpoints):
+            known = self.templates.get(feature, [])
             usable = []
             for template in options:
                 fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
-                if all(f in index or f in DATE_FIELDS for f in fields):
+                # Templates whose fields are not all model features can never be filled; dropped once here.
+                if all(f in index or f in DATE_FIELDS for f in fields) and (template, fields) not in known:
                     usable.append((template, fields))
             if usable:
-                self.templates[feature] = usable
+                self.templates[feature] = known + usable
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Attributes added after writers were first pickled into registered models, as a writer
@@ -342,6 +409,8 @@ class ReasonWriter:
         self.__dict__.update(
             {"codes": {}, "context": [], "counter_direction": None, "groups": {}, "activity": 0, **state}
         )
+        # A writer pickled before the touchpoint templates existed speaks its event features' names.
+        self._add_templates(())
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in self.__dict__.items() if name != "_units"}
@@ -493,8 +562,8 @@ class ReasonWriter:
         needs: dict[str, set[str]] = {}
         out: list[list[dict[str, Any]]] = []
         for i, (row_top, row_values) in enumerate(zip(top.tolist(), top_values.tolist(), strict=True)):
-            reasons = []
-            before = [r["text"] for r in said[i]] if said is not None else []
+            reasons: list[dict[str, Any]] = []
+            before = said[i] if said is not None else ()
             for u, impact in zip(row_top, row_values, strict=True):
                 if not round(impact, 6) > 0 or len(reasons) == k:  # a pull that rounds to 0 is no reason
                     break
@@ -515,21 +584,26 @@ class ReasonWriter:
                     text = _unseen_sentence(feature, new)
                 else:
                     text = self.sentence(feature, values, active=sign * self.activity > 0)
-                earlier = before + [r["text"] for r in reasons]
-                if _states_again(text, earlier):
+                # A fact is compared with those of the row's sentences of its subject (_subject, _related):
+                # the purchases', or one kind of event's.
+                subject = _subject(feature)
+                earlier = [(r["text"], _subject(r.get("feature"))) for r in (*before, *reasons)]
+                same = [other for other, of in earlier if _related(subject, of)]
+                elsewhere = [other for other, of in earlier if not _related(subject, of)]
+                if _states_again(text, same, elsewhere) or _none_again(text, subject, earlier):
                     continue  # the next reason takes its place
                 clause = _LATEST.search(text)
-                if clause and _said_already(clause, earlier):
+                if clause and _said_already(clause, same):
                     # Two of a row's reasons would date the same last purchase; the first one says it.
                     text = text[: clause.start()]
-                dates = _DATES_LAST.match(text)
+                dates = _DATES_LAST.match(text) if subject is None else None  # an event type may be "purchase"
                 if dates:
                     # This one dates the last purchase in full: an earlier reason's closing clause of the
                     # same date goes ("..., the latest 15 days ago" beside "No purchase for 15 days").
                     # The reasons given beside these too: a counter-reason "No purchase for 18 days" cuts
                     # the clause of a reason "Bought on 2 days in the last 365 days, the latest 18 days ago".
                     days = dates.group(1) or dates.group(2)
-                    for r in (*reasons, *(said[i] if said is not None else ())):
+                    for r in (*reasons, *before):
                         cut = _LATEST.search(_DIRECTION.sub("", r["text"]))  # the direction is a suffix
                         if cut and cut.group(2) == days:
                             r["text"] = r["text"][: cut.start()] + r["text"][cut.end() :]

@@ -7,7 +7,9 @@ so a customer with a single purchase (no gap yet) still gets a sentence.
 
 from __future__ import annotations
 
-__all__ = ["CUSTOMER_REASON_GROUPS", "NO_PURCHASE", "RECENCY_FEATURES", "customer_templates"]
+from features.touchpoints import touchpoint_column
+
+__all__ = ["CUSTOMER_REASON_GROUPS", "NO_PURCHASE", "RECENCY_FEATURES", "customer_templates", "touchpoint_templates"]
 
 # Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
 # rise with them, purchase likelihood only fall.
@@ -140,8 +142,6 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
     "weekend_share": ("{weekend_share:.0%} of purchase days at weekends",),
     "country": ("Based in {country}",),
-    "events_total": ("{events_total:.0f} interactions in total",),
-    "events_days_since_last": ("Last interaction {events_days_since_last:.0f} days ago",),
     "days_since_2nd_last": ("Second-to-last purchase {days_since_2nd_last:.0f} days ago",),
     "days_since_3rd_last": ("Third-to-last purchase {days_since_3rd_last:.0f} days ago",),
     "gap_first": ("First gap between purchases was {gap_first:.0f} days",),
@@ -198,7 +198,7 @@ _GAP_FEATURES = (
     "recency_over_gap",
     "recency_over_max_gap",
 )
-_NOT_FROM_PURCHASES = ("country", "events_total", "events_days_since_last")
+_NOT_FROM_PURCHASES = ("country",)
 
 
 def _with_fallbacks(feature: str, options: tuple[str, ...]) -> tuple[str, ...]:
@@ -209,3 +209,36 @@ def _with_fallbacks(feature: str, options: tuple[str, ...]) -> tuple[str, ...]:
     if feature not in _NOT_FROM_PURCHASES:
         options += (NO_PURCHASE,)
     return options
+
+
+def touchpoint_templates(feature: str) -> tuple[str, ...]:
+    """The reason templates of a touchpoint feature (:func:`features.touchpoints.touchpoint_features`),
+    none for another feature: "2 login events in the last 30 days", "Last login 20 days ago".
+
+    Those features are named after the event types and channels of the data, of customers'
+    events and of leads' alike, so no fixed list can hold them: :class:`models.reasons.ReasonWriter`
+    asks here for each feature of its model, after that model's own templates. The type or
+    channel is read from the column name (lower-case letters, digits and underscores: never a
+    brace), its underscores said as spaces. A value is missing where there was no such event at
+    or before the scoring date in the history read (a customer without events has no count either):
+    the last template says so ("No login events so far") instead of "Events login days since last: missing".
+    """
+    column = touchpoint_column(feature)
+    if column is None:
+        return ()
+    field, name = f"{{{feature}:.0f}}", column.value.replace("_", " ")
+    # What is counted, and what the days since the last one name.
+    many, last = {
+        "": ("interactions", "interaction"),
+        "type": (f"{name} events", name),
+        "channel": (f"events on the {name} channel", None),
+    }[column.kind]
+    # The count of every event so far reads as the leads' "3 interactions so far"; none, or none on
+    # record, as a count of 0 reads (models.reasons.tidy): one sentence, given once (_states_again).
+    none = f"No {many} so far"
+    if column.measure == "days_since_last":
+        return (f"Last {last} {field} days ago", none)
+    if column.measure in ("all", "total"):
+        return (f"{field} {many} so far", none)
+    window = f"in the last {column.measure.removesuffix('d')} days"
+    return (f"{field} {many} {window}", f"No {many} {window}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import ibis
 import numpy as np
 import pandas as pd
 import pytest
@@ -569,3 +570,202 @@ def test_a_signed_zero_reads_as_zero_and_values_hide_the_engines_last_digits():
     )
     assert tidy("changed by -12 against") == "changed by -12 against" and tidy("by +0.5x") == "by +0.5x"
     assert _stable(-0.310000000001) == _stable(-0.31) == -0.31 and _stable("UK") == "UK"
+
+
+# Touchpoint features as features.touchpoints names them, after the data's event types and channels.
+TOUCHPOINTS = [
+    "events_total",
+    "events_days_since_last",
+    "events_login_30d",
+    "events_login_all",
+    "events_login_days_since_last",
+    "events_support_ticket_365d",
+    "events_support_ticket_days_since_last",
+    "events_ch_phone_90d",
+    "events_ch_phone_all",
+]
+
+
+def _sentences(writer, values):
+    """Each feature's reason alone, as it reads raising the score."""
+    X = np.array([values], dtype=float)
+    out = []
+    for j in range(len(values)):
+        contrib = np.zeros((1, len(values)))
+        contrib[0, j] = 0.3
+        out.append(writer.explain(contrib, X, k=1)[0][0]["text"].removesuffix(" (raises churn risk)"))
+    return out
+
+
+def test_touchpoint_features_read_as_sentences_of_their_event_type_or_channel():
+    """A SaaS export's most frequent churn reasons read "Events login 30d: 2" and "Events support ticket
+    days since last: missing": the columns are named after the data's event types, so no fixed
+    template held them."""
+    writer = ReasonWriter(TOUCHPOINTS, TEMPLATES_90, "raises churn risk")
+    assert _sentences(writer, [14, 19.99, 2, 9, 19.99, 1, 0.2, 1, 3]) == [
+        "14 interactions so far",
+        "Last interaction 20 days ago",
+        "2 login events in the last 30 days",
+        "9 login events so far",
+        "Last login 20 days ago",
+        "1 support ticket event in the last 365 days",
+        "Last support ticket today",
+        "1 event on the phone channel in the last 90 days",
+        "3 events on the phone channel so far",
+    ]
+    # None of a type (missing days since), and a customer without a single event (every value missing).
+    assert _sentences(writer, [5, 3.0, 0, 0, np.nan, 0, np.nan, 0, 0])[2:] == [
+        "No login events in the last 30 days",
+        "No login events so far",
+        "No login events so far",
+        "No support ticket events in the last 365 days",
+        "No support ticket events so far",
+        "No events on the phone channel in the last 90 days",
+        "No events on the phone channel so far",
+    ]
+    assert _sentences(writer, [np.nan] * len(TOUCHPOINTS)) == [
+        "No interactions so far",
+        "No interactions so far",
+        "No login events in the last 30 days",
+        "No login events so far",
+        "No login events so far",
+        "No support ticket events in the last 365 days",
+        "No support ticket events so far",
+        "No events on the phone channel in the last 90 days",
+        "No events on the phone channel so far",
+    ]
+    # Not "No purchase on record, only returns or refunds", the customer templates' last word.
+    assert all(t not in TEMPLATES_90 for t in TOUCHPOINTS)
+
+
+def test_a_leads_touchpoints_read_as_the_customers_do():
+    features = ["lead_events_total", "lead_events_demo_request_days_since_last", "lead_events_demo_request_30d"]
+    writer = ReasonWriter(features, lead_spec(ModelConfig()).reason_templates, "raises conversion odds")
+    X = np.array([[1.0, 15.35, 1.0], [0.0, np.nan, 0.0]])
+    contrib = np.array([[0.1, 0.3, 0.2], [0.1, 0.3, 0.2]])
+    first, second = ([r["text"] for r in row] for row in writer.explain(contrib, X, k=3))
+    assert first == [
+        "Last demo request 15 days ago (raises conversion odds)",
+        "1 demo request event in the last 30 days (raises conversion odds)",
+        "1 interaction so far (raises conversion odds)",
+    ]
+    # None so far is none in the last 30 days: one fact, said once.
+    assert second == [
+        "No demo request events so far (raises conversion odds)",
+        "No interactions so far (raises conversion odds)",
+    ]
+    # The lead model's own template comes first; the touchpoint one is not added twice.
+    assert [t for t, _ in writer.templates["lead_events_total"]] == [
+        "{lead_events_total:.0f} interactions so far",
+        "No interactions so far",
+    ]
+
+
+def test_every_touchpoint_column_has_a_sentence():
+    """The templates read the type back from the column name features.touchpoints writes: every column
+    it makes (odd type names included) gets one, none the humanized name."""
+    from features.touchpoints import touchpoint_features
+
+    events = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b"],
+            "timestamp": pd.to_datetime(
+                ["2024-03-30 00:00", "2024-01-15 00:00", "2024-03-31 14:00", "2023-01-01 00:00"]
+            ),
+            "event_type": ["Support-Ticket", "days_since", "total", "open {0}"],
+            "channel": ["e-mail", "phone", "phone", "web"],
+        }
+    )
+    table = touchpoint_features(ibis.memtable(events), as_of="2024-04-01").to_pandas()
+    features = [c for c in table.columns if c != "customer_id"]
+    writer = ReasonWriter(features, {}, "raises churn risk")
+    assert set(writer.templates) == set(features)
+    row = table.set_index("customer_id").loc["a", features].astype(float).tolist()
+    texts = _sentences(writer, row)
+    assert not [t for t in texts if ":" in t or "Events" in t]
+    assert "Last interaction today" in texts  # 10 hours before the cut-off, rounded as the purchases' days
+    assert "Last total today" in texts
+    assert "1 days since event in the last 90 days" in texts  # a type "days since", not 1 day
+    assert "No open 0 events so far" in texts  # the braces of the data never reach a template
+    assert "1 event on the e mail channel so far" in texts
+    assert "2 events on the phone channel so far" in texts
+
+
+def test_touchpoint_facts_are_their_own_beside_the_purchases():
+    """The de-duplication of a row's facts compares facts of one subject: a login 20 days ago neither
+    states "No purchase for 20 days" nor dates the last purchase of a count's closing clause; an
+    event type "purchase" neither. One type's count of two windows is one fact, as the purchase days'."""
+    features = [
+        "decayed_purchase_days_365d",
+        "events_login_days_since_last",
+        "events_purchase_days_since_last",
+        "days_since_last",
+        "events_login_30d",
+        "events_support_ticket_90d",
+        "events_login_90d",
+        "purchase_days_365d",
+    ]
+    writer = ReasonWriter(features, TEMPLATES_90, "raises churn risk")
+    X = np.array([[0.4, 20.2, 20.0, 20.0, 12.0, 12.0, 12.0, 3.0]])
+    contrib = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0]])
+    (reasons,) = writer.explain(contrib, X, k=7)
+    assert [r["text"].removesuffix(" (raises churn risk)") for r in reasons] == [
+        "Bought on 3 days in the last 365 days",  # its ", the latest 20 days ago" is the recency sentence's
+        "Last login 20 days ago",
+        "Last purchase 20 days ago",
+        "No purchase for 20 days",
+        "12 login events in the last 30 days",
+        "12 support ticket events in the last 90 days",
+    ]  # "12 login events in the last 90 days" left out: the same count of the same events
+    # As counter-reasons beside a reason "Last login 20 days ago": the count dates the last purchase
+    # still, and the login is not said twice.
+    (counter,) = writer.explain(-contrib, X, k=2, counter=True, said=[reasons[1:2]])
+    assert [r["text"] for r in counter] == [
+        "Bought on 3 days in the last 365 days, the latest 20 days ago (lowers churn risk)",
+        "Last purchase 20 days ago (lowers churn risk)",
+    ]
+    # Every event and one type of them: the last interaction 2 days ago is the last webinar view, and
+    # none of any event so far is none of a type. A type's none beside the none of its whole history,
+    # either first, is one fact (a lead's "No webinar view events in the last 30 days" raised the odds
+    # and "No webinar view events so far" lowered them).
+    features = [
+        "events_days_since_last",
+        "events_webinar_view_days_since_last",
+        "events_total",
+        "events_login_30d",
+        "events_login_all",
+    ]
+    writer = ReasonWriter(features, {}, "raises conversion odds")
+    X = np.array([[2.0, 2.2, 1.0, 0.0, 0.0], [np.nan] * 5])
+    contrib = np.tile([0.5, 0.4, 0.3, 0.2, -0.1], (2, 1))
+    reasons = writer.explain(contrib, X, k=4)
+    assert [[r["text"].removesuffix(" (raises conversion odds)") for r in row] for row in reasons] == [
+        ["Last interaction 2 days ago", "1 interaction so far", "No login events in the last 30 days"],
+        ["No interactions so far"],  # no webinar view, no login: said by none at all
+    ]
+    # "No login events so far" lowering the odds beside "No login events in the last 30 days" raising them.
+    assert writer.explain(contrib, X, k=1, counter=True, said=reasons) == [[], []]
+    # The same sentence of two subjects is still said once: an event type "purchase" beside the purchases'.
+    writer = ReasonWriter(["events_purchase_days_since_last", "recency_days"], TEMPLATES_90, "raises churn risk")
+    (reasons,) = writer.explain(np.array([[0.5, 0.4]]), np.array([[20.0, 20.0]]), k=2)
+    assert [r["text"] for r in reasons] == ["Last purchase 20 days ago (raises churn risk)"]
+
+
+def test_a_writer_pickled_before_the_touchpoint_templates_writes_them():
+    writer = ReasonWriter(["events_login_30d", "recency_days"], TEMPLATES_90, "raises churn risk")
+    state = writer.__getstate__()
+    state["templates"] = {f: t for f, t in state["templates"].items() if f != "events_login_30d"}
+    old = ReasonWriter.__new__(ReasonWriter)
+    old.__setstate__(state)
+    assert old.templates == writer.templates
+    (reasons,) = old.explain(np.array([[0.5, 0.0]]), np.array([[2.0, 3.0]]), k=1)
+    assert reasons[0]["text"] == "2 login events in the last 30 days (raises churn risk)"
+
+
+def test_a_count_of_an_event_type_reads_in_the_singular_and_as_none():
+    assert tidy("1 support ticket events in the last 30 days") == "1 support ticket event in the last 30 days"
+    assert tidy("0 support ticket events in the last 30 days") == "No support ticket events in the last 30 days"
+    assert tidy("1 events on the phone channel so far") == "1 event on the phone channel so far"
+    # Only the words before "events": not a count of one of something else.
+    assert tidy("Bought in 1 of the last 12 months") == "Bought in 1 of the last 12 months"
+    assert tidy("11 login events, 1 day") == "11 login events, 1 day"
