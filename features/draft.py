@@ -199,7 +199,9 @@ def _describe(path: Path) -> tuple[list[tuple[str, str]], dict[str, int]]:
 
 
 # Text formats of a time column that exports use, tried in this order; a day-first and a month-first
-# format that both read every value (no day above 12) are ambiguous, and the draft says so.
+# format that both read every value (no day above 12) are ambiguous, and the draft says so. The 12-hour
+# clock ("05/20/2024 05:14 PM", a US CRM's export) is DuckDB's %I and %p, which takes "pm" and "5:14"
+# too and refuses "13:14 PM"; a 24-hour format does not read such a value (the "PM" is left over).
 _TIME_FORMATS = tuple(
     f"{day}{sep}{time}"
     for day in (
@@ -212,7 +214,14 @@ _TIME_FORMATS = tuple(
         "%d/%m/%y",
         "%m/%d/%y",
     )
-    for sep, time in ((" ", "%H:%M:%S"), (" ", "%H:%M"), ("T", "%H:%M:%S"), ("", ""))
+    for sep, time in (
+        (" ", "%H:%M:%S"),
+        (" ", "%H:%M"),
+        ("T", "%H:%M:%S"),
+        (" ", "%I:%M:%S %p"),
+        (" ", "%I:%M %p"),
+        ("", ""),
+    )
     if not (sep == "T" and not day.startswith("%Y"))
 )
 

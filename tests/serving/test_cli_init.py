@@ -319,3 +319,41 @@ def test_init_reads_monthly_files_by_a_glob(tmp_path):
         app, ["init", "--transactions", str(tmp_path / "none-*.csv"), "--out", str(tmp_path / "x.yaml")]
     )
     assert missing.exit_code == 2 and "none-*.csv: no file matches" in missing.output
+
+
+def _saas_leads(folder, created, converted):
+    """Synthetic CRM leads (hand-made, not real data) with the given text times, as CSV, and their
+    touchpoints with typed times."""
+    pd.DataFrame(
+        {
+            "Lead ID": [f"L-{i}" for i in range(len(created))],
+            "Created Date": created,
+            "Converted": [c is not None for c in converted],
+            "Converted Date": converted,
+            "Lead Source": ["web", "ads"] * (len(created) // 2),
+        }
+    ).to_csv(folder / "leads.csv", index=False)
+    pd.DataFrame(
+        {"Lead ID": ["L-0", "L-1"], "activity": ["demo", "webinar"], "activity_ts": ["2024-01-02", "2024-01-03"]}
+    ).to_csv(folder / "lead_activities.csv", index=False)
+    return ["--leads", str(folder / "leads.csv"), "--lead-events", str(folder / "lead_activities.csv")]
+
+
+def test_init_reads_a_12_hour_clock(tmp_path):
+    """A US CRM's "05/20/2024 05:14 PM": init stopped with the loader's "values must parse as a
+    timestamp ... (set timestamp_format in the config)" and wrote nothing."""
+    created = ["01/05/2024 05:14 AM", "01/20/2024 07:49 PM", "02/13/2024 12:21 AM", "03/22/2024 12:52 PM"]
+    converted = ["02/15/2024 04:46 PM", None, None, "04/01/2024 09:05 AM"]
+    out = tmp_path / "leads.yaml"
+    result = CliRunner().invoke(app, ["init", *_saas_leads(tmp_path, created, converted), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    leads = yaml.safe_load(out.read_text())["tables"]["leads"]
+    assert leads["timestamp_format"] == "%m/%d/%Y %I:%M %p"
+    frame = load_tables(load_config(out)).leads.order_by("created_at").to_pandas()
+    assert list(frame.created_at) == [
+        pd.Timestamp("2024-01-05 05:14"),
+        pd.Timestamp("2024-01-20 19:49"),
+        pd.Timestamp("2024-02-13 00:21"),
+        pd.Timestamp("2024-03-22 12:52"),
+    ]
+    assert frame.converted_at.iloc[0] == pd.Timestamp("2024-02-15 16:46")
