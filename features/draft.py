@@ -231,50 +231,128 @@ _TIME_FORMATS = tuple(
 _NEARLY_ALL = 0.99
 
 
+# The loader's own reading of a time column held as text when the table has no timestamp_format
+# (features.sources.map_table): ISO 8601, with or without fractions of a second, an offset or "Z" (read
+# as UTC). A column it reads whole needs no format; DuckDB's %z would not even take the "Z".
+_LOADER_CAST = "TRY_CAST(v AS TIMESTAMPTZ)"
+
+
 def _time_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
-    """Set ``draft.timestamp_format`` when its time columns are text in one of :data:`_TIME_FORMATS`,
-    read on every value (a sorted export's first rows may all have days of 12 or less); say which,
-    and when another format reads them too. A column that one format reads all but a few values of
-    (:data:`_NEARLY_ALL`) is mapped through ``try_strptime`` in that format, with a note of the rows
-    it will drop."""
+    """Read the table's time columns held as text, every value (a sorted export's first rows may all
+    have days of 12 or less). One the loader's own cast reads whole (ISO 8601, offsets too) is left as
+    it is. Those that one of :data:`_TIME_FORMATS` reads set ``draft.timestamp_format``, saying which
+    and when another format reads them too; since the loader applies that format to every time column
+    of the table, they are mapped through ``try_strptime`` instead when another time column needs none.
+    A column that one format reads all but a few values of (:data:`_NEARLY_ALL`) is mapped through
+    ``try_strptime`` in that format, with a note of the rows it will drop.
+
+    A column no format reads is named with examples: an optional one (a lead's ``converted_at``, a
+    customer's ``signup_at``) is left unmapped with a note, so the draft still loads and is written;
+    until 2026-12-07 the loader stopped init with "set timestamp_format in the config", a config that
+    was never written.
+
+    Raises
+    ------
+    ValueError
+        A required time column (a transaction's ``timestamp``, a lead's ``created_at``) that no format reads.
+    """
     types = dict(schema)
-    text = {role: c for role, c in draft.columns.items() if role in TIMESTAMP_COLUMNS and types.get(c) in _TEXT_TYPES}
+    timed = {role: c for role, c in draft.columns.items() if role in TIMESTAMP_COLUMNS and c in types}
+    text = {role: c for role, c in timed.items() if types[c] in _TEXT_TYPES}
     if not text:
         return
     reader, con = _reader(path), duckdb.connect()
     tries = ", ".join(f"count(try_strptime(v, '{fmt}'))" for fmt in _TIME_FORMATS)
     reads: dict[str, tuple[int, list[int]]] = {}
+    values = {
+        role: f"SELECT {_quoted(c)} AS v FROM {reader} WHERE {_quoted(c)} IS NOT NULL" for role, c in text.items()
+    }
     try:
-        for column in text.values():
-            values = f"SELECT {_quoted(column)} AS v FROM {reader} WHERE {_quoted(column)} IS NOT NULL"
-            n, *parsed = con.execute(f"SELECT count(*), {tries} FROM ({values})").fetchone()
-            reads[column] = (n, parsed)
+        for role, column in text.items():
+            n, cast, *parsed = con.execute(
+                f"SELECT count(*), count({_LOADER_CAST}), {tries} FROM ({values[role]})"
+            ).fetchone()
+            if cast < n:
+                reads[role] = (n, parsed)
+            elif n:
+                draft.notes.append(
+                    f"{column}: ISO 8601 text, read as it is (an offset or Z converted to UTC): no timestamp_format"
+                )
+        fits = [fmt for i, fmt in enumerate(_TIME_FORMATS) if reads and all(k[i] == n for n, k in reads.values())]
+        if fits:
+            columns = ", ".join(text[role] for role in reads)
+            also = (
+                f"; the values read as {', '.join(repr(f) for f in fits[1:])} too: check which the export means"
+                if fits[1:]
+                else ""
+            )
+            if len(reads) == len(timed):
+                draft.timestamp_format = fits[0]
+                draft.notes.append(f"{columns}: text dates, read as timestamp_format {fits[0]!r}{also}")
+                return
+            for role in reads:
+                draft.columns[role] = f"try_strptime({_quoted(text[role])}, '{fits[0]}')"
+            draft.notes.append(
+                f"{columns}: text dates, read as {fits[0]!r} by try_strptime (a timestamp_format would apply to "
+                f"the table's other time columns too, which need none){also}"
+            )
+            return
+        for role, (n, parsed) in reads.items():
+            column = text[role]
+            best = max(range(len(_TIME_FORMATS)), key=lambda i: parsed[i])
+            if parsed[best] >= _NEARLY_ALL * n:
+                fmt = _TIME_FORMATS[best]
+                draft.columns[role] = f"try_strptime({_quoted(column)}, '{fmt}')"
+                draft.notes.append(
+                    f"{column}: text dates, read as {fmt!r} but for {n - parsed[best]:,} of {n:,} values, whose rows "
+                    f"try_strptime drops (counted by validate under 'no {role}'); fix them at the source to keep them"
+                )
+                continue
+            known = ", ".join(f"'{fmt}'" for fmt in _TIME_FORMATS)
+            unknown = f"try_strptime(v, [{known}]) IS NULL AND {_LOADER_CAST} IS NULL"
+            (bad,) = con.execute(f"SELECT count(*) FROM ({values[role]}) WHERE {unknown}").fetchone()
+            if bad:
+                which = f"{bad:,} of its {n:,} values are in no date format init knows"
+            else:  # each value reads in some format, but no one format reads the column
+                fmt = _TIME_FORMATS[best]
+                which = f"its values mix formats; the commonest, {fmt!r}, reads {parsed[best]:,} of {n:,}"
+                unknown = f"try_strptime(v, '{fmt}') IS NULL"
+            query = f"SELECT DISTINCT v FROM ({values[role]}) WHERE {unknown} ORDER BY v LIMIT 3"
+            rows = con.execute(query).fetchall()
+            _unreadable_time(draft, role, column, f"{which}, e.g. {', '.join(repr(v) for (v,) in rows)}")
     finally:
         con.close()
-    fits = [fmt for i, fmt in enumerate(_TIME_FORMATS) if all(n and k[i] == n for n, k in reads.values())]
-    if fits:
-        draft.timestamp_format = fits[0]
-        also = (
-            f"; the values read as {', '.join(repr(f) for f in fits[1:])} too: check which the export means"
-            if fits[1:]
-            else ""
+
+
+def _unreadable_time(draft: Draft, role: str, column: str, which: str) -> None:
+    """Leave out of the draft an optional time column that no format init knows reads (``which``
+    counts its values and shows a few), saying so; a lead's unread ``converted_at`` goes under
+    ``exclude`` too, lest ``attributes: "*"`` make the outcome's time a feature.
+
+    Raises
+    ------
+    ValueError
+        The column is required: the tables cannot be read without it, so no draft would load.
+    """
+    how = (
+        'timestamp_format, the export\'s strftime format ("%m/%d/%Y %H:%M" reads 12/31/2010 14:05; ISO 8601 '
+        "text, with an offset or Z, needs none)"
+    )
+    required = role in _REQUIRED[draft.table] or (role == "converted_at" and "converted" not in draft.columns)
+    if required:
+        raise ValueError(
+            f"{draft.table}: {column} (taken for {role}) is text init cannot read as dates: {which}; "
+            f"map it in the config by hand with {how} (README, 'Your own data: the config'), or export the "
+            "dates as ISO 8601 (2010-12-31 14:05:00)"
         )
-        draft.notes.append(f"{', '.join(text.values())}: text dates, read as timestamp_format {fits[0]!r}{also}")
-        return
-    for role, column in text.items():
-        n, parsed = reads[column]
-        best = max(range(len(_TIME_FORMATS)), key=lambda i: parsed[i])
-        if not n or parsed[best] < _NEARLY_ALL * n:
-            draft.notes.append(
-                f'{column}: text in no format init knows; set timestamp_format (e.g. "%d/%m/%Y %H:%M") by hand'
-            )
-            continue
-        fmt = _TIME_FORMATS[best]
-        draft.columns[role] = f"try_strptime({_quoted(column)}, '{fmt}')"
-        draft.notes.append(
-            f"{column}: text dates, read as {fmt!r} but for {n - parsed[best]:,} of {n:,} values, whose rows "
-            f"try_strptime drops (counted by validate under 'no {role}'); fix them at the source to keep them"
-        )
+    del draft.columns[role]
+    draft.notes = [note for note in draft.notes if note != f"{role} <- {column!r}"]
+    draft.notes.append(
+        f"{column}: not mapped as {role}, text init cannot read as dates: {which}; map {role}: {column} "
+        f"by hand with {how}"
+    )
+    if draft.table == "leads" and role == "converted_at":
+        draft.exclude.append((column, "the time of the conversion is the outcome"))
 
 
 # The numeric roles a text column may hold with a currency symbol, thousands separators or a decimal comma.

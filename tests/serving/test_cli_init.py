@@ -321,6 +321,53 @@ def test_init_reads_monthly_files_by_a_glob(tmp_path):
     assert missing.exit_code == 2 and "none-*.csv: no file matches" in missing.output
 
 
+def _saas_orders(folder, customers=("a", "b", "c")):
+    """A synthetic SaaS billing export (hand-made, not real data): one invoice a month per customer,
+    2024, with typed dates, written as Parquet."""
+    months = pd.date_range("2024-01-01", periods=12, freq="MS")
+    pd.DataFrame(
+        {
+            "account_id": [c for _ in months for c in customers],
+            "invoice_date": months.repeat(len(customers)),
+            "amount": 10.0,
+        }
+    ).to_parquet(folder / "invoices.parquet")
+    return folder / "invoices.parquet"
+
+
+def test_iso_text_times_with_an_offset_need_no_timestamp_format(tmp_path):
+    """Synthetic touchpoints whose `occurred_at` is ISO text with offsets, 'Z' and fractions of a second
+    (a SaaS event export): the loader reads it as UTC, yet init noted "text in no format init knows;
+    set timestamp_format by hand" (and a %z format would not read the 'Z')."""
+    pd.DataFrame(
+        {
+            "account_id": ["a", "b", "c", "a"],
+            "event_type": ["login", "login", "page_view", "login"],
+            "occurred_at": [
+                "2024-07-06T01:00:00+01:00",
+                "2024-06-14T03:53:58Z",
+                "2024-05-31T06:41:59.250-05:00",
+                "2024-03-01 10:00:00",
+            ],
+        }
+    ).to_parquet(tmp_path / "events.parquet")
+    out = tmp_path / "saas.yaml"
+    args = ["init", "--transactions", str(_saas_orders(tmp_path)), "--events", str(tmp_path / "events.parquet")]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "timestamp_format" not in yaml.safe_load(text)["tables"]["events"]
+    assert "occurred_at: ISO 8601 text, read as it is (an offset or Z converted to UTC)" in text
+    assert "no format init knows" not in text + result.stdout and "%z" not in text + result.stdout
+    events = load_tables(load_config(out)).events.order_by("timestamp").to_pandas()
+    assert list(events.timestamp) == [
+        pd.Timestamp("2024-03-01 10:00:00"),
+        pd.Timestamp("2024-05-31 11:41:59.250"),
+        pd.Timestamp("2024-06-14 03:53:58"),
+        pd.Timestamp("2024-07-06 00:00:00"),
+    ]
+
+
 def _saas_leads(folder, created, converted):
     """Synthetic CRM leads (hand-made, not real data) with the given text times, as CSV, and their
     touchpoints with typed times."""
@@ -356,4 +403,55 @@ def test_init_reads_a_12_hour_clock(tmp_path):
         pd.Timestamp("2024-02-13 00:21"),
         pd.Timestamp("2024-03-22 12:52"),
     ]
+    assert frame.converted_at.iloc[0] == pd.Timestamp("2024-02-15 16:46")
+
+
+def test_text_dates_init_cannot_read_are_named_with_examples(tmp_path):
+    """Synthetic leads whose converted date is in no format init knows: the draft is written without
+    it (the outcome's time, so under exclude), the note naming it with examples. A required time no
+    format reads stops init with the same, not with "set timestamp_format in the config" (unwritten)."""
+    created = ["2024-01-05 05:14:00", "2024-01-20 19:49:00", "2024-02-13 00:21:00", "2024-03-22 12:52:00"]
+    converted = ["Feb 15th 2024", None, None, "early April"]
+    out = tmp_path / "leads.yaml"
+    result = CliRunner().invoke(app, ["init", *_saas_leads(tmp_path, created, converted), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    leads = yaml.safe_load(out.read_text())["tables"]["leads"]
+    assert "converted_at" not in leads["columns"] and leads["exclude"] == ["Converted Date"]
+    assert (
+        "Converted Date: not mapped as converted_at, text init cannot read as dates: 2 of its 2 values are in no "
+        "date format init knows, e.g. 'Feb 15th 2024', 'early April'; map converted_at: Converted Date by hand "
+        "with timestamp_format"
+    ) in out.read_text()
+    assert "%z" not in out.read_text()
+
+    pd.DataFrame({"customer_id": ["a", "b"], "ts": ["Jan 5th", "Jan 6th"], "amount": [1.0, 2.0]}).to_csv(
+        tmp_path / "orders.csv", index=False
+    )
+    result = CliRunner().invoke(
+        app, ["init", "--transactions", str(tmp_path / "orders.csv"), "--out", str(tmp_path / "x.yaml")]
+    )
+    assert result.exit_code == 2 and not (tmp_path / "x.yaml").exists()
+    assert result.stderr.startswith(
+        "error: transactions: ts (taken for timestamp) is text init cannot read as dates: 2 of its 2 values are "
+        "in no date format init knows, e.g. 'Jan 5th', 'Jan 6th'; map it in the config by hand with timestamp_format"
+    )
+    assert "set timestamp_format in the config" not in result.stderr
+
+
+def test_a_format_for_one_text_time_leaves_an_iso_one_as_it_is(tmp_path):
+    """Synthetic leads created at ISO text times with an offset, converted at day-first ones: a
+    table's timestamp_format would apply to both (and not read the ISO one), so the day-first column
+    is read by try_strptime in its format."""
+    created = ["2024-01-05T05:14:00+01:00", "2024-01-20T19:49:00Z", "2024-02-13T00:21:00Z", "2024-03-22T12:52:00Z"]
+    converted = ["15/02/2024 16:46", None, None, "01/04/2024 09:05"]
+    out = tmp_path / "leads.yaml"
+    result = CliRunner().invoke(
+        app, ["init", *_saas_leads(tmp_path, created, converted), "--out", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    leads = yaml.safe_load(out.read_text())["tables"]["leads"]
+    assert "timestamp_format" not in leads
+    assert leads["columns"]["converted_at"] == "try_strptime(\"Converted Date\", '%d/%m/%Y %H:%M')"
+    frame = load_tables(load_config(out)).leads.order_by("created_at").to_pandas()
+    assert frame.created_at.iloc[0] == pd.Timestamp("2024-01-05 04:14")
     assert frame.converted_at.iloc[0] == pd.Timestamp("2024-02-15 16:46")
