@@ -3,9 +3,9 @@
 The guess is a draft to read, not a decision: every mapped column is named in a comment with what it
 was taken for, what could not be found is said, and ``crmscore validate`` checks the result as it
 checks any config. Names and types are read, the number of distinct values of the text columns (an
-attribute such as ``country`` has few; a free-text ``description`` has many) and, for transactions,
-two counts that suggest row rules: lines with a price not above 0 (a filter, written with its count)
-and rows that are exact copies of another (a comment beside ``drop_duplicates``).
+attribute such as ``country`` has few; a free-text ``description`` has many) and two counts that
+suggest row rules: for transactions, lines with a price not above 0 (a filter, written with its count),
+and for every table, rows that are exact copies of another (a comment beside ``drop_duplicates``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Draft:
     columns: dict[str, str]
     attributes: dict[str, str] | str
     notes: list[str] = field(default_factory=list)
-    # Transactions: the filters suggested by the rows (name, keep, why) and the count of exact copies.
+    # Transactions: the filters suggested by the rows (name, keep, why). Every table: the count of exact copies.
     filters: list[tuple[str, str, str]] = field(default_factory=list)
     duplicates: int = 0
     # Leads: the columns left out of ``attributes: "*"`` because their names say post-outcome, with why.
@@ -424,11 +424,14 @@ def _number_format(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) 
 
 
 def _check_rows(draft: Draft, path: Path, schema: Sequence[tuple[str, str]]) -> None:
-    """What the transactions' rows suggest: a filter for lines whose unit price is not positive (not
-    a sale: free lines, adjustments, written-off debt), when a price column has such rows, and the
-    count of rows that are exact copies of another (``drop_duplicates`` is for a person to decide)."""
+    """What a table's rows suggest: the count of rows that are exact copies of another (validate
+    counts them on every table, and ``drop_duplicates`` is for a person to decide), and for
+    transactions a filter for lines whose unit price is not positive (not a sale: free lines,
+    adjustments, written-off debt), when a price column has such rows."""
     reader = _reader(path)
-    price = next((c for c, t in schema if _normal(c) in _PRICE and t.startswith(_NUMBER_TYPES)), None)
+    price = None
+    if draft.table == "transactions":
+        price = next((c for c, t in schema if _normal(c) in _PRICE and t.startswith(_NUMBER_TYPES)), None)
     not_positive = f"count(*) FILTER (WHERE {_quoted(price)} <= 0)" if price is not None else "0"
     con = duckdb.connect()
     try:
@@ -518,6 +521,16 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
     return Draft(table, "", columns, attributes, notes)
 
 
+# What the exact copies of a table's rows are when they are real, for the comment beside drop_duplicates.
+_COPIES_KEPT = {
+    "transactions": "a product entered twice in one order",
+    "customers": "the features take one row of a customer anyway",
+    "events": "two touchpoints alike to the second",
+    "leads": "each row is trained on as a lead of its own",
+    "lead_events": "two touchpoints alike to the second",
+}
+
+
 # Plain words YAML reads as something other than text (a column named "No" would be False).
 _YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
 
@@ -559,8 +572,7 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         draft = guess_mapping(table, schema, distinct)
         _time_format(draft, path, schema)
         _number_format(draft, path, schema)
-        if table == "transactions":
-            _check_rows(draft, path, schema)
+        _check_rows(draft, path, schema)
         # Relative to the config when the export sits beside it (or a folder up), so the two move together.
         relative = os.path.relpath(path.resolve(), Path(out).resolve().parent)
         draft.source = str(path.resolve()) if relative.startswith(f"..{os.sep}..") else relative
@@ -604,10 +616,11 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
             lines.append("    filters:" if draft.filters else "    filters: []")
             for filter_name, keep, _ in draft.filters:
                 lines += [f"      - name: {_yaml_scalar(filter_name)}", f"        keep: {_yaml_scalar(keep)}"]
-            if draft.duplicates:
-                lines.append(
-                    f"    # {draft.duplicates:,} rows of the file are exact copies of another: true drops the copies (an export"
-                    " that repeats lines); false keeps them (a product entered twice in one order)"
-                )
+        if draft.duplicates:
+            lines.append(
+                f"    # {draft.duplicates:,} rows of the file are exact copies of another: true drops the copies (an export"
+                f" that repeats rows); false keeps them ({_COPIES_KEPT[draft.table]})"
+            )
+        if draft.duplicates or draft.table == "transactions":
             lines.append("    drop_duplicates: false")
     return "\n".join(lines) + "\n", drafts

@@ -455,3 +455,27 @@ def test_a_format_for_one_text_time_leaves_an_iso_one_as_it_is(tmp_path):
     frame = load_tables(load_config(out)).leads.order_by("created_at").to_pandas()
     assert frame.created_at.iloc[0] == pd.Timestamp("2024-01-05 04:14")
     assert frame.converted_at.iloc[0] == pd.Timestamp("2024-02-15 16:46")
+
+
+def test_every_table_with_exact_copies_gets_drop_duplicates_with_their_count(tmp_path):
+    """Synthetic touchpoints with rows sent twice (a retried webhook): init printed "exact duplicate
+    rows" for them, but drafted drop_duplicates, with the count, for the transactions only."""
+    events = pd.DataFrame(
+        {
+            "account_id": ["a", "b", "c"],
+            "event_type": ["login", "login", "page_view"],
+            "occurred_at": pd.to_datetime(["2024-03-01 10:00", "2024-03-02 11:00", "2024-03-03 12:00"]),
+        }
+    )
+    pd.concat([events, events.iloc[:2]]).to_parquet(tmp_path / "events.parquet")
+    pd.DataFrame({"account_id": ["a", "b", "c"], "plan": ["pro", "free", "pro"]}).to_csv(
+        tmp_path / "accounts.csv", index=False
+    )
+    out = tmp_path / "saas.yaml"
+    extra = ["--events", str(tmp_path / "events.parquet"), "--customers", str(tmp_path / "accounts.csv")]
+    result = CliRunner().invoke(app, ["init", "--transactions", str(_saas_orders(tmp_path)), *extra, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tables = yaml.safe_load(out.read_text())["tables"]
+    assert tables["events"]["drop_duplicates"] is False and "drop_duplicates" not in tables["customers"]
+    assert "    # 2 rows of the file are exact copies of another: true drops the copies" in out.read_text()
+    assert tables["transactions"]["drop_duplicates"] is False  # always there, as before
