@@ -512,13 +512,35 @@ def guess_mapping(table: str, schema: Sequence[tuple[str, str]], distinct: Mappi
                 or (table == "customers" and t.startswith(_NUMBER_TYPES))  # a static number: age, credit limit
             )
         }
-    skipped = [c for c, t in schema if c not in taken and c not in attributes.values()]
+    skipped = [(c, t) for c, t in schema if c not in taken and c not in attributes.values()]
     if attributes:
         kinds = f"text columns with at most {MAX_CARDINALITY} values" + (" and numbers" if table == "customers" else "")
         notes.append(f"attributes ({kinds}): {', '.join(attributes.values())}")
     if skipped:
-        notes.append(f"not mapped: {', '.join(skipped)} (free text, numbers or ids: add what you want as features)")
+        notes.append(_not_mapped(table, skipped, columns))
     return Draft(table, "", columns, attributes, notes)
+
+
+def _not_mapped(table: str, skipped: Sequence[tuple[str, str]], columns: Mapping[str, str]) -> str:
+    """The note on the columns left out, by kind: a number apart from text, so that a second money
+    column (a local-currency ``amount`` beside the ``amount_usd`` mapped) reads as the number it is,
+    and one named as a mapped role is said to be; until 2026-12-07 all were "free text, numbers or ids"."""
+    kinds: dict[str, list[str]] = {"numbers": [], "text (free text or ids)": [], "times": [], "other": []}
+    for column, kind in skipped:
+        if kind.startswith(_NUMBER_TYPES):
+            alike = next(
+                (r for r in columns if r in _NUMBER_ROLES and _normal(column) in _NAMES[table].get(r, ())), None
+            )
+            also = (
+                f" (named as {alike} is, beside the mapped {columns[alike]!r}: check which to score)" if alike else ""
+            )
+            kinds["numbers"].append(column + also)
+        elif kind in _TEXT_TYPES:
+            kinds["text (free text or ids)"].append(column)
+        else:
+            kinds["times" if kind.startswith(("DATE", "TIME")) else "other"].append(column)
+    listed = "; ".join(f"{kind} {', '.join(names)}" for kind, names in kinds.items() if names)
+    return f"not mapped (add what you want as features): {listed}"
 
 
 # What the exact copies of a table's rows are when they are real, for the comment beside drop_duplicates.

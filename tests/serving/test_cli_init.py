@@ -36,7 +36,27 @@ def test_the_mapping_is_guessed_from_names_and_types():
         "amount": 'Qty * "Unit Price"',
     }
     assert draft.attributes == {"region": "Region"}  # Notes has too many values to be an attribute
-    assert "not mapped: Created, Notes (free text, numbers or ids: add what you want as features)" in draft.notes
+    assert "not mapped (add what you want as features): text (free text or ids) Created, Notes" in draft.notes
+
+
+def test_numbers_left_unmapped_are_told_from_text():
+    """A synthetic SaaS invoice export: `amount` in the local currency beside `amount_usd` (mapped) was
+    listed as "free text, numbers or ids", where a user looks for a second money column."""
+    schema = [
+        ("Account ID", "VARCHAR"),
+        ("invoice_date", "DATE"),
+        ("amount", "DOUBLE"),
+        ("amount_usd", "DOUBLE"),
+        ("seats", "BIGINT"),
+        ("memo", "VARCHAR"),
+        ("paid_at", "TIMESTAMP"),
+    ]
+    draft = guess_mapping("transactions", schema, {"Account ID": 3_000, "memo": 9_000})
+    assert draft.columns["amount"] == "amount_usd"
+    assert draft.notes[-1] == (
+        "not mapped (add what you want as features): numbers amount (named as amount is, beside the mapped "
+        "'amount_usd': check which to score), seats; text (free text or ids) memo; times paid_at"
+    )
 
 
 def test_lead_columns_whose_names_say_post_outcome_are_drafted_under_exclude():
