@@ -345,6 +345,12 @@ class ServingConfig(_Frozen):
         raise ValueError('a whole number of processes from 1 to 64, or "cpu_count" (one per core)')
 
 
+def registry_prefix_for(name: str) -> str:
+    """A ``registry_prefix`` of its own for a project named ``name``: ``crmscore-`` and the name with
+    anything MLflow would not take as ``-`` (``saas demo`` -> ``crmscore-saas-demo``)."""
+    return f"crmscore-{re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-._')[:90] or 'project'}"
+
+
 class Config(_Frozen):
     """The whole run configuration. Build it with :func:`load_config`."""
 

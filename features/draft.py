@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from features.attributes import MAX_CARDINALITY
-from features.config import CANONICAL_COLUMNS, TIMESTAMP_COLUMNS
+from features.config import CANONICAL_COLUMNS, TIMESTAMP_COLUMNS, registry_prefix_for
 
 __all__ = ["Draft", "draft_config", "guess_mapping"]
 
@@ -605,6 +605,8 @@ def draft_config(out: Path, files: Mapping[str, Path], *, name: str | None = Non
         f"name: {_yaml_scalar(name or Path(out).stem)}",
         "engine: duckdb",
         "tracking_uri: sqlite:///mlflow.db",
+        "# Registered models <prefix>-churn, -next_purchase, -lead: apart from another project's on the same store",
+        f"registry_prefix: {registry_prefix_for(name or Path(out).stem)}",
         "output_dir: outputs",
         "",
         "tables:",

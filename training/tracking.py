@@ -34,7 +34,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from features.config import Config, ConfigError, feature_settings, masked_url
+from features.config import Config, ConfigError, feature_settings, masked_url, registry_prefix_for
 from models.catalog import model_config_for
 from training import metrics as m
 from training.backtest import BacktestResult
@@ -292,13 +292,9 @@ def check_project(config: Config, task: str) -> None:
     raise ConfigError(
         f"registered model '{name}' in {config.tracking_uri} holds the models of config '{other}' (latest v{latest}), "
         f"not of this config '{config.name}': its champion would be compared with and replaced by this project's. "
-        f"Give this config a registry_prefix of its own (registry_prefix: crmscore-{_slug(config.name)}) or its own "
+        f"Give this config a registry_prefix of its own (registry_prefix: {registry_prefix_for(config.name)}) or its own "
         f"tracking_uri; if it is the same project renamed, keep name: {other}"
     )
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "project"
 
 
 def _clean(value: Any) -> Any:

@@ -212,6 +212,9 @@ def test_init_drafts_the_bundled_mappings_and_validates_them(tmp_path):
     assert "# 6,029 rows of the file have Price <= 0 (free lines" in out.read_text()
     assert "# 11,812 rows of the file are exact copies of another" in out.read_text()
     assert drafted["tables"]["transactions"]["drop_duplicates"] is False  # for a person to decide
+    # Its own registered models, apart from the bundled demo's in the same ./mlflow.db (a new user's SaaS
+    # champion had served the retail config from the shared crmscore-churn).
+    assert drafted["registry_prefix"] == "crmscore-mine"
     config = load_config(out)
     report = load_tables(config).reports["transactions"]
     assert report.rows_kept == 809_490 and report.dropped["price not positive"] == 70
