@@ -112,16 +112,30 @@ def touchpoint_features(
         f"{prefix}_total": t.count(),
         f"{prefix}_days_since_last": t.age_days.min(),
     }
-    for value in event_types:
-        name = f"{prefix}_{column_name(value)}"
-        is_type = t.event_type == value
+    for fragment, values in _by_column(event_types, avoid="ch_").items():
+        name = f"{prefix}_{fragment}"
+        is_type = t.event_type.isin(values)
         for w in windows:
             aggs[f"{name}_{w}d"] = t.count(where=is_type & (t.age_days < w))
         aggs[f"{name}_all"] = t.count(where=is_type)
         aggs[f"{name}_days_since_last"] = t.age_days.min(where=is_type)
-    for value in channels:
-        name = f"{prefix}_ch_{column_name(value)}"
-        is_channel = t.channel == value
+    for fragment, values in _by_column(channels).items():
+        name = f"{prefix}_ch_{fragment}"
+        is_channel = t.channel.isin(values)
         aggs[f"{name}_90d"] = t.count(where=is_channel & (t.age_days < 90))
         aggs[f"{name}_all"] = t.count(where=is_channel)
     return t.group_by(key).aggregate(**aggs)
+
+
+def _by_column(values: tuple[str, ...], *, avoid: str | None = None) -> dict[str, list[str]]:
+    """``values`` by the column-name fragment they share (:func:`features.timebase.column_name`): 'Email'
+    and 'email', 'e-mail' and 'e_mail' are one column counting both, where each wrote the same column and
+    the last one's counts silently replaced the others'. A type fragment beginning with ``avoid`` (``ch_``,
+    the channels' columns: a type 'ch_phone' overwrote the channel 'phone') is prefixed ``type_``."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        fragment = column_name(value)
+        if avoid is not None and fragment.startswith(avoid):
+            fragment = f"type_{fragment}"
+        out.setdefault(fragment, []).append(value)
+    return out

@@ -47,6 +47,24 @@ def test_touchpoints_by_hand(as_of):
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
+def test_values_that_share_a_column_name_are_counted_together_and_a_type_never_takes_a_channels_column():
+    """A CRM export's 'Email' and 'email' (and 'e-mail' beside 'e_mail') each wrote the same column, the
+    last one's counts silently replacing the others'; an event type 'ch_phone' overwrote the channel
+    'phone''s columns. Now one column counts both spellings, and the type gets columns of its own."""
+    events = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "a"],
+            "timestamp": pd.to_datetime(["2024-03-01", "2024-03-20", "2024-03-25", "2024-03-30"]),
+            "event_type": ["Email", "email", "ch_phone", "call"],
+            "channel": ["e-mail", "e_mail", "web", "phone"],
+        }
+    )
+    got = _features(events, "2024-03-31").iloc[0]
+    assert got["events_email_all"] == 2 and got["events_email_days_since_last"] == 11.0
+    assert got["events_ch_e_mail_all"] == 2
+    assert got["events_ch_phone_all"] == 1 and got["events_type_ch_phone_all"] == 1
+
+
 def test_no_events_table_means_no_features():
     assert touchpoint_features(None, as_of="2024-03-31") is None
 
