@@ -25,6 +25,7 @@ import pandas as pd
 
 from features.timebase import as_of_text
 from models.scorer import rows_at
+from serving.schemas import id_text
 
 __all__ = [
     "SCORE_COLUMNS",
@@ -290,7 +291,7 @@ def select_at_risk(
     if top < 1:
         raise FilterError("top", f"must be at least 1, got {top}")
     tiers = check_tiers(tiers, tier_names, tier_column)
-    where = where_case(tier_case(where, tier_names, tier_column), scored)
+    where = where_case(tier_case(id_spelling(where, scored, entity)[0], tier_names, tier_column), scored)
     for name, spec in (where or {}).items():  # a score too: value_at_risk < 2000, probability >= 0.5
         _check_attribute(scored, name, f"where.{name}", (), entity)
         conditions(name, spec, scored[name])
@@ -416,7 +417,19 @@ def clean_ids(ids: Iterable[str]) -> frozenset[str]:
     (``12346``); blank ones dropped. The file of ``--exclude`` and the API's ``exclude_ids`` both go
     through it."""
     stripped = (i.strip() for i in ids)
-    return frozenset(re.sub(r"^(-?\d+)[.,]0+$", r"\1", i) for i in stripped if i)
+    return frozenset(_clean_id(i) for i in stripped if i)
+
+
+def _clean_id(value: str) -> str:
+    """One id as :func:`clean_ids` takes it: without blanks, ``12346.0`` (``12346,0``) as ``12346``."""
+    return re.sub(r"^(-?\d+)[.,]0+$", r"\1", value.strip())
+
+
+def _id_value(value: Any) -> str:
+    """A ``where`` value of the id attribute as a suppression list's id: a whole number posted as JSON
+    (``12346.0``) as its digits, as the API's ``exclude_ids`` takes it (:func:`serving.schemas.id_text`),
+    then as :func:`clean_ids` takes text."""
+    return _clean_id(str(id_text(value)))
 
 
 _THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+")
@@ -453,6 +466,7 @@ class Suppression:
     near: Mapping[str, str]  # ids matched only as spelt otherwise: as given -> the population's
     missing: Sequence[str]  # ids the population does not hold, in order
     ids: frozenset[str] = frozenset()  # the population's ids it leaves off, as the population spells them
+    source: str = "the file"  # where the ids came from, as the note names it: "the file", "the ids sent"
 
     @property
     def rows(self) -> int:
@@ -477,7 +491,8 @@ class Suppression:
             note += f"; {len(pairs):,} of its ids matched only as spelt otherwise, and were excluded: {_some(pairs)}"
         if self.missing and not self.rows:
             note += (
-                f"; none of its {self.given:,} ids is in it: check that the file holds {self.entity} values of this "
+                f"; none of its {self.given:,} ids is in it: check that {self.source} "
+                f"{'holds' if self.source == 'the file' else 'are'} {self.entity} values of this "
                 f"data ({_some(list(map(repr, self.missing)))})"
             )
         elif self.missing:
@@ -495,7 +510,9 @@ def _some(items: Sequence[str], shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (f" and {more:,} more" if more > 0 else "")
 
 
-def match_suppression(scored: pd.DataFrame, entity: str, exclude: Collection[str]) -> Suppression:
+def match_suppression(
+    scored: pd.DataFrame, entity: str, exclude: Collection[str], source: str = "the file"
+) -> Suppression:
     """The rows of ``scored`` a suppression list ``exclude`` leaves off: those whose id it holds, and
     those whose id it holds only as spelt otherwise (:func:`_loose`: ``l41099`` for ``L41099``,
     ``016000`` or ``1.6E+04`` for ``16000``), which an opted-out customer should not escape by;
@@ -504,29 +521,71 @@ def match_suppression(scored: pd.DataFrame, entity: str, exclude: Collection[str
     mask = population.isin(list(exclude)).to_numpy()
     held = set(population[mask])
     rest = sorted(i for i in exclude if i not in held)
-    near: dict[str, str] = {}
-    if rest:
-        wanted: dict[str, list[str]] = {}
-        for given in rest:
-            wanted.setdefault(_loose(given), []).append(given)
-        keys = _loose_keys(population)
-        hit = keys.isin(list(wanted)).to_numpy()
-        for key, found in zip(keys[hit], population[hit], strict=True):
-            for given in wanted[key]:
-                near.setdefault(given, found)
-        mask = mask | hit
+    respelt = _respelt(population, rest)
+    if respelt:
+        mask = mask | population.isin([found for ids in respelt.values() for found in ids]).to_numpy()
+    near = {given: ids[0] for given, ids in sorted(respelt.items())}
     missing = [i for i in rest if i not in near]
-    return Suppression(entity, len(exclude), mask, dict(sorted(near.items())), missing, frozenset(population[mask]))
+    return Suppression(entity, len(exclude), mask, near, missing, frozenset(population[mask]), source)
 
 
-def with_suppression(filters: ListFilters, scored: pd.DataFrame, entity: str) -> tuple[ListFilters, Suppression | None]:
+def _respelt(population: pd.Series, given: Iterable[str]) -> dict[str, list[str]]:
+    """The ids of ``population`` (text) that each of ``given`` matches only as spelt otherwise
+    (:func:`_loose`: ``l41099`` for ``L41099``, ``016000`` or ``1.6E+04`` for ``16000``), for those of
+    ``given`` that match some; pass the ids the population does not hold as given. A suppression list
+    (:func:`match_suppression`) and the id attribute of ``where`` (:func:`id_spelling`) match ids so."""
+    wanted: dict[str, list[str]] = {}
+    for value in given:
+        wanted.setdefault(_loose(value), []).append(value)
+    if not wanted:
+        return {}
+    keys = _loose_keys(population)
+    hit = keys.isin(list(wanted)).to_numpy()
+    found: dict[str, list[str]] = {}
+    for key, held in zip(keys[hit], population[hit], strict=True):
+        for value in wanted[key]:
+            found.setdefault(value, []).append(held)
+    return found
+
+
+def id_spelling(
+    where: Mapping[str, Any] | None, scored: pd.DataFrame, entity: str
+) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
+    """``where`` with the values of the id attribute (``customer_id``, ``lead_id``) as ``scored`` spells
+    them, matched as a suppression list's ids are (:func:`match_suppression`): ``12346.0`` (a JSON number
+    or a spreadsheet's text) is ``12346``, and ``012346``, ``12,346`` or ``l41099`` match ``12346`` and
+    ``L41099`` only as spelt otherwise; and those: as given (as :func:`clean_ids` takes it) -> the ids
+    they matched, for the warning. ``customer_id=12346.0`` listed no one, while ``--exclude`` of the same
+    id left the customer off. Other attributes, and a value that matches nothing, stay as given."""
+    if not where or entity not in where or entity not in scored.columns:
+        return where, {}
+    spec = where[entity]
+    items = list(spec.items()) if isinstance(spec, Mapping) else [("=", spec)]
+    # The values of = and != as ids; a comparison stays, for conditions() to refuse on a text column.
+    listed = {
+        op: operand if isinstance(operand, (list, tuple)) else [operand] for op, operand in items if op in ("=", "!=")
+    }
+    given = {op: [None if v is None else _id_value(v) for v in values] for op, values in listed.items()}
+    wanted = {v for values in given.values() for v in values if v is not None}
+    population = scored[entity].astype(str)
+    held = set(population[population.isin(list(wanted))])
+    respelt = _respelt(population, sorted(wanted - held))
+    spelt = {op: [found for v in values for found in respelt.get(v, [v])] for op, values in given.items()}
+    out = {op: spelt.get(op, operand) for op, operand in items}
+    return {**where, entity: out if isinstance(spec, Mapping) else out["="]}, respelt
+
+
+def with_suppression(
+    filters: ListFilters, scored: pd.DataFrame, entity: str, source: str = "the file"
+) -> tuple[ListFilters, Suppression | None]:
     """``filters`` whose suppression list is matched against ``scored`` once (:func:`match_suppression`),
     its ``exclude`` the population's ids it leaves off, as the selection takes them; and the match, for
     the count and the note (None without a suppression list). The lists matched the list twice, the
-    respelt ids' search included."""
+    respelt ids' search included. ``source``: where the ids came from, as the note names it (the API's
+    are "the ids sent": its note said "check that the file holds", and no file was sent)."""
     if filters.exclude is None:
         return filters, None
-    suppression = match_suppression(scored, entity, filters.exclude)
+    suppression = match_suppression(scored, entity, filters.exclude, source)
     return replace(filters, exclude=suppression.ids), suppression
 
 
@@ -677,8 +736,16 @@ def unmatched_filters(
     values there are; and for an attribute whose conditions together match no one (``age > 200``),
     the range of values there is. The list is still made (empty for such a filter); this says why.
     With the model's ``tier_names``, a tier (grade) is matched whatever its case, as the list selects it."""
+    entity = "lead_id" if "lead_id" in scored.columns else "customer_id"
+    where, respelt = id_spelling(where, scored, entity)
     where = where_case(tier_case(where, tier_names, "grade" if "grade" in scored.columns else "tier"), scored)
-    out, what = [], _noun("lead_id" if "lead_id" in scored.columns else "customer_id")
+    out, what = [], _noun(entity)
+    if respelt:  # as a suppression list's note names them: such an id spelt otherwise again would match no one
+        pairs = [f"{given!r} as {' or '.join(map(repr, found))}" for given, found in sorted(respelt.items())]
+        out.append(
+            f"where.{entity}: {len(pairs):,} of its ids matched only as spelt otherwise, and were taken as the data "
+            f"spells them: {_some(pairs)}"
+        )
     for name, spec in (where or {}).items():
         if name not in scored.columns:
             continue

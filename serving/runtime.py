@@ -1569,7 +1569,7 @@ def ranked_list(
     exclude = None if exclude is None else lists.clean_ids(exclude)
     filters = lists.ListFilters(min_value=min_value, tiers=tiers, where=where, exclude=exclude, per=per)
     # Matched once, for the selection, the count and the warning.
-    filters, suppression = lists.with_suppression(filters, scored, columns[0])
+    filters, suppression = lists.with_suppression(filters, scored, columns[0], "the ids sent")
     if moved_up:
         filters = lists.moved_up_only(filters, model.scorer, scored, then)
     try:

@@ -38,7 +38,7 @@ __all__ = [
 MAX_K = 10
 
 
-def _id_text(value: object) -> object:
+def id_text(value: object) -> object:
     """A whole number posted as an id is its digits (``12346`` or ``12346.0``, as a spreadsheet's JSON
     writes it -> ``"12346"``), as the tables hold ids; anything else but text (``12346.5``, a bool) is
     left for the ``str`` check to refuse."""
@@ -107,7 +107,7 @@ Moment = Annotated[
 _TEXT_OR_WHOLE = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 128}, {"type": "integer"}]}
 Id = Annotated[
     str,
-    BeforeValidator(_id_text),
+    BeforeValidator(id_text),
     Field(min_length=1, max_length=128),
     WithJsonSchema({**_TEXT_OR_WHOLE, "description": "customer_id or lead_id: text, or a whole number (its digits)"}),
 ]
@@ -146,7 +146,7 @@ Text = Annotated[str, Field(min_length=1, max_length=128)]
 # An order or product code: text, or a whole number as an export writes it (489434 -> "489434"), as ids are.
 Code = Annotated[
     str,
-    BeforeValidator(_id_text),
+    BeforeValidator(id_text),
     Field(min_length=1, max_length=128),
     WithJsonSchema({**_TEXT_OR_WHOLE, "description": "text, or a whole number (its digits)"}),
 ]

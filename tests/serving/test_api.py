@@ -749,12 +749,22 @@ def test_dates_a_score_cannot_be_computed_for_are_400_naming_the_field(server, r
 
 
 def test_a_whole_number_in_where_matches_the_text_of_its_digits(server):
-    """``where: {"customer_id": 15749}`` is the customer "15749", as ``ids`` takes it (was "15749.0")."""
-    key = snapshot_ids(server, "churn", 1)[0]
+    """``where: {"customer_id": 15749}`` is the customer "15749", as ``ids`` takes it (was "15749.0"); and
+    the id attribute matches ids as ``exclude_ids`` does (until 2026-12-07 ``12346.0`` was "not in the
+    population"): a spreadsheet's float is its digits, leading zeros match, said in a warning."""
+    key, other = snapshot_ids(server, "churn", 2)
     with server.client("marketer") as c:
         as_text = c.post("/at_risk", json={"top": 5, "where": {"customer_id": key}}).json()
         as_number = c.post("/at_risk", json={"top": 5, "where": {"customer_id": int(key)}}).json()
+        respelt = c.post("/at_risk", json={"top": 5, "where": {"customer_id": [float(key), f"0{other}"]}}).json()
+        none_held = c.post("/at_risk", json={"top": 1, "k": 0, "exclude_ids": ["nobody"]}).json()
     assert as_text["n_matched"] == as_number["n_matched"] == 1 and as_number["warnings"] == []
+    assert respelt["n_matched"] == 2 and respelt["warnings"] == [
+        "where.customer_id: 1 of its ids matched only as spelt otherwise, and were taken as the data spells "
+        f"them: '0{other}' as '{other}'"
+    ]
+    # No file was sent: the note of exclude_ids names the ids sent.
+    assert none_held["warnings"][0].endswith("check that the ids sent are customer_id values of this data ('nobody')")
 
 
 def test_posted_history_with_a_bad_field_is_400(server):

@@ -213,3 +213,31 @@ def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path)
     churn = CliRunner().invoke(app, ["top", "churn", "--config", str(trained[0]), "--out", str(tmp_path / "c.csv")])
     assert churn.exit_code == 2 and "the churn list is crmscore at-risk" in churn.stderr
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_the_id_in_where_matches_ids_as_exclude_does(trained, tmp_path):
+    """`at-risk --where customer_id=12346.0` (an id as a spreadsheet writes it) wrote no row, and `012346`,
+    `12,346` neither, while `--exclude` of the same ids left the customers off: the id attribute is matched
+    as a suppression list's ids are, an id matched only as spelt otherwise named in a warning; a lead's id
+    in another case too."""
+    retail_config, leads_config, _ = trained
+    out = tmp_path / "ids.csv"
+    args = ["at-risk", "--config", str(retail_config), "--out", str(out), "--top", "3", "--counter-reasons", "0"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first, second, third = pd.read_csv(out, dtype={"customer_id": str})["customer_id"]
+    wanted = [f"customer_id={first}.0", f"customer_id=0{second}", f"customer_id={int(third):,}"]
+    result = CliRunner().invoke(app, [*args, *(x for w in wanted for x in ("--where", w))])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out, dtype={"customer_id": str})["customer_id"].tolist() == [first, second, third]
+    said = " ".join(result.stderr.split())
+    spelt = sorted([(f"0{second}", second), (f"{int(third):,}", third)])
+    assert (
+        "warning: where.customer_id: 2 of its ids matched only as spelt otherwise, and were taken as the data "
+        f"spells them: {spelt[0][0]!r} as {spelt[0][1]!r}, {spelt[1][0]!r} as {spelt[1][1]!r}"
+    ) in said
+    calls = tmp_path / "calls.csv"
+    lead_args = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(calls)]
+    assert CliRunner().invoke(app, [*lead_args, "--top", "1"]).exit_code == 0
+    lead = pd.read_csv(calls, dtype={"lead_id": str})["lead_id"][0]
+    typed = CliRunner().invoke(app, [*lead_args, "--where", f"lead_id={lead.lower()}"])
+    assert typed.exit_code == 0 and pd.read_csv(calls, dtype={"lead_id": str})["lead_id"].tolist() == [lead]

@@ -179,6 +179,53 @@ def test_read_ids_says_a_workbook_is_not_a_csv(tmp_path):
         read_ids(path, "customer_id")
 
 
+@pytest.mark.parametrize(
+    ("where", "listed", "respelt"),
+    [
+        # as a spreadsheet writes them: a float, a float's text, leading zeros, thousands, another case
+        ({"customer_id": "12346.0"}, ["12346"], None),
+        ({"customer_id": 12346.0}, ["12346"], None),
+        ({"customer_id": [15749, "16000", 12346.0]}, ["16000", "12346"], None),
+        ({"customer_id": "012346"}, ["12346"], "'012346' as '12346'"),
+        ({"customer_id": ["12,346", "l41099"]}, ["L41099", "12346"], "'12,346' as '12346', 'l41099' as 'L41099'"),
+        ({"customer_id": {"!=": ["1.6E+04", "L41099"]}}, ["12346"], "'1.6E+04' as '16000'"),
+    ],
+)
+def test_the_id_in_where_matches_ids_as_a_suppression_list_does(where, listed, respelt):
+    """`--where customer_id=12346.0` listed no one (and `012346`, `12,346`), and the API's 12346.0 was "not
+    in the population", while `--exclude` and `exclude_ids` of the same ids left the customer off: the id
+    attribute is matched as they match ids, and an id matched only as spelt otherwise is named."""
+    scored = pd.DataFrame(
+        {
+            "customer_id": ["L41099", "16000", "12346"],
+            "probability": [0.9, 0.8, 0.7],
+            "tier": ["high"] * 3,
+            "expected_spend": [10.0] * 3,
+            "value_at_risk": [9.0, 8.0, 7.0],
+        }
+    )
+    positions, matched = select_at_risk(scored, top=10, where=where)
+    assert scored.customer_id.to_numpy()[positions].tolist() == listed and matched == len(listed)
+    warnings = unmatched_filters(scored, where)
+    said = [w for w in warnings if "spelt otherwise" in w]
+    if respelt is None:
+        assert not said
+    else:
+        assert said == [
+            f"where.customer_id: {respelt.count(' as '):,} of its ids matched only as spelt otherwise, and were "
+            f"taken as the data spells them: {respelt}"
+        ]
+    # 15749 is in no row: said as before, as text, the id's type
+    assert any("has customer_id '15749'" in w for w in warnings) == ("15749" in str(where))
+
+
+def test_the_note_of_ids_sent_names_no_file(scored):
+    """The API's `exclude_ids` warning said "check that the file holds" to a caller who sent no file."""
+    assert match_suppression(scored, "customer_id", {"zz"}, "the ids sent").note.endswith(
+        "check that the ids sent are customer_id values of this data ('zz')"
+    )
+
+
 def test_read_ids_refuses_a_file_it_cannot_read_as_ids(tmp_path):
     path = tmp_path / "exclude.csv"
     path.write_text("email,name\nx@y.z,X\n")
