@@ -48,7 +48,8 @@ class ListFile(BatchWarnings):
     history_warning: str | None = None
     # A sentence when the config's model settings differ from the champion's (models.catalog.scoring_config).
     settings_warning: str | None = None
-    # A sentence per --where value no row of the population has (serving.lists.unmatched_filters).
+    # A sentence per --where value no row of the population has, and for a --min-value above every row or a
+    # --tier no row is in (serving.lists.unmatched_filters).
     filter_warnings: tuple[str, ...] = ()
     # With ``since``: how the listed rows moved since that date (serving.lists.with_scores_then).
     since_note: str | None = None
@@ -219,7 +220,16 @@ def write_list(
         drift=listed.drift,
         settings_warning=population.settings_warning,
         **date_warnings(population.tables, task, population.as_of),
-        filter_warnings=tuple(lists.unmatched_filters(listed.scored, filters.where, scorer.tier_names)),
+        filter_warnings=tuple(
+            lists.unmatched_filters(
+                listed.scored,
+                filters.where,
+                scorer.tier_names,
+                min_value=filters.min_value,
+                rank=lists.RANKED_BY[task],
+                tiers=filters.tiers,
+            )
+        ),
         since_note=since_note,
         **_suppression_notes(listed.suppression),
         as_of=population.as_of,

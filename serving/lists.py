@@ -729,13 +729,22 @@ NAMED_ABSENT = 5
 
 
 def unmatched_filters(
-    scored: pd.DataFrame, where: Mapping[str, Any] | None, tier_names: Sequence[str] | None = None
+    scored: pd.DataFrame,
+    where: Mapping[str, Any] | None,
+    tier_names: Sequence[str] | None = None,
+    *,
+    min_value: float | None = None,
+    rank: str | None = None,
+    tiers: Sequence[str] | None = None,
 ) -> list[str]:
     """A sentence for each ``where`` value that no customer (or lead) of ``scored`` (the whole population,
     before any filter) has: a typo (``Netherland``) or a value absent at this date, with the closest
     values there are; and for an attribute whose conditions together match no one (``age > 200``),
     the range of values there is. The list is still made (empty for such a filter); this says why.
-    With the model's ``tier_names``, a tier (grade) is matched whatever its case, as the list selects it."""
+    With the model's ``tier_names``, a tier (grade) is matched whatever its case, as the list selects it.
+    ``min_value`` above every row's ``rank`` value, and a tier of ``tiers`` no row is in, are said
+    the same way (the range there is, the tiers there are): `--min-value 5000` wrote "the top 0 of 0"
+    without a word, where ``value_at_risk >= 5000`` in ``where`` said why."""
     entity = "lead_id" if "lead_id" in scored.columns else "customer_id"
     where, respelt = id_spelling(where, scored, entity)
     where = where_case(tier_case(where, tier_names, "grade" if "grade" in scored.columns else "tier"), scored)
@@ -776,6 +785,26 @@ def unmatched_filters(
             else:
                 there = _values_hint(values, [])
             out.append(f"where.{name}: no {what} in the population has {describe(name, pairs)} ({there})")
+    tier_column = "grade" if "grade" in scored.columns else "tier"
+    if min_value is not None and rank in scored.columns:
+        value = scored[rank].to_numpy(dtype=float, na_value=np.nan)
+        if not (value >= min_value).any():
+            there = (
+                f"{rank} runs from {np.nanmin(value):g} to {np.nanmax(value):g}"
+                if (~np.isnan(value)).any()
+                else f"no {what} has a value"
+            )
+            out.append(f"min_value: no {what} in the population has {describe(rank, [('>=', min_value)])} ({there})")
+    by_case = _by_case(tier_names or ())
+    counts = scored[tier_column].value_counts() if tiers and tier_column in scored.columns else pd.Series()
+    for tier in tiers or ():
+        if counts.get(by_case.get(tier.casefold(), tier), 0) == 0:
+            held = [f"{name} {counts[name]:,}" for name in (tier_names or counts.index) if counts.get(name, 0)]
+            out.append(
+                f"tiers: no {what} in the population is in {tier_column} {tier!r} ("
+                + (f"{tier_column}s there: {', '.join(held)}" if held else f"no {what} has a {tier_column}")
+                + ")"
+            )
     return out
 
 

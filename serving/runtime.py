@@ -1633,7 +1633,9 @@ def ranked_list(
         ),
         "drift": drift_overview(snapshot.drift),
         "warnings": [
-            *lists.unmatched_filters(scored, where, model.scorer.tier_names),
+            *lists.unmatched_filters(
+                scored, where, model.scorer.tier_names, min_value=min_value, rank=lists.RANKED_BY[task], tiers=tiers
+            ),
             *([suppression.note] if suppression is not None and suppression.unmatched else []),
         ],
         "since_note": since_note,

@@ -823,6 +823,7 @@ def test_at_risk_where_takes_alternatives_and_ranges(server):
         text = c.post("/at_risk", json={"where": {"country": {">": "France"}}})
         operator = c.post("/at_risk", json={"where": {"frequency_365d": {"~": 3}}})
         nobody = c.post("/at_risk", json={"where": {"frequency_365d": {">": 1e9}}}).json()
+        above = c.post("/at_risk", json={"min_value": 1e9}).json()
     items = listed["items"]
     assert 0 < len(items) == min(50, listed["n_matched"]) and listed["warnings"] == []
     assert {i["attributes"]["country"] for i in items} <= {"France", "Germany"}
@@ -833,6 +834,10 @@ def test_at_risk_where_takes_alternatives_and_ranges(server):
     assert listed["n_excluded"] == 0
     assert nobody["items"] == [] and nobody["warnings"][0].startswith(
         "where.frequency_365d: no customer in the population has frequency_365d > 1e+09 (frequency_365d runs from"
+    )
+    # min_value above everyone said `warnings: []` (until 2026-12-07): said as the where filter is
+    assert above["items"] == [] and above["warnings"][0].startswith(
+        "min_value: no customer in the population has value_at_risk >= 1e+09 (value_at_risk runs from"
     )
 
 

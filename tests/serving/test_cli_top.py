@@ -241,3 +241,18 @@ def test_the_id_in_where_matches_ids_as_exclude_does(trained, tmp_path):
     lead = pd.read_csv(calls, dtype={"lead_id": str})["lead_id"][0]
     typed = CliRunner().invoke(app, [*lead_args, "--where", f"lead_id={lead.lower()}"])
     assert typed.exit_code == 0 and pd.read_csv(calls, dtype={"lead_id": str})["lead_id"].tolist() == [lead]
+
+
+def test_a_min_value_above_everyone_says_why_the_list_is_empty(trained, tmp_path):
+    """`at-risk --min-value 5000`, above every customer, wrote "the top 0 of 0" without a word, where
+    `--where value_at_risk>=5000` said the range there is; now both say it."""
+    retail_config, leads_config, _ = trained
+    out = tmp_path / "none.csv"
+    args = ["at-risk", "--config", str(retail_config), "--out", str(out), "--min-value", "1e9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "wrote the top 0 of 0" in result.stdout, result.output
+    said = " ".join(result.stderr.split())
+    assert "warning: min_value: no customer in the population has value_at_risk >= 1e+09 (value_at_risk runs" in said
+    calls = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out)]
+    sure = CliRunner().invoke(app, [*calls, "--min-value", "0.9999"])
+    assert sure.exit_code == 0 and "min_value: no lead in the population has probability >= 0.9999" in sure.stderr

@@ -261,6 +261,28 @@ def test_min_value_above_one_for_a_list_ranked_by_probability_is_refused(scored)
     assert select_at_risk(scored, top=1, min_value=50)[1] == 3  # values at risk of 50 or more: b, c, e
 
 
+def test_a_min_value_above_every_row_and_an_empty_tier_say_why_the_list_is_empty(scored):
+    """`--min-value 5000` above every customer wrote "the top 0 of 0" and the API answered `warnings: []`,
+    where `where: {"value_at_risk": {">=": 5000}}` said the range there is; a tier no one is in was as
+    silent. Both are said as the where filters are; a bound some row reaches, or a held tier, is not."""
+    tier_names = ["high", "medium", "low"]
+    said = unmatched_filters(scored, None, tier_names, min_value=5000, rank="value_at_risk", tiers=["High"])
+    assert said == [
+        "min_value: no customer in the population has value_at_risk >= 5000 (value_at_risk runs from 9 to 200)"
+    ]
+    assert select_at_risk(scored, top=10, min_value=5000)[1] == 0
+    assert unmatched_filters(scored, None, tier_names, min_value=200, rank="value_at_risk") == []
+    no_high = scored[scored.tier != "high"]
+    assert unmatched_filters(no_high, None, tier_names, rank="value_at_risk", tiers=["HIGH", "low"]) == [
+        "tiers: no customer in the population is in tier 'HIGH' (tiers there: medium 1, low 1)"
+    ]
+    leads = scored.rename(columns={"customer_id": "lead_id", "tier": "grade"}).assign(grade=["A", "B", "A", "C", "A"])
+    assert unmatched_filters(leads, None, ["A", "B", "C", "D"], min_value=0.95, rank="probability", tiers=["d"]) == [
+        "min_value: no lead in the population has probability >= 0.95 (probability runs from 0.2 to 0.9)",
+        "tiers: no lead in the population is in grade 'd' (grades there: A 3, B 1, C 1)",
+    ]
+
+
 def test_filterable_names_the_tiers_the_text_attributes_with_their_values_and_the_numbers(scored):
     scored = scored.assign(segment=["x", "y", "y", None, "y"])
     assert filterable(scored, SCORE_COLUMNS, ["high", "medium", "low"]) == {
