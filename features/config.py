@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +196,10 @@ class TablesConfig(_Frozen):
         return self
 
 
+# The decimals of a tier threshold at most: those the lists show a probability to (serving.lists.CSV_DECIMALS).
+TIER_DECIMALS = 4
+
+
 class ModelConfig(_Frozen):
     """Population window, horizon and backtest layout of one model.
 
@@ -225,6 +230,16 @@ class ModelConfig(_Frozen):
             raise ValueError(
                 f"tiers: the lowest tier must start at 0, so every probability has a tier ({lowest!r} starts at "
                 f"{thresholds[-1]:g}, and a probability below it would be called {lowest!r}); add one, e.g. low: 0"
+            )
+        # The lists show probabilities to 4 decimals, truncated (serving.lists.CSV_DECIMALS): with a threshold of
+        # at most 4, a shown probability is at least a threshold exactly when the tier reaches it.
+        finer = {name: t for name, t in value.items() if -Decimal(repr(float(t))).as_tuple().exponent > TIER_DECIMALS}
+        if finer:
+            name, threshold = next(iter(finer.items()))
+            raise ValueError(
+                f"tiers: {name!r} starts at {threshold!r}, finer than the {TIER_DECIMALS} decimals the lists show "
+                f"probabilities to, so a row shown at {threshold:.{TIER_DECIMALS}f} could be in either tier; "
+                f"give at most {TIER_DECIMALS} decimals"
             )
         return value
 

@@ -312,7 +312,7 @@ def score_command(
 
     Exit 2, writing nothing, when the population of the date is empty (a date outside the data, or an export that stopped), unless --allow-empty.
 
-    The file is for systems: full-precision probabilities, and with --explain each row's reasons as JSON. For a list to read in a spreadsheet (reasons as sentences, rounded figures), use crmscore at-risk or crmscore top.
+    The file is for systems: full-precision probabilities, and with --explain each row's reasons as JSON. For a list to read in a spreadsheet (reasons as sentences, figures truncated to 4 decimals, money to 2), use crmscore at-risk or crmscore top.
     """
     from features.files import OutputError, check_output
     from training.pyfunc import ChampionUnavailable

@@ -16,7 +16,7 @@ import io
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -1091,8 +1091,11 @@ def with_scores_then(
     )
 
 
-# The CSV is read by people, in a spreadsheet: probabilities to 4 decimals, money to 2 (the JSON
-# list keeps full precision for the systems that compute with it; the order is the same).
+# The CSV is read by people, in a spreadsheet: probabilities to 4 decimals, money to 2, truncated (the
+# JSON list keeps full precision for the systems that compute with it; the order is the same). Rounded, a
+# customer at P(churn) 0.69997, tier medium, showed 0.7000, the threshold of high; truncated, a figure never
+# shows a threshold it does not reach (tiers have at most 4 decimals: features.config.ModelConfig) nor a
+# --min-value of 2 decimals a row does not pass.
 CSV_DECIMALS = {"probability": 4, "probability_then": 4, "expected_spend": 2, "value_at_risk": 2, "expected_value": 2}
 
 
@@ -1100,7 +1103,14 @@ def _cell(column: str, value: Any) -> Any:
     if value is None:
         return ""
     decimals = CSV_DECIMALS.get(column)
-    return f"{float(value):.{decimals}f}" if decimals is not None else value
+    if decimals is None:
+        return value
+    number = float(value)
+    if not np.isfinite(number):
+        return f"{number}"
+    # Through the shortest text of the float: 0.29 is 0.28999999999999998 in binary, and flooring that lost a cent.
+    shown = Decimal(repr(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR)
+    return f"{shown:.{decimals}f}"
 
 
 def _attribute_cell(value: Any) -> Any:
@@ -1125,7 +1135,7 @@ def to_csv(
 ) -> str:
     """Render list rows as CSV: one line per customer (or lead), ``columns`` (the at-risk list's
     :data:`SCORE_COLUMNS` by default), the attributes, then ``reason_1..k`` and
-    ``counter_reason_1..counter_k`` columns with the sentences; numbers rounded for reading
+    ``counter_reason_1..counter_k`` columns with the sentences; numbers truncated for reading
     (:data:`CSV_DECIMALS`). ``stamp`` adds constant columns last, on every row: the date and model
     of a list that is passed around as a file (:func:`file_stamp`). ``attributes``: the attribute
     columns (:func:`attribute_columns`), so that a list with no row has the header of one with rows

@@ -71,6 +71,11 @@ def test_config_is_frozen(write_config):
             lambda d: d.update(models={"churn": {"tiers": {"high": 0.7, "medium": 0.4}}}),
             "the lowest tier must start at 0",
         ),
+        # The lists show probabilities truncated to 4 decimals: 0.70005 would show as 0.7000 in either tier.
+        (
+            lambda d: d.update(models={"churn": {"tiers": {"high": 0.70005, "low": 0}}}),
+            "tiers: 'high' starts at 0.70005, finer than the 4 decimals",
+        ),
         (lambda d: d.update(serving={"workers": 0}), "serving.workers: Value error, a whole number of processes"),
         (lambda d: d.update(serving={"workers": "all"}), "\"cpu_count\" (one per core) (got 'all')"),
         (lambda d: d.update(serving={"workers": True}), "serving.workers"),

@@ -402,8 +402,10 @@ def test_rows_and_csv(scored):
     ]
 
 
-def test_csv_rounds_for_reading_and_keeps_the_order():
-    """Probabilities to 4 decimals, money to 2; the rows stay in the order given (by value at risk)."""
+def test_csv_truncates_for_reading_and_keeps_the_order():
+    """Probabilities to 4 decimals, money to 2, truncated: rounded, a customer at 0.69997 (tier medium)
+    showed 0.7000, where high starts, and a value at risk of 4758.887 showed 4758.89, which
+    `--min-value 4758.89` leaves out; the rows stay in the order given (by value at risk)."""
     rows = [
         {
             "customer_id": "14646",
@@ -425,17 +427,19 @@ def test_csv_rounds_for_reading_and_keeps_the_order():
         },
         {"customer_id": "x", "probability": 0.5, "tier": "medium", "expected_spend": None, "value_at_risk": None},
     ]
-    assert to_csv(rows, k=0).splitlines()[1:] == [
-        "14646,0.0691,low,68915.10,4758.89",
+    cusp = {"customer_id": "y", "probability": 0.69997, "tier": "medium", "expected_spend": 0.29, "value_at_risk": 0.2}
+    assert to_csv([*rows, cusp], k=0).splitlines()[1:] == [
+        "14646,0.0690,low,68915.10,4758.88",
         "15749,0.8664,high,5310.22,4758.88",
         "x,0.5000,medium,,",
+        "y,0.6999,medium,0.29,0.20",  # 0.29 is 0.28999... in binary: truncated through its text, not its bits
     ]
     # Numeric attributes (a where or per on them) to at most 4 decimals, without trailing zeros.
     rows[0]["attributes"] = {"age": 41.0, "recency_days": 1.0263888888, "country": "UK"}
     rows[1]["attributes"] = {"age": None, "recency_days": 123456.5}
     assert to_csv(rows[:2], k=0).splitlines() == [
         "customer_id,probability,tier,expected_spend,value_at_risk,age,country,recency_days",
-        "14646,0.0691,low,68915.10,4758.89,41,UK,1.0264",
+        "14646,0.0690,low,68915.10,4758.88,41,UK,1.0264",
         "15749,0.8664,high,5310.22,4758.88,,,123456.5",
     ]
 
