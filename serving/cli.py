@@ -641,14 +641,15 @@ PerOption = Annotated[
 ]
 
 
-def _wrote(listed: Any, out: Path, per: str | None, what: str) -> str:
-    """The summary line of a list command, with the scoring date (by default the data's last row)."""
+def _wrote(listed: Any, out: Path, per: str | None, what: str, each: int) -> str:
+    """The summary line of a list command, with the scoring date (by default the data's last row);
+    with ``per``, the ``each`` (--top) of each value."""
     from features.timebase import normalize_as_of
 
     top = f"the top {len(listed.rows):,}"
     if per is not None:
         groups = {row.get(per, (row.get("attributes") or {}).get(per)) for row in listed.rows}
-        top = f"{len(listed.rows):,} rows, the top of each of {len(groups):,} {per} values,"
+        top = f"{len(listed.rows):,} rows, the top {each:,} of each of {len(groups):,} {per} values,"
     when = f" as of {normalize_as_of(listed.as_of):%Y-%m-%d %H:%M}" if listed.as_of is not None else ""
     return f"wrote {top} of {listed.matched:,} {what}{when} to {out}"
 
@@ -670,6 +671,11 @@ def _where_filters(where: Sequence[str] | None) -> dict[str, dict[str, Any]]:
                 param_hint="--where",
             )
         name, op, value = match.groups()
+        if value.startswith("="):  # `country==France` listed no one, for the value '=France', and exited 0
+            raise typer.BadParameter(
+                f"{item!r} gives {name} the value {value!r}: write ATTRIBUTE=VALUE, one '=' ({name}{op}{value[1:]})",
+                param_hint="--where",
+            )
         wanted = filters.setdefault(name, {})
         if op in ("=", "!="):
             wanted.setdefault(op, []).append(value)
@@ -678,6 +684,18 @@ def _where_filters(where: Sequence[str] | None) -> dict[str, dict[str, Any]]:
         else:
             wanted[op] = value
     return filters
+
+
+# The fields of the lists' messages (the API's names) and the options of the list commands that give them.
+_LIST_OPTIONS = {"tiers": "--tier", "min_value": "--min-value", "top": "--top", "per": "--per", "as_of": "--as-of"}
+
+
+def _list_error(exc: Exception) -> typer.Exit:
+    """A list command's error naming its option where the message names the API's field: `--tier hi` was
+    refused as `tiers: unknown tier`, `--as-of 09/12/2011` as `as_of: ...`."""
+    text = str(exc)
+    field = text.split(": ", 1)[0]
+    return _fail(_LIST_OPTIONS[field] + text[len(field) :] if field in _LIST_OPTIONS else text)
 
 
 @app.command("at-risk")
@@ -726,10 +744,10 @@ def at_risk_command(
             moved_up=moved_up,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
-        raise _fail(str(exc)) from exc
+        raise _list_error(exc) from exc
     for warning in listed.warnings:
         _warn(warning)
-    typer.echo(_wrote(listed, out, per, "customers by value at risk"))
+    typer.echo(_wrote(listed, out, per, "customers by value at risk", top))
     _list_notes(listed)
 
 
@@ -792,10 +810,10 @@ def top_command(
             moved_up=moved_up,
         )
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
-        raise _fail(str(exc)) from exc
+        raise _list_error(exc) from exc
     for warning in listed.warnings:
         _warn(warning)
-    typer.echo(_wrote(listed, out, per, f"by {listed.ranked_by.replace('_', ' ')}"))
+    typer.echo(_wrote(listed, out, per, f"by {listed.ranked_by.replace('_', ' ')}", top))
     _list_notes(listed)
 
 

@@ -347,9 +347,12 @@ def _check_attribute(scored: pd.DataFrame, name: str, field: str, scores: Collec
     # The attributes (country, job...) first: a list of every feature would bury them.
     text = attribute_columns(scored[allowed], ())
     numbers = [c for c in allowed if c not in text]
+    # `Country` (as a spreadsheet's header writes it) was refused without a word of `country`.
+    like = closest(name, allowed, n=1, cutoff=0.8)  # a name that near (at 0.6, `planet` was like `loan`)
     raise FilterError(
         field,
-        f"unknown {_noun(entity)} attribute; filterable: {', '.join(text)}"
+        f"unknown {_noun(entity)} attribute" + (f" (did you mean {like[0]!r}?)" if like else "") + "; "
+        f"filterable: {', '.join(text)}"
         + (f"; or one of the {len(numbers)} numeric columns ({', '.join(numbers[:4])}, ...)" if numbers else ""),
     )
 
@@ -718,10 +721,10 @@ def select_top(
     return ranked[place < top], int(len(positions))
 
 
-def closest(wanted: str, values: Sequence[str], n: int = 3) -> list[str]:
+def closest(wanted: str, values: Sequence[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
     """The values most like ``wanted``, ignoring case ("Uk" is close to "UK"), likest first."""
     by_case = {v.casefold(): v for v in values}
-    return [by_case[c] for c in difflib.get_close_matches(wanted.casefold(), list(by_case), n=n)]
+    return [by_case[c] for c in difflib.get_close_matches(wanted.casefold(), list(by_case), n=n, cutoff=cutoff)]
 
 
 # The values of one ``where`` attribute that no row has named one by one in the warnings; the rest are counted.
@@ -1087,7 +1090,8 @@ def with_scores_then(
         )
     return (
         f"since {as_of_text(since)}: {up:,} of the {len(rows):,} listed moved up a tier, "
-        f"{down:,} down, {new:,} were not in the population then" + (f" ({rule})" if rule else "")
+        f"{down:,} down, {new:,} {'was' if new == 1 else 'were'} not in the population then"
+        + (f" ({rule})" if rule else "")
     )
 
 

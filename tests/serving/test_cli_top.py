@@ -125,13 +125,14 @@ def test_top_per_lists_the_best_of_each_value(trained, tmp_path):
     assert per_job["lead_id"].tolist() == expected["lead_id"].tolist()
     assert per_job["job"].value_counts().max() == 2 and per_job["job"].nunique() == everyone["job"].nunique() > 3
     jobs = per_job["job"].nunique()
-    assert f"wrote {len(per_job)} rows, the top of each of {jobs} job values, of {len(everyone)} by probability" in (
+    # The 2 was missing: "the top of each of 12 job values".
+    assert f"wrote {len(per_job)} rows, the top 2 of each of {jobs} job values, of {len(everyone)} by probability" in (
         result.stdout
     )
     assert CliRunner().invoke(app, [*args, "--top", "1", "--per", "age"]).exit_code == 0
     assert "age" in pd.read_csv(out).columns
     failed = CliRunner().invoke(app, [*args, "--per", "planet"])
-    assert failed.exit_code == 2 and "per: unknown lead attribute; filterable:" in failed.stderr, failed.output
+    assert failed.exit_code == 2 and "--per: unknown lead attribute; filterable:" in failed.stderr, failed.output
 
 
 def test_top_exclude_leaves_a_suppression_list_out(trained, tmp_path):
@@ -170,7 +171,8 @@ def test_top_next_purchase_since_gives_the_scores_then_and_leads_refuse_it(train
     result, listed, known = list_since(args, tmp_path, top=200, since="2011-11-09")
     assert list(listed.columns[5:7]) == ["probability_then", "tier_then"]
     assert len(known) > 150  # most of the best customers were customers a month before
-    assert f"{len(listed) - len(known)} were not in the population then" in result.stdout
+    new = len(listed) - len(known)
+    assert f"{new} {'was' if new == 1 else 'were'} not in the population then" in result.stdout
     lead = CliRunner().invoke(
         app, ["top", "lead", "--config", str(leads_config), "--out", str(tmp_path / "l.csv"), "--since", "2010-10-01"]
     )
@@ -212,7 +214,7 @@ def test_top_filters_by_grade_and_names_what_it_does_not_have(trained, tmp_path)
     unknown = CliRunner().invoke(app, [*args, "--tier", "high"])
     assert (
         unknown.exit_code == 2
-        and "tiers: unknown grade 'high'; the model's grades: ['A', 'B', 'C', 'D']" in unknown.stderr
+        and "--tier: unknown grade 'high'; the model's grades: ['A', 'B', 'C', 'D']" in unknown.stderr
     )
     churn = CliRunner().invoke(app, ["top", "churn", "--config", str(trained[0]), "--out", str(tmp_path / "c.csv")])
     assert churn.exit_code == 2 and "the churn list is crmscore at-risk" in churn.stderr
@@ -260,3 +262,22 @@ def test_a_min_value_above_everyone_says_why_the_list_is_empty(trained, tmp_path
     calls = ["top", "lead", "--config", str(leads_config), "--as-of", "2010-11-01", "--out", str(out)]
     sure = CliRunner().invoke(app, [*calls, "--min-value", "0.9999"])
     assert sure.exit_code == 0 and "min_value: no lead in the population has probability >= 0.9999" in sure.stderr
+
+
+def test_list_commands_name_their_options_and_refuse_a_doubled_equals(trained, tmp_path):
+    """`--where country==France` listed no one (the value '=France') and exited 0; `--tier hi` was refused
+    as `tiers: unknown tier`, `--as-of 09/12/2011` as `as_of: ...`, the API's field names; `--where
+    Country=France` without a word of `country`."""
+    retail_config, _, _ = trained
+    out = tmp_path / "x.csv"
+    args = ["at-risk", "--config", str(retail_config), "--out", str(out)]
+    for extra, message in (
+        (["--where", "country==France"], "gives country the value '=France': write ATTRIBUTE=VALUE, one '='"),
+        (["--where", "country!==France"], "gives country the value '=France'"),
+        (["--tier", "hi"], "error: --tier: unknown tier 'hi'; the model's tiers: ['high', 'medium', 'low']"),
+        (["--as-of", "09/12/2011"], "error: --as-of: '09/12/2011' is not an ISO date"),
+        (["--where", "Country=France"], "where.Country: unknown customer attribute (did you mean 'country'?)"),
+    ):
+        failed = CliRunner().invoke(app, [*args, *extra])
+        assert failed.exit_code == 2 and message in " ".join(failed.stderr.replace("│", " ").split()), failed.output
+        assert not out.exists()

@@ -297,6 +297,13 @@ def test_unknown_attribute_names_the_field(scored):
     with pytest.raises(FilterError) as err:
         select_at_risk(scored, top=1, where={"segment": "x"})
     assert err.value.field == "where.segment" and "country" in str(err.value)
+    assert "did you mean" not in str(err.value)
+    # A spreadsheet's header (`Country`) was refused without a word of `country`.
+    for name, field in (("Country", "where.Country"), ("contry", "where.contry")):
+        with pytest.raises(FilterError, match=f"{field}: unknown customer attribute \\(did you mean 'country'\\?\\)"):
+            select_at_risk(scored, top=1, where={name: "UK"})
+    with pytest.raises(FilterError, match="per: unknown customer attribute \\(did you mean 'country'\\?\\)"):
+        select_at_risk(scored, top=1, per="COUNTRY")
 
 
 def test_missing_values_fail_every_comparison(scored):
@@ -497,6 +504,19 @@ def test_a_since_before_the_data_says_the_population_was_empty_then():
         "with (is the date before the data?)"
     )
     assert [(r["probability_then"], r["tier_then"]) for r in rows] == [(None, None), (None, None)]
+
+
+def test_the_since_note_counts_one_row_in_the_singular():
+    """The note read "1 were not in the population then"."""
+    from serving.lists import with_scores_then
+
+    rows = [
+        {"customer_id": "a", "probability": 0.8, "tier": "high"},
+        {"customer_id": "b", "probability": 0.2, "tier": "low"},
+    ]
+    then = pd.DataFrame({"customer_id": ["a"], "probability": [0.5], "tier": ["medium"]})
+    note = with_scores_then(rows, then, tier_names=["high", "medium", "low"], since="2011-11-09")
+    assert note == "since 2011-11-09: 1 of the 2 listed moved up a tier, 0 down, 1 was not in the population then"
 
 
 def test_a_list_gives_only_the_reasons_that_move_the_probability_by_a_point():
