@@ -273,15 +273,48 @@ class DriftInfo(BaseModel):
     )
 
 
+# What the lists' columns mean, said once for the items of /at_risk and /top/... (the README's glossary says the
+# same): a marketer who pulled a list into a spreadsheet read `probability`, `expected_spend` and `value_at_risk`
+# with empty descriptions, and expected_spend means another thing in each list.
+_HORIZON = "the model's horizon after as_of (models.<task>.horizon_days of its config: 90 days in the bundled one)"
+_CURRENCY = "in the source data's currency, as the transactions' amounts are"
+_FULL = "full precision (the CSV truncates it to {} decimals)"
+_REASONS = (
+    "what raises the score most, largest first (up to k; null when k is 0), each moving the probability by 0.01 or more"
+)
+_COUNTER_REASONS = "what lowers the score most (up to counter_k; null when counter_k is 0), by the same rule"
+_ATTRIBUTES = (
+    "the row's text attributes (country; a lead's job, contact...) and the numeric ones `where` filters on or `per` "
+    "groups by (e.g. frequency_365d: orders with a purchase in the last 365 days)"
+)
+
+
 class AtRiskItem(BaseModel):
-    customer_id: str
-    probability: float
-    tier: str | None
-    expected_spend: float | None
-    value_at_risk: float
-    reasons: list[Reason] | None
-    counter_reasons: list[Reason] | None = None
-    attributes: dict[str, str | float | None]
+    """One row of the at-risk list: a customer by value at risk."""
+
+    customer_id: str = Field(description="the customer's id, as the data spells it")
+    probability: float = Field(
+        description=f"P(churn): the calibrated probability that the customer makes no purchase (or cancels) within "
+        f"{_HORIZON}; {_FULL.format(4)}"
+    )
+    tier: str | None = Field(
+        description="the risk tier of probability, by the thresholds of models.churn.tiers (by default high from "
+        "0.70, medium from 0.40, low below)"
+    )
+    expected_spend: float | None = Field(
+        description="what the customer would spend over the horizon if they stayed: their net spend of the last 365 "
+        f"days scaled to the horizon, the spend the churn puts at risk (not a forecast); {_CURRENCY}; "
+        f"{_FULL.format(2)}. Not the next-purchase list's expected_spend, which is a spend given a purchase"
+    )
+    value_at_risk: float = Field(
+        description=f"probability x expected_spend: the spend over the horizon the churn risk puts at risk, what the "
+        f"list ranks by (and min_value bounds); {_CURRENCY}; {_FULL.format(2)}"
+    )
+    reasons: list[Reason] | None = Field(description=f"{_REASONS}: here, what raises the churn risk")
+    counter_reasons: list[Reason] | None = Field(
+        None, description=f"{_COUNTER_REASONS}: here, what lowers the churn risk (why a large customer's risk is low)"
+    )
+    attributes: dict[str, str | float | None] = Field(description=_ATTRIBUTES)
     probability_then: float | None = Field(
         None, description="with `since`: P(churn) at that date (null: not in the population then)"
     )
@@ -408,15 +441,33 @@ class ModelsResponse(BaseModel):
 class TopItem(BaseModel):
     """One row of a campaign (next purchase) or call (lead) list."""
 
-    id: str = Field(description="customer_id (next purchase) or lead_id (lead)")
-    probability: float
-    tier: str | None = Field(None, description="tier (next purchase)")
-    grade: str | None = Field(None, description="grade A-D (lead)")
-    expected_spend: float | None = None
-    expected_value: float | None = Field(None, description="P(buy) x expected spend over the horizon (next purchase)")
-    reasons: list[Reason] | None
-    counter_reasons: list[Reason] | None = None
-    attributes: dict[str, str | float | None]
+    id: str = Field(description="customer_id (next purchase) or lead_id (lead), as the data spells it")
+    probability: float = Field(
+        description=f"next purchase: P(buy), the calibrated probability of a purchase within {_HORIZON}; lead: "
+        "P(convert), that the lead converts within the horizon of its creation (models.lead.horizon_days: 30 days "
+        f"in the bundled config); what the lead list ranks by; {_FULL.format(4)}"
+    )
+    tier: str | None = Field(
+        None, description="next purchase: the tier of probability, by the thresholds of models.next_purchase.tiers"
+    )
+    grade: str | None = Field(
+        None,
+        description="lead: the grade of probability, by models.lead.tiers (bundled: A from 0.50, B 0.25, C 0.10, D)",
+    )
+    expected_spend: float | None = Field(
+        None,
+        description="next purchase: the model's estimate of the customer's net spend over the horizon given that "
+        f"they buy (not the at-risk list's expected_spend, a spend if they stay); {_CURRENCY}; {_FULL.format(2)}; "
+        "null for leads",
+    )
+    expected_value: float | None = Field(
+        None,
+        description="next purchase: probability x expected_spend, the expected net spend over the horizon whether or "
+        f"not they buy; what the list ranks by (and min_value bounds); {_CURRENCY}; {_FULL.format(2)}; null for leads",
+    )
+    reasons: list[Reason] | None = Field(description=f"{_REASONS}: here, what raises P(buy) or P(convert)")
+    counter_reasons: list[Reason] | None = Field(None, description=f"{_COUNTER_REASONS}: here, what lowers it")
+    attributes: dict[str, str | float | None] = Field(description=_ATTRIBUTES)
     probability_then: float | None = Field(None, description="with `since` (next purchase): P(buy) at that date")
     tier_then: str | None = Field(None, description="with `since` (next purchase): the tier at that date")
 

