@@ -199,6 +199,7 @@ def write_list(
             since=since,
             columns=columns,
             rule=population_rule(task, population.model_config),
+            season=lists.seasonal_move(scorer, since, population.as_of),
         )
         columns = (*columns, *lists.THEN_COLUMNS)
     k, stamp = population.model_config.top_k_reasons, lists.file_stamp(scorer, population.as_of)

@@ -1597,6 +1597,7 @@ def ranked_list(
             since=since,
             columns=columns,
             rule=population_rule(task, getattr((config or model.config).models, task)),
+            season=lists.seasonal_move(model.scorer, since, snapshot.as_of),
         )
         columns = (*columns, *lists.THEN_COLUMNS)
     # The CSV is a file that travels: every row says its scoring date (the snapshot's, as the JSON and

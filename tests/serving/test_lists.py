@@ -519,6 +519,27 @@ def test_the_since_note_counts_one_row_in_the_singular():
     assert note == "since 2011-11-09: 1 of the 2 listed moved up a tier, 0 down, 1 was not in the population then"
 
 
+def test_the_since_note_says_how_far_the_season_alone_moves_each_tier_threshold():
+    """A marketer's weekly "newly at risk" list (2011-11-09 to 2011-12-09) held customers whose every
+    reason said nothing raised their risk: the model's seasonal correction had moved them (log-odds +0.17
+    to +0.48), and the list did not say so. The note now gives, per tier threshold, the probability then
+    that the season alone carries to it now; a model without a seasonal table says nothing of it."""
+    from types import SimpleNamespace
+
+    from serving.lists import seasonal_move
+
+    corrections = {"2011-11-09": (1.0, 0.0), "2011-12-09": (1.0, 0.3)}
+    calibrator = SimpleNamespace(seasonal_intercepts={"2010-12-09": 0.3}, correction_at=corrections.__getitem__)
+    scorer = SimpleNamespace(calibrator=calibrator, tiers=[("high", 0.7), ("medium", 0.4), ("low", 0.0)])
+    assert seasonal_move(scorer, "2011-11-09", "2011-12-09") == (
+        "features unchanged, the model's seasonal correction alone turns a probability of 0.63 then into 0.70 "
+        "(high) now and 0.33 into 0.40 (medium): a row near a threshold may have moved by the season, not by "
+        "what the customer did"
+    )
+    assert seasonal_move(scorer, "2011-11-09", "2011-11-09") == ""  # no move
+    assert seasonal_move(SimpleNamespace(calibrator=SimpleNamespace(), tiers=scorer.tiers), "x", "y") == ""
+
+
 def test_a_list_gives_only_the_reasons_that_move_the_probability_by_a_point():
     """An auditor: half the reasons of the bundled at-risk list moved P(churn) by less than a point (a
     customer at 0.06 read "0% of purchase days at weekends (raises churn risk)" for 0.0001)."""
