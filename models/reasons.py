@@ -39,7 +39,7 @@ import pandas as pd
 
 from features.seasonality import horizon_span
 from features.touchpoints import touchpoint_column
-from models.texts import touchpoint_templates
+from models.texts import touchpoint_groups, touchpoint_templates
 
 __all__ = ["DATE_FIELDS", "ReasonWriter", "dated_values", "format_value", "humanize", "singularize", "tidy"]
 
@@ -307,6 +307,14 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _with_touchpoints(groups: Mapping[str, Sequence[str]], feature_names: Sequence[str]) -> dict[str, Sequence[str]]:
+    """``groups`` and the touchpoint groups of ``feature_names`` (:func:`models.texts.touchpoint_groups`)
+    whose members no group of ``groups`` holds."""
+    taken = {feature for members in groups.values() for feature in members}
+    free = [feature for feature in feature_names if feature not in taken]
+    return {**touchpoint_groups(free), **groups}
+
+
 def _present_groups(
     groups: Mapping[str, Sequence[str]], feature_names: Sequence[str], context: set[str]
 ) -> dict[str, list[str]]:
@@ -379,7 +387,7 @@ class ReasonWriter:
             raise ValueError(f"context feature '{unknown[0]}' is not a model feature")
         context = set(context)
         self.context = [c for c in self.feature_names if c in context]
-        self.groups = _present_groups(groups or {}, self.feature_names, context)
+        self.groups = _present_groups(_with_touchpoints(groups or {}, self.feature_names), self.feature_names, context)
         self.direction = direction
         self.counter_direction = counter_direction or _opposite(direction)
         self.categories = {k: list(v) for k, v in (categories or {}).items()}
@@ -409,8 +417,11 @@ class ReasonWriter:
         self.__dict__.update(
             {"codes": {}, "context": [], "counter_direction": None, "groups": {}, "activity": 0, **state}
         )
-        # A writer pickled before the touchpoint templates existed speaks its event features' names.
+        # A writer pickled before the touchpoint templates existed speaks its event features' names, and
+        # gives each of a type's counts as a reason of its own.
         self._add_templates(())
+        grouped = _with_touchpoints(self.groups, self.feature_names)
+        self.groups = _present_groups(grouped, self.feature_names, set(self.context))
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in self.__dict__.items() if name != "_units"}

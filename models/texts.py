@@ -7,9 +7,18 @@ so a customer with a single purchase (no gap yet) still gets a sentence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from features.touchpoints import touchpoint_column
 
-__all__ = ["CUSTOMER_REASON_GROUPS", "NO_PURCHASE", "RECENCY_FEATURES", "customer_templates", "touchpoint_templates"]
+__all__ = [
+    "CUSTOMER_REASON_GROUPS",
+    "NO_PURCHASE",
+    "RECENCY_FEATURES",
+    "customer_templates",
+    "touchpoint_groups",
+    "touchpoint_templates",
+]
 
 # Time since the last purchase, raw or relative to the customer's cycle: churn risk may only
 # rise with them, purchase likelihood only fall.
@@ -242,3 +251,18 @@ def touchpoint_templates(feature: str) -> tuple[str, ...]:
         return (f"{field} {many} so far", none)
     window = f"in the last {column.measure.removesuffix('d')} days"
     return (f"{field} {many} {window}", f"No {many} {window}")
+
+
+def touchpoint_groups(features: Sequence[str]) -> dict[str, list[str]]:
+    """The touchpoint features of ``features`` as reason groups (:class:`models.reasons.ReasonWriter`),
+    one per events table and event type, channel, or every event: a type's counts over each window and
+    its days since the last are one fact, as a purchase's recency and counts are one
+    (:data:`CUSTOMER_REASON_GROUPS`). Without them 606 of 1,700 churn rows of a SaaS export read "4 login
+    events in the last 30 days (raises churn risk)" beside "65 login events in the last 365 days (lowers
+    churn risk)"."""
+    groups: dict[str, list[str]] = {}
+    for feature in features:
+        column = touchpoint_column(feature)
+        if column is not None:
+            groups.setdefault(f"{column.prefix} {column.kind or 'every'} {column.value}".rstrip(), []).append(feature)
+    return groups

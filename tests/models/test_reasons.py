@@ -644,12 +644,12 @@ def test_a_leads_touchpoints_read_as_the_customers_do():
     X = np.array([[1.0, 15.35, 1.0], [0.0, np.nan, 0.0]])
     contrib = np.array([[0.1, 0.3, 0.2], [0.1, 0.3, 0.2]])
     first, second = ([r["text"] for r in row] for row in writer.explain(contrib, X, k=3))
+    # A type's days since the last and its count are one reason (models.texts.touchpoint_groups), said by
+    # the member that moves the odds most.
     assert first == [
         "Last demo request 15 days ago (raises conversion odds)",
-        "1 demo request event in the last 30 days (raises conversion odds)",
         "1 interaction so far (raises conversion odds)",
     ]
-    # None so far is none in the last 30 days: one fact, said once.
     assert second == [
         "No demo request events so far (raises conversion odds)",
         "No interactions so far (raises conversion odds)",
@@ -710,16 +710,15 @@ def test_touchpoint_facts_are_their_own_beside_the_purchases():
     contrib = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.0]])
     (reasons,) = writer.explain(contrib, X, k=7)
     assert [r["text"].removesuffix(" (raises churn risk)") for r in reasons] == [
+        "Last login 20 days ago",  # the login's three columns: one reason, their summed contribution
         "Bought on 3 days in the last 365 days",  # its ", the latest 20 days ago" is the recency sentence's
-        "Last login 20 days ago",
         "Last purchase 20 days ago",
         "No purchase for 20 days",
-        "12 login events in the last 30 days",
         "12 support ticket events in the last 90 days",
-    ]  # "12 login events in the last 90 days" left out: the same count of the same events
+    ]
     # As counter-reasons beside a reason "Last login 20 days ago": the count dates the last purchase
     # still, and the login is not said twice.
-    (counter,) = writer.explain(-contrib, X, k=2, counter=True, said=[reasons[1:2]])
+    (counter,) = writer.explain(-contrib, X, k=2, counter=True, said=[reasons[0:1]])
     assert [r["text"] for r in counter] == [
         "Bought on 3 days in the last 365 days, the latest 20 days ago (lowers churn risk)",
         "Last purchase 20 days ago (lowers churn risk)",
@@ -740,7 +739,7 @@ def test_touchpoint_facts_are_their_own_beside_the_purchases():
     contrib = np.tile([0.5, 0.4, 0.3, 0.2, -0.1], (2, 1))
     reasons = writer.explain(contrib, X, k=4)
     assert [[r["text"].removesuffix(" (raises conversion odds)") for r in row] for row in reasons] == [
-        ["Last interaction 2 days ago", "1 interaction so far", "No login events in the last 30 days"],
+        ["Last interaction 2 days ago", "No login events in the last 30 days"],  # every event's two: one reason
         ["No interactions so far"],  # no webinar view, no login: said by none at all
     ]
     # "No login events so far" lowering the odds beside "No login events in the last 30 days" raising them.
@@ -749,6 +748,22 @@ def test_touchpoint_facts_are_their_own_beside_the_purchases():
     writer = ReasonWriter(["events_purchase_days_since_last", "recency_days"], TEMPLATES_90, "raises churn risk")
     (reasons,) = writer.explain(np.array([[0.5, 0.4]]), np.array([[20.0, 20.0]]), k=2)
     assert [r["text"] for r in reasons] == ["Last purchase 20 days ago (raises churn risk)"]
+
+
+def test_one_event_types_columns_are_one_reason():
+    """A SaaS churn model set "4 login events in the last 30 days (raises churn risk)" against "65 login
+    events in the last 365 days (lowers churn risk)" for 606 of 1,700 rows: one type's windows and days
+    since the last are one fact, a group as the purchases' are, so the row gets one login reason, the
+    sum of their contributions, in the words of the member that moves it most."""
+    features = ["events_login_30d", "events_login_365d", "events_login_days_since_last", "recency_days"]
+    writer = ReasonWriter(features, TEMPLATES_90, "raises churn risk")
+    assert writer.groups == {"events type login": features[:3]}
+    (reasons,) = writer.explain(np.array([[0.5, -0.3, 0.1, 0.05]]), np.array([[4.0, 65.0, 3.0, 3.0]]), k=3)
+    (counter,) = writer.explain(
+        np.array([[0.5, -0.3, 0.1, 0.05]]), np.array([[4.0, 65.0, 3.0, 3.0]]), k=3, counter=True
+    )
+    assert [r["text"] for r in reasons][0] == "4 login events in the last 30 days (raises churn risk)"
+    assert reasons[0]["impact"] == pytest.approx(0.3) and not any("login" in r["text"] for r in counter)
 
 
 def test_a_writer_pickled_before_the_touchpoint_templates_writes_them():
