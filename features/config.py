@@ -126,11 +126,36 @@ class SourceConfig(_Frozen):
 URL_PASSWORD = re.compile(r"(?P<head>://[^/@:]*:)(?P<password>[^@/]*)@")
 
 
+# A setting or query parameter whose name says it holds a secret (spark.hadoop.fs.s3a.secret.key,
+# ?password=..., sslkey is a path and stays): its value is masked in what is logged.
+SECRET_NAME = re.compile(r"(?i)(password|passwd|pwd|secret|token|credential|access[._-]?key|api[._-]?key)")
+_URL_QUERY_SECRET = re.compile(r"(?P<head>[?&](?P<name>[^=&#]+)=)(?P<value>[^&#]*)")
+
+
 def masked_url(url: str) -> str:
-    """``url`` with the password written in it (not a ``${NAME}`` read from the environment) as ``***``."""
-    return URL_PASSWORD.sub(
+    """``url`` with the password written in it (not a ``${NAME}`` read from the environment) as ``***``:
+    the ``user:password@`` form, and a query parameter named as a secret (``?user=a&password=...``,
+    which an auditor found in clear in a run's config.json until 2026-12-07)."""
+    url = URL_PASSWORD.sub(
         lambda m: m.group(0) if m.group("password").startswith("${") else f"{m.group('head')}***@", url
     )
+    return _URL_QUERY_SECRET.sub(
+        lambda m: (
+            f"{m.group('head')}***"
+            if SECRET_NAME.search(m.group("name")) and not m.group("value").startswith("${")
+            else m.group(0)
+        ),
+        url,
+    )
+
+
+def masked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (``spark.conf``, a CSV reader's options) with each value whose name says it is a
+    secret (:data:`SECRET_NAME`) as ``***``, unless it is a ``${NAME}`` read from the environment."""
+    return {
+        name: "***" if SECRET_NAME.search(str(name)) and not str(value).startswith("${") else value
+        for name, value in settings.items()
+    }
 
 
 class RowFilter(_Frozen):
@@ -409,12 +434,19 @@ class Config(_Frozen):
         return f"{masked_url(source.url)} table {where}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain data, for logging to MLflow and storing with a model (a password
-        written in a source URL masked)."""
+        """The configuration as plain data, for logging to MLflow and storing with a model, secrets
+        masked: a password in a source URL or the tracking URIs, and a ``spark.conf`` setting or CSV
+        option named as a secret (an S3 secret key was logged in clear until 2026-12-07)."""
         data = self.model_dump(mode="json")
         for table in data["tables"].values():
-            if table is not None and table["source"].get("url"):
-                table["source"]["url"] = masked_url(table["source"]["url"])
+            if table is not None:
+                if table["source"].get("url"):
+                    table["source"]["url"] = masked_url(table["source"]["url"])
+                table["source"]["csv_options"] = masked_settings(table["source"]["csv_options"])
+        data["spark"]["conf"] = masked_settings(data["spark"]["conf"])
+        for key in ("tracking_uri", "registry_uri"):
+            if data.get(key):
+                data[key] = masked_url(data[key])
         return data
 
 

@@ -104,10 +104,33 @@ def test_a_source_is_a_file_or_a_database_table(write_config, source, message):
         ("postgresql://crm:${CRM_DB_PASSWORD}@db/crm", "postgresql://crm:${CRM_DB_PASSWORD}@db/crm"),
         ("postgresql://crm@db/crm", "postgresql://crm@db/crm"),
         ("sqlite:///data/crm.db", "sqlite:///data/crm.db"),
+        # In the query string (an auditor found it in clear in a run's config.json): a secret's name masks it.
+        (
+            "postgresql://db:5432/crm?user=scorer&password=Hunter2&sslmode=require",
+            "postgresql://db:5432/crm?user=scorer&password=***&sslmode=require",
+        ),
+        ("mysql://db/crm?api_key=abc&token=${TOKEN}", "mysql://db/crm?api_key=***&token=${TOKEN}"),
     ],
 )
 def test_a_password_written_in_the_url_is_masked(url, shown):
     assert masked_url(url) == shown
+
+
+def test_the_logged_config_masks_spark_secrets_and_a_tracking_uris_password(write_config, tmp_path):
+    """A run's config.json and its version's config tag held spark.hadoop.fs.s3a.secret.key in clear."""
+    config = _config(write_config, tmp_path / "x.csv")
+    config = config.model_copy(
+        update={
+            "tracking_uri": "https://ml:pw@mlflow.internal",
+            "spark": config.spark.model_copy(
+                update={"conf": {"spark.hadoop.fs.s3a.secret.key": "AKIA123", "spark.sql.shuffle.partitions": "8"}}
+            ),
+        }
+    )
+    logged = config.to_dict()
+    assert logged["spark"]["conf"] == {"spark.hadoop.fs.s3a.secret.key": "***", "spark.sql.shuffle.partitions": "8"}
+    assert logged["tracking_uri"] == "https://ml:***@mlflow.internal" and "AKIA123" not in str(logged)
+    assert config.spark.conf["spark.hadoop.fs.s3a.secret.key"] == "AKIA123"  # the run itself still uses it
 
 
 # --- PostgreSQL: a real server on loopback -------------------------------------------------------
