@@ -270,6 +270,17 @@ def _config_name(tag: str | None) -> str | None:
         return json.loads(found.group(1)) if found else None
 
 
+# What evaluation.json's metrics are, over test_predictions.parquet's label and probability columns.
+METRIC_DEFINITIONS = {
+    "roc_auc": "sklearn.metrics.roc_auc_score(label, probability)",
+    "pr_auc": "sklearn.metrics.average_precision_score(label, probability)",
+    "brier": "mean((probability - label)^2)",
+    "ece": "sum over 10 equal-width probability bins [0, 0.1), ..., [0.9, 1] of (rows in bin / rows) * "
+    "|mean(label) - mean(probability)| in the bin",
+    "lift_at_10": "mean(label) of the round(10% of rows) highest probabilities (ties: the earlier row) / mean(label)",
+}
+
+
 def check_project(config: Config, task: str) -> None:
     """Refuse to train into a registered model whose latest version another config (by ``name``) trained:
     two projects on one tracking store (a folder's ``mlflow.db``, a team's server) shared ``crmscore-churn``,
@@ -684,9 +695,18 @@ def log_and_register(
                 "grade": result.grade,
                 "calibration": _clean(result.calibration),
                 "warnings": result.warnings,
+                # How the metrics are computed from test_predictions.parquet, for an auditor to recompute them.
+                "metric_definitions": METRIC_DEFINITIONS,
             },
             "evaluation.json",
         )
+        # The test fold's rows as scored (id, label, probability, the baselines' scores; spend and expected
+        # value for next purchase): an auditor recomputes every test metric from MLflow alone (they had to
+        # rebuild the fold with crmscore's code and data to check them).
+        with tempfile.TemporaryDirectory() as tmp:
+            predictions = Path(tmp) / "test_predictions.parquet"
+            result.predictions.assign(as_of=str(result.test_cutoff)).to_parquet(predictions, index=False)
+            mlflow.log_artifact(str(predictions))
         mlflow.log_dict(
             {
                 "compared": f"test fold ({result.test_cutoff}) against the {result.n_train} training rows",

@@ -134,7 +134,7 @@ def test_a_registry_that_does_not_answer_is_not_a_missing_champion(config):
     assert "crmscore train" not in str(info.value)
 
 
-def test_promotion_gate(config, good, bad):
+def test_promotion_gate(config, good, bad, tmp_path):
     assert good.metrics["roc_auc"] > bad.metrics["roc_auc"] + 0.1
     first = _log(config, good)
     assert first["promoted"] and first["reason"] == "no champion yet"
@@ -159,6 +159,15 @@ def test_promotion_gate(config, good, bad):
         Path(client.download_artifacts(first["run_id"], "environment.json", str(config.output_dir))).read_text()
     )
     assert environment["packages"]["duckdb"] == duckdb.__version__ and environment["python"].count(".") == 2
+    # The test fold as scored, so an auditor recomputes the logged metrics from MLflow alone.
+    rows = pd.read_parquet(client.download_artifacts(first["run_id"], "test_predictions.parquet", str(tmp_path)))
+    assert len(rows) == good.n_test and set(rows.as_of) == {"2011-06-01"}
+    from sklearn.metrics import roc_auc_score
+
+    from training.metrics import ece
+
+    assert roc_auc_score(rows.label, rows.probability) == pytest.approx(run.data.metrics["roc_auc"], abs=1e-12)
+    assert ece(rows.label, rows.probability) == pytest.approx(run.data.metrics["ece"], abs=1e-12)
 
     worse = _log(config, bad)
     assert not worse["promoted"] and worse["alias"] == "challenger"
