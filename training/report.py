@@ -21,6 +21,7 @@ from features.files import write_text_atomic
 from models.drift import PSI_ALERT
 from models.reasons import ReasonWriter
 from training.backtest import BacktestResult, gain_text
+from training.calibration import MIN_ISOTONIC_ROWS
 
 __all__ = ["group_strength", "make_plots", "render_report", "write_report"]
 
@@ -223,9 +224,7 @@ def render_report(result: BacktestResult, plots: dict[str, bytes], *, run: dict[
         "training cut-offs": ", ".join(str(c) for c in sorted(result.cutoffs)),
         "rows (train / test)": f"{result.n_train:,} / {result.n_test:,}",
         "test base rate": f"{result.metrics['base_rate']:.3f}",
-        "calibration": (
-            f"{result.calibration['kind']} (chosen by out-of-fold Brier on {result.params['calibration_cutoff']})"
-        ),
+        "calibration": _calibration_text(result),
         "seasonal prior shift": _prior_text(result.calibration.get("prior_shift")),
     }
     if "population_shift_logit" in result.metrics:
@@ -358,6 +357,16 @@ def write_report(
 ) -> Path:
     """Write the HTML report to ``path`` (folders created, whole or not at all) and return the path."""
     return write_text_atomic(path, render_report(result, plots, run=run))
+
+
+def _calibration_text(result: BacktestResult) -> str:
+    """The calibrator and how it was chosen: by out-of-fold Brier score when both were fitted, else why the
+    one there is ("chosen by out-of-fold Brier" was said of a 172-row fold where isotonic is never tried)."""
+    kind, fold = result.calibration["kind"], result.params["calibration_cutoff"]
+    tried = result.calibration.get("brier_out_of_fold") or {}
+    if len(tried) > 1:
+        return f"{kind} (chosen by out-of-fold Brier on {fold})"
+    return f"{kind} (the only one fitted on {fold}: isotonic needs {MIN_ISOTONIC_ROWS:,} rows or more)"
 
 
 def _prior_text(prior: dict | None) -> str:

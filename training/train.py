@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -164,6 +165,13 @@ def train_model(
     result = run_backtest(ts, spec, transactions=transactions, model_name=registered_name(task, config))
     if (flags := final_flag_warning(tables, task, mc.horizon_days)) is not None:
         result.warnings.append(flags)
+        # The label the run trained, not the horizon's: the model spec, the version's description, the
+        # report and its plots said "converted within 30 days of creation" of final flags (an auditor's find).
+        result.spec = dataclasses.replace(
+            result.spec,
+            label="1 = converted, the export's final flag (no converted_at: the horizon does not apply)",
+            score_label="P(convert), by the export's final flag",
+        )
     step(f"plots and the HTML report (ROC AUC {result.metrics['roc_auc']:.3f}, grade {result.grade})")
     plots = make_plots(result)
     report = report_path(config, task)
@@ -212,7 +220,12 @@ def train_model(
         }
     )
     describe_version(
-        config, spec, out["registered_model"], out["version"], summary_lines(out), champion=out["alias"] == "champion"
+        config,
+        result.spec,
+        out["registered_model"],
+        out["version"],
+        summary_lines(out),
+        champion=out["alias"] == "champion",
     )
     if metrics_out is not None:
         write_text_atomic(metrics_out, json.dumps(out, indent=2))

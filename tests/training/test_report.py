@@ -42,3 +42,18 @@ def test_the_report_says_which_cutoffs_the_test_season_was_interpolated_from():
     assert "the test season read from 2010-08-16 (17%) + 2010-09-15 (83%) (interpolated" in text
     assert "read from" not in _prior_text({**prior, "test_season_weights": None})
     assert _prior_text({"applied": False, "note": "no cut-off"}) == "none (no cut-off)"
+
+
+def test_the_report_says_why_a_calibrator_is_the_only_one_fitted():
+    """The lead report said "sigmoid (chosen by out-of-fold Brier on 2009-12-01)" of a 172-row fold where
+    isotonic is never fitted (an auditor's find): it says so now; with both fitted, the choice."""
+    from types import SimpleNamespace
+
+    from training.report import _calibration_text
+
+    only = SimpleNamespace(calibration={"kind": "sigmoid", "brier_out_of_fold": {"sigmoid": 0.24}})
+    only.params = {"calibration_cutoff": "2009-12-01"}
+    assert _calibration_text(only) == "sigmoid (the only one fitted on 2009-12-01: isotonic needs 1,000 rows or more)"
+    both = SimpleNamespace(calibration={"kind": "isotonic", "brier_out_of_fold": {"sigmoid": 0.2, "isotonic": 0.19}})
+    both.params = {"calibration_cutoff": "2011-06-12"}
+    assert _calibration_text(both) == "isotonic (chosen by out-of-fold Brier on 2011-06-12)"

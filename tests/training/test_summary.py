@@ -97,7 +97,10 @@ def test_train_prints_the_json_on_stdout_and_the_summary_on_stderr(tmp_path):
     assert note.startswith("As registered on ") and note.endswith("shows its aliases now and the champion history.")
     assert fenced == "```\n" + "\n".join(summary) + "\n```"
     described = client.get_registered_model("crmscore-lead").description
-    assert described.startswith("P(convert within 30 days). Population: leads created in the 30 days up to the cut-off")
+    # The bundled leads map no converted_at: the label is the export's final flag, and the description says so
+    # (it said "converted within 30 days of creation", the horizon the labels cannot honour).
+    assert described.startswith("P(convert), by the export's final flag. Population: leads created in the 30 days up")
+    assert "Label: 1 = converted, the export's final flag (no converted_at: the horizon does not apply)" in described
     # What an audit needs to redo the run: the code, and the digests of the rows it learnt and was tested on,
     # the same in the JSON, on the run's MLflow datasets and in the HTML report.
     assert out["code"] == code_version()["text"] and set(out["data_digests"]) == {"training", "test"}
