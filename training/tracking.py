@@ -129,7 +129,9 @@ def code_version() -> dict[str, Any]:
     text = f"crmscore {package or '(not installed)'}"
     if commit:
         text += f", git {commit}" + (" with uncommitted changes to its code" if dirty else "")
-    return {"crmscore": package, "commit": commit, "dirty": dirty, "text": text}
+    # The uncommitted change itself, which a run logs as code.diff: the flag alone did not say what trained it.
+    diff = git("diff", "HEAD", "--", *CODE_FOLDERS) if dirty else None
+    return {"crmscore": package, "commit": commit, "dirty": dirty, "text": text, "diff": diff}
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -665,6 +667,8 @@ def log_and_register(
             # In the runs table of the UI, beside the metrics: what this run could not do as its spec asks.
             mlflow.set_tag("warnings", " | ".join(result.warnings)[:5000])
         mlflow.log_dict(ran, "config.json")
+        if code["diff"]:
+            mlflow.log_text(code["diff"], "code.diff")
         mlflow.log_dict(run_environment(), "environment.json")
         mlflow.log_dict(_clean(fingerprint), "data_fingerprint.json")
         digests = _log_datasets(task, {"training": train, "test": test}, fingerprint)

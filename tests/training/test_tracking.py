@@ -636,7 +636,10 @@ def test_the_code_version_names_crmscores_own_commit_and_uncommitted_code(monkey
     (checkout / "README.md").write_text("more docs\n")  # not code
     assert code_version()["dirty"] is False
     (checkout / "models" / "churn.py").write_text("HORIZON = 60\n")
-    assert code_version()["text"] == f"{clean['text']} with uncommitted changes to its code"
+    dirty = code_version()
+    assert dirty["text"] == f"{clean['text']} with uncommitted changes to its code"
+    # The change itself, which a run logs as code.diff (an auditor saw the flag and could not tell what changed).
+    assert "-HORIZON = 90" in dirty["diff"] and "+HORIZON = 60" in dirty["diff"] and clean["diff"] is None
 
     # An installed copy inside another project's repository: that repository's commit says nothing.
     monkeypatch.setattr(training.tracking, "_PACKAGES", (checkout / "models").resolve())
@@ -647,6 +650,7 @@ def test_the_code_version_names_crmscores_own_commit_and_uncommitted_code(monkey
         "commit": None,
         "dirty": None,
         "text": clean["text"].split(",")[0],
+        "diff": None,
     }
 
 
