@@ -547,6 +547,9 @@ def models_command(
         listings = list_versions(cfg, tasks)
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc
+    for listing in listings:
+        for warning in listing["warnings"]:  # an unreadable history tag: the rest is listed
+            _warn(warning)
     if as_json:
         typer.echo(json.dumps(listings if model is None else listings[0], indent=2))
     else:
@@ -559,7 +562,8 @@ def promote_command(
     config: ConfigOption,
     version: Annotated[str, typer.Option("--version", help="The registered version to make champion (e.g. 3).")],
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why, kept on the version (tag manual_promotion).")
+        str | None,
+        typer.Option("--reason", help="Why, kept on the version (tag manual_promotion); at most 1,000 characters."),
     ] = None,
 ) -> None:
     """Make a registered version champion by hand: roll back, or overrule the gate. `crmscore models` lists them.
@@ -567,10 +571,11 @@ def promote_command(
     The version's files are read first; a running `crmscore serve` switches on POST /reload.
     """
     from training.pyfunc import ChampionUnavailable
-    from training.registry import promote_version
+    from training.registry import check_reason, promote_version
 
     task = _task(model)
     try:
+        check_reason(reason)  # before the config and the registry: nothing moves
         done = promote_version(load_config(config), task, version, reason=reason)
     except (ConfigError, ValueError, ChampionUnavailable) as exc:
         raise _fail(str(exc)) from exc

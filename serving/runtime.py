@@ -333,9 +333,10 @@ def _list_frame(model: TaskModel) -> pd.DataFrame | None:
 def trained_config(config: Config, task: str, info: Mapping[str, Any]) -> Config | None:
     """The configuration a registered model was trained with, or None when the registry lacks it.
 
-    Training tags each model version with ``config`` (the config as JSON, cut at 4,900
-    characters) and logs ``config.json`` in its run; the tag is read first, the artifact when
-    the tag is missing or cut. The serving config may be another data set's (the retail config
+    Training tags each model version with ``config`` (the config as JSON; since 2026-12-07 a
+    compact form marked ``truncated`` when too long, before cut at 4,900 characters) and logs
+    ``config.json`` in its run; the tag is read first, the artifact when the tag is missing,
+    cut or compact. The serving config may be another data set's (the retail config
     serving the lead model), so posted records must use the model's own ``tables`` and
     ``models.<task>`` sections.
     """
@@ -349,6 +350,8 @@ def trained_config(config: Config, task: str, info: Mapping[str, Any]) -> Config
     try:
         tag = (client.get_model_version(name, str(version)).tags or {}).get("config")
         data = json.loads(tag) if tag else None
+        if isinstance(data, dict) and data.get("truncated"):
+            data = None  # a config too long for its tag: the tag holds a compact form, the artifact the whole
     except Exception:  # noqa: BLE001 - a cut or missing tag: fall back to the run artifact
         data = None
     if data is None and run_id:

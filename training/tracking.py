@@ -54,7 +54,7 @@ from training.pyfunc import (
     sqlite_file,
     train_command,
 )
-from training.registry import other_question, question_of, record_champion
+from training.registry import config_tag, other_question, question_of, record_champion
 
 __all__ = [
     "Promotion",
@@ -261,8 +261,9 @@ def check_registry(config: Config, task: str) -> str | None:
 
 
 def _config_name(tag: str | None) -> str | None:
-    """The ``name`` of the config a version's ``config`` tag holds (JSON cut at 4,900 characters, so read
-    from its start when the whole does not parse); None without one."""
+    """The ``name`` of the config a version's ``config`` tag holds (whole JSON since 2026-12-07, the compact
+    form of :func:`training.registry.config_tag` keeping it; before, cut at 4,900 characters, so read from its
+    start when the whole does not parse); None without one."""
     if not tag:
         return None
     try:
@@ -778,7 +779,8 @@ def log_and_register(
         **question_of(result.spec),
         # What the model must be scored with, whatever the config says later (models.catalog.scoring_config).
         "settings": json.dumps(feature_settings(model_config_for(config, task), task)),
-        "config": json.dumps(ran)[:4900],
+        # Whole JSON always: the config itself, or a compact form when too long (config.json holds it all).
+        "config": config_tag(ran),
         "command": command,
         # A tag holds at most 5,000 characters: a few warnings, each cut short if it must be.
         "warnings": json.dumps([w[:1000] for w in result.warnings[:4]]),

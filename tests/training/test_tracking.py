@@ -356,7 +356,13 @@ def test_models_lists_every_version_with_its_aliases_and_the_gates_reason(config
     assert [v["promotion"] for v in churn["versions"]] == [worse["reason"], "no champion yet"]
     assert churn["versions"][1]["roc_auc"] == pytest.approx(good.metrics["roc_auc"])
     assert churn["versions"][1]["test_cutoff"] == "2011-06-01" and churn["versions"][1]["manual_promotion"] is None
-    assert lead == {"model_name": "crmscore-lead", "tracking_uri": config.tracking_uri, "versions": [], "history": []}
+    assert lead == {
+        "model_name": "crmscore-lead",
+        "tracking_uri": config.tracking_uri,
+        "versions": [],
+        "history": [],
+        "warnings": [],
+    }
     assert [m["version"] for m in churn["history"]] == [first["version"]]  # the worse one never was champion
 
     # Which code trained each version, for an audit: on the version, its run (MLflow's own commit tag too).
@@ -443,6 +449,10 @@ def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, go
         f"warning: v{forced['version']} has a lower test roc_auc than champion v{first['version']} at the same test "
         f"cut-off ({bad.metrics['roc_auc']:.4f} < {good.metrics['roc_auc']:.4f})"
     )
+    # The warning is kept with the promotion: an auditor sees the person was warned (2026-12-07 it was not).
+    warned = [line.removeprefix("warning: ") for line in worse.stderr.splitlines()]  # roc_auc, grade C
+    tags = MlflowClient(tracking_uri=config.tracking_uri).get_model_version("crmscore-churn", forced["version"]).tags
+    assert tags[MANUAL_TAG].endswith(f", replacing v{first['version']} (warned: {'; '.join(warned)})")
 
     unknown = CliRunner().invoke(app, [*args, "--version", "9"])
     assert unknown.exit_code == 2
@@ -461,12 +471,106 @@ def test_promote_rolls_the_champion_back_and_keeps_why_on_the_version(config, go
         (one, two, "by hand (crmscore promote)", "ranks at random"),
         (two, one, "by hand (crmscore promote)", None),
     ]
+    assert [m["warnings"] for m in history[2:]] == [[], warned]
     assert {m["by"] for m in history} == {getpass.getuser()} and history == sorted(history, key=lambda m: m["at"])
     listed = CliRunner().invoke(app, ["models", "churn", "--config", str(_cli_config(config, tmp_path))])
     assert "  champion history (oldest first):" in listed.stdout
     assert (
         f"  v{one} (was v{two}), by hand (crmscore promote), by {getpass.getuser()}: ranks at random" in listed.stdout
     )
+    assert (
+        f"  v{two} (was v{one}), by hand (crmscore promote), by {getpass.getuser()} (warned: {'; '.join(warned)})"
+        in listed.stdout
+    )
+
+
+def test_a_long_reason_is_refused_and_a_history_tag_cut_before_is_warned_of_not_fatal(config, good, tmp_path):
+    """A 6,000-character --reason was cut mid-JSON in the champion history tag, and `crmscore models` then failed
+    for every model (`Unterminated string`, exit 2). The reason is refused before anything moves, a tag is whole
+    JSON however long its text, and a tag an older crmscore cut is named in a warning, the rest listed."""
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from training.registry import HISTORY_PREFIX, champion_history, record_champion
+
+    first, second = _log(config, good), _log(config, good)
+    cli = str(_cli_config(config, tmp_path))
+    refused = CliRunner().invoke(
+        app, ["promote", "churn", "--config", cli, "--version", second["version"], "--reason", "x" * 6000]
+    )
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("error: --reason is 6,000 characters, more than the 1,000 kept with a promotion")
+    assert _aliases(config, first["version"]) == {"champion"} and _aliases(config, second["version"]) == {"challenger"}
+
+    # The gate's and --force-promote's reasons reach the history too: a long one (escaped 6 times over) is
+    # shortened with a marker, the JSON kept whole with every field.
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    record_champion(client, "crmscore-churn", version=first["version"], previous=None, how="test", reason="é" * 6000)
+    tags = client.get_registered_model("crmscore-churn").tags
+    newest = tags[max(k for k in tags if k.startswith(HISTORY_PREFIX))]
+    assert len(newest) <= 5000
+    move = json.loads(newest)
+    assert move["by"] and move["reason"].startswith("é" * 100) and move["reason"].endswith(" characters cut]")
+
+    # A tag a crmscore before 2026-12-07 cut at 5,000 characters mid-JSON.
+    old = json.dumps({"at": "2026-12-06T04:23:40.000+00:00", "version": "2", "reason": "x" * 6000, "by": "ana"})
+    client.set_registered_model_tag("crmscore-churn", HISTORY_PREFIX + "20261206T042340000000Z", old[:5000])
+    problems = []
+    assert len(champion_history(client, "crmscore-churn", problems)) == 2
+    listed = CliRunner().invoke(app, ["models", "--config", cli])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stderr.startswith(
+        "warning: crmscore-churn: champion history tag 'champion_history.20261206T042340000000Z' is not readable"
+    )
+    assert (
+        f"  v{second['version']}    challenger " in listed.stdout
+        and "champion history (oldest first):" in listed.stdout
+    )
+    assert listed.stdout.rstrip().endswith(f"crmscore-lead: no registered version in {config.tracking_uri}")
+
+
+def test_a_config_too_long_for_its_tag_is_kept_whole_and_its_changes_are_listed(config, good):
+    """A lead config of 40 filters was cut mid-JSON in the version's `config` tag (4,900 characters), and `crmscore
+    models` listed `config_changes: []` though the seed had changed: the tag is whole JSON (a compact form), the
+    listing reads the run's config.json, and what cannot be compared says so."""
+    from features.config import RowFilter, SourceConfig, TableConfig
+    from training.registry import config_changes, config_tag, list_versions
+    from training.tracking import _config_name
+
+    filters = tuple(
+        RowFilter(name=f"rule_{i}", keep=f"amount > {i} AND country <> 'nowhere_{i:03d}' " * 2) for i in range(40)
+    )
+    table = TableConfig(
+        source=SourceConfig(path="tx.parquet"),
+        columns={"customer_id": "c", "timestamp": "t", "amount": "a"},
+        filters=filters,
+    )
+    long = config.model_copy(update={"tables": TablesConfig(transactions=table)})
+    reseeded = long.model_copy(
+        update={"models": long.models.model_copy(update={"churn": long.models.churn.model_copy(update={"seed": 7})})}
+    )
+    first, second = _log(long, good), _log(reseeded, good)
+    tag = (
+        MlflowClient(tracking_uri=config.tracking_uri)
+        .get_model_version("crmscore-churn", second["version"])
+        .tags["config"]
+    )
+    assert len(json.dumps(long.to_dict())) > 5000 and len(tag) <= 5000
+    compact = json.loads(tag)
+    assert compact["truncated"] is True and compact["models"]["churn"]["seed"] == 7 and _config_name(tag) == "test"
+    assert "filters" not in compact["tables"]["transactions"]
+
+    newest = list_versions(config, ["churn"])[0]["versions"][0]
+    assert newest["config_against"] == first["version"]
+    assert newest["config_changes"] == ["models.churn.seed 7 (was 42)"]  # from config.json, in full
+
+    # Without config.json: the compact forms compare in part and say so; a tag cut mid-JSON is not compared.
+    older, newer = config_tag(long.to_dict()), config_tag(reseeded.to_dict())
+    changes = config_changes(older, newer, "churn")
+    assert changes[0] == "models.churn.seed 7 (was 42)" and changes[-1].startswith("compared in part: ")
+    assert config_changes(older, config_tag(long.to_dict()), "churn") == []  # the same digest
+    cut = json.dumps(long.to_dict())[:4900]
+    assert config_changes(cut, json.dumps(reseeded.to_dict())[:4900], "churn")[0].startswith("not compared: ")
 
 
 def test_promote_refuses_a_version_whose_files_are_gone_and_moves_nothing(config, good, tmp_path):
