@@ -171,12 +171,14 @@ def train_command(
 ) -> None:
     """Backtest with test cut-off T, calibrate, log to MLflow, register; promote to champion only if better."""
     from training.pyfunc import RegistryUnavailable
+    from training.registry import check_reason
     from training.train import train_model
 
     task = _task(model)
     if reason and not force_promote:
         raise _fail("--reason explains a --force-promote; the gate gives its own reason")
     try:
+        check_reason(reason)  # before the backtest, as promote does: the promotion tag keeps it whole
         cfg = load_config(config)
         # `mlflow run` passes an empty string for an unset parameter.
         result = train_model(

@@ -409,6 +409,21 @@ def test_rows_and_csv(scored):
     ]
 
 
+def test_the_csvs_fast_truncation_is_the_exact_one():
+    """The CSV's figures take the float's floor where it is far from a step and the exact decimal path near
+    one (0.29 is 0.28999999999999998): the same text as the exact path for every value, random or at a step."""
+    from decimal import ROUND_FLOOR, Decimal
+
+    from serving.lists import _cell
+
+    rng = np.random.default_rng(7)
+    values = [*rng.random(5000), *(rng.random(5000) * 5000), -0.123, 0.29, 0.7, 0.69997, 4758.887, 2.675, 1e-12, 0.0]
+    for value in values:
+        for column, decimals in (("probability", 4), ("value_at_risk", 2)):
+            exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR)
+            assert _cell(column, float(value)) == f"{exact:.{decimals}f}", (column, value)
+
+
 def test_csv_truncates_for_reading_and_keeps_the_order():
     """Probabilities to 4 decimals, money to 2, truncated: rounded, a customer at 0.69997 (tier medium)
     showed 0.7000, where high starts, and a value at risk of 4758.887 showed 4758.89, which

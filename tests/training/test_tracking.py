@@ -501,6 +501,9 @@ def test_a_long_reason_is_refused_and_a_history_tag_cut_before_is_warned_of_not_
     assert refused.exit_code == 2
     assert refused.stderr.startswith("error: --reason is 6,000 characters, more than the 1,000 kept with a promotion")
     assert _aliases(config, first["version"]) == {"champion"} and _aliases(config, second["version"]) == {"challenger"}
+    # train --force-promote --reason the same, before the backtest (its promotion tag kept the reason whole).
+    trained = CliRunner().invoke(app, ["train", "churn", "--config", cli, "--force-promote", "--reason", "y" * 1001])
+    assert trained.exit_code == 2 and trained.stderr.startswith("error: --reason is 1,001 characters, more than")
 
     # The gate's and --force-promote's reasons reach the history too: a long one (escaped 6 times over) is
     # shortened with a marker, the JSON kept whole with every field.
